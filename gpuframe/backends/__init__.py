@@ -1,0 +1,3 @@
+from .registry import FallbackError, PerformanceWarning, register, resolve
+
+__all__ = ["FallbackError", "PerformanceWarning", "register", "resolve"]

@@ -1,0 +1,276 @@
+"""Column: one Arrow-layout array (validity bitmap, offsets, data, dictionary) on a device."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from . import memory
+from .buffer import Buffer
+from .device import CPU, Device, DeviceLike, as_device
+from .dtypes import Layout, check_supported, layout_of, offsets_dtype, physical_numpy_dtype
+
+
+def _np_from_pa_buffer(buf: pa.Buffer, dtype: np.dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    return np.frombuffer(buf, dtype=dtype, count=buf.size // dtype.itemsize)
+
+
+def _bits_to_bytes(bitmap: np.ndarray, bit_offset: int, length: int) -> np.ndarray:
+    """Unpack an LSB-first bitmap slice into one uint8 (0/1) per element (host)."""
+    if length == 0:
+        return np.zeros(0, dtype=np.uint8)
+    first = bit_offset // 8
+    last = (bit_offset + length + 7) // 8
+    bits = np.unpackbits(bitmap[first:last], bitorder="little")
+    start = bit_offset - first * 8
+    return bits[start:start + length]
+
+
+def pack_bits(values: np.ndarray) -> np.ndarray:
+    """Pack a host array of 0/1 (or bool) into an LSB-first Arrow bitmap."""
+    return np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+
+
+class Column:
+    """An Arrow-layout column on a device.
+
+    Buffers are shared, never copied, by slicing; ``offset`` is the Arrow element offset
+    into every buffer (bits for bitmaps, elements for data and offsets).
+
+    Parameters
+    ----------
+    dtype : pyarrow.DataType
+    length : int
+    data : Buffer or None
+        Values (FIXED), bits (BOOL), utf8 bytes (STRING) or indices (DICTIONARY).
+    validity : Buffer or None
+        LSB-first bitmap; ``None`` means no nulls.
+    offsets : Buffer or None
+        STRING only: ``length + offset + 1`` int32/int64 offsets into ``data``.
+    dictionary : Column or None
+        DICTIONARY only: the dictionary values.
+    offset : int
+    null_count : int
+        ``-1`` when not known yet (computed on demand).
+    """
+
+    __slots__ = ("dtype", "length", "data", "validity", "offsets", "dictionary", "offset", "_null_count")
+
+    def __init__(
+        self,
+        dtype: pa.DataType,
+        length: int,
+        data: Optional[Buffer],
+        validity: Optional[Buffer] = None,
+        offsets: Optional[Buffer] = None,
+        dictionary: Optional["Column"] = None,
+        offset: int = 0,
+        null_count: int = -1,
+    ) -> None:
+        self.dtype = dtype
+        self.length = int(length)
+        self.data = data
+        self.validity = validity
+        self.offsets = offsets
+        self.dictionary = dictionary
+        self.offset = int(offset)
+        self._null_count = 0 if validity is None else int(null_count)
+
+    # ------------------------------------------------------------------ basic properties
+    @property
+    def layout(self) -> Layout:
+        return layout_of(self.dtype)
+
+    @property
+    def device(self) -> Device:
+        for buf in (self.data, self.offsets, self.validity):
+            if buf is not None:
+                return buf.device
+        if self.dictionary is not None:
+            return self.dictionary.device
+        return CPU
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def null_count(self) -> int:
+        if self._null_count < 0:
+            valid = self.validity_bytes()
+            self._null_count = 0 if valid is None else int(self.length - int(memory.to_host(valid).sum()))
+        return self._null_count
+
+    @property
+    def has_nulls(self) -> bool:
+        return self.validity is not None and self.null_count > 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes referenced by this column's slice (whole buffers for string data)."""
+        total = 0
+        lay = self.layout
+        if self.validity is not None:
+            total += (self.length + 7) // 8
+        if lay == Layout.FIXED or lay == Layout.DICTIONARY:
+            total += self.length * self.data.dtype.itemsize
+        elif lay == Layout.BOOL:
+            total += (self.length + 7) // 8
+        else:
+            offs = self.offsets_view()
+            total += (self.length + 1) * offs.dtype.itemsize
+            if self.length:
+                first = int(memory.to_host(offs[0:1])[0])
+                last = int(memory.to_host(offs[self.length:self.length + 1])[0])
+                total += last - first
+        if self.dictionary is not None:
+            total += self.dictionary.nbytes
+        return total
+
+    # ------------------------------------------------------------------ kernel-facing views
+    def values(self) -> Any:
+        """Typed device array of the ``length`` values (FIXED and DICTIONARY indices)."""
+        if self.layout not in (Layout.FIXED, Layout.DICTIONARY):
+            raise TypeError(f"values() needs a fixed-width column, this one is {self.dtype}")
+        return self.data.array[self.offset:self.offset + self.length]
+
+    def offsets_view(self) -> Any:
+        """The ``length + 1`` string offsets of this slice (absolute into ``data``)."""
+        if self.layout != Layout.STRING:
+            raise TypeError(f"offsets_view() needs a string column, this one is {self.dtype}")
+        return self.offsets.array[self.offset:self.offset + self.length + 1]
+
+    def chars(self) -> Any:
+        """The whole utf8 byte buffer of a string column (index it with ``offsets_view``)."""
+        return self.data.array
+
+    def validity_bytes(self) -> Any:
+        """One uint8 (1 valid, 0 null) per row on the column's device, or ``None`` without nulls."""
+        if self.validity is None:
+            return None
+        host = _bits_to_bytes(self.validity.to_numpy(), self.offset, self.length)
+        return memory.to_device(np.ascontiguousarray(host), self.device)
+
+    def bool_bytes(self) -> Any:
+        """One uint8 (0/1) per row for a BOOL column, on the column's device."""
+        if self.layout != Layout.BOOL:
+            raise TypeError(f"bool_bytes() needs a bool column, this one is {self.dtype}")
+        host = _bits_to_bytes(self.data.to_numpy(), self.offset, self.length)
+        return memory.to_device(np.ascontiguousarray(host), self.device)
+
+    # ------------------------------------------------------------------ structural ops
+    def slice(self, offset: int, length: int) -> "Column":
+        """Zero-copy slice of rows ``[offset, offset + length)``."""
+        if offset < 0 or length < 0 or offset + length > self.length:
+            raise IndexError(f"slice [{offset}, {offset + length}) is outside a column of {self.length} rows")
+        nc = -1 if self.validity is not None else 0
+        if self.validity is not None and offset == 0 and length == self.length:
+            nc = self._null_count
+        return Column(self.dtype, length, self.data, self.validity, self.offsets, self.dictionary,
+                      self.offset + offset, nc)
+
+    def to(self, device: DeviceLike) -> "Column":
+        """Copy the buffers to ``device`` (the same object when already there)."""
+        dev = as_device(device)
+        if dev == self.device:
+            return self
+        mv = (lambda b: None if b is None else b.to(dev))
+        dictionary = None if self.dictionary is None else self.dictionary.to(dev)
+        return Column(self.dtype, self.length, mv(self.data), mv(self.validity), mv(self.offsets),
+                      dictionary, self.offset, self._null_count)
+
+    # ------------------------------------------------------------------ arrow
+    @classmethod
+    def from_arrow(cls, arr: pa.Array, name: str = "<column>") -> "Column":
+        """Wrap a CPU pyarrow Array without copying its buffers."""
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.chunk(0) if arr.num_chunks == 1 else (
+                arr.combine_chunks() if arr.num_chunks else pa.array([], type=arr.type))
+        dtype = arr.type
+        check_supported(dtype, name)
+        lay = layout_of(dtype)
+        bufs = arr.buffers()
+        validity = None
+        if bufs[0] is not None and arr.null_count != 0:
+            validity = Buffer(_np_from_pa_buffer(bufs[0], np.uint8), CPU, bufs[0])
+        if lay == Layout.DICTIONARY:
+            idx = arr.indices
+            ib = idx.buffers()
+            data = Buffer(_np_from_pa_buffer(ib[1], physical_numpy_dtype(dtype)), CPU, ib[1])
+            if ib[0] is not None and idx.null_count != 0:
+                validity = Buffer(_np_from_pa_buffer(ib[0], np.uint8), CPU, ib[0])
+            else:
+                validity = None
+            dictionary = cls.from_arrow(arr.dictionary, name)
+            return cls(dtype, len(arr), data, validity, None, dictionary, idx.offset, idx.null_count)
+        if lay == Layout.STRING:
+            odt = offsets_dtype(dtype)
+            offsets = Buffer(_np_from_pa_buffer(bufs[1], odt), CPU, bufs[1])
+            chars_buf = bufs[2] if bufs[2] is not None else pa.py_buffer(b"")
+            data = Buffer(_np_from_pa_buffer(chars_buf, np.uint8), CPU, chars_buf)
+            if bufs[1].size == 0:  # an empty array may come without offsets
+                offsets = Buffer(np.zeros(arr.offset + len(arr) + 1, dtype=odt), CPU)
+            return cls(dtype, len(arr), data, validity, offsets, None, arr.offset, arr.null_count)
+        if lay == Layout.BOOL:
+            bb = bufs[1] if bufs[1] is not None else pa.py_buffer(b"")
+            data = Buffer(_np_from_pa_buffer(bb, np.uint8), CPU, bb)
+            return cls(dtype, len(arr), data, validity, None, None, arr.offset, arr.null_count)
+        npdt = physical_numpy_dtype(dtype)
+        db = bufs[1] if bufs[1] is not None else pa.py_buffer(b"")
+        data = Buffer(_np_from_pa_buffer(db, npdt), CPU, db)
+        return cls(dtype, len(arr), data, validity, None, None, arr.offset, arr.null_count)
+
+    def to_arrow(self) -> pa.Array:
+        """A pyarrow Array; zero-copy on the CPU, a device-to-host copy on CUDA."""
+        col = self if not self.device.is_cuda else self.to(CPU)
+        return col._to_arrow_cpu()
+
+    def _to_arrow_cpu(self) -> pa.Array:
+        def pb(buf: Optional[Buffer]) -> Optional[pa.Buffer]:
+            if buf is None:
+                return None
+            arr = buf.array
+            if isinstance(buf.owner, pa.Buffer) and buf.owner.address == arr.ctypes.data:
+                return buf.owner
+            return pa.foreign_buffer(arr.ctypes.data, arr.nbytes, base=arr)
+
+        nc = self.null_count if self.validity is not None else 0
+        lay = self.layout
+        if lay == Layout.DICTIONARY:
+            idx = pa.Array.from_buffers(self.dtype.index_type, self.length,
+                                        [pb(self.validity), pb(self.data)], nc, self.offset)
+            return pa.DictionaryArray.from_arrays(idx, self.dictionary._to_arrow_cpu(), safe=False)
+        if lay == Layout.STRING:
+            return pa.Array.from_buffers(self.dtype, self.length,
+                                         [pb(self.validity), pb(self.offsets), pb(self.data)], nc, self.offset)
+        return pa.Array.from_buffers(self.dtype, self.length, [pb(self.validity), pb(self.data)], nc, self.offset)
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_numpy(cls, values: np.ndarray, dtype: Optional[pa.DataType] = None,
+                   valid: Optional[np.ndarray] = None, device: DeviceLike = None) -> "Column":
+        """A FIXED column over a host numpy array (no copy on the CPU)."""
+        values = np.ascontiguousarray(values)
+        if dtype is None:
+            dtype = pa.from_numpy_dtype(values.dtype)
+        validity = None
+        nc = 0
+        if valid is not None:
+            valid = np.asarray(valid, dtype=bool)
+            nc = int(len(valid) - valid.sum())
+            if nc:
+                validity = Buffer(pack_bits(valid), CPU)
+            else:
+                nc = 0
+        n = len(values)
+        if pa.types.is_boolean(dtype):
+            values = pack_bits(values)
+        col = cls(dtype, n, Buffer(values, CPU), validity, None, None, 0, nc)
+        return col.to(device) if device is not None else col
+
+    def to_pylist(self) -> list:
+        return self.to_arrow().to_pylist()
+
+    def __repr__(self) -> str:
+        return f"Column({self.dtype}, length={self.length}, nulls={self.null_count}, device={self.device})"

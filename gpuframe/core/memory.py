@@ -1,0 +1,155 @@
+"""Device memory primitives shared by every layer.
+
+A *device array* is a 1-D typed array: ``numpy.ndarray`` on the CPU, ``cupy.ndarray`` on a
+real GPU, and numba's simulated device array under ``NUMBA_ENABLE_CUDASIM=1``. Everything
+above this module handles arrays through these functions only, so the simulator and a real
+GPU run the same launchers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .device import CPU, Device, cudasim_enabled, gpu_count, require_cuda
+
+
+def _cupy():
+    import cupy
+
+    return cupy
+
+
+def is_host_array(arr: Any) -> bool:
+    return isinstance(arr, np.ndarray)
+
+
+def _is_fake_cuda(arr: Any) -> bool:
+    return type(arr).__name__ == "FakeCUDAArray"
+
+
+def array_device(arr: Any) -> Device:
+    """The :class:`Device` that holds ``arr``."""
+    if isinstance(arr, np.ndarray):
+        return CPU
+    if _is_fake_cuda(arr):
+        return Device("cuda", 0)
+    dev = getattr(arr, "device", None)
+    if dev is not None and hasattr(dev, "id"):
+        return Device("cuda", int(dev.id))
+    if hasattr(arr, "__cuda_array_interface__"):
+        return Device("cuda", 0)
+    raise TypeError(f"expected a numpy, cupy or numba device array, got {type(arr).__name__}")
+
+
+def empty(n: int, dtype: Any, device: Device) -> Any:
+    """An uninitialised 1-D array of ``n`` elements on ``device``."""
+    dtype = np.dtype(dtype)
+    if not device.is_cuda:
+        return np.empty(n, dtype=dtype)
+    require_cuda(device)
+    if cudasim_enabled():
+        from numba import cuda
+
+        return cuda.device_array(n, dtype=dtype)
+    cp = _cupy()
+    with cp.cuda.Device(device.id):
+        return cp.empty(n, dtype=dtype)
+
+
+def zeros(n: int, dtype: Any, device: Device) -> Any:
+    dtype = np.dtype(dtype)
+    if not device.is_cuda:
+        return np.zeros(n, dtype=dtype)
+    require_cuda(device)
+    if cudasim_enabled():
+        from numba import cuda
+
+        return cuda.to_device(np.zeros(n, dtype=dtype))
+    cp = _cupy()
+    with cp.cuda.Device(device.id):
+        return cp.zeros(n, dtype=dtype)
+
+
+def to_device(arr: Any, device: Device) -> Any:
+    """Copy ``arr`` to ``device`` (no copy when it already lives there)."""
+    src = array_device(arr)
+    if src == device:
+        return arr
+    if not device.is_cuda:
+        return to_host(arr)
+    require_cuda(device)
+    host = to_host(arr)
+    if cudasim_enabled():
+        from numba import cuda
+
+        return cuda.to_device(np.ascontiguousarray(host))
+    cp = _cupy()
+    with cp.cuda.Device(device.id):
+        return cp.asarray(host)
+
+
+def to_host(arr: Any) -> np.ndarray:
+    """A numpy array with the contents of ``arr`` (no copy for numpy input)."""
+    if isinstance(arr, np.ndarray):
+        return arr
+    if _is_fake_cuda(arr):
+        return arr.copy_to_host()
+    if hasattr(arr, "get"):
+        return arr.get()
+    if hasattr(arr, "copy_to_host"):
+        return arr.copy_to_host()
+    raise TypeError(f"cannot copy {type(arr).__name__} to host")
+
+
+def data_ptr(arr: Any) -> int:
+    """Address of the first element of ``arr`` on its device."""
+    if isinstance(arr, np.ndarray):
+        return int(arr.ctypes.data)
+    if _is_fake_cuda(arr):
+        return int(arr._ary.ctypes.data)
+    cai = getattr(arr, "__cuda_array_interface__", None)
+    if cai is not None:
+        return int(cai["data"][0])
+    raise TypeError(f"cannot take the address of {type(arr).__name__}")
+
+
+def view_as(arr: Any, dtype: Any) -> Any:
+    """Reinterpret the bytes of a contiguous 1-D array as ``dtype``."""
+    dtype = np.dtype(dtype)
+    if _is_fake_cuda(arr):
+        return _fake_view(arr, dtype)
+    return arr.view(dtype)
+
+
+def _fake_view(arr: Any, dtype: np.dtype) -> Any:
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    return FakeCUDAArray(arr._ary.view(dtype))
+
+
+def cumsum_exclusive(counts: Any, out_dtype: Any = np.int64) -> Any:
+    """``out[0] = 0, out[i+1] = sum(counts[:i+1])``: ``len(counts) + 1`` elements, same device."""
+    dev = array_device(counts)
+    if not dev.is_cuda:
+        out = np.empty(len(counts) + 1, dtype=out_dtype)
+        out[0] = 0
+        np.cumsum(counts, out=out[1:])
+        return out
+    if cudasim_enabled():
+        host = to_host(counts)
+        out = np.empty(len(host) + 1, dtype=out_dtype)
+        out[0] = 0
+        np.cumsum(host, out=out[1:])
+        return to_device(out, dev)
+    cp = _cupy()
+    out = cp.empty(len(counts) + 1, dtype=out_dtype)
+    out[0] = 0
+    cp.cumsum(counts, out=out[1:])
+    return out
+
+
+def gpu_devices() -> list[Device]:
+    if cudasim_enabled():
+        return [Device("cuda", 0)]
+    return [Device("cuda", i) for i in range(gpu_count())]
