@@ -1,0 +1,1 @@
+"""gpuframe's benchmark suite (installed as ``gpuframe.benchmarks``; run by ``gpuframe bench``)."""
