@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need, then runs every lane.
+#   lanes: cpu, cudasim (NUMBA_ENABLE_CUDASIM=1, separate process), distributed (local Dask
+#   clusters over UCX and TCP), gpu (skipped without a GPU), bench-smoke (every benchmark at the
+#   smoke size, answers checked).
+# Usage: bash ci/test.sh [lane ...]     (default: all lanes)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
+
+lanes=("$@")
+[ ${#lanes[@]} -eq 0 ] && lanes=(cpu cudasim distributed gpu bench-smoke)
+export GPUFRAME_RAISE_ON_FALLBACK=1
+results=()
+fail=0
+
+run_pytest() {  # name, then pytest args; pytest's exit 5 (no tests collected) is a failure
+  local name="$1"; shift
+  local t0=$SECONDS rc=0
+  echo "== lane $name: pytest $*"
+  python -m pytest -q -p no:cacheprovider "$@" || rc=$?
+  if [ $rc -eq 5 ]; then echo "lane $name collected no tests: failing"; fi
+  results+=("$name: exit $rc in $((SECONDS - t0)) s")
+  [ $rc -eq 0 ] || fail=1
+}
+
+for lane in "${lanes[@]}"; do
+  case "$lane" in
+    cpu) run_pytest cpu tests --ignore=tests/cudasim --ignore=tests/distributed --ignore=tests/gpu ;;
+    cudasim) NUMBA_ENABLE_CUDASIM=1 run_pytest cudasim tests/cudasim ;;
+    distributed) run_pytest distributed tests/distributed ;;
+    gpu)
+      if python -c "import sys; from gpuframe.core.device import gpu_count; sys.exit(0 if gpu_count() else 1)"; then
+        run_pytest gpu tests/gpu tests -m gpu
+      else
+        echo "== lane gpu: skipped (no CUDA GPU found; run ci/gpu_check.sh on a GPU machine)"
+        results+=("gpu: skipped, no GPU")
+      fi ;;
+    bench-smoke)
+      t0=$SECONDS; rc=0
+      out="$(mktemp -d)"
+      echo "== lane bench-smoke: gpuframe bench all --rows smoke --runs 1"
+      gpuframe bench all --rows smoke --runs 1 --out "$out/smoke.json" && \
+        gpuframe bench report "$out/smoke.json" --out-dir "$out" || rc=$?
+      rm -rf "$out"
+      results+=("bench-smoke: exit $rc in $((SECONDS - t0)) s")
+      [ $rc -eq 0 ] || fail=1 ;;
+    *) echo "unknown lane $lane (expected cpu, cudasim, distributed, gpu, bench-smoke)"; exit 2 ;;
+  esac
+done
+
+echo "== summary"
+printf '  %s\n' "${results[@]}"
+exit $fail
