@@ -26,7 +26,7 @@ _LAZY = {
     "join_size": ("gpuframe.ops.join", "join_size"),
     "hash_partition": ("gpuframe.ops.partition", "hash_partition"),
     "take": ("gpuframe.ops.gather", "take"),
-    "info": ("gpuframe.info", "info"),
+    "info": ("gpuframe.sysinfo", "info"),
 }
 
 
@@ -44,7 +44,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .info import info
+    from .sysinfo import info
     from .interop.cudf import from_cudf
     from .interop.dlpack import from_dlpack
     from .interop.pandas import from_pandas

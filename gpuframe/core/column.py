@@ -149,14 +149,19 @@ class Column:
         """One uint8 (1 valid, 0 null) per row on the column's device, or ``None`` without nulls."""
         if self.validity is None:
             return None
-        host = _bits_to_bytes(self.validity.to_numpy(), self.offset, self.length)
-        return memory.to_device(np.ascontiguousarray(host), self.device)
+        return self._unpack_bits(self.validity)
 
     def bool_bytes(self) -> Any:
         """One uint8 (0/1) per row for a BOOL column, on the column's device."""
         if self.layout != Layout.BOOL:
             raise TypeError(f"bool_bytes() needs a bool column, this one is {self.dtype}")
-        host = _bits_to_bytes(self.data.to_numpy(), self.offset, self.length)
+        return self._unpack_bits(self.data)
+
+    def _unpack_bits(self, bitmap: Buffer) -> Any:
+        # Copy only the bytes this slice covers (not the whole parent bitmap) to the host.
+        first = self.offset // 8
+        last = (self.offset + self.length + 7) // 8
+        host = _bits_to_bytes(memory.to_host(bitmap.array[first:last]), self.offset - first * 8, self.length)
         return memory.to_device(np.ascontiguousarray(host), self.device)
 
     # ------------------------------------------------------------------ structural ops
@@ -171,19 +176,48 @@ class Column:
                       self.offset + offset, nc)
 
     def to(self, device: DeviceLike) -> "Column":
-        """Copy the buffers to ``device`` (the same object when already there)."""
+        """Copy this column to ``device`` (the same object when already there).
+
+        Only the bytes of this slice travel: the copy starts at the byte that holds bit
+        ``offset`` (so the result keeps ``offset % 8``) and string offsets are rebased onto
+        the copied characters. A dictionary travels whole.
+        """
         dev = as_device(device)
         if dev == self.device:
             return self
-        mv = (lambda b: None if b is None else b.to(dev))
+        new_off = self.offset % 8
+        start = self.offset - new_off
+        end = self.offset + self.length
+
+        def move(arr: Any) -> Buffer:
+            return Buffer(memory.to_device(arr, dev), dev)
+
+        def bits(buf: Optional[Buffer]) -> Optional[Buffer]:
+            return None if buf is None else move(buf.array[start // 8:(end + 7) // 8])
+
+        lay = self.layout
+        offsets = None
+        if lay == Layout.BOOL:
+            data = bits(self.data)
+        elif lay == Layout.STRING:
+            offs = memory.to_host(self.offsets.array[start:end + 1])
+            lo, hi = int(offs[0]), int(offs[-1])
+            offsets = move(np.ascontiguousarray(offs - offs.dtype.type(lo)))
+            data = move(self.data.array[lo:hi])
+        else:
+            data = move(self.data.array[start:end])
         dictionary = None if self.dictionary is None else self.dictionary.to(dev)
-        return Column(self.dtype, self.length, mv(self.data), mv(self.validity), mv(self.offsets),
-                      dictionary, self.offset, self._null_count)
+        return Column(self.dtype, self.length, data, bits(self.validity), offsets,
+                      dictionary, new_off, self._null_count)
 
     # ------------------------------------------------------------------ arrow
     @classmethod
     def from_arrow(cls, arr: pa.Array, name: str = "<column>") -> "Column":
-        """Wrap a CPU pyarrow Array without copying its buffers."""
+        """Wrap a CPU pyarrow Array without copying its buffers.
+
+        A ChunkedArray of one chunk is wrapped the same way; several chunks are first combined
+        into one array, which is a copy.
+        """
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.chunk(0) if arr.num_chunks == 1 else (
                 arr.combine_chunks() if arr.num_chunks else pa.array([], type=arr.type))
@@ -206,10 +240,10 @@ class Column:
             return cls(dtype, len(arr), data, validity, None, dictionary, idx.offset, idx.null_count)
         if lay == Layout.STRING:
             odt = offsets_dtype(dtype)
-            offsets = Buffer(_np_from_pa_buffer(bufs[1], odt), CPU, bufs[1])
+            offsets = Buffer(_np_from_pa_buffer(bufs[1], odt), CPU, bufs[1]) if bufs[1] is not None else None
             chars_buf = bufs[2] if bufs[2] is not None else pa.py_buffer(b"")
             data = Buffer(_np_from_pa_buffer(chars_buf, np.uint8), CPU, chars_buf)
-            if bufs[1].size == 0:  # an empty array may come without offsets
+            if bufs[1] is None or bufs[1].size == 0:  # an empty array may come without offsets
                 offsets = Buffer(np.zeros(arr.offset + len(arr) + 1, dtype=odt), CPU)
             return cls(dtype, len(arr), data, validity, offsets, None, arr.offset, arr.null_count)
         if lay == Layout.BOOL:
@@ -240,7 +274,8 @@ class Column:
         if lay == Layout.DICTIONARY:
             idx = pa.Array.from_buffers(self.dtype.index_type, self.length,
                                         [pb(self.validity), pb(self.data)], nc, self.offset)
-            return pa.DictionaryArray.from_arrays(idx, self.dictionary._to_arrow_cpu(), safe=False)
+            return pa.DictionaryArray.from_arrays(idx, self.dictionary._to_arrow_cpu(), safe=False,
+                                                  ordered=self.dtype.ordered)
         if lay == Layout.STRING:
             return pa.Array.from_buffers(self.dtype, self.length,
                                          [pb(self.validity), pb(self.offsets), pb(self.data)], nc, self.offset)
@@ -271,6 +306,38 @@ class Column:
 
     def to_pylist(self) -> list:
         return self.to_arrow().to_pylist()
+
+    # ------------------------------------------------------------------ protocols (see gpuframe.interop)
+    def __arrow_c_schema__(self) -> Any:
+        from ..interop.arrow import column_c_schema
+
+        return column_c_schema(self)
+
+    def __arrow_c_array__(self, requested_schema: Any = None) -> Any:
+        from ..interop.arrow import column_c_array
+
+        return column_c_array(self, requested_schema)
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        from ..interop.arrow import column_c_stream
+
+        return column_c_stream(self, requested_schema)
+
+    def __arrow_c_device_array__(self, requested_schema: Any = None, **kwargs: Any) -> Any:
+        from ..interop.arrow import column_c_device_array
+
+        return column_c_device_array(self, requested_schema, **kwargs)
+
+    def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
+                   copy: Optional[bool] = None) -> Any:
+        from ..interop.dlpack import column_dlpack
+
+        return column_dlpack(self, stream=stream, max_version=max_version, dl_device=dl_device, copy=copy)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        from ..interop.dlpack import column_dlpack_device
+
+        return column_dlpack_device(self)
 
     def __repr__(self) -> str:
         return f"Column({self.dtype}, length={self.length}, nulls={self.null_count}, device={self.device})"

@@ -23,7 +23,12 @@ class Table:
     __slots__ = ("_columns", "_num_rows")
 
     def __init__(self, columns: Mapping[str, Column] | Iterable[tuple[str, Column]], num_rows: Optional[int] = None) -> None:
-        cols = dict(columns.items() if isinstance(columns, Mapping) else columns)
+        pairs = list(columns.items() if isinstance(columns, Mapping) else columns)
+        cols = dict(pairs)
+        if len(cols) != len(pairs):
+            names = [n for n, _ in pairs]
+            dup = sorted({n for n in names if names.count(n) > 1}, key=str)
+            raise ValueError(f"column names must be unique, got duplicates {dup}")
         for name in cols:
             if not isinstance(name, str):
                 raise TypeError(f"column names must be str, got {name!r}")
