@@ -11,9 +11,16 @@ import contextlib
 import os
 from typing import Any, Iterator
 
+
+def _env_flag(name: str) -> bool:
+    """An on/off environment variable: unset, "", 0, false, no and off (any case) are off."""
+    return os.environ.get(name, "0").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 _settings: dict[str, Any] = {
-    "raise_on_fallback": os.environ.get("GPUFRAME_RAISE_ON_FALLBACK", "0") not in ("", "0", "false", "False"),
+    "raise_on_fallback": _env_flag("GPUFRAME_RAISE_ON_FALLBACK"),
 }
+_TYPES: dict[str, type] = {"raise_on_fallback": bool}
 
 
 def get(name: str) -> Any:
@@ -24,9 +31,11 @@ def get(name: str) -> Any:
 
 
 def set(**kwargs: Any) -> None:  # noqa: A001 - mirrors dask.config.set
-    for k, v in kwargs.items():
+    for k, v in kwargs.items():  # validate everything before changing anything
         get(k)
-        _settings[k] = v
+        if not isinstance(v, _TYPES[k]):
+            raise TypeError(f"gpuframe setting {k!r} must be a {_TYPES[k].__name__}, got {v!r}")
+    _settings.update(kwargs)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,10 @@ class FallbackError(RuntimeError):
 
 
 def register(backend: str, op: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: ``fn`` implements operation ``op`` on ``backend`` ("cpu" or "cuda")."""
+    if backend not in _IMPLS:
+        raise ValueError(f"backend must be one of {sorted(_IMPLS)}, got {backend!r}")
+
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         _IMPLS[backend][op] = fn
         return fn

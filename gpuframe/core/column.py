@@ -285,14 +285,43 @@ class Column:
     @classmethod
     def from_numpy(cls, values: np.ndarray, dtype: Optional[pa.DataType] = None,
                    valid: Optional[np.ndarray] = None, device: DeviceLike = None) -> "Column":
-        """A FIXED column over a host numpy array (no copy on the CPU)."""
+        """A fixed-width or bool column over a 1-D host numpy array (no copy on the CPU).
+
+        Parameters
+        ----------
+        values : numpy.ndarray
+            1-D; its dtype must be the physical dtype of ``dtype`` (``int64`` for a timestamp,
+            ``int32`` for date32, ...; datetime64/timedelta64 of that width are taken as their
+            integer counts). Bool columns accept any 0/1 values (they are packed into bits).
+        dtype : pyarrow.DataType, optional
+            Default: inferred from ``values.dtype``.
+        valid : array of bool, optional
+            One flag per value (False = null).
+        device : optional
+            Where the column lives (default: the CPU).
+        """
         values = np.ascontiguousarray(values)
+        if values.ndim != 1:
+            raise ValueError(f"values must be 1-D, got shape {values.shape}")
         if dtype is None:
             dtype = pa.from_numpy_dtype(values.dtype)
+        check_supported(dtype, "<from_numpy>")
+        lay = layout_of(dtype)
+        if lay not in (Layout.FIXED, Layout.BOOL):
+            raise TypeError(f"from_numpy builds fixed-width and bool columns, got dtype {dtype}")
+        if lay == Layout.FIXED:
+            phys = physical_numpy_dtype(dtype)
+            if values.dtype.kind in "mM" and values.dtype.itemsize == phys.itemsize:
+                values = values.view(phys)
+            if values.dtype != phys:
+                # reinterpreting the bytes would give wrong values, silently
+                raise TypeError(f"a {dtype} column stores {phys} values, got values.dtype={values.dtype}")
         validity = None
         nc = 0
         if valid is not None:
             valid = np.asarray(valid, dtype=bool)
+            if valid.shape != values.shape:
+                raise ValueError(f"valid must have one flag per value ({len(values)}), got shape {valid.shape}")
             nc = int(len(valid) - valid.sum())
             if nc:
                 validity = Buffer(pack_bits(valid), CPU)

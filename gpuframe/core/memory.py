@@ -143,9 +143,10 @@ def cumsum_exclusive(counts: Any, out_dtype: Any = np.int64) -> Any:
         np.cumsum(host, out=out[1:])
         return to_device(out, dev)
     cp = _cupy()
-    out = cp.empty(len(counts) + 1, dtype=out_dtype)
-    out[0] = 0
-    cp.cumsum(counts, out=out[1:])
+    with cp.cuda.Device(dev.id):  # allocate next to ``counts``, not on the current device
+        out = cp.empty(len(counts) + 1, dtype=out_dtype)
+        out[0] = 0
+        cp.cumsum(counts, out=out[1:])
     return out
 
 

@@ -3,14 +3,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import pyarrow as pa
 
 from .column import Column
 from .device import CPU, Device, DeviceLike, as_device
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
     import pandas
+
+
+def _is_int(x: Any) -> bool:
+    # numpy integers count (offsets often come from an offsets array); bools do not
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 class Table:
@@ -29,15 +34,23 @@ class Table:
             names = [n for n, _ in pairs]
             dup = sorted({n for n in names if names.count(n) > 1}, key=str)
             raise ValueError(f"column names must be unique, got duplicates {dup}")
-        for name in cols:
+        for name, col in cols.items():
             if not isinstance(name, str):
                 raise TypeError(f"column names must be str, got {name!r}")
+            if not isinstance(col, Column):
+                raise TypeError(f"column {name!r} must be a gpuframe Column (use gpuframe.from_arrow for "
+                                f"Arrow data), got {type(col).__name__}")
+        if num_rows is not None and (not _is_int(num_rows) or num_rows < 0):
+            raise ValueError(f"num_rows must be a non-negative int or None, got {num_rows!r}")
         lengths = {len(c) for c in cols.values()}
-        if len(lengths) > 1:
-            raise ValueError(f"all columns must have the same length, got lengths {sorted(lengths)}")
+        if len(lengths) > 1 or (lengths and num_rows is not None and int(num_rows) not in lengths):
+            got = {n: len(c) for n, c in cols.items()}
+            expected = "" if num_rows is None else f" (num_rows={int(num_rows)})"
+            raise ValueError(f"all columns must have the same length{expected}, got lengths {got}")
         devices = {c.device for c in cols.values() if len(c) or c.data is not None}
         if len(devices) > 1:
-            raise ValueError(f"all columns must live on one device, got {sorted(map(str, devices))}")
+            where = {n: str(c.device) for n, c in cols.items()}
+            raise ValueError(f"all columns must live on one device, got {where}")
         self._columns: dict[str, Column] = cols
         if lengths:
             self._num_rows = lengths.pop()
@@ -118,12 +131,14 @@ class Table:
 
     def slice(self, offset: int = 0, length: Optional[int] = None) -> "Table":
         """Zero-copy rows ``[offset, offset + length)`` (to the end when ``length`` is None)."""
-        if not isinstance(offset, int) or offset < 0:
+        if not _is_int(offset) or offset < 0:
             raise ValueError(f"offset must be a non-negative int, got {offset!r}")
+        offset = int(offset)
         if length is None:
             length = max(self._num_rows - offset, 0)
-        if not isinstance(length, int) or length < 0:
+        if not _is_int(length) or length < 0:
             raise ValueError(f"length must be a non-negative int or None, got {length!r}")
+        length = int(length)
         offset = min(offset, self._num_rows)
         length = min(length, self._num_rows - offset)
         return Table([(n, c.slice(offset, length)) for n, c in self._columns.items()], length)

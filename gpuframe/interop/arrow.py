@@ -228,7 +228,9 @@ def import_device_columns(schema_capsule: Any, array_capsule: Any) -> tuple[list
         if cd.buffer_address(arr, 0) and arr.null_count != 0:
             raise ValueError("cannot import a struct array with top-level nulls as a table: rows "
                              "would lose their null flag")
-        cols = [(f.name, _column_from_c(cd.child(arr, i), f.type, f.name, arr.offset, device, wrap))
+        # a struct's offset and length select the rows of every child (Arrow C data interface)
+        cols = [(f.name, _column_from_c(cd.child(arr, i), f.type, f.name, arr.offset, device, wrap,
+                                        rows=int(arr.length)))
                 for i, f in enumerate(field.type)]
         return cols, int(arr.length)
     name = field.name or "0"
@@ -304,11 +306,16 @@ def _sim_wrapper(device: Device, imported: cd.ImportedDeviceArray) -> Wrapper:
 
 
 def _column_from_c(arr: cd.ArrowArray, dtype: pa.DataType, name: str, parent_offset: int,
-                   device: Device, wrap: Wrapper) -> Column:
+                   device: Device, wrap: Wrapper, rows: Optional[int] = None) -> Column:
+    """One column from an ArrowArray node; ``rows`` (with ``parent_offset``) is the struct
+    parent's window when ``arr`` is a child of a record batch."""
     check_supported(dtype, name)
     lay = layout_of(dtype)
-    n = int(arr.length)
+    n = int(arr.length) if rows is None else int(rows)
     off = int(arr.offset) + int(parent_offset)
+    if parent_offset + n > int(arr.length):
+        raise ValueError(f"column {name!r}: the struct selects rows [{parent_offset}, {parent_offset + n}) "
+                         f"but the child array has {arr.length}")
     want = 3 if lay == Layout.STRING else 2
     if arr.n_buffers != want:
         raise ValueError(f"column {name!r} of type {dtype}: the ArrowArray has {arr.n_buffers} buffers, "
@@ -318,7 +325,9 @@ def _column_from_c(arr: cd.ArrowArray, dtype: pa.DataType, name: str, parent_off
     null_count = 0
     if vptr and arr.null_count != 0:
         validity = wrap(vptr, (off + n + 7) // 8, np.dtype(np.uint8))
-        null_count = int(arr.null_count)
+        # the child's count covers its own rows; a narrower window is counted on demand
+        same_rows = parent_offset == 0 and n == int(arr.length)
+        null_count = int(arr.null_count) if same_rows else -1
     offsets = None
     dictionary = None
     if lay == Layout.BOOL:

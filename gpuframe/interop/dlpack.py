@@ -25,6 +25,7 @@ is no device memory to share: exporting a CUDA column raises ``BufferError``.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union, overload
 
 import numpy as np
@@ -105,7 +106,11 @@ def column_dlpack(col: Column, *, stream: Any = None, max_version: Any = None, d
     if col.has_nulls and not allow_nulls:
         raise _null_error(col, name)
     src = _tensor_source(col, name, copy=copy)
-    return src.__dlpack__(**_kwargs(stream=stream, max_version=max_version, dl_device=dl_device, copy=copy))
+    kwargs = _kwargs(stream=stream, max_version=max_version, dl_device=dl_device, copy=copy)
+    # CuPy makes the consumer's stream wait on *the current device's* current stream: make that
+    # the column's GPU, where the work that wrote it was queued
+    with _on_device(col.device):
+        return src.__dlpack__(**kwargs)
 
 
 class _Exporter:
@@ -172,14 +177,23 @@ def table_to_torch(table: Table, nulls: Literal["raise", "mask"] = "raise"
         if nulls == "raise" and col.has_nulls:
             raise _null_error(col, name)
     out: dict[str, Any] = {}
-    for name, col in table.items():
-        values = torch.from_dlpack(_Exporter(col, name, allow_nulls=True))
-        if nulls == "mask" and col.has_nulls:
-            valid = torch.from_dlpack(memory.view_as(col.validity_bytes(), np.bool_))
-            out[name] = (values, valid)
-        else:
-            out[name] = values
+    with _on_device(table.device):  # the unpacked masks are exported by CuPy from the table's GPU
+        for name, col in table.items():
+            values = torch.from_dlpack(_Exporter(col, name, allow_nulls=True))
+            if nulls == "mask" and col.has_nulls:
+                valid = torch.from_dlpack(memory.view_as(col.validity_bytes(), np.bool_))
+                out[name] = (values, valid)
+            else:
+                out[name] = values
     return out
+
+
+def _on_device(device: Device) -> Any:
+    if not device.is_cuda:
+        return contextlib.nullcontext()
+    import cupy as cp
+
+    return cp.cuda.Device(device.id)
 
 
 # ---------------------------------------------------------------------------------------------- import
@@ -256,9 +270,10 @@ def _column_from_array(arr: Any, device: Device) -> Column:
     import cupy as cp
 
     n = int(arr.shape[0])
-    if dtype == np.bool_:
-        # (packbits of an empty array returns the input's dtype, not uint8)
-        data = cp.packbits(arr, bitorder="little") if n else cp.zeros(0, dtype=cp.uint8)
-        return Column(pa.bool_(), n, Buffer(data, device), None, None, None, 0, 0)
-    arr = cp.ascontiguousarray(arr)
+    with cp.cuda.Device(device.id):  # copies (packing, making contiguous) stay on the tensor's GPU
+        if dtype == np.bool_:
+            # (packbits of an empty array returns the input's dtype, not uint8)
+            data = cp.packbits(arr, bitorder="little") if n else cp.zeros(0, dtype=cp.uint8)
+            return Column(pa.bool_(), n, Buffer(data, device), None, None, None, 0, 0)
+        arr = cp.ascontiguousarray(arr)
     return Column(pa.from_numpy_dtype(dtype), n, Buffer(arr, device), None, None, None, 0, 0)
