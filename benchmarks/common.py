@@ -8,7 +8,10 @@ Contract for a benchmark module ``benchmarks/<op>.py``:
 * ``main(argv=None)`` parses :func:`arg_parser` options, calls ``run`` and :func:`write_results`.
 
 A results file is ``{"machine": machine_info(), "created": ..., "command": ...,
-"records": [record, ...]}``.
+"records": [record, ...]}``, plus, when ``benchmarks/all.py`` wrote it, ``"skipped"``
+(``[{"benchmark", "reason"}]``: modules not present), ``"errors"`` (``[{"benchmark", "error"}]``),
+``"seconds"`` (wall time of each benchmark module) and ``"notes"`` (free text lines, e.g. a peer
+that is not installed).
 """
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ SIZES = {
     "full": 100_000_000,
 }
 DEFAULT_PEERS = ["pandas", "polars", "duckdb", "pyarrow"]
+# Every peer a benchmark may be asked for (``--peers``); unknown names are a usage error.
+KNOWN_PEERS = ["pandas", "polars", "duckdb", "pyarrow", "cudf", "dask"]
+# Benchmark modules (``benchmarks/<name>.py``) in the order ``benchmarks/all.py`` runs them.
+BENCHMARKS = ["join", "partition", "shuffle", "dask_merge", "dlpack"]
 
 
 class ResultMismatch(AssertionError):
@@ -56,34 +63,51 @@ class BenchConfig:
 
 def parse_rows(text: str | int) -> int:
     """``"10M"``, ``"2.5k"``, ``"1G"``, ``"smoke"`` or an int -> rows."""
-    if isinstance(text, int):
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 1:
+            raise ValueError(f"rows must be at least 1, got {text!r}")
         return text
     t = str(text).strip()
     if t in SIZES:
         return SIZES[t]
     mult = {"k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9, "b": 10**9, "B": 10**9}
     try:
-        if t and t[-1] in mult:
-            return int(float(t[:-1]) * mult[t[-1]])
-        return int(t)
+        rows = int(float(t[:-1]) * mult[t[-1]]) if t and t[-1] in mult else int(t)
     except ValueError:
         raise ValueError(f"rows must be an int, a size like '10M', or one of {sorted(SIZES)}, got {text!r}") from None
+    if rows < 1:
+        raise ValueError(f"rows must be at least 1, got {text!r}")
+    return rows
 
 
 def time_runs(fn: Callable[[], Any], runs: int, warmup: int = 1) -> tuple[list[float], Any]:
-    """Call ``fn`` ``warmup`` times untimed then ``runs`` times; return (seconds list, last result)."""
+    """Call ``fn`` ``warmup`` times untimed then ``runs`` times; return (seconds list, last result).
+
+    One full garbage collection happens before the timed runs, and the collector is off during
+    each timed call (as ``timeit`` does), so a collection of someone else's garbage never lands
+    inside a measurement. (A full collection per run costs ~0.3 s once torch is imported.)
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs!r}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup!r}")
     result = None
     for _ in range(warmup):
         result = fn()
         del result
-        gc.collect()
+    gc.collect()
     times = []
-    for _ in range(runs):
-        gc.collect()
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-        if _ is not runs - 1:
+    enabled = gc.isenabled()
+    for i in range(runs):
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            result = fn()
+            times.append(time.perf_counter() - t0)
+        finally:
+            if enabled:
+                gc.enable()
+        if i != runs - 1:
             del result
     return times, result
 
@@ -179,18 +203,37 @@ def arg_parser(description: str, default_rows: str = "small") -> argparse.Argume
     return p
 
 
+def parse_peers(text: str) -> list[str]:
+    """``"pandas,polars"`` -> ``["pandas", "polars"]``; unknown names raise ``ValueError``."""
+    peers = [p.strip().lower() for p in str(text).split(",") if p.strip()]
+    unknown = [p for p in peers if p not in KNOWN_PEERS]
+    if unknown:
+        raise ValueError(f"peers must be a comma-separated subset of {','.join(KNOWN_PEERS)}, got {text!r}")
+    return list(dict.fromkeys(peers))
+
+
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    peers = parse_peers(args.peers)
+    if args.runs < 1:
+        raise ValueError(f"--runs must be >= 1, got {args.runs!r}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers!r}")
     return BenchConfig(rows=parse_rows(args.rows), runs=args.runs, warmup=args.warmup, device=args.device,
                        peers=peers, workers=args.workers, out=args.out, progress=lambda m: print(m, file=sys.stderr))
 
 
-def write_results(records: Iterable[dict], out: Optional[str], command: Optional[str] = None) -> dict:
+def write_results(records: Iterable[dict], out: Optional[str], command: Optional[str] = None,
+                  **extra: Any) -> dict:
+    """Build the results document (and write it as JSON to ``out`` when given).
+
+    ``extra`` adds top-level keys such as ``skipped``, ``errors`` and ``notes``.
+    """
     doc = {
         "machine": machine_info(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command if command is not None else " ".join(sys.argv),
         "records": list(records),
+        **extra,
     }
     if out:
         d = os.path.dirname(os.path.abspath(out))
@@ -208,3 +251,43 @@ def peer_available(name: str) -> bool:
         return True
     except Exception:
         return False
+
+
+def load_results(path: str) -> dict:
+    """Read a results file written by :func:`write_results`; a clear ``ValueError`` if it is not one."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"results file {path!r} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"results file {path!r} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
+        got = type(doc).__name__ if not isinstance(doc, dict) else f"keys {sorted(doc)}"
+        raise ValueError(f"results file {path!r} must be a JSON object with a 'records' list, got {got}")
+    for i, rec in enumerate(doc["records"]):
+        missing = [k for k in ("benchmark", "case", "results") if k not in rec]
+        if missing:
+            raise ValueError(f"record {i} of {path!r} lacks {missing}; is it a gpuframe benchmark results file?")
+    return doc
+
+
+def format_seconds(seconds: Optional[float]) -> str:
+    """``0.000123`` -> ``"123 µs"``, ``0.0456`` -> ``"45.6 ms"``, ``3.2`` -> ``"3.20 s"``."""
+    if seconds is None:
+        return "—"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.3g} ms"
+    if seconds < 100:
+        return f"{seconds:.2f} s"
+    return f"{seconds:.0f} s"
+
+
+def format_rows(rows: int) -> str:
+    """``20000`` -> ``"20k"``, ``10_000_000`` -> ``"10M"``."""
+    for div, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
+        if rows >= div and rows % (div // 10) == 0:
+            return f"{rows / div:g}{suffix}"
+    return str(rows)
