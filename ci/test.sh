@@ -26,9 +26,9 @@ run_pytest() {  # name, then pytest args; pytest's exit 5 (no tests collected) i
 
 for lane in "${lanes[@]}"; do
   case "$lane" in
-    cpu) run_pytest cpu tests --ignore=tests/cudasim --ignore=tests/distributed --ignore=tests/gpu ;;
+    cpu) run_pytest cpu tests --ignore=tests/cudasim --ignore=tests/distributed --ignore=tests/gpu -m "not distributed" ;;
     cudasim) NUMBA_ENABLE_CUDASIM=1 run_pytest cudasim tests/cudasim ;;
-    distributed) run_pytest distributed tests/distributed ;;
+    distributed) run_pytest distributed tests/distributed tests/test_demo.py -m distributed ;;
     gpu)
       if python -c "import sys; from gpuframe.core.device import gpu_count; sys.exit(0 if gpu_count() else 1)"; then
         run_pytest gpu tests/gpu tests -m gpu
