@@ -1,0 +1,219 @@
+"""Gather (take) kernels: rows of one column by a 64-bit index array, ``-1`` giving a null row.
+
+CPU kernels are ``@njit(parallel=True)`` over output rows; CUDA kernels (built lazily by
+:func:`cuda_kernels`) run one output row (or one output bitmap byte) per thread. Fixed-width
+values are moved as unsigned words of their width (the launcher passes ``uint8/16/32/64`` views),
+so one compiled kernel serves every type of a width. Bitmaps are Arrow LSB-first; a kernel that
+writes a bitmap handles whole output bytes, so threads never share a byte.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, register_jitable
+
+from .hashing import bit_is_set
+
+
+@register_jitable
+def gathered_bit(bits, bit_off, has_bits, idx, i):
+    """Output bit of row ``i``: 0 for index -1, else the source bit (1 when ``not has_bits``)."""
+    j = idx[i]
+    if j < 0:
+        return 0
+    if not has_bits:
+        return 1
+    return bit_is_set(bits, bit_off + j)
+
+
+@register_jitable
+def gathered_byte(bits, bit_off, has_bits, idx, b, m):
+    """Output bitmap byte ``b`` (rows ``8b .. 8b+7`` below ``m``) and its number of set bits."""
+    byte = 0
+    count = 0
+    base = b * 8
+    for k in range(8):
+        i = base + k
+        if i < m:
+            bit = gathered_bit(bits, bit_off, has_bits, idx, i)
+            byte |= bit << k
+            count += bit
+    return byte, count
+
+
+# numba.cuda, bound by the first cuda_kernels() call: a module global, because the simulator
+# runs kernels by swapping the numba.cuda module in their globals.
+cuda = None
+
+# --------------------------------------------------------------------------- CPU kernels
+@intrinsic
+def copy_bytes(typingctx, dst, dst_off, src, src_off, n):
+    """CPU only: ``dst[dst_off:dst_off + n] = src[src_off:src_off + n]`` as one ``llvm.memcpy``
+    (about twice as fast as a byte loop for short strings, much more for long ones). The CUDA
+    kernels copy with a loop."""
+    sig = types.void(dst, types.int64, src, types.int64, types.int64)
+
+    def codegen(context, builder, sig, args):
+        d, doff, s, soff, ln = args
+        darr = context.make_array(sig.args[0])(context, builder, d)
+        sarr = context.make_array(sig.args[2])(context, builder, s)
+        cgutils.raw_memcpy(builder, builder.gep(darr.data, [doff]), builder.gep(sarr.data, [soff]), ln, 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(parallel=True, cache=True)
+def check_indices(idx, n):
+    """``(first_bad_position, missing)``: the first index outside ``[-1, n)`` (``len(idx)`` when
+    none) and the number of ``-1`` entries."""
+    m = idx.shape[0]
+    bad = m
+    missing = 0
+    for i in prange(m):
+        j = idx[i]
+        if j == -1:
+            missing += 1
+        elif j < -1 or j >= n:
+            bad = min(bad, i)
+    return bad, missing
+
+
+@njit(parallel=True, cache=True)
+def gather_fixed(values, idx, out):
+    """``out[i] = values[idx[i]]`` (0 for -1); returns the number of -1 entries."""
+    missing = 0
+    for i in prange(idx.shape[0]):
+        j = idx[i]
+        if j < 0:
+            out[i] = 0
+            missing += 1
+        else:
+            out[i] = values[j]
+    return missing
+
+
+@njit(parallel=True, cache=True)
+def gather_bits(bits, bit_off, has_bits, idx, out):
+    """Gather a bitmap (validity or bool data) into ``out`` (``ceil(m / 8)`` bytes); returns the
+    number of set bits. Without ``has_bits`` every source bit counts as 1 (validity of a column
+    without nulls), so only -1 rows come out 0."""
+    m = idx.shape[0]
+    total = 0
+    for b in prange(out.shape[0]):
+        byte, count = gathered_byte(bits, bit_off, has_bits, idx, b, m)
+        out[b] = byte
+        total += count
+    return total
+
+
+@njit(parallel=True, cache=True)
+def string_lengths(offsets, idx, out_offsets, starts):
+    """``out_offsets[i + 1] = len(string idx[i])`` (0 for -1), ``out_offsets[0] = 0`` and
+    ``starts[i]`` = where that string starts (so the copy does not read the offsets at random
+    again); returns the total number of bytes."""
+    total = 0
+    out_offsets[0] = 0
+    for i in prange(idx.shape[0]):
+        j = idx[i]
+        if j < 0:
+            ln = 0
+            starts[i] = 0
+        else:
+            s0 = np.int64(offsets[j])
+            ln = np.int64(offsets[j + 1]) - s0
+            starts[i] = s0
+        out_offsets[i + 1] = ln
+        total += ln
+    return total
+
+
+@njit(parallel=True, cache=True)
+def string_chars(starts, chars, out_offsets, out_chars):
+    """Copy string ``i`` (``starts[i]``, length from ``out_offsets``) to
+    ``out_chars[out_offsets[i]:out_offsets[i + 1]]``."""
+    for i in prange(starts.shape[0]):
+        dst = np.int64(out_offsets[i])
+        copy_bytes(out_chars, dst, chars, starts[i], np.int64(out_offsets[i + 1]) - dst)
+
+
+@njit(cache=True)
+def inclusive_scan_inplace(a):
+    """``a[i] += a[i - 1]`` for ``i >= 1`` (string offsets from lengths, without a temporary)."""
+    for i in range(1, a.shape[0]):
+        a[i] += a[i - 1]
+
+
+# --------------------------------------------------------------------------- CUDA kernels
+@functools.lru_cache(maxsize=None)
+def cuda_kernels() -> dict:
+    """The CUDA gather kernels (built on first use; numba caches each signature's compile).
+
+    Counters (``missing``, ``count``, ``bad``) are one-element device arrays updated with atomics.
+    """
+    global cuda
+    from numba import cuda
+
+    @cuda.jit
+    def check(idx, n, bad, missing):
+        i = cuda.grid(1)
+        if i < idx.shape[0]:
+            j = idx[i]
+            if j == -1:
+                cuda.atomic.add(missing, 0, 1)
+            elif j < -1 or j >= n:
+                cuda.atomic.min(bad, 0, i)
+
+    @cuda.jit
+    def fixed(values, idx, out, missing):
+        i = cuda.grid(1)
+        if i < idx.shape[0]:
+            j = idx[i]
+            if j < 0:
+                out[i] = 0
+                cuda.atomic.add(missing, 0, 1)
+            else:
+                out[i] = values[j]
+
+    @cuda.jit
+    def bits(src, bit_off, has_bits, idx, out, count):
+        b = cuda.grid(1)
+        if b < out.shape[0]:
+            byte, c = gathered_byte(src, bit_off, has_bits, idx, b, idx.shape[0])
+            out[b] = byte
+            if c:
+                cuda.atomic.add(count, 0, c)
+
+    @cuda.jit
+    def lengths(offsets, idx, out_lengths):
+        i = cuda.grid(1)
+        if i < idx.shape[0]:
+            j = idx[i]
+            if j < 0:
+                out_lengths[i] = 0
+            else:
+                out_lengths[i] = np.int64(offsets[j + 1]) - np.int64(offsets[j])
+
+    @cuda.jit
+    def cast_copy(src, out):
+        i = cuda.grid(1)
+        if i < out.shape[0]:
+            out[i] = src[i]
+
+    @cuda.jit
+    def chars(offsets, src_chars, idx, out_offsets, out_chars):
+        i = cuda.grid(1)
+        if i < idx.shape[0]:
+            j = idx[i]
+            if j >= 0:
+                src = np.int64(offsets[j])
+                dst = np.int64(out_offsets[i])
+                ln = np.int64(out_offsets[i + 1]) - dst
+                for k in range(ln):
+                    out_chars[dst + k] = src_chars[src + k]
+
+    return {"check": check, "fixed": fixed, "bits": bits, "lengths": lengths,
+            "cast_copy": cast_copy, "chars": chars}

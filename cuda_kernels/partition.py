@@ -1,0 +1,421 @@
+"""Hash-partition kernels: partition ids, histograms and the scatter into partition order.
+
+The partition id of a row is :func:`partition_of` of its row hash (see
+:mod:`gpuframe.kernels.hashing` for the hash contract): ``((h >> 32) * n) >> 32``, the HIGH bits,
+because the join kernels radix-partition on the low bits.
+
+CPU (``@njit``): the rows are cut into ``nchunks`` contiguous chunks (one per thread); each chunk
+gets its own histogram and its own write cursors, so the scatter keeps the input order inside
+every partition (stable) without atomics. Partition ids are stored in the narrowest unsigned type
+that holds them (uint8 up to 256 partitions) to keep the extra pass cheap. Every column is
+*scattered* (input read in order, one write stream per partition): fixed-width values directly,
+two columns of one width per pass; strings as lengths, a scan, then bytes; bitmaps as one byte
+per row, then packed (two threads cannot share an output byte).
+
+CUDA (built lazily by :func:`cuda_kernels`): histogram with ``cuda.atomic.add`` (in shared memory
+per block when the partitions fit, then one global add per block and partition), an exclusive scan
+by the launcher, and the gather map of the partitioned order through per-partition atomic cursors
+(two-level: shared-memory ranks, one global atomic per block and partition); every column is then
+gathered through that map. The order inside a partition is not defined on the GPU.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, register_jitable
+
+from .gather import copy_bytes
+from .hashing import bit_is_set, hash_fixed, null_hash, partition_of  # noqa: F401  (re-exported)
+
+# Partitions that a per-block shared-memory histogram can hold (static shared array size).
+SHARED_HIST_MAX = 1024
+
+
+# numba.cuda, bound by the first cuda_kernels() call: a module global, because the simulator
+# runs kernels by swapping the numba.cuda module in their globals.
+cuda = None
+
+# --------------------------------------------------------------------------- CPU kernels
+@njit(parallel=True, cache=True)
+def pids_from_fixed(values, kind, validity, vbit, seed, nparts, pids):
+    """Partition ids of a single fixed-width key column, hash fused in (no hash array)."""
+    n = values.shape[0]
+    nh = partition_of(null_hash(seed), nparts)
+    if validity.shape[0] > 0:
+        for i in prange(n):
+            if bit_is_set(validity, vbit + i) == 0:
+                pids[i] = nh
+            else:
+                pids[i] = partition_of(hash_fixed(values[i], kind, seed), nparts)
+    else:
+        for i in prange(n):
+            pids[i] = partition_of(hash_fixed(values[i], kind, seed), nparts)
+
+
+@njit(parallel=True, cache=True)
+def pids_from_hashes(hashes, nparts, pids):
+    for i in prange(hashes.shape[0]):
+        pids[i] = partition_of(hashes[i], nparts)
+
+
+# Unsigned indices and cursors: numba then emits no negative-index wraparound code, which halves
+# the instructions of the scatter loops (they run at memory speed only without it).
+U1 = np.uint64(1)
+U3 = np.uint64(3)
+U4 = np.uint64(4)
+U7 = np.uint64(7)
+
+
+@register_jitable
+def chunk_bounds(n, c, nchunks):
+    """Rows ``[lo, hi)`` of chunk ``c`` of ``nchunks`` (as uint64)."""
+    return np.uint64(n * c // nchunks), np.uint64(n * (c + 1) // nchunks)
+
+
+@register_jitable
+def bit_u(bits, pos):
+    """Bit ``pos`` (uint64) of an LSB-first bitmap, as uint8 0/1."""
+    return np.uint8((np.uint64(bits[pos >> U3]) >> (pos & U7)) & U1)
+
+
+@njit(parallel=True, cache=True)
+def histogram(pids, nparts, nchunks):
+    """Rows per partition in each of ``nchunks`` contiguous chunks: ``hist[chunk, partition]``."""
+    n = pids.shape[0]
+    hist = np.zeros((nchunks, nparts), np.int64)
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(n, c, nchunks)
+        # four interleaved counters break the store-to-load chain on repeated ids
+        h0 = np.zeros(nparts, np.int64)
+        h1 = np.zeros(nparts, np.int64)
+        h2 = np.zeros(nparts, np.int64)
+        h3 = np.zeros(nparts, np.int64)
+        i = lo
+        while i + U4 <= hi:
+            h0[pids[i]] += 1
+            h1[pids[i + U1]] += 1
+            h2[pids[i + np.uint64(2)]] += 1
+            h3[pids[i + U3]] += 1
+            i += U4
+        while i < hi:
+            h0[pids[i]] += 1
+            i += U1
+        for p in range(nparts):
+            hist[c, p] = h0[p] + h1[p] + h2[p] + h3[p]
+    return hist
+
+
+# In the scatter kernels ``cursors[chunk, p]`` (uint64) is the output row of chunk ``chunk``'s first
+# row of partition ``p``: the chunks write disjoint ranges, and each keeps its input order.
+@njit(parallel=True, cache=True)
+def scatter_fixed(values, pids, cursors, out):
+    """``out[cursor] = values[i]``: one fixed-width column in partition order (stable)."""
+    n = values.shape[0]
+    nchunks = cursors.shape[0]
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(n, c, nchunks)
+        cur = cursors[c].copy()
+        for i in range(lo, hi):
+            p = pids[i]
+            k = cur[p]
+            out[k] = values[i]
+            cur[p] = k + U1
+
+
+@njit(parallel=True, cache=True)
+def scatter_fixed2(values_a, values_b, pids, cursors, out_a, out_b):
+    """:func:`scatter_fixed` of two columns of one width in one pass over the ids."""
+    n = values_a.shape[0]
+    nchunks = cursors.shape[0]
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(n, c, nchunks)
+        cur = cursors[c].copy()
+        for i in range(lo, hi):
+            p = pids[i]
+            k = cur[p]
+            out_a[k] = values_a[i]
+            out_b[k] = values_b[i]
+            cur[p] = k + U1
+
+
+# Write-combining scatter (CPU). Each chunk keeps, per partition, a 64-byte line of values in a
+# small buffer (L1/L2 resident) and writes a full line with one non-temporal store: the output is
+# written without being read first (no read-for-ownership), which is most of the memory traffic of
+# a plain scatter. Lines shared with another chunk's range (at most two per chunk and partition)
+# and the unfinished tail lines are written element by element. Outputs must be 64-byte aligned.
+STREAM_MAX_PARTITIONS = 1024
+LINE_BYTES = 64
+
+
+@intrinsic
+def stream_line(typingctx, dst, dst_idx, src, src_idx):
+    """CPU only: copy the 64 bytes at ``src[src_idx]`` to ``dst[dst_idx]`` (64-byte aligned) with a
+    non-temporal store."""
+    sig = types.void(dst, types.uint64, src, types.uint64)
+
+    def codegen(context, builder, sig, args):
+        d, di, s, si = args
+        darr = context.make_array(sig.args[0])(context, builder, d)
+        sarr = context.make_array(sig.args[2])(context, builder, s)
+        line = ir.VectorType(ir.IntType(64), LINE_BYTES // 8)
+        value = builder.load(builder.bitcast(builder.gep(sarr.data, [si]), line.as_pointer()), align=8)
+        store = builder.store(value, builder.bitcast(builder.gep(darr.data, [di]), line.as_pointer()),
+                              align=LINE_BYTES)
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """CPU only: order the non-temporal stores before anything after (``fence seq_cst``)."""
+    sig = types.void()
+
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(parallel=True, cache=True)
+def scatter_fixed2_stream(values_a, values_b, pids, cursors, out_a, out_b, bufs):
+    """:func:`scatter_fixed2` with write-combining buffers and streaming stores.
+
+    ``out_a``/``out_b``: 64-byte aligned, one element width ``w``; ``bufs``:
+    ``(nchunks, 2, nparts * 64 / w)`` of that width, each row 64-byte aligned.
+    """
+    n = values_a.shape[0]
+    nchunks = cursors.shape[0]
+    nparts = cursors.shape[1]
+    per_line = np.uint64(LINE_BYTES // out_a.itemsize)
+    mask = per_line - U1
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(n, c, nchunks)
+        start = cursors[c].copy()
+        cur = cursors[c].copy()
+        buf_a = bufs[c, 0]
+        buf_b = bufs[c, 1]
+        for i in range(lo, hi):
+            p = np.uint64(pids[i])
+            k = cur[p]
+            slot = k & mask
+            base = p * per_line
+            buf_a[base + slot] = values_a[i]
+            buf_b[base + slot] = values_b[i]
+            k += U1
+            cur[p] = k
+            if slot == mask:
+                first = k - per_line
+                if first >= start[p]:
+                    stream_line(out_a, first, buf_a, base)
+                    stream_line(out_b, first, buf_b, base)
+                else:
+                    for j in range(start[p], k):
+                        out_a[j] = buf_a[base + (j & mask)]
+                        out_b[j] = buf_b[base + (j & mask)]
+        for q in range(nparts):
+            p = np.uint64(q)
+            k = cur[p]
+            first = max(k - (k & mask), start[p])
+            base = p * per_line
+            for j in range(first, k):
+                out_a[j] = buf_a[base + (j & mask)]
+                out_b[j] = buf_b[base + (j & mask)]
+        store_fence()
+
+
+@njit(parallel=True, cache=True)
+def scatter_fixed_stream(values, pids, cursors, out, bufs):
+    """:func:`scatter_fixed` with write-combining buffers and streaming stores (see
+    :func:`scatter_fixed2_stream`; ``bufs``: ``(nchunks, 1, nparts * 64 / w)``)."""
+    n = values.shape[0]
+    nchunks = cursors.shape[0]
+    nparts = cursors.shape[1]
+    per_line = np.uint64(LINE_BYTES // out.itemsize)
+    mask = per_line - U1
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(n, c, nchunks)
+        start = cursors[c].copy()
+        cur = cursors[c].copy()
+        buf = bufs[c, 0]
+        for i in range(lo, hi):
+            p = np.uint64(pids[i])
+            k = cur[p]
+            slot = k & mask
+            base = p * per_line
+            buf[base + slot] = values[i]
+            k += U1
+            cur[p] = k
+            if slot == mask:
+                first = k - per_line
+                if first >= start[p]:
+                    stream_line(out, first, buf, base)
+                else:
+                    for j in range(start[p], k):
+                        out[j] = buf[base + (j & mask)]
+        for q in range(nparts):
+            p = np.uint64(q)
+            k = cur[p]
+            first = max(k - (k & mask), start[p])
+            base = p * per_line
+            for j in range(first, k):
+                out[j] = buf[base + (j & mask)]
+        store_fence()
+
+
+@njit(parallel=True, cache=True)
+def scatter_bits(bits, bit_off, pids, cursors, out_bytes):
+    """A bitmap (validity or bool data) in partition order, one uint8 0/1 per output row (bits
+    cannot be scattered from several threads: neighbouring rows share a byte); pack it with
+    :func:`pack_bytes`."""
+    n = pids.shape[0]
+    nchunks = cursors.shape[0]
+    off = np.uint64(bit_off)
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(n, c, nchunks)
+        cur = cursors[c].copy()
+        for i in range(lo, hi):
+            p = pids[i]
+            k = cur[p]
+            out_bytes[k] = bit_u(bits, off + i)
+            cur[p] = k + U1
+
+
+@njit(parallel=True, cache=True)
+def pack_bytes(values, out):
+    """Pack 0/1 bytes into an LSB-first bitmap of ``ceil(n / 8)`` bytes; returns the number of 1s."""
+    n = values.shape[0]
+    ones = 0
+    for b in prange(out.shape[0]):
+        base = b * 8
+        byte = 0
+        for k in range(min(8, n - base)):
+            byte |= np.int64(values[base + k]) << k
+        out[b] = byte
+        ones += (byte & 1) + ((byte >> 1) & 1) + ((byte >> 2) & 1) + ((byte >> 3) & 1) \
+            + ((byte >> 4) & 1) + ((byte >> 5) & 1) + ((byte >> 6) & 1) + ((byte >> 7) & 1)
+    return ones
+
+
+@njit(parallel=True, cache=True)
+def scatter_string_lengths(offsets, pids, cursors, out_offsets):
+    """``out_offsets[k + 1] = len(string i)`` for input row ``i`` going to output row ``k`` (and
+    ``out_offsets[0] = 0``); returns the total number of bytes. An inclusive scan of
+    ``out_offsets`` then gives the partitioned column's offsets."""
+    n = pids.shape[0]
+    nchunks = cursors.shape[0]
+    total = 0
+    out_offsets[0] = 0
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(n, c, nchunks)
+        cur = cursors[c].copy()
+        part = 0
+        for i in range(lo, hi):
+            p = pids[i]
+            k = cur[p]
+            ln = np.int64(offsets[i + U1]) - np.int64(offsets[i])
+            out_offsets[k + U1] = ln
+            cur[p] = k + U1
+            part += ln
+        total += part
+    return total
+
+
+@njit(parallel=True, cache=True)
+def scatter_string_chars(offsets, chars, pids, cursors, out_offsets, out_chars):
+    """Copy each input string to its output row's place (sequential reads, one write stream per
+    partition)."""
+    n = pids.shape[0]
+    nchunks = cursors.shape[0]
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(n, c, nchunks)
+        cur = cursors[c].copy()
+        for i in range(lo, hi):
+            p = pids[i]
+            k = cur[p]
+            cur[p] = k + U1
+            dst = np.int64(out_offsets[k])
+            copy_bytes(out_chars, dst, chars, np.int64(offsets[i]), np.int64(out_offsets[k + U1]) - dst)
+
+
+# --------------------------------------------------------------------------- CUDA kernels
+@functools.lru_cache(maxsize=None)
+def cuda_kernels() -> dict:
+    """The CUDA partition kernels (built on first use; numba caches each signature's compile)."""
+    global cuda
+    from numba import cuda
+
+    @cuda.jit
+    def pids_kernel(hashes, nparts, pids):
+        i = cuda.grid(1)
+        if i < hashes.shape[0]:
+            pids[i] = partition_of(hashes[i], nparts)
+
+    @cuda.jit
+    def pid_hist_global(hashes, nparts, pids, counts):
+        i = cuda.grid(1)
+        if i < hashes.shape[0]:
+            p = partition_of(hashes[i], nparts)
+            pids[i] = p
+            cuda.atomic.add(counts, p, 1)
+
+    @cuda.jit
+    def pid_hist_shared(hashes, nparts, pids, counts):
+        # one shared histogram per block, flushed with one global atomic per partition
+        local = cuda.shared.array(SHARED_HIST_MAX, np.int32)
+        t = cuda.threadIdx.x
+        for p in range(t, nparts, cuda.blockDim.x):
+            local[p] = 0
+        cuda.syncthreads()
+        i = cuda.grid(1)
+        if i < hashes.shape[0]:
+            p = partition_of(hashes[i], nparts)
+            pids[i] = p
+            cuda.atomic.add(local, p, 1)
+        cuda.syncthreads()
+        for p in range(t, nparts, cuda.blockDim.x):
+            c = local[p]
+            if c:
+                cuda.atomic.add(counts, p, np.int64(c))
+
+    @cuda.jit
+    def scatter_rows_global(pids, offsets, fill, perm):
+        i = cuda.grid(1)
+        if i < pids.shape[0]:
+            p = pids[i]
+            pos = offsets[p] + cuda.atomic.add(fill, p, 1)
+            perm[pos] = i
+
+    @cuda.jit
+    def scatter_rows_shared(pids, offsets, fill, perm):
+        # Two-level cursors: a row's rank among its block's rows of the same partition comes from
+        # a shared-memory atomic; one global atomic per (block, partition) reserves the range.
+        local = cuda.shared.array(SHARED_HIST_MAX, np.int32)
+        base = cuda.shared.array(SHARED_HIST_MAX, np.int64)
+        nparts = fill.shape[0]
+        t = cuda.threadIdx.x
+        for p in range(t, nparts, cuda.blockDim.x):
+            local[p] = 0
+        cuda.syncthreads()
+        i = cuda.grid(1)
+        rank = 0
+        p = 0
+        if i < pids.shape[0]:
+            p = pids[i]
+            rank = cuda.atomic.add(local, p, 1)
+        cuda.syncthreads()
+        for q in range(t, nparts, cuda.blockDim.x):
+            c = local[q]
+            if c:
+                base[q] = offsets[q] + cuda.atomic.add(fill, q, np.int64(c))
+        cuda.syncthreads()
+        if i < pids.shape[0]:
+            perm[base[p] + rank] = i
+
+    return {"pids": pids_kernel, "pid_hist_global": pid_hist_global, "pid_hist_shared": pid_hist_shared,
+            "scatter_rows_global": scatter_rows_global, "scatter_rows_shared": scatter_rows_shared}
