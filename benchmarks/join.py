@@ -1,13 +1,19 @@
 """Hash-join benchmark: gpuframe against DuckDB, Polars (eager and streaming), pyarrow and pandas.
 
-Cases (``--rows`` is the probe side's size N):
+Cases (``--rows`` is the main size N; every other size derives from it):
 
 * ``inner_int64_unique``: N probe rows x N/10 unique build keys (every probe row matches once),
   int64 keys spread over the whole int64 range (no dense-range shortcut), one int64 payload per
   side, every output column materialised. Target: >= 3x faster than the best peer.
+* ``many_to_many_int64``: N/10 probe rows x N/10 build rows holding N/40 distinct keys, 4 copies
+  each; every probe key is present, so the output has 4 x N/10 rows.
+* ``zipf_int64``: N/10 probe rows drawn Zipf(1.3) from N/100 unique build keys (the hottest key
+  is on about a quarter of the probe rows).
+* ``string_unique``: N/20 probe rows x N/100 unique string build keys (16-24 bytes), uniform.
 * ``many_to_many_string_zipf``: string keys, each build key 4 times, the probe side Zipf-skewed
-  (N/20 probe rows over N/400 distinct keys); output ~4x the probe side. Target: not slower than
-  the best peer.
+  (N/20 probe rows over N/400 distinct keys); output ~4x the probe side.
+
+  The last four: target not slower than the best peer (ratio >= 1).
 * ``compile_time`` (subprocesses): ``import gpuframe`` + a first 1k-row join, cold (empty numba
   cache) and warm (cache reused). Target: warm < 2 s.
 * ``peak_memory`` (a subprocess): peak RSS of one ``inner_int64_unique`` merge against
@@ -43,10 +49,67 @@ def int64_unique_case(n_probe: int, seed: int = 42) -> tuple[pa.Table, pa.Table]
     """``(probe, build)``: unique build keys spread over int64, every probe row matches once."""
     n_build = max(1, n_probe // 10)
     rng = np.random.default_rng(seed)
-    bkeys = rng.permutation(n_build).astype(np.int64) * np.int64(0x9E3779B1) - np.int64(2**62)
+    bkeys = _spread_keys(n_build, rng)
     probe_keys = bkeys[rng.integers(0, n_build, n_probe)]
     build = pa.table({"k": bkeys, "b": rng.integers(0, 1000, n_build, dtype=np.int64)})
     probe = pa.table({"k": probe_keys, "a": rng.integers(0, 1000, n_probe, dtype=np.int64)})
+    return probe, build
+
+
+def _spread_keys(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct int64 keys spread over the whole int64 range, in random order."""
+    return rng.permutation(n).astype(np.int64) * np.int64(0x9E3779B1) - np.int64(2**62)
+
+
+def _zipf_codes(n: int, n_keys: int, rng: np.random.Generator, a: float = 1.3) -> np.ndarray:
+    """``n`` Zipf(a)-distributed codes in ``[0, n_keys)`` (code 0 the hottest)."""
+    return (rng.zipf(a, n) - 1) % n_keys
+
+
+def int64_many_to_many_case(n: int, seed: int = 11) -> tuple[pa.Table, pa.Table]:
+    """``(probe, build)``: N/10 build rows over N/40 int64 keys (4 copies each), N/10 probe rows
+    drawn uniformly from those keys: every probe row has 4 matches."""
+    rng = np.random.default_rng(seed)
+    n_keys = max(1, n // 40)
+    n_probe = max(4, n // 10)
+    keys = _spread_keys(n_keys, rng)
+    bkeys = np.repeat(keys, 4)
+    rng.shuffle(bkeys)
+    build = pa.table({"k": bkeys, "b": rng.integers(0, 1000, len(bkeys), dtype=np.int64)})
+    probe = pa.table({"k": keys[rng.integers(0, n_keys, n_probe)],
+                      "a": rng.integers(0, 1000, n_probe, dtype=np.int64)})
+    return probe, build
+
+
+def int64_zipf_case(n: int, seed: int = 13) -> tuple[pa.Table, pa.Table]:
+    """``(probe, build)``: N/100 unique int64 build keys, N/10 probe rows Zipf(1.3) over them."""
+    rng = np.random.default_rng(seed)
+    n_keys = max(1, n // 100)
+    n_probe = max(4, n // 10)
+    keys = _spread_keys(n_keys, rng)
+    build = pa.table({"k": keys, "b": rng.integers(0, 1000, n_keys, dtype=np.int64)})
+    probe = pa.table({"k": keys[_zipf_codes(n_probe, n_keys, rng)],
+                      "a": rng.integers(0, 1000, n_probe, dtype=np.int64)})
+    return probe, build
+
+
+def _string_keys(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct strings of 16 to 24 bytes (object array)."""
+    ids = rng.permutation(n)
+    widths = rng.integers(0, 9, n)
+    return np.array([f"user-{i:011d}-" + "abcdefgh"[:w] for i, w in zip(ids.tolist(), widths.tolist())],
+                    dtype=object)
+
+
+def string_unique_case(n: int, seed: int = 17) -> tuple[pa.Table, pa.Table]:
+    """``(probe, build)``: N/100 unique string build keys, N/20 probe rows drawn uniformly."""
+    rng = np.random.default_rng(seed)
+    n_keys = max(1, n // 100)
+    n_probe = max(4, n // 20)
+    names = pa.array(_string_keys(n_keys, rng), pa.string())
+    build = pa.table({"k": names, "b": rng.integers(0, 1000, n_keys, dtype=np.int64)})
+    probe = pa.table({"k": names.take(pa.array(rng.integers(0, n_keys, n_probe))),
+                      "a": rng.integers(0, 1000, n_probe, dtype=np.int64)})
     return probe, build
 
 
@@ -58,12 +121,22 @@ def string_zipf_case(n: int, seed: int = 7) -> tuple[pa.Table, pa.Table]:
     names = np.array([f"customer-{i:09d}" for i in range(n_keys)], dtype=object)
     build_codes = np.repeat(np.arange(n_keys), 4)
     rng.shuffle(build_codes)
-    probe_codes = (rng.zipf(1.3, n_probe) - 1) % n_keys
+    probe_codes = _zipf_codes(n_probe, n_keys, rng)
     build = pa.table({"k": pa.array(names[build_codes], pa.string()),
                       "b": rng.integers(0, 1000, len(build_codes), dtype=np.int64)})
     probe = pa.table({"k": pa.array(names[probe_codes], pa.string()),
                       "a": rng.integers(0, 1000, n_probe, dtype=np.int64)})
     return probe, build
+
+
+# (case name, data generator, target speed-up against the best peer), in run order
+CASES: list[tuple[str, Callable[[int], tuple[pa.Table, pa.Table]], float]] = [
+    ("inner_int64_unique", int64_unique_case, 3.0),
+    ("many_to_many_int64", int64_many_to_many_case, 1.0),
+    ("zipf_int64", int64_zipf_case, 1.0),
+    ("string_unique", string_unique_case, 1.0),
+    ("many_to_many_string_zipf", string_zipf_case, 1.0),
+]
 
 
 # --------------------------------------------------------------------------- answers
@@ -291,12 +364,10 @@ def run(cfg: BenchConfig) -> list[dict]:
     if cfg.device == "cuda":
         return run_cuda(cfg)
     records = []
-    probe, build = int64_unique_case(cfg.rows)
-    records.append(run_case(cfg, "inner_int64_unique", probe, build, 3.0))
-    del probe, build
-    probe, build = string_zipf_case(cfg.rows)
-    records.append(run_case(cfg, "many_to_many_string_zipf", probe, build, 1.0))
-    del probe, build
+    for case, make, target in CASES:
+        probe, build = make(cfg.rows)
+        records.append(run_case(cfg, case, probe, build, target))
+        del probe, build
     cfg.say("[compile_time] subprocesses")
     records.append(compile_time(cfg))
     cfg.say("[peak_memory] subprocess")

@@ -1,29 +1,37 @@
-"""CPU drivers of the hash join: radix partitioning and per-partition hash tables (``njit``).
+"""CPU drivers of the hash join (``njit``): partitioned build, probe by work items, fused output.
 
-Both sides are scattered into ``2**pbits`` partitions by the LOW bits of the join hash (plus
-one last partition for rows that can never match: null keys, or values outside the other
-side's type), so each partition's build table stays in the core's cache. Every partition is
-handled by one thread (``prange``) with the per-row functions of :mod:`gpuframe.kernels.join`:
+Build
+-----
+The build side is split into ``2**pbits`` partitions by the LOW bits of the join hash (plus one
+last partition for rows that can never match: null keys, or values outside the other side's
+type); :func:`build_tables` gives every partition its own open-addressing table (a slice of one
+int32 array, slots hold partition-local row ids) so that each table is built inside one core's
+cache. ``nxt`` links every build position to the next one with the same key (global
+positions, ``-1`` ends a chain), see :mod:`gpuframe.kernels.join`.
 
-1. :func:`count_partitions` builds the partition's table, probes it, counts the output rows
-   and records, for every probe row, the first build row of its match chain (``match[i]``, a
-   global build position or ``-1``); chains stay in the global ``nxt`` array;
-2. the caller takes a prefix sum of the counts (every partition's exact output offset) and
-   allocates the output;
-3. :func:`write_partitions` walks ``match``/``nxt`` and writes the output rows with
-   non-temporal stores (no hashing, no table, no read-for-ownership of the output).
+Probe
+-----
+Probe rows are handed out as *work items*, ``[lo, hi)`` ranges of probe positions, so that
+skew never leaves one thread with a hot partition:
 
-A side after :func:`scatter` is ``keys`` (uint64, partition order) plus ``pay`` (int64
-``[m, n]``): the payload words carried along (widened fixed-width values, validity bytes, the
-original row index), so the write pass reads them sequentially instead of gathering.
+* *scattered* probe: the probe side was scattered into partition order too, and an item lies
+  inside one partition (``part[item]``; the never-matching partition is ``nparts``). Big build
+  sides take this path: every item probes one partition's table, in cache.
+* *in-place* probe: the probe side is not moved; items are plain row ranges
+  (``part[item] == -1``) and every row finds its partition from its hash. Small build sides
+  (all tables fit in the last-level cache) take this path: no scatter, sequential probe reads,
+  and output in probe order.
 
-Output rows come in partition order; within a partition, probe rows in input order, each
-followed by its build matches in build input order, then (for outer sides) the partition's
-unmatched build rows; the rows that can never match come last.
+:func:`probe_count` counts every item's output rows (and output bytes of the string key
+columns) and records the head of every probe row's match chain (``match``, a global build
+position or ``-1``); the caller takes the prefix sum; :func:`probe_write` writes each item's
+rows at its offset with non-temporal stores, followed by the unmatched build rows of outer
+joins, partition by partition.
 
-Large arrays are allocated by the caller (numpy) and passed in; scratch tables are allocated
-once per thread. Every kernel is ``cache=True`` and its argument types are fixed (uint64 keys,
-int64 payload words), so each kernel compiles once per machine.
+Columns are passed as tables of addresses (int64 ``ptrs``, one int64 word per row, or bytes for
+string data) so that one compiled kernel serves every number of columns. The caller keeps the
+arrays alive during the call. Every kernel is ``cache=True`` and every argument type is fixed
+(read-only arrays, int64 words), so each compiles once per machine.
 """
 from __future__ import annotations
 
@@ -31,31 +39,239 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .join import EMPTY, canon_word, ht_find, ht_insert, orig_row, row_hash, table_bits, word_hash
+from .hashing import fmix64, hash_combine, hash_u64
+from .join import EMPTY, JOIN_SEED, canon_word, orig_row, slot_of, word_hash
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
+# output-row source codes (``k >= 0``: column ``k`` of that side's column table)
+SRC_NONE = -1
+SRC_BUILD_KEY = -2     # the build row's key word
+SRC_MATCH_KEY = -3     # probe side: the key word of the matching build row (equal to the probe's)
+SRC_ONE = -4           # 1 where the side is present (a presence / validity word)
+SRC_ROW = -5           # the side's original row number (gather maps)
+
+
+# --------------------------------------------------------------------------- raw memory
+def _ptr_codegen(builder, addr, idx, width):
+    ptr = builder.inttoptr(addr, ir.IntType(width).as_pointer())
+    return builder.gep(ptr, [idx])
+
 
 @intrinsic
-def store_nt(typingctx, arr, idx, val):
-    """``arr[idx] = val`` with a non-temporal store: the line bypasses the caches, which
-    roughly triples the speed of streaming large outputs on this kind of machine."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1):
-        return None
-    sig = types.void(arr, types.intp, arr.dtype)
+def load_i64(typingctx, addr, idx):
+    """The int64 at ``addr + 8 * idx``."""
+    sig = types.int64(types.int64, types.int64)
 
     def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
-        inst = builder.store(args[2], ptr)
+        return builder.load(_ptr_codegen(builder, args[0], args[1], 64))
+
+    return sig, codegen
+
+
+@intrinsic
+def store_i64_nt(typingctx, addr, idx, val):
+    """``*(int64 *)(addr + 8 * idx) = val`` with a non-temporal store: the line bypasses the
+    caches, which roughly triples the speed of streaming large outputs on this kind of machine."""
+    sig = types.void(types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        inst = builder.store(args[2], _ptr_codegen(builder, args[0], args[1], 64))
         inst.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def store_i64(typingctx, addr, idx, val):
+    """``*(int64 *)(addr + 8 * idx) = val``."""
+    sig = types.void(types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        builder.store(args[2], _ptr_codegen(builder, args[0], args[1], 64))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def copy_bytes(typingctx, dst, src, n):
+    """``memmove(dst, src, n)`` between raw addresses."""
+    sig = types.void(types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        d = builder.inttoptr(args[0], i8p)
+        s = builder.inttoptr(args[1], i8p)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i8p, ir.IntType(64), ir.IntType(1)])
+        fn = builder.module.declare_intrinsic("llvm.memmove", [i8p, i8p, ir.IntType(64)], fnty)
+        builder.call(fn, [d, s, args[2], ir.Constant(ir.IntType(1), 0)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def _addr(arr):
+    return np.int64(arr.ctypes.data)
+
+
+@intrinsic
+def prefetch(typingctx, addr):
+    """Hint the CPU to load the cache line at ``addr`` (never faults)."""
+    sig = types.void(types.int64)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def load_u64_at(typingctx, addr):
+    """The (unaligned, little-endian) uint64 at byte address ``addr``."""
+    sig = types.uint64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        return builder.load(ptr, align=1)
+
+    return sig, codegen
+
+
+@intrinsic
+def load_u8_at(typingctx, addr):
+    """The byte at address ``addr``, as uint64."""
+    sig = types.uint64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+        return builder.zext(builder.load(ptr), ir.IntType(64))
+
+    return sig, codegen
+
+
+_E8 = np.zeros(0, np.uint8)
+_U0 = np.uint64(0)
+_U8 = np.uint64(8)
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@njit(inline="always")
+def _tail_word(base, limit, p, end):
+    # bytes [p, end) (fewer than 8) as a little-endian word; one load when the 8 bytes from p
+    # lie inside the buffer (``limit``: its end address)
+    m = end - p
+    if base + p + 8 <= limit:
+        return load_u64_at(base + p) & (_ONES >> (np.uint64(64) - _U8 * np.uint64(m)))
+    w = _U0
+    for k in range(m):
+        w |= load_u8_at(base + p + k) << (_U8 * np.uint64(k))
+    return w
+
+
+@njit(inline="always")
+def bytes_hash_cpu(base, limit, start, end):
+    """:func:`gpuframe.kernels.join.bytes_hash` of the bytes ``[start, end)`` of the buffer at
+    address ``base`` (ending at address ``limit``), with 8-byte loads."""
+    h = hash_u64(np.uint64(end - start), JOIN_SEED)
+    p = start
+    while p + 8 <= end:
+        h = fmix64(h ^ load_u64_at(base + p))
+        p += 8
+    if p < end:
+        h = fmix64(h ^ _tail_word(base, limit, p, end))
+    return h
+
+
+@njit(inline="always")
+def spans_equal_cpu(a, alim, a0, a1, b, blim, b0, b1):
+    """Bytes ``[a0, a1)`` at address ``a`` equal bytes ``[b0, b1)`` at address ``b``."""
+    n = a1 - a0
+    if n != b1 - b0:
+        return False
+    k = 0
+    while k + 8 <= n:
+        if load_u64_at(a + a0 + k) != load_u64_at(b + b0 + k):
+            return False
+        k += 8
+    if k < n:
+        return _tail_word(a, alim, a0 + k, a1) == _tail_word(b, blim, b0 + k, b1)
+    return True
+
+
+@intrinsic
+def store_u64_at(typingctx, addr, val):
+    """Store uint64 ``val`` at (unaligned) byte address ``addr``."""
+    sig = types.void(types.int64, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        builder.store(args[1], ptr, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def store_u8_at(typingctx, addr, val):
+    """Store the low byte of ``val`` at address ``addr``."""
+    sig = types.void(types.int64, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+        builder.store(builder.trunc(args[1], ir.IntType(8)), ptr)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def copy_short(dst, src, n):
+    """Copy ``n`` bytes between non-overlapping addresses: words inline for short strings (a
+    call to ``memmove`` costs more than the copy), ``memmove`` for long ones. Never touches a
+    byte outside either range."""
+    if n > 64:
+        copy_bytes(dst, src, n)
+        return
+    k = 0
+    while k + 8 <= n:
+        store_u64_at(dst + k, load_u64_at(src + k))
+        k += 8
+    while k < n:
+        store_u8_at(dst + k, load_u8_at(src + k))
+        k += 1
+
+
+@njit(inline="always")
+def rows_equal_cpu(aw, ast, aen, ach, ia, bw, bst, ben, bch, ib):
+    """:func:`gpuframe.kernels.join.rows_equal` with 8-byte loads."""
+    for c in range(aw.shape[0]):
+        if aw[c, ia] != bw[c, ib]:
+            return False
+    if ast.shape[0] != 0:
+        a = _addr(ach)
+        b = _addr(bch)
+        alim = a + ach.shape[0]
+        blim = b + bch.shape[0]
+        for c in range(ast.shape[0]):
+            if not spans_equal_cpu(a, alim, ast[c, ia], aen[c, ia], b, blim, bst[c, ib], ben[c, ib]):
+                return False
+    return True
+
+
+# rows ahead whose key bytes the probe loop prefetches (string keys: the bytes are the only
+# memory a partition-ordered probe reads out of order)
+_PREFETCH_ROWS = 16
 
 
 # --------------------------------------------------------------------------- partitioning
@@ -81,245 +297,437 @@ def part_hist(keys, valid, kmode, pmask, nchunks):
     return hist
 
 
-@njit(**_OPTS)
-def chunk_cursors(hist):
-    """Start of every (chunk, partition) in partition-major order, and the ``npart + 1``
-    partition starts."""
-    nchunks, npart = hist.shape
-    cur = np.empty((nchunks, npart), dtype=np.int64)
-    starts = np.empty(npart + 1, dtype=np.int64)
-    acc = np.int64(0)
-    for p in range(npart):
-        starts[p] = acc
-        for c in range(nchunks):
-            cur[c, p] = acc
-            acc += hist[c, p]
-    starts[npart] = acc
-    return cur, starts
-
-
 @njit(parallel=True, **_OPTS)
-def scatter(keys, valid, kmode, pmask, cursors, write_keys, dst_keys,
-            iota_row, c0, c1, c2, c3, ncols, first_row, dst):
-    """Scatter rows into partition order (stable): ``dst_keys[pos] = keys[i]`` (when
-    ``write_keys``), ``dst[iota_row, pos] = i`` (when ``iota_row >= 0``) and
-    ``dst[first_row + k, pos] = ck[i]`` for the ``ncols`` (<= 4) int64 columns ``c0..c3``."""
+def scatter(keys, valid, kmode, pmask, cursors, keys_dst, iota_dst, src, dst):
+    """Scatter rows into partition order (stable), chunk ``c`` of the rows starting at
+    ``cursors[c]``: the key word to address ``keys_dst`` (0: skip), the row number to
+    ``iota_dst`` (0: skip) and the int64 column at address ``src[k]`` to ``dst[k]``.
+
+    Rows go through a per-partition buffer of one cache line per destination and leave it a
+    full line at a time with non-temporal stores ("software write-combining"): thousands of
+    partitions then cost neither a read-for-ownership nor a cache or TLB miss per row.
+    """
     n = keys.shape[0]
     nchunks, npart = cursors.shape
     step = (n + nchunks - 1) // nchunks
+    ncols = src.shape[0]
+    has_k = keys_dst != 0
+    has_i = iota_dst != 0
+    m = ncols + (1 if has_k else 0) + (1 if has_i else 0)
+    dsts = np.empty(m, np.int64)
+    k0 = 0
+    if has_k:
+        dsts[k0] = keys_dst
+        k0 += 1
+    if has_i:
+        dsts[k0] = iota_dst
+        k0 += 1
+    for k in range(ncols):
+        dsts[k0 + k] = dst[k]
     for c in prange(nchunks):
-        cur = cursors[c].copy()
+        buf = np.empty((npart, m, 8), np.int64)
+        line = np.empty(npart, np.int64)
+        fill = np.empty(npart, np.int64)
+        first = np.empty(npart, np.int64)
+        for p in range(npart):
+            pos = cursors[c, p]
+            line[p] = pos - (pos & 7)
+            fill[p] = pos & 7
+            first[p] = pos & 7
         for i in range(c * step, min(n, (c + 1) * step)):
             p = _pid(keys, valid, kmode, pmask, npart, i)
-            pos = cur[p]
-            cur[p] = pos + 1
-            if write_keys:
-                dst_keys[pos] = keys[i]
-            if iota_row >= 0:
-                dst[iota_row, pos] = i
-            if ncols > 0:
-                dst[first_row, pos] = c0[i]
-                if ncols > 1:
-                    dst[first_row + 1, pos] = c1[i]
-                    if ncols > 2:
-                        dst[first_row + 2, pos] = c2[i]
-                        if ncols > 3:
-                            dst[first_row + 3, pos] = c3[i]
+            f = fill[p]
+            b = buf[p]
+            j = 0
+            if has_k:
+                b[j, f] = np.int64(keys[i])
+                j += 1
+            if has_i:
+                b[j, f] = i
+                j += 1
+            for k in range(ncols):
+                b[j + k, f] = load_i64(src[k], i)
+            f += 1
+            if f == 8:
+                base = line[p]
+                for k in range(m):
+                    for q in range(first[p], 8):
+                        store_i64_nt(dsts[k], base + q, b[k, q])
+                line[p] = base + 8
+                first[p] = 0
+                f = 0
+            fill[p] = f
+        for p in range(npart):
+            base = line[p]
+            for k in range(m):
+                for q in range(first[p], fill[p]):
+                    store_i64_nt(dsts[k], base + q, buf[p, k, q])
+
+
+@njit(parallel=True, **_OPTS)
+def copy_spans(src_st, src_en, src_ch, dst_st, dst_ch):
+    """Copy the bytes of span ``k`` (``src_ch[src_st[k]:src_en[k]]``) to ``dst_ch`` from
+    ``dst_st[k]`` on (spans of 1-D arrays: ravel the ``[columns, rows]`` arrays)."""
+    s = _addr(src_ch)
+    d = _addr(dst_ch)
+    for k in prange(src_st.shape[0]):
+        n = src_en[k] - src_st[k]
+        if n > 0:
+            copy_bytes(d + dst_st[k], s + src_st[k], n)
 
 
 @njit(parallel=True, **_OPTS)
 def general_row_hash(words, st, en, chars, out):
-    """``out[i]`` = the 64-bit row hash of a general (multi-column / string) key."""
+    """``out[i]`` = the 64-bit row hash of a general (multi-column / string) key: the value of
+    :func:`gpuframe.kernels.join.row_hash`, with 8-byte loads."""
+    base = _addr(chars)
+    limit = base + chars.shape[0]
+    nw = words.shape[0]
+    ns = st.shape[0]
+    h0 = hash_u64(np.uint64(nw + ns), JOIN_SEED)
     for i in prange(out.shape[0]):
-        out[i] = row_hash(words, st, en, chars, i)
+        h = h0
+        for c in range(nw):
+            h = hash_combine(h, word_hash(words[c, i]))
+        for c in range(ns):
+            h = hash_combine(h, bytes_hash_cpu(base, limit, st[c, i], en[c, i]))
+        out[i] = fmix64(h)
 
 
-# --------------------------------------------------------------------------- per partition
-@njit(**_OPTS)
-def _build(table, nxt, bkeys, b0, nb, kmode, verify, borig, vb_w, vb_st, vb_en, vb_ch, pshift):
-    """Build partition ``[b0, b0 + nb)`` into ``table``; ``nxt`` is the partition's slice of the
-    chain array (local ids). Returns the slot mask."""
-    tb = table_bits(nb)
-    tmask = np.uint64((np.int64(1) << tb) - 1)
-    for s in range(np.int64(1) << tb):
-        table[s] = EMPTY
-    for j in range(nb):
-        nxt[j] = EMPTY
-    # insert in reverse so that every chain lists its rows in input order
-    for j in range(nb - 1, -1, -1):
-        ht_insert(table, nxt, tmask, pshift, bkeys, b0, j, kmode, verify, borig,
-                  vb_w, vb_st, vb_en, vb_ch, False)
-    return tmask
+# --------------------------------------------------------------------------- build
+@njit(inline="always")
+def _key_matches(bkeys, bpos, w, kmode, verify, vb_w, vb_st, vb_en, vb_ch, o_w, o_st, o_en, o_ch, opos):
+    if canon_word(bkeys[bpos], kmode) != w:
+        return False
+    if verify:
+        return rows_equal_cpu(vb_w, vb_st, vb_en, vb_ch, bpos, o_w, o_st, o_en, o_ch, opos)
+    return True
 
 
 @njit(parallel=True, **_OPTS)
-def count_partitions(pkeys, pstarts, bkeys, bstarts, nparts, kmode, pshift, verify,
-                     porig, borig, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch,
-                     emit_unmatched_probe, emit_unmatched_build, bmatched, nxt, match,
-                     table):
-    """Output rows of every partition (``nparts`` real ones, then the never-matching one).
+def build_tables(bkeys, bvalid, bstarts, nparts, kmode, pshift, verify,
+                 vb_w, vb_st, vb_en, vb_ch, tables, toffs, nxt):
+    """Build the table of every partition ``p < nparts`` (build positions
+    ``[bstarts[p], bstarts[p + 1])``) into ``tables[toffs[p]:toffs[p + 1]]`` (a power of two of
+    slots, at least twice the rows) and chain equal keys through ``nxt`` (global positions,
+    every chain in position order). Rows with ``bvalid[pos] == 0`` are left out.
 
-    ``table`` is per-thread scratch ``[threads, size]``; ``nxt`` (int64, one per build
-    position) receives the chains; ``match`` (int64, one per probe position, may be the
-    memory of ``pkeys`` itself: each key is read before its slot is written; empty to skip)
-    receives the global build position heading each probe row's matches, or ``-1``.
-    ``bmatched`` (uint8 per build position) is set when ``emit_unmatched_build``.
-    """
-    counts = np.zeros(nparts + 1, dtype=np.int64)
-    store = match.shape[0] != 0
+    With ``verify`` the normalised key words ``vb_w`` and byte spans ``vb_st``/``vb_en`` (into
+    ``vb_ch``) are indexed by build position, like every per-position array here. Returns the
+    number of rows that joined a chain (0: every key is unique)."""
+    chained = 0
     for p in prange(nparts):
-        tab = table[numba.get_thread_id()]
         b0 = bstarts[p]
         nb = bstarts[p + 1] - b0
-        p0 = pstarts[p]
-        p1 = pstarts[p + 1]
-        c = np.int64(0)
-        if nb == 0:
-            if emit_unmatched_probe:
-                c = p1 - p0
-            if store:
-                for i in range(p0, p1):
-                    match[i] = -1
-            counts[p] = c
-            continue
-        nx = nxt[b0:b0 + nb]
-        tmask = _build(tab, nx, bkeys, b0, nb, kmode, verify, borig,
-                       vb_w, vb_st, vb_en, vb_ch, pshift)
-        for i in range(p0, p1):
-            w = canon_word(pkeys[i], kmode)
-            t = ht_find(tab, tmask, pshift, bkeys, b0, w, kmode, verify, borig,
-                        vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, orig_row(porig, i))
-            if store:
-                match[i] = -1 if t == EMPTY else b0 + t
-            if t == EMPTY:
-                if emit_unmatched_probe:
-                    c += 1
+        t0 = toffs[p]
+        size = toffs[p + 1] - t0
+        for s in range(size):
+            tables[t0 + s] = EMPTY
+        tmask = np.uint64(size - 1)
+        # insert in reverse so that every chain lists its rows in position order
+        for j in range(nb - 1, -1, -1):
+            pos = b0 + j
+            nxt[pos] = EMPTY
+            if bvalid.shape[0] != 0 and bvalid[pos] == 0:
                 continue
-            while t != EMPTY:
-                c += 1
-                if emit_unmatched_build:
-                    bmatched[b0 + t] = 1
-                t = nx[t]
-        if emit_unmatched_build:
-            for j in range(b0, b0 + nb):
-                if bmatched[j] == 0:
-                    c += 1
-        counts[p] = c
-    # the never-matching partition
-    c = np.int64(0)
-    if emit_unmatched_probe:
-        c += pstarts[nparts + 1] - pstarts[nparts]
-    if emit_unmatched_build:
-        c += bstarts[nparts + 1] - bstarts[nparts]
-    counts[nparts] = c
-    if store:
-        for i in range(pstarts[nparts], pstarts[nparts + 1]):
-            match[i] = -1
-    return counts
+            w = canon_word(bkeys[pos], kmode)
+            s = slot_of(word_hash(w), pshift, tmask)
+            while True:
+                t = tables[t0 + s]
+                if t == EMPTY:
+                    tables[t0 + s] = j
+                    break
+                if _key_matches(bkeys, b0 + t, w, kmode, verify, vb_w, vb_st, vb_en, vb_ch,
+                                vb_w, vb_st, vb_en, vb_ch, pos):
+                    nxt[pos] = b0 + t
+                    tables[t0 + s] = j
+                    chained += 1
+                    break
+                s = (s + 1) & np.int64(tmask)
+    return chained
 
 
-# output-row source codes (see write_partitions)
-SRC_NONE = -1
-SRC_BUILD_KEY = -2
-SRC_MATCH_KEY = -3
-SRC_ONE = -4
+# --------------------------------------------------------------------------- probe
+@njit(inline="always")
+def _item_partition(part, nparts, bstarts, toffs):
+    # (b0, nb, t0, tmask) of an item's partition (nb = 0: nothing can match), for part >= 0
+    if part < 0 or part >= nparts:
+        return np.int64(0), np.int64(0), np.int64(0), np.uint64(0)
+    b0 = bstarts[part]
+    t0 = toffs[part]
+    return b0, bstarts[part + 1] - b0, t0, np.uint64(toffs[part + 1] - t0 - 1)
 
 
 @njit(inline="always")
-def _emit(out, total, o, src_p, src_b, fill, ppay, i, bkeys, bpay, j):
-    # one output row: probe position i (or -1), global build position j (or -1)
+def _find(i, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, bkeys, bstarts, tables,
+          toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch):
+    # global build position heading probe position i's matches, or -1; an item of one partition
+    # (part >= 0) passes that partition's (b0, nb, t0, tmask)
+    if part < 0:
+        if pvalid.shape[0] != 0 and pvalid[i] == 0:
+            return np.int64(-1)
+        w = canon_word(pkeys[i], kmode)
+        h = word_hash(w)
+        p = np.int64(h & pmask)
+        b0 = bstarts[p]
+        if bstarts[p + 1] == b0:
+            return np.int64(-1)
+        t0 = toffs[p]
+        tmask = np.uint64(toffs[p + 1] - t0 - 1)
+    else:
+        if inb == 0:
+            return np.int64(-1)
+        w = canon_word(pkeys[i], kmode)
+        h = word_hash(w)
+        b0 = ib0
+        t0 = it0
+        tmask = itmask
+    s = slot_of(h, pshift, tmask)
+    while True:
+        t = tables[t0 + s]
+        if t == EMPTY:
+            return np.int64(-1)
+        if _key_matches(bkeys, b0 + t, w, kmode, verify, vb_w, vb_st, vb_en, vb_ch,
+                        vp_w, vp_st, vp_en, vp_ch, i):
+            return b0 + np.int64(t)
+        s = (s + 1) & np.int64(tmask)
+
+
+@njit(parallel=True, **_OPTS)
+def probe_count(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
+                bkeys, bstarts, tables, toffs, nxt, unique, verify,
+                vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch,
+                eup, eub, bmatched, match, counts, op_st, op_en, sbytes):
+    """Output rows of every work item (``counts[item]``) and, per output string column ``c``
+    (probe byte spans ``op_st[c]``/``op_en[c]``; there may be none), their output bytes
+    ``sbytes[item, c]`` (a row with a probe side has the probe's key bytes). Every array is
+    indexed by position (probe or build).
+
+    ``match[pos]`` (one per probe position; empty to skip) receives the global build position
+    heading the row's matches, or ``-1``; ``bmatched[pos] = 1`` for matched build positions
+    when ``eub``. ``eup``: unmatched probe rows are output rows too.
+    """
+    store = match.shape[0] != 0
+    nstr = sbytes.shape[1]
+    pch = _addr(vp_ch)
+    pf = verify and vp_st.shape[0] != 0
+    for it in prange(ilo.shape[0]):
+        c = np.int64(0)
+        part = ipart[it]
+        hi = ihi[it]
+        ib0, inb, it0, itmask = _item_partition(part, nparts, bstarts, toffs)
+        lo = ilo[it]
+        for i in range(lo, hi):
+            if pf and i + _PREFETCH_ROWS < hi:
+                prefetch(pch + vp_st[0, i + _PREFETCH_ROWS])
+            g = _find(i, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, bkeys, bstarts,
+                      tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch)
+            if store:
+                match[i] = g
+            k = np.int64(0)
+            if unique:
+                if g >= 0:
+                    k = 1
+                    if eub:
+                        bmatched[g] = 1
+            else:
+                while g >= 0:
+                    k += 1
+                    if eub:
+                        bmatched[g] = 1
+                    g = nxt[g]
+            if k == 0 and eup:
+                k = 1
+            c += k
+            if nstr != 0 and k != 0:
+                for sc in range(nstr):
+                    sbytes[it, sc] += k * (op_en[sc, i] - op_st[sc, i])
+        counts[it] = c
+
+
+@njit(inline="always")
+def _emit(o, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, placed):
+    # one output row: probe position i (or -1), global build position j (or -1); a row that
+    # ``placed`` marks already holds its probe value at i (nothing to do when o == i)
     for r in range(src_p.shape[0]):
+        if o == i and placed.shape[0] != 0 and placed[r] != 0:
+            continue
         sp = src_p[r]
         sb = src_b[r]
         if i >= 0 and sp >= 0:
-            v = ppay[sp, i]
+            v = load_i64(pcols[sp], i)
         elif i >= 0 and sp == SRC_MATCH_KEY:
             v = np.int64(bkeys[j])
         elif i >= 0 and sp == SRC_ONE:
             v = np.int64(1)
+        elif i >= 0 and sp == SRC_ROW:
+            v = orig_row(porig, i)
         elif j >= 0 and sb >= 0:
-            v = bpay[sb, j]
+            v = load_i64(bcols[sb], j)
         elif j >= 0 and sb == SRC_BUILD_KEY:
             v = np.int64(bkeys[j])
         elif j >= 0 and sb == SRC_ONE:
             v = np.int64(1)
+        elif j >= 0 and sb == SRC_ROW:
+            v = orig_row(borig, j)
         else:
             v = fill[r]
-        store_nt(out, r * total + o, v)
+        store_i64_nt(outs[r], o, v)
+
+
+@njit(inline="always")
+def _emit_strings(o, i, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, soffs, schars, spos):
+    # string key columns of one output row: the bytes of the build row when there is one and
+    # ``from_build`` (equal to the probe's), else the probe row's, else the build row's
+    for c in range(soffs.shape[0]):
+        if j >= 0 and (from_build or i < 0):
+            s = vb_st[c, j]
+            n = vb_en[c, j] - s
+            src = bch + s
+        elif i >= 0:
+            s = vp_st[c, i]
+            n = vp_en[c, i] - s
+            src = pch + s
+        else:
+            n = 0
+            src = pch
+        d = spos[c]
+        copy_short(schars[c] + d, src, n)
+        spos[c] = d + n
+        store_i64_nt(soffs[c], o + 1, d + n)
 
 
 @njit(parallel=True, **_OPTS)
-def write_partitions(ppay, pstarts, bkeys, bpay, bstarts, nparts, nxt, match,
-                     emit_unmatched_probe, emit_unmatched_build, bmatched, offsets,
-                     src_p, src_b, fill, out, total):
-    """Write every partition's rows at ``offsets[p]`` (after :func:`count_partitions`).
+def probe_write(ilo, ihi, match, nxt, eup, item_off, porig, borig, pcols, bcols, bkeys,
+                src_p, src_b, fill, outs, vp_st, vp_en, vp_ch, vb_st, vb_en, vb_ch,
+                from_build, item_bytes, soffs, schars,
+                eub, bstarts, bmatched, ub_off, ub_bytes):
+    """Write every item's output rows from ``item_off[item]`` on, then (``eub``) every
+    partition's unmatched build rows from ``ub_off[p]`` on (the never-matching partition's
+    rows are all unmatched).
 
-    ``out`` is the flat int64 view of an ``[R, total]`` array. Output row ``r`` of a row with
-    a probe side takes ``src_p[r]``: ``k >= 0`` probe payload row ``k``, ``SRC_MATCH_KEY`` the
-    key word of the matching build row (equal to the probe's), ``SRC_ONE`` 1; otherwise, or
-    with ``SRC_NONE``, a row with a build side takes ``src_b[r]`` (``k >= 0``,
-    ``SRC_BUILD_KEY`` or ``SRC_ONE``); else ``fill[r]``.
+    Output row ``r`` is the int64 array at address ``outs[r]``; a row with a probe side takes
+    ``src_p[r]`` (a probe column, ``SRC_MATCH_KEY``, ``SRC_ONE``, ``SRC_ROW``); otherwise, or
+    with ``SRC_NONE``, a row with a build side takes ``src_b[r]`` (a build column,
+    ``SRC_BUILD_KEY``, ``SRC_ONE``, ``SRC_ROW``); else ``fill[r]``. String key column ``c``
+    writes its ``n + 1`` int64 offsets at ``soffs[c]`` (the caller writes offset 0) and its
+    bytes at ``schars[c]``, from ``item_bytes[item, c]`` / ``ub_bytes[p, c]`` on; the spans
+    ``vp_st``/``vp_en`` and ``vb_st``/``vb_en`` are indexed by position. ``porig``/``borig``
+    give the original rows for ``SRC_ROW`` (empty: the identity).
     """
-    for p in prange(nparts + 1):
-        b0 = bstarts[p]
-        b1 = bstarts[p + 1]
-        o = offsets[p]
-        for i in range(pstarts[p], pstarts[p + 1]):
+    pch = _addr(vp_ch)
+    bch = _addr(vb_ch)
+    nstr = soffs.shape[0]
+    for it in prange(ilo.shape[0]):
+        spos = np.zeros(nstr, np.int64)
+        for c in range(nstr):
+            spos[c] = item_bytes[it, c]
+        o = item_off[it]
+        for i in range(ilo[it], ihi[it]):
             t = match[i]
             if t < 0:
-                if emit_unmatched_probe:
-                    _emit(out, total, o, src_p, src_b, fill, ppay, i, bkeys, bpay, -1)
+                if eup:
+                    _emit(o, i, -1, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, _E8)
+                    if nstr != 0:
+                        _emit_strings(o, i, -1, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
+                                      soffs, schars, spos)
                     o += 1
                 continue
             while t >= 0:
-                _emit(out, total, o, src_p, src_b, fill, ppay, i, bkeys, bpay, t)
+                _emit(o, i, t, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, _E8)
+                if nstr != 0:
+                    _emit_strings(o, i, t, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
+                                  soffs, schars, spos)
                 o += 1
                 t = nxt[t]
-                if t >= 0:
-                    t += b0
-        if emit_unmatched_build:
-            for j in range(b0, b1):
-                if p == nparts or bmatched[j] == 0:
-                    _emit(out, total, o, src_p, src_b, fill, ppay, -1, bkeys, bpay, j)
+    if eub:
+        for p in prange(bstarts.shape[0] - 1):
+            spos = np.zeros(nstr, np.int64)
+            for c in range(nstr):
+                spos[c] = ub_bytes[p, c]
+            o = ub_off[p]
+            for j in range(bstarts[p], bstarts[p + 1]):
+                if bmatched[j] == 0:
+                    _emit(o, -1, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, _E8)
+                    if nstr != 0:
+                        _emit_strings(o, -1, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
+                                      soffs, schars, spos)
                     o += 1
 
 
 @njit(parallel=True, **_OPTS)
-def mark_partitions(pkeys, pstarts, bkeys, bstarts, nparts, kmode, pshift, verify,
-                    porig, borig, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch,
-                    pmatched, bmatched, nxt, table):
-    """Semi/anti joins: ``pmatched[pos] = 1`` for probe positions with a match and
-    ``bmatched[pos] = 1`` for matched build positions (either array may be empty)."""
-    for p in prange(nparts):
-        tab = table[numba.get_thread_id()]
-        b0 = bstarts[p]
-        nb = bstarts[p + 1] - b0
-        if nb == 0:
-            continue
-        nx = nxt[b0:b0 + nb]
-        tmask = _build(tab, nx, bkeys, b0, nb, kmode, verify, borig,
-                       vb_w, vb_st, vb_en, vb_ch, pshift)
-        for i in range(pstarts[p], pstarts[p + 1]):
-            w = canon_word(pkeys[i], kmode)
-            t = ht_find(tab, tmask, pshift, bkeys, b0, w, kmode, verify, borig,
-                        vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, orig_row(porig, i))
-            if t == EMPTY:
+def probe_direct(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
+                 bkeys, bstarts, tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch,
+                 eup, eub, bmatched, porig, borig, pcols, bcols, src_p, src_b, fill, outs, placed,
+                 from_build, op_st, op_en, ob_st, ob_en, cap_bytes, soffs, schars, counts, sbytes):
+    """Probe and write in one pass, for build sides whose keys are all distinct (at most one
+    output row per probe row).
+
+    Item ``it`` writes its rows from row ``ilo[it]`` on (its rows never outgrow its positions)
+    and its string bytes from ``cap_bytes[it, c]`` on (the bytes of all its probe keys fit
+    there); ``counts[it]`` and ``sbytes[it, c]`` receive what it wrote, and
+    :func:`compact_items` closes the gaps. Rows that ``placed`` marks already hold their probe
+    value at every probe position (the scatter put it there). The output string columns take
+    the spans ``op_*`` (probe) and ``ob_*`` (build); see :func:`probe_write` for the rest.
+    """
+    nstr = soffs.shape[0]
+    pch = _addr(vp_ch)
+    bch = _addr(vb_ch)
+    pf = verify and vp_st.shape[0] != 0
+    for it in prange(ilo.shape[0]):
+        part = ipart[it]
+        lo = ilo[it]
+        hi = ihi[it]
+        ib0, inb, it0, itmask = _item_partition(part, nparts, bstarts, toffs)
+        spos = np.empty(nstr, np.int64)
+        for c in range(nstr):
+            spos[c] = cap_bytes[it, c]
+        o = lo
+        for i in range(lo, hi):
+            if pf and i + _PREFETCH_ROWS < hi:
+                prefetch(pch + vp_st[0, i + _PREFETCH_ROWS])
+            g = _find(i, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, bkeys, bstarts,
+                      tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch)
+            if g >= 0:
+                if eub:
+                    bmatched[g] = 1
+            elif not eup:
                 continue
-            if pmatched.shape[0] != 0:
-                pmatched[i] = 1
-            if bmatched.shape[0] != 0:
-                while t != EMPTY:
-                    bmatched[b0 + t] = 1
-                    t = nx[t]
+            _emit(o, i, g, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, placed)
+            if nstr != 0:
+                _emit_strings(o, i, g, from_build, op_st, op_en, pch, ob_st, ob_en, bch, soffs, schars, spos)
+            o += 1
+        counts[it] = o - lo
+        for c in range(nstr):
+            sbytes[it, c] = spos[c] - cap_bytes[it, c]
 
 
-@njit(parallel=True, **_OPTS)
-def flags_to_rows(flags, orig, out):
-    """``out[orig[pos]] = flags[pos]``: partition-order flags back to input order."""
-    for pos in prange(flags.shape[0]):
-        out[orig[pos]] = flags[pos]
+@njit(**_OPTS)
+def compact_items(ilo, counts, item_off, outs, cap_bytes, sbytes, item_bytes, soffs, schars):
+    """Move every item's rows written by :func:`probe_direct` (from ``ilo[it]``) to
+    ``item_off[it]``, its string bytes from ``cap_bytes[it, c]`` to ``item_bytes[it, c]``
+    (shifting its offsets to match), in item order (every move is to the left)."""
+    for it in range(ilo.shape[0]):
+        src = ilo[it]
+        dst = item_off[it]
+        n = counts[it]
+        if n == 0:
+            continue
+        if src != dst:
+            for r in range(outs.shape[0]):
+                copy_bytes(outs[r] + 8 * dst, outs[r] + 8 * src, 8 * n)
+        for c in range(soffs.shape[0]):
+            sb = cap_bytes[it, c]
+            db = item_bytes[it, c]
+            if sb != db:
+                copy_bytes(schars[c] + db, schars[c] + sb, sbytes[it, c])
+            if sb != db or src != dst:
+                delta = db - sb
+                for k in range(1, n + 1):
+                    store_i64(soffs[c], dst + k, load_i64(soffs[c], src + k) + delta)
 
 
+# --------------------------------------------------------------------------- CUDA string keys
 @njit(parallel=True, **_OPTS)
 def span_lengths(ast, aen, ia, bst, ben, ib, out_len):
     """Byte length of every output string: side A's row ``ia[o]`` when ``ia[o] >= 0``, else
@@ -336,14 +744,15 @@ def span_lengths(ast, aen, ia, bst, ben, ib, out_len):
 @njit(parallel=True, **_OPTS)
 def span_copy(ast, ach, ia, bst, bch, ib, out_off, out_chars):
     """Copy every output string's bytes to ``out_chars[out_off[o]:out_off[o + 1]]``."""
+    dst = _addr(out_chars)
+    a = _addr(ach)
+    b = _addr(bch)
     for o in prange(ia.shape[0]):
         d = out_off[o]
         n = out_off[o + 1] - d
+        if n <= 0:
+            continue
         if ia[o] >= 0:
-            s = ast[ia[o]]
-            for k in range(n):
-                out_chars[d + k] = ach[s + k]
+            copy_bytes(dst + d, a + ast[ia[o]], n)
         elif ib[o] >= 0:
-            s = bst[ib[o]]
-            for k in range(n):
-                out_chars[d + k] = bch[s + k]
+            copy_bytes(dst + d, b + bst[ib[o]], n)

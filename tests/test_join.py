@@ -17,6 +17,29 @@ from .common.join import norm_value, pairs_of, ref_pairs, rows_multiset
 ROW_HOWS = ["inner", "left", "right", "outer"]
 
 
+@pytest.fixture(params=["inplace", "scattered"])
+def cpu_path(request, monkeypatch):
+    """Run a test on both CPU probe paths, with tiny partitions and work items so that small
+    tables have many partitions, many items per partition and items that share a partition."""
+    from gpuframe.backends import impl_join
+
+    monkeypatch.setattr(impl_join, "_ROWS_PER_PARTITION", 2)
+    monkeypatch.setattr(impl_join, "_ITEM_ROWS", 3)
+    if request.param == "scattered":
+        monkeypatch.setattr(impl_join, "_INPLACE_BUILD_BYTES", -1)
+    seen = set()
+    probe_side = impl_join._probe_side
+
+    def spy(sk, pbits, inplace, *args, **kwargs):
+        if pbits > 0:
+            seen.add("inplace" if inplace else "scattered")
+        return probe_side(sk, pbits, inplace, *args, **kwargs)
+
+    monkeypatch.setattr(impl_join, "_probe_side", spy)
+    yield request.param
+    assert seen <= {request.param}, f"the {request.param} path was asked for, ran: {seen}"
+
+
 def expected_merge(left: pa.Table, right: pa.Table, lon, ron, how, pairs: Counter) -> tuple[list, Counter]:
     """Column sources and the multiset of rows ``merge`` must return, from reference pairs."""
     coalesced = {lname for lname, rname in zip(lon, ron) if lname == rname}
@@ -72,14 +95,14 @@ def kv(keys, vals=None, name="k", vname="v", type=None):
 
 # --------------------------------------------------------------------------- every how
 @pytest.mark.parametrize("how", HOWS)
-def test_single_int_key(how):
+def test_single_int_key(how, cpu_path):
     left = kv([1, 2, 3, 4, None, 4, 7], vname="a")
     right = kv([3, 4, 4, 5, None, 9], vname="b")
     check_join(left, right, how, on="k")
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_build_side_swaps(how):
+def test_build_side_swaps(how, cpu_path):
     # left smaller than right, and the other way: the build side is chosen by size
     small = kv([1, 2, 2, 3], vname="a")
     big = kv([2, 2, 3, 3, 3, 8, 9, 10, None], vname="b")
@@ -88,7 +111,7 @@ def test_build_side_swaps(how):
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_multi_key(how):
+def test_multi_key(how, cpu_path):
     left = pa.table({"a": [1, 1, 2, 2, None, 3], "b": ["x", "y", "x", "x", "x", None], "v": [1, 2, 3, 4, 5, 6]})
     right = pa.table({"a": [1, 2, 2, 3, None], "b": ["x", "x", "x", None, "x"], "w": [10., 20., 30., 40., 50.]})
     check_join(left, right, how, on=["a", "b"])
@@ -97,14 +120,14 @@ def test_multi_key(how):
 
 @pytest.mark.parametrize("how", HOWS)
 @pytest.mark.parametrize("nulls_equal", [False, True])
-def test_null_keys(how, nulls_equal):
+def test_null_keys(how, nulls_equal, cpu_path):
     left = kv([None, 1, None, 2], vname="a")
     right = kv([None, None, 2, 3], vname="b")
     check_join(left, right, how, on="k", nulls_equal=nulls_equal)
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_all_null_keys(how):
+def test_all_null_keys(how, cpu_path):
     left = kv(pa.nulls(4, pa.int64()), vname="a")
     right = kv(pa.nulls(3, pa.int64()), vname="b")
     check_join(left, right, how, on="k")
@@ -112,7 +135,7 @@ def test_all_null_keys(how):
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_many_to_many_and_skew(how):
+def test_many_to_many_and_skew(how, cpu_path):
     rng = np.random.default_rng(1)
     lk = np.where(rng.random(3000) < 0.5, 7, rng.integers(0, 300, 3000))   # one key on half the rows
     rk = np.repeat(np.arange(0, 400, 2), 4)                                  # every key 4 times
@@ -122,7 +145,7 @@ def test_many_to_many_and_skew(how):
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_empty_sides(how):
+def test_empty_sides(how, cpu_path):
     empty = kv(pa.array([], pa.int64()), vname="a")
     full = kv([1, 2, 2], vname="b")
     check_join(empty, full, how, on="k")
@@ -131,7 +154,7 @@ def test_empty_sides(how):
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_int64_extremes(how):
+def test_int64_extremes(how, cpu_path):
     lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
     left = kv([lo, hi, 0, -1, hi], vname="a")
     right = kv([hi, lo, -1, 5], vname="b")
@@ -139,7 +162,7 @@ def test_int64_extremes(how):
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_nan_and_negative_zero(how):
+def test_nan_and_negative_zero(how, cpu_path):
     left = kv([np.nan, -0.0, 1.5, None, np.nan], type=pa.float64(), vname="a")
     right = kv([0.0, np.nan, 1.5, -0.0], type=pa.float64(), vname="b")
     check_join(left, right, how, on="k")
@@ -148,7 +171,7 @@ def test_nan_and_negative_zero(how):
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_string_keys(how):
+def test_string_keys(how, cpu_path):
     left = kv(["a", "", "ß", "日本", None, "a", "key" * 5], vname="a", type=pa.string())
     right = kv(["", "a", "日本", "key" * 5, None, "zz"], vname="b", type=pa.large_string())
     check_join(left, right, how, on="k")
@@ -157,7 +180,7 @@ def test_string_keys(how):
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_left_on_right_on(how):
+def test_left_on_right_on(how, cpu_path):
     left = pa.table({"id": [1, 2, 3, 3], "v": [1, 2, 3, 4]})
     right = pa.table({"key": [3, 1, 1, 9], "v": [10, 20, 30, 40]})
     out = check_join(left, right, how, left_on="id", right_on="key")
@@ -165,7 +188,7 @@ def test_left_on_right_on(how):
         assert out.column_names == ["id", "v_x", "key", "v_y"]
 
 
-def test_payload_types_and_nulls():
+def test_payload_types_and_nulls(cpu_path):
     left = random_table(200, {"k": pa.int32(), "i8": pa.int8(), "u16": pa.uint16(), "f32": pa.float32(),
                               "b": pa.bool_(), "s": pa.string(), "d": pa.date32(),
                               "ts": pa.timestamp("ns", tz="UTC"), "dic": pa.dictionary(pa.int32(), pa.string())},
@@ -215,7 +238,7 @@ def test_default_on_uses_common_columns():
     assert out.to_arrow().to_pydict() == {"k": [2], "a": [2], "b": [3]}
 
 
-def test_partitioned_path_large():
+def test_partitioned_path_large(cpu_path):
     # more build rows than one partition holds: the radix-partitioned path with many partitions
     rng = np.random.default_rng(7)
     nb, npr = 20_000, 60_000
@@ -256,8 +279,71 @@ def test_memory_error_before_allocating(monkeypatch):
     assert gpuframe.join_size(L, R, on="k") == 90_000   # counting allocates nothing big
 
 
-def test_sliced_inputs():
+def test_sliced_inputs(cpu_path):
     left = kv(list(range(20)), vname="a").slice(5, 10)
     right = kv(list(range(0, 40, 2)), vname="b").slice(3)
     for how in HOWS:
         check_join(left, right, how, on="k")
+
+
+def test_cpu_row_hash_matches_the_shared_per_row_function():
+    # the CPU kernel hashes 8 bytes per load; CUDA runs the shared per-row function: the
+    # partition and slot of every key must be the same on both
+    import warnings
+
+    from gpuframe.kernels import join as KJ
+    from gpuframe.kernels import join_cpu as KC
+
+    rng = np.random.default_rng(5)
+    strs = ["", "a", "abcdefg", "abcdefgh", "abcdefghi", "ß" * 9, "x" * 23] + \
+        ["".join(map(chr, rng.integers(97, 123, int(k)))) for k in rng.integers(0, 30, 40)]
+    chars = np.frombuffer("".join(strs).encode(), np.uint8)
+    offs = np.concatenate([[0], np.cumsum([len(s.encode()) for s in strs])]).astype(np.int64)
+    n = len(strs)
+    st = np.stack([offs[:-1], offs[:-1][::-1].copy()])
+    en = np.stack([offs[1:], offs[1:][::-1].copy()])
+    words = rng.integers(-2**63, 2**63, (2, n), dtype=np.int64).view(np.uint64)
+    for w, s_, e_ in ((words, st, en), (words[:0], st[:1], en[:1]), (words, st[:0], en[:0])):
+        out = np.empty(n, np.uint64)
+        KC.general_row_hash(w, s_, e_, chars, out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = [KJ.row_hash(w, s_, e_, chars, i) for i in range(n)]
+        assert out.tolist() == [int(x) for x in want]
+
+
+@pytest.mark.parametrize("how", ROW_HOWS)
+@pytest.mark.parametrize("keys", ["int", "string", "int_string"])
+def test_unique_build_keys_one_pass(how, keys, cpu_path, monkeypatch):
+    # distinct build keys take the one-pass path: items leave gaps where probe rows miss (and
+    # string bytes too) that the compaction closes; outer sides add unmatched build rows
+    from gpuframe.backends import impl_join
+
+    calls = []
+    direct = impl_join._cpu_direct
+    monkeypatch.setattr(impl_join, "_cpu_direct", lambda *a, **k: calls.append(1) or direct(*a, **k))
+    rng = np.random.default_rng(11)
+    bk = rng.permutation(60)[:40]
+    pk = rng.integers(-5, 70, 150)
+    pk = np.where(rng.random(150) < 0.1, -999, pk)
+
+    def col(v, nulls):
+        mask = nulls if nulls is not None else None
+        if keys == "int":
+            return pa.array(v, pa.int64(), mask=mask)
+        return pa.array([f"key-{x}" * (1 + abs(int(x)) % 3) for x in v], pa.string(), mask=mask)
+
+    bnull = np.zeros(40, bool)
+    bnull[[3, 17]] = True
+    pnull = rng.random(150) < 0.05
+    right = pa.table({"k": col(bk, bnull), "b": np.arange(40) * 10})
+    left = pa.table({"k": col(pk, pnull), "a": np.arange(150), "s": pa.array([f"p{i}" for i in range(150)])})
+    on = "k"
+    if keys == "int_string":
+        right = right.append_column("j", pa.array(bk % 3))
+        left = left.append_column("j", pa.array(pk % 3))
+        on = ["k", "j"]
+    check_join(left, right, how, on=on)
+    check_join(right.rename_columns(["k", "a"] + right.column_names[2:]),
+               left.rename_columns(["k", "b", "s"] + left.column_names[3:]), how, on=on)
+    assert calls, "the one-pass path did not run"

@@ -9,7 +9,7 @@ import pytest
 import gpuframe
 
 from .common.data import DTYPES, DTYPE_IDS, random_array, random_table
-from .test_join import check_join
+from .test_join import check_join, cpu_path  # noqa: F401 (fixture)
 
 
 @pytest.mark.parametrize("how", ["inner", "left", "outer", "anti"])
@@ -165,3 +165,35 @@ def test_result_name_collision():
     R = gpuframe.from_arrow(pa.table({"k": [1], "v": [3]}))
     with pytest.raises(ValueError, match=r"duplicate columns \['v_x'\]"):
         gpuframe.merge(L, R, on="k")
+
+
+# --------------------------------------------------------------------------- null dictionary entries
+def _dict_with_null_entry() -> pa.DictionaryArray:
+    # rows 1 and 2 point at a dictionary ENTRY that is null (their indices are valid)
+    return pa.DictionaryArray.from_arrays(pa.array([0, 1, 1], pa.int32()), pa.array(["a", None]))
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "right", "outer", "semi", "anti"])
+@pytest.mark.parametrize("nulls_equal", [False, True])
+def test_null_dictionary_entry_is_a_null_key(how, nulls_equal, cpu_path):
+    left = pa.table({"k": _dict_with_null_entry(), "a": [0, 1, 2]})
+    right = pa.table({"k": pa.array(["", "a", None]), "b": [10, 11, 12]})
+    check_join(left, right, how, on="k", nulls_equal=nulls_equal)
+    # both sides dictionaries whose only nulls are null entries
+    check_join(left, pa.table({"k": _dict_with_null_entry(), "b": [5, 6, 7]}), how, on="k",
+               nulls_equal=nulls_equal)
+
+
+def test_null_dictionary_entry_never_matches_empty_string():
+    L = gpuframe.from_arrow(pa.table({"k": _dict_with_null_entry(), "a": [0, 1, 2]}))
+    R = gpuframe.from_arrow(pa.table({"k": pa.array(["", "a", None]), "b": [10, 11, 12]}))
+    out = gpuframe.merge(L, R, on="k").to_arrow()
+    assert out.to_pydict() == {"k": ["a"], "a": [0], "b": [11]}
+    out = gpuframe.merge(L, R, on="k", how="left").to_arrow().sort_by("a")
+    assert out.to_pydict() == {"k": ["a", None, None], "a": [0, 1, 2], "b": [11, None, None]}
+    # a null index and a null entry in one column, with an offset
+    idx = pa.array([1, None, 0, 1], pa.int8()).slice(1)
+    mixed = pa.DictionaryArray.from_arrays(idx, pa.array(["", None]))
+    L2 = gpuframe.from_arrow(pa.table({"k": mixed, "a": [0, 1, 2]}))
+    assert gpuframe.merge(L2, R, on="k").to_arrow().to_pydict() == {"k": [""], "a": [1], "b": [10]}
+    assert gpuframe.join_size(L2, R, on="k", nulls_equal=True) == 3

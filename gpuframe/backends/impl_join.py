@@ -15,6 +15,7 @@ Semi and anti joins return the selected left row numbers, in left order.
 """
 from __future__ import annotations
 
+import collections
 import math
 import threading
 from dataclasses import dataclass, field
@@ -32,9 +33,6 @@ SRC_NONE = -1   # nothing from this side
 SRC_KEY = -2    # this side's key word (the fast path's key)
 SRC_ONE = -4    # 1 when this side's row is present (a presence / validity word)
 
-# Target rows per CPU partition: a partition's table, chains, keys and payload fit in L2.
-_ROWS_PER_PARTITION = 4096
-_MAX_PARTITION_BITS = 12
 
 
 @dataclass
@@ -58,6 +56,7 @@ class JoinRequest:
     rows: list = field(default_factory=list)
     want_indices: bool = False
     count_only: bool = False
+    string_keys: list = field(default_factory=list)
     on_count: Optional[Callable[[int], None]] = None
 
 
@@ -67,6 +66,7 @@ class JoinResult:
     rows: list                       # int64 arrays, one per requested row (on the device)
     left_idx: Any = None             # int64 gather maps (semi/anti: left rows; right_idx None)
     right_idx: Any = None
+    strings: list = field(default_factory=list)   # (int64 offsets [count + 1], uint8 bytes) per string key
 
 
 def _sides(req: JoinRequest) -> tuple[bool, bool, bool]:
@@ -79,21 +79,43 @@ def _sides(req: JoinRequest) -> tuple[bool, bool, bool]:
     return False, keep_left, keep_right
 
 
-# =========================================================================== CPU
-class _ScratchPool:
-    """Host scratch buffers kept between joins.
+# =========================================================================== host memory
+class _Block:
+    """One raw host allocation lent out by :class:`HostCache`: arrays made from it keep it
+    alive (it is their ``base``), and when the last of them dies the memory goes back to the
+    cache instead of to the operating system."""
 
-    Fresh memory is expensive on many hosts (every page faults and is zeroed on first touch:
-    about 0.35 s per GiB on the 2-core VM the benchmarks ran on), and a join's partitioned
-    copy of the probe side is as large as the probe side itself. The pool keeps one buffer per
-    role and hands out views of it; at most ``limit`` bytes are kept (a quarter of the host's
-    memory by default), larger requests get fresh memory that is freed with the join. Each
-    thread has its own pool (joins in several threads never share scratch).
-    ``gpuframe.backends.impl_join.clear_scratch()`` gives this thread's memory back.
+    __slots__ = ("raw", "cache", "__array_interface__")
+
+    def __init__(self, raw: np.ndarray, cache: "HostCache") -> None:
+        self.raw = raw
+        self.cache = cache
+        self.__array_interface__ = {"data": (raw.ctypes.data, False), "shape": (raw.nbytes,),
+                                    "typestr": "|u1", "version": 3}
+
+    def __del__(self) -> None:
+        try:
+            self.cache._returned.append(self.raw)
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+class HostCache:
+    """A caching host allocator for the join's large buffers (scratch and outputs).
+
+    Fresh memory is expensive on many hosts: every page faults and is zeroed on first touch
+    (about 1 s per GiB on the 2-core VM the benchmarks ran on, more than the join's own work
+    on its output). Like the memory pools of GPU libraries, the cache keeps the buffers that
+    joins (and their results, once the caller drops them) give back, and hands them out again
+    best-fit; at most ``limit`` bytes are kept idle (a quarter of the host's memory by
+    default), the rest is freed. Buffers under :data:`_MIN_CACHED` bytes use plain numpy.
+    :func:`clear_scratch` frees every idle buffer.
     """
 
     def __init__(self) -> None:
-        self._bufs: dict[str, np.ndarray] = {}
+        self._free: list[np.ndarray] = []
+        self._returned: collections.deque = collections.deque()
+        self._lock = threading.Lock()
         self.limit: Optional[int] = None
 
     def _limit(self) -> int:
@@ -107,21 +129,59 @@ class _ScratchPool:
             self.limit = total // 4
         return self.limit
 
-    def get(self, role: str, shape: tuple, dtype: Any) -> np.ndarray:
+    def _drain(self) -> None:
+        # called with the lock held; returned blocks over the limit are dropped (freed)
+        limit = self._limit()
+        held = sum(b.nbytes for b in self._free)
+        while self._returned:
+            raw = self._returned.popleft()
+            if held + raw.nbytes <= limit:
+                self._free.append(raw)
+                held += raw.nbytes
+
+    def empty(self, shape: Any, dtype: Any) -> np.ndarray:
+        """An uninitialised array (like ``np.empty``), from cached memory when possible."""
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        buf = self._bufs.get(role)
-        if buf is not None and buf.nbytes >= nbytes:
-            return buf[:nbytes].view(dtype).reshape(shape)
-        self._bufs.pop(role, None)
-        held = sum(b.nbytes for b in self._bufs.values())
-        fresh = host_empty(max(nbytes, 1), np.uint8)
-        if held + fresh.nbytes <= self._limit():
-            self._bufs[role] = fresh
-        return fresh[:nbytes].view(dtype).reshape(shape)
+        shape = (int(shape),) if np.isscalar(shape) else tuple(int(x) for x in shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes < _MIN_CACHED:
+            return np.empty(shape, dtype)
+        raw = None
+        with self._lock:
+            self._drain()
+            best = -1
+            for k, b in enumerate(self._free):
+                if b.nbytes >= nbytes and (best < 0 or b.nbytes < self._free[best].nbytes):
+                    best = k
+            if best >= 0:
+                raw = self._free.pop(best)
+        if raw is None:
+            raw = host_empty(nbytes, np.uint8)
+        return np.asarray(_Block(raw, self))[:nbytes].view(dtype).reshape(shape)
+
+    def idle_bytes(self) -> int:
+        with self._lock:
+            self._drain()
+            return sum(b.nbytes for b in self._free)
 
     def clear(self) -> None:
-        self._bufs.clear()
+        with self._lock:
+            self._drain()
+            self._free.clear()
+
+
+_MIN_CACHED = 1 << 20
+_CACHE = HostCache()
+
+
+def host_cache() -> HostCache:
+    """The process-wide :class:`HostCache` of the CPU join."""
+    return _CACHE
+
+
+def clear_scratch() -> None:
+    """Free the idle host buffers the join keeps for reuse (see :class:`HostCache`)."""
+    _CACHE.clear()
 
 
 def host_empty(n: int, dtype: Any) -> np.ndarray:
@@ -139,43 +199,11 @@ def host_empty(n: int, dtype: Any) -> np.ndarray:
         _set_madvise_hugepage(old)
 
 
-class _ThreadPools(threading.local):
-    def __init__(self) -> None:
-        self.pool = _ScratchPool()
-
-
-_POOLS = _ThreadPools()
-
-
-def _scratch() -> _ScratchPool:
-    return _POOLS.pool
-
-
-def clear_scratch() -> None:
-    """Free the join scratch buffers this thread keeps between joins."""
-    _POOLS.pool.clear()
-
-
+# =========================================================================== CPU
 def _cpu_kernels():
     from ..kernels import join_cpu
 
     return join_cpu
-
-
-def _row_hash_cpu(sk: SideKeys) -> None:
-    if sk.keys is None:
-        K = _cpu_kernels()
-        out = np.empty(sk.n, dtype=np.uint64)
-        K.general_row_hash(_ro(sk.words), _ro(sk.starts), _ro(sk.ends), _ro(sk.chars), out)
-        sk.keys = out
-
-
-@dataclass
-class _Part:
-    keys: np.ndarray        # uint64, partition order
-    pay: np.ndarray         # int64 [m, n]
-    starts: np.ndarray      # int64 [npart + 1] (npart = real partitions + the never-matching one)
-    orig: np.ndarray        # int64 original row of each position (or empty)
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -187,6 +215,36 @@ def _ro(a: np.ndarray) -> np.ndarray:
 
 
 _E64 = _ro(np.zeros(0, np.int64))
+_E8 = _ro(np.zeros(0, np.uint8))
+_E2 = _ro(np.zeros((0, 0), np.int64))
+
+# Target build rows per CPU partition: a partition's table, chains and keys fit in L2.
+_ROWS_PER_PARTITION = 4096
+_MAX_PARTITION_BITS = 12
+# Probe rows per work item: small enough to spread a hot partition over every thread.
+_ITEM_ROWS = 16384
+# In-place probing (no probe scatter) when the build side's tables and keys take at most this
+# many bytes: they then stay in cache while the probe streams past them.
+_INPLACE_BUILD_BYTES = 1 << 20
+
+
+def _span_rows(st: np.ndarray, en: np.ndarray, sel: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Byte spans ``[len(sel), n]`` of the string key columns ``sel`` (views when ``sel`` is
+    every column in order)."""
+    sel = list(sel)
+    if not sel:
+        return _E2, _E2
+    if sel == list(range(st.shape[0])):
+        return st, en
+    return _ro(np.ascontiguousarray(st[sel])), _ro(np.ascontiguousarray(en[sel]))
+
+
+def _row_hash_cpu(sk: SideKeys) -> None:
+    if sk.keys is None:
+        K = _cpu_kernels()
+        out = np.empty(sk.n, dtype=np.uint64)
+        K.general_row_hash(_ro(sk.words), _ro(sk.starts), _ro(sk.ends), _ro(sk.chars), out)
+        sk.keys = out
 
 
 def _ro_side(sk: SideKeys) -> SideKeys:
@@ -196,31 +254,17 @@ def _ro_side(sk: SideKeys) -> SideKeys:
                    ends=_ro(sk.ends), chars=_ro(sk.chars))
 
 
-def _partition_cpu(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], iota: bool, role: str) -> _Part:
-    K = _cpu_kernels()
-    import numba
+def _ptrs(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """The address table of 8-byte-word column arrays (the caller keeps the arrays alive)."""
+    for a in arrays:
+        if a.dtype.itemsize != 8 or not a.flags.c_contiguous:
+            raise AssertionError(f"join column must be contiguous 8-byte words, got {a.dtype} {a.strides}")
+    return _ro(np.array([a.ctypes.data for a in arrays], dtype=np.int64))
 
-    n = sk.n
-    pmask = np.uint64((1 << pbits) - 1)
-    nchunks = max(1, min(numba.get_num_threads() * 4, n // 65536 + 1))
-    hist = K.part_hist(sk.keys, sk.valid, sk.kmode, pmask, nchunks)
-    cursors, starts = K.chunk_cursors(hist)
-    m = len(carry) + (1 if iota else 0)
-    keys = _scratch().get(role + ".keys", (n,), np.uint64)
-    pay = _scratch().get(role + ".pay", (m, n), np.int64)
-    iota_row = len(carry) if iota else -1
-    cols = [_ro(np.ascontiguousarray(c, dtype=np.int64)) for c in carry]
-    first = 0
-    while True:
-        group = cols[first:first + 4]
-        pad = group + [_E64] * (4 - len(group))
-        K.scatter(sk.keys, sk.valid, sk.kmode, pmask, cursors, first == 0, keys,
-                  iota_row if first == 0 else -1, pad[0], pad[1], pad[2], pad[3], len(group), first, pay)
-        first += 4
-        if first >= len(cols):
-            break
-    orig = _ro(pay[iota_row]) if iota else _E64
-    return _Part(keys, pay, starts, orig)
+
+def _as_words(a: Any) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    return a if a.dtype == np.int64 else a.view(np.int64)
 
 
 def _partition_bits(nbuild: int) -> int:
@@ -229,19 +273,247 @@ def _partition_bits(nbuild: int) -> int:
     return min(_MAX_PARTITION_BITS, int(math.ceil(math.log2(nbuild / _ROWS_PER_PARTITION))))
 
 
-def _scratch_tables(bstarts: np.ndarray, nparts: int) -> np.ndarray:
+def _index_dtype(n: int) -> Any:
+    return np.int32 if n < 2**31 - 1 else np.int64
+
+
+def _cursors(sk: SideKeys, pbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scatter cursors ``[chunks, partitions]`` and the ``nparts + 2`` partition starts."""
     import numba
 
-    sizes = np.diff(bstarts[:nparts + 1])
-    biggest = int(sizes.max()) if len(sizes) else 0
-    bits = 4
-    while (1 << bits) < 2 * biggest:
-        bits += 1
-    return np.empty((numba.get_num_threads(), 1 << bits), dtype=np.int64)
+    K = _cpu_kernels()
+    nchunks = max(1, min(numba.get_num_threads() * 4, sk.n // 65536 + 1))
+    hist = K.part_hist(sk.keys, sk.valid, sk.kmode, np.uint64((1 << pbits) - 1), nchunks)
+    flat = hist.T.ravel()                       # partition-major
+    cum = np.cumsum(flat)
+    cursors = np.ascontiguousarray((cum - flat).reshape(hist.shape[1], nchunks).T)
+    starts = np.zeros(hist.shape[1] + 1, np.int64)
+    starts[1:] = cum[nchunks - 1::nchunks]
+    return cursors, starts
+
+
+def _scatter(sk: SideKeys, pbits: int, cursors: np.ndarray, keys_dst: Optional[np.ndarray],
+             iota_dst: Optional[np.ndarray], src: Sequence[np.ndarray], dst: Sequence[np.ndarray]) -> None:
+    K = _cpu_kernels()
+    K.scatter(sk.keys, sk.valid, sk.kmode, np.uint64((1 << pbits) - 1), cursors,
+              0 if keys_dst is None else keys_dst.ctypes.data, 0 if iota_dst is None else iota_dst.ctypes.data,
+              _ptrs(src), _ptrs(dst))
+
+
+def _verify_rows(sk: SideKeys, n: int) -> tuple[list, list, tuple]:
+    """Scatter sources and fresh destinations of a general key's words and byte spans."""
+    cache = host_cache()
+    nw, ns = sk.words.shape[0], sk.starts.shape[0]
+    w = cache.empty((nw, n), np.uint64) if nw else sk.words
+    st = cache.empty((ns, n), np.int64) if ns else sk.starts
+    en = cache.empty((ns, n), np.int64) if ns else sk.ends
+    src = [sk.words[r].view(np.int64) for r in range(nw)] + [sk.starts[r] for r in range(ns)] + \
+        [sk.ends[r] for r in range(ns)]
+    dst = [w[r].view(np.int64) for r in range(nw)] + [st[r] for r in range(ns)] + [en[r] for r in range(ns)]
+    return src, dst, (w, st, en)
+
+
+@dataclass
+class _Build:
+    keys: np.ndarray          # uint64 key words by build position
+    valid: np.ndarray         # uint8 by position (unpartitioned build with null keys) or empty
+    starts: np.ndarray        # int64 [nparts + 2]: partition p holds positions [starts[p], starts[p+1])
+    orig: np.ndarray          # int64 original row of each position (empty: the identity)
+    cols: list                # int64 payload columns by position
+    w: np.ndarray             # general keys: words / byte spans / bytes, by position
+    st: np.ndarray
+    en: np.ndarray
+    ch: np.ndarray
+    tables: Optional[np.ndarray]
+    toffs: np.ndarray
+    nxt: np.ndarray
+    unique: bool              # no key repeats: every chain has one row
+
+
+def _build_side(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], need_orig: bool) -> _Build:
+    """Partition (``pbits > 0``) the build side with its payload and, for general keys, its
+    key words, byte spans and bytes (so that verifying a match reads partition-local memory),
+    then build every partition's table."""
+    K = _cpu_kernels()
+    cache = host_cache()
+    nparts = 1 << pbits
+    n = sk.n
+    carry = [_as_words(c) for c in carry]
+    w, st, en, ch = sk.words, sk.starts, sk.ends, sk.chars
+    if pbits == 0:
+        keys, valid, orig, cols = sk.keys, sk.valid, _E64, carry
+        starts = np.array([0, n, n], np.int64)
+    else:
+        cursors, starts = _cursors(sk, pbits)
+        keys = cache.empty(n, np.uint64)
+        orig = cache.empty(n, np.int64) if need_orig else None
+        cols = [cache.empty(n, np.int64) for _ in carry]
+        src, dst = list(carry), list(cols)
+        if sk.verify:
+            vsrc, vdst, (w, st, en) = _verify_rows(sk, n)
+            src += vsrc
+            dst += vdst
+        _scatter(sk, pbits, cursors, keys, orig, src, dst)
+        if sk.verify and st.shape[0]:
+            lens = en - st
+            new_st = np.empty(lens.size, np.int64)
+            np.cumsum(lens.ravel(), out=new_st)
+            nbytes = int(new_st[-1]) if lens.size else 0
+            new_st -= lens.ravel()
+            ch = cache.empty(nbytes, np.uint8)
+            K.copy_spans(_ro(st.ravel()), _ro(en.ravel()), sk.chars, _ro(new_st), ch)
+            st = new_st.reshape(st.shape)
+            en = st + lens
+            del lens
+        keys, valid, orig = _ro(keys), _E8, (_E64 if orig is None else _ro(orig))
+        cols = [_ro(c) for c in cols]
+        w, st, en, ch = _ro(w), _ro(st), _ro(en), _ro(ch)
+    sizes = np.diff(starts[:nparts + 1])
+    if int(sizes.max(initial=0)) >= 2**31 - 1:
+        raise MemoryError(f"one join partition has {int(sizes.max()):,} build rows (one key repeated that "
+                          "often); at most 2**31 - 2 are supported")
+    bits = np.maximum(4, np.ceil(np.log2(np.maximum(2 * sizes, 1))).astype(np.int64))
+    slots = np.where(sizes > 0, np.left_shift(1, bits), 0)
+    toffs = np.zeros(nparts + 1, np.int64)
+    np.cumsum(slots, out=toffs[1:])
+    tables = cache.empty(int(toffs[-1]), np.int32)
+    nxt = cache.empty(n, _index_dtype(n))
+    chained = K.build_tables(keys, valid, starts, nparts, sk.kmode, np.uint64(pbits), sk.verify,
+                             w, st, en, ch, tables, toffs, nxt)
+    return _Build(keys, valid, starts, orig, cols, w, st, en, ch, tables, toffs, _ro(nxt), chained == 0)
+
+
+@dataclass
+class _Probe:
+    keys: Optional[np.ndarray]  # uint64 key words by probe position
+    valid: np.ndarray         # uint8 (in-place) or empty
+    orig: np.ndarray          # int64 original row of each position (empty: the identity)
+    w: np.ndarray             # general keys: words and byte spans by position (bytes: the input's)
+    st: np.ndarray
+    en: np.ndarray
+    ilo: np.ndarray           # work items: positions [ilo, ihi) of partition ipart (-1: any)
+    ihi: np.ndarray
+    ipart: np.ndarray
+    inplace: bool
+    cursors: Optional[np.ndarray] = None
+    keys_buf: Optional[np.ndarray] = None
+
+
+def _items(starts: np.ndarray, parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Work items: every range ``[starts[k], starts[k + 1])`` (of partition ``parts[k]``) cut
+    into pieces of at most :data:`_ITEM_ROWS` rows."""
+    sizes = np.diff(starts)
+    pieces = np.maximum(1, -(-sizes // _ITEM_ROWS))
+    pieces[sizes == 0] = 0
+    k = np.repeat(np.arange(len(sizes)), pieces)
+    first = np.cumsum(pieces) - pieces
+    j = np.arange(len(k)) - np.repeat(first, pieces)
+    ilo = starts[k] + j * _ITEM_ROWS
+    ihi = np.minimum(ilo + _ITEM_ROWS, starts[k + 1])
+    return (_ro(ilo.astype(np.int64)), _ro(ihi.astype(np.int64)), _ro(parts[k].astype(np.int64)))
+
+
+def _probe_side(sk: SideKeys, pbits: int, inplace: bool, need_orig: bool,
+                extra_src: Sequence[np.ndarray] = (), extra_dst: Sequence[np.ndarray] = (),
+                orig_dst: Optional[np.ndarray] = None) -> _Probe:
+    """The probe side by position: unmoved (``inplace``) or scattered into partition order with
+    the words and byte spans of a general key; ``extra_src`` columns are scattered to
+    ``extra_dst`` and the original row numbers to ``orig_dst`` (else, with ``need_orig``, to a
+    scratch array) in the same pass."""
+    n = sk.n
+    if inplace:
+        ilo, ihi, ipart = _items(np.array([0, n], np.int64), np.array([-1], np.int64))
+        return _Probe(sk.keys, sk.valid, _E64, sk.words, sk.starts, sk.ends, ilo, ihi, ipart, True)
+    cache = host_cache()
+    cursors, starts = _cursors(sk, pbits)
+    keys = cache.empty(n, np.uint64)
+    orig = orig_dst if orig_dst is not None else (cache.empty(n, np.int64) if need_orig else None)
+    w, st, en = sk.words, sk.starts, sk.ends
+    src: list = list(extra_src)
+    dst: list = list(extra_dst)
+    if sk.verify:
+        vsrc, vdst, (w, st, en) = _verify_rows(sk, n)
+        src += vsrc
+        dst += vdst
+    _scatter(sk, pbits, cursors, keys, orig, src, dst)
+    ilo, ihi, ipart = _items(starts, np.arange(len(starts) - 1, dtype=np.int64))
+    return _Probe(_ro(keys), _E8, _E64 if orig is None else _ro(orig), _ro(w), _ro(st), _ro(en),
+                  ilo, ihi, ipart, False, cursors, keys)
+
+
+def _use_inplace(build: SideKeys, pbits: int) -> bool:
+    nb = build.n
+    ws = 12 * nb + 8 * nb            # tables (about 3 int32 slots a row) and key words
+    if build.verify:
+        ws += 16 * nb + int(build.chars.nbytes) + 8 * int(build.words.shape[0]) * nb
+    return pbits == 0 or ws <= _INPLACE_BUILD_BYTES
+
+
+def _count(probe: SideKeys, P: _Probe, B: _Build, pbits: int, eup: bool, eub: bool, match: np.ndarray,
+           out_spans: Optional[tuple] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    K = _cpu_kernels()
+    nparts = 1 << pbits
+    ost, oen = out_spans if out_spans is not None else (_E2, _E2)
+    bmatched = np.zeros(len(B.keys) if eub else 0, dtype=np.uint8)
+    counts = np.zeros(len(P.ilo), np.int64)
+    sbytes = np.zeros((len(P.ilo), ost.shape[0]), np.int64)
+    K.probe_count(P.keys, P.valid, probe.kmode, np.uint64(nparts - 1), np.uint64(pbits), nparts,
+                  P.ilo, P.ihi, P.ipart, B.keys, B.starts, B.tables, B.toffs, B.nxt, B.unique, probe.verify,
+                  P.w, P.st, P.en, probe.chars, B.w, B.st, B.en, B.ch,
+                  eup, eub, bmatched, match, counts, ost, oen, sbytes)
+    return counts, sbytes, bmatched
+
+
+def _exclusive(x: np.ndarray, start: int = 0) -> tuple[np.ndarray, int]:
+    out = np.empty(len(x), np.int64)
+    if len(x):
+        np.cumsum(x, out=out)
+        total = int(out[-1])
+        out -= x
+    else:
+        total = 0
+    out += start
+    return out, total + start
+
+
+def _unmatched_build(B: _Build, bst: np.ndarray, ben: np.ndarray, bmatched: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Unmatched build rows and their string key bytes, per partition (every partition of
+    ``B.starts``, the never-matching one included)."""
+    z = bmatched == 0
+    cz = np.zeros(len(z) + 1, np.int64)
+    np.cumsum(z, out=cz[1:])
+    counts = cz[B.starts[1:]] - cz[B.starts[:-1]]
+    nstr = bst.shape[0]
+    sb = np.zeros((len(counts), nstr), np.int64)
+    for c in range(nstr):
+        cl = np.zeros(len(z) + 1, np.int64)
+        np.cumsum(np.where(z, ben[c] - bst[c], 0), out=cl[1:])
+        sb[:, c] = cl[B.starts[1:]] - cl[B.starts[:-1]]
+    return counts, sb
+
+
+def _fits(on_count: Optional[Callable[[int], None]], rows: int) -> bool:
+    if on_count is None:
+        return True
+    try:
+        on_count(rows)
+    except MemoryError:
+        return False
+    return True
 
 
 @register("cpu", "join")
 def cpu_join(req: JoinRequest) -> JoinResult:
+    """The CPU join. The build side is partitioned and gets its tables first; then either
+
+    * *direct* (every build key distinct: at most one output row per probe row): one pass
+      probes and writes, each work item into the room of its own probe positions, and a
+      compaction closes the gaps left by probe rows without a match (none in a join where
+      every probe row matches). Scattered probe columns land directly in their output rows.
+    * *two passes* (repeated build keys, and ``join_size``): count every item's rows, take
+      the prefix sum, write.
+    """
     K = _cpu_kernels()
     _row_hash_cpu(req.left)
     _row_hash_cpu(req.right)
@@ -252,13 +524,15 @@ def cpu_join(req: JoinRequest) -> JoinResult:
     build_left, eup, eub = _sides(req)
     probe, build = (R, L) if build_left else (L, R)
     pcarry_src, bcarry_src = (req.carry_right, req.carry_left) if build_left else (req.carry_left, req.carry_right)
-    verify = L.verify
+    count_only = req.count_only
+    string_keys = [] if count_only else list(req.string_keys)
+    want_idx = req.want_indices and not count_only
     pbits = _partition_bits(build.n)
-    nparts = 1 << pbits
+    inplace = _use_inplace(build, pbits)
 
     # output-row codes in probe/build terms; the probe's key is carried only when unmatched
     # probe rows need it (matched rows take the equal build key)
-    pcarry = list(pcarry_src)
+    pcarry = [_as_words(c) for c in pcarry_src]
     src_p, src_b, fill = [], [], []
     probe_key_slot = -1
     for lsrc, rsrc, f in req.rows:
@@ -274,73 +548,222 @@ def cpu_join(req: JoinRequest) -> JoinResult:
         src_p.append(ps)
         src_b.append(K.SRC_BUILD_KEY if bs == SRC_KEY else bs)
         fill.append(f)
-    want_idx = req.want_indices
-    p_iota = want_idx or verify
-    b_iota = want_idx or verify
-    pp = _partition_cpu(probe, pbits, [] if req.count_only else pcarry, p_iota, "probe")
-    bp = _partition_cpu(build, pbits, [] if req.count_only else list(bcarry_src), b_iota, "build")
     if want_idx:
-        p_io, b_io = pp.pay.shape[0] - 1, bp.pay.shape[0] - 1
-        lrow = (K.SRC_NONE, b_io) if build_left else (p_io, K.SRC_NONE)
-        rrow = (p_io, K.SRC_NONE) if build_left else (K.SRC_NONE, b_io)
+        lrow = (K.SRC_NONE, K.SRC_ROW) if build_left else (K.SRC_ROW, K.SRC_NONE)
+        rrow = (K.SRC_ROW, K.SRC_NONE) if build_left else (K.SRC_NONE, K.SRC_ROW)
         for sp_, sb_ in (lrow, rrow):
             src_p.append(sp_)
             src_b.append(sb_)
             fill.append(-1)
+    B = _build_side(build, pbits, [] if count_only else bcarry_src, want_idx)
+    cap = probe.n + (build.n if eub else 0)
+    direct = B.unique and not count_only and _fits(req.on_count, cap)
+    if direct:
+        return _cpu_direct(req, probe, build, B, pbits, inplace, eup, eub, pcarry, src_p, src_b, fill,
+                           string_keys, want_idx, cap)
+    return _cpu_two_pass(req, probe, build, B, pbits, inplace, eup, eub, pcarry, src_p, src_b, fill,
+                         string_keys, want_idx)
 
-    table = _scratch_tables(bp.starts, nparts)
-    # chains hold partition-local row ids: int32 unless a partition could outgrow it
-    nxt = _scratch().get("nxt", (build.n,), np.int32 if build.n < 2**31 - 1 else np.int64)
-    bmatched = np.zeros(build.n if eub else 0, dtype=np.uint8)
-    match = np.zeros(0, np.int64) if req.count_only else pp.keys.view(np.int64)  # in place: keys are consumed
-    counts = K.count_partitions(
-        _ro(pp.keys), pp.starts, _ro(bp.keys), bp.starts, nparts, probe.kmode, np.uint64(pbits), verify,
-        pp.orig, bp.orig, probe.words, probe.starts, probe.ends, probe.chars,
-        build.words, build.starts, build.ends, build.chars, eup, eub, bmatched, nxt, match, table)
-    offsets = np.zeros(nparts + 2, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    total = int(offsets[-1])
-    if req.count_only:
-        return JoinResult(total, [])
-    if req.on_count is not None:
-        req.on_count(total)
-    del table
-    nrows = len(src_p)
-    out = host_empty(nrows * total, np.int64).reshape(nrows, total)
-    if total and nrows:
-        K.write_partitions(_ro(pp.pay), pp.starts, _ro(bp.keys), _ro(bp.pay), bp.starts, nparts, nxt, match,
-                           eup, eub, bmatched, offsets, np.array(src_p, np.int64),
-                           np.array(src_b, np.int64), np.array(fill, np.int64), out.reshape(-1), total)
-    rows = [out[r] for r in range(nrows)]
+
+def _string_outputs(P: _Probe, B: _Build, string_keys: list) -> tuple:
+    pst, pen = _span_rows(P.st, P.en, string_keys)
+    bst, ben = _span_rows(B.st, B.en, string_keys)
+    return pst, pen, bst, ben
+
+
+def _addresses(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    return _ro(np.array([a.ctypes.data for a in arrays], np.int64))
+
+
+def _result(total: int, outs: list, want_idx: bool, soffs: list, schars: list) -> JoinResult:
+    rows = outs
     lidx = ridx = None
     if want_idx:
         lidx, ridx = rows[-2], rows[-1]
         rows = rows[:-2]
-    return JoinResult(total, rows, lidx, ridx)
+    return JoinResult(total, rows, lidx, ridx, list(zip(soffs, schars)))
+
+
+def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pbits: int, inplace: bool,
+                eup: bool, eub: bool, pcarry: list, src_p: list, src_b: list, fill: list,
+                string_keys: list, want_idx: bool, cap: int) -> JoinResult:
+    K = _cpu_kernels()
+    cache = host_cache()
+    nparts = 1 << pbits
+    nrows = len(src_p)
+    outs = [cache.empty(cap, np.int64) for _ in range(nrows)]
+    placed = np.zeros(nrows, np.uint8)
+    if inplace:
+        P = _probe_side(probe, pbits, True, False)
+        pcols = pcarry
+    else:
+        # every probe column goes straight to the first output row that takes it
+        home: dict[int, int] = {}
+        for r, sp in enumerate(src_p):
+            if sp >= 0 and sp not in home:
+                home[sp] = r
+        orig_row = next((r for r, sp in enumerate(src_p) if sp == K.SRC_ROW), -1)
+        pcols = [outs[home[k]] if k in home else cache.empty(probe.n, np.int64) for k in range(len(pcarry))]
+        for r in list(home.values()) + ([orig_row] if orig_row >= 0 else []):
+            placed[r] = 1
+        P = _probe_side(probe, pbits, False, False, pcarry, [c[:probe.n] for c in pcols],
+                        outs[orig_row] if orig_row >= 0 else None)
+        if orig_row >= 0:
+            # the original row numbers now live in that output row, by probe position
+            src_p = list(src_p)
+            src_p[orig_row] = len(pcols)
+            pcols = pcols + [outs[orig_row]]
+    pst, pen, bst, ben = _string_outputs(P, B, string_keys)
+    nstr = len(string_keys)
+    nitems = len(P.ilo)
+    # string room: item ``it`` may write the bytes of all its probe keys from cap_bytes[it] on
+    cap_bytes = np.zeros((nitems, nstr), np.int64)
+    soffs, schars = [], []
+    for c in range(nstr):
+        cl = np.zeros(probe.n + 1, np.int64)
+        np.cumsum(pen[c] - pst[c], out=cl[1:])
+        cap_bytes[:, c] = cl[P.ilo]
+        room = int(cl[-1]) + (int((ben[c] - bst[c]).sum()) if eub else 0)
+        off = cache.empty(cap + 1, np.int64)
+        off[0] = 0
+        soffs.append(off)
+        schars.append(cache.empty(room, np.uint8))
+    bmatched = np.zeros(build.n if eub else 0, dtype=np.uint8)
+    counts = np.zeros(nitems, np.int64)
+    sbytes = np.zeros((nitems, nstr), np.int64)
+    sp_arr = _ro(np.array(src_p, np.int64))
+    sb_arr = _ro(np.array(src_b, np.int64))
+    fill_arr = _ro(np.array(fill, np.int64))
+    K.probe_direct(P.keys, P.valid, probe.kmode, np.uint64(nparts - 1), np.uint64(pbits), nparts,
+                   P.ilo, P.ihi, P.ipart, B.keys, B.starts, B.tables, B.toffs, probe.verify,
+                   P.w, P.st, P.en, probe.chars, B.w, B.st, B.en, B.ch,
+                   eup, eub, bmatched, P.orig, B.orig, _ptrs(pcols), _ptrs(B.cols), sp_arr, sb_arr, fill_arr,
+                   _ptrs(outs), _ro(placed), not P.inplace, pst, pen, bst, ben, _ro(cap_bytes),
+                   _addresses(soffs), _addresses(schars), counts, sbytes)
+    B.tables = None
+    P.keys = P.keys_buf = None
+    item_off, total = _exclusive(counts)
+    item_bytes = np.zeros((nitems, nstr), np.int64)
+    tbytes = []
+    for c in range(nstr):
+        item_bytes[:, c], tb = _exclusive(sbytes[:, c])
+        tbytes.append(tb)
+    if not (np.array_equal(item_off, P.ilo) and np.array_equal(item_bytes, cap_bytes)):
+        K.compact_items(P.ilo, counts, item_off, _ptrs(outs), _ro(cap_bytes), _ro(sbytes), _ro(item_bytes),
+                        _addresses(soffs), _addresses(schars))
+    if eub:
+        ub_counts, ub_bytes = _unmatched_build(B, bst, ben, bmatched)
+        ub_off, total = _exclusive(ub_counts, total)
+        for c in range(nstr):
+            ub_bytes[:, c], tbytes[c] = _exclusive(ub_bytes[:, c], tbytes[c])
+        if int(ub_counts.sum()):
+            K.probe_write(_E64, _E64, np.zeros(0, _index_dtype(build.n)), B.nxt, eup, _E64, P.orig, B.orig,
+                          _ptrs(pcols), _ptrs(B.cols), B.keys, sp_arr, sb_arr, fill_arr, _ptrs(outs),
+                          pst, pen, probe.chars, bst, ben, B.ch, not P.inplace, _E2i(nstr),
+                          _addresses(soffs), _addresses(schars), eub, B.starts, _ro(bmatched), _ro(ub_off),
+                          _ro(ub_bytes))
+    # right-size outputs that used less than half of their room
+    if total < cap // 2:
+        outs = [_shrink(o, total) for o in outs]
+        soffs = [_shrink(o, total + 1) for o in soffs]
+    else:
+        outs = [o[:total] for o in outs]
+        soffs = [o[:total + 1] for o in soffs]
+    schars = [_shrink(ch, tb) if tb < len(ch) // 2 else ch[:tb] for ch, tb in zip(schars, tbytes)]
+    return _result(total, outs, want_idx, soffs, schars)
+
+
+def _E2i(nstr: int) -> np.ndarray:
+    return _ro(np.zeros((0, nstr), np.int64))
+
+
+def _shrink(a: np.ndarray, n: int) -> np.ndarray:
+    out = host_cache().empty(n, a.dtype)
+    out[:] = a[:n]
+    return out
+
+
+def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pbits: int, inplace: bool,
+                  eup: bool, eub: bool, pcarry: list, src_p: list, src_b: list, fill: list,
+                  string_keys: list, want_idx: bool) -> JoinResult:
+    K = _cpu_kernels()
+    cache = host_cache()
+    count_only = req.count_only
+    P = _probe_side(probe, pbits, inplace, want_idx)
+    pst, pen, bst, ben = _string_outputs(P, B, string_keys)
+    nstr = len(string_keys)
+    idt = _index_dtype(build.n)
+    match = np.zeros(0, idt) if count_only else cache.empty(probe.n, idt)
+    counts, sbytes, bmatched = _count(probe, P, B, pbits, eup, eub, match, (pst, pen))
+    item_off, total = _exclusive(counts)
+    if eub:
+        ub_counts, ub_bytes = _unmatched_build(B, bst, ben, bmatched)
+        ub_off, total = _exclusive(ub_counts, total)
+    else:
+        ub_off, ub_bytes = _E64, np.zeros((0, nstr), np.int64)
+    if count_only:
+        return JoinResult(total, [])
+    if req.on_count is not None:
+        req.on_count(total)
+    B.tables = None                             # not needed any more: back to the cache
+    # the probe payload, by probe position
+    if P.inplace:
+        pcols = pcarry
+    else:
+        pcols = [P.keys_buf.view(np.int64) if k == 0 else cache.empty(probe.n, np.int64)
+                 for k in range(len(pcarry))]
+        P.keys = None
+        if pcarry:
+            # the keys' buffer is free now that the matches are counted: it takes the first column
+            _scatter(probe, pbits, P.cursors, None, None, pcarry, pcols)
+        P.keys_buf = None
+    nrows = len(src_p)
+    outs = [cache.empty(total, np.int64) for _ in range(nrows)]
+    item_bytes = np.zeros((len(P.ilo), nstr), np.int64)
+    soffs, schars = [], []
+    for c in range(nstr):
+        ib, tb = _exclusive(sbytes[:, c])
+        item_bytes[:, c] = ib
+        if eub:
+            ub_bytes[:, c], tb = _exclusive(ub_bytes[:, c], tb)
+        off = cache.empty(total + 1, np.int64)
+        off[0] = 0
+        soffs.append(off)
+        schars.append(cache.empty(tb, np.uint8))
+    if total and nrows + nstr:
+        K.probe_write(P.ilo, P.ihi, _ro(match), B.nxt, eup, _ro(item_off), P.orig, B.orig,
+                      _ptrs(pcols), _ptrs(B.cols), B.keys,
+                      _ro(np.array(src_p, np.int64)), _ro(np.array(src_b, np.int64)),
+                      _ro(np.array(fill, np.int64)), _ptrs(outs), pst, pen, probe.chars, bst, ben, B.ch,
+                      not P.inplace, _ro(item_bytes), _addresses(soffs), _addresses(schars),
+                      eub, B.starts, _ro(bmatched), _ro(ub_off), _ro(ub_bytes))
+    return _result(total, outs, want_idx, soffs, schars)
 
 
 def _cpu_semi_anti(req: JoinRequest) -> JoinResult:
-    K = _cpu_kernels()
     L, R = req.left, req.right
     build_left = L.n < R.n
     probe, build = (R, L) if build_left else (L, R)
     pbits = _partition_bits(build.n)
-    nparts = 1 << pbits
-    verify = L.verify
-    pp = _partition_cpu(probe, pbits, [], True, "probe")
-    bp = _partition_cpu(build, pbits, [], True, "build")
-    table = _scratch_tables(bp.starts, nparts)
-    nxt = np.empty(build.n, dtype=np.int32 if build.n < 2**31 - 1 else np.int64)
-    pmatched = np.zeros(0 if build_left else probe.n, dtype=np.uint8)
-    bmatched = np.zeros(build.n if build_left else 0, dtype=np.uint8)
-    K.mark_partitions(_ro(pp.keys), pp.starts, _ro(bp.keys), bp.starts, nparts, probe.kmode, np.uint64(pbits),
-                      verify, pp.orig, bp.orig, probe.words, probe.starts, probe.ends, probe.chars,
-                      build.words, build.starts, build.ends, build.chars, pmatched, bmatched, nxt, table)
-    flags = np.empty(L.n, dtype=np.uint8)
+    inplace = _use_inplace(build, pbits)
+    B = _build_side(build, pbits, [], True)
+    P = _probe_side(probe, pbits, inplace, True)
+    flags = np.zeros(L.n, dtype=np.uint8)
+    idt = _index_dtype(build.n)
     if build_left:
-        K.flags_to_rows(bmatched, bp.orig, flags)
+        _counts, _sb, bmatched = _count(probe, P, B, pbits, False, True, np.zeros(0, idt))
+        if len(B.orig):
+            flags[B.orig] = bmatched
+        else:
+            flags[:] = bmatched
     else:
-        K.flags_to_rows(pmatched, pp.orig, flags)
+        match = np.empty(probe.n, idt)
+        _count(probe, P, B, pbits, False, False, match)
+        hit = (match >= 0).view(np.uint8)
+        if len(P.orig):
+            flags[P.orig] = hit
+        else:
+            flags[:] = hit
     want = 1 if req.how == "semi" else 0
     sel = np.flatnonzero(flags == want).astype(np.int64)
     if req.count_only:

@@ -271,7 +271,14 @@ def _plan_merge(left: Table, right: Table, pairs: list[KeyPair], how: str, suffi
         if name in coalesced:
             rcol = right[name]
             if pair.is_string:
-                cols.append(_OutCol(name, "string_key", pair.out_type, pair=pair))
+                # validity: the present side's key validity (dictionary null entries included)
+                lv, rv = _key_valid(col), _key_valid(rcol)
+                vrow = -1
+                if lv is not None or rv is not None:
+                    ls = SRC_ONE if lv is None else add_carry("left", memory.to_device(lv.astype(np.int64), device))
+                    rs = SRC_ONE if rv is None else add_carry("right", memory.to_device(rv.astype(np.int64), device))
+                    vrow = add_row(ls, rs)
+                cols.append(_OutCol(name, "string_key", pair.out_type, valid_row=vrow, pair=pair))
             elif pair.range_checked and how == "outer":
                 raise TypeError(
                     f"an outer join on {name!r} merges a {pair.left_type} key with a {pair.right_type} key "
@@ -316,6 +323,12 @@ def _plan_merge(left: Table, right: Table, pairs: list[KeyPair], how: str, suffi
         raise ValueError(f"the merged table would have duplicate columns {dup}; pick other suffixes "
                          f"than {suffixes!r} or rename the columns first")
     return cols, carry, rows
+
+
+def _key_valid(col: Column) -> Optional[np.ndarray]:
+    from .keys import _host_valid
+
+    return _host_valid(col)
 
 
 def _key_word_carry(col: Column, pair: KeyPair, device: Device) -> Any:
@@ -395,6 +408,19 @@ def _string_key_column(pair: KeyPair, lk, rk, lidx: Any, ridx: Any, device: Devi
     return col.to(device) if device.is_cuda else col
 
 
+def _string_column(out_type: pa.DataType, offsets: np.ndarray, chars: np.ndarray,
+                   valid: Optional[np.ndarray]) -> Column:
+    """A host string column from int64 offsets (``large_string`` when ``out_type`` is, or when
+    the bytes outgrow int32 offsets)."""
+    n = len(offsets) - 1
+    large = pa.types.is_large_string(out_type) or int(offsets[-1]) >= 2**31 - 1
+    offs = offsets if large else offsets.astype(np.int32)
+    nulls = 0 if valid is None else int(n - np.count_nonzero(valid))
+    validity = Buffer(pack_bits(valid), CPU) if nulls else None
+    return Column(pa.large_string() if large else pa.string(), n, Buffer(chars, CPU), validity,
+                  Buffer(offs, CPU), None, 0, nulls)
+
+
 def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = None, right_on: OnLike = None,
           how: str = "inner", suffixes: tuple[str, str] = ("_x", "_y"), nulls_equal: bool = False) -> Table:
     """Join two tables on key columns, pandas-style.
@@ -454,9 +480,13 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
     lt = left.to(run_dev) if run_dev != dev else left
     rt = right.to(run_dev) if run_dev != dev else right
     cols, carry, rows = _plan_merge(lt, rt, pairs, how, sfx, fast, run_dev)
-    want_idx = any(c.kind in ("gather", "string_key") for c in cols)
+    string_pairs = [p for p in pairs if p.is_string]
+    # the CPU backend writes merged string keys itself; CUDA results build them from gather maps
+    fused = not run_dev.is_cuda
+    string_keys = [string_pairs.index(c.pair) for c in cols if c.kind == "string_key"] if fused else []
+    want_idx = any(c.kind == "gather" or (c.kind == "string_key" and not fused) for c in cols)
     bpr = 8 * len(rows) + (16 if want_idx else 0) + _gather_bytes_per_row(cols)
-    req = JoinRequest(lk, rk, how, carry["left"], carry["right"], rows, want_idx,
+    req = JoinRequest(lk, rk, how, carry["left"], carry["right"], rows, want_idx, string_keys=string_keys,
                       on_count=_memory_guard(run_dev, bpr, "the merged table"))
     res = fn(req)
     del carry, req
@@ -477,12 +507,14 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
             vals = _words_to_values(words, c.dtype, c.encoding, c.family, None)
             valid = None if c.valid_row < 0 else hrows[c.valid_row] != 0
             out.append((c.name, _make_column(vals, c.dtype, valid, dev)))
+        elif c.kind == "string_key" and fused:
+            offsets, chars = res.strings[string_keys.index(string_pairs.index(c.pair))]
+            valid = None if c.valid_row < 0 else res.rows[c.valid_row] != 0
+            out.append((c.name, _string_column(c.pair.out_type, offsets, chars, valid)))
         elif c.kind == "string_key":
-            li = res.left_idx
-            ri = res.right_idx
-            sidx = [p for p in pairs if p.is_string].index(c.pair)
+            sidx = string_pairs.index(c.pair)
             out.append((c.name, _string_key_column(c.pair, lk.string_spans[sidx], rk.string_spans[sidx],
-                                                   li, ri, dev)))
+                                                   res.left_idx, res.right_idx, dev)))
         else:
             from .gather import gather_column
 

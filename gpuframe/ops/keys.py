@@ -147,10 +147,37 @@ def resolve_key_pairs(left: Table, right: Table, left_on: Sequence[str], right_o
 
 
 # --------------------------------------------------------------------------- host words
+def _dictionary_null_entries(col: Column) -> bool:
+    d = col.dictionary
+    return col.layout == Layout.DICTIONARY and d is not None and d.has_nulls
+
+
+def key_has_nulls(col: Column) -> bool:
+    """Whether some row of the key column is null: a null row, or (dictionary) a row whose
+    dictionary entry is null."""
+    return col.has_nulls or _dictionary_null_entries(col)
+
+
 def _host_valid(col: Column) -> Optional[np.ndarray]:
-    if not col.has_nulls:
+    """uint8 per row, 0 where the key is null (or ``None``: no null keys).
+
+    A dictionary row is null when its index is null or when the entry it points at is null
+    (as in :func:`gpuframe.ops.partition.hash_partition`); a null entry's empty byte span must
+    not match the empty string.
+    """
+    if not key_has_nulls(col):
         return None
-    return memory.to_host(col.validity_bytes()).astype(np.uint8, copy=False)
+    if col.has_nulls:
+        valid = memory.to_host(col.validity_bytes()).astype(np.uint8, copy=True)
+    else:
+        valid = np.ones(len(col), np.uint8)
+    if _dictionary_null_entries(col):
+        col_h = col.to("cpu") if col.device.is_cuda else col
+        dvalid = memory.to_host(col_h.dictionary.validity_bytes()).astype(np.uint8, copy=False)
+        idx = np.asarray(col_h.values()).astype(np.int64)
+        idx[valid == 0] = 0           # a null index may hold any value
+        valid &= dvalid[idx]
+    return valid
 
 
 def key_words(col: Column, pair: KeyPair) -> np.ndarray:
@@ -175,22 +202,33 @@ def _canonical_f64(words: np.ndarray) -> np.ndarray:
     return out
 
 
-def _string_spans(col: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(starts, ends, chars)`` of every row's utf8 bytes (host; nulls give empty spans)."""
+def _string_spans_into(col: Column, st: np.ndarray, en: np.ndarray, base: int) -> np.ndarray:
+    """Write every row's utf8 byte span (``base`` added) into ``st``/``en`` (int64, host) and
+    return the bytes the spans point into; null rows get empty spans."""
     col = col.to("cpu") if col.device.is_cuda else col
     if col.layout == Layout.DICTIONARY:
         d = col.dictionary
+        if len(d) == 0:
+            st[:] = base
+            en[:] = base
+            return np.zeros(0, np.uint8)
         doffs = d.offsets_view().astype(np.int64)
         idx = col.values().astype(np.int64)
-        valid = _host_valid(col)
-        if valid is not None:
-            idx = np.where(valid != 0, idx, 0)
-        if len(d) == 0:
-            z = np.zeros(len(idx), np.int64)
-            return z, z.copy(), np.zeros(0, np.uint8)
-        return doffs[idx], doffs[idx + 1], d.chars()
-    offs = col.offsets_view().astype(np.int64)
-    return offs[:-1].copy(), offs[1:].copy(), col.chars()
+        if col.has_nulls:
+            idx[memory.to_host(col.validity_bytes()) == 0] = 0    # a null index may hold any value
+        np.take(doffs, idx, out=st)
+        idx += 1
+        np.take(doffs, idx, out=en)
+        chars = d.chars()
+    else:
+        offs = col.offsets_view()
+        st[:] = offs[:-1]
+        en[:] = offs[1:]
+        chars = col.chars()
+    if base:
+        st += base
+        en += base
+    return np.asarray(chars, dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------- both sides
@@ -209,7 +247,7 @@ def prepare_keys(left: Table, right: Table, pairs: Sequence[KeyPair], nulls_equa
     lcols = [left[p.left] for p in pairs]
     rcols = [right[p.right] for p in pairs]
     # pairs whose nulls must match each other: both sides get a null-flag word for them
-    flag_pairs = [nulls_equal and (lc.has_nulls or rc.has_nulls) for lc, rc in zip(lcols, rcols)]
+    flag_pairs = [nulls_equal and (key_has_nulls(lc) or key_has_nulls(rc)) for lc, rc in zip(lcols, rcols)]
     if _use_fast_path(pairs, any(flag_pairs)):
         return _fast_side(lcols[0], pairs[0], device), _fast_side(rcols[0], pairs[0], device)
     return (_general_side(lcols, pairs, flag_pairs, device),
@@ -257,26 +295,28 @@ def _fast_side(col: Column, pair: KeyPair, device: Device) -> SideKeys:
 def _general_side(cols: Sequence[Column], pairs: Sequence[KeyPair], flag_pairs: Sequence[bool],
                   device: Device) -> SideKeys:
     n = len(cols[0])
+    ns = sum(1 for p in pairs if p.is_string)
     words: list[np.ndarray] = []
     null_rows: list[np.ndarray] = []
-    starts: list[np.ndarray] = []
-    ends: list[np.ndarray] = []
+    sarr = np.empty((ns, n), np.int64)
+    earr = np.empty((ns, n), np.int64)
     chars: list[np.ndarray] = []
     spans = []
     base = 0
+    si = 0
     valid = np.ones(n, dtype=np.uint8)
     for col, pair, flag in zip(cols, pairs, flag_pairs):
         v = _host_valid(col)
         if pair.is_string:
-            s, e, ch = _string_spans(col)
-            spans.append((s, e, ch, v))
+            ch = _string_spans_into(col, sarr[si], earr[si], base)
             if v is not None:
-                s = np.where(v != 0, s, 0)
-                e = np.where(v != 0, e, 0)
-            starts.append(s + base)
-            ends.append(e + base)
-            chars.append(np.asarray(ch, dtype=np.uint8))
+                null = v == 0
+                sarr[si][null] = base
+                earr[si][null] = base
+            chars.append(ch)
+            spans.append((sarr[si], earr[si], None, v))
             base += len(ch)
+            si += 1
         else:
             w = key_words(col, pair)
             if pair.family == "float":
@@ -292,12 +332,12 @@ def _general_side(cols: Sequence[Column], pairs: Sequence[KeyPair], flag_pairs: 
             valid &= v
     words_all = words + null_rows
     warr = np.stack(words_all) if words_all else np.zeros((0, n), np.uint64)
-    sarr = np.stack(starts) if starts else np.zeros((0, n), np.int64)
-    earr = np.stack(ends) if ends else np.zeros((0, n), np.int64)
     charr = np.concatenate(chars) if len(chars) > 1 else (chars[0] if chars else np.zeros(0, np.uint8))
+    charr = np.ascontiguousarray(charr)
+    # per string key (in pair order): spans into the concatenated bytes, and the key validity
+    spans = [(s_, e_, charr, v_) for s_, e_, _, v_ in spans]
     sk = SideKeys(n, None, None, KMODE_BITS, True,
                   memory.to_device(warr, device), memory.to_device(sarr, device),
-                  memory.to_device(earr, device), memory.to_device(np.ascontiguousarray(charr), device),
-                  spans)
+                  memory.to_device(earr, device), memory.to_device(charr, device), spans)
     sk.valid = memory.to_device(valid if not valid.all() else np.zeros(0, np.uint8), device)
     return sk
