@@ -1,0 +1,210 @@
+"""One communicator per Dask worker, built on demand and cached per client and worker set.
+
+Client side, :func:`get_session` returns a :class:`Session` for the client's current workers:
+it reuses the cached one while the set of workers (address and server id, so a restarted worker
+counts as new) is unchanged and no operation broke it, and otherwise closes the old one and
+builds a new one in two ``client.run`` rounds:
+
+1. every worker creates a communicator on its own event loop and opens a listener (UCX:
+   ``ucx://host:port``; TCP: ``tcp://host:port``) on the host of its Dask address;
+2. every worker receives the full address list and connects (rank = position of its address in
+   the sorted worker list).
+
+Worker side, communicators live in ``_COMMS`` (module state in each worker process) under the
+session id; the tasks of an operation look theirs up by that id.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from gpuframe.comm import BootstrapError, CommError, create_communicator, resolve_backend
+
+logger = logging.getLogger("gpuframe.dask")
+
+# ----------------------------------------------------------------------------- worker side
+_COMMS: dict[str, Any] = {}
+
+
+def _worker_host(dask_worker: Any) -> str:
+    from distributed.comm import get_address_host
+
+    return get_address_host(dask_worker.address)
+
+
+async def _start_comm(session_id: str, backend: str, timeout: Optional[float], connect_timeout: float,
+                      dask_worker: Any = None) -> str:
+    comm = create_communicator(backend, loop=asyncio.get_running_loop(), timeout=timeout,
+                               connect_timeout=connect_timeout)
+    address = await comm.astart(_worker_host(dask_worker))
+    _COMMS[session_id] = comm
+    return address
+
+
+async def _connect_comm(session_id: str, workers: list[str], addresses: list[str], token: int,
+                        dask_worker: Any = None) -> int:
+    comm = _COMMS[session_id]
+    rank = workers.index(dask_worker.address)
+    comm.labels = list(workers)
+    await comm.aconnect(rank, addresses, token=token)
+    return rank
+
+
+async def _close_comm(session_id: str, dask_worker: Any = None) -> bool:
+    comm = _COMMS.pop(session_id, None)
+    if comm is None:
+        return False
+    await comm.aclose()
+    return True
+
+
+def _comms_plugin() -> Any:
+    from distributed import WorkerPlugin
+
+    class GpuframeCommsPlugin(WorkerPlugin):
+        """Closes this worker's gpuframe communicators when the worker closes."""
+
+        idempotent = True
+        name = "gpuframe-comms"
+
+        async def teardown(self, worker: Any) -> None:
+            for session_id in list(_COMMS):
+                try:
+                    await _close_comm(session_id)
+                except Exception:  # pragma: no cover - the worker is going away anyway
+                    logger.debug("closing gpuframe session %s failed", session_id, exc_info=True)
+            from gpuframe.comm.ucx import shutdown
+
+            shutdown()  # ucxx's notifier thread (if we started it) would keep the process alive
+
+    return GpuframeCommsPlugin()
+
+
+def worker_comm(session_id: str) -> Any:
+    """The communicator of ``session_id`` in this worker process (called by operation tasks)."""
+    comm = _COMMS.get(session_id)
+    if comm is None:
+        from distributed import get_worker
+
+        raise CommError(f"worker {get_worker().address} has no gpuframe communicator for session {session_id} "
+                        "(the worker restarted or the session was closed); run the operation again")
+    return comm
+
+
+# ----------------------------------------------------------------------------- client side
+@dataclass
+class Session:
+    """The communicators of one client's workers (one rank per worker, sorted by address)."""
+
+    client_id: str
+    backend: str
+    session_id: str
+    workers: list[str]
+    identity: tuple
+    broken: bool = False
+    ranks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.workers)
+
+    def close(self, client: Any) -> None:
+        """Close the communicators on the workers that are still there (best effort)."""
+        alive = [w for w in self.workers if w in _current_workers(client)]
+        if alive:
+            try:
+                client.run(_close_comm, self.session_id, workers=alive, on_error="ignore")
+            except Exception:  # pragma: no cover - the workers may be going away
+                logger.debug("closing gpuframe session %s failed", self.session_id, exc_info=True)
+
+
+_SESSIONS: dict[tuple[str, str], Session] = {}
+_PLUGGED: set[str] = set()  # clients whose workers have the teardown plugin
+_LOCK = threading.RLock()
+
+
+def _current_workers(client: Any) -> dict[str, Any]:
+    return dict(client.scheduler_info(n_workers=-1)["workers"])
+
+
+def _identity(workers: dict[str, Any]) -> tuple:
+    return tuple(sorted((addr, str(info.get("id", ""))) for addr, info in workers.items()))
+
+
+def get_session(client: Any, backend: Optional[str] = None, *, timeout: Optional[float] = None,
+                connect_timeout: float = 60.0) -> Session:
+    """The session for ``client``'s current workers, built or rebuilt when needed.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    backend : "ucx", "tcp" or None
+        Communicator backend (default: ``GPUFRAME_COMM``, else ucx when ucxx imports, else tcp).
+    timeout : float, optional
+        Per-phase timeout of the communicators' operations.
+    connect_timeout : float
+        Seconds the workers may take to build the mesh.
+    """
+    backend = resolve_backend(backend)
+    workers = _current_workers(client)
+    if not workers:
+        raise CommError("the Dask cluster has no workers")
+    ident = _identity(workers)
+    key = (client.id, backend)
+    with _LOCK:
+        old = _SESSIONS.get(key)
+        if old is not None and not old.broken and old.identity == ident:
+            return old
+        if old is not None:
+            _SESSIONS.pop(key, None)
+            old.close(client)
+        if client.id not in _PLUGGED:
+            client.register_plugin(_comms_plugin(), name="gpuframe-comms")
+            _PLUGGED.add(client.id)
+        session = _build(client, backend, sorted(workers), ident, timeout, connect_timeout)
+        _SESSIONS[key] = session
+        return session
+
+
+def _build(client: Any, backend: str, workers: list[str], ident: tuple, timeout: Optional[float],
+           connect_timeout: float) -> Session:
+    session_id = f"gpuframe-{uuid.uuid4().hex}"
+    token = uuid.uuid4().int & (2**62 - 1)
+    try:
+        addresses = client.run(_start_comm, session_id, backend, timeout, connect_timeout, workers=workers)
+        addr_list = [addresses[w] for w in workers]
+        ranks = client.run(_connect_comm, session_id, workers, addr_list, token, workers=workers)
+    except Exception as exc:
+        try:
+            client.run(_close_comm, session_id, workers=workers, on_error="ignore")
+        except Exception:  # pragma: no cover
+            pass
+        if isinstance(exc, CommError):
+            raise
+        raise BootstrapError(f"could not build the gpuframe {backend} communicators on workers {workers}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    logger.debug("gpuframe session %s: %d workers over %s", session_id, len(workers), backend)
+    return Session(client.id, backend, session_id, workers, ident, ranks=dict(ranks))
+
+
+def invalidate(session: Session, client: Any) -> None:
+    """Forget ``session`` after a failed operation and close what is left of it."""
+    session.broken = True
+    with _LOCK:
+        if _SESSIONS.get((session.client_id, session.backend)) is session:
+            _SESSIONS.pop((session.client_id, session.backend), None)
+    session.close(client)
+
+
+def close_sessions(client: Any = None) -> None:
+    """Close the cached communicators (of one client, or all)."""
+    with _LOCK:
+        keys = [k for k in _SESSIONS if client is None or k[0] == client.id]
+        sessions = [_SESSIONS.pop(k) for k in keys]
+    for s in sessions:
+        if client is not None:
+            s.close(client)

@@ -1,0 +1,454 @@
+"""``gpuframe.dask.shuffle`` and ``gpuframe.dask.merge``: Dask places, gpuframe moves.
+
+Dask keeps doing what it is good at (placing partitions on workers, scheduling, recovering
+lost data); the all-to-all goes directly between the workers over a gpuframe communicator (UCX
+or TCP), not through the scheduler or Dask's shuffle extension. Only supported Dask APIs are
+used: ``persist``, ``wait``, ``who_has``, ``client.run`` (to bootstrap the communicators),
+``client.submit`` pinned to the workers that hold the data, and ``from_delayed`` on the
+resulting futures.
+
+One operation, step by step:
+
+1. validate against the collections' ``_meta`` (key names, key types, ``how``...): nothing
+   reaches the cluster when this fails;
+2. ``persist`` the inputs and find which worker holds each partition (``who_has``);
+3. get the communicator session of the current workers (built once, cached, rebuilt when the
+   workers change: :mod:`gpuframe.dask._session`);
+4. submit one task per worker, pinned to it, with its local partitions as arguments. Each task
+   converts them to Tables, hash-partitions them by key, exchanges them with every other worker
+   in one all-to-all, and (merge) joins what it received with :func:`gpuframe.merge`;
+5. wait for the tasks while watching the worker set: a worker that dies fails the operation
+   within seconds (its peers see the connection drop; the client sees the worker leave), the
+   communicators are closed and the next operation builds new ones;
+6. wrap the per-bucket result futures in a Dask DataFrame (``from_delayed``), of the same
+   partition type as the input.
+
+Output partitions: ``npartitions`` hash buckets (default: one per worker). Bucket ``b`` holds
+every row whose key hashes to ``b`` (``partition_of(hash_rows(key), npartitions) == b``), lives
+on worker ``b * nworkers // npartitions`` (workers sorted by address), and has a default
+``RangeIndex``; the input index is dropped, as in ``gpuframe.from_pandas``. Divisions are
+unknown.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Optional, Sequence
+
+from gpuframe.comm import CommError, PeerClosedError, resolve_backend
+from gpuframe.comm.wire import schema_from_bytes, schema_to_bytes
+
+from . import _frames
+from ._session import Session, get_session, invalidate, worker_comm
+
+logger = logging.getLogger("gpuframe.dask")
+
+__all__ = ["shuffle", "merge", "WorkerLostError"]
+
+_POLL_S = 0.25
+
+
+class WorkerLostError(PeerClosedError):
+    """A worker taking part in an operation left the cluster (died, or was retired) before it ended."""
+
+
+# ----------------------------------------------------------------------------- worker tasks
+class _HostShare:
+    """Run the task's numba kernels on this worker's share of the host's cores.
+
+    Every worker process would otherwise start a parallel region on all cores of the host, so
+    ``k`` workers on one host oversubscribe it ``k`` times (and spinning OpenMP threads of one
+    process steal the cores the other needs). ``numba.set_num_threads`` is per thread, so this
+    only affects the task's own thread.
+    """
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        self.old: Optional[int] = None
+
+    def __enter__(self) -> None:
+        import os
+
+        import numba
+        from distributed.comm import get_address_host
+
+        labels = self.comm.labels or []
+        mine = get_address_host(labels[self.comm.rank]) if labels else None
+        local = sum(1 for w in labels if get_address_host(w) == mine) or 1
+        share = max(1, (os.cpu_count() or 1) // local)
+        self.old = numba.get_num_threads()
+        numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
+
+    def __exit__(self, *exc: Any) -> None:
+        import numba
+
+        if self.old is not None:
+            numba.set_num_threads(self.old)
+
+
+def _task_comm(session_id: str, worker: str) -> Any:
+    """This task's communicator, after checking that the task runs where it was placed.
+
+    A result partition lost with its worker makes Dask rerun that one task elsewhere; it cannot
+    redo an all-to-all alone, so it fails at once with a clear message instead of waiting for peers.
+    """
+    from distributed import get_worker
+
+    here = get_worker().address
+    if here != worker:
+        raise WorkerLostError(f"a gpuframe.dask task placed on worker {worker} was rescheduled to {here} (the "
+                              "worker left, and its part of a gpuframe shuffle or merge with it); a gpuframe "
+                              "operation cannot be recomputed piece by piece: run the operation again",
+                              address=worker)
+    return worker_comm(session_id)
+
+
+def _shuffle_task(session_id: str, tag: int, spec: dict, worker: str, *parts: Any) -> dict:
+    comm = _task_comm(session_id, worker)
+    with _HostShare(comm):
+        return _shuffle_body(comm, tag, spec, parts)
+
+
+def _merge_task(session_id: str, tag: int, spec: dict, worker: str, n_left: int, *parts: Any) -> dict:
+    comm = _task_comm(session_id, worker)
+    with _HostShare(comm):
+        return _merge_body(comm, tag, spec, n_left, parts)
+
+
+def _shuffle_body(comm: Any, tag: int, spec: dict, parts: Sequence[Any]) -> dict:
+    from gpuframe.distributed import shuffle_pieces
+
+    stats: dict = {"rank": comm.rank, "rows_in": sum(len(p) for p in parts)}
+    schema = schema_from_bytes(spec["schema"])
+    t0 = time.perf_counter()
+    tables = [_frames.to_table(p, spec["kind"], schema) for p in parts]
+    stats["convert_s"] = time.perf_counter() - t0
+    out = shuffle_pieces(tables, spec["on"], comm, schema=schema, buckets=spec["buckets"], seed=spec["seed"],
+                         tag=tag, timeout=spec["timeout"], device=_device(tables, spec["kind"]), stats=stats)
+    t1 = time.perf_counter()
+    frames = [_frames.from_table(t, spec["kind"], spec["meta"]) for t in out]
+    stats["convert_s"] += time.perf_counter() - t1
+    stats["rows_out"] = sum(t.num_rows for t in out)
+    return {"parts": frames, "stats": stats}
+
+
+def _merge_body(comm: Any, tag: int, spec: dict, n_left: int, parts: Sequence[Any]) -> dict:
+    from gpuframe.distributed import merge_pieces
+
+    stats: dict = {"rank": comm.rank, "rows_in": sum(len(p) for p in parts)}
+    lschema, rschema = schema_from_bytes(spec["left_schema"]), schema_from_bytes(spec["right_schema"])
+    t0 = time.perf_counter()
+    left = [_frames.to_table(p, spec["kind"], lschema) for p in parts[:n_left]]
+    right = [_frames.to_table(p, spec["kind"], rschema) for p in parts[n_left:]]
+    stats["convert_s"] = time.perf_counter() - t0
+    out = merge_pieces(left, right, comm, left_schema=lschema, right_schema=rschema, buckets=spec["buckets"],
+                       seed=spec["seed"], tag=tag, timeout=spec["timeout"], device=_device(left + right, spec["kind"]),
+                       stats=stats, **spec["merge"])
+    t1 = time.perf_counter()
+    frames = [_frames.from_table(t, spec["kind"], spec["meta"]) for t in out]
+    stats["convert_s"] += time.perf_counter() - t1
+    stats["rows_out"] = sum(t.num_rows for t in out)
+    return {"parts": frames, "stats": stats}
+
+
+def _device(tables: Sequence[Any], kind: str) -> Any:
+    from gpuframe.core.device import CPU, Device
+
+    for t in tables:
+        return t.device
+    return CPU if kind == _frames.PANDAS else Device("cuda", 0)
+
+
+def _part(result: dict, i: int) -> Any:
+    return result["parts"][i]
+
+
+def _stats(result: dict) -> dict:
+    return result["stats"]
+
+
+# ----------------------------------------------------------------------------- client side
+def _client(client: Any) -> Any:
+    if client is not None:
+        return client
+    try:
+        from distributed import default_client
+    except ImportError as exc:
+        raise ImportError("gpuframe.dask needs dask distributed: pip install 'gpuframe[dask]'") from exc
+    try:
+        return default_client()
+    except ValueError:
+        raise ValueError("gpuframe.dask needs a distributed.Client (create one, or pass client=)") from None
+
+
+def _check_ddf(ddf: Any, name: str) -> str:
+    import dask.dataframe as dd
+
+    if not isinstance(ddf, dd.DataFrame):
+        raise TypeError(f"{name} must be a dask.dataframe.DataFrame, got {type(ddf).__name__}")
+    return _frames.frame_kind(ddf._meta, name)
+
+
+def _check_npartitions(npartitions: Any) -> Optional[int]:
+    if npartitions is None:
+        return None
+    if isinstance(npartitions, bool) or not isinstance(npartitions, int) or npartitions < 1:
+        raise ValueError(f"npartitions must be a positive int or None, got {npartitions!r}")
+    return npartitions
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
+    return seed
+
+
+def _placement(client: Any, collections: list[Any], session: Session, backend: Optional[str],
+               timeout: Optional[float]) -> tuple[Session, list[dict[str, list[Any]]]]:
+    """Persist the collections; return the session and, per collection, worker -> its partition futures."""
+    from distributed import wait
+
+    futs = [_partition_futures(client, c) for c in collections]
+    wait([f for fs in futs for f in fs])
+    for _attempt in range(3):
+        holders = client.who_has([f for fs in futs for f in fs])
+        out = []
+        for fs in futs:
+            by_worker: dict[str, list[Any]] = {w: [] for w in session.workers}
+            for f in sorted(fs, key=lambda f: _key_index(f.key)):
+                places = [w for w in holders.get(f.key, ()) if w in by_worker]
+                if not places:
+                    break
+                by_worker[places[0]].append(f)
+            else:
+                out.append(by_worker)
+                continue
+            break
+        if len(out) == len(futs):
+            return session, out
+        # Data sits on a worker the session does not know (one joined or restarted): rebuild.
+        session = get_session(client, backend, timeout=timeout)
+        wait([f for fs in futs for f in fs])
+    raise CommError("the input partitions keep moving to workers outside the gpuframe session; "
+                    "retry once the cluster is stable")
+
+
+def _partition_futures(client: Any, ddf: Any) -> list[Any]:
+    """The futures of ``ddf``'s partitions: its own when it is persisted already (persisting it
+    again would add alias tasks that must run on the workers holding the data), else a persist."""
+    from dask.core import flatten
+    from distributed import futures_of
+
+    keys = list(flatten(ddf.__dask_keys__()))
+    own = {f.key: f for f in futures_of(ddf)}
+    if keys and all(k in own for k in keys):
+        return [own[k] for k in keys]
+    return futures_of(client.persist(ddf))
+
+
+def _key_index(key: Any) -> tuple:
+    if isinstance(key, tuple):
+        return tuple(k if isinstance(k, int) else 0 for k in key[1:])
+    return (0,)
+
+
+def _run(client: Any, session: Session, task: Any, tag: int, spec: dict, args_by_worker: list[list[Any]],
+         what: str, lead: Sequence[Any] = ()) -> list[Any]:
+    """Submit one pinned task per worker, wait, and fail fast on errors or lost workers."""
+    op = uuid.uuid4().hex[:12]
+    futures = []
+    for rank, worker in enumerate(session.workers):
+        # Loose placement: should the worker be gone, the task runs elsewhere and fails at once
+        # (see _task_comm) rather than waiting forever for a worker that will not come back.
+        futures.append(client.submit(task, session.session_id, tag, spec, worker, *lead[rank:rank + 1],
+                                     *args_by_worker[rank], key=f"gpuframe-{what}-{op}-{rank}",
+                                     workers=[worker], allow_other_workers=True, pure=False))
+    try:
+        _wait(client, session, futures, what)
+    except BaseException:
+        client.cancel(futures, force=True)
+        invalidate(session, client)
+        raise
+    return futures
+
+
+def _wait(client: Any, session: Session, futures: list[Any], what: str) -> None:
+    from distributed import wait
+
+    pending = list(futures)
+    while True:
+        try:
+            wait(pending, timeout=_POLL_S, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            pass
+        failed = [f for f in futures if f.status == "error"]
+        if failed:
+            exc = failed[0].exception()
+            rank = futures.index(failed[0])
+            if isinstance(exc, CommError):
+                raise type(exc)(f"gpuframe.dask.{what} failed on worker {session.workers[rank]} (rank {rank}): "
+                                f"{exc._message()}", peer=exc.peer, address=exc.address) from exc
+            raise exc.with_traceback(failed[0].traceback())
+        pending = [f for f in futures if f.status != "finished"]
+        if not pending:
+            return
+        current = client.scheduler_info(n_workers=-1)["workers"]
+        lost = [w for w in session.workers if w not in current]
+        if lost:
+            rank = session.workers.index(lost[0])
+            raise WorkerLostError(f"gpuframe.dask.{what}: worker {lost[0]} left the cluster during the operation",
+                                  peer=rank, address=lost[0])
+
+
+def _collect(client: Any, futures: list[Any], counts: list[int], workers: list[str], meta: Any, what: str,
+             stats: Optional[dict]) -> Any:
+    import dask.dataframe as dd
+
+    parts = []
+    for fut, n, worker in zip(futures, counts, workers):
+        for i in range(n):
+            parts.append(client.submit(_part, fut, i, key=f"{fut.key}-part-{i}", workers=[worker],
+                                       allow_other_workers=True, pure=False))
+    if stats is not None:
+        per_worker = client.gather([client.submit(_stats, f, pure=False) for f in futures])
+        stats["workers"] = per_worker
+        for k in ("partition_s", "exchange_s", "sizes_s", "data_s", "merge_s", "convert_s"):
+            vals = [s.get(k, 0.0) for s in per_worker]
+            stats[k] = max(vals) if vals else 0.0
+        stats["bytes_sent"] = sum(s.get("bytes_sent", 0) for s in per_worker)
+        stats["bytes_received"] = sum(s.get("bytes_received", 0) for s in per_worker)
+    if not parts:  # pragma: no cover - npartitions >= 1 always gives a part
+        raise CommError(f"gpuframe.dask.{what} produced no partitions")
+    return dd.from_delayed(parts, meta=meta, verify_meta=False)
+
+
+def _counts(session: Session, buckets: int) -> list[int]:
+    from gpuframe.distributed import owned_buckets
+
+    return [hi - lo for lo, hi in (owned_buckets(r, session.size, buckets) for r in range(session.size))]
+
+
+# ----------------------------------------------------------------------------- shuffle
+def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any = None,
+            backend: Optional[str] = None, seed: int = 0, timeout: Optional[float] = None,
+            stats: Optional[dict] = None) -> Any:
+    """Hash-shuffle a Dask DataFrame by ``on`` with gpuframe's all-to-all between the workers.
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+        Partitions are pandas (CPU) or cuDF (GPU) DataFrames.
+    on : str or list of str
+        Key columns. Every row with the same key ends in the same output partition.
+    npartitions : int, optional
+        Output partitions (hash buckets); default one per worker.
+    client : distributed.Client, optional
+        Default: the current client.
+    backend : "ucx" or "tcp", optional
+        Communicator (default ``GPUFRAME_COMM``, else ucx when ucxx imports, else tcp).
+    seed : int, default 0
+        Hash seed.
+    timeout : float, optional
+        Seconds each phase of the exchange may wait for a peer (default ``GPUFRAME_COMM_TIMEOUT``).
+    stats : dict, optional
+        Filled with the per-worker timings (``workers``) and the slowest worker's
+        ``partition_s``, ``exchange_s``, ``convert_s``, plus ``bytes_sent``.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Already computed (backed by futures on the workers), same partition type and dtypes as
+        ``ddf``, ``npartitions`` partitions with a default index; see the module docstring.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        Bad arguments (checked on ``ddf._meta`` before anything runs on the cluster).
+    gpuframe.comm.CommError
+        A worker failed, left or timed out (:class:`WorkerLostError`,
+        :class:`~gpuframe.comm.PeerClosedError`, :class:`~gpuframe.comm.CommTimeoutError`).
+    """
+    from gpuframe.distributed import _key_list
+
+    kind = _check_ddf(ddf, "ddf")
+    schema = _frames.schema_of(ddf._meta, kind)
+    keys = _key_list(schema, on, "on")
+    npartitions = _check_npartitions(npartitions)
+    seed = _check_seed(seed)
+    backend = resolve_backend(backend)
+    client = _client(client)
+    session = get_session(client, backend, timeout=timeout)
+    session, (placed,) = _placement(client, [ddf], session, backend, timeout)
+    buckets = npartitions or session.size
+    meta = _frames.shuffle_meta(ddf._meta)
+    spec = {"kind": kind, "on": keys, "buckets": buckets, "seed": seed, "timeout": timeout,
+            "schema": schema_to_bytes(schema), "meta": meta}
+    tag = uuid.uuid4().int & (2**40 - 1)
+    futures = _run(client, session, _shuffle_task, tag, spec, [placed[w] for w in session.workers], "shuffle")
+    return _collect(client, futures, _counts(session, buckets), session.workers, meta, "shuffle", stats)
+
+
+# ----------------------------------------------------------------------------- merge
+def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on: Any = None,
+          right_on: Any = None, suffixes: tuple[str, str] = ("_x", "_y"), nulls_equal: bool = False,
+          npartitions: Optional[int] = None, client: Any = None, backend: Optional[str] = None,
+          seed: int = 0, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Any:
+    """Join two Dask DataFrames with :func:`gpuframe.merge` semantics, shuffled by gpuframe.
+
+    Both sides are hash-partitioned by their keys on the workers that hold them and exchanged
+    directly between workers; each worker then joins the rows of its buckets locally.
+
+    Parameters
+    ----------
+    left, right : dask.dataframe.DataFrame
+        Of the same partition type (pandas or cuDF).
+    on, how, left_on, right_on, suffixes, nulls_equal
+        As in :func:`gpuframe.merge`.
+    npartitions, client, backend, seed, timeout, stats
+        As in :func:`shuffle` (``stats`` also gets ``merge_s``).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Already computed; its rows equal ``gpuframe.merge`` of the concatenated inputs (in
+        another order). Integer and bool columns that can hold nulls (nullable inputs, or any
+        column of a non-inner join) are pandas nullable dtypes (``Int64``, ``boolean``).
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        A missing key column, mismatched key types, a bad ``how``... (checked on the ``_meta``
+        of both sides before anything runs on the cluster).
+    gpuframe.comm.CommError
+        A worker failed, left or timed out.
+    """
+    from gpuframe.distributed import check_merge
+
+    lkind = _check_ddf(left, "left")
+    rkind = _check_ddf(right, "right")
+    if lkind != rkind:
+        raise TypeError(f"left and right must have the same partition type, got {lkind} and {rkind}")
+    lschema = _frames.schema_of(left._meta, lkind)
+    rschema = _frames.schema_of(right._meta, rkind)
+    kw: dict[str, Any] = {"on": on, "left_on": left_on, "right_on": right_on, "how": how, "suffixes": suffixes,
+                          "nulls_equal": nulls_equal}
+    # gpuframe.merge on empty tables of both metas checks everything (key names and types, how,
+    # suffixes) with gpuframe's own rules, and gives the output schema.
+    out_schema = check_merge(lschema, rschema, **kw)
+    npartitions = _check_npartitions(npartitions)
+    seed = _check_seed(seed)
+    backend = resolve_backend(backend)
+    meta = _frames.merge_meta(out_schema, lkind, left._meta, right._meta, how, suffixes)
+
+    client = _client(client)
+    session = get_session(client, backend, timeout=timeout)
+    session, (lplaced, rplaced) = _placement(client, [left, right], session, backend, timeout)
+    buckets = npartitions or session.size
+    spec = {"kind": lkind, "buckets": buckets, "seed": seed, "timeout": timeout, "merge": kw,
+            "left_schema": schema_to_bytes(lschema), "right_schema": schema_to_bytes(rschema), "meta": meta}
+    tag = (uuid.uuid4().int & (2**40 - 1)) * 2
+    args = [lplaced[w] + rplaced[w] for w in session.workers]
+    nleft = [len(lplaced[w]) for w in session.workers]
+    futures = _run(client, session, _merge_task, tag, spec, args, "merge", lead=nleft)
+    return _collect(client, futures, _counts(session, buckets), session.workers, meta, "merge", stats)

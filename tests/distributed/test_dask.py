@@ -1,0 +1,239 @@
+"""gpuframe.dask on LocalCluster worker processes: 1, 2 and 3 workers, over ucx and over tcp.
+
+Each cluster is started once per module (the comm backend matches the cluster's protocol: UCX
+communicators share the ucx-protocol workers' UCX context; TCP ones use Dask's TCP comm). Data is
+small; the answers are checked against pandas.merge without regard to row order.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import dask
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("distributed")
+import dask.dataframe as dd  # noqa: E402
+from distributed import Client, LocalCluster, wait  # noqa: E402
+
+import gpuframe.dask as gdask  # noqa: E402
+from gpuframe.comm import CommError, PeerClosedError  # noqa: E402
+from gpuframe.dask import core as gcore  # noqa: E402
+from gpuframe.dask._session import get_session  # noqa: E402
+from gpuframe.ops.partition import partition_ids  # noqa: E402
+
+from .helpers import same_rows  # noqa: E402
+from .oracle import key_frame, merge_oracle, to_arrow  # noqa: E402
+
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
+
+CONFIGS = [(b, n) for b in ("ucx", "tcp") for n in (1, 2, 3)]
+
+
+def _cluster(protocol: str, n: int) -> LocalCluster:
+    if protocol == "ucx":
+        pytest.importorskip("ucxx", reason="the ucx lane needs ucxx (pip install 'gpuframe[ucx]')")
+        pytest.importorskip("distributed_ucxx")
+    return LocalCluster(protocol=protocol, n_workers=n, threads_per_worker=1, processes=True,
+                        dashboard_address=":0", worker_dashboard_address=None)
+
+
+@pytest.fixture(scope="module", params=CONFIGS, ids=[f"{b}-{n}workers" for b, n in CONFIGS])
+def cluster(request):
+    backend, n = request.param
+    with _cluster(backend, n) as c, Client(c) as client:
+        yield client, backend, n
+
+
+@pytest.fixture(scope="module")
+def frames():
+    left = key_frame(600, 11, "a")
+    right = key_frame(400, 12, "b", card=60)
+    return left, right
+
+
+def _ddf(df: pd.DataFrame, n: int) -> dd.DataFrame:
+    return dd.from_pandas(df, npartitions=n, sort=False)
+
+
+def check_meta(out: dd.DataFrame, res: pd.DataFrame) -> None:
+    # every partition was made to match the meta: the concatenation kept the meta dtypes
+    assert list(res.columns) == list(out.columns)
+    assert dict(res.dtypes) == dict(out.dtypes)
+
+
+# ------------------------------------------------------------------------------ merge
+@pytest.mark.parametrize("how", ["inner", "left", "right", "outer"])
+def test_merge_matches_pandas(cluster, frames, how):
+    client, backend, n = cluster
+    left, right = frames
+    nulls_equal = how == "outer"  # null keys both ways: unmatched (SQL) and matched
+    stats = {}
+    out = gdask.merge(_ddf(left, 3), _ddf(right, 2), on="k", how=how, nulls_equal=nulls_equal,
+                      backend=backend, client=client, stats=stats)
+    assert out.npartitions == n
+    res = out.compute()
+    check_meta(out, res)
+    expect = merge_oracle(left, right, "k", how, nulls_equal)
+    assert len(res) == len(expect)
+    assert same_rows(to_arrow(res), to_arrow(expect))
+    assert len(stats["workers"]) == n and stats["exchange_s"] >= 0 and stats["merge_s"] >= 0
+    if n > 1:
+        assert stats["bytes_sent"] > 0
+
+
+def test_merge_left_on_right_on_and_npartitions(cluster, frames):
+    client, backend, n = cluster
+    left, right = frames
+    out = _ddf(left, 2).gpuframe.merge(_ddf(right, 3), left_on="k", right_on="b", how="inner", npartitions=4,
+                                       backend=backend, client=client)
+    assert out.npartitions == 4
+    res = out.compute()
+    check_meta(out, res)
+    expect = left.merge(right.astype({"b": "Int64"}), left_on="k", right_on="b", how="inner")
+    assert same_rows(to_arrow(res), to_arrow(expect))
+
+
+# ------------------------------------------------------------------------------ shuffle
+@pytest.mark.parametrize("npartitions", [None, 4])
+def test_shuffle_invariants(cluster, frames, npartitions):
+    client, backend, n = cluster
+    left, _ = frames
+    ddf = _ddf(left, 3)
+    out = gdask.shuffle(ddf, "k", npartitions, backend=backend, client=client)
+    nparts = npartitions or n
+    assert out.npartitions == nparts
+    parts = dask.compute(*out.to_delayed())
+    assert len(parts) == nparts
+    # same dtypes as the input, nothing lost or duplicated
+    res = pd.concat(parts, ignore_index=True)
+    check_meta(out, res)
+    assert dict(res.dtypes) == dict(ddf.dtypes)
+    assert same_rows(to_arrow(res), to_arrow(left))
+    # every key in exactly one partition: the one its hash names
+    owner: dict = {}
+    for i, part in enumerate(parts):
+        for key in part["k"].astype(object).where(part["k"].notna(), None):
+            assert owner.setdefault(key, i) == i
+        if len(part):
+            import gpuframe
+
+            assert set(np.asarray(partition_ids(gpuframe.from_pandas(part), "k", nparts)).tolist()) == {i}
+
+
+def test_accessor_is_registered_through_dask_api(cluster, frames):
+    client, backend, _n = cluster
+    left, right = frames
+    ddf = _ddf(left, 2)
+    assert type(ddf.gpuframe).__name__ == "GpuframeAccessor"
+    res = ddf.gpuframe.shuffle("k", backend=backend, client=client).compute()
+    assert len(res) == len(left)
+
+
+# ------------------------------------------------------------------------------ sessions
+def test_session_is_cached_per_worker_set(cluster):
+    client, backend, n = cluster
+    a = get_session(client, backend)
+    b = get_session(client, backend)
+    assert a is b and a.size == n and a.workers == sorted(client.scheduler_info()["workers"])
+
+
+# ------------------------------------------------------------------------------ validation
+@pytest.fixture(scope="module")
+def tcp_client():
+    with _cluster("tcp", 2) as c, Client(c) as client:
+        yield client
+
+
+def test_validation_happens_before_any_work(tcp_client, frames, monkeypatch):
+    client = tcp_client
+    left, right = frames
+    L, R = _ddf(left, 2), _ddf(right, 2)
+    Rs = _ddf(right.astype({"k": "string"}), 2)
+
+    def reached_cluster(*args, **kwargs):
+        raise AssertionError("an invalid request reached the cluster")
+
+    monkeypatch.setattr(gcore, "get_session", reached_cluster)
+    monkeypatch.setattr(client, "persist", reached_cluster)
+    before = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+    with pytest.raises(KeyError, match="no column 'nope'"):
+        gdask.merge(L, R, on="nope", client=client)
+    with pytest.raises(KeyError, match="no column 'x'"):
+        gdask.merge(L, R, left_on="x", right_on="k", client=client)
+    with pytest.raises(TypeError, match=r"cannot join left key 'k' \(int64\) with right key 'k' \(large_string\)"):
+        gdask.merge(L, Rs, on="k", client=client)
+    with pytest.raises(ValueError, match="how must be one of"):
+        gdask.merge(L, R, on="k", how="cross", client=client)
+    with pytest.raises(KeyError, match="no column named 'nope'"):
+        gdask.shuffle(L, "nope", client=client)
+    with pytest.raises(ValueError, match="npartitions must be a positive int or None, got 0"):
+        gdask.shuffle(L, "k", 0, client=client)
+    with pytest.raises(TypeError, match="ddf must be a dask.dataframe.DataFrame, got DataFrame"):
+        gdask.shuffle(left, "k", client=client)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        gdask.shuffle(L, "k", backend="mpi", client=client)
+    after = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+    assert after == before
+
+
+def test_tcp_workers_with_ucx_communicators(tcp_client, frames):
+    pytest.importorskip("ucxx")
+    left, right = frames
+    res = gdask.merge(_ddf(left, 2), _ddf(right, 2), on="k", backend="ucx", client=tcp_client).compute()
+    assert same_rows(to_arrow(res), to_arrow(merge_oracle(left, right, "k", "inner", False)))
+
+
+# ------------------------------------------------------------------------------ failures
+@pytest.mark.parametrize("backend", ["ucx", "tcp"])
+def test_worker_killed_mid_shuffle(backend, frames):
+    left, right = frames
+    with _cluster(backend, 2) as c, Client(c) as client:
+        L, R = _ddf(left, 4).persist(), _ddf(right, 4).persist()
+        wait([L, R])
+        gdask.merge(L, R, on="k", backend=backend, client=client).compute()  # warm: session, kernels
+        survivor, victim = sorted(client.scheduler_info()["workers"])
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        # The victim's only thread is busy, so its part of the next merge cannot start: the
+        # survivor enters the exchange and waits for it. Then the victim dies.
+        blocker = client.submit(time.sleep, 60, workers=[victim], allow_other_workers=False, pure=False)
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                gdask.merge(L, R, on="k", backend=backend, client=client, timeout=120)
+            except BaseException as exc:  # noqa: BLE001
+                outcome["exc"] = exc
+            outcome["end"] = time.monotonic()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            running = client.processing(workers=[survivor]).get(survivor, ())
+            if any(str(k).startswith("gpuframe-merge") for k in running):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the survivor never started its part of the merge")
+        time.sleep(1.0)  # well inside the exchange now
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        thread.join(90)
+        assert not thread.is_alive(), "the merge hung after a worker died"
+        exc = outcome.get("exc")
+        assert isinstance(exc, (PeerClosedError, gdask.WorkerLostError)), repr(exc)
+        assert victim in str(exc), str(exc)
+        assert outcome["end"] - killed < 30, f"the error took {outcome['end'] - killed:.1f} s (timeout is 120 s)"
+        client.cancel(blocker, force=True)
+
+        # The same client keeps working: the nanny restarts the worker and the next operation
+        # builds new communicators on the new worker set.
+        client.wait_for_workers(2, timeout=60)
+        res = gdask.merge(L, R, on="k", backend=backend, client=client).compute()
+        assert same_rows(to_arrow(res), to_arrow(merge_oracle(left, right, "k", "inner", False)))
+        assert isinstance(exc, CommError)
