@@ -87,9 +87,10 @@ def int64_zipf_case(n: int, seed: int = 13) -> tuple[pa.Table, pa.Table]:
     n_keys = max(1, n // 100)
     n_probe = max(4, n // 10)
     keys = _spread_keys(n_keys, rng)
-    build = pa.table({"k": keys, "b": rng.integers(0, 1000, n_keys, dtype=np.int64)})
     probe = pa.table({"k": keys[_zipf_codes(n_probe, n_keys, rng)],
                       "a": rng.integers(0, 1000, n_probe, dtype=np.int64)})
+    # the build rows in random order: key rank r (the r-th hottest) is not build row r
+    build = pa.table({"k": keys[rng.permutation(n_keys)], "b": rng.integers(0, 1000, n_keys, dtype=np.int64)})
     return probe, build
 
 
@@ -186,24 +187,48 @@ def peer_runners(probe: pa.Table, build: pa.Table, peers: list[str]) -> dict[tup
 
 
 def run_case(cfg: BenchConfig, case: str, probe: pa.Table, build: pa.Table, target: Optional[float]) -> dict:
+    """Time gpuframe and every peer on one case, in rounds.
+
+    Every engine runs ``cfg.warmup`` untimed calls first (its answer is checked against
+    gpuframe's); then each of ``cfg.runs`` rounds times one call of every engine, one engine
+    after the other. Interleaving the engines spreads a change in the machine's load (other
+    work on a shared host) over all of them instead of charging it to whichever engine ran
+    during it; each engine's median over the rounds is reported.
+    """
     import gpuframe
 
     gp, gb = gpuframe.from_arrow(probe), gpuframe.from_arrow(build)
-    cfg.say(f"[{case}] gpuframe: {probe.num_rows:,} x {build.num_rows:,}")
-    times, out = time_runs(lambda: gpuframe.merge(gp, gb, on="k", how="inner"), cfg.runs, cfg.warmup)
+    cfg.say(f"[{case}] {probe.num_rows:,} x {build.num_rows:,}: warm-up and answers")
+    load_before = _loadavg()
+    _t, out = time_runs(lambda: gpuframe.merge(gp, gb, on="k", how="inner"), 1, max(0, cfg.warmup - 1))
     want = answer(out.to_arrow())
     out_rows = want[0]
     del out
-    results = [summarize("gpuframe", times, out_rows)]
+    engines: list[tuple[str, str, Callable[[], Any]]] = [
+        ("gpuframe", "", lambda: gpuframe.merge(gp, gb, on="k", how="inner"))]
     for (engine, variant), fn in peer_runners(probe, build, cfg.peers).items():
-        cfg.say(f"[{case}] {engine} {variant}")
-        t, res = time_runs(fn, cfg.runs, cfg.warmup)
+        _t, res = time_runs(fn, 1, max(0, cfg.warmup - 1))
         _check(f"{engine}/{variant}" if variant else engine, answer(res), want, case)
         del res
-        results.append(summarize(engine, t, out_rows, variant))
+        engines.append((engine, variant, fn))
+    times: dict[tuple[str, str], list[float]] = {(e, v): [] for e, v, _ in engines}
+    for rnd in range(cfg.runs):
+        cfg.say(f"[{case}] round {rnd + 1}/{cfg.runs}")
+        for engine, variant, fn in engines:
+            t, res = time_runs(fn, 1, 0)
+            del res
+            times[(engine, variant)].extend(t)
+    results = [summarize(e, times[(e, v)], out_rows, v) for e, v, _ in engines]
     params = {"probe_rows": probe.num_rows, "build_rows": build.num_rows, "output_rows": out_rows,
-              "threads": _threads()}
+              "threads": _threads(), "loadavg_1min": [load_before, _loadavg()]}
     return make_record(BENCH, case, params, results, checked=True, target_ratio=target)
+
+
+def _loadavg() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover - not on every platform
+        return None
 
 
 def _threads() -> int:

@@ -10,8 +10,13 @@ links build row ``j`` to the next row with the same key (``-1`` ends a chain). T
 therefore holds each distinct key once: heavy duplicates (one key on half of the rows) make a
 long chain, never a long probe sequence for other keys. Inserting takes a ``cas`` on an empty
 slot or an ``exch`` on the slot of an equal key (:mod:`gpuframe.kernels.atomics`), so the same
-function fills one table from many CUDA threads; the CPU driver, which gives each partition to
-one thread, passes ``atomic=False`` and the same code uses plain loads and stores.
+function fills one table from many CUDA threads (``atomic=False``: plain loads and stores).
+
+The CPU drivers (:mod:`gpuframe.kernels.join_cpu`) build one small table per radix partition
+with these per-row pieces (:func:`canon_word`, :func:`word_hash`, :func:`slot_of`, the same
+chains) and compare bytes eight at a time (unaligned loads the GPU does not allow); their row
+hash is bit-identical to :func:`row_hash` (tested), so both devices put every key in the same
+partition and slot order and return the same rows.
 
 Keys
 ----
@@ -28,7 +33,7 @@ confirm the key with :func:`rows_equal` over the normalised key columns (``words
 uint64 plus ``[start, end)`` byte spans into ``chars`` for the string columns).
 
 The slot of a key uses the hash bits *above* the ``pshift`` radix-partition bits (the CPU
-driver partitions on the low bits), so a partition's keys spread over its whole table.
+drivers partition on the low bits), so a partition's keys spread over its whole table.
 """
 from __future__ import annotations
 

@@ -4,29 +4,35 @@ Build
 -----
 The build side is split into ``2**pbits`` partitions by the LOW bits of the join hash (plus one
 last partition for rows that can never match: null keys, or values outside the other side's
-type); :func:`build_tables` gives every partition its own open-addressing table (a slice of one
-int32 array, slots hold partition-local row ids) so that each table is built inside one core's
-cache. ``nxt`` links every build position to the next one with the same key (global
-positions, ``-1`` ends a chain), see :mod:`gpuframe.kernels.join`.
+type), together with its payload and, for general keys, the key words, byte spans and bytes
+that verifying a match reads; :func:`build_tables` gives every partition its own
+open-addressing table (a slice of one int32 array, slots hold partition-local row ids) so that
+each table is built inside one core's cache. ``nxt`` links every build position to the next one
+with the same key (global positions, ``-1`` ends a chain), see :mod:`gpuframe.kernels.join`.
 
 Probe
 -----
 Probe rows are handed out as *work items*, ``[lo, hi)`` ranges of probe positions, so that
 skew never leaves one thread with a hot partition:
 
-* *scattered* probe: the probe side was scattered into partition order too, and an item lies
-  inside one partition (``part[item]``; the never-matching partition is ``nparts``). Big build
-  sides take this path: every item probes one partition's table, in cache.
+* *scattered* probe: the probe side was scattered into partition order too (with the words
+  and spans of a general key; its bytes stay where they are and are prefetched), and an item
+  lies inside one partition (``part[item]``; the never-matching partition is ``nparts``).
+  Every item probes one partition's table, in cache.
 * *in-place* probe: the probe side is not moved; items are plain row ranges
-  (``part[item] == -1``) and every row finds its partition from its hash. Small build sides
-  (all tables fit in the last-level cache) take this path: no scatter, sequential probe reads,
-  and output in probe order.
+  (``part[item] == -1``) and every row finds its partition from its hash. Only for build sides
+  whose tables fit in the core's cache: elsewhere a lookup costs a cache miss, more than the
+  scatter.
 
-:func:`probe_count` counts every item's output rows (and output bytes of the string key
-columns) and records the head of every probe row's match chain (``match``, a global build
-position or ``-1``); the caller takes the prefix sum; :func:`probe_write` writes each item's
-rows at its offset with non-temporal stores, followed by the unmatched build rows of outer
-joins, partition by partition.
+Writing
+-------
+With every build key distinct, :func:`probe_direct` probes and writes in one pass: item
+``it`` writes from row ``ilo[it]`` on (it cannot emit more rows than it has probe rows) and
+:func:`compact_items` closes the gaps that probe rows without a match leave. Otherwise
+:func:`probe_count` counts every item's rows (and string bytes) and records the head of every
+probe row's match chain (``match``), the caller takes the prefix sums, and
+:func:`probe_write` writes each item's rows at its offset. Both write with non-temporal stores
+and finish with the unmatched build rows of outer joins, partition by partition.
 
 Columns are passed as tables of addresses (int64 ``ptrs``, one int64 word per row, or bytes for
 string data) so that one compiled kernel serves every number of columns. The caller keeps the
@@ -35,7 +41,6 @@ arrays alive during the call. Every kernel is ``cache=True`` and every argument 
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -160,7 +165,7 @@ def load_u8_at(typingctx, addr):
     return sig, codegen
 
 
-_E8 = np.zeros(0, np.uint8)
+_E64 = np.zeros(0, np.int64)
 _U0 = np.uint64(0)
 _U8 = np.uint64(8)
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -303,65 +308,25 @@ def scatter(keys, valid, kmode, pmask, cursors, keys_dst, iota_dst, src, dst):
     ``cursors[c]``: the key word to address ``keys_dst`` (0: skip), the row number to
     ``iota_dst`` (0: skip) and the int64 column at address ``src[k]`` to ``dst[k]``.
 
-    Rows go through a per-partition buffer of one cache line per destination and leave it a
-    full line at a time with non-temporal stores ("software write-combining"): thousands of
-    partitions then cost neither a read-for-ownership nor a cache or TLB miss per row.
+    (Plain stores: buffering a cache line per partition and streaming it out with
+    non-temporal stores measured slower here.)
     """
     n = keys.shape[0]
     nchunks, npart = cursors.shape
     step = (n + nchunks - 1) // nchunks
     ncols = src.shape[0]
-    has_k = keys_dst != 0
-    has_i = iota_dst != 0
-    m = ncols + (1 if has_k else 0) + (1 if has_i else 0)
-    dsts = np.empty(m, np.int64)
-    k0 = 0
-    if has_k:
-        dsts[k0] = keys_dst
-        k0 += 1
-    if has_i:
-        dsts[k0] = iota_dst
-        k0 += 1
-    for k in range(ncols):
-        dsts[k0 + k] = dst[k]
     for c in prange(nchunks):
-        buf = np.empty((npart, m, 8), np.int64)
-        line = np.empty(npart, np.int64)
-        fill = np.empty(npart, np.int64)
-        first = np.empty(npart, np.int64)
-        for p in range(npart):
-            pos = cursors[c, p]
-            line[p] = pos - (pos & 7)
-            fill[p] = pos & 7
-            first[p] = pos & 7
+        cur = cursors[c].copy()
         for i in range(c * step, min(n, (c + 1) * step)):
             p = _pid(keys, valid, kmode, pmask, npart, i)
-            f = fill[p]
-            b = buf[p]
-            j = 0
-            if has_k:
-                b[j, f] = np.int64(keys[i])
-                j += 1
-            if has_i:
-                b[j, f] = i
-                j += 1
+            pos = cur[p]
+            cur[p] = pos + 1
+            if keys_dst != 0:
+                store_i64(keys_dst, pos, np.int64(keys[i]))
+            if iota_dst != 0:
+                store_i64(iota_dst, pos, np.int64(i))
             for k in range(ncols):
-                b[j + k, f] = load_i64(src[k], i)
-            f += 1
-            if f == 8:
-                base = line[p]
-                for k in range(m):
-                    for q in range(first[p], 8):
-                        store_i64_nt(dsts[k], base + q, b[k, q])
-                line[p] = base + 8
-                first[p] = 0
-                f = 0
-            fill[p] = f
-        for p in range(npart):
-            base = line[p]
-            for k in range(m):
-                for q in range(first[p], fill[p]):
-                    store_i64_nt(dsts[k], base + q, buf[p, k, q])
+                store_i64(dst[k], pos, load_i64(src[k], i))
 
 
 @njit(parallel=True, **_OPTS)
@@ -493,6 +458,72 @@ def _find(i, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, b
         s = (s + 1) & np.int64(tmask)
 
 
+_BATCH = 8
+
+
+@njit(inline="always")
+def _find_batch(i, pkeys, kmode, pshift, b0, t0, tmask, bkeys, tables, ws, ss, gs):
+    """``gs[k]`` = the match of fast-path probe position ``i + k`` (``k < _BATCH``) in one
+    partition's table: the hashes, slots and first table loads of the whole batch are
+    independent, so their cache misses overlap instead of queueing behind each other."""
+    for k in range(_BATCH):
+        w = canon_word(pkeys[i + k], kmode)
+        ws[k] = w
+        s = slot_of(word_hash(w), pshift, tmask)
+        ss[k] = s
+        gs[k] = tables[t0 + s]
+    for k in range(_BATCH):
+        t = gs[k]
+        g = np.int64(-1)
+        s = ss[k]
+        while t != EMPTY:
+            if canon_word(bkeys[b0 + t], kmode) == ws[k]:
+                g = b0 + np.int64(t)
+                break
+            s = (s + 1) & np.int64(tmask)
+            t = tables[t0 + s]
+        gs[k] = g
+
+
+@njit(inline="always")
+def _find_batch_any(i, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables, ws, ss, gs, bs,
+                    ts, ms):
+    """:func:`_find_batch` for unpartitioned (in-place) probe positions: each row finds its own
+    partition's table; a null key (``pvalid``) or an empty partition has no match."""
+    for k in range(_BATCH):
+        w = canon_word(pkeys[i + k], kmode)
+        ws[k] = w
+        h = word_hash(w)
+        p = np.int64(h & pmask)
+        b0 = bstarts[p]
+        t0 = toffs[p]
+        tmask = np.uint64(toffs[p + 1] - t0 - 1)
+        bs[k] = b0
+        ts[k] = t0
+        ms[k] = tmask
+        if bstarts[p + 1] == b0 or (pvalid.shape[0] != 0 and pvalid[i + k] == 0):
+            gs[k] = EMPTY
+            ss[k] = 0
+        else:
+            s = slot_of(h, pshift, tmask)
+            ss[k] = s
+            gs[k] = tables[t0 + s]
+    for k in range(_BATCH):
+        t = gs[k]
+        g = np.int64(-1)
+        s = ss[k]
+        b0 = bs[k]
+        t0 = ts[k]
+        tmask = np.int64(ms[k])
+        while t != EMPTY:
+            if canon_word(bkeys[b0 + t], kmode) == ws[k]:
+                g = b0 + np.int64(t)
+                break
+            s = (s + 1) & tmask
+            t = tables[t0 + s]
+        gs[k] = g
+
+
 @njit(parallel=True, **_OPTS)
 def probe_count(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
                 bkeys, bstarts, tables, toffs, nxt, unique, verify,
@@ -517,62 +548,92 @@ def probe_count(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
         hi = ihi[it]
         ib0, inb, it0, itmask = _item_partition(part, nparts, bstarts, toffs)
         lo = ilo[it]
-        for i in range(lo, hi):
-            if pf and i + _PREFETCH_ROWS < hi:
-                prefetch(pch + vp_st[0, i + _PREFETCH_ROWS])
-            g = _find(i, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, bkeys, bstarts,
-                      tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch)
-            if store:
-                match[i] = g
-            k = np.int64(0)
-            if unique:
-                if g >= 0:
-                    k = 1
-                    if eub:
-                        bmatched[g] = 1
+        batched = part >= 0 and inb != 0 and not verify
+        batched_any = part < 0 and not verify
+        ws = np.empty(_BATCH, np.uint64)
+        ss = np.empty(_BATCH, np.int64)
+        gs = np.empty(_BATCH, np.int64)
+        bs = np.empty(_BATCH, np.int64)
+        ts = np.empty(_BATCH, np.int64)
+        ms = np.empty(_BATCH, np.uint64)
+        i0 = lo
+        while i0 < hi:
+            if batched and i0 + _BATCH <= hi:
+                _find_batch(i0, pkeys, kmode, pshift, ib0, it0, itmask, bkeys, tables, ws, ss, gs)
+                nk = _BATCH
+            elif batched_any and i0 + _BATCH <= hi:
+                _find_batch_any(i0, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
+                                ws, ss, gs, bs, ts, ms)
+                nk = _BATCH
             else:
-                while g >= 0:
-                    k += 1
-                    if eub:
-                        bmatched[g] = 1
-                    g = nxt[g]
-            if k == 0 and eup:
-                k = 1
-            c += k
-            if nstr != 0 and k != 0:
-                for sc in range(nstr):
-                    sbytes[it, sc] += k * (op_en[sc, i] - op_st[sc, i])
+                if pf and i0 + _PREFETCH_ROWS < hi:
+                    prefetch(pch + vp_st[0, i0 + _PREFETCH_ROWS])
+                gs[0] = _find(i0, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, bkeys,
+                              bstarts, tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch)
+                nk = 1
+            for kk in range(nk):
+                i = i0 + kk
+                g = gs[kk]
+                if store:
+                    match[i] = g
+                k = np.int64(0)
+                if unique:
+                    if g >= 0:
+                        k = 1
+                        if eub:
+                            bmatched[g] = 1
+                else:
+                    while g >= 0:
+                        k += 1
+                        if eub:
+                            bmatched[g] = 1
+                        g = nxt[g]
+                if k == 0 and eup:
+                    k = 1
+                c += k
+                if nstr != 0 and k != 0:
+                    for sc in range(nstr):
+                        sbytes[it, sc] += k * (op_en[sc, i] - op_st[sc, i])
+            i0 += nk
         counts[it] = c
 
 
 @njit(inline="always")
-def _emit(o, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, placed):
-    # one output row: probe position i (or -1), global build position j (or -1); a row that
-    # ``placed`` marks already holds its probe value at i (nothing to do when o == i)
-    for r in range(src_p.shape[0]):
-        if o == i and placed.shape[0] != 0 and placed[r] != 0:
-            continue
-        sp = src_p[r]
-        sb = src_b[r]
-        if i >= 0 and sp >= 0:
-            v = load_i64(pcols[sp], i)
-        elif i >= 0 and sp == SRC_MATCH_KEY:
-            v = np.int64(bkeys[j])
-        elif i >= 0 and sp == SRC_ONE:
-            v = np.int64(1)
-        elif i >= 0 and sp == SRC_ROW:
-            v = orig_row(porig, i)
-        elif j >= 0 and sb >= 0:
-            v = load_i64(bcols[sb], j)
-        elif j >= 0 and sb == SRC_BUILD_KEY:
-            v = np.int64(bkeys[j])
-        elif j >= 0 and sb == SRC_ONE:
-            v = np.int64(1)
-        elif j >= 0 and sb == SRC_ROW:
-            v = orig_row(borig, j)
-        else:
-            v = fill[r]
-        store_i64_nt(outs[r], o, v)
+def _emit_row(r, o, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs):
+    # output row r of probe position i (or -1) and global build position j (or -1)
+    sp = src_p[r]
+    sb = src_b[r]
+    if i >= 0 and sp >= 0:
+        v = load_i64(pcols[sp], i)
+    elif i >= 0 and sp == SRC_MATCH_KEY:
+        v = np.int64(bkeys[j])
+    elif i >= 0 and sp == SRC_ONE:
+        v = np.int64(1)
+    elif i >= 0 and sp == SRC_ROW:
+        v = orig_row(porig, i)
+    elif j >= 0 and sb >= 0:
+        v = load_i64(bcols[sb], j)
+    elif j >= 0 and sb == SRC_BUILD_KEY:
+        v = np.int64(bkeys[j])
+    elif j >= 0 and sb == SRC_ONE:
+        v = np.int64(1)
+    elif j >= 0 and sb == SRC_ROW:
+        v = orig_row(borig, j)
+    else:
+        v = fill[r]
+    store_i64_nt(outs[r], o, v)
+
+
+@njit(inline="always")
+def _emit(o, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, use_active, active):
+    # one output row: every output row, or (use_active and o == i) only the rows in
+    # ``active``: the others already hold their probe value at position i (the scatter put it)
+    if use_active and o == i:
+        for k in range(active.shape[0]):
+            _emit_row(active[k], o, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
+    else:
+        for r in range(src_p.shape[0]):
+            _emit_row(r, o, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
 
 
 @njit(inline="always")
@@ -627,14 +688,14 @@ def probe_write(ilo, ihi, match, nxt, eup, item_off, porig, borig, pcols, bcols,
             t = match[i]
             if t < 0:
                 if eup:
-                    _emit(o, i, -1, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, _E8)
+                    _emit(o, i, -1, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, False, _E64)
                     if nstr != 0:
                         _emit_strings(o, i, -1, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
                                       soffs, schars, spos)
                     o += 1
                 continue
             while t >= 0:
-                _emit(o, i, t, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, _E8)
+                _emit(o, i, t, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, False, _E64)
                 if nstr != 0:
                     _emit_strings(o, i, t, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
                                   soffs, schars, spos)
@@ -648,7 +709,7 @@ def probe_write(ilo, ihi, match, nxt, eup, item_off, porig, borig, pcols, bcols,
             o = ub_off[p]
             for j in range(bstarts[p], bstarts[p + 1]):
                 if bmatched[j] == 0:
-                    _emit(o, -1, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, _E8)
+                    _emit(o, -1, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, False, _E64)
                     if nstr != 0:
                         _emit_strings(o, -1, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
                                       soffs, schars, spos)
@@ -658,7 +719,7 @@ def probe_write(ilo, ihi, match, nxt, eup, item_off, porig, borig, pcols, bcols,
 @njit(parallel=True, **_OPTS)
 def probe_direct(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
                  bkeys, bstarts, tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch,
-                 eup, eub, bmatched, porig, borig, pcols, bcols, src_p, src_b, fill, outs, placed,
+                 eup, eub, bmatched, porig, borig, pcols, bcols, src_p, src_b, fill, outs, active,
                  from_build, op_st, op_en, ob_st, ob_en, cap_bytes, soffs, schars, counts, sbytes):
     """Probe and write in one pass, for build sides whose keys are all distinct (at most one
     output row per probe row).
@@ -666,14 +727,36 @@ def probe_direct(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
     Item ``it`` writes its rows from row ``ilo[it]`` on (its rows never outgrow its positions)
     and its string bytes from ``cap_bytes[it, c]`` on (the bytes of all its probe keys fit
     there); ``counts[it]`` and ``sbytes[it, c]`` receive what it wrote, and
-    :func:`compact_items` closes the gaps. Rows that ``placed`` marks already hold their probe
-    value at every probe position (the scatter put it there). The output string columns take
+    :func:`compact_items` closes the gaps. Only the output rows listed in ``active`` need
+    writing where a row stays at its probe position: the others already hold their probe value
+    at every probe position (the scatter put it there). The output string columns take
     the spans ``op_*`` (probe) and ``ob_*`` (build); see :func:`probe_write` for the rest.
     """
     nstr = soffs.shape[0]
     pch = _addr(vp_ch)
     bch = _addr(vb_ch)
     pf = verify and vp_st.shape[0] != 0
+    # the common case: every output row still to write at a matched row in its probe position
+    # is a probe column, a build column or the key: copy those without decoding the row codes
+    # (a_kind 0: probe column a_src at i, 1: build column a_src at g, 2: the build key at g)
+    na = active.shape[0]
+    a_out = np.empty(na, np.int64)
+    a_src = np.zeros(na, np.int64)
+    a_kind = np.empty(na, np.int64)
+    copy_only = True
+    for k in range(na):
+        r = active[k]
+        a_out[k] = outs[r]
+        if src_p[r] >= 0:
+            a_kind[k] = 0
+            a_src[k] = pcols[src_p[r]]
+        elif src_p[r] == SRC_MATCH_KEY:
+            a_kind[k] = 2
+        elif src_p[r] == SRC_NONE and src_b[r] >= 0:
+            a_kind[k] = 1
+            a_src[k] = bcols[src_b[r]]
+        else:
+            copy_only = False
     for it in prange(ilo.shape[0]):
         part = ipart[it]
         lo = ilo[it]
@@ -683,20 +766,53 @@ def probe_direct(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
         for c in range(nstr):
             spos[c] = cap_bytes[it, c]
         o = lo
-        for i in range(lo, hi):
-            if pf and i + _PREFETCH_ROWS < hi:
-                prefetch(pch + vp_st[0, i + _PREFETCH_ROWS])
-            g = _find(i, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, bkeys, bstarts,
-                      tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch)
-            if g >= 0:
-                if eub:
-                    bmatched[g] = 1
-            elif not eup:
-                continue
-            _emit(o, i, g, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, placed)
-            if nstr != 0:
-                _emit_strings(o, i, g, from_build, op_st, op_en, pch, ob_st, ob_en, bch, soffs, schars, spos)
-            o += 1
+        batched = part >= 0 and inb != 0 and not verify
+        batched_any = part < 0 and not verify
+        ws = np.empty(_BATCH, np.uint64)
+        ss = np.empty(_BATCH, np.int64)
+        gs = np.empty(_BATCH, np.int64)
+        bs = np.empty(_BATCH, np.int64)
+        ts = np.empty(_BATCH, np.int64)
+        ms = np.empty(_BATCH, np.uint64)
+        i0 = lo
+        while i0 < hi:
+            if batched and i0 + _BATCH <= hi:
+                _find_batch(i0, pkeys, kmode, pshift, ib0, it0, itmask, bkeys, tables, ws, ss, gs)
+                nk = _BATCH
+            elif batched_any and i0 + _BATCH <= hi:
+                _find_batch_any(i0, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
+                                ws, ss, gs, bs, ts, ms)
+                nk = _BATCH
+            else:
+                if pf and i0 + _PREFETCH_ROWS < hi:
+                    prefetch(pch + vp_st[0, i0 + _PREFETCH_ROWS])
+                gs[0] = _find(i0, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, bkeys,
+                              bstarts, tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch)
+                nk = 1
+            for kk in range(nk):
+                i = i0 + kk
+                g = gs[kk]
+                if g >= 0:
+                    if eub:
+                        bmatched[g] = 1
+                elif not eup:
+                    continue
+                if copy_only and g >= 0 and o == i:
+                    for k in range(na):
+                        kind = a_kind[k]
+                        if kind == 1:
+                            v = load_i64(a_src[k], g)
+                        elif kind == 0:
+                            v = load_i64(a_src[k], i)
+                        else:
+                            v = np.int64(bkeys[g])
+                        store_i64_nt(a_out[k], o, v)
+                else:
+                    _emit(o, i, g, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, True, active)
+                if nstr != 0:
+                    _emit_strings(o, i, g, from_build, op_st, op_en, pch, ob_st, ob_en, bch, soffs, schars, spos)
+                o += 1
+            i0 += nk
         counts[it] = o - lo
         for c in range(nstr):
             sbytes[it, c] = spos[c] - cap_bytes[it, c]

@@ -17,15 +17,19 @@ from .common.join import norm_value, pairs_of, ref_pairs, rows_multiset
 ROW_HOWS = ["inner", "left", "right", "outer"]
 
 
-@pytest.fixture(params=["inplace", "scattered"])
+@pytest.fixture(params=["inplace", "scattered", "scattered-tiny"])
 def cpu_path(request, monkeypatch):
-    """Run a test on both CPU probe paths, with tiny partitions and work items so that small
-    tables have many partitions, many items per partition and items that share a partition."""
+    """Run a test on both CPU probe paths, with small partitions and work items so that small
+    tables have many partitions (with colliding slots), many items per partition, items that
+    share a partition, and items both longer and shorter than a probe batch; "scattered-tiny"
+    partitions even 3-row build sides, with 3-row items."""
     from gpuframe.backends import impl_join
+    from gpuframe.kernels import join_cpu
 
-    monkeypatch.setattr(impl_join, "_ROWS_PER_PARTITION", 2)
-    monkeypatch.setattr(impl_join, "_ITEM_ROWS", 3)
-    if request.param == "scattered":
+    tiny = request.param == "scattered-tiny"
+    monkeypatch.setattr(impl_join, "_ROWS_PER_PARTITION", 2 if tiny else 12)
+    monkeypatch.setattr(impl_join, "_ITEM_ROWS", 3 if tiny else 2 * join_cpu._BATCH + 3)
+    if request.param != "inplace":
         monkeypatch.setattr(impl_join, "_INPLACE_BUILD_BYTES", -1)
     seen = set()
     probe_side = impl_join._probe_side
@@ -37,7 +41,8 @@ def cpu_path(request, monkeypatch):
 
     monkeypatch.setattr(impl_join, "_probe_side", spy)
     yield request.param
-    assert seen <= {request.param}, f"the {request.param} path was asked for, ran: {seen}"
+    want = "inplace" if request.param == "inplace" else "scattered"
+    assert seen <= {want}, f"the {want} path was asked for, ran: {seen}"
 
 
 def expected_merge(left: pa.Table, right: pa.Table, lon, ron, how, pairs: Counter) -> tuple[list, Counter]:
@@ -347,3 +352,32 @@ def test_unique_build_keys_one_pass(how, keys, cpu_path, monkeypatch):
     check_join(right.rename_columns(["k", "a"] + right.column_names[2:]),
                left.rename_columns(["k", "b", "s"] + left.column_names[3:]), how, on=on)
     assert calls, "the one-pass path did not run"
+
+
+def test_host_cache_reuses_released_memory():
+    from gpuframe.backends.impl_join import HostCache
+
+    cache = HostCache()
+    cache.limit = 64 << 20
+    a = cache.empty((3, 1 << 18), np.int64)          # 6 MiB
+    addr = a.ctypes.data
+    a[:] = 7
+    b = cache.empty(1 << 20, np.uint8)               # a live array is never handed out twice
+    assert not (b.ctypes.data <= addr < b.ctypes.data + b.nbytes)
+    assert cache.idle_bytes() == 0
+    view = a[1]
+    del a
+    assert cache.idle_bytes() == 0                   # a view keeps the block
+    assert (view == 7).all()
+    del view
+    assert cache.idle_bytes() == 6 << 20
+    c = cache.empty(5 << 17, np.int64)               # 5 MiB: best fit is the 6 MiB block
+    assert c.ctypes.data == addr and c.shape == (5 << 17,)
+    del c, b
+    big = cache.empty(80 << 20, np.uint8)            # over the limit: freed, not kept
+    del big
+    assert cache.idle_bytes() <= 64 << 20
+    cache.clear()
+    assert cache.idle_bytes() == 0
+    small = cache.empty(10, np.int64)                # small requests are plain numpy arrays
+    assert small.base is None

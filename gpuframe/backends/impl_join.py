@@ -1,4 +1,4 @@
-"""Hash join on the CPU (radix-partitioned ``njit`` drivers) and on CUDA (one global table).
+"""Hash join on the CPU (partitioned ``njit`` drivers) and on CUDA (one global table).
 
 Registered operations (see :mod:`gpuframe.ops.join` for the public functions):
 
@@ -7,9 +7,18 @@ Registered operations (see :mod:`gpuframe.ops.join` for the public functions):
 
 Both backends take the same :class:`JoinRequest` (keys already normalised by
 :mod:`gpuframe.ops.keys`) and return output *word rows*: one int64 array per requested output
-row (see :data:`SRC_NONE` and friends), plus the left/right gather maps when asked for. The
-build side is the smaller one (ties: the right side), for every ``how``; an outer side that is
-the build side is tracked with matched flags.
+row (see :data:`SRC_NONE` and friends), plus the left/right gather maps when asked for; the CPU
+backend also writes merged string keys (``req.string_keys``) itself. The build side is the
+smaller one (ties: the right side), for every ``how``; an outer side that is the build side is
+tracked with matched flags.
+
+CPU (:func:`cpu_join`, kernels in :mod:`gpuframe.kernels.join_cpu`): the build side is
+radix-partitioned (about :data:`_ROWS_PER_PARTITION` rows a partition) with everything that
+verifying a key needs, and every partition gets its own table. The probe side is scattered
+into the same partitions (in place for tiny build sides) and probed in work items of at most
+:data:`_ITEM_ROWS` rows, so a hot key never serialises a join. Distinct build keys take one
+pass (probe and write); repeated ones two (count, write). Large buffers, outputs included, come
+from a caching allocator (:class:`HostCache`).
 
 Semi and anti joins return the selected left row numbers, in left order.
 """
@@ -221,6 +230,8 @@ _E2 = _ro(np.zeros((0, 0), np.int64))
 # Target build rows per CPU partition: a partition's table, chains and keys fit in L2.
 _ROWS_PER_PARTITION = 4096
 _MAX_PARTITION_BITS = 12
+_BIG_PROBE_ROWS = 1 << 25
+_BIG_PROBE_PARTITION_BITS = 10
 # Probe rows per work item: small enough to spread a hot partition over every thread.
 _ITEM_ROWS = 16384
 # In-place probing (no probe scatter) when the build side's tables and keys take at most this
@@ -267,10 +278,15 @@ def _as_words(a: Any) -> np.ndarray:
     return a if a.dtype == np.int64 else a.view(np.int64)
 
 
-def _partition_bits(nbuild: int) -> int:
+def _partition_bits(nbuild: int, nprobe: int) -> int:
+    """Radix bits: partitions of about :data:`_ROWS_PER_PARTITION` build rows, but at most
+    ``2**_MAX_PARTITION_BITS`` partitions, and fewer (``2**_BIG_PROBE_PARTITION_BITS``) for a
+    probe side of more than :data:`_BIG_PROBE_ROWS` rows: scattering it into thousands of
+    partitions then costs more than tables that outgrow the core's cache."""
     if nbuild <= _ROWS_PER_PARTITION:
         return 0
-    return min(_MAX_PARTITION_BITS, int(math.ceil(math.log2(nbuild / _ROWS_PER_PARTITION))))
+    cap = _BIG_PROBE_PARTITION_BITS if nprobe > _BIG_PROBE_ROWS else _MAX_PARTITION_BITS
+    return min(cap, int(math.ceil(math.log2(nbuild / _ROWS_PER_PARTITION))))
 
 
 def _index_dtype(n: int) -> Any:
@@ -415,18 +431,18 @@ def _items(starts: np.ndarray, parts: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _probe_side(sk: SideKeys, pbits: int, inplace: bool, need_orig: bool,
                 extra_src: Sequence[np.ndarray] = (), extra_dst: Sequence[np.ndarray] = (),
-                orig_dst: Optional[np.ndarray] = None) -> _Probe:
+                orig_dst: Optional[np.ndarray] = None, keys_dst: Optional[np.ndarray] = None) -> _Probe:
     """The probe side by position: unmoved (``inplace``) or scattered into partition order with
     the words and byte spans of a general key; ``extra_src`` columns are scattered to
-    ``extra_dst`` and the original row numbers to ``orig_dst`` (else, with ``need_orig``, to a
-    scratch array) in the same pass."""
+    ``extra_dst``, the original row numbers to ``orig_dst`` (else, with ``need_orig``, to a
+    scratch array) and the key words to ``keys_dst`` (else to a scratch array), in one pass."""
     n = sk.n
     if inplace:
         ilo, ihi, ipart = _items(np.array([0, n], np.int64), np.array([-1], np.int64))
         return _Probe(sk.keys, sk.valid, _E64, sk.words, sk.starts, sk.ends, ilo, ihi, ipart, True)
     cache = host_cache()
     cursors, starts = _cursors(sk, pbits)
-    keys = cache.empty(n, np.uint64)
+    keys = keys_dst[:n].view(np.uint64) if keys_dst is not None else cache.empty(n, np.uint64)
     orig = orig_dst if orig_dst is not None else (cache.empty(n, np.int64) if need_orig else None)
     w, st, en = sk.words, sk.starts, sk.ends
     src: list = list(extra_src)
@@ -527,7 +543,7 @@ def cpu_join(req: JoinRequest) -> JoinResult:
     count_only = req.count_only
     string_keys = [] if count_only else list(req.string_keys)
     want_idx = req.want_indices and not count_only
-    pbits = _partition_bits(build.n)
+    pbits = _partition_bits(build.n, probe.n)
     inplace = _use_inplace(build, pbits)
 
     # output-row codes in probe/build terms; the probe's key is carried only when unmatched
@@ -603,16 +619,21 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
             if sp >= 0 and sp not in home:
                 home[sp] = r
         orig_row = next((r for r, sp in enumerate(src_p) if sp == K.SRC_ROW), -1)
+        # a fast-path key equals the probe's own key word wherever it matches: the scatter
+        # writes the probe keys straight into that output row, and the probe reads them there
+        key_row = -1 if probe.verify else next((r for r, sp in enumerate(src_p) if sp == K.SRC_MATCH_KEY), -1)
         pcols = [outs[home[k]] if k in home else cache.empty(probe.n, np.int64) for k in range(len(pcarry))]
-        for r in list(home.values()) + ([orig_row] if orig_row >= 0 else []):
+        for r in list(home.values()) + [x for x in (orig_row, key_row) if x >= 0]:
             placed[r] = 1
         P = _probe_side(probe, pbits, False, False, pcarry, [c[:probe.n] for c in pcols],
-                        outs[orig_row] if orig_row >= 0 else None)
-        if orig_row >= 0:
-            # the original row numbers now live in that output row, by probe position
-            src_p = list(src_p)
-            src_p[orig_row] = len(pcols)
-            pcols = pcols + [outs[orig_row]]
+                        outs[orig_row] if orig_row >= 0 else None, outs[key_row] if key_row >= 0 else None)
+        src_p = list(src_p)
+        for row in (orig_row, key_row):
+            if row >= 0:
+                # that output row now holds its value by probe position: a probe column
+                code = src_p[row]
+                src_p = [len(pcols) if sp == code else sp for sp in src_p]
+                pcols = pcols + [outs[row]]
     pst, pen, bst, ben = _string_outputs(P, B, string_keys)
     nstr = len(string_keys)
     nitems = len(P.ilo)
@@ -638,7 +659,8 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
                    P.ilo, P.ihi, P.ipart, B.keys, B.starts, B.tables, B.toffs, probe.verify,
                    P.w, P.st, P.en, probe.chars, B.w, B.st, B.en, B.ch,
                    eup, eub, bmatched, P.orig, B.orig, _ptrs(pcols), _ptrs(B.cols), sp_arr, sb_arr, fill_arr,
-                   _ptrs(outs), _ro(placed), not P.inplace, pst, pen, bst, ben, _ro(cap_bytes),
+                   _ptrs(outs), _ro(np.flatnonzero(placed == 0).astype(np.int64)), not P.inplace,
+                   pst, pen, bst, ben, _ro(cap_bytes),
                    _addresses(soffs), _addresses(schars), counts, sbytes)
     B.tables = None
     P.keys = P.keys_buf = None
@@ -744,7 +766,7 @@ def _cpu_semi_anti(req: JoinRequest) -> JoinResult:
     L, R = req.left, req.right
     build_left = L.n < R.n
     probe, build = (R, L) if build_left else (L, R)
-    pbits = _partition_bits(build.n)
+    pbits = _partition_bits(build.n, probe.n)
     inplace = _use_inplace(build, pbits)
     B = _build_side(build, pbits, [], True)
     P = _probe_side(probe, pbits, inplace, True)

@@ -274,7 +274,7 @@ def _plan_merge(left: Table, right: Table, pairs: list[KeyPair], how: str, suffi
                 # validity: the present side's key validity (dictionary null entries included)
                 lv, rv = _key_valid(col), _key_valid(rcol)
                 vrow = -1
-                if lv is not None or rv is not None:
+                if (lv is not None or rv is not None) and not device.is_cuda:   # CUDA: from gather maps
                     ls = SRC_ONE if lv is None else add_carry("left", memory.to_device(lv.astype(np.int64), device))
                     rs = SRC_ONE if rv is None else add_carry("right", memory.to_device(rv.astype(np.int64), device))
                     vrow = add_row(ls, rs)

@@ -27,8 +27,13 @@ def _cases():
                            seed=2, cardinality=7)
     fl = pa.table({"k": pa.array([np.nan, -0.0, 1.0, None, 2.0, np.nan]), "a": np.arange(6)})
     fr = pa.table({"k": pa.array([0.0, np.nan, 2.0, None], pa.float32()), "b": np.arange(4)})
+    # a dictionary whose null ENTRY (not index) must be a null key, never the empty string
+    dl = pa.table({"k": pa.DictionaryArray.from_arrays(pa.array([0, 1, 1, 2, None, 0], pa.int32()),
+                                                      pa.array(["a", None, ""])),
+                   "a": np.arange(6)})
+    dr = pa.table({"k": pa.array(["", "a", None, "b"]), "b": np.arange(4)})
     return {"int_skew_dups": (ints_l, ints_r, ["k"]), "multi_string_nulls": (multi_l, multi_r, ["k1", "k2"]),
-            "float_nan_zero": (fl, fr, ["k"])}
+            "float_nan_zero": (fl, fr, ["k"]), "dictionary_null_entry": (dl, dr, ["k"])}
 
 
 CASES = _cases()
