@@ -60,7 +60,7 @@ def _protocol() -> str:
         return "tcp"
 
 
-UCX_PROGRESS = "thread"  # ucxx progress mode of the benchmark cluster (--ucx-progress)
+UCX_PROGRESS = "blocking"  # ucxx progress mode of the benchmark cluster (--ucx-progress); Dask's default
 
 
 @contextlib.contextmanager

@@ -152,7 +152,14 @@ def get_session(client: Any, backend: Optional[str] = None, *, timeout: Optional
     backend = resolve_backend(backend)
     workers = _current_workers(client)
     if not workers:
-        raise CommError("the Dask cluster has no workers")
+        # a nanny restarting a lost worker leaves the cluster empty for a moment
+        try:
+            client.wait_for_workers(1, timeout=connect_timeout)
+        except Exception:  # distributed raises TimeoutError (or its own subclass)
+            raise CommError(f"the Dask cluster has no workers (waited {connect_timeout:g} s for one)") from None
+        workers = _current_workers(client)
+        if not workers:
+            raise CommError("the Dask cluster has no workers")
     ident = _identity(workers)
     key = (client.id, backend)
     with _LOCK:

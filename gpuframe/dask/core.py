@@ -216,7 +216,7 @@ def _placement(client: Any, collections: list[Any], session: Session, backend: O
         out = []
         for fs in futs:
             by_worker: dict[str, list[Any]] = {w: [] for w in session.workers}
-            for f in sorted(fs, key=lambda f: _key_index(f.key)):
+            for f in fs:  # partition order
                 places = [w for w in holders.get(f.key, ()) if w in by_worker]
                 if not places:
                     break
@@ -235,22 +235,46 @@ def _placement(client: Any, collections: list[Any], session: Session, backend: O
 
 
 def _partition_futures(client: Any, ddf: Any) -> list[Any]:
-    """The futures of ``ddf``'s partitions: its own when it is persisted already (persisting it
-    again would add alias tasks that must run on the workers holding the data), else a persist."""
+    """The futures of ``ddf``'s partitions, in partition order.
+
+    A persisted collection's graph maps each partition key to an alias of a future: those futures
+    are used as they are (persisting it again would add alias tasks, which must then run on the
+    workers that hold the data, however busy they are). Anything else is persisted.
+    """
+    futures = _persisted_futures(ddf)
+    if futures is not None:
+        return futures
+    persisted = client.persist(ddf)
+    futures = _persisted_futures(persisted)
+    return futures if futures is not None else _futures_of(persisted)
+
+
+def _persisted_futures(ddf: Any) -> Optional[list[Any]]:
     from dask.core import flatten
+    from distributed import Future
+
+    try:
+        from dask._task_spec import Alias
+    except ImportError:  # pragma: no cover - another dask: fall back to persisting
+        return None
+    graph = ddf.__dask_graph__()
+    out = []
+    for key in flatten(ddf.__dask_keys__()):
+        value = graph.get(key)
+        for _ in range(16):  # follow aliases to the future
+            if not isinstance(value, Alias):
+                break
+            value = graph.get(value.target)
+        if not isinstance(value, Future):
+            return None
+        out.append(value)
+    return out
+
+
+def _futures_of(ddf: Any) -> list[Any]:  # pragma: no cover - only without dask._task_spec
     from distributed import futures_of
 
-    keys = list(flatten(ddf.__dask_keys__()))
-    own = {f.key: f for f in futures_of(ddf)}
-    if keys and all(k in own for k in keys):
-        return [own[k] for k in keys]
-    return futures_of(client.persist(ddf))
-
-
-def _key_index(key: Any) -> tuple:
-    if isinstance(key, tuple):
-        return tuple(k if isinstance(k, int) else 0 for k in key[1:])
-    return (0,)
+    return futures_of(ddf)
 
 
 def _run(client: Any, session: Session, task: Any, tag: int, spec: dict, args_by_worker: list[list[Any]],

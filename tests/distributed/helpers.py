@@ -5,8 +5,19 @@ import threading
 from typing import Any, Callable, Sequence
 
 import pyarrow as pa
+import pytest
 
 BACKENDS = ["ucx", "tcp"]
+
+
+def require(backend: str) -> str:
+    """Skip (with the install command) when ``backend`` cannot run here: ucx needs ucxx."""
+    if backend == "ucx":
+        from gpuframe.comm.ucx import UCX_INSTALL_HINT, ucx_available
+
+        if not ucx_available():
+            pytest.skip(f"the ucx communicator needs ucxx: {UCX_INSTALL_HINT}")
+    return backend
 
 
 def run_ranks(fn: Callable[[int], Any], size: int, timeout: float = 120.0) -> list[Any]:

@@ -20,7 +20,7 @@ from gpuframe.comm import (BootstrapError, CommClosedError, CommError, CommTimeo
 from gpuframe.comm.base import FrameSpec
 
 from ..common.data import DTYPES, random_table
-from .helpers import BACKENDS, concat, plain, run_ranks
+from .helpers import BACKENDS, concat, plain, require, run_ranks
 
 pytestmark = pytest.mark.distributed
 
@@ -29,7 +29,7 @@ ALL_TYPES = {f"c{i}": t for i, t in enumerate(DTYPES)}
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request):
-    return request.param
+    return require(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -380,18 +380,28 @@ def test_killed_peer_process_raises_within_bounded_time(backend):
 
 # ------------------------------------------------------------------------------ backend choice
 def test_backend_choice(monkeypatch):
+    import gpuframe.comm as gcomm
+
     monkeypatch.setenv("GPUFRAME_COMM", "tcp")
     assert resolve_backend() == "tcp"
-    monkeypatch.setenv("GPUFRAME_COMM", "UCX")
-    assert resolve_backend() == "ucx"
-    assert resolve_backend("tcp") == "tcp"  # the parameter wins over the environment
+    assert resolve_backend("tcp") == "tcp"
     monkeypatch.setenv("GPUFRAME_COMM", "mpi")
     with pytest.raises(ValueError, match="GPUFRAME_COMM must be one of \\['ucx', 'tcp'\\], got 'mpi'"):
         resolve_backend()
-    monkeypatch.delenv("GPUFRAME_COMM")
-    assert resolve_backend() == "ucx"  # ucxx imports here
     with pytest.raises(ValueError, match="backend must be one of"):
         resolve_backend("nccl")
+    monkeypatch.delenv("GPUFRAME_COMM")
+    # automatic: ucx when ucxx imports, else tcp
+    monkeypatch.setattr(gcomm, "ucx_available", lambda: True)
+    assert resolve_backend() == "ucx"
+    monkeypatch.setenv("GPUFRAME_COMM", "TCP")
+    assert resolve_backend() == "tcp"  # the environment overrides the automatic choice
+    assert resolve_backend("ucx") == "ucx"  # and the parameter overrides the environment
+    monkeypatch.delenv("GPUFRAME_COMM")
+    monkeypatch.setattr(gcomm, "ucx_available", lambda: False)
+    assert resolve_backend() == "tcp"
+    with pytest.raises(ImportError, match="pip install 'gpuframe\\[ucx\\]'.*backend='tcp'"):
+        resolve_backend("ucx")
 
 
 def test_frame_spec_wire_roundtrip():

@@ -26,7 +26,7 @@ from gpuframe.dask import core as gcore  # noqa: E402
 from gpuframe.dask._session import get_session  # noqa: E402
 from gpuframe.ops.partition import partition_ids  # noqa: E402
 
-from .helpers import same_rows  # noqa: E402
+from .helpers import require, same_rows  # noqa: E402
 from .oracle import key_frame, merge_oracle, to_arrow  # noqa: E402
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
@@ -182,7 +182,7 @@ def test_validation_happens_before_any_work(tcp_client, frames, monkeypatch):
 
 
 def test_tcp_workers_with_ucx_communicators(tcp_client, frames):
-    pytest.importorskip("ucxx")
+    require("ucx")
     left, right = frames
     res = gdask.merge(_ddf(left, 2), _ddf(right, 2), on="k", backend="ucx", client=tcp_client).compute()
     assert same_rows(to_arrow(res), to_arrow(merge_oracle(left, right, "k", "inner", False)))
@@ -191,6 +191,7 @@ def test_tcp_workers_with_ucx_communicators(tcp_client, frames):
 # ------------------------------------------------------------------------------ failures
 @pytest.mark.parametrize("backend", ["ucx", "tcp"])
 def test_worker_killed_mid_shuffle(backend, frames):
+    require(backend)
     left, right = frames
     with _cluster(backend, 2) as c, Client(c) as client:
         L, R = _ddf(left, 4).persist(), _ddf(right, 4).persist()
@@ -234,6 +235,17 @@ def test_worker_killed_mid_shuffle(backend, frames):
         # The same client keeps working: the nanny restarts the worker and the next operation
         # builds new communicators on the new worker set.
         client.wait_for_workers(2, timeout=60)
-        res = gdask.merge(L, R, on="k", backend=backend, client=client).compute()
+        out = gdask.merge(L, R, on="k", backend=backend, client=client)
+        res = out.compute()
         assert same_rows(to_arrow(res), to_arrow(merge_oracle(left, right, "k", "inner", False)))
         assert isinstance(exc, CommError)
+
+        # A worker lost *after* an operation takes its part of the result with it. Dask reruns
+        # that one task elsewhere, which cannot redo an all-to-all alone: it fails at once, clearly,
+        # instead of waiting for peers.
+        holder = sorted(client.scheduler_info()["workers"])[1]
+        os.kill(client.run(os.getpid, workers=[holder])[holder], signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(gdask.WorkerLostError, match="cannot be recomputed piece by piece"):
+            out.compute()
+        assert time.monotonic() - t0 < 60

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import BACKENDS
+from .helpers import BACKENDS, require
 
 pytestmark = pytest.mark.distributed
 
@@ -55,8 +55,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_exchange_of_device_tables_on_the_simulator(backend):
-    if backend == "ucx":
-        pytest.importorskip("ucxx")
+    require(backend)
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", SCRIPT, backend], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=240)

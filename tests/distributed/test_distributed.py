@@ -12,7 +12,7 @@ from gpuframe.comm import local_mesh
 from gpuframe.ops.partition import partition_ids
 
 from ..common.data import DTYPES, random_table
-from .helpers import BACKENDS, concat, run_ranks, same_rows
+from .helpers import BACKENDS, concat, require, run_ranks, same_rows
 from .oracle import key_frame, merge_oracle, to_arrow
 
 pytestmark = pytest.mark.distributed
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.distributed
                 ids=[f"{b}-{n}ranks" for b in BACKENDS for n in (1, 2, 3)])
 def mesh(request):
     backend, size = request.param
-    comms = local_mesh(size, backend, timeout=60)
+    comms = local_mesh(size, require(backend), timeout=60)
     yield comms
     for c in comms:
         c.close()
