@@ -231,7 +231,7 @@ _E2 = _ro(np.zeros((0, 0), np.int64))
 _ROWS_PER_PARTITION = 4096
 _MAX_PARTITION_BITS = 12
 _BIG_PROBE_ROWS = 1 << 25
-_BIG_PROBE_PARTITION_BITS = 10
+_BIG_PROBE_PARTITION_BITS = 9
 # Probe rows per work item: small enough to spread a hot partition over every thread.
 _ITEM_ROWS = 16384
 # In-place probing (no probe scatter) when the build side's tables and keys take at most this

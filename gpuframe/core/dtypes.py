@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 
@@ -26,6 +28,7 @@ SUPPORTED_DESCRIPTION = (
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def layout_of(dtype: pa.DataType) -> Layout:
     if pa.types.is_dictionary(dtype):
         return Layout.DICTIONARY

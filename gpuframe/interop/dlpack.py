@@ -172,14 +172,22 @@ def table_to_torch(table: Table, nulls: Literal["raise", "mask"] = "raise"
         raise ValueError(f"nulls must be 'raise' or 'mask', got {nulls!r}")
     torch = _torch()
     # validate every column before exporting any, so that an error leaves nothing half-done
+    on_cpu = not table.device.is_cuda
+    sources = []
     for name, col in table.items():
         _check_exportable(col, name, copy=None)
         if nulls == "raise" and col.has_nulls:
             raise _null_error(col, name)
+        # CPU: the array to export now; CUDA: exported later through the stream handshake
+        sources.append((name, col, _tensor_source(col, name, copy=None) if on_cpu else None))
     out: dict[str, Any] = {}
     with _on_device(table.device):  # the unpacked masks are exported by CuPy from the table's GPU
-        for name, col in table.items():
-            values = torch.from_dlpack(_Exporter(col, name, allow_nulls=True))
+        for name, col, src in sources:
+            if on_cpu:
+                # host memory: numpy's own DLPack export, no stream handshake to drive
+                values = torch.from_dlpack(src)
+            else:
+                values = torch.from_dlpack(_Exporter(col, name, allow_nulls=True))
             if nulls == "mask" and col.has_nulls:
                 valid = torch.from_dlpack(memory.view_as(col.validity_bytes(), np.bool_))
                 out[name] = (values, valid)
