@@ -213,7 +213,13 @@ def _validity_words(col: Column, device: Device) -> Any:
 
 def _plan_merge(left: Table, right: Table, pairs: list[KeyPair], how: str, suffixes: tuple[str, str],
                 fast: bool, device: Device):
-    """Output columns, carried words and output rows of a merge."""
+    """Output columns, carried words and output rows of a merge.
+
+    On the CPU, every fixed-width column travels through the join kernel as int64 words and is
+    written in the probe pass. On CUDA, every column but the merged keys is gathered on the
+    device from the gather maps (:func:`gather_column`: every type, validity included), so that
+    no output column makes a round trip through host memory.
+    """
     carry = {"left": [], "right": []}
     rows: list[tuple[int, int, int]] = []
     cols: list[_OutCol] = []
@@ -303,7 +309,7 @@ def _plan_merge(left: Table, right: Table, pairs: list[KeyPair], how: str, suffi
                 cols.append(_OutCol(name, "words", out_t, "", None, vr, vrow, enc, pair.family, pair))
             continue
         oname = out_name(name, "left")
-        if _is_word_column(col):
+        if _is_word_column(col) and not device.is_cuda:
             cols.append(side_word_column("left", name, col, oname, pair if name in lkeys else None))
         else:
             cols.append(_OutCol(oname, "gather", col.dtype, "left", col, src_name=name))
@@ -313,7 +319,7 @@ def _plan_merge(left: Table, right: Table, pairs: list[KeyPair], how: str, suffi
         col = right[name]
         pair = rkeys.get(name)
         oname = out_name(name, "right")
-        if _is_word_column(col):
+        if _is_word_column(col) and not device.is_cuda:
             cols.append(side_word_column("right", name, col, oname, pair))
         else:
             cols.append(_OutCol(oname, "gather", col.dtype, "right", col, src_name=name))
@@ -501,6 +507,12 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
                 vals = res.rows[c.value_row].view(physical_numpy_dtype(c.dtype))
                 out.append((c.name, Column(c.dtype, total, Buffer(vals, CPU), None, None, None, 0, 0)))
                 continue
+            if run_dev.is_cuda and _device_word_view(c):
+                # a merged 8-byte key without nulls: its words are its values, on the device
+                vals = memory.view_as(res.rows[c.value_row], physical_numpy_dtype(c.dtype))
+                col = Column(c.dtype, total, Buffer(vals, run_dev), None, None, None, 0, 0)
+                out.append((c.name, col if run_dev == dev else col.to(dev)))
+                continue
             if hrows is None:
                 hrows = _to_host_rows(res.rows, run_dev) if on_host else res.rows
             words = hrows[c.value_row]
@@ -522,6 +534,20 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
             src = (left if c.side == "left" else right)[c.src_name]
             out.append((c.name, gather_column(src, memory.to_device(idx, dev), check_bounds=False)))
     return Table(out, total)
+
+
+def _device_word_view(c: _OutCol) -> bool:
+    """A merged key whose output words are its values bit for bit: 8 bytes, no nulls, and either
+    its own bits or a key word of the same type (int64/uint64/timestamp raw or as key words, float64
+    as its canonical bits)."""
+    if c.valid_row >= 0 or not _is_word_column_type(c.dtype):
+        return False
+    phys = physical_numpy_dtype(c.dtype)
+    if phys.itemsize != 8:
+        return False
+    if c.encoding == "raw":
+        return True
+    return c.family != "float" or phys == np.float64
 
 
 def _is_word_column_type(t: pa.DataType) -> bool:

@@ -267,7 +267,12 @@ def _fast_side(col: Column, pair: KeyPair, device: Device) -> SideKeys:
         zero_copy = pa.types.is_float64(col.dtype)
     else:
         zero_copy = col.layout == Layout.FIXED and col.data.dtype.itemsize == 8
-    if zero_copy and col.device == device:
+    if (not zero_copy and device.is_cuda and col.device == device and col.layout == Layout.FIXED
+            and not pair.range_checked and not key_has_nulls(col)):
+        # a narrower fixed-width key on the GPU: widened there (sign-extended, or to float64)
+        keys = _widen_on_device(col, np.float64 if pair.family == "float" else np.int64, device)
+        valid = memory.to_device(np.zeros(0, np.uint8), device)
+    elif zero_copy and col.device == device:
         keys = memory.view_as(col.values(), np.uint64)
         valid_dev = col.validity_bytes() if col.has_nulls else None
         if pair.range_checked:
@@ -290,6 +295,17 @@ def _fast_side(col: Column, pair: KeyPair, device: Device) -> SideKeys:
     w, st, en, ch = _empty_verify(device)
     kmode = KMODE_F64 if pair.family == "float" else KMODE_BITS
     return SideKeys(n, keys, valid, kmode, False, w, st, en, ch)
+
+
+def _widen_on_device(col: Column, dtype: Any, device: Device) -> Any:
+    """The values of a fixed-width device column converted to ``dtype`` (int64: sign- or
+    zero-extended; float64: exact for float32) by a CUDA kernel, as uint64 words."""
+    from ..kernels.gather import cuda_kernels
+    from ..kernels.launch import launch
+
+    out = memory.empty(len(col), dtype, device)
+    launch(cuda_kernels()["cast_copy"], len(col), col.values(), out)
+    return memory.view_as(out, np.uint64)
 
 
 def _general_side(cols: Sequence[Column], pairs: Sequence[KeyPair], flag_pairs: Sequence[bool],
