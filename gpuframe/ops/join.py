@@ -507,9 +507,8 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
                 vals = res.rows[c.value_row].view(physical_numpy_dtype(c.dtype))
                 out.append((c.name, Column(c.dtype, total, Buffer(vals, CPU), None, None, None, 0, 0)))
                 continue
-            if run_dev.is_cuda and _device_word_view(c):
-                # a merged 8-byte key without nulls: its words are its values, on the device
-                vals = memory.view_as(res.rows[c.value_row], physical_numpy_dtype(c.dtype))
+            vals = _device_key_values(c, res.rows[c.value_row], total, run_dev) if run_dev.is_cuda else None
+            if vals is not None:
                 col = Column(c.dtype, total, Buffer(vals, run_dev), None, None, None, 0, 0)
                 out.append((c.name, col if run_dev == dev else col.to(dev)))
                 continue
@@ -536,18 +535,25 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
     return Table(out, total)
 
 
-def _device_word_view(c: _OutCol) -> bool:
-    """A merged key whose output words are its values bit for bit: 8 bytes, no nulls, and either
-    its own bits or a key word of the same type (int64/uint64/timestamp raw or as key words, float64
-    as its canonical bits)."""
+def _device_key_values(c: _OutCol, words: Any, n: int, device: Device) -> Optional[Any]:
+    """A merged key's values made from its int64 output words on the GPU, the conversion the
+    host does in :func:`_words_to_values` (8 bytes: a view; narrower: a cast kernel), or None
+    where the host must do it (nulls, bool, string)."""
     if c.valid_row >= 0 or not _is_word_column_type(c.dtype):
-        return False
+        return None
     phys = physical_numpy_dtype(c.dtype)
-    if phys.itemsize != 8:
-        return False
-    if c.encoding == "raw":
-        return True
-    return c.family != "float" or phys == np.float64
+    floats = c.encoding == "word" and c.family == "float"
+    if floats and phys.kind != "f":
+        return None
+    src = memory.view_as(words, np.float64) if floats else words
+    if phys.itemsize == 8:
+        return memory.view_as(src, phys)
+    from ..kernels.gather import cuda_kernels
+    from ..kernels.launch import launch
+
+    out = memory.empty(n, phys, device)
+    launch(cuda_kernels()["cast_copy"], n, src, out)   # the value fits: it is one side's own key
+    return out
 
 
 def _is_word_column_type(t: pa.DataType) -> bool:
