@@ -36,7 +36,7 @@ SIZES = {
 }
 DEFAULT_PEERS = ["pandas", "polars", "duckdb", "pyarrow"]
 # Every peer a benchmark may be asked for (``--peers``); unknown names are a usage error.
-KNOWN_PEERS = ["pandas", "polars", "duckdb", "pyarrow", "cudf", "dask"]
+KNOWN_PEERS = ["pandas", "polars", "duckdb", "pyarrow", "cudf", "dask", "cupy"]
 # Benchmark modules (``benchmarks/<name>.py``) in the order ``benchmarks/all.py`` runs them.
 BENCHMARKS = ["join", "partition", "shuffle", "dask_merge", "dlpack"]
 
@@ -197,18 +197,23 @@ def arg_parser(description: str, default_rows: str = "small") -> argparse.Argume
     p.add_argument("--runs", type=int, default=5, help="timed runs per engine (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--peers", default=",".join(DEFAULT_PEERS), help="comma-separated peers")
+    p.add_argument("--peers", default=",".join(DEFAULT_PEERS),
+                   help="comma-separated peers, or 'none' (cupy: the CUDA join's sort-based join)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=None, help="JSON results file (default: print only)")
     return p
 
 
 def parse_peers(text: str) -> list[str]:
-    """``"pandas,polars"`` -> ``["pandas", "polars"]``; unknown names raise ``ValueError``."""
+    """``"pandas,polars"`` -> ``["pandas", "polars"]``; ``"none"`` -> ``[]`` (gpuframe alone);
+    unknown names raise ``ValueError``."""
     peers = [p.strip().lower() for p in str(text).split(",") if p.strip()]
+    if peers == ["none"]:
+        return []
     unknown = [p for p in peers if p not in KNOWN_PEERS]
     if unknown:
-        raise ValueError(f"peers must be a comma-separated subset of {','.join(KNOWN_PEERS)}, got {text!r}")
+        raise ValueError(f"peers must be 'none' or a comma-separated subset of {','.join(KNOWN_PEERS)}, "
+                         f"got {text!r}")
     return list(dict.fromkeys(peers))
 
 

@@ -376,14 +376,22 @@ def run_cuda(cfg: BenchConfig) -> list[dict]:
     got = (int(res[0].shape[0]),) + tuple(int(cp.asnumpy(x).view(np.uint64).sum(dtype=np.uint64)) for x in res)
     _check("cupy sort-join", got, want, "cuda_int64")
     del res
+    peer_results = [summarize("cupy", t_cupy, n_out, "sort_join")]
+    if "cudf" in cfg.peers and peer_available("cudf"):
+        import cudf
+
+        cp_, cb_ = cudf.DataFrame.from_arrow(probe), cudf.DataFrame.from_arrow(build)
+        t_cudf, res = timed(lambda: cp_.merge(cb_, on="k", how="inner"))
+        _check("cudf", answer(res.to_arrow()), want, "cuda_int64")
+        del res, cp_, cb_
+        peer_results.append(summarize("cudf", t_cudf, n_out, "merge"))
 
     big = cp.empty(1 << 27, dtype=cp.int64)  # 1 GiB
     dst = cp.empty_like(big)
     t_copy, _ = timed(lambda: dst.__setitem__(slice(None), big))
     bw = 2 * big.nbytes / min(t_copy)
     results = [summarize("gpuframe", t_maps, n_out, "gather_maps"),
-               summarize("gpuframe", t_merge, n_out, "materialised"),
-               summarize("cupy", t_cupy, n_out, "sort_join")]
+               summarize("gpuframe", t_merge, n_out, "materialised")] + peer_results
     props = cp.cuda.runtime.getDeviceProperties(0)
     return [make_record(BENCH, "cuda_int64_inner", {"rows": n, "device": str(props["name"]),
                                                     "copy_bandwidth_gb_s": bw / 1e9},

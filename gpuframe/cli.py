@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"rows of the main table: a count (10M, 2.5k) or one of {', '.join(SIZES)} (default: small)")
     g.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where gpuframe runs (default: cpu)")
     g.add_argument("--peers", type=_peers, default=list(DEFAULT_PEERS), metavar="LIST",
-                   help=f"comma-separated peers from {','.join(KNOWN_PEERS)} (default: {','.join(DEFAULT_PEERS)})")
+                   help=f"comma-separated peers from {','.join(KNOWN_PEERS)}, or none (default: {','.join(DEFAULT_PEERS)})")
     g.add_argument("--workers", type=_positive("--workers"), default=2, metavar="N",
                    help="Dask workers for the distributed benchmarks (default: 2)")
     g.add_argument("--runs", type=_positive("--runs"), default=5, metavar="N",

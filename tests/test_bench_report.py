@@ -142,6 +142,7 @@ def test_common_helpers():
         with pytest.raises(ValueError, match="rows"):
             parse_rows(bad)
     assert parse_peers("pandas, Polars,pandas") == ["pandas", "polars"]
+    assert parse_peers("none") == [] and parse_peers("cupy") == ["cupy"]
     with pytest.raises(ValueError, match="peers must be .* got 'pandas,spark'"):
         parse_peers("pandas,spark")
     assert format_seconds(0.0001234) == "123 µs" and format_seconds(0.0456) == "45.6 ms"
