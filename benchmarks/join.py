@@ -392,8 +392,9 @@ def run_cuda(cfg: BenchConfig) -> list[dict]:
     bw = 2 * big.nbytes / min(t_copy)
     results = [summarize("gpuframe", t_maps, n_out, "gather_maps"),
                summarize("gpuframe", t_merge, n_out, "materialised")] + peer_results
-    props = cp.cuda.runtime.getDeviceProperties(0)
-    return [make_record(BENCH, "cuda_int64_inner", {"rows": n, "device": str(props["name"]),
+    name = cp.cuda.runtime.getDeviceProperties(0)["name"]
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return [make_record(BENCH, "cuda_int64_inner", {"rows": n, "device": name,
                                                     "copy_bandwidth_gb_s": bw / 1e9},
                         results, checked=True, target_ratio=None)]
 

@@ -248,10 +248,16 @@ def copy_short(dst, src, n):
     if n > 64:
         copy_bytes(dst, src, n)
         return
+    if n >= 8:
+        k = 0
+        while k + 8 <= n:
+            store_u64_at(dst + k, load_u64_at(src + k))
+            k += 8
+        if k < n:
+            # the last 8 bytes, overlapping the ones just copied: one load and store for the tail
+            store_u64_at(dst + n - 8, load_u64_at(src + n - 8))
+        return
     k = 0
-    while k + 8 <= n:
-        store_u64_at(dst + k, load_u64_at(src + k))
-        k += 8
     while k < n:
         store_u8_at(dst + k, load_u8_at(src + k))
         k += 1
@@ -462,22 +468,28 @@ _BATCH = 8
 
 
 @njit(inline="always")
-def _find_batch(i, pkeys, kmode, pshift, b0, t0, tmask, bkeys, tables, ws, ss, gs):
-    """``gs[k]`` = the match of fast-path probe position ``i + k`` (``k < _BATCH``) in one
-    partition's table: the hashes, slots and first table loads of the whole batch are
-    independent, so their cache misses overlap instead of queueing behind each other."""
+def _find_batch(i, hi, pkeys, kmode, pshift, b0, t0, tmask, bkeys, tables, ws, ss, gs, verify,
+                vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch, pf, pch):
+    """``gs[k]`` = the match of probe position ``i + k`` (``k < _BATCH``) in one partition's
+    table: the hashes, slots and first table loads of the whole batch are independent, so their
+    cache misses overlap instead of queueing behind each other. A general key (``verify``) is
+    confirmed against the normalised key after its hash word matches; the key bytes of the row
+    :data:`_PREFETCH_ROWS` ahead (below ``hi``) are prefetched."""
     for k in range(_BATCH):
         w = canon_word(pkeys[i + k], kmode)
         ws[k] = w
         s = slot_of(word_hash(w), pshift, tmask)
         ss[k] = s
         gs[k] = tables[t0 + s]
+        if pf and i + k + _PREFETCH_ROWS < hi:
+            prefetch(pch + vp_st[0, i + k + _PREFETCH_ROWS])
     for k in range(_BATCH):
         t = gs[k]
         g = np.int64(-1)
         s = ss[k]
         while t != EMPTY:
-            if canon_word(bkeys[b0 + t], kmode) == ws[k]:
+            if canon_word(bkeys[b0 + t], kmode) == ws[k] and (
+                    not verify or rows_equal_cpu(vb_w, vb_st, vb_en, vb_ch, b0 + t, vp_w, vp_st, vp_en, vp_ch, i + k)):
                 g = b0 + np.int64(t)
                 break
             s = (s + 1) & np.int64(tmask)
@@ -548,7 +560,7 @@ def probe_count(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
         hi = ihi[it]
         ib0, inb, it0, itmask = _item_partition(part, nparts, bstarts, toffs)
         lo = ilo[it]
-        batched = part >= 0 and inb != 0 and not verify
+        batched = part >= 0 and inb != 0 and not verify   # general keys: measured slower batched here
         batched_any = part < 0 and not verify
         ws = np.empty(_BATCH, np.uint64)
         ss = np.empty(_BATCH, np.int64)
@@ -559,7 +571,8 @@ def probe_count(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
         i0 = lo
         while i0 < hi:
             if batched and i0 + _BATCH <= hi:
-                _find_batch(i0, pkeys, kmode, pshift, ib0, it0, itmask, bkeys, tables, ws, ss, gs)
+                _find_batch(i0, hi, pkeys, kmode, pshift, ib0, it0, itmask, bkeys, tables, ws, ss, gs, verify,
+                            vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch, pf, pch)
                 nk = _BATCH
             elif batched_any and i0 + _BATCH <= hi:
                 _find_batch_any(i0, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
@@ -766,7 +779,7 @@ def probe_direct(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
         for c in range(nstr):
             spos[c] = cap_bytes[it, c]
         o = lo
-        batched = part >= 0 and inb != 0 and not verify
+        batched = part >= 0 and inb != 0
         batched_any = part < 0 and not verify
         ws = np.empty(_BATCH, np.uint64)
         ss = np.empty(_BATCH, np.int64)
@@ -777,7 +790,8 @@ def probe_direct(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
         i0 = lo
         while i0 < hi:
             if batched and i0 + _BATCH <= hi:
-                _find_batch(i0, pkeys, kmode, pshift, ib0, it0, itmask, bkeys, tables, ws, ss, gs)
+                _find_batch(i0, hi, pkeys, kmode, pshift, ib0, it0, itmask, bkeys, tables, ws, ss, gs, verify,
+                            vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch, pf, pch)
                 nk = _BATCH
             elif batched_any and i0 + _BATCH <= hi:
                 _find_batch_any(i0, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,

@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..core import memory
-from ..core.device import Device
+from ..core.device import Device, launch_context
 from ..ops.keys import SideKeys
 from .registry import register
 
@@ -882,8 +882,13 @@ def _select_rows(flags: Any, want: int, dev: Device) -> tuple[Any, int]:
 def cuda_join(req: JoinRequest) -> JoinResult:
     from ..core.memory import array_device
 
+    dev = array_device(req.left.valid)
+    with launch_context(dev):
+        return _cuda_join(req, dev)
+
+
+def _cuda_join(req: JoinRequest, dev: Device) -> JoinResult:
     L, R = req.left, req.right
-    dev = array_device(L.valid)
     k = _cuda()
     _row_hash_cuda(L, dev)
     _row_hash_cuda(R, dev)

@@ -35,7 +35,7 @@ from gpuframe.kernels import partition as PK
 from ..core import memory
 from ..core.buffer import Buffer
 from ..core.column import Column
-from ..core.device import CPU, Device, cudasim_enabled
+from ..core.device import CPU, Device, cudasim_enabled, launch_context
 from ..core.dtypes import Layout, offsets_dtype, physical_numpy_dtype
 from ..core.table import Table
 from .registry import register
@@ -366,16 +366,7 @@ def _cpu_threads(rows: int) -> Iterator[None]:
         numba.set_num_threads(before)
 
 
-@contextlib.contextmanager
-def _on_device(device: Device) -> Iterator[None]:
-    """Make ``device`` numba's current CUDA device for the launches inside (no-op elsewhere)."""
-    if device.is_cuda and not cudasim_enabled():
-        from numba import cuda
-
-        with cuda.gpus[device.id]:
-            yield
-    else:
-        yield
+_on_device = launch_context
 
 
 # --------------------------------------------------------------------------- hashing

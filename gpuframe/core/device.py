@@ -1,10 +1,11 @@
 """Devices: where a buffer lives (host memory or a CUDA GPU) and how we find out what is present."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Iterator, Literal, Union
 
 DeviceKind = Literal["cpu", "cuda"]
 
@@ -112,3 +113,17 @@ def require_cuda(device: Device) -> None:
         raise NoGPUError(f"cannot use {device}: no CUDA GPU was found; {CUDA_INSTALL_HINT}")
     if device.id >= n:
         raise NoGPUError(f"cannot use {device}: only {n} CUDA GPU(s) are visible")
+
+
+@contextlib.contextmanager
+def launch_context(device: "Device") -> Iterator[None]:
+    """Make ``device`` numba's current CUDA device for the kernel launches inside (the buffers of
+    a ``cuda:1`` table live on GPU 1; numba would otherwise launch on GPU 0). A no-op on the
+    CPU and under the simulator."""
+    if device.is_cuda and not cudasim_enabled():
+        from numba import cuda
+
+        with cuda.gpus[device.id]:
+            yield
+    else:
+        yield

@@ -31,7 +31,7 @@ from ..backends.registry import resolve
 from ..core import memory
 from ..core.buffer import Buffer
 from ..core.column import Column, pack_bits
-from ..core.device import CPU, Device
+from ..core.device import CPU, Device, launch_context
 from ..core.dtypes import Layout, physical_numpy_dtype
 from ..core.table import Table
 from .keys import KeyPair, prepare_keys, resolve_key_pairs
@@ -552,7 +552,8 @@ def _device_key_values(c: _OutCol, words: Any, n: int, device: Device) -> Option
     from ..kernels.launch import launch
 
     out = memory.empty(n, phys, device)
-    launch(cuda_kernels()["cast_copy"], n, src, out)   # the value fits: it is one side's own key
+    with launch_context(device):
+        launch(cuda_kernels()["cast_copy"], n, src, out)   # the value fits: it is one side's own key
     return out
 
 

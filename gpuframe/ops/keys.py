@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from ..core import memory
 from ..core.column import Column
-from ..core.device import Device
+from ..core.device import Device, launch_context
 from ..core.dtypes import Layout
 from ..core.table import Table
 
@@ -304,7 +304,8 @@ def _widen_on_device(col: Column, dtype: Any, device: Device) -> Any:
     from ..kernels.launch import launch
 
     out = memory.empty(len(col), dtype, device)
-    launch(cuda_kernels()["cast_copy"], len(col), col.values(), out)
+    with launch_context(device):
+        launch(cuda_kernels()["cast_copy"], len(col), col.values(), out)
     return memory.view_as(out, np.uint64)
 
 
