@@ -21,12 +21,21 @@ from gpuframe.core.buffer import Buffer
 from gpuframe.core.column import Column
 from gpuframe.core.device import CPU, Device
 from gpuframe.core.dtypes import Layout, layout_of, offsets_dtype, physical_numpy_dtype
+from gpuframe.core.hostcache import host_cache
 from gpuframe.core.table import Table
 
 from .base import Communicator, FrameSpec
 from .errors import CommError
 from .wire import (_unpack_column, check_header, column_frame_kinds, describe_schema_difference, pack_tables,
                    same_schema)
+
+
+def _recv_empty(n: int, dtype: Any, device: Any) -> Any:
+    """A receive buffer: host memory from the caching allocator (fresh pages cost about
+    1 s per GiB to fault in on some hosts, every exchange again), device memory from CuPy's pool."""
+    if getattr(device, "is_cuda", False):
+        return memory.empty(n, dtype, device)
+    return host_cache().empty(n, dtype)
 
 
 @dataclass
@@ -68,7 +77,7 @@ class _Assembler:
         for c, fld in enumerate(self.schema):
             lay = layout_of(fld.type)
             if lay in (Layout.FIXED, Layout.DICTIONARY):
-                self.data[c] = memory.empty(total, physical_numpy_dtype(fld.type), self.device)
+                self.data[c] = _recv_empty(total, physical_numpy_dtype(fld.type), self.device)
 
         dest: list[list[Any]] = []
         row = 0
@@ -115,7 +124,7 @@ class _Assembler:
                     raise CommError(
                         f"string column {fld.name!r} would receive {char_totals[c]} bytes of text, more than "
                         f"a {fld.type} column can address; cast it to large_string before the exchange")
-                self.data[c] = memory.empty(char_totals[c], np.uint8, self.device)
+                self.data[c] = _recv_empty(char_totals[c], np.uint8, self.device)
         return [[self.data[d[1]][d[2]:d[2] + d[3]] if isinstance(d, tuple) else d for d in out] for out in dest]
 
     # ------------------------------------------------------------------ after the data arrived
