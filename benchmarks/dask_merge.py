@@ -24,22 +24,21 @@ from typing import Any, Optional, Sequence
 try:  # installed as gpuframe.benchmarks, or run as a script from benchmarks/
     from .common import BenchConfig, arg_parser, config_from_args, format_rows, make_record, summarize, write_results
     from . import shuffle as shuffle_mod
-    from .shuffle import (DASK_VARIANTS, PARTITION_ROWS, _dask_peers, _protocol, add_cluster_args, apply_cluster_args,
-                          bench_cluster, check, fingerprint, make_frame, release, split_summary, timed, timed_persist)
+    from .shuffle import (PARTITION_ROWS, _protocol, add_cluster_args, apply_cluster_args, bench_cluster,
+                          dask_variant_results, fingerprint, make_frame, release, split_summary, timed)
 except ImportError:  # pragma: no cover - script mode
     from common import (BenchConfig, arg_parser, config_from_args, format_rows,  # type: ignore[no-redef]
                         make_record, summarize, write_results)
     import shuffle as shuffle_mod  # type: ignore[no-redef]
-    from shuffle import (DASK_VARIANTS, PARTITION_ROWS, _dask_peers, _protocol,  # type: ignore[no-redef]
-                         add_cluster_args, apply_cluster_args, bench_cluster, check, fingerprint, make_frame,
-                         release, split_summary, timed, timed_persist)
+    from shuffle import (PARTITION_ROWS, _protocol, add_cluster_args,  # type: ignore[no-redef]
+                         apply_cluster_args, bench_cluster, dask_variant_results, fingerprint, make_frame,
+                         release, split_summary, timed)
 
 BENCHMARK = "dask_merge"
 TARGET_VS_P2P = 3.0
 
 
 def run(cfg: BenchConfig) -> list[dict]:
-    import dask
     import dask.dataframe as dd
 
     import gpuframe.dask as gdask
@@ -67,17 +66,8 @@ def run(cfg: BenchConfig) -> list[dict]:
         box = [result]
         del result
         release(client, box)
-        if _dask_peers(cfg):
-            for method, conf, name in DASK_VARIANTS:
-                cfg.say(f"dask_merge: dask {name}")
-                with dask.config.set({"dataframe.shuffle.method": method, **conf}):
-                    t, res = timed_persist(client, lambda m=method: dd.merge(left, right, on="key", shuffle_method=m),
-                                           cfg.runs, cfg.warmup)
-                    check(f"dask/{name}", fingerprint(res), expect)
-                    box = [res]
-                    del res
-                    release(client, box)
-                results.append(summarize("dask", t, cfg.rows, name))
+        results += dask_variant_results(cfg, client, "dask_merge",
+                                        lambda m: dd.merge(left, right, on="key", shuffle_method=m), expect)
         params = {"rows": cfg.rows, "right_rows": cfg.rows, "columns": 2, "workers": workers,
                   "device": cfg.device, "protocol": _protocol(), "ucx_progress": shuffle_mod.UCX_PROGRESS,
                   "partition_rows": PARTITION_ROWS}

@@ -30,7 +30,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -334,9 +334,28 @@ def _dask_peers(cfg: BenchConfig) -> bool:
     return "dask" in cfg.peers or set(cfg.peers) >= {"pandas", "polars", "duckdb", "pyarrow"}
 
 
-def run(cfg: BenchConfig) -> list[dict]:
+def dask_variant_results(cfg: BenchConfig, client: Any, label: str, op: Callable[[str], Any],
+                         expect: dict) -> list[dict]:
+    """Time Dask's own operation ``op(shuffle_method)`` with every variant of
+    :data:`DASK_VARIANTS` (when the peers include dask), each answer checked against ``expect``."""
     import dask
 
+    out: list[dict] = []
+    if not _dask_peers(cfg):
+        return out
+    for method, conf, name in DASK_VARIANTS:
+        cfg.say(f"{label}: dask {name}")
+        with dask.config.set({"dataframe.shuffle.method": method, **conf}):
+            t, res = timed_persist(client, lambda m=method: op(m), cfg.runs, cfg.warmup)
+            check(f"dask/{name}", fingerprint(res), expect)
+            box = [res]
+            del res
+            release(client, box)
+        out.append(summarize("dask", t, cfg.rows, name))
+    return out
+
+
+def run(cfg: BenchConfig) -> list[dict]:
     import gpuframe.dask as gdask
 
     records = []
@@ -363,17 +382,8 @@ def run(cfg: BenchConfig) -> list[dict]:
         box = [result]
         del result
         release(client, box)
-        if _dask_peers(cfg):
-            for method, conf, name in DASK_VARIANTS:
-                cfg.say(f"shuffle: dask {name}")
-                with dask.config.set({"dataframe.shuffle.method": method, **conf}):
-                    t, res = timed_persist(client, lambda m=method: ddf.shuffle("key", shuffle_method=m),
-                                           cfg.runs, cfg.warmup)
-                    check(f"dask/{name}", fingerprint(res), expect)
-                    box = [res]
-                    del res
-                    release(client, box)
-                results.append(summarize("dask", t, cfg.rows, name))
+        results += dask_variant_results(cfg, client, "shuffle", lambda m: ddf.shuffle("key", shuffle_method=m),
+                                        expect)
         params = {"rows": cfg.rows, "columns": 2, "workers": workers, "device": cfg.device,
                   "protocol": _protocol(), "ucx_progress": UCX_PROGRESS, "partition_rows": PARTITION_ROWS}
         records.append(make_record(BENCHMARK, "shuffle", params, results, checked=True))

@@ -366,7 +366,6 @@ def _cpu_threads(rows: int) -> Iterator[None]:
         numba.set_num_threads(before)
 
 
-_on_device = launch_context
 
 
 # --------------------------------------------------------------------------- hashing
@@ -414,7 +413,7 @@ def cpu_hash_rows(columns: Sequence[Column], seed: np.uint64) -> np.ndarray:
 @register("cuda", "hash_rows")
 def cuda_hash_rows(columns: Sequence[Column], seed: np.uint64) -> Any:
     dev = columns[0].device
-    with _on_device(dev):
+    with launch_context(dev):
         return hash_columns(CudaTarget(dev), columns, seed)
 
 
@@ -464,7 +463,7 @@ def cpu_check_indices(indices: np.ndarray, num_rows: int) -> tuple[int, int]:
 @register("cuda", "check_indices")
 def cuda_check_indices(indices: Any, num_rows: int) -> tuple[int, int]:
     dev = memory.array_device(indices)
-    with _on_device(dev):
+    with launch_context(dev):
         return CudaTarget(dev).check_indices(indices, num_rows)
 
 
@@ -477,7 +476,7 @@ def cpu_gather_column(column: Column, indices: np.ndarray, missing: Optional[int
 @register("cuda", "gather_column")
 def cuda_gather_column(column: Column, indices: Any, missing: Optional[int]) -> Column:
     dev = column.device
-    with _on_device(dev):
+    with launch_context(dev):
         return gather_column(CudaTarget(dev), column, indices, missing)
 
 
@@ -524,7 +523,7 @@ def _cuda_pids(t: CudaTarget, key_columns: Sequence[Column], num_partitions: int
 @register("cuda", "partition_ids")
 def cuda_partition_ids(key_columns: Sequence[Column], num_partitions: int, seed: np.uint64) -> Any:
     dev = key_columns[0].device
-    with _on_device(dev):
+    with launch_context(dev):
         return _cuda_pids(CudaTarget(dev), key_columns, num_partitions, seed)
 
 
@@ -628,7 +627,7 @@ def cuda_hash_partition(table: Table, key_columns: Sequence[Column], num_partiti
                         seed: np.uint64) -> tuple[Table, np.ndarray]:
     dev = table.device
     n = table.num_rows
-    with _on_device(dev):
+    with launch_context(dev):
         t = CudaTarget(dev)
         counts = t.zeros(num_partitions, np.int64)
         pids = _cuda_pids(t, key_columns, num_partitions, seed, counts)

@@ -31,10 +31,10 @@ from ..backends.registry import resolve
 from ..core import memory
 from ..core.buffer import Buffer
 from ..core.column import Column, pack_bits
-from ..core.device import CPU, Device, launch_context
+from ..core.device import CPU, Device
 from ..core.dtypes import Layout, physical_numpy_dtype
 from ..core.table import Table
-from .keys import KeyPair, prepare_keys, resolve_key_pairs
+from .keys import KeyPair, cast_on_device, prepare_keys, resolve_key_pairs
 
 __all__ = ["merge", "join_indices", "join_size", "HOWS"]
 
@@ -548,13 +548,7 @@ def _device_key_values(c: _OutCol, words: Any, n: int, device: Device) -> Option
     src = memory.view_as(words, np.float64) if floats else words
     if phys.itemsize == 8:
         return memory.view_as(src, phys)
-    from ..kernels.gather import cuda_kernels
-    from ..kernels.launch import launch
-
-    out = memory.empty(n, phys, device)
-    with launch_context(device):
-        launch(cuda_kernels()["cast_copy"], n, src, out)   # the value fits: it is one side's own key
-    return out
+    return cast_on_device(src, phys, n, device)   # the value fits: it is one side's own key
 
 
 def _is_word_column_type(t: pa.DataType) -> bool:

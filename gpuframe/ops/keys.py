@@ -297,16 +297,22 @@ def _fast_side(col: Column, pair: KeyPair, device: Device) -> SideKeys:
     return SideKeys(n, keys, valid, kmode, False, w, st, en, ch)
 
 
-def _widen_on_device(col: Column, dtype: Any, device: Device) -> Any:
-    """The values of a fixed-width device column converted to ``dtype`` (int64: sign- or
-    zero-extended; float64: exact for float32) by a CUDA kernel, as uint64 words."""
+def cast_on_device(src: Any, dtype: Any, n: int, device: Device) -> Any:
+    """``src[:n]`` converted to ``dtype`` element by element by a CUDA kernel on ``device``
+    (C casts: sign- or zero-extending, float32 to float64 exactly, narrowing by truncation)."""
     from ..kernels.gather import cuda_kernels
     from ..kernels.launch import launch
 
-    out = memory.empty(len(col), dtype, device)
+    out = memory.empty(n, dtype, device)
     with launch_context(device):
-        launch(cuda_kernels()["cast_copy"], len(col), col.values(), out)
-    return memory.view_as(out, np.uint64)
+        launch(cuda_kernels()["cast_copy"], n, src, out)
+    return out
+
+
+def _widen_on_device(col: Column, dtype: Any, device: Device) -> Any:
+    """The values of a fixed-width device column widened to ``dtype`` (int64 or float64), as
+    uint64 words."""
+    return memory.view_as(cast_on_device(col.values(), dtype, len(col), device), np.uint64)
 
 
 def _general_side(cols: Sequence[Column], pairs: Sequence[KeyPair], flag_pairs: Sequence[bool],
