@@ -212,38 +212,81 @@ class Column:
 
     # ------------------------------------------------------------------ arrow
     @classmethod
-    def from_arrow(cls, arr: pa.Array, name: str = "<column>") -> "Column":
+    def from_arrow(cls, arr: pa.Array, name: str = "<column>", *, validate: bool = True) -> "Column":
         """Wrap a CPU pyarrow Array without copying its buffers.
 
         A ChunkedArray of one chunk is wrapped the same way; several chunks are first combined
         into one array, which is a copy.
+
+        Parameters
+        ----------
+        arr : pyarrow.Array or pyarrow.ChunkedArray
+        name : str
+            The column's name, used in error messages.
+        validate : bool, default True
+            Check the contents (string offsets non-decreasing and within the text, dictionary
+            indices of valid rows within the dictionary, the null count against the bitmap);
+            O(rows), vectorised. ``False`` skips these for a producer you trust; the O(1)
+            structural checks (buffer sizes against offset and length, buffers present) always
+            run (see :mod:`gpuframe.core.validate`).
+
+        Raises
+        ------
+        TypeError
+            For a type gpuframe does not store.
+        ValueError
+            (:class:`gpuframe.core.validate.InvalidColumnError`) for a malformed array, naming the
+            column, what was expected and what was found.
         """
+        from .validate import check_column
+
+        return check_column(cls._wrap_arrow(arr, name), name, validate=validate)
+
+    @classmethod
+    def _wrap_arrow(cls, arr: pa.Array, name: str) -> "Column":
+        """``from_arrow`` without the checks (the caller runs them)."""
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.chunk(0) if arr.num_chunks == 1 else (
                 arr.combine_chunks() if arr.num_chunks else pa.array([], type=arr.type))
+        if not isinstance(arr, pa.Array):
+            raise TypeError(f"column {name!r}: expected a pyarrow Array or ChunkedArray, got {type(arr).__name__}")
         dtype = arr.type
         check_supported(dtype, name)
         lay = layout_of(dtype)
         bufs = arr.buffers()
+        want = 3 if lay == Layout.STRING else 2
+        if len(bufs) != want:
+            raise ValueError(f"column {name!r}: a {dtype} array has {want} buffers, got {len(bufs)}")
         validity = None
+        if bufs[0] is None and lay != Layout.DICTIONARY and arr.null_count > 0:
+            raise ValueError(f"column {name!r}: null_count is {arr.null_count} but the array has no validity "
+                             f"bitmap (expected a bitmap, or null_count 0)")
         if bufs[0] is not None and arr.null_count != 0:
             validity = Buffer(_np_from_pa_buffer(bufs[0], np.uint8), CPU, bufs[0])
         if lay == Layout.DICTIONARY:
             idx = arr.indices
             ib = idx.buffers()
-            data = Buffer(_np_from_pa_buffer(ib[1], physical_numpy_dtype(dtype)), CPU, ib[1])
+            if ib[1] is None and len(arr):
+                raise ValueError(f"column {name!r}: the dictionary indices buffer is missing "
+                                 f"(expected {idx.offset + len(idx)} indices)")
+            if ib[0] is None and idx.null_count > 0:
+                raise ValueError(f"column {name!r}: null_count is {idx.null_count} but the indices have no "
+                                 f"validity bitmap (expected a bitmap, or null_count 0)")
+            ib1 = ib[1] if ib[1] is not None else pa.py_buffer(b"")
+            data = Buffer(_np_from_pa_buffer(ib1, physical_numpy_dtype(dtype)), CPU, ib1)
             if ib[0] is not None and idx.null_count != 0:
                 validity = Buffer(_np_from_pa_buffer(ib[0], np.uint8), CPU, ib[0])
             else:
                 validity = None
-            dictionary = cls.from_arrow(arr.dictionary, name)
+            dictionary = cls._wrap_arrow(arr.dictionary, f"{name} (dictionary)")
             return cls(dtype, len(arr), data, validity, None, dictionary, idx.offset, idx.null_count)
         if lay == Layout.STRING:
             odt = offsets_dtype(dtype)
             offsets = Buffer(_np_from_pa_buffer(bufs[1], odt), CPU, bufs[1]) if bufs[1] is not None else None
             chars_buf = bufs[2] if bufs[2] is not None else pa.py_buffer(b"")
             data = Buffer(_np_from_pa_buffer(chars_buf, np.uint8), CPU, chars_buf)
-            if bufs[1] is None or bufs[1].size == 0:  # an empty array may come without offsets
+            if (bufs[1] is None or bufs[1].size == 0) and len(arr) == 0:
+                # an empty array may come without offsets
                 offsets = Buffer(np.zeros(arr.offset + len(arr) + 1, dtype=odt), CPU)
             return cls(dtype, len(arr), data, validity, offsets, None, arr.offset, arr.null_count)
         if lay == Layout.BOOL:

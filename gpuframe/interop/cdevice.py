@@ -377,7 +377,81 @@ def buffer_address(arr: ArrowArray, i: int) -> int:
 
 
 def child(arr: ArrowArray, i: int) -> ArrowArray:
+    if not 0 <= i < arr.n_children or not arr.children or not arr.children[i]:
+        raise ValueError(f"ArrowArray has {arr.n_children} children, child {i} was asked for (or is NULL)")
     return arr.children[i].contents
+
+
+def check_node(arr: ArrowArray, what: str, *, n_buffers: int, n_children: int, dictionary: bool = False,
+               required: tuple = ()) -> None:
+    """Structural checks of one imported ArrowArray node, made before anything it points to is read.
+
+    ``what`` names the node in the error; ``required`` lists the buffers that must not be NULL
+    when the node has rows (buffer 0, the validity bitmap, is required when ``null_count > 0``).
+    Raises ``ValueError`` with the expected and the actual value.
+    """
+    length, offset, nulls = int(arr.length), int(arr.offset), int(arr.null_count)
+    if length < 0:
+        raise ValueError(f"{what}: length must be >= 0, got {length}")
+    if offset < 0:
+        raise ValueError(f"{what}: offset must be >= 0, got {offset}")
+    if nulls < -1 or nulls > length:
+        raise ValueError(f"{what}: null_count must be in [-1, {length}] (length {length}), got {nulls}")
+    if arr.n_buffers != n_buffers:
+        raise ValueError(f"{what}: expected {n_buffers} buffers, the ArrowArray has {arr.n_buffers}")
+    if n_buffers and not arr.buffers:
+        raise ValueError(f"{what}: the buffers pointer is NULL, expected an array of {n_buffers} buffer pointers")
+    if arr.n_children != n_children:
+        raise ValueError(f"{what}: expected {n_children} children, the ArrowArray has {arr.n_children}")
+    if n_children and not arr.children:
+        raise ValueError(f"{what}: the children pointer is NULL, expected {n_children} children")
+    for i in range(n_children):
+        if not arr.children[i]:
+            raise ValueError(f"{what}: child {i} is NULL")
+    if dictionary and not arr.dictionary:
+        raise ValueError(f"{what}: a dictionary type needs a dictionary ArrowArray, got NULL")
+    if not dictionary and arr.dictionary:
+        raise ValueError(f"{what}: the type has no dictionary, but the ArrowArray carries one")
+    if nulls > 0 and not arr.buffers[0]:
+        raise ValueError(f"{what}: null_count is {nulls} but the validity buffer is NULL")
+    if length > 0:
+        for i in required:
+            if not arr.buffers[i]:
+                raise ValueError(f"{what}: buffer {i} is NULL, expected memory for {length} rows")
+
+
+_LIBCUDA: list = []
+
+
+def _libcuda() -> Any:
+    if not _LIBCUDA:
+        try:
+            lib = ctypes.CDLL("libcuda.so.1" if sys.platform != "win32" else "nvcuda.dll")
+            fn = lib.cuMemGetAddressRange_v2
+            fn.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_size_t), ctypes.c_uint64]
+            fn.restype = c_int
+            _LIBCUDA.append(fn)
+        except (OSError, AttributeError):
+            _LIBCUDA.append(None)
+    return _LIBCUDA[0]
+
+
+def check_device_range(ptr: int, nbytes: int, device_id: int) -> None:
+    """Raise ``ValueError`` unless ``[ptr, ptr + nbytes)`` lies inside one allocation of device memory
+    (asked of the CUDA driver, ``cuMemGetAddressRange``), so that a producer's wrong length can never
+    make a kernel read past its allocation. Call with the device's context current."""
+    fn = _libcuda()
+    if fn is None:  # pragma: no cover - a CUDA import without a driver cannot happen
+        raise ValueError("cannot check a CUDA buffer's bounds: libcuda was not found")
+    base, size = ctypes.c_uint64(0), ctypes.c_size_t(0)
+    rc = fn(ctypes.byref(base), ctypes.byref(size), ctypes.c_uint64(ptr))
+    if rc != 0:
+        raise ValueError(f"ArrowDeviceArray buffer at 0x{ptr:x} ({nbytes} bytes) is not in device memory of "
+                         f"cuda:{device_id} (cuMemGetAddressRange returned {rc})")
+    end = base.value + size.value
+    if ptr + nbytes > end:
+        raise ValueError(f"ArrowDeviceArray buffer at 0x{ptr:x} needs {nbytes} bytes, its allocation ends "
+                         f"{end - ptr} bytes after it")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,7 +543,8 @@ def stream_capsule(fill_schema: Callable[[ArrowSchema], None],
 __all__ = [
     "ARROW_DEVICE_CPU", "ARROW_DEVICE_CUDA", "ARROW_FLAG_DICTIONARY_ORDERED", "ARROW_FLAG_NULLABLE",
     "ArrowArray", "ArrowArrayStream", "ArrowDeviceArray", "ArrowSchema", "ImportedDeviceArray",
-    "attach", "buffer_address", "capsule_pointer", "child", "fill_array", "fill_schema",
+    "attach", "buffer_address", "capsule_pointer", "check_device_range", "check_node", "child",
+    "fill_array", "fill_schema",
     "live_exports", "new_capsule", "peek_device", "schema_format", "schema_name", "stream_capsule",
 ]
 
