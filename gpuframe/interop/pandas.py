@@ -26,7 +26,7 @@ def _pandas() -> Any:
 
 
 def from_pandas(df: "pandas.DataFrame", device: DeviceLike = None, *, preserve_index: bool = False,
-                schema: Optional[pa.Schema] = None) -> Table:
+                schema: Optional[pa.Schema] = None, validate: bool = True) -> Table:
     """A :class:`Table` from a pandas DataFrame (or Series), converted by pyarrow.
 
     Parameters
@@ -42,6 +42,9 @@ def from_pandas(df: "pandas.DataFrame", device: DeviceLike = None, *, preserve_i
         The Arrow types to convert to (as in ``pyarrow.Table.from_pandas``). Needed where pandas
         holds no type: an empty ``object`` column (e.g. dates) or an empty categorical has type
         ``null`` otherwise, which gpuframe refuses.
+    validate : bool, default True
+        Check the contents of every column pyarrow produced (as :func:`gpuframe.from_arrow`);
+        ``False`` skips the O(rows) checks, the structural ones always run.
 
     Returns
     -------
@@ -64,7 +67,7 @@ def from_pandas(df: "pandas.DataFrame", device: DeviceLike = None, *, preserve_i
     if schema is not None and not isinstance(schema, pa.Schema):
         raise TypeError(f"schema must be a pyarrow.Schema or None, got {type(schema).__name__}")
     tbl = pa.Table.from_pandas(df, preserve_index=preserve_index, schema=schema)
-    return from_arrow(tbl.replace_schema_metadata(None), device)
+    return from_arrow(tbl.replace_schema_metadata(None), device, validate=validate)
 
 
 def _masked_dtypes(pd: Any) -> dict[pa.DataType, Any]:

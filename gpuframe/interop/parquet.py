@@ -15,7 +15,8 @@ __all__ = ["read_parquet", "write_parquet"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def read_parquet(path: PathLike, columns: Optional[Sequence[str]] = None, device: DeviceLike = None) -> Table:
+def read_parquet(path: PathLike, columns: Optional[Sequence[str]] = None, device: DeviceLike = None, *,
+                 validate: bool = True) -> Table:
     """Read a Parquet file (or a directory of them, hive-partitioned or not) into a :class:`Table`.
 
     Parameters
@@ -27,6 +28,9 @@ def read_parquet(path: PathLike, columns: Optional[Sequence[str]] = None, device
     device : "cpu", "cuda", "cuda:N" or Device, optional
         Where the result lives (default: the CPU). Reading is done on the host; a CUDA table is a
         copy of the host table.
+    validate : bool, default True
+        Check the contents of every column pyarrow produced (as :func:`gpuframe.from_arrow`);
+        ``False`` skips the O(rows) checks, the structural ones always run.
 
     Returns
     -------
@@ -58,7 +62,7 @@ def read_parquet(path: PathLike, columns: Optional[Sequence[str]] = None, device
         if missing:
             raise KeyError(f"columns {missing} are not in {os.fspath(path)!r}; it has {available}")
     tbl = pq.read_table(path, columns=columns)
-    return from_arrow(tbl.replace_schema_metadata(None), device)
+    return from_arrow(tbl.replace_schema_metadata(None), device, validate=validate)
 
 
 def write_parquet(table: Table, path: PathLike, **kwargs: Any) -> None:
