@@ -53,7 +53,14 @@ def test_device_array_export_has_cuda_fields_and_a_real_event(cp):
     assert cp.cuda.runtime.eventQuery(event) == 0  # cudaSuccess: recorded work is complete
     for i, col in enumerate(t.columns):
         child = d.array.children[i].contents
-        assert child.buffers[1] == col.data.ptr and child.offset == col.offset
+        # Arrow's buffer order: string [validity, offsets, data]; others [validity, data/indices]
+        if col.layout == Layout.STRING:
+            assert child.buffers[1] == col.offsets.ptr and child.buffers[2] == col.data.ptr
+        else:
+            assert child.buffers[1] == col.data.ptr
+        assert child.offset == col.offset
+        if col.validity is not None:
+            assert child.buffers[0] == col.validity.ptr
     assert pa.Schema._import_from_c_capsule(s_cap) == src.schema
 
 
