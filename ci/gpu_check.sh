@@ -38,6 +38,9 @@ step() {  # name, seconds, command...
 export GPUFRAME_RAISE_ON_FALLBACK=1
 # tests/gpu only: the rest of tests/ imports hypothesis, duckdb, polars..., which the GPU machine lacks
 step gpu-tests 180 $PY -m pytest -q -p no:cacheprovider -m gpu tests/gpu --junitxml="$RES/gpu-tests.xml"
+# the simulator lane's tests on the real GPU: every kernel family (hashing, partition, join, gather)
+# compiled by NVVM and run on small data, the CPU backend as the oracle
+step cudasim-on-gpu 240 $PY -m pytest -q -p no:cacheprovider --timeout 120 tests/cudasim -rfE --junitxml="$RES/cudasim-on-gpu.xml"
 step bench-join-gpu 150 $PY -m gpuframe.benchmarks.join --device cuda --rows 10M --runs 5 --peers cupy,cudf --out "$RES/join_gpu.json"
 step bench-partition-gpu 150 $PY -m gpuframe.benchmarks.partition --device cuda --rows 50M --runs 5 --peers none --out "$RES/partition_gpu.json"
 step bench-dlpack-gpu 60 $PY -m gpuframe.benchmarks.dlpack --device cuda --rows 10M --runs 5 --peers none --out "$RES/dlpack_gpu.json"
