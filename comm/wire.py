@@ -186,7 +186,7 @@ def check_header(header: Any, where: str = "message", peer: Optional[int] = None
         raise MalformedMessageError(f"{where}: the schema must be bytes, got {type(raw).__name__}", peer=peer)
     try:
         schema = schema_from_bytes(bytes(raw))
-    except (pa.ArrowException, ValueError, TypeError) as exc:
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         raise MalformedMessageError(f"{where}: the schema could not be read: {exc}", peer=peer) from None
     for fld in schema:
         if not is_supported(fld.type):
@@ -211,7 +211,9 @@ def check_header(header: Any, where: str = "message", peer: Optional[int] = None
 
 def _int_field(meta: Any, key: str, where: str, peer: Optional[int], lo: int = 0, hi: Optional[int] = None,
                optional: bool = False) -> Optional[int]:
-    v = meta.get(key) if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or key not in meta:
+        raise MalformedMessageError(f"{where}: header field {key!r} is missing", peer=peer)
+    v = meta[key]
     if v is None and optional:
         return None
     if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
@@ -255,12 +257,16 @@ def _bitmap_buffer(frame: Any, bit: int, length: int, device: Device) -> Buffer:
     return Buffer(memory.to_device(realign_bits(frame, bit, length), device), device)
 
 
-def _rebase_inplace(offs: Any, base: int, device: Device) -> Any:
+def _rebase_inplace(offs: Any, base: int, device: Device, where: str = "column", peer: Optional[int] = None) -> Any:
     """String offsets made relative to their text frame (in place on the host; via the host on
     a device, where offsets are small next to the text)."""
     if base == 0:
         return offs
     host = memory.to_host(offs)  # ``offs`` itself when it is a numpy array
+    if host.shape[0] and int(host.min()) < base:
+        # would turn negative (or wrap around): never a valid slice of the sender's text
+        raise MalformedMessageError(f"{where}: string offsets must be >= their base {base}, got {int(host.min())}",
+                                    peer=peer)
     host -= host.dtype.type(base)
     return offs if host is offs else memory.to_device(host, device)
 
@@ -304,7 +310,7 @@ def _unpack_column(dtype: pa.DataType, meta: dict, frames: Iterator[Any], device
         return Column(dtype, n, data, validity, None, None, 0, nulls)
     if lay == Layout.STRING:
         offs = _rebase_inplace(_frame(frames, "offsets", offsets_dtype(dtype), n + 1, where, peer),
-                               int(meta["base"]), device)
+                               int(meta["base"]), device, where, peer)
         chars = _frame(frames, "text", u8, None, where, peer)
         return Column(dtype, n, Buffer(chars, device), validity, Buffer(offs, device), None, 0, nulls)
     indices = _frame(frames, "indices", physical_numpy_dtype(dtype), n, where, peer)

@@ -285,9 +285,9 @@ class Column:
             offsets = Buffer(_np_from_pa_buffer(bufs[1], odt), CPU, bufs[1]) if bufs[1] is not None else None
             chars_buf = bufs[2] if bufs[2] is not None else pa.py_buffer(b"")
             data = Buffer(_np_from_pa_buffer(chars_buf, np.uint8), CPU, chars_buf)
-            if (bufs[1] is None or bufs[1].size == 0) and len(arr) == 0:
+            if len(arr) == 0 and (bufs[1] is None or bufs[1].size < (arr.offset + 1) * odt.itemsize):
                 # an empty array may come without offsets
-                offsets = Buffer(np.zeros(arr.offset + len(arr) + 1, dtype=odt), CPU)
+                offsets = Buffer(np.zeros(arr.offset + 1, dtype=odt), CPU)
             return cls(dtype, len(arr), data, validity, offsets, None, arr.offset, arr.null_count)
         if lay == Layout.BOOL:
             bb = bufs[1] if bufs[1] is not None else pa.py_buffer(b"")
