@@ -2,7 +2,9 @@
 
 * :class:`Communicator`: the interface (``rank``, ``size``, ``send``, ``recv``, ``all_to_all``,
   ``close``), with a UCX implementation (:class:`UCXCommunicator`, on ucxx) and a TCP one
-  (:class:`TCPCommunicator`, on Dask distributed's comm) for machines without ucxx.
+  (:class:`TCPCommunicator`, gpuframe's own framing over sockets, TLS on request) for machines
+  without ucxx. Nothing received is unpickled; peers authenticate with a random session token
+  (see :mod:`gpuframe.comm.base`).
 * :mod:`gpuframe.comm.wire`: a Table as a msgpack-able header plus its buffers as frames.
 * :func:`exchange_tables`: the all-to-all-v of tables used by the shuffle.
 
@@ -15,8 +17,8 @@ import asyncio
 import os
 from typing import Any, Optional
 
-from .base import Communicator, EventLoopThread, FrameSpec, default_timeout
-from .errors import BootstrapError, CommClosedError, CommError, CommTimeoutError, PeerClosedError
+from .base import ALLOWED_FRAME_DTYPES, Communicator, EventLoopThread, FrameSpec, default_timeout, new_token
+from .errors import BootstrapError, CommClosedError, CommError, CommTimeoutError, PeerClosedError, ProtocolError
 from .exchange import exchange_tables
 from .tcp import TCPCommunicator
 from .ucx import UCXCommunicator, ucx_available
@@ -56,7 +58,8 @@ def create_communicator(backend: Optional[str] = None, **kwargs: Any) -> Communi
     """A new, unstarted communicator of ``backend`` (see :func:`resolve_backend`).
 
     ``kwargs`` go to the :class:`Communicator` constructor (``loop``, ``timeout``,
-    ``connect_timeout``, ``device``).
+    ``connect_timeout``, ``handshake_timeout``, ``max_control_bytes``, ``device``; ``security``
+    for TLS on the TCP backend).
     """
     return _CLASSES[resolve_backend(backend)](**kwargs)
 
@@ -66,7 +69,7 @@ def local_mesh(size: int, backend: Optional[str] = None, *, host: str = "127.0.0
     """``size`` connected communicators in this process (rank ``i`` is ``result[i]``).
 
     For tests, examples, and programs that drive one rank per thread. They share the
-    process's communicator loop thread.
+    process's communicator loop thread and a fresh random session token.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}")
@@ -75,16 +78,22 @@ def local_mesh(size: int, backend: Optional[str] = None, *, host: str = "127.0.0
 
     async def build() -> list[Communicator]:
         comms = [cls(loop=loop, **kwargs) for _ in range(size)]
-        addresses = [await c.astart(host) for c in comms]
-        await asyncio.gather(*(c.aconnect(r, addresses) for r, c in enumerate(comms)))
+        token = new_token()
+        try:
+            addresses = [await c.astart(host) for c in comms]
+            await asyncio.gather(*(c.aconnect(r, addresses, token=token) for r, c in enumerate(comms)))
+        except BaseException:
+            await asyncio.gather(*(c.aclose() for c in comms), return_exceptions=True)
+            raise
         return comms
 
     return asyncio.run_coroutine_threadsafe(build(), loop).result()
 
 
 __all__ = [
-    "BACKENDS", "BootstrapError", "CommClosedError", "CommError", "CommTimeoutError", "Communicator",
-    "EventLoopThread", "FrameSpec", "PeerClosedError", "TCPCommunicator", "UCXCommunicator",
-    "create_communicator", "default_backend", "default_timeout", "exchange_tables", "local_mesh",
+    "ALLOWED_FRAME_DTYPES", "BACKENDS", "BootstrapError", "CommClosedError", "CommError", "CommTimeoutError",
+    "Communicator", "EventLoopThread", "FrameSpec", "PeerClosedError", "ProtocolError", "TCPCommunicator",
+    "UCXCommunicator", "create_communicator", "default_backend", "default_timeout", "exchange_tables",
+    "local_mesh", "new_token",
     "pack_table", "pack_tables", "resolve_backend", "unpack_table", "unpack_tables",
 ]

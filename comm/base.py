@@ -23,6 +23,23 @@ connection breaks fails the waits on it at once with :class:`PeerClosedError`. A
 error the communicator closes itself (transfers may still be posted into buffers that the
 caller is about to free; closing the connections cancels them) and later calls raise
 :class:`CommClosedError`: build a new one.
+
+Trust model: nothing that arrives from the network is unpickled or evaluated. A connection
+starts with a fixed-size hello (magic, protocol version, rank, 32-byte session token) read
+within ``handshake_timeout`` seconds; only a peer that presents the session's token is admitted,
+and only then is anything else it sends parsed. The token is random per session: the caller's
+``token`` (``gpuframe.dask`` and :func:`~gpuframe.comm.local_mesh` draw one with
+:mod:`secrets`), or else one derived from the random secrets that :meth:`Communicator.start`
+puts in every address (``tcp://host:port#<secret>``: share addresses as you would share a
+password). Hellos that arrive before :meth:`Communicator.connect` sets the token are parked,
+a few per claimed rank and never more than ``MAX_PARKED`` in all, never evicting one another,
+and closed after ``connect_timeout``; ``connect`` adopts those with the right token and closes
+the rest. Admitted peers are acknowledged with the token, so the dialer checks the listener too.
+After the handshake, envelopes are bounded (``max_control_bytes``), decoded with msgpack (plain
+data only), and every frame spec is checked: byte size a multiple of the item size, dtype from
+:data:`ALLOWED_FRAME_DTYPES` (no objects, no structured dtypes). Received frames must have
+exactly the announced sizes. A peer that breaks any of this raises :class:`ProtocolError`
+naming it, and the communicator closes at once so that the other ranks fail fast as well.
 """
 from __future__ import annotations
 
@@ -31,8 +48,10 @@ import asyncio
 import atexit
 import concurrent.futures
 import hashlib
+import hmac
 import logging
 import os
+import secrets
 import struct
 import threading
 import weakref
@@ -45,13 +64,31 @@ import numpy as np
 from gpuframe.core import memory
 from gpuframe.core.device import CPU, Device
 
-from .errors import BootstrapError, CommClosedError, CommError, CommTimeoutError, PeerClosedError
+from .errors import BootstrapError, CommClosedError, CommError, CommTimeoutError, PeerClosedError, ProtocolError
 
 logger = logging.getLogger("gpuframe.comm")
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_CONNECT_TIMEOUT_S = 30.0
-_HELLO_MAGIC = 0x6770_6672_616D_6531  # "gpframe1"
+DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
+DEFAULT_MAX_CONTROL_BYTES = 64 << 20
+MAX_FRAMES_PER_MESSAGE = 1 << 20
+MAX_PENDING_HANDSHAKES = 64   # incoming connections not yet past their hello, at once
+MAX_PARKED_PER_RANK = 4       # hellos parked before connect(), per claimed rank (distinct tokens)
+MAX_PARKED = 64               # hellos parked before connect(), in all
+TOKEN_BYTES = 32
+
+PROTOCOL_VERSION = 2
+_HANDSHAKE = struct.Struct("<8sHHI32s")  # magic, protocol version, kind, rank, token
+_HELLO_MAGIC = b"gpframe\x02"
+_HELLO, _ACK = 1, 2
+HANDSHAKE_BYTES = _HANDSHAKE.size
+
+#: The numpy dtype strings a frame may have: plain numbers only (no objects, no structured or
+#: datetime dtypes). Both byte orders; bool and the 1-byte integers have no byte order.
+ALLOWED_FRAME_DTYPES = frozenset(
+    s for t in ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8")
+    for s in (np.dtype(t).newbyteorder("<").str, np.dtype(t).newbyteorder(">").str))
 
 Frame = Any  # a 1-D contiguous numpy, CuPy or numba device array
 Message = tuple[Any, list[Frame]]
@@ -73,6 +110,82 @@ def _env_float(name: str, default: float) -> float:
 def default_timeout() -> float:
     """Seconds a communicator waits for one phase of an operation (``GPUFRAME_COMM_TIMEOUT``)."""
     return _env_float("GPUFRAME_COMM_TIMEOUT", DEFAULT_TIMEOUT_S)
+
+
+def default_handshake_timeout() -> float:
+    """Seconds an incoming connection has to introduce itself (``GPUFRAME_COMM_HANDSHAKE_TIMEOUT``,
+    default 10); TLS handshake included."""
+    return _env_float("GPUFRAME_COMM_HANDSHAKE_TIMEOUT", DEFAULT_HANDSHAKE_TIMEOUT_S)
+
+
+def default_max_control_bytes() -> int:
+    """Largest envelope accepted from a peer (``GPUFRAME_COMM_MAX_CONTROL_BYTES``, default 64 MiB)."""
+    text = os.environ.get("GPUFRAME_COMM_MAX_CONTROL_BYTES", "")
+    if not text:
+        return DEFAULT_MAX_CONTROL_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"environment variable GPUFRAME_COMM_MAX_CONTROL_BYTES must be an int (bytes), "
+                         f"got {text!r}") from None
+    if value < 1024:
+        raise ValueError(f"environment variable GPUFRAME_COMM_MAX_CONTROL_BYTES must be >= 1024, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------- sessions
+def new_token() -> bytes:
+    """A fresh random session token (32 bytes from :mod:`secrets`)."""
+    return secrets.token_bytes(TOKEN_BYTES)
+
+
+def normalise_token(token: Any) -> bytes:
+    """The 32 bytes that travel in the hello for a caller's ``token`` (bytes or a non-negative int)."""
+    if isinstance(token, (bytes, bytearray, memoryview)):
+        raw = bytes(token)
+        if not raw:
+            raise ValueError("token must not be empty")
+    elif isinstance(token, (int, np.integer)) and not isinstance(token, bool) and int(token) >= 0:
+        raw = int(token).to_bytes((int(token).bit_length() + 7) // 8 or 1, "little")
+    else:
+        raise ValueError(f"token must be bytes or a non-negative int, got {type(token).__name__}")
+    return hashlib.blake2b(raw, digest_size=TOKEN_BYTES, person=b"gpuframe-token").digest()
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """``(public part, secret)`` of a communicator address ``scheme://host:port#secret``."""
+    public, _, secret = str(address).partition("#")
+    return public, secret
+
+
+def public_address(address: Optional[str]) -> Optional[str]:
+    """An address without its secret: what error messages and logs show."""
+    return None if address is None else split_address(address)[0]
+
+
+def _token_from_addresses(addresses: Sequence[str]) -> bytes:
+    secrets_ = [split_address(a)[1] for a in addresses]
+    return hashlib.blake2b("\n".join(secrets_).encode(), digest_size=TOKEN_BYTES,
+                           person=b"gpuframe-addrs").digest()
+
+
+def _pack_handshake(kind: int, rank: int, token: bytes) -> bytes:
+    return _HANDSHAKE.pack(_HELLO_MAGIC, PROTOCOL_VERSION, kind, rank, token)
+
+
+def _parse_handshake(data: bytes, kind: int) -> tuple[int, bytes]:
+    """``(rank, token)`` of a hello or acknowledgement; ValueError saying what is wrong."""
+    what = "hello" if kind == _HELLO else "acknowledgement"
+    if len(data) != _HANDSHAKE.size:
+        raise ValueError(f"a gpuframe {what} has {_HANDSHAKE.size} bytes, got {len(data)}")
+    magic, version, got_kind, rank, token = _HANDSHAKE.unpack(data)
+    if magic != _HELLO_MAGIC:
+        raise ValueError(f"not a gpuframe {what} (magic {magic!r}, expected {_HELLO_MAGIC!r})")
+    if version != PROTOCOL_VERSION:
+        raise ValueError(f"gpuframe protocol version {version}, expected {PROTOCOL_VERSION}")
+    if got_kind != kind:
+        raise ValueError(f"expected a {what} (kind {kind}), got kind {got_kind}")
+    return int(rank), bytes(token)
 
 
 def _check_timeout(value: Optional[float], name: str, default: float) -> float:
@@ -100,8 +213,22 @@ class FrameSpec:
         return [self.nbytes, self.dtype, self.device]
 
     @classmethod
-    def from_wire(cls, item: Sequence[Any]) -> "FrameSpec":
-        return cls(int(item[0]), str(item[1]), str(item[2]))
+    def from_wire(cls, item: Any) -> "FrameSpec":
+        """A spec received from a peer, checked; ``ValueError`` saying what is wrong."""
+        if not isinstance(item, (list, tuple)) or len(item) != 3:
+            raise ValueError(f"a frame spec must be [nbytes, dtype, device], got {item!r:.100}")
+        nbytes, dtype, device = item
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not 0 <= nbytes < 2**62:
+            raise ValueError(f"a frame's byte size must be an int in [0, 2**62), got {nbytes!r:.40}")
+        if not isinstance(dtype, str) or dtype not in ALLOWED_FRAME_DTYPES:
+            raise ValueError(f"frame dtype {dtype!r:.40} is not allowed (plain bool, int, uint and float "
+                             f"dtypes only: {sorted(ALLOWED_FRAME_DTYPES)})")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"a frame's memory kind must be 'cpu' or 'cuda', got {device!r:.40}")
+        itemsize = np.dtype(dtype).itemsize
+        if nbytes % itemsize:
+            raise ValueError(f"a frame of dtype {dtype} cannot have {nbytes} bytes (not a multiple of {itemsize})")
+        return cls(nbytes, dtype, device)
 
 
 def as_frame(obj: Any) -> Frame:
@@ -121,6 +248,9 @@ def as_frame(obj: Any) -> Frame:
             contiguous = bool(getattr(flags, "c_contiguous", True))
     if not contiguous:
         raise ValueError("a frame must be contiguous; pass a contiguous slice or copy it first")
+    dtype = np.dtype(obj.dtype)
+    if dtype.str not in ALLOWED_FRAME_DTYPES:
+        raise TypeError(f"a frame must have a plain bool, int, uint or float dtype, got {dtype}")
     return obj
 
 
@@ -174,10 +304,26 @@ def encode_envelope(header: Any, frames: Sequence[Frame]) -> bytes:
         raise TypeError(f"a message header must be msgpack-serialisable (dict, list, str, bytes, numbers): {exc}") from None
 
 
-def decode_envelope(payload: Any) -> tuple[Any, list[FrameSpec]]:
-    doc = _msgpack().unpackb(bytes(payload) if not isinstance(payload, bytes) else payload,
-                             raw=False, strict_map_key=False)
-    return doc["h"], [FrameSpec.from_wire(s) for s in doc["f"]]
+def decode_envelope(payload: Any, max_frames: int = MAX_FRAMES_PER_MESSAGE) -> tuple[Any, list[FrameSpec]]:
+    """Header and frame specs of a received envelope; ``ValueError`` saying what is wrong.
+
+    msgpack decodes plain data only (no objects are built from the bytes); every frame spec is
+    checked (:meth:`FrameSpec.from_wire`).
+    """
+    msgpack = _msgpack()
+    try:
+        doc = msgpack.unpackb(bytes(payload) if not isinstance(payload, bytes) else payload,
+                              raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several types (ExtraData, FormatError, ValueError...)
+        raise ValueError(f"the envelope is not valid msgpack ({type(exc).__name__}: {exc})") from None
+    if not isinstance(doc, dict) or set(doc) != {"h", "f"}:
+        raise ValueError(f"an envelope must be a map with keys 'h' and 'f', got {doc!r:.100}")
+    specs = doc["f"]
+    if not isinstance(specs, list):
+        raise ValueError(f"an envelope's frame list must be a list, got {type(specs).__name__}")
+    if len(specs) > max_frames:
+        raise ValueError(f"an envelope announces {len(specs)} frames, more than the limit of {max_frames}")
+    return doc["h"], [FrameSpec.from_wire(s) for s in specs]
 
 
 def tag_to_int(tag: tuple[int, ...]) -> int:
@@ -234,6 +380,26 @@ def _close_live_communicators() -> None:
 
 
 # ---------------------------------------------------------------------------------- communicator
+@dataclass(eq=False)
+class _Parked:
+    """A connection that introduced itself before connect() (its token not yet checkable)."""
+
+    token: bytes
+    conn: Any
+    since: float
+    expiry: Optional[asyncio.TimerHandle] = None
+
+    def cancel_expiry(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+
+
+async def _maybe_await(value: Any) -> None:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        await value
+
+
 Allocator = Callable[[list[tuple[Any, list[FrameSpec]]]], list[list[Frame]]]
 
 
@@ -254,31 +420,47 @@ class Communicator(abc.ABC):
         Seconds one phase of an operation may wait for a peer (default ``GPUFRAME_COMM_TIMEOUT``
         or 300).
     connect_timeout : float, optional
-        Seconds :meth:`connect` may take to build the mesh (default 30).
+        Seconds :meth:`connect` may take to build the mesh (default 30). Connections parked
+        before :meth:`connect` are closed after this long.
     device : Device, optional
         Where received device frames are allocated (default ``cuda:0``; host frames always land
         in host memory).
+    handshake_timeout : float, optional
+        Seconds an incoming connection has to introduce itself, TLS handshake included (default
+        ``GPUFRAME_COMM_HANDSHAKE_TIMEOUT`` or 10, at most ``connect_timeout``).
+    max_control_bytes : int, optional
+        Largest envelope accepted from a peer (default ``GPUFRAME_COMM_MAX_CONTROL_BYTES`` or 64 MiB).
     """
 
     backend: ClassVar[str] = ""
 
     def __init__(self, *, loop: Optional[asyncio.AbstractEventLoop] = None, timeout: Optional[float] = None,
-                 connect_timeout: Optional[float] = None, device: Optional[Device] = None) -> None:
+                 connect_timeout: Optional[float] = None, device: Optional[Device] = None,
+                 handshake_timeout: Optional[float] = None, max_control_bytes: Optional[int] = None) -> None:
         self._loop = loop if loop is not None else EventLoopThread.shared().loop
         self.timeout = _check_timeout(timeout, "timeout", default_timeout())
         self.connect_timeout = _check_timeout(connect_timeout, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_S)
+        self.handshake_timeout = min(_check_timeout(handshake_timeout, "handshake_timeout",
+                                                    default_handshake_timeout()), self.connect_timeout)
+        if max_control_bytes is None:
+            max_control_bytes = default_max_control_bytes()
+        if isinstance(max_control_bytes, bool) or not isinstance(max_control_bytes, int) or max_control_bytes < 1024:
+            raise ValueError(f"max_control_bytes must be an int >= 1024, got {max_control_bytes!r}")
+        self.max_control_bytes = int(max_control_bytes)
         self.device = device if device is not None else Device("cuda", 0)
         self._rank = -1
         self._size = 0
-        self._token = 0
+        self._token = b""
         self._addresses: list[str] = []
         self.labels: Optional[list[str]] = None  # human names of the ranks (Dask worker addresses)
         self.address: Optional[str] = None
+        self._secret = secrets.token_hex(16)  # goes into this rank's address (see the module docstring)
         self._state = "new"
         self._close_reason: Optional[BaseException] = None
         self._failed: dict[int, CommError] = {}
         self._fail_futures: dict[int, asyncio.Future] = {}
-        self._accepted: dict[int, tuple[int, Any]] = {}  # rank -> (token, connection) before connect()
+        self._parked: dict[int, list[_Parked]] = {}  # claimed rank -> hellos received before connect()
+        self._handshakes: set[asyncio.Task] = set()   # incoming connections not yet past their hello
         self._mesh_changed: Optional[asyncio.Event] = None
         self._coll_seq = 0
         self._p2p_send_seq: dict[tuple[int, int], int] = defaultdict(int)
@@ -308,12 +490,12 @@ class Communicator(abc.ABC):
         if self.labels is not None and 0 <= peer < len(self.labels):
             return self.labels[peer]
         if 0 <= peer < len(self._addresses):
-            return self._addresses[peer]
+            return public_address(self._addresses[peer])
         return None
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(rank={self._rank}, size={self._size}, address={self.address!r}, "
-                f"state={self._state!r})")
+        return (f"{type(self).__name__}(rank={self._rank}, size={self._size}, "
+                f"address={public_address(self.address)!r}, state={self._state!r})")
 
     # ------------------------------------------------------------------ blocking facade
     def submit(self, coro: Coroutine[Any, Any, Any]) -> "concurrent.futures.Future[Any]":
@@ -347,8 +529,13 @@ class Communicator(abc.ABC):
         """Open the listener; return the address other ranks connect to."""
         return self._run(self.astart(host))
 
-    def connect(self, rank: int, addresses: Sequence[str], *, token: Optional[int] = None) -> None:
-        """Connect to every other rank (``addresses[i]`` is rank ``i``'s :meth:`start` address)."""
+    def connect(self, rank: int, addresses: Sequence[str], *, token: Optional[Any] = None) -> None:
+        """Connect to every other rank (``addresses[i]`` is rank ``i``'s :meth:`start` address).
+
+        ``token`` (bytes or int, the same on every rank) authenticates the ranks to each other;
+        draw it at random per session (:func:`gpuframe.comm.base.new_token`). Without it, the
+        token is derived from the random secrets in the addresses.
+        """
         self._run(self.aconnect(rank, addresses, token=token))
 
     def send(self, peer: int, header: Any, frames: Sequence[Frame], *, tag: int = 0,
@@ -379,11 +566,11 @@ class Communicator(abc.ABC):
         if self._state != "new":
             raise CommError(f"start() was already called on this communicator (state {self._state!r})")
         self._mesh_changed = asyncio.Event()
-        self.address = await self._listen(host or "127.0.0.1")
+        self.address = f"{await self._listen(host or '127.0.0.1')}#{self._secret}"
         self._state = "listening"
         return self.address
 
-    async def aconnect(self, rank: int, addresses: Sequence[str], *, token: Optional[int] = None) -> None:
+    async def aconnect(self, rank: int, addresses: Sequence[str], *, token: Optional[Any] = None) -> None:
         self._check_loop()
         if self._state != "listening":
             raise CommError(f"connect() needs a started, unconnected communicator (state {self._state!r})")
@@ -393,18 +580,33 @@ class Communicator(abc.ABC):
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < len(addresses):
             raise ValueError(f"rank must be an int in [0, {len(addresses)}), got {rank!r}")
         if addresses[rank] != self.address:
-            raise ValueError(f"addresses[{rank}] must be this communicator's address {self.address!r}, "
-                             f"got {addresses[rank]!r}")
+            raise ValueError(f"addresses[{rank}] must be this communicator's address "
+                             f"{public_address(self.address)!r}, got {public_address(addresses[rank])!r}")
+        session_token = normalise_token(token) if token is not None else _token_from_addresses(addresses)
         self._rank, self._size, self._addresses = rank, len(addresses), addresses
-        self._token = int(token) if token is not None else tag_to_int(
-            tuple(int.from_bytes(hashlib.blake2b(a.encode(), digest_size=7).digest(), "little") for a in addresses))
-        # Connections accepted before connect() was called: adopt those of this session.
-        early, self._accepted = self._accepted, {}
-        for peer, (tok, conn) in early.items():
-            if tok == self._token and rank < peer < self._size:
-                self._register(peer, conn)
-            else:
-                await self._drop_connection(conn)
+        self._token = session_token
+        # Hellos parked before connect(): adopt, per higher rank, the newest one with this
+        # session's token; close all the others.
+        parked, self._parked = self._parked, {}
+        adopt: dict[int, _Parked] = {}
+        drop: list[_Parked] = []
+        for peer, entries in parked.items():
+            for entry in entries:
+                entry.cancel_expiry()
+                good = hmac.compare_digest(entry.token, self._token) and rank < peer < self._size
+                if good and (peer not in adopt or adopt[peer].since <= entry.since):
+                    if peer in adopt:
+                        drop.append(adopt[peer])
+                    adopt[peer] = entry
+                else:
+                    drop.append(entry)
+        if drop:
+            logger.warning("gpuframe.comm: rank %d closes %d connection(s) that introduced themselves before "
+                           "connect() without this session's token", rank, len(drop))
+        for entry in drop:
+            await self._drop_connection(entry.conn)
+        for peer, entry in adopt.items():
+            await self._welcome(peer, entry.conn)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         # Rank r dials every lower rank and is dialled by every higher one: one connection per pair.
@@ -418,7 +620,7 @@ class Communicator(abc.ABC):
                 if remaining <= 0:
                     raise BootstrapError(
                         f"rank {rank}: ranks {missing} did not connect within {self.connect_timeout:g} s "
-                        f"(addresses {[addresses[p] for p in missing]})")
+                        f"(addresses {[public_address(addresses[p]) for p in missing]})")
                 self._mesh_changed.clear()
                 try:
                     await asyncio.wait_for(self._mesh_changed.wait(), remaining)
@@ -433,38 +635,177 @@ class Communicator(abc.ABC):
         logger.debug("rank %d/%d connected (%s)", rank, self._size, self.backend)
 
     async def _dial(self, peer: int, address: str, deadline: float) -> None:
+        """Connect to ``peer``, introduce ourselves, wait for its acknowledgement; retry until the
+        deadline while the connection is refused or closed (e.g. its listener had no room)."""
         loop = asyncio.get_running_loop()
-        remaining = deadline - loop.time()
+        shown = public_address(address)
+        last = "no attempt"
+        pause = 0.02
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise BootstrapError(f"rank {self._rank}: could not connect to rank {peer} at {shown} within "
+                                     f"{self.connect_timeout:g} s (last attempt: {last})", peer=peer, address=shown)
+            conn = None
+            try:
+                conn = await asyncio.wait_for(self._open(peer, address, remaining), remaining)
+                await asyncio.wait_for(self._send_raw(conn, _pack_handshake(_HELLO, self._rank, self._token)),
+                                       max(deadline - loop.time(), 0.001))
+                data = await asyncio.wait_for(self._recv_raw(conn, HANDSHAKE_BYTES),
+                                              max(deadline - loop.time(), 0.001))
+                try:
+                    their_rank, their_token = _parse_handshake(data, _ACK)
+                except ValueError as exc:
+                    raise BootstrapError(f"rank {self._rank}: {shown} is not a gpuframe communicator of this "
+                                         f"version: {exc}", peer=peer, address=shown) from None
+                if their_rank != peer or not hmac.compare_digest(their_token, self._token):
+                    raise BootstrapError(f"rank {self._rank}: {shown} answered as rank {their_rank} of another "
+                                         f"session (expected rank {peer} of this one)", peer=peer, address=shown)
+                self._register(peer, conn)
+                return
+            except (BootstrapError, asyncio.CancelledError):
+                if conn is not None:
+                    await self._drop_connection(conn)
+                raise
+            except Exception as exc:
+                if conn is not None:
+                    await self._drop_connection(conn)
+                if isinstance(exc, asyncio.TimeoutError):
+                    last = "timed out"
+                    continue
+                last = f"{type(exc).__name__}: {exc}"
+                if self._fatal_dial_error(exc):
+                    raise BootstrapError(f"rank {self._rank}: cannot connect to rank {peer} at {shown}: {last}",
+                                         peer=peer, address=shown) from exc
+            await asyncio.sleep(min(pause, max(deadline - loop.time(), 0)))
+            pause = min(pause * 2, 0.5)
+
+    def _fatal_dial_error(self, exc: BaseException) -> bool:
+        """Whether retrying a failed dial is pointless (a TLS or configuration error)."""
+        import ssl
+
+        return isinstance(exc, (ssl.SSLError, ssl.CertificateError, ValueError, TypeError))
+
+    # ------------------------------------------------------------------ incoming connections
+    async def _serve_incoming(self, prepare: Callable[[], Awaitable[Any]], abort: Callable[[], Any],
+                              where: str) -> None:
+        """Run the handshake of an incoming connection (called by a transport's listener).
+
+        ``prepare()`` finishes opening the connection (TLS handshake) and returns it; ``abort()``
+        closes the raw connection when ``prepare`` did not finish. The hello must arrive within
+        ``handshake_timeout``; no more than ``MAX_PENDING_HANDSHAKES`` run at once.
+        """
+        if self._state == "closed" or len(self._handshakes) >= MAX_PENDING_HANDSHAKES:
+            if self._state != "closed":
+                logger.warning("gpuframe.comm: refusing a connection from %s: %d handshakes in progress",
+                               where, len(self._handshakes))
+            await _maybe_await(abort())
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._handshakes.add(task)
+        conn = None
         try:
-            await asyncio.wait_for(self._connect_peer(peer, address, remaining), max(remaining, 0.001))
-        except asyncio.TimeoutError:
-            raise BootstrapError(f"rank {self._rank}: connecting to {address} timed out after "
-                                 f"{self.connect_timeout:g} s", peer=peer, address=address) from None
-        except CommError:
+            async def handshake() -> bytes:
+                nonlocal conn
+                conn = await prepare()
+                return await self._recv_raw(conn, HANDSHAKE_BYTES)
+
+            try:
+                data = await asyncio.wait_for(handshake(), self.handshake_timeout)
+                peer, token = _parse_handshake(data, _HELLO)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+                    why = f"no hello within {self.handshake_timeout:g} s"
+                else:
+                    why = f"{type(exc).__name__}: {exc}"
+                logger.warning("gpuframe.comm: closing an incoming connection from %s: %s", where, why)
+                if conn is not None:
+                    await self._drop_connection(conn)
+                else:
+                    await _maybe_await(abort())
+                return
+            await self._on_hello(peer, token, conn, where)
+        except asyncio.CancelledError:
+            if conn is not None:
+                await self._drop_connection(conn)
+            else:
+                await _maybe_await(abort())
             raise
-        except Exception as exc:
-            raise BootstrapError(f"rank {self._rank}: cannot connect to {address}: {type(exc).__name__}: {exc}",
-                                 peer=peer, address=address) from exc
+        finally:
+            if task is not None:
+                self._handshakes.discard(task)
 
-    def _hello(self) -> np.ndarray:
-        return np.array([_HELLO_MAGIC, self._token, self._rank], dtype=np.int64)
-
-    def _on_hello(self, hello: Sequence[int], conn: Any) -> bool:
-        """Called by a transport when an incoming connection introduced itself; False drops it."""
-        if len(hello) != 3 or int(hello[0]) != _HELLO_MAGIC:
-            logger.warning("gpuframe.comm: dropping a connection that did not introduce itself")
-            return False
-        token, peer = int(hello[1]), int(hello[2])
-        if self._state in ("connected",) or (self._state == "listening" and self._size):
-            if token != self._token or not 0 <= peer < self._size or peer == self._rank:
-                logger.warning("gpuframe.comm: dropping a connection from another session (rank %d)", peer)
-                return False
-            self._register(peer, conn)
-        else:
-            self._accepted[peer] = (token, conn)
+    async def _on_hello(self, peer: int, token: bytes, conn: Any, where: str) -> None:
+        """An incoming connection introduced itself as ``peer`` with ``token``."""
+        if self._state == "closed":
+            await self._drop_connection(conn)
+            return
+        if self._size:  # connect() set the token: check it now
+            if not hmac.compare_digest(token, self._token) or not self._rank < peer < self._size:
+                logger.warning("gpuframe.comm: rank %d closes a connection from %s that claims rank %d without "
+                               "this session's token", self._rank, where, peer)
+                await self._drop_connection(conn)
+                return
+            if self._peer_connected(peer):
+                logger.warning("gpuframe.comm: rank %d closes a second connection from rank %d", self._rank, peer)
+                await self._drop_connection(conn)
+                return
+            await self._welcome(peer, conn)
+            return
+        # Before connect(): nothing to check the token against. Park a bounded number of hellos;
+        # a newcomer only replaces a parked connection with the same token (a redial of the same
+        # session), never one with another token: a stranger cannot evict the real rank.
+        entries = self._parked.setdefault(peer, [])
+        same = [e for e in entries if hmac.compare_digest(e.token, token)]
+        total = sum(len(v) for v in self._parked.values())
+        if not same and (len(entries) >= MAX_PARKED_PER_RANK or total >= MAX_PARKED):
+            logger.warning("gpuframe.comm: closing a connection from %s claiming rank %d before connect(): "
+                           "%d already wait for that rank (%d in all)", where, peer, len(entries), total)
+            if not entries:
+                self._parked.pop(peer, None)
+            await self._drop_connection(conn)
+            return
+        for old in same:
+            entries.remove(old)
+            old.cancel_expiry()
+        entry = _Parked(token, conn, self._loop.time())
+        entry.expiry = self._loop.call_later(self.connect_timeout, self._expire_parked, peer, entry)
+        entries.append(entry)
+        for old in same:
+            await self._drop_connection(old.conn)
         if self._mesh_changed is not None:
             self._mesh_changed.set()
-        return True
+
+    def _expire_parked(self, peer: int, entry: "_Parked") -> None:
+        entries = self._parked.get(peer)
+        if not entries or entry not in entries:
+            return
+        entries.remove(entry)
+        if not entries:
+            self._parked.pop(peer, None)
+        logger.warning("gpuframe.comm: closing a connection claiming rank %d: connect() did not adopt it within "
+                       "%g s", peer, self.connect_timeout)
+        task = asyncio.ensure_future(self._drop_connection(entry.conn))
+        task.add_done_callback(consume_exception)
+
+    async def _welcome(self, peer: int, conn: Any) -> None:
+        """Acknowledge an authenticated connection and adopt it."""
+        try:
+            await asyncio.wait_for(self._send_raw(conn, _pack_handshake(_ACK, self._rank, self._token)),
+                                   self.handshake_timeout)
+        except Exception as exc:
+            logger.warning("gpuframe.comm: rank %d could not acknowledge rank %d: %r", self._rank, peer, exc)
+            await self._drop_connection(conn)
+            return
+        if self._peer_connected(peer) or self._state == "closed":
+            await self._drop_connection(conn)
+            return
+        self._register(peer, conn)
+        if self._mesh_changed is not None:
+            self._mesh_changed.set()
 
     async def aclose(self) -> None:
         if self._state == "closed":
@@ -475,9 +816,16 @@ class Communicator(abc.ABC):
         for peer in range(self._size):
             self._fail_peer(peer, CommClosedError("the communicator was closed", peer=peer,
                                                   address=self.peer_name(peer)))
-        for _tok, conn in self._accepted.values():
-            await self._drop_connection(conn)
-        self._accepted.clear()
+        handshakes, self._handshakes = list(self._handshakes), set()
+        for task in handshakes:
+            task.cancel()
+        if handshakes:
+            await asyncio.gather(*handshakes, return_exceptions=True)
+        parked, self._parked = self._parked, {}
+        for entries in parked.values():
+            for entry in entries:
+                entry.cancel_expiry()
+                await self._drop_connection(entry.conn)
         await self._close_transport()
         _LIVE.discard(self)
 
@@ -537,6 +885,33 @@ class Communicator(abc.ABC):
         except RuntimeError:  # loop closed meanwhile
             pass
 
+    def _peer_misbehaved(self, peer: int, exc: CommError) -> None:
+        """A peer broke the protocol (call on the loop thread): fail its waits and close the
+        communicator at once, so that every rank of the operation learns it quickly."""
+        if self._state == "closed":
+            return
+        logger.error("gpuframe.comm: rank %d: %s", self._rank, exc)
+        self._fail_peer(peer, exc)
+        if self._close_reason is None:
+            self._close_reason = exc
+        task = asyncio.ensure_future(self._break(exc))
+        task.add_done_callback(consume_exception)
+
+    def _decode(self, peer: int, payload: Any, what: str) -> tuple[Any, list[FrameSpec]]:
+        try:
+            return decode_envelope(payload)
+        except ValueError as exc:
+            raise ProtocolError(f"{what}: malformed envelope from peer rank {peer}: {exc}", peer=peer,
+                                address=self.peer_name(peer)) from None
+
+    async def _decode_or_break(self, peer: int, payload: Any, what: str) -> tuple[Any, list[FrameSpec]]:
+        try:
+            return self._decode(peer, payload, what)
+        except ProtocolError as exc:
+            self._fail_peer(peer, exc)
+            await self._break(exc)
+            raise
+
     def _peer_error(self, peer: int, what: str) -> CommError:
         """A fresh error (one per raise) saying that ``peer`` is gone, in the context of ``what``."""
         known = self._failed[peer]
@@ -594,8 +969,9 @@ class Communicator(abc.ABC):
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        protocol = [e for e in errors if isinstance(e, ProtocolError)]
         closed = [e for e in errors if isinstance(e, PeerClosedError)]
-        first = closed[0] if closed else errors[0]
+        first = protocol[0] if protocol else closed[0] if closed else errors[0]
         if isinstance(first, CommTimeoutError):
             late = sorted({p for (p, _), t in zip(jobs, tasks)
                            if t.done() and isinstance(t.exception(), CommTimeoutError)})
@@ -641,7 +1017,7 @@ class Communicator(abc.ABC):
         limit = _check_timeout(timeout, "timeout", self.timeout)
         (payload,) = await self._run_all([(peer, self._recv_control(peer, (*base, 1)))],
                                          limit, "recv (envelope)")
-        header, specs = decode_envelope(payload)
+        header, specs = await self._decode_or_break(peer, payload, "recv")
         buffers = [self._allocate(s) for s in specs]
         await self._run_all([(peer, self._recv_frames(peer, (*base, 2), buffers))],
                             limit, "recv (frames)")
@@ -700,7 +1076,7 @@ class Communicator(abc.ABC):
         results = await self._run_all(jobs, limit, "all_to_all (sizes)")
         incoming: list[tuple[Any, list[FrameSpec]]] = [None] * self._size  # type: ignore[list-item]
         for i, p in enumerate(peers):
-            incoming[p] = decode_envelope(results[2 * i + 1])
+            incoming[p] = await self._decode_or_break(p, results[2 * i + 1], "all_to_all (sizes)")
         incoming[me] = (out[me][0], [frame_spec(f) for f in out[me][1]])
         t1 = loop.time()
 
@@ -741,8 +1117,17 @@ class Communicator(abc.ABC):
         """Start accepting connections; return this rank's address."""
 
     @abc.abstractmethod
-    async def _connect_peer(self, peer: int, address: str, timeout: float) -> None:
-        """Open the connection to a lower rank, introduce ourselves (:meth:`_hello`), register it."""
+    async def _open(self, peer: int, address: str, timeout: float) -> Any:
+        """Open a connection to a lower rank's listener (TLS handshake included); return it."""
+
+    @abc.abstractmethod
+    async def _send_raw(self, conn: Any, data: bytes) -> None:
+        """Send the bytes of a hello or acknowledgement on a connection not yet registered."""
+
+    @abc.abstractmethod
+    async def _recv_raw(self, conn: Any, nbytes: int) -> bytes:
+        """Receive exactly ``nbytes`` (a hello or acknowledgement) on a connection not yet
+        registered; raise when the peer closes or sends another size."""
 
     @abc.abstractmethod
     def _register(self, peer: int, conn: Any) -> None:
@@ -754,7 +1139,8 @@ class Communicator(abc.ABC):
 
     @abc.abstractmethod
     async def _drop_connection(self, conn: Any) -> None:
-        """Close a connection that is not (or no longer) part of the mesh."""
+        """Close a connection that is not (or no longer) part of the mesh; bounded in time and
+        never blocking the event loop."""
 
     @abc.abstractmethod
     async def _send_control(self, peer: int, tag: tuple[int, ...], payload: bytes) -> None:
@@ -770,7 +1156,10 @@ class Communicator(abc.ABC):
 
     @abc.abstractmethod
     async def _recv_frames(self, peer: int, tag: tuple[int, ...], buffers: list[Frame]) -> None:
-        """Receive the frames sent with ``tag`` into ``buffers`` (sizes known from the envelope)."""
+        """Receive the frames sent with ``tag`` into ``buffers`` (sizes known from the envelope).
+
+        Each frame must arrive with exactly its buffer's size, else :class:`ProtocolError`. The
+        frames of a message use its envelope's tag with the last element 2 instead of 1."""
 
     @abc.abstractmethod
     async def _close_transport(self) -> None:

@@ -55,6 +55,14 @@ class BootstrapError(CommError):
     """The full mesh of connections could not be built (a peer is unreachable or too slow)."""
 
 
+class ProtocolError(CommError):
+    """A peer sent something that breaks the protocol: a malformed, truncated or oversized
+    message, a frame dtype outside the allow-list, or frames that do not match their envelope.
+
+    The connection can no longer be trusted: the communicator closes itself at once, so that
+    every other rank of the operation fails quickly too."""
+
+
 class CommClosedError(CommError):
     """The local communicator is closed (by :meth:`close`, or after an earlier error left it
     in an undefined state); build a new one."""

@@ -12,15 +12,16 @@ communicator on the worker loop). Elsewhere the first communicator creates it (s
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import weakref
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from .base import Communicator, Frame, consume_exception, host_view, tag_to_int
-from .errors import CommError
+from .errors import CommError, ProtocolError
 
 logger = logging.getLogger("gpuframe.comm")
 
@@ -108,7 +109,8 @@ def shutdown() -> None:
 
 
 def _parse(address: str) -> tuple[str, int]:
-    text = address[len("ucx://"):] if address.startswith("ucx://") else address
+    text = address.partition("#")[0]
+    text = text[len("ucx://"):] if text.startswith("ucx://") else text
     host, _, port = text.rpartition(":")
     try:
         return host.strip("[]"), int(port)
@@ -133,41 +135,97 @@ def _post_lock() -> asyncio.Lock:
     return lock
 
 
+_HANDSHAKE_TAG = tag_to_int((7, 0x6766))  # the hello and its acknowledgement
+_CLOSE_PERIOD_NS = 200_000_000             # how long ucxx may wait for an endpoint to close, per attempt
+CLOSE_WAIT_S = 2.0                         # how long closing waits for ucxx before leaving it behind
+_PROBE_MAX_SLEEP_S = 0.002
+
+
+def listener_binds_address(ucxx: Any) -> bool:
+    """Whether this ucxx can bind a listener to one address (``create_listener(ip_address=...)``);
+    ucxx 0.52 cannot: its listeners take every interface."""
+    try:
+        return "ip_address" in inspect.signature(ucxx.create_listener).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+_WARNED_WILDCARD = False
+
+
+def _full_tag(ep: Any, tag: int) -> Any:
+    """The UCX tag under which ``ep.recv(buffer, tag=tag)`` would receive (ucxx hashes the user tag
+    with the endpoint's own receive tag, agreed at connection time)."""
+    from ucxx._lib_async.utils import hash64bits
+    from ucxx.types import Tag
+
+    return Tag(hash64bits(ep._tags["msg_recv"], hash(tag)))
+
+
+def _check_alive(ep: Any) -> None:
+    inner = getattr(ep, "_ep", None)
+    if inner is None:
+        raise ConnectionResetError("the UCX endpoint is closed")
+    inner.raise_on_error()
+    if not inner.alive:
+        raise ConnectionResetError("the UCX endpoint is closed")
+
+
 class UCXCommunicator(Communicator):
-    """:class:`~gpuframe.comm.Communicator` over UCX (ucxx)."""
+    """:class:`~gpuframe.comm.Communicator` over UCX (ucxx).
+
+    Every receive first probes for its message and checks the size UCX reports against the size
+    announced (a shorter message would otherwise leave stale bytes in the buffer), then receives
+    it with the probe's handle, straight into the destination.
+    """
 
     backend = "ucx"
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, security: Any = None, **kwargs: Any) -> None:
+        if security is not None:
+            raise ValueError("security: the UCX communicator has no TLS; use backend='tcp' with security=... "
+                             "for an encrypted transport")
         super().__init__(**kwargs)
         self._eps: dict[int, Any] = {}
         self._listener: Any = None
         self._ucxx: Any = None
+        self.bound_host: Optional[str] = None  # the address the listener is bound to, when ucxx can bind
 
     async def _listen(self, host: str) -> str:
+        global _WARNED_WILDCARD
         self._ucxx = import_ucxx()
         _ensure_initialised(self._ucxx)
+        kwargs: dict[str, Any] = {}
+        if listener_binds_address(self._ucxx):
+            kwargs["ip_address"] = host
+            self.bound_host = host
+        elif not _WARNED_WILDCARD and host not in ("0.0.0.0", "::", ""):
+            _WARNED_WILDCARD = True
+            logger.warning("gpuframe.comm: this ucxx cannot bind a listener to %s; the UCX listener accepts "
+                           "connections on every interface (each must still present the session token)", host)
         self._listener = self._ucxx.create_listener(self._accept, port=0, endpoint_error_handling=True,
-                                                    connect_timeout=self.connect_timeout)
+                                                    connect_timeout=self.handshake_timeout, **kwargs)
         return f"ucx://{host}:{self._listener.port}"
 
     async def _accept(self, ep: Any) -> None:
-        hello = np.zeros(3, dtype=np.int64)
-        try:
-            await asyncio.wait_for(ep.recv(hello), self.connect_timeout)
-        except Exception as exc:
-            logger.warning("gpuframe.comm: an incoming UCX connection did not introduce itself: %r", exc)
-            await self._drop_connection(ep)
-            return
-        if not self._on_hello(hello.tolist(), ep):
-            await self._drop_connection(ep)
+        async def prepare() -> Any:
+            return ep
 
-    async def _connect_peer(self, peer: int, address: str, timeout: float) -> None:
+        await self._serve_incoming(prepare, lambda: self._drop_connection(ep), "a UCX endpoint")
+
+    async def _open(self, peer: int, address: str, timeout: float) -> Any:
         host, port = _parse(address)
-        ep = await self._ucxx.create_endpoint(host, port, endpoint_error_handling=True,
-                                              connect_timeout=max(timeout, 0.1))
-        await ep.send(self._hello())
-        self._register(peer, ep)
+        return await self._ucxx.create_endpoint(host, port, endpoint_error_handling=True,
+                                                connect_timeout=max(timeout, 0.1))
+
+    async def _send_raw(self, ep: Any, data: bytes) -> None:
+        await ep.send(np.frombuffer(data, dtype=np.uint8), tag=_HANDSHAKE_TAG)
+
+    async def _recv_raw(self, ep: Any, nbytes: int) -> bytes:
+        buf = np.empty(nbytes, dtype=np.uint8)
+        await self._recv_exact(ep, [(buf, _HANDSHAKE_TAG)], check_alive=True,
+                               describe=lambda i, got: f"a handshake message of {got} bytes, expected {nbytes}")
+        return buf.tobytes()
 
     def _register(self, peer: int, ep: Any) -> None:
         old = self._eps.get(peer)
@@ -180,10 +238,28 @@ class UCXCommunicator(Communicator):
         return peer in self._eps
 
     async def _drop_connection(self, ep: Any) -> None:
+        await self._close_endpoints([ep])
+
+    async def _close_endpoints(self, eps: list) -> None:
+        """Close endpoints off the event loop, waiting at most ``CLOSE_WAIT_S`` (ucxx's close can
+        block for as long as its period while the peer does not answer)."""
+        if not eps:
+            return
+
+        def close_all() -> None:
+            for ep in eps:
+                try:
+                    ep.abort(period=_CLOSE_PERIOD_NS, max_attempts=1)
+                except Exception:  # pragma: no cover - best effort
+                    logger.debug("closing a UCX endpoint failed", exc_info=True)
+
+        task = asyncio.ensure_future(asyncio.to_thread(close_all))
+        task.add_done_callback(consume_exception)
         try:
-            await ep.close()
-        except Exception:  # pragma: no cover - best effort
-            logger.debug("closing a UCX endpoint failed", exc_info=True)
+            await asyncio.wait_for(asyncio.shield(task), CLOSE_WAIT_S)
+        except asyncio.TimeoutError:
+            logger.warning("gpuframe.comm: closing %d UCX endpoint(s) takes more than %g s; not waiting",
+                           len(eps), CLOSE_WAIT_S)
 
     def _ep(self, peer: int) -> Any:
         try:
@@ -191,11 +267,75 @@ class UCXCommunicator(Communicator):
         except KeyError:
             raise CommError("no UCX endpoint to this peer", peer=peer, address=self.peer_name(peer)) from None
 
+    # ------------------------------------------------------------------ exact receives
+    async def _recv_exact(self, ep: Any, items: list[tuple[Any, int]], *, check_alive: bool = False,
+                          describe: Callable[[int, int], str]) -> None:
+        """Receive one message per ``(buffer, tag)`` into ``buffer``, each of exactly the buffer's
+        size: probe for it, check the length UCX reports, then receive it with the probe's handle.
+
+        A message of another size raises ``ProtocolError`` (``describe(i, got)`` says what).
+        """
+        worker = ep._ctx.worker
+        pending = [(i, buf, _full_tag(ep, tag)) for i, (buf, tag) in enumerate(items)]
+        tasks: list[asyncio.Future] = []
+        pause = 0.0
+        try:
+            while pending:
+                matched, waiting = [], []
+                for i, buf, full in pending:
+                    info = worker.tag_probe(full, remove=True)
+                    if not info.matched:
+                        waiting.append((i, buf, full))
+                        continue
+                    if int(info.length) != buf.nbytes:
+                        raise ProtocolError(describe(i, int(info.length)))
+                    matched.append((buf, info))
+                for j in range(0, len(matched), 24):
+                    async with _post_lock():
+                        if worker.enable_python_future:
+                            worker.populate_python_futures_pool()
+                        batch = [asyncio.ensure_future(ep.recv_with_handle(_wire(b), info))
+                                 for b, info in matched[j:j + 24]]
+                        for t in batch:
+                            t.add_done_callback(consume_exception)
+                        tasks += batch
+                        await asyncio.sleep(0)
+                pending = waiting
+                if pending:
+                    if check_alive:
+                        _check_alive(ep)
+                    pause = 0.0 if matched else min(max(pause * 2, 2e-5), _PROBE_MAX_SLEEP_S)
+                    await asyncio.sleep(pause)
+            if tasks:
+                await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+
+    # ------------------------------------------------------------------ messaging
     async def _send_control(self, peer: int, tag: tuple[int, ...], payload: bytes) -> None:
-        await self._ep(peer).send_obj(payload, tag=tag_to_int(tag))
+        await self._ep(peer).send(np.frombuffer(payload, dtype=np.uint8), tag=tag_to_int(tag))
 
     async def _recv_control(self, peer: int, tag: tuple[int, ...]) -> bytes:
-        return bytes(await self._ep(peer).recv_obj(tag=tag_to_int(tag)))
+        ep = self._ep(peer)
+        worker = ep._ctx.worker
+        full = _full_tag(ep, tag_to_int(tag))
+        pause = 0.0
+        while True:
+            info = worker.tag_probe(full, remove=True)
+            if info.matched:
+                break
+            pause = min(max(pause * 2, 2e-5), _PROBE_MAX_SLEEP_S)
+            await asyncio.sleep(pause)
+        length = int(info.length)
+        if not 0 < length <= self.max_control_bytes:
+            raise ProtocolError(f"peer rank {peer} broke the protocol: an envelope of {length} bytes (1 to "
+                                f"max_control_bytes={self.max_control_bytes}, GPUFRAME_COMM_MAX_CONTROL_BYTES)",
+                                peer=peer, address=self.peer_name(peer))
+        buf = np.empty(length, dtype=np.uint8)
+        await ep.recv_with_handle(buf, info)
+        return buf.tobytes()
 
     async def _post(self, coros: list) -> None:
         """Run transfer coroutines concurrently, posted in small batches.
@@ -235,12 +375,29 @@ class UCXCommunicator(Communicator):
 
     async def _recv_frames(self, peer: int, tag: tuple[int, ...], buffers: list[Frame]) -> None:
         ep = self._ep(peer)
-        await self._post([ep.recv(_wire(b), tag=tag_to_int((*tag, i))) for i, b in enumerate(buffers) if b.nbytes])
+        items = [(b, tag_to_int((*tag, i))) for i, b in enumerate(buffers) if b.nbytes]
+        index = [i for i, b in enumerate(buffers) if b.nbytes]
+
+        def describe(j: int, got: int) -> str:
+            i = index[j]
+            return (f"peer rank {peer} broke the protocol: frame {i} with tag {tag} has {got} bytes, its "
+                    f"envelope announced {buffers[i].nbytes}")
+
+        try:
+            await self._recv_exact(ep, items, describe=describe)
+        except ProtocolError as exc:
+            err = ProtocolError(exc._message(), peer=peer, address=self.peer_name(peer))
+            self._peer_misbehaved(peer, err)
+            raise err from None
 
     async def _close_transport(self) -> None:
         eps, self._eps = list(self._eps.values()), {}
         for ep in eps:
-            await self._drop_connection(ep)
+            try:
+                ep.remove_close_callback()
+            except Exception:  # pragma: no cover
+                pass
+        await self._close_endpoints(eps)
         if self._listener is not None:
             self._listener.close()
             self._listener = None
