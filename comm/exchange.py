@@ -21,7 +21,7 @@ from gpuframe.core.buffer import Buffer
 from gpuframe.core.column import Column
 from gpuframe.core.device import CPU, Device
 from gpuframe.core.dtypes import Layout, layout_of, offsets_dtype, physical_numpy_dtype
-from gpuframe.core.hostcache import host_cache
+from gpuframe.core.hostalloc import host_empty
 from gpuframe.core.table import Table
 
 from .base import Communicator, FrameSpec
@@ -31,11 +31,11 @@ from .wire import (_unpack_column, check_header, column_frame_kinds, describe_sc
 
 
 def _recv_empty(n: int, dtype: Any, device: Any) -> Any:
-    """A receive buffer: host memory from the caching allocator (fresh pages cost about
-    1 s per GiB to fault in on some hosts, every exchange again), device memory from CuPy's pool."""
+    """A receive buffer: host memory from the host allocator (fresh pages cost about 1 s per GiB
+    to fault in on some hosts, every exchange again), device memory from CuPy's pool."""
     if getattr(device, "is_cuda", False):
         return memory.empty(n, dtype, device)
-    return host_cache().empty(n, dtype)
+    return host_empty(n, dtype)
 
 
 @dataclass
@@ -50,6 +50,26 @@ class _Part:
     offsets: Any = None           # host scratch offsets (STRING)
     char: int = 0                 # first byte in the assembled text buffer (STRING)
     dict_frames: list = field(default_factory=list)  # host scratch (DICTIONARY)
+
+
+class _Scratch:
+    """A frame received into host scratch memory, allocated after the memory guard passed."""
+
+    __slots__ = ("spec", "part", "attr", "index", "buffer")
+
+    def __init__(self, spec: FrameSpec, part: _Part, attr: str) -> None:
+        self.spec = spec
+        self.part = part
+        self.attr = attr
+        self.index = len(part.dict_frames) - 1 if attr == "dict_frames" else -1
+        self.buffer: Any = None
+
+    def allocate(self) -> None:
+        self.buffer = _host(self.spec)
+        if self.attr == "dict_frames":
+            self.part.dict_frames[self.index] = self.buffer
+        else:
+            setattr(self.part, self.attr, self.buffer)
 
 
 class _Assembler:
@@ -73,14 +93,19 @@ class _Assembler:
             messages.append((pieces, specs))
         total = sum(int(p["n"]) for pieces, _ in messages for p in pieces)
         self.total = total
-        char_totals = [0] * len(self.schema)
-        for c, fld in enumerate(self.schema):
-            lay = layout_of(fld.type)
-            if lay in (Layout.FIXED, Layout.DICTIONARY):
-                self.data[c] = _recv_empty(total, physical_numpy_dtype(fld.type), self.device)
 
+        # Lay every frame out without allocating: values and text go to slices of one buffer per
+        # column on the table's device, bitmaps, offsets and dictionaries to host scratch.
+        char_totals = [0] * len(self.schema)
+        scratch: list[_Scratch] = []
         dest: list[list[Any]] = []
         row = 0
+
+        def to_scratch(spec: FrameSpec, part: _Part, attr: str) -> _Scratch:
+            s = _Scratch(spec, part, attr)
+            scratch.append(s)
+            return s
+
         for peer, (pieces, specs) in enumerate(messages):
             out: list[Any] = []
             it = iter(specs)
@@ -91,41 +116,67 @@ class _Assembler:
                     self.parts[c].append(part)
                     lay = layout_of(fld.type)
                     if meta["vbit"] is not None:
-                        part.validity = _host(next(it))
-                        out.append(part.validity)
+                        out.append(to_scratch(next(it), part, "validity"))
                     if lay == Layout.FIXED or lay == Layout.DICTIONARY:
                         spec = next(it)
-                        out.append(self.data[c][row:row + n])
-                        _expect(spec, n * self.data[c].dtype.itemsize, fld.name, peer)
+                        out.append(("slice", c, row * physical_numpy_dtype(fld.type).itemsize, spec.nbytes))
+                        _expect(spec, n * physical_numpy_dtype(fld.type).itemsize, fld.name, peer)
                         if lay == Layout.DICTIONARY:
                             for _k in column_frame_kinds(fld.type.value_type, meta["dict"]):
-                                buf = _host(next(it))
-                                part.dict_frames.append(buf)
-                                out.append(buf)
+                                part.dict_frames.append(None)
+                                out.append(to_scratch(next(it), part, "dict_frames"))
                     elif lay == Layout.BOOL:
-                        part.bits = _host(next(it))
-                        out.append(part.bits)
-                    else:  # STRING: offsets to scratch, text placed later (its total comes first)
-                        part.offsets = _host(next(it))
-                        out.append(part.offsets)
+                        out.append(to_scratch(next(it), part, "bits"))
+                    else:  # STRING: offsets to scratch, text placed once its total is known
+                        out.append(to_scratch(next(it), part, "offsets"))
                         chars = next(it)
                         part.char = char_totals[c]
                         char_totals[c] += chars.nbytes
-                        out.append(("chars", c, part.char, chars.nbytes))
+                        out.append(("slice", c, part.char, chars.nbytes))
                 row += n
             if next(it, None) is not None:
                 raise CommError(f"rank {peer} sent more frames than its header describes", peer=peer)
             dest.append(out)
-        # Text buffers: one per string column, now that their sizes are known.
+        sizes: list[tuple[int, Any]] = []     # (bytes, dtype) of each column's buffer
         for c, fld in enumerate(self.schema):
-            if layout_of(fld.type) == Layout.STRING:
+            lay = layout_of(fld.type)
+            if lay in (Layout.FIXED, Layout.DICTIONARY):
+                dt = physical_numpy_dtype(fld.type)
+                sizes.append((total * dt.itemsize, dt))
+            elif lay == Layout.STRING:
                 odt = offsets_dtype(fld.type)
                 if char_totals[c] > np.iinfo(odt).max:
                     raise CommError(
                         f"string column {fld.name!r} would receive {char_totals[c]} bytes of text, more than "
                         f"a {fld.type} column can address; cast it to large_string before the exchange")
-                self.data[c] = _recv_empty(char_totals[c], np.uint8, self.device)
-        return [[self.data[d[1]][d[2]:d[2] + d[3]] if isinstance(d, tuple) else d for d in out] for out in dest]
+                sizes.append((char_totals[c], np.dtype(np.uint8)))
+            else:
+                sizes.append((0, None))
+
+        # The memory guard, before anything is allocated.
+        column_bytes = sum(nb for nb, _ in sizes)
+        scratch_bytes = sum(s.spec.nbytes for s in scratch)
+        what = f"the receive buffers ({len(incoming)} ranks)"
+        if getattr(self.device, "is_cuda", False):
+            memory.ensure_available("exchange_tables", column_bytes, self.device, rows=total, what=what)
+            memory.ensure_available("exchange_tables", scratch_bytes, CPU, rows=total, what=what + " in host scratch")
+        else:
+            memory.ensure_available("exchange_tables", column_bytes + scratch_bytes, CPU, rows=total, what=what)
+
+        for c, (nbytes, dt) in enumerate(sizes):
+            if dt is not None:
+                self.data[c] = _recv_empty(nbytes // dt.itemsize, dt, self.device)
+        for s in scratch:
+            s.allocate()
+        return [[self._resolve(d) for d in out] for out in dest]
+
+    def _resolve(self, d: Any) -> Any:
+        if isinstance(d, _Scratch):
+            return d.buffer
+        _kind, c, start, nbytes = d
+        data = self.data[c]
+        width = data.dtype.itemsize
+        return data[start // width:(start + nbytes) // width]
 
     # ------------------------------------------------------------------ after the data arrived
     def finish(self) -> Table:
@@ -196,7 +247,7 @@ class _Assembler:
 
 
 def _host(spec: FrameSpec) -> np.ndarray:
-    return np.empty(spec.count, dtype=np.dtype(spec.dtype))
+    return host_empty(spec.count, np.dtype(spec.dtype))
 
 
 def _expect(spec: FrameSpec, nbytes: int, name: str, peer: int) -> None:

@@ -271,15 +271,15 @@ def test_semi_anti_keep_left_order():
 
 
 def test_memory_error_before_allocating(monkeypatch):
-    from gpuframe.backends import impl_join
+    from gpuframe.core import memory
 
     left = kv([1] * 300, vname="a")
     right = kv([1] * 300, vname="b")
     L, R = gpuframe.from_arrow(left), gpuframe.from_arrow(right)
-    monkeypatch.setattr(impl_join, "host_available_bytes", lambda: 1000)
-    with pytest.raises(MemoryError, match=r"90,000 rows and needs about [\d,]+ bytes"):
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (1000, "a test"))
+    with pytest.raises(MemoryError, match=r"merge: the merged table of 90,000 rows needs about [\d,]+ bytes"):
         gpuframe.merge(L, R, on="k")
-    with pytest.raises(MemoryError, match="90,000 rows"):
+    with pytest.raises(MemoryError, match="join_indices: the gather maps of 90,000 rows"):
         gpuframe.join_indices(L, R, on="k")
     assert gpuframe.join_size(L, R, on="k") == 90_000   # counting allocates nothing big
 
@@ -352,32 +352,3 @@ def test_unique_build_keys_one_pass(how, keys, cpu_path, monkeypatch):
     check_join(right.rename_columns(["k", "a"] + right.column_names[2:]),
                left.rename_columns(["k", "b", "s"] + left.column_names[3:]), how, on=on)
     assert calls, "the one-pass path did not run"
-
-
-def test_host_cache_reuses_released_memory():
-    from gpuframe.backends.impl_join import HostCache
-
-    cache = HostCache()
-    cache.limit = 64 << 20
-    a = cache.empty((3, 1 << 18), np.int64)          # 6 MiB
-    addr = a.ctypes.data
-    a[:] = 7
-    b = cache.empty(1 << 20, np.uint8)               # a live array is never handed out twice
-    assert not (b.ctypes.data <= addr < b.ctypes.data + b.nbytes)
-    assert cache.idle_bytes() == 0
-    view = a[1]
-    del a
-    assert cache.idle_bytes() == 0                   # a view keeps the block
-    assert (view == 7).all()
-    del view
-    assert cache.idle_bytes() == 6 << 20
-    c = cache.empty(5 << 17, np.int64)               # 5 MiB: best fit is the 6 MiB block
-    assert c.ctypes.data == addr and c.shape == (5 << 17,)
-    del c, b
-    big = cache.empty(80 << 20, np.uint8)            # over the limit: freed, not kept
-    del big
-    assert cache.idle_bytes() <= 64 << 20
-    cache.clear()
-    assert cache.idle_bytes() == 0
-    small = cache.empty(10, np.int64)                # small requests are plain numpy arrays
-    assert small.base is None

@@ -238,51 +238,6 @@ def test_hypothesis_random_tables(cols, n, seed, data):
     check_partition(tbl, on, n, seed)
 
 
-def test_host_pool_reuses_freed_buffers_and_respects_views():
-    from gpuframe.backends.impl_partition import HostPool
-
-    pool = HostPool(limit=64 << 20, decay_s=60)
-    a = pool.empty(1_000_000, np.int64)  # 8 MB: pooled
-    assert a.shape == (1_000_000,) and a.dtype == np.int64 and a.flags.writeable
-    addr = a.ctypes.data
-    view = a[10:20]
-    del a
-    assert pool.cached_bytes == 0  # a view still uses the memory
-    view[:] = 7
-    del view
-    assert pool.cached_bytes == 8 << 20  # rounded up to 2 MiB
-    b = pool.empty(999_999, np.float64)  # same size class: the same memory again
-    assert b.ctypes.data == addr and pool.cached_bytes == 0
-    small = pool.empty(1000, np.int32)
-    assert small.base is None  # small buffers are plain numpy
-    mid = pool.empty(100_000, np.int32)  # 400 kB: pooled, rounded to 64 KiB
-    del mid
-    assert pool.cached_bytes == 448 << 10
-    del b
-    pool.clear()
-    assert pool.cached_bytes == 0
-
-
-def test_host_pool_limit_and_decay():
-    import time
-
-    from gpuframe.backends.impl_partition import HostPool
-
-    pool = HostPool(limit=10 << 20, decay_s=60.0)
-    x, y = pool.empty(1 << 20, np.int64), pool.empty(1 << 20, np.int64)  # 8 MiB each
-    del x, y
-    assert pool.cached_bytes == 8 << 20  # the second one is over the limit: freed
-    pool.decay_s = 0.0
-    time.sleep(0.01)
-    z = pool.empty(1 << 20, np.uint8)  # purges the expired buffer first
-    assert pool.cached_bytes == 0
-    del z
-    time.sleep(0.01)
-    assert pool.cached_bytes == 0  # returned after its decay time: dropped
-    off = HostPool(limit=0)
-    assert off.empty(1 << 20, np.int64).base is None
-
-
 def test_outputs_survive_pool_reuse():
     tbl = random_table(800_000, {"k": pa.int64(), "v": pa.int64()}, seed=4)
     t = gpuframe.from_arrow(tbl)

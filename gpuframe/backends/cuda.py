@@ -5,4 +5,4 @@ run on numba's simulator.
 """
 from __future__ import annotations
 from . import impl_partition  # noqa: F401,E402  (hash_rows, partition_ids, hash_partition, check_indices, gather_column)
-from . import impl_join  # noqa: F401,E402  (join, available_memory)
+from . import impl_join  # noqa: F401,E402  (join)

@@ -18,7 +18,7 @@ verifying a key needs, and every partition gets its own table. The probe side is
 into the same partitions (in place for tiny build sides) and probed in work items of at most
 :data:`_ITEM_ROWS` rows, so a hot key never serialises a join. Distinct build keys take one
 pass (probe and write); repeated ones two (count, write). Large buffers, outputs included, come
-from a caching allocator (:class:`HostCache`).
+from the host allocator (:func:`gpuframe.core.hostalloc.host_empty`).
 
 Semi and anti joins return the selected left row numbers, in left order.
 """
@@ -32,7 +32,7 @@ import numpy as np
 
 from ..core import memory
 from ..core.device import Device, launch_context
-from ..core.hostcache import HostCache, clear_scratch, host_cache, host_empty  # noqa: F401 (re-exported)
+from ..core.hostalloc import host_empty
 from ..ops.keys import SideKeys
 from .registry import register
 
@@ -132,7 +132,7 @@ def _span_rows(st: np.ndarray, en: np.ndarray, sel: Sequence[int]) -> tuple[np.n
 def _row_hash_cpu(sk: SideKeys) -> None:
     if sk.keys is None:
         K = _cpu_kernels()
-        out = np.empty(sk.n, dtype=np.uint64)
+        out = host_empty(sk.n, np.uint64)
         K.general_row_hash(_ro(sk.words), _ro(sk.starts), _ro(sk.ends), _ro(sk.chars), out)
         sk.keys = out
 
@@ -197,11 +197,10 @@ def _scatter(sk: SideKeys, pbits: int, cursors: np.ndarray, keys_dst: Optional[n
 
 def _verify_rows(sk: SideKeys, n: int) -> tuple[list, list, tuple]:
     """Scatter sources and fresh destinations of a general key's words and byte spans."""
-    cache = host_cache()
     nw, ns = sk.words.shape[0], sk.starts.shape[0]
-    w = cache.empty((nw, n), np.uint64) if nw else sk.words
-    st = cache.empty((ns, n), np.int64) if ns else sk.starts
-    en = cache.empty((ns, n), np.int64) if ns else sk.ends
+    w = host_empty((nw, n), np.uint64) if nw else sk.words
+    st = host_empty((ns, n), np.int64) if ns else sk.starts
+    en = host_empty((ns, n), np.int64) if ns else sk.ends
     src = [sk.words[r].view(np.int64) for r in range(nw)] + [sk.starts[r] for r in range(ns)] + \
         [sk.ends[r] for r in range(ns)]
     dst = [w[r].view(np.int64) for r in range(nw)] + [st[r] for r in range(ns)] + [en[r] for r in range(ns)]
@@ -230,7 +229,6 @@ def _build_side(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], need_orig
     key words, byte spans and bytes (so that verifying a match reads partition-local memory),
     then build every partition's table."""
     K = _cpu_kernels()
-    cache = host_cache()
     nparts = 1 << pbits
     n = sk.n
     carry = [_as_words(c) for c in carry]
@@ -240,9 +238,9 @@ def _build_side(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], need_orig
         starts = np.array([0, n, n], np.int64)
     else:
         cursors, starts = _cursors(sk, pbits)
-        keys = cache.empty(n, np.uint64)
-        orig = cache.empty(n, np.int64) if need_orig else None
-        cols = [cache.empty(n, np.int64) for _ in carry]
+        keys = host_empty(n, np.uint64)
+        orig = host_empty(n, np.int64) if need_orig else None
+        cols = [host_empty(n, np.int64) for _ in carry]
         src, dst = list(carry), list(cols)
         if sk.verify:
             vsrc, vdst, (w, st, en) = _verify_rows(sk, n)
@@ -255,7 +253,7 @@ def _build_side(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], need_orig
             np.cumsum(lens.ravel(), out=new_st)
             nbytes = int(new_st[-1]) if lens.size else 0
             new_st -= lens.ravel()
-            ch = cache.empty(nbytes, np.uint8)
+            ch = host_empty(nbytes, np.uint8)
             K.copy_spans(_ro(st.ravel()), _ro(en.ravel()), sk.chars, _ro(new_st), ch)
             st = new_st.reshape(st.shape)
             en = st + lens
@@ -271,8 +269,8 @@ def _build_side(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], need_orig
     slots = np.where(sizes > 0, np.left_shift(1, bits), 0)
     toffs = np.zeros(nparts + 1, np.int64)
     np.cumsum(slots, out=toffs[1:])
-    tables = cache.empty(int(toffs[-1]), np.int32)
-    nxt = cache.empty(n, _index_dtype(n))
+    tables = host_empty(int(toffs[-1]), np.int32)
+    nxt = host_empty(n, _index_dtype(n))
     chained = K.build_tables(keys, valid, starts, nparts, sk.kmode, np.uint64(pbits), sk.verify,
                              w, st, en, ch, tables, toffs, nxt)
     return _Build(keys, valid, starts, orig, cols, w, st, en, ch, tables, toffs, _ro(nxt), chained == 0)
@@ -319,10 +317,9 @@ def _probe_side(sk: SideKeys, pbits: int, inplace: bool, need_orig: bool,
     if inplace:
         ilo, ihi, ipart = _items(np.array([0, n], np.int64), np.array([-1], np.int64))
         return _Probe(sk.keys, sk.valid, _E64, sk.words, sk.starts, sk.ends, ilo, ihi, ipart, True)
-    cache = host_cache()
     cursors, starts = _cursors(sk, pbits)
-    keys = keys_dst[:n].view(np.uint64) if keys_dst is not None else cache.empty(n, np.uint64)
-    orig = orig_dst if orig_dst is not None else (cache.empty(n, np.int64) if need_orig else None)
+    keys = keys_dst[:n].view(np.uint64) if keys_dst is not None else host_empty(n, np.uint64)
+    orig = orig_dst if orig_dst is not None else (host_empty(n, np.int64) if need_orig else None)
     w, st, en = sk.words, sk.starts, sk.ends
     src: list = list(extra_src)
     dst: list = list(extra_dst)
@@ -483,10 +480,9 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
                 eup: bool, eub: bool, pcarry: list, src_p: list, src_b: list, fill: list,
                 string_keys: list, want_idx: bool, cap: int) -> JoinResult:
     K = _cpu_kernels()
-    cache = host_cache()
     nparts = 1 << pbits
     nrows = len(src_p)
-    outs = [cache.empty(cap, np.int64) for _ in range(nrows)]
+    outs = [host_empty(cap, np.int64) for _ in range(nrows)]
     placed = np.zeros(nrows, np.uint8)
     if inplace:
         P = _probe_side(probe, pbits, True, False)
@@ -501,7 +497,7 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
         # a fast-path key equals the probe's own key word wherever it matches: the scatter
         # writes the probe keys straight into that output row, and the probe reads them there
         key_row = -1 if probe.verify else next((r for r, sp in enumerate(src_p) if sp == K.SRC_MATCH_KEY), -1)
-        pcols = [outs[home[k]] if k in home else cache.empty(probe.n, np.int64) for k in range(len(pcarry))]
+        pcols = [outs[home[k]] if k in home else host_empty(probe.n, np.int64) for k in range(len(pcarry))]
         for r in list(home.values()) + [x for x in (orig_row, key_row) if x >= 0]:
             placed[r] = 1
         P = _probe_side(probe, pbits, False, False, pcarry, [c[:probe.n] for c in pcols],
@@ -524,10 +520,10 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
         np.cumsum(pen[c] - pst[c], out=cl[1:])
         cap_bytes[:, c] = cl[P.ilo]
         room = int(cl[-1]) + (int((ben[c] - bst[c]).sum()) if eub else 0)
-        off = cache.empty(cap + 1, np.int64)
+        off = host_empty(cap + 1, np.int64)
         off[0] = 0
         soffs.append(off)
-        schars.append(cache.empty(room, np.uint8))
+        schars.append(host_empty(room, np.uint8))
     bmatched = np.zeros(build.n if eub else 0, dtype=np.uint8)
     counts = np.zeros(nitems, np.int64)
     sbytes = np.zeros((nitems, nstr), np.int64)
@@ -579,7 +575,7 @@ def _E2i(nstr: int) -> np.ndarray:
 
 
 def _shrink(a: np.ndarray, n: int) -> np.ndarray:
-    out = host_cache().empty(n, a.dtype)
+    out = host_empty(n, a.dtype)
     out[:] = a[:n]
     return out
 
@@ -588,13 +584,12 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
                   eup: bool, eub: bool, pcarry: list, src_p: list, src_b: list, fill: list,
                   string_keys: list, want_idx: bool) -> JoinResult:
     K = _cpu_kernels()
-    cache = host_cache()
     count_only = req.count_only
     P = _probe_side(probe, pbits, inplace, want_idx)
     pst, pen, bst, ben = _string_outputs(P, B, string_keys)
     nstr = len(string_keys)
     idt = _index_dtype(build.n)
-    match = np.zeros(0, idt) if count_only else cache.empty(probe.n, idt)
+    match = np.zeros(0, idt) if count_only else host_empty(probe.n, idt)
     counts, sbytes, bmatched = _count(probe, P, B, pbits, eup, eub, match, (pst, pen))
     item_off, total = _exclusive(counts)
     if eub:
@@ -606,12 +601,12 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
         return JoinResult(total, [])
     if req.on_count is not None:
         req.on_count(total)
-    B.tables = None                             # not needed any more: back to the cache
+    B.tables = None                             # not needed any more: back to the allocator
     # the probe payload, by probe position
     if P.inplace:
         pcols = pcarry
     else:
-        pcols = [P.keys_buf.view(np.int64) if k == 0 else cache.empty(probe.n, np.int64)
+        pcols = [P.keys_buf.view(np.int64) if k == 0 else host_empty(probe.n, np.int64)
                  for k in range(len(pcarry))]
         P.keys = None
         if pcarry:
@@ -619,7 +614,7 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
             _scatter(probe, pbits, P.cursors, None, None, pcarry, pcols)
         P.keys_buf = None
     nrows = len(src_p)
-    outs = [cache.empty(total, np.int64) for _ in range(nrows)]
+    outs = [host_empty(total, np.int64) for _ in range(nrows)]
     item_bytes = np.zeros((len(P.ilo), nstr), np.int64)
     soffs, schars = [], []
     for c in range(nstr):
@@ -627,10 +622,10 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
         item_bytes[:, c] = ib
         if eub:
             ub_bytes[:, c], tb = _exclusive(ub_bytes[:, c], tb)
-        off = cache.empty(total + 1, np.int64)
+        off = host_empty(total + 1, np.int64)
         off[0] = 0
         soffs.append(off)
-        schars.append(cache.empty(tb, np.uint8))
+        schars.append(host_empty(tb, np.uint8))
     if total and nrows + nstr:
         K.probe_write(P.ilo, P.ihi, _ro(match), B.nxt, eup, _ro(item_off), P.orig, B.orig,
                       _ptrs(pcols), _ptrs(B.cols), B.keys,
@@ -658,7 +653,7 @@ def _cpu_semi_anti(req: JoinRequest) -> JoinResult:
         else:
             flags[:] = bmatched
     else:
-        match = np.empty(probe.n, idt)
+        match = host_empty(probe.n, idt)
         _count(probe, P, B, pbits, False, False, match)
         hit = (match >= 0).view(np.uint8)
         if len(P.orig):
@@ -672,29 +667,6 @@ def _cpu_semi_anti(req: JoinRequest) -> JoinResult:
     if req.on_count is not None:
         req.on_count(len(sel))
     return JoinResult(len(sel), [], sel, None)
-
-
-def host_available_bytes() -> int:
-    """Memory the host can still give (psutil, else /proc/meminfo's MemAvailable)."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62
-
-
-@register("cpu", "available_memory")
-def cpu_available_memory(device: Device) -> int:
-    return host_available_bytes()
 
 
 # =========================================================================== CUDA
@@ -828,16 +800,3 @@ def _cuda_join(req: JoinRequest, dev: Device) -> JoinResult:
                 ra, R.keys, min(rsrc, 0) if rsrc >= 0 else rsrc, np.int64(f), out)
         rows.append(out)
     return JoinResult(total, rows, lidx, ridx)
-
-
-@register("cuda", "available_memory")
-def cuda_available_memory(device: Device) -> int:
-    from ..core.device import cudasim_enabled
-
-    if cudasim_enabled():
-        return host_available_bytes()
-    import cupy
-
-    with cupy.cuda.Device(device.id):
-        free, _total = cupy.cuda.runtime.memGetInfo()
-    return int(free) + int(cupy.get_default_memory_pool().free_bytes())

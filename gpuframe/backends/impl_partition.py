@@ -4,8 +4,10 @@ One driver per operation walks the columns and picks kernel arguments (views, bi
 a *target* (:class:`CpuTarget` or :class:`CudaTarget`) allocates and runs the kernels of
 ``gpuframe.kernels.{hashing,partition,gather}`` and returns counters as Python ints. The CPU
 partition scatters every column (stable, per-thread cursors); the CUDA partition builds a gather
-map with atomic cursors and gathers every column through it. Large host outputs come from
-:data:`HOST_POOL`, which reuses the memory of freed outputs.
+map with atomic cursors and gathers every column through it. Host outputs and scratch come from
+the host allocator (:func:`gpuframe.core.hostalloc.host_empty`), which reuses the memory of freed
+outputs within its idle limit. ``hash_partition`` checks that its output fits
+(:func:`gpuframe.core.memory.ensure_available`) before allocating it.
 
 Registered operations (see :mod:`gpuframe.backends.registry`):
 
@@ -18,11 +20,7 @@ number of -1 entries or ``None`` when unknown).
 """
 from __future__ import annotations
 
-import collections
 import contextlib
-import os
-import threading
-import time
 from typing import Any, Iterator, Optional, Sequence
 
 import numba
@@ -37,6 +35,7 @@ from ..core.buffer import Buffer
 from ..core.column import Column
 from ..core.device import CPU, Device, cudasim_enabled, launch_context
 from ..core.dtypes import Layout, offsets_dtype, physical_numpy_dtype
+from ..core.hostalloc import host_empty
 from ..core.table import Table
 from .registry import register
 
@@ -55,124 +54,6 @@ def aligned_empty(shape: Any, dtype: Any) -> np.ndarray:
     raw = np.empty(count * dtype.itemsize + ALIGN, dtype=np.uint8)
     off = (-raw.ctypes.data) % ALIGN
     return raw[off:off + count * dtype.itemsize].view(dtype).reshape(shape)
-
-
-class _Lease:
-    """The base object of a pooled array: when the array and every view of it are gone, the
-    memory goes back to the pool instead of to the OS."""
-
-    __slots__ = ("raw", "pool", "__array_interface__")
-
-    def __init__(self, raw: np.ndarray, pool: "HostPool", n: int, dtype: np.dtype) -> None:
-        self.raw = raw
-        self.pool = pool
-        addr = raw.ctypes.data
-        self.__array_interface__ = {"shape": (n,), "typestr": dtype.str, "data": (addr + (-addr) % ALIGN, False),
-                                    "version": 3}
-
-    def __del__(self) -> None:
-        try:
-            self.pool.release(self.raw)
-        except Exception:  # interpreter shutdown
-            pass
-
-
-class HostPool:
-    """Reuses large host buffers of freed outputs, like jemalloc's retained pages (which Polars
-    gets) or RMM/CuPy memory pools on a GPU.
-
-    glibc hands every large ``np.empty`` fresh pages from the OS, and the first write to each
-    page costs a fault and zeroing (on virtual machines that return freed memory to the host,
-    a hypervisor fault too): for a scatter that writes each output byte once, that is a large
-    part of the time. (glibc serves requests above its mmap threshold, 128 KiB to 32 MiB, that
-    way, so a 1 MiB temporary can cost a millisecond.) Buffers of at least ``MIN_BYTES`` are
-    rounded up (to 64 KiB below 2 MiB, to 2 MiB above), start on a 64-byte boundary and, once no
-    array uses them, are kept for reuse: at most ``limit`` bytes, each for at most ``decay_s`` seconds (checked on the next
-    allocation; :meth:`clear` frees them now).
-    """
-
-    MIN_BYTES = 256 << 10
-    SMALL_GRAIN = 64 << 10
-    GRAIN = 2 << 20
-
-    def __init__(self, limit: int, decay_s: float = 10.0) -> None:
-        self.limit = int(limit)
-        self.decay_s = float(decay_s)
-        self._lock = threading.Lock()
-        self._free: dict[int, list[tuple[float, np.ndarray]]] = {}
-        self._cached = 0
-        # Freed buffers arrive here from _Lease.__del__, which may run inside a garbage collection
-        # anywhere (even while this thread holds the lock), so it only appends: deque.append is
-        # atomic. They are sorted into _free under the lock.
-        self._returned: collections.deque[tuple[float, np.ndarray]] = collections.deque()
-
-    def empty(self, n: int, dtype: Any) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        nbytes = n * dtype.itemsize
-        if nbytes < self.MIN_BYTES or self.limit <= 0:
-            return np.empty(n, dtype=dtype)
-        grain = self.GRAIN if nbytes >= self.GRAIN else self.SMALL_GRAIN
-        size = -(-nbytes // grain) * grain
-        raw = None
-        with self._lock:
-            self._collect(time.monotonic())
-            cached = self._free.get(size)
-            if cached:
-                raw = cached.pop()[1]
-                self._cached -= size
-        if raw is None:
-            raw = np.empty(size + ALIGN, dtype=np.uint8)
-        return np.asarray(_Lease(raw, self, n, dtype))
-
-    def release(self, raw: np.ndarray) -> None:
-        """Called when the last array on ``raw`` is gone."""
-        self._returned.append((time.monotonic(), raw))
-
-    def _collect(self, now: float) -> None:
-        """File returned buffers (within ``limit``) and drop those older than ``decay_s``."""
-        while self._returned:
-            t, raw = self._returned.popleft()
-            size = raw.nbytes - ALIGN
-            if now - t <= self.decay_s and self._cached + size <= self.limit:
-                self._free.setdefault(size, []).append((t, raw))
-                self._cached += size
-        for size in list(self._free):
-            entries = self._free[size]
-            kept = [(t, r) for t, r in entries if now - t <= self.decay_s]
-            self._cached -= size * (len(entries) - len(kept))
-            if kept:
-                self._free[size] = kept
-            else:
-                del self._free[size]
-
-    def clear(self) -> None:
-        """Give every cached buffer back to the OS."""
-        with self._lock:
-            self._returned.clear()
-            self._free.clear()
-            self._cached = 0
-
-    @property
-    def cached_bytes(self) -> int:
-        """Bytes of freed buffers kept for reuse."""
-        with self._lock:
-            self._collect(time.monotonic())
-            return self._cached
-
-
-def _default_pool_limit() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    except (ValueError, OSError, AttributeError):
-        return 1 << 30
-
-
-HOST_POOL = HostPool(_default_pool_limit())
-
-
-def host_empty(n: int, dtype: Any) -> np.ndarray:
-    """An uninitialised host array for an operation's output (pooled when large)."""
-    return HOST_POOL.empty(n, dtype)
 
 
 def _bitmap_bytes(n: int) -> int:
@@ -254,6 +135,7 @@ class CpuTarget:
         starts = host_empty(m, np.int64)
         total = int(GK.string_lengths(offsets, idx, out, starts))
         _check_string_size(total, large)
+        memory.ensure_available("gather_column", total, CPU, rows=m, what="the gathered string bytes")
         GK.inclusive_scan_inplace(out)
         return out, starts, total
 
@@ -328,6 +210,7 @@ class CudaTarget:
         offs64 = memory.cumsum_exclusive(lengths, np.int64)
         total = self.scalar(offs64[m:m + 1])
         _check_string_size(total, large)
+        memory.ensure_available("gather_column", total, self.device, rows=m, what="the gathered string bytes")
         if np.dtype(odt) == np.int64:
             return offs64, None, total
         out = self.empty(m + 1, odt)
@@ -554,7 +437,12 @@ def cpu_hash_partition(table: Table, key_columns: Sequence[Column], num_partitio
 def _cpu_hash_partition(table: Table, key_columns: Sequence[Column], num_partitions: int,
                         seed: np.uint64) -> tuple[Table, np.ndarray]:
     n = table.num_rows
-    pids = _cpu_pids(key_columns, num_partitions, seed, _pid_dtype(num_partitions))
+    pid_dtype = _pid_dtype(num_partitions)
+    # the output is as large as the input; scratch: the ids and the byte flags of a bitmap
+    bitmaps = any(c.validity is not None or c.layout == Layout.BOOL for _, c in table.items())
+    memory.ensure_available("hash_partition", table.nbytes + n * pid_dtype.itemsize + (n if bitmaps else 0),
+                            CPU, rows=n, what="the partitioned table and its scratch")
+    pids = _cpu_pids(key_columns, num_partitions, seed, pid_dtype)
     hist = PK.histogram(pids, num_partitions, _chunks_for(n))
     offsets, cursors = _cursors(hist)
 
@@ -627,6 +515,11 @@ def cuda_hash_partition(table: Table, key_columns: Sequence[Column], num_partiti
                         seed: np.uint64) -> tuple[Table, np.ndarray]:
     dev = table.device
     n = table.num_rows
+    # the output is as large as the input; scratch: hashes, ids and the permutation (20 bytes a
+    # row), and 16 bytes a row for each string column's lengths and 64-bit offsets
+    strings = sum(1 for _, c in table.items() if c.layout == Layout.STRING)
+    memory.ensure_available("hash_partition", table.nbytes + n * (20 + 16 * strings), dev, rows=n,
+                            what="the partitioned table and its scratch")
     with launch_context(dev):
         t = CudaTarget(dev)
         counts = t.zeros(num_partitions, np.int64)

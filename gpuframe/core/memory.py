@@ -1,4 +1,4 @@
-"""Device memory primitives shared by every layer.
+"""Device memory primitives shared by every layer, the memory guard and ``release()``.
 
 A *device array* is a 1-D typed array: ``numpy.ndarray`` on the CPU, ``cupy.ndarray`` on a
 real GPU, and numba's simulated device array under ``NUMBA_ENABLE_CUDASIM=1``. Everything
@@ -154,3 +154,74 @@ def gpu_devices() -> list[Device]:
     if cudasim_enabled():
         return [Device("cuda", 0)]
     return [Device("cuda", i) for i in range(gpu_count())]
+
+
+# --------------------------------------------------------------------------- memory guard
+# Below this many bytes the guard does not look (reading the limits costs about 40 us; an
+# allocation this small that cannot be served fails in numpy or CuPy with their own MemoryError).
+GUARD_MIN_BYTES = 1 << 20
+
+
+def available_bytes(device: Device) -> tuple[int, str]:
+    """Bytes an operation may still allocate on ``device``, and what limits them (for messages).
+
+    Host (and the CUDA simulator, whose arrays are host memory): the tightest of the system's
+    available memory, the cgroup limit and a Dask worker's memory limit (see
+    :mod:`gpuframe.core.memlimits`), plus the host allocator's idle blocks (reusable). CUDA: the
+    device's free memory (``cudaMemGetInfo``) plus the free blocks of CuPy's memory pool.
+    """
+    if not device.is_cuda or cudasim_enabled():
+        from . import hostalloc, memlimits
+
+        stats = hostalloc.get_host_allocator().stats()
+        hm = memlimits.host_memory(reusable=int(stats.get("idle_bytes") or 0))
+        return hm.available, hm.limited_by
+    require_cuda(device)
+    cp = _cupy()
+    with cp.cuda.Device(device.id):
+        free, _total = cp.cuda.runtime.memGetInfo()
+    pooled = int(cp.get_default_memory_pool().free_bytes())
+    return int(free) + pooled, f"{int(free):,} bytes free on the device and {pooled:,} in CuPy's pool"
+
+
+def ensure_available(op: str, need: int, device: Device, *, rows: Any = None, what: str = "its output") -> None:
+    """Raise ``MemoryError`` when ``need`` bytes will not fit on ``device``, before anything is
+    allocated: the one memory guard of every operation that allocates output.
+
+    ``op`` names the operation (``"take"``, ``"merge"``...), ``what`` the allocation and ``rows``
+    its rows; the message gives the bytes needed and available and what limits them.
+    """
+    need = int(need)
+    if need < GUARD_MIN_BYTES:
+        return
+    have, limited_by = available_bytes(device)
+    if need > have:
+        of_rows = f" of {int(rows):,} rows" if rows is not None else ""
+        raise MemoryError(
+            f"{op}: {what}{of_rows} needs about {need:,} bytes ({need / 2**30:.2f} GiB) on {device}, but only "
+            f"{have:,} bytes ({have / 2**30:.2f} GiB) are available (limited by {limited_by})")
+
+
+def release() -> dict[str, int]:
+    """Give memory kept for reuse back: the host allocator's idle blocks and, where CuPy is in
+    use, the free blocks of its default memory pools. Returns the bytes freed by each
+    (``host`` and, when CuPy was imported, ``cuda`` bytes and ``cuda_pinned_blocks``)."""
+    import sys
+
+    from . import hostalloc
+
+    out = {"host": int(hostalloc.get_host_allocator().release() or 0)}
+    cp = sys.modules.get("cupy")
+    if cp is not None and not cudasim_enabled():
+        try:
+            pool = cp.get_default_memory_pool()
+            before = int(pool.free_bytes())
+            pool.free_all_blocks()
+            out["cuda"] = before - int(pool.free_bytes())
+            pinned = cp.get_default_pinned_memory_pool()
+            before = int(pinned.n_free_blocks())
+            pinned.free_all_blocks()
+            out["cuda_pinned_blocks"] = before
+        except Exception:  # noqa: BLE001 - a CuPy without a usable device: nothing to free
+            pass
+    return out

@@ -13,6 +13,7 @@ from ..backends.registry import resolve
 from ..core import memory
 from ..core.column import Column
 from ..core.device import Device
+from ..core.dtypes import Layout
 from ..core.table import Table
 
 __all__ = ["take", "gather_column", "as_indices"]
@@ -93,6 +94,24 @@ def gather_column(column: Column, indices: Any, *, check_bounds: bool = True) ->
     return fn(column, idx, missing)
 
 
+def _gathered_bytes(col: Column, m: int, missing: Optional[int]) -> int:
+    """About how many bytes ``m`` gathered rows of ``col`` take (string bytes: at the column's
+    average length; the exact figure is checked again once the gather has counted them)."""
+    lay = col.layout
+    n = len(col)
+    if lay in (Layout.FIXED, Layout.DICTIONARY):
+        out = m * np.dtype(col.values().dtype).itemsize
+    elif lay == Layout.BOOL:
+        out = (m + 7) // 8
+    elif n:
+        out = -(-col.nbytes * m // n)     # offsets and bytes at the column's average
+    else:
+        out = (m + 1) * np.dtype(col.offsets_view().dtype).itemsize
+    if col.validity is not None or missing is None or missing > 0:
+        out += (m + 7) // 8
+    return out
+
+
 def take(table: Table, indices: Any) -> Table:
     """Rows ``indices`` of ``table``, in that order.
 
@@ -113,12 +132,18 @@ def take(table: Table, indices: Any) -> Table:
     IndexError
         An index other than -1 that is negative or ``>= table.num_rows``; the message names the
         value and the table size.
+    MemoryError
+        The gathered table would not fit in the memory available on its device (the host: the
+        tightest of the system, cgroup and Dask worker limits); raised before allocating it.
     TypeError, ValueError
         ``indices`` is not a one-dimensional integer array.
     """
     dev = table.device
     idx = as_indices(indices, dev)
     missing = _check(idx, table.num_rows, dev)
+    m = len(idx)
+    memory.ensure_available("take", sum(_gathered_bytes(col, m, missing) for _, col in table.items()), dev,
+                            rows=m, what="the gathered table")
     fn, run_device = resolve("gather_column", dev)
     if run_device != dev:
         host_idx = memory.to_device(idx, run_device)

@@ -121,15 +121,11 @@ def _request(left: Table, right: Table, lnames: list[str], rnames: list[str], ho
     return fn, run_dev, pairs, lk, rk
 
 
-def _memory_guard(device: Device, bytes_per_row: int, what: str):
+def _memory_guard(device: Device, bytes_per_row: int, op: str, what: str):
+    """The join's ``on_count``: :func:`gpuframe.core.memory.ensure_available` for ``total`` output
+    rows of ``bytes_per_row`` bytes, once the backend has counted them."""
     def check(total: int) -> None:
-        need = int(total) * int(bytes_per_row)
-        fn, _ = resolve("available_memory", device)
-        have = int(fn(device))
-        if need > have:
-            raise MemoryError(
-                f"{what} has {total:,} rows and needs about {need:,} bytes ({need / 2**30:.2f} GiB) "
-                f"on {device}, but only {have:,} bytes ({have / 2**30:.2f} GiB) are free")
+        memory.ensure_available(op, int(total) * int(bytes_per_row), device, rows=total, what=what)
     return check
 
 
@@ -163,7 +159,8 @@ def join_indices(left: Table, right: Table, on: OnLike = None, *, left_on: OnLik
     from ..backends.impl_join import JoinRequest
 
     req = JoinRequest(lk, rk, how, want_indices=True,
-                      on_count=_memory_guard(run_dev, 8 if how in ("semi", "anti") else 16, "the join"))
+                      on_count=_memory_guard(run_dev, 8 if how in ("semi", "anti") else 16, "join_indices",
+                                            "the gather maps"))
     res = fn(req)
     dev = left.device
     lidx = memory.to_device(res.left_idx, dev)
@@ -478,7 +475,8 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
     dev = left.device
     if how in ("semi", "anti"):
         res = fn(JoinRequest(lk, rk, how, want_indices=True,
-                             on_count=_memory_guard(run_dev, _bytes_per_row(left, []), "the join")))
+                             on_count=_memory_guard(run_dev, _bytes_per_row(left, []), "merge",
+                                                    "the result")))
         from .gather import take
 
         return take(left, memory.to_device(res.left_idx, dev))
@@ -493,7 +491,7 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
     want_idx = any(c.kind == "gather" or (c.kind == "string_key" and not fused) for c in cols)
     bpr = 8 * len(rows) + (16 if want_idx else 0) + _gather_bytes_per_row(cols)
     req = JoinRequest(lk, rk, how, carry["left"], carry["right"], rows, want_idx, string_keys=string_keys,
-                      on_count=_memory_guard(run_dev, bpr, "the merged table"))
+                      on_count=_memory_guard(run_dev, bpr, "merge", "the merged table"))
     res = fn(req)
     del carry, req
     total = res.count

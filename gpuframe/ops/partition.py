@@ -57,6 +57,8 @@ def partition_ids(table: Table, on: OnLike, num_partitions: int, seed: int = 0) 
     fn, run_device = resolve("partition_ids", table.device)
     if table.num_rows == 0:
         return memory.empty(0, np.int32, table.device)
+    memory.ensure_available("partition_ids", 12 * table.num_rows, run_device, rows=table.num_rows,
+                            what="the partition ids and row hashes")
     out = fn(key_columns(table, names, run_device), n, s)
     return memory.to_device(out, table.device)
 
@@ -89,6 +91,10 @@ def hash_partition(table: Table, on: OnLike, num_partitions: int, *, seed: int =
         A name in ``on`` is not a column (the message lists the columns).
     TypeError, ValueError
         ``on``, ``num_partitions`` or ``seed`` has the wrong type or value.
+    MemoryError
+        The partitioned table (as large as ``table``) and its scratch would not fit in the memory
+        available on the device (the host: the tightest of the system, cgroup and Dask worker
+        limits); raised by the backend before it allocates anything.
     """
     names = normalize_on(table, on)
     n = check_num_partitions(num_partitions)
