@@ -134,6 +134,30 @@ def _transports(versions: dict[str, Optional[str]]) -> dict[str, Any]:
     return {"tcp": {"available": tcp, "error": None if tcp else "distributed is not installed"}, "ucx": ucx}
 
 
+def _memory() -> dict[str, Any]:
+    """The host allocator's holdings and the host memory limits (see ``gpuframe.core.hostalloc``)."""
+    from .core import hostalloc, memlimits
+
+    out: dict[str, Any] = {"host_allocator": None, "host_limits": None, "error": None}
+    try:
+        stats = hostalloc.get_host_allocator().stats()
+        out["host_allocator"] = stats
+        hm = memlimits.host_memory(reusable=int(stats.get("idle_bytes") or 0))
+        cg = hm.cgroup
+        out["host_limits"] = {
+            "total_bytes": hm.total,
+            "available_bytes": hm.available,
+            "limited_by": hm.limited_by,
+            "system_available_bytes": hm.system_available,
+            "cgroup_limit_bytes": None if cg is None else cg.limit,
+            "cgroup_usage_bytes": None if cg is None else cg.usage,
+            "dask_worker_limit_bytes": hm.worker_limit,
+        }
+    except Exception as exc:  # noqa: BLE001 - report, never fail
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
 def info() -> dict[str, Any]:
     """A description of this installation, as a JSON-serialisable dict.
 
@@ -146,7 +170,10 @@ def info() -> dict[str, Any]:
         compute capability, as CuPy sees them), ``cuda`` (runtime/driver versions, or why there
         is no GPU), ``cuda_simulator`` (``NUMBA_ENABLE_CUDASIM`` is on) and ``cuda_available``;
         ``transports``: ``tcp`` (Dask distributed) and ``ucx`` (ucxx importable), each with
-        ``available`` and ``error``.
+        ``available`` and ``error``; ``memory``: ``host_allocator`` (what the host allocator holds:
+        ``idle_bytes``, ``in_use_bytes``, ``limit_bytes``, ``idle_release_s`` and more, see
+        ``HostAllocator.stats``) and ``host_limits`` (total and available host memory, what limits
+        it, the cgroup and Dask worker limits).
     """
     from .core.device import cuda_available, cudasim_enabled
 
@@ -165,6 +192,7 @@ def info() -> dict[str, Any]:
             "cuda_available": cuda_available(),
         },
         "transports": _transports(versions),
+        "memory": _memory(),
     }
 
 
@@ -207,5 +235,33 @@ def format_info(d: dict[str, Any]) -> str:
     for name, t in d["transports"].items():
         state = "available" if t["available"] else f"unavailable ({t['error']})"
         lines.append(f"  {name.ljust(4)}  {state}")
+    mem = d.get("memory")
+    if mem is not None:
+        lines += ["", "memory:"]
+        a, lim = mem.get("host_allocator"), mem.get("host_limits")
+        if a is not None:
+            held = (f"{_size(a.get('idle_bytes'))} idle ({a.get('idle_blocks')} blocks), "
+                    f"{_size(a.get('in_use_bytes'))} in use ({a.get('in_use_blocks')} blocks)")
+            lines.append(f"  host allocator  {held}")
+            lines.append(f"                  idle limit {_size(a.get('limit_bytes'))}"
+                         + (f" (now {_size(a['effective_limit_bytes'])}: Dask worker headroom)"
+                            if a.get("effective_limit_bytes") != a.get("limit_bytes") else "")
+                         + f", released after {a.get('idle_release_s')} s idle"
+                         + (", huge pages" if a.get("huge_pages") else ""))
+        if lim is not None:
+            lines.append(f"  host memory     {_size(lim['available_bytes'])} available of {_size(lim['total_bytes'])} "
+                         f"(limited by {lim['limited_by']})")
+        if mem.get("error"):
+            lines.append(f"  error reading memory: {mem['error']}")
     return "\n".join(lines)
+
+
+def _size(n: Optional[int]) -> str:
+    if n is None:
+        return "?"
+    if n < 2**20:
+        return f"{n / 2**10:.0f} KiB"
+    if n < 2**30:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 2**30:.2f} GiB"
 
