@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba.extending import overload
+from numba import njit
 
 from .atomics import atomic_cas, atomic_exch, register_cuda_overloads
 from .hashing import canonical_f64_bits, fmix64, hash_combine, hash_u64
@@ -70,16 +70,26 @@ def _returns(fn):
 
 
 def per_row(fn):
-    """Make ``fn`` callable from ``njit`` (inlined into the caller's IR: these run once per
-    row, and a call per row with a dozen array arguments costs more than the work), from
-    ``cuda.jit`` (see :func:`_register_cuda_per_row`) and from plain Python (the simulator).
+    """Make ``fn`` callable from ``cuda.jit`` kernels (see :func:`_register_cuda_per_row`) and
+    from plain Python (the simulator); :func:`cpu_per_row` gives the CPU drivers their copy.
 
-    ``register_jitable(inline="always")`` would do the first but breaks numba-cuda's IR, so
-    each target gets its own registration of the same Python function.
+    The shared Python function carries no CPU overload. An ``overload(fn, target="cpu",
+    inline="always")`` on it (what this module once did) leaves numba-core IR in the template's
+    inline cache once a CPU driver compiled; numba-cuda (0.30.4) then inlined that IR into every
+    CUDA kernel calling ``fn`` and failed with ``assert isinstance(inst, Stmt)``: every CUDA join
+    after a CPU join in the same process (seen on the first real-GPU run;
+    tests/test_per_row_targets.py reproduces it without a GPU).
     """
-    overload(fn, target="cpu", inline="always", strict=False)(_returns(fn))
     _PER_ROW.append(fn)
     return fn
+
+
+def cpu_per_row(fn):
+    """The CPU copy of per-row function ``fn``: an ``njit(inline="always")`` dispatcher of the
+    same Python source (inlined into the caller's IR: these run once per row, and a call per row
+    with a dozen array arguments costs more than the work). A separate object from ``fn``, so
+    the CPU and CUDA compilers never share a template."""
+    return njit(inline="always")(fn)
 
 
 def _register_cuda_per_row() -> None:

@@ -47,7 +47,14 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .hashing import fmix64, hash_combine, hash_u64
-from .join import EMPTY, JOIN_SEED, canon_word, orig_row, slot_of, word_hash
+from . import join as _shared
+from .join import EMPTY, JOIN_SEED, cpu_per_row
+
+# the per-row functions shared with the CUDA kernels (one source), compiled for the CPU here
+canon_word = cpu_per_row(_shared.canon_word)
+orig_row = cpu_per_row(_shared.orig_row)
+slot_of = cpu_per_row(_shared.slot_of)
+word_hash = cpu_per_row(_shared.word_hash)
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
