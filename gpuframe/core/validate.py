@@ -19,8 +19,9 @@ Two levels:
   hold anything, as Arrow allows); a stated null count equal to the validity bitmap's.
 
 CPU columns are checked with numpy in chunks (no allocation proportional to the rows); CUDA
-columns with ``numba.cuda`` kernels on the device (the same code under the CUDA simulator) that
-return scalars only: nothing proportional to the rows is copied to the host.
+columns on the device, returning scalars only (nothing proportional to the rows is copied to the
+host): CuPy reductions on a real GPU, ``numba.cuda`` grid-stride kernels under the CUDA
+simulator (which has no CuPy).
 
 This module imports only ``gpuframe.core``.
 """
@@ -332,6 +333,56 @@ class _Device:
         return int(memory.to_host(arr[i:i + 1])[0])
 
     def run(self, name: str) -> None:
+        if cudasim_enabled():
+            self._run_kernels(name)
+        else:
+            self._run_cupy(name)
+
+    def _run_cupy(self, name: str) -> None:
+        """CuPy reductions (a real GPU): each returns a scalar; nothing O(rows) leaves the device."""
+        import cupy as cp
+
+        col = self.col
+        n, off = col.length, col.offset
+        lay = col.layout
+        with cp.cuda.Device(self.device.id):
+            if lay == Layout.STRING:
+                o = cp.asarray(col.offsets.array)[off:off + n + 1]
+                _check_offset_ends(name, int(o[0]), int(o[n]), col.data.size, n)
+                if n:
+                    dec = o[1:] < o[:-1]
+                    if bool(dec.any()):
+                        i = int(dec.argmax())
+                        _fail(name, f"string offsets must not decrease: row {i} has offsets {int(o[i])} -> "
+                                    f"{int(o[i + 1])}")
+            elif lay == Layout.DICTIONARY:
+                idx = cp.asarray(col.data.array)[off:off + n]
+                ndict = col.dictionary.length
+                u = idx.view(_unsigned(idx.dtype))  # negative indices become huge
+                if int(u.max()) >= ndict:
+                    bad = u >= ndict
+                    if col.validity is not None:
+                        rows = cp.arange(off, off + n, dtype=cp.int64)
+                        vb = cp.asarray(col.validity.array)
+                        bad &= ((vb[rows >> 3] >> (rows & 7).astype(cp.uint8)) & 1).astype(bool)
+                    if bool(bad.any()):
+                        i = int(bad.argmax())
+                        _bad_index(name, i, int(idx[i]), ndict)
+            stated = _stated_nulls(col)
+            if stated is not None:
+                vb = cp.asarray(col.validity.array)
+                first, last = off // 8, (off + n + 7) // 8
+                table = cp.asarray(_POP8)
+                ones = int(table[vb[first:last]].sum(dtype=cp.int64))
+                head, tail = off - first * 8, (off + n) - (last - 1) * 8
+                if head:
+                    ones -= bin(int(vb[first]) & ((1 << head) - 1)).count("1")
+                if tail < 8:
+                    ones -= bin(int(vb[last - 1]) >> tail).count("1")
+                _check_nulls(name, stated, n - ones)
+
+    def _run_kernels(self, name: str) -> None:
+        """numba.cuda kernels (the simulator, where there is no CuPy)."""
         col = self.col
         k = _kernels()
         n, off = col.length, col.offset

@@ -148,17 +148,22 @@ def _release_schema(ptr: Any) -> None:
         pass
 
 
+class _Owned(list):
+    """The child and dictionary structs of an exported ArrowArray node, kept in its state so that
+    release finds them through ``private_data`` alone (never through fields a consumer may have
+    changed, such as ``n_children`` or ``children``)."""
+
+
 @ARRAY_RELEASE
 def _release_array(ptr: Any) -> None:
     try:
         a = ptr.contents
-        for i in range(a.n_children):
-            child = a.children[i]
-            if child and child.contents.release:
-                child.contents.release(child)
-        if a.dictionary and a.dictionary.contents.release:
-            a.dictionary.contents.release(a.dictionary)
-        _STATES.pop(a.private_data, None)
+        state = _STATES.pop(a.private_data, None) or []
+        for owned in state:
+            if isinstance(owned, _Owned):
+                for st in owned:
+                    if st.release:
+                        st.release(ctypes.pointer(st))
         a.release = ARRAY_RELEASE()
     except Exception:  # pragma: no cover
         pass
@@ -228,14 +233,14 @@ def fill_array(out: ArrowArray, *, length: int, null_count: int, offset: int, bu
         for fill, st in zip(children, structs):
             fill(st)
         ptrs = (POINTER(ArrowArray) * len(structs))(*[ctypes.pointer(st) for st in structs])
-        keep += [structs, ptrs]
+        keep += [_Owned(structs), ptrs]
         out.children = ctypes.cast(ptrs, POINTER(POINTER(ArrowArray)))
     else:
         out.children = None
     if dictionary is not None:
         dst = ArrowArray()
         dictionary(dst)
-        keep.append(dst)
+        keep.append(_Owned([dst]))
         out.dictionary = ctypes.pointer(dst)
     else:
         out.dictionary = None
