@@ -13,10 +13,11 @@ destined to it, allocates (optionally through a caller's ``allocator`` that hand
 larger buffers, see :mod:`gpuframe.comm.exchange`), then sends and receives all frames
 concurrently.
 
-The transports implement six coroutines (:meth:`_listen`, :meth:`_connect_peer`,
-:meth:`_send_control`, :meth:`_recv_control`, :meth:`_send_frames`, :meth:`_recv_frames`) and
-:meth:`_close_transport`. Everything else lives here: bootstrapping the mesh, tags, timeouts,
-failure detection, and the blocking facade.
+The transports implement the primitives (:meth:`_listen`, :meth:`_open`, :meth:`_send_raw`,
+:meth:`_recv_raw`, :meth:`_send_control`, :meth:`_recv_control`, :meth:`_send_frames`,
+:meth:`_recv_frames`, :meth:`_drop_connection`, :meth:`_close_transport`). Everything else lives
+here: the handshake and authentication, bootstrapping the mesh, tags, timeouts, failure
+detection, and the blocking facade.
 
 Failure model: every wait is bounded by ``timeout`` seconds per phase, and a peer whose
 connection breaks fails the waits on it at once with :class:`PeerClosedError`. After any
@@ -848,8 +849,11 @@ class Communicator(abc.ABC):
         if self._state == "connected":
             return
         if self._state == "closed":
-            raise CommClosedError(f"the communicator is closed ({self._close_reason}); build a new one") \
-                from self._close_reason
+            reason = self._close_reason
+            peer = reason.peer if isinstance(reason, CommError) else None
+            address = reason.address if isinstance(reason, CommError) else None
+            raise CommClosedError(f"the communicator is closed ({reason}); build a new one", peer=peer,
+                                  address=address) from reason
         raise CommError(f"the communicator is not connected yet (state {self._state!r}); call connect() first")
 
     def _check_peer(self, peer: int) -> None:

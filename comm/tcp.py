@@ -397,6 +397,9 @@ class TCPCommunicator(Communicator):
         self._envelopes[frames_key] = payload
         self._unclaimed[peer] = self._unclaimed.get(peer, 0) + 1
         slot.set_result(payload)
+        # Let a receive waiting for this envelope take it before we read on: its frames, usually
+        # right behind, then go straight into the buffers it allocates instead of scratch memory.
+        await asyncio.sleep(0)
 
     async def _read_frames(self, peer: int, ch: _Channel, tag: tuple[int, ...], count: int) -> None:
         if count > MAX_FRAMES_PER_MESSAGE:
@@ -417,7 +420,16 @@ class TCPCommunicator(Communicator):
             staged = [np.empty(int(n), dtype=np.uint8) for n in sizes]
             for buf in staged:
                 await ch.recv_into(_bytes_view(buf))
-            self._staged[key] = staged
+            slot = self._posts.get(key)
+            if slot is not None and slot.done():  # the receive was posted while we read
+                post = slot.result()
+                self._check_sizes(peer, tag, sizes, [b.nbytes for b in post.buffers])
+                for dst, src in zip(post.buffers, staged):
+                    copy_into(dst, src)
+                if not post.done.done():
+                    post.done.set_result(None)
+            else:
+                self._staged[key] = staged
             return
         if slot is None:
             slot = self._post_slot(key)
