@@ -6,9 +6,12 @@ counts as new) is unchanged and no operation broke it, and otherwise closes the 
 builds a new one in two ``client.run`` rounds:
 
 1. every worker creates a communicator on its own event loop and opens a listener (UCX:
-   ``ucx://host:port``; TCP: ``tcp://host:port``) on the host of its Dask address;
-2. every worker receives the full address list and connects (rank = position of its address in
-   the sorted worker list).
+   ``ucx://host:port``; TCP: ``tcp://host:port``, or ``tls://host:port`` with the worker's own
+   TLS settings when the cluster uses ``tls://``) on the host of its Dask address;
+2. every worker receives the full address list and a random session token (:mod:`secrets`,
+   drawn per session by the client, sent through Dask's own, possibly TLS, connections) and
+   connects (rank = position of its address in the sorted worker list); peers authenticate
+   with the token before anything else they send is read.
 
 Worker side, communicators live in ``_COMMS`` (module state in each worker process) under the
 session id; the tasks of an operation look theirs up by that id.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -36,16 +40,31 @@ def _worker_host(dask_worker: Any) -> str:
     return get_address_host(dask_worker.address)
 
 
+def _worker_security(backend: str, dask_worker: Any) -> Any:
+    """The worker's Dask ``Security`` when the cluster talks TLS and the backend can use it."""
+    if not str(getattr(dask_worker, "address", "")).startswith("tls://"):
+        return None
+    if backend != "tcp":
+        logger.warning("gpuframe.dask: the cluster uses TLS but the %s communicator cannot; the data of "
+                       "gpuframe operations travels unencrypted between workers (use backend='tcp')", backend)
+        return None
+    return dask_worker.security
+
+
 async def _start_comm(session_id: str, backend: str, timeout: Optional[float], connect_timeout: float,
                       dask_worker: Any = None) -> str:
+    kwargs: dict[str, Any] = {}
+    security = _worker_security(backend, dask_worker)
+    if security is not None:
+        kwargs["security"] = security
     comm = create_communicator(backend, loop=asyncio.get_running_loop(), timeout=timeout,
-                               connect_timeout=connect_timeout)
+                               connect_timeout=connect_timeout, **kwargs)
     address = await comm.astart(_worker_host(dask_worker))
     _COMMS[session_id] = comm
     return address
 
 
-async def _connect_comm(session_id: str, workers: list[str], addresses: list[str], token: int,
+async def _connect_comm(session_id: str, workers: list[str], addresses: list[str], token: bytes,
                         dask_worker: Any = None) -> int:
     comm = _COMMS[session_id]
     rank = workers.index(dask_worker.address)
@@ -180,7 +199,7 @@ def get_session(client: Any, backend: Optional[str] = None, *, timeout: Optional
 def _build(client: Any, backend: str, workers: list[str], ident: tuple, timeout: Optional[float],
            connect_timeout: float) -> Session:
     session_id = f"gpuframe-{uuid.uuid4().hex}"
-    token = uuid.uuid4().int & (2**62 - 1)
+    token = secrets.token_bytes(32)  # per session, never derived from anything a stranger can see
     try:
         addresses = client.run(_start_comm, session_id, backend, timeout, connect_timeout, workers=workers)
         addr_list = [addresses[w] for w in workers]

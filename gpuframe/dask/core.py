@@ -283,18 +283,34 @@ def _run(client: Any, session: Session, task: Any, tag: int, spec: dict, args_by
     op = uuid.uuid4().hex[:12]
     futures = []
     for rank, worker in enumerate(session.workers):
-        # Loose placement: should the worker be gone, the task runs elsewhere and fails at once
-        # (see _task_comm) rather than waiting forever for a worker that will not come back.
+        # Strict placement: the scheduler never runs the task elsewhere, and work stealing never
+        # moves it (the stealing extension only hands a task with worker restrictions to a thief
+        # among those workers, unless the restrictions are loose). Should the worker die before
+        # the task runs, _wait sees it leave and fails the operation with WorkerLostError.
         futures.append(client.submit(task, session.session_id, tag, spec, worker, *lead[rank:rank + 1],
                                      *args_by_worker[rank], key=f"gpuframe-{what}-{op}-{rank}",
-                                     workers=[worker], allow_other_workers=True, pure=False))
+                                     workers=[worker], allow_other_workers=False, pure=False))
     try:
         _wait(client, session, futures, what)
     except BaseException:
         client.cancel(futures, force=True)
         invalidate(session, client)
         raise
+    _release_placement(client, futures)
     return futures
+
+
+def _release_placement(client: Any, futures: list[Any]) -> None:
+    """Lift the placement of finished tasks.
+
+    Their results stay where they are; the restriction only matters should Dask recompute one
+    (its worker died after the operation): a task pinned to a dead worker would wait forever,
+    a free one runs elsewhere and fails at once with a clear WorkerLostError (see _task_comm).
+    """
+    try:
+        client.sync(client.scheduler.set_restrictions, worker={f.key: None for f in futures})
+    except Exception:  # pragma: no cover - best effort: only a later recomputation would hang
+        logger.warning("gpuframe.dask: could not lift the placement of finished tasks", exc_info=True)
 
 
 def _wait(client: Any, session: Session, futures: list[Any], what: str) -> None:
