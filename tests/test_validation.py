@@ -365,3 +365,16 @@ def test_fuzz_import_and_unpack_in_a_subprocess(tmp_path):
     # the fuzz did exercise both doors, with both verdicts
     for key in ("arrow:accepted", "arrow:rejected", "wire:accepted", "wire:rejected", "control:accepted"):
         assert counts.get(key, 0) > 50, counts
+
+
+def test_check_received_table_names_column_and_peer():
+    """What the exchange's assembler should call on the table it built from received frames."""
+    from gpuframe.comm.wire import check_received_table
+
+    good = gf.from_arrow(pa.table({"a": pa.array([1, 2])}))
+    assert check_received_table(good, peer=1) is good
+    bad = gf.from_arrow(pa.table({"a": pa.array([1, 2]), "d": bad_index_dictionary()}), validate=False)
+    with pytest.raises(MalformedMessageError, match=r"received column 'd': dictionary index of row 1 .* "
+                                                    r"\[peer rank 2\]"):
+        check_received_table(bad, peer=2)
+    assert check_received_table(bad, peer=2, validate=False) is bad
