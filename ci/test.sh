@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need, then runs every lane.
-#   lanes: cpu, cudasim (NUMBA_ENABLE_CUDASIM=1, separate process), distributed (local Dask
-#   clusters over UCX and TCP), gpu (skipped without a GPU), bench-smoke (every benchmark at the
-#   smoke size, answers checked).
+#   lanes: cpu, cudasim (NUMBA_ENABLE_CUDASIM=1, separate process; records every kernel launch's
+#   argument types), ptx (every recorded kernel signature compiled by the real NVVM for sm_80 and
+#   sm_90 and assembled by ptxas, no GPU needed), distributed (local Dask clusters over UCX and
+#   TCP), gpu (skipped without a GPU), bench-smoke (every benchmark at the smoke size, answers
+#   checked).
 # Usage: bash ci/test.sh [lane ...]     (default: all lanes)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 
 lanes=("$@")
-[ ${#lanes[@]} -eq 0 ] && lanes=(cpu cudasim distributed gpu bench-smoke)
+[ ${#lanes[@]} -eq 0 ] && lanes=(cpu cudasim ptx distributed gpu bench-smoke)
+launches="$(mktemp -d)/launches.json"  # kernel signatures the cudasim lane records for the ptx lane
 export GPUFRAME_RAISE_ON_FALLBACK=1
 results=()
 fail=0
@@ -27,7 +30,13 @@ run_pytest() {  # name, then pytest args; pytest's exit 5 (no tests collected) i
 for lane in "${lanes[@]}"; do
   case "$lane" in
     cpu) run_pytest cpu tests --ignore=tests/cudasim --ignore=tests/distributed --ignore=tests/gpu -m "not distributed" ;;
-    cudasim) NUMBA_ENABLE_CUDASIM=1 run_pytest cudasim tests/cudasim ;;
+    cudasim) NUMBA_ENABLE_CUDASIM=1 GPUFRAME_RECORD_LAUNCHES="$launches" run_pytest cudasim tests/cudasim ;;
+    ptx)
+      t0=$SECONDS; rc=0
+      echo "== lane ptx: python ci/ptx_lane.py (NVVM + ptxas, sm_80 and sm_90)"
+      python ci/ptx_lane.py --signatures "$launches" || rc=$?
+      results+=("ptx: exit $rc in $((SECONDS - t0)) s")
+      [ $rc -eq 0 ] || fail=1 ;;
     distributed) run_pytest distributed tests/distributed tests/test_demo.py -m distributed ;;
     gpu)
       if python -c "import sys; from gpuframe.core.device import gpu_count; sys.exit(0 if gpu_count() else 1)"; then
@@ -45,7 +54,7 @@ for lane in "${lanes[@]}"; do
       rm -rf "$out"
       results+=("bench-smoke: exit $rc in $((SECONDS - t0)) s")
       [ $rc -eq 0 ] || fail=1 ;;
-    *) echo "unknown lane $lane (expected cpu, cudasim, distributed, gpu, bench-smoke)"; exit 2 ;;
+    *) echo "unknown lane $lane (expected cpu, cudasim, ptx, distributed, gpu, bench-smoke)"; exit 2 ;;
   esac
 done
 
