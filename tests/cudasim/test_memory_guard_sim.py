@@ -1,0 +1,62 @@
+"""The memory guard on a CUDA device (simulator or GPU): it raises before allocating, naming the
+operation, the device and the sizes."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import gpuframe
+from gpuframe.core import memory
+from gpuframe.core.device import cudasim_enabled
+
+pytestmark = pytest.mark.cudasim
+
+
+@pytest.fixture
+def small_device_memory(monkeypatch, cuda_device):
+    real = memory.available_bytes
+    seen = []
+
+    def fake(device):
+        if device.is_cuda:
+            seen.append(device)
+            return 1000, "a test limit"
+        return real(device)
+
+    monkeypatch.setattr(memory, "available_bytes", fake)
+    monkeypatch.setattr(memory, "GUARD_MIN_BYTES", 0)   # small tables: the simulator is slow
+    return seen
+
+
+def _table(n: int = 2000):
+    return gpuframe.from_arrow(pa.table({"k": np.arange(n, dtype=np.int64), "v": np.ones(n)}))
+
+
+def test_guard_take_and_hash_partition_on_the_device(cuda_device, small_device_memory):
+    t = _table().to(cuda_device)
+    dev = str(cuda_device).replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(MemoryError, match=rf"^take: the gathered table of 2,000 rows needs about 32,000 bytes "
+                                          rf"\(0.00 GiB\) on {dev}, but only 1,000 bytes"):
+        gpuframe.take(t, np.arange(2000))
+    with pytest.raises(MemoryError, match=rf"^hash_partition: the partitioned table and its scratch of 2,000 rows "
+                                          rf"needs about 72,000 bytes \(0.00 GiB\) on {dev}"):
+        gpuframe.hash_partition(t, "k", 4)
+    assert small_device_memory and all(d == cuda_device for d in small_device_memory)
+
+
+def test_guard_merge_on_the_device(cuda_device, small_device_memory):
+    left, right = _table().to(cuda_device), _table(1000).to(cuda_device)
+    with pytest.raises(MemoryError, match=r"^merge: the merged table of 1,000 rows needs about"):
+        gpuframe.merge(left, right, on="k")
+    with pytest.raises(MemoryError, match=r"^join_indices: the gather maps of 1,000 rows needs about 16,000 bytes"):
+        gpuframe.join_indices(left, right, on="k")
+
+
+def test_available_device_memory(cuda_device):
+    have, why = memory.available_bytes(cuda_device)
+    assert have > 0 and why
+    if cudasim_enabled():   # the simulator's arrays are host memory: the host's limits apply
+        assert "memory" in why and "CuPy" not in why
+    else:
+        assert "free on the device" in why and "CuPy's pool" in why
