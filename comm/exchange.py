@@ -26,8 +26,8 @@ from gpuframe.core.table import Table
 
 from .base import Communicator, FrameSpec
 from .errors import CommError
-from .wire import (_unpack_column, check_header, column_frame_kinds, describe_schema_difference, pack_tables,
-                   same_schema)
+from .wire import (_unpack_column, check_header, check_received_column, check_received_table, column_frame_kinds,
+                   describe_schema_difference, pack_tables, same_schema)
 
 
 def _recv_empty(n: int, dtype: Any, device: Any) -> Any:
@@ -50,6 +50,7 @@ class _Part:
     offsets: Any = None           # host scratch offsets (STRING)
     char: int = 0                 # first byte in the assembled text buffer (STRING)
     dict_frames: list = field(default_factory=list)  # host scratch (DICTIONARY)
+    peer: int = -1                # the rank that sent it
 
 
 class _Scratch:
@@ -112,7 +113,7 @@ class _Assembler:
             for piece in pieces:
                 n = int(piece["n"])
                 for c, (fld, meta) in enumerate(zip(self.schema, piece["cols"])):
-                    part = _Part(n=n, row=row, meta=meta)
+                    part = _Part(n=n, row=row, meta=meta, peer=peer)
                     self.parts[c].append(part)
                     lay = layout_of(fld.type)
                     if meta["vbit"] is not None:
@@ -183,7 +184,9 @@ class _Assembler:
         cols = []
         for c, fld in enumerate(self.schema):
             cols.append((fld.name, self._column(c, fld)))
-        return Table(cols, self.total)
+        # Every received column is checked like an Arrow import (offsets, indices, null counts;
+        # on the device for device columns) before any kernel reads it.
+        return check_received_table(Table(cols, self.total))
 
     def _column(self, c: int, fld: pa.Field) -> Column:
         parts = self.parts[c]
@@ -229,6 +232,13 @@ class _Assembler:
                 wide = np.dtype(np.int32) if total <= np.iinfo(np.int32).max else np.dtype(np.int64)
                 host = host.astype(wide)
                 dtype = pa.dictionary(pa.from_numpy_dtype(wide), value_type, fld.type.ordered)
+            # Each piece's indices must address its own dictionary: once shifted, an index past
+            # it would silently read another rank's entries.
+            vhost = None if validity is None else Buffer(memory.to_host(validity.array), CPU)
+            for p, d in zip(parts, dicts):
+                if p.n:
+                    piece = Column(fld.type, p.n, Buffer(host, CPU), vhost, None, d, p.row, -1)
+                    check_received_column(piece, fld.name, p.peer)
             start = 0
             for p, size in zip(parts, sizes):
                 if start and p.n:

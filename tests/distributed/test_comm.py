@@ -407,3 +407,48 @@ def test_backend_choice(monkeypatch):
 def test_frame_spec_wire_roundtrip():
     spec = FrameSpec(24, "<i8", "cpu")
     assert FrameSpec.from_wire(spec.to_wire()) == spec and spec.count == 3
+
+
+@pytest.mark.parametrize("bad", ["own_dictionary", "string_offsets"])
+def test_exchange_refuses_a_rank_whose_column_is_malformed(backend, bad):
+    # Rank 1 sends a column whose pieces are well-formed frames with bad contents: dictionary
+    # indices past its own dictionary (which, shifted, would read rank 2's entries: silently wrong
+    # data), or string offsets past its text. Every receiver refuses it, naming the column.
+    from gpuframe.comm.wire import MalformedMessageError
+    from gpuframe.core.buffer import Buffer
+    from gpuframe.core.column import Column
+
+    mesh3 = local_mesh(3, backend, timeout=30)
+
+    def rank(r):
+        if bad == "own_dictionary":
+            words = [f"w{r}_{i}" for i in range(3)]
+            arr = pa.array([words[i % 3] for i in range(6)]).dictionary_encode()
+            good = gpuframe.from_arrow(pa.table({"d": arr}))
+            if r == 1:
+                col = good["d"]
+                idx = col.data.array.copy()
+                idx[2] = 4  # in range of the 9 concatenated entries, not of rank 1's 3
+                col = Column(col.dtype, col.length, Buffer(idx, col.device), None, None, col.dictionary, 0, 0)
+                good = gpuframe.Table([("d", col)], col.length)
+        else:
+            good = gpuframe.from_arrow(pa.table({"d": pa.array(["ab", "cd", "ef"])}))
+            if r == 1:
+                col = good["d"]
+                offs = col.offsets.array.copy()
+                offs[1] = 50  # offsets past the 6 bytes of text, then decreasing
+                col = Column(col.dtype, col.length, col.data, None, Buffer(offs, col.device), None, 0, 0)
+                good = gpuframe.Table([("d", col)], col.length)
+        try:
+            exchange_tables(mesh3[r], [[good] for _ in range(3)], timeout=20)
+        except MalformedMessageError as exc:
+            return str(exc)
+        return None
+
+    msgs = run_ranks(rank, 3)
+    for r in (0, 2):
+        assert msgs[r] is not None and "'d'" in msgs[r], msgs
+    if bad == "own_dictionary":
+        assert all("peer rank 1" in m and "got 4" in m for m in msgs), msgs
+    for c in mesh3:
+        c.close()
