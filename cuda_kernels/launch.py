@@ -9,7 +9,7 @@ import contextlib
 import warnings
 from typing import Any, Iterator
 
-from gpuframe.core.device import cudasim_enabled
+from gpuframe.core.device import SIMULATOR_LAUNCH_LOCK, cudasim_enabled
 
 THREADS_PER_BLOCK = 256
 # The simulator runs every thread of a block as a Python thread: smaller blocks keep it lighter.
@@ -63,7 +63,7 @@ def launch(kernel: Any, n: int, *args: Any, threads: int | None = None) -> None:
     numba_cuda_compat()
     blocks, tpb = launch_config(n, threads)
     if cudasim_enabled():
-        with _quiet_uint64_overflow():
+        with SIMULATOR_LAUNCH_LOCK, _quiet_uint64_overflow():
             kernel[blocks, tpb](*args)
     else:
         kernel[blocks, tpb](*args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from dataclasses import dataclass
 from typing import Iterator, Literal, Union
 
@@ -115,15 +116,25 @@ def require_cuda(device: Device) -> None:
         raise NoGPUError(f"cannot use {device}: only {n} CUDA GPU(s) are visible")
 
 
+# The simulator runs a kernel by swapping the numba.cuda module in the kernel function's globals
+# (and our kernel modules bind ``cuda`` as a module global): two host threads running simulated
+# kernels at once (ranks of a local mesh, say) see each other's swap and fail with "'Thread' object
+# has no attribute 'blockIdx'". Simulated launches therefore take turns; a GPU needs no lock.
+SIMULATOR_LAUNCH_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def launch_context(device: "Device") -> Iterator[None]:
     """Make ``device`` numba's current CUDA device for the kernel launches inside (the buffers of
-    a ``cuda:1`` table live on GPU 1; numba would otherwise launch on GPU 0). A no-op on the
-    CPU and under the simulator."""
+    a ``cuda:1`` table live on GPU 1; numba would otherwise launch on GPU 0). On the CPU a no-op;
+    under the simulator it holds :data:`SIMULATOR_LAUNCH_LOCK`."""
     if device.is_cuda and not cudasim_enabled():
         from numba import cuda
 
         with cuda.gpus[device.id]:
+            yield
+    elif device.is_cuda:
+        with SIMULATOR_LAUNCH_LOCK:
             yield
     else:
         yield
