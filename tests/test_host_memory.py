@@ -308,13 +308,13 @@ def test_environment_variables():
     code = ("from gpuframe.core import hostalloc as h; from gpuframe import config as c; "
             "print(h.pool_limit(), h._memory_total(), c.get('host_pool_idle_s'), c.get('host_huge_pages'))")
     r = _run_py(code, {"GPUFRAME_HOST_POOL_LIMIT": "5%", "GPUFRAME_HOST_POOL_IDLE_S": "0.5",
-                       "GPUFRAME_HOST_HUGE_PAGES": "0"})
+                       "GPUFRAME_HOST_HUGE_PAGES": "1"})
     assert r.returncode == 0, r.stderr
     limit, total, idle, huge = r.stdout.split()
-    assert int(limit) == int(0.05 * int(total)) and float(idle) == 0.5 and huge == "False"
-    r = _run_py(code, {"GPUFRAME_HOST_POOL_LIMIT": "", "GPUFRAME_HOST_POOL_IDLE_S": ""})
+    assert int(limit) == int(0.05 * int(total)) and float(idle) == 0.5 and huge == "True"
+    r = _run_py(code, {"GPUFRAME_HOST_POOL_LIMIT": "", "GPUFRAME_HOST_POOL_IDLE_S": "", "GPUFRAME_HOST_HUGE_PAGES": ""})
     limit, total, idle, huge = r.stdout.split()
-    assert int(limit) == min(1 << 30, int(total) // 16) and float(idle) == 5.0 and huge == "True"
+    assert int(limit) == min(1 << 30, int(total) // 16) and float(idle) == 5.0 and huge == "False"
     r = _run_py(code, {"GPUFRAME_HOST_POOL_LIMIT": "a lot"})
     assert r.returncode != 0
     assert "GPUFRAME_HOST_POOL_LIMIT must be a byte count" in r.stderr and "got 'a lot'" in r.stderr

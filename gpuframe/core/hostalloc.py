@@ -24,9 +24,9 @@ Buffers of at least :data:`MIN_BYTES` are anonymous memory maps (``mmap``): free
 so the memory really goes back to the system (glibc keeps freed heap memory below its
 dynamic mmap threshold of up to 32 MiB), they start on a page boundary (the streaming scatter
 needs 64 bytes) and, from :data:`HUGE_MIN` bytes on, the allocator asks for transparent huge
-pages with ``madvise(MADV_HUGEPAGE)`` on that mapping only (setting ``host_huge_pages``): numpy
-does the same for its own arrays, and on the benchmark VM it makes first touches about four
-times faster. No process-global flag is toggled. Smaller requests are plain ``np.empty``.
+pages with ``madvise(MADV_HUGEPAGE)`` on that mapping only when ``host_huge_pages`` is on (off by
+default: on a fragmented machine with ``defrag=madvise`` the first touches stall in synchronous
+compaction, see :mod:`gpuframe.config`). No process-global flag is toggled. Smaller requests are plain ``np.empty``.
 Sizes are rounded up (to 64 KiB below 2 MiB, to 2 MiB above) so that buffers of similar sizes
 share blocks; a request takes the smallest idle block that holds it and is at most twice its
 size.
