@@ -154,6 +154,9 @@ def main(argv=None) -> int:
         numba_cuda_compat()
         ptxas = ptxas_path()
         real_current_device = dispatcher.get_current_device
+        # what numba-cuda asks the current device for, one per target architecture
+        devices = {a: type("FakeDevice", (), {"compute_capability": (int(a[3:-1]), int(a[-1]))})()
+                   for a in archs}
         rows: dict[str, Row] = {}
         kernels_of: dict[str, dict] = {}
         t0 = time.perf_counter()
@@ -172,12 +175,8 @@ def main(argv=None) -> int:
                     argtypes = tuple(numba_type(d) for d in json.loads(sig))
                     row.signatures += 1
                     for arch in archs:
-                        cc = (int(arch[3:-1]), int(arch[-1]))
-
-                        class _Device:  # what numba-cuda asks the current device for
-                            compute_capability = cc
-
-                        dispatcher.get_current_device = lambda: _Device()
+                        cc = devices[arch].compute_capability
+                        dispatcher.get_current_device = lambda d=devices[arch]: d
                         try:
                             ptx, _ = cuda.compile_ptx(disp.py_func, argtypes, cc=cc)
                         except Exception as exc:  # noqa: BLE001 - every failure is reported
