@@ -13,7 +13,7 @@ import gpuframe as gf
 from gpuframe import config
 from gpuframe.backends import registry
 from gpuframe.core.column import Column
-from gpuframe.interop import cdevice as cd
+from gpuframe.interop import arrow_c_abi as cd
 
 from .common.data import random_array
 

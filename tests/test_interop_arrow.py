@@ -10,7 +10,7 @@ import pytest
 
 import gpuframe as gf
 from gpuframe.core.column import Column
-from gpuframe.interop import cdevice as cd
+from gpuframe.interop import arrow_c_abi as cd
 from gpuframe.interop.arrow import format_string
 
 from .common.data import DTYPES, random_array, random_table

@@ -23,7 +23,7 @@ from gpuframe.core.buffer import Buffer
 from gpuframe.core.column import Column
 from gpuframe.core.device import CPU
 from gpuframe.core.validate import InvalidColumnError, check_column, check_structure, count_set_bits
-from gpuframe.interop import cdevice as cd
+from gpuframe.interop import arrow_c_abi as cd
 
 from .common.interop import ArrayOnly, DeviceArrayOnly, StreamOnly
 

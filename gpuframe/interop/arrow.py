@@ -2,7 +2,7 @@
 interface), in both directions.
 
 Export (``Column``/``Table`` ``__arrow_c_schema__``, ``__arrow_c_array__``, ``__arrow_c_stream__``,
-``__arrow_c_device_array__``): the structs are built by :mod:`gpuframe.interop.cdevice` and point at
+``__arrow_c_device_array__``): the structs are built by :mod:`gpuframe.interop.arrow_c_abi` and point at
 our buffers without copying; the capsule (and, once moved, the struct's release callback) keeps the
 buffers alive.
 
@@ -45,7 +45,7 @@ from ..core.device import CPU, Device, DeviceLike, as_device, cudasim_enabled, r
 from ..core.dtypes import Layout, check_supported, layout_of, offsets_dtype, physical_numpy_dtype
 from ..core.table import Table
 from ..core.validate import check_column
-from . import cdevice as cd
+from . import arrow_c_abi as cd
 
 __all__ = [
     "column_c_array", "column_c_device_array", "column_c_schema", "column_c_stream",

@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from gpuframe.core.column import Column
 from gpuframe.core.dtypes import Layout
-from gpuframe.interop import cdevice
+from gpuframe.interop import arrow_c_abi
 
 from .data import random_array
 
@@ -76,7 +76,7 @@ def assert_same_memory(arr: pa.Array, col: Column) -> None:
 def live_exports() -> int:
     # no gc.collect(): exports hold no reference cycles, so dropping the last reference must
     # release them at once (and a collection per test would slow the CPU lane down)
-    return cdevice.live_exports()
+    return arrow_c_abi.live_exports()
 
 
 def assert_released(before: int) -> None:

@@ -11,7 +11,7 @@ import pytest
 import gpuframe as gf
 from gpuframe.core import memory
 from gpuframe.core.column import Column
-from gpuframe.interop import cdevice as cd
+from gpuframe.interop import arrow_c_abi as cd
 
 from ..common.data import DTYPES, random_array, random_table
 

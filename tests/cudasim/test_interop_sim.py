@@ -17,7 +17,7 @@ import gpuframe as gf
 from gpuframe.core.column import Column
 from gpuframe.core.device import cudasim_enabled
 from gpuframe.core.dtypes import Layout
-from gpuframe.interop import cdevice as cd
+from gpuframe.interop import arrow_c_abi as cd
 from gpuframe.interop.arrow import format_string
 
 from ..common.data import DTYPES, random_table

@@ -13,7 +13,7 @@ from gpuframe.core import memory
 from gpuframe.core.column import Column
 from gpuframe.core.device import cudasim_enabled
 from gpuframe.core.validate import InvalidColumnError, check_column
-from gpuframe.interop import cdevice as cd
+from gpuframe.interop import arrow_c_abi as cd
 
 from ..common.data import DTYPES, random_table
 from ..common.interop import DeviceArrayOnly

@@ -15,7 +15,7 @@ import gpuframe as gf
 from gpuframe.core.column import Column
 from gpuframe.core.device import Device, NoGPUError, gpu_count
 from gpuframe.core.dtypes import Layout
-from gpuframe.interop import cdevice as cd
+from gpuframe.interop import arrow_c_abi as cd
 
 from ..common.data import DTYPES, random_table
 from ..common.interop import DeviceArrayOnly, assert_released, live_exports, sliced_array

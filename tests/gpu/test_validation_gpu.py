@@ -10,7 +10,7 @@ import pytest
 import gpuframe as gf
 from gpuframe.core.column import Column
 from gpuframe.core.validate import InvalidColumnError, check_column
-from gpuframe.interop import cdevice as cd
+from gpuframe.interop import arrow_c_abi as cd
 
 from ..common.interop import DeviceArrayOnly
 

@@ -1,4 +1,6 @@
-"""The Arrow C data / C device / C stream structs in ctypes, with the capsules that carry them.
+"""The Arrow C ABIs in ctypes: the C data interface (ArrowSchema, ArrowArray), the C device
+interface (ArrowDeviceArray) and the C stream interface (ArrowArrayStream), with the PyCapsules that
+carry them.
 
 This module knows nothing about ``Column`` or ``Table``: it builds and reads the raw structs
 (`ArrowSchema`, `ArrowArray`, `ArrowDeviceArray`, `ArrowArrayStream`) described in
