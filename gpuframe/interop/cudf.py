@@ -55,7 +55,7 @@ def from_cudf(df: "cudf.DataFrame", device: DeviceLike = None) -> Table:
         raise TypeError(f"from_cudf expects a cudf.DataFrame, got {type(df).__name__}")
     names = [str(n) for n in df.columns]
     if hasattr(df, "to_pylibcudf"):
-        from .arrow import import_device_columns
+        from .arrow_import import import_device_columns
 
         plc_table, _meta = df.to_pylibcudf()
         # pylibcudf names no columns in its export: the names come from the DataFrame
@@ -64,7 +64,7 @@ def from_cudf(df: "cudf.DataFrame", device: DeviceLike = None) -> Table:
     else:  # older cuDF: no device export, go through host Arrow
         warnings.warn("this cuDF version has no to_pylibcudf(): from_cudf copies through the host",
                       PerformanceWarning, stacklevel=2)
-        from .arrow import from_arrow
+        from .arrow_import import from_arrow
 
         tbl = from_arrow(df.to_arrow(preserve_index=False), device or "cuda")
     return tbl if device is None else tbl.to(device)

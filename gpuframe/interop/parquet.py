@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from ..core.device import DeviceLike
 from ..core.table import Table
-from .arrow import from_arrow
+from .arrow_import import from_arrow
 
 __all__ = ["read_parquet", "write_parquet"]
 
