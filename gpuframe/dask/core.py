@@ -13,7 +13,7 @@ One operation, step by step:
    reaches the cluster when this fails;
 2. ``persist`` the inputs and find which worker holds each partition (``who_has``);
 3. get the communicator session of the current workers (built once, cached, rebuilt when the
-   workers change: :mod:`gpuframe.dask._session`);
+   workers change: :mod:`gpuframe.dask._worker_comms`);
 4. submit one task per worker, pinned to it, with its local partitions as arguments. Each task
    converts them to Tables, hash-partitions them by key, exchanges them with every other worker
    in one all-to-all, and (merge) joins what it received with :func:`gpuframe.merge`;
@@ -39,8 +39,8 @@ from typing import Any, Optional, Sequence
 from gpuframe.comm import CommError, PeerClosedError, resolve_backend
 from gpuframe.comm.wire import schema_from_bytes, schema_to_bytes
 
-from . import _frames
-from ._session import Session, get_session, invalidate, worker_comm
+from . import _convert
+from ._worker_comms import Session, get_session, invalidate, worker_comm
 
 logger = logging.getLogger("gpuframe.dask")
 
@@ -122,15 +122,15 @@ def _shuffle_body(comm: Any, tag: int, spec: dict, parts: Sequence[Any]) -> dict
     stats: dict = {"rank": comm.rank, "rows_in": sum(len(p) for p in parts)}
     schema = schema_from_bytes(spec["schema"])
     t0 = time.perf_counter()
-    tables = [_frames.to_table(p, spec["kind"], schema) for p in parts]
+    tables = [_convert.to_table(p, spec["kind"], schema) for p in parts]
     stats["convert_s"] = time.perf_counter() - t0
     out = shuffle_pieces(tables, spec["on"], comm, schema=schema, buckets=spec["buckets"], seed=spec["seed"],
                          tag=tag, timeout=spec["timeout"], device=_device(tables, spec["kind"]), stats=stats)
     t1 = time.perf_counter()
-    frames = [_frames.from_table(t, spec["kind"], spec["meta"]) for t in out]
+    out_parts = [_convert.from_table(t, spec["kind"], spec["meta"]) for t in out]
     stats["convert_s"] += time.perf_counter() - t1
     stats["rows_out"] = sum(t.num_rows for t in out)
-    return {"parts": frames, "stats": stats}
+    return {"parts": out_parts, "stats": stats}
 
 
 def _merge_body(comm: Any, tag: int, spec: dict, n_left: int, parts: Sequence[Any]) -> dict:
@@ -139,17 +139,17 @@ def _merge_body(comm: Any, tag: int, spec: dict, n_left: int, parts: Sequence[An
     stats: dict = {"rank": comm.rank, "rows_in": sum(len(p) for p in parts)}
     lschema, rschema = schema_from_bytes(spec["left_schema"]), schema_from_bytes(spec["right_schema"])
     t0 = time.perf_counter()
-    left = [_frames.to_table(p, spec["kind"], lschema) for p in parts[:n_left]]
-    right = [_frames.to_table(p, spec["kind"], rschema) for p in parts[n_left:]]
+    left = [_convert.to_table(p, spec["kind"], lschema) for p in parts[:n_left]]
+    right = [_convert.to_table(p, spec["kind"], rschema) for p in parts[n_left:]]
     stats["convert_s"] = time.perf_counter() - t0
     out = merge_pieces(left, right, comm, left_schema=lschema, right_schema=rschema, buckets=spec["buckets"],
                        seed=spec["seed"], tag=tag, timeout=spec["timeout"], device=_device(left + right, spec["kind"]),
                        stats=stats, **spec["merge"])
     t1 = time.perf_counter()
-    frames = [_frames.from_table(t, spec["kind"], spec["meta"]) for t in out]
+    out_parts = [_convert.from_table(t, spec["kind"], spec["meta"]) for t in out]
     stats["convert_s"] += time.perf_counter() - t1
     stats["rows_out"] = sum(t.num_rows for t in out)
-    return {"parts": frames, "stats": stats}
+    return {"parts": out_parts, "stats": stats}
 
 
 def _device(tables: Sequence[Any], kind: str) -> Any:
@@ -157,7 +157,7 @@ def _device(tables: Sequence[Any], kind: str) -> Any:
 
     for t in tables:
         return t.device
-    return CPU if kind == _frames.PANDAS else Device("cuda", 0)
+    return CPU if kind == _convert.PANDAS else Device("cuda", 0)
 
 
 def _part(result: dict, i: int) -> Any:
@@ -187,7 +187,7 @@ def _check_ddf(ddf: Any, name: str) -> str:
 
     if not isinstance(ddf, dd.DataFrame):
         raise TypeError(f"{name} must be a dask.dataframe.DataFrame, got {type(ddf).__name__}")
-    return _frames.frame_kind(ddf._meta, name)
+    return _convert.frame_kind(ddf._meta, name)
 
 
 def _check_npartitions(npartitions: Any) -> Optional[int]:
@@ -412,7 +412,7 @@ def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any
     from gpuframe.distributed import _key_list
 
     kind = _check_ddf(ddf, "ddf")
-    schema = _frames.schema_of(ddf._meta, kind)
+    schema = _convert.schema_of(ddf._meta, kind)
     keys = _key_list(schema, on, "on")
     npartitions = _check_npartitions(npartitions)
     seed = _check_seed(seed)
@@ -421,7 +421,7 @@ def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any
     session = get_session(client, backend, timeout=timeout)
     session, (placed,) = _placement(client, [ddf], session, backend, timeout)
     buckets = npartitions or session.size
-    meta = _frames.shuffle_meta(ddf._meta)
+    meta = _convert.shuffle_meta(ddf._meta)
     spec = {"kind": kind, "on": keys, "buckets": buckets, "seed": seed, "timeout": timeout,
             "schema": schema_to_bytes(schema), "meta": meta}
     tag = uuid.uuid4().int & (2**40 - 1)
@@ -469,8 +469,8 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
     rkind = _check_ddf(right, "right")
     if lkind != rkind:
         raise TypeError(f"left and right must have the same partition type, got {lkind} and {rkind}")
-    lschema = _frames.schema_of(left._meta, lkind)
-    rschema = _frames.schema_of(right._meta, rkind)
+    lschema = _convert.schema_of(left._meta, lkind)
+    rschema = _convert.schema_of(right._meta, rkind)
     kw: dict[str, Any] = {"on": on, "left_on": left_on, "right_on": right_on, "how": how, "suffixes": suffixes,
                           "nulls_equal": nulls_equal}
     # gpuframe.merge on empty tables of both metas checks everything (key names and types, how,
@@ -479,7 +479,7 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
     npartitions = _check_npartitions(npartitions)
     seed = _check_seed(seed)
     backend = resolve_backend(backend)
-    meta = _frames.merge_meta(out_schema, lkind, left._meta, right._meta, how, suffixes)
+    meta = _convert.merge_meta(out_schema, lkind, left._meta, right._meta, how, suffixes)
 
     client = _client(client)
     session = get_session(client, backend, timeout=timeout)

@@ -548,7 +548,7 @@ def test_dask_tls_cluster_gets_tls_communicators(cert):
     from distributed.security import Security
 
     import gpuframe.dask as gdask
-    from gpuframe.dask import _session
+    from gpuframe.dask import _worker_comms
 
     crt, key = cert
     sec = Security(tls_ca_file=crt, tls_scheduler_cert=crt, tls_scheduler_key=key, tls_worker_cert=crt,
@@ -561,8 +561,8 @@ def test_dask_tls_cluster_gets_tls_communicators(cert):
             Client(cluster, security=sec) as client:
         out = gdask.shuffle(dd.from_pandas(df, npartitions=2), "k", backend="tcp", client=client).compute()
         assert sorted(out["v"].tolist()) == sorted(df["v"].tolist())
-        session = _session.get_session(client, "tcp")
-        addresses = client.run(lambda sid=session.session_id: public_address(_session._COMMS[sid].address))
+        session = _worker_comms.get_session(client, "tcp")
+        addresses = client.run(lambda sid=session.session_id: public_address(_worker_comms._COMMS[sid].address))
         assert all(a.startswith("tls://") for a in addresses.values()), addresses
 
 

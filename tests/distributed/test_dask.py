@@ -23,7 +23,7 @@ from distributed import Client, LocalCluster, wait  # noqa: E402
 import gpuframe.dask as gdask  # noqa: E402
 from gpuframe.comm import CommError, PeerClosedError  # noqa: E402
 from gpuframe.dask import core as gcore  # noqa: E402
-from gpuframe.dask._session import get_session  # noqa: E402
+from gpuframe.dask._worker_comms import get_session  # noqa: E402
 from gpuframe.ops.partition import partition_ids  # noqa: E402
 
 from .helpers import require, same_rows  # noqa: E402
