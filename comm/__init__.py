@@ -4,7 +4,7 @@
   ``close``), with a UCX implementation (:class:`UCXCommunicator`, on ucxx) and a TCP one
   (:class:`TCPCommunicator`, gpuframe's own framing over sockets, TLS on request) for machines
   without ucxx. Nothing received is unpickled; peers authenticate with a random session token
-  (see :mod:`gpuframe.comm.base`).
+  (see :mod:`gpuframe.comm.communicator`, the protocol every transport shares).
 * :mod:`gpuframe.comm.wire`: a Table as a msgpack-able header plus its buffers as frames.
 * :func:`exchange_tables`: the all-to-all-v of tables used by the shuffle.
 
@@ -17,9 +17,13 @@ import asyncio
 import os
 from typing import Any, Optional
 
-from .base import ALLOWED_FRAME_DTYPES, Communicator, EventLoopThread, FrameSpec, default_timeout, new_token
+from .communicator import Communicator
 from .errors import BootstrapError, CommClosedError, CommError, CommTimeoutError, PeerClosedError, ProtocolError
 from .exchange import exchange_tables
+from .frames import ALLOWED_FRAME_DTYPES, FrameSpec
+from .handshake import new_token
+from .limits import default_timeout
+from .loop import EventLoopThread
 from .tcp import TCPCommunicator
 from .ucx import UCXCommunicator, ucx_available
 from .wire import pack_table, pack_tables, unpack_table, unpack_tables

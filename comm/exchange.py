@@ -24,8 +24,9 @@ from gpuframe.core.dtypes import Layout, layout_of, offsets_dtype, physical_nump
 from gpuframe.core.hostalloc import host_empty
 from gpuframe.core.table import Table
 
-from .base import Communicator, FrameSpec
+from .communicator import Communicator
 from .errors import CommError
+from .frames import FrameSpec
 from .wire import (_unpack_column, check_header, check_received_column, check_received_table, column_frame_kinds,
                    describe_schema_difference, pack_tables, same_schema)
 

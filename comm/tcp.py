@@ -2,7 +2,7 @@
 
 For machines without ucxx. One connection per pair of ranks; a reader task per connection
 delivers each incoming message to the receive waiting for its tag. Nothing that arrives is
-unpickled: after the fixed-size handshake (see :mod:`gpuframe.comm.base`) every message is
+unpickled: after the fixed-size handshake (see :mod:`gpuframe.comm.handshake`) every message is
 
 * a 12-byte prefix ``<kind: u8, tag length: u8, reserved: u16, count: u64>``,
 * the tag: ``tag length`` little-endian int64,
@@ -37,9 +37,12 @@ import numpy as np
 
 from gpuframe.core import memory
 
-from .base import (MAX_FRAMES_PER_MESSAGE, Communicator, Frame, consume_exception, copy_into, decode_envelope,
-                   host_view)
+from .communicator import Communicator
+from .envelope import decode_envelope
 from .errors import CommError, CommTimeoutError, PeerClosedError, ProtocolError
+from .frames import Frame, copy_into, host_view
+from .limits import MAX_FRAMES_PER_MESSAGE
+from .loop import consume_exception
 
 logger = logging.getLogger("gpuframe.comm")
 

@@ -20,8 +20,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .base import Communicator, Frame, consume_exception, host_view, tag_to_int
+from .communicator import Communicator
+from .envelope import tag_to_int
 from .errors import CommError, ProtocolError
+from .frames import Frame, host_view
+from .loop import at_exit, consume_exception
 
 logger = logging.getLogger("gpuframe.comm")
 
@@ -107,6 +110,8 @@ def shutdown() -> None:
 
     ucxx.stop_notifier_thread()
 
+
+at_exit(shutdown)  # after the communicators left open on the background loop are closed
 
 def _parse(address: str) -> tuple[str, int]:
     text = address.partition("#")[0]

@@ -400,7 +400,7 @@ def test_guard_merge_and_join_indices(tiny_memory):
 
 
 def test_guard_exchange_receive_buffers(alloc, tiny_memory):
-    from gpuframe.comm.base import frame_spec
+    from gpuframe.comm.frames import frame_spec
     from gpuframe.comm.exchange import _Assembler
     from gpuframe.comm.wire import pack_tables
 
@@ -417,7 +417,7 @@ def test_guard_exchange_receive_buffers(alloc, tiny_memory):
 
 
 def test_exchange_allocates_after_the_guard_passes(alloc):
-    from gpuframe.comm.base import frame_spec
+    from gpuframe.comm.frames import frame_spec
     from gpuframe.comm.exchange import _Assembler
     from gpuframe.comm.wire import pack_tables
 

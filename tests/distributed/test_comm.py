@@ -17,7 +17,7 @@ import gpuframe
 from gpuframe.comm import (BootstrapError, CommClosedError, CommError, CommTimeoutError, PeerClosedError,
                            create_communicator, exchange_tables, local_mesh, pack_table, pack_tables,
                            resolve_backend, unpack_table, unpack_tables)
-from gpuframe.comm.base import FrameSpec
+from gpuframe.comm.frames import FrameSpec
 
 from ..common.data import DTYPES, random_table
 from .helpers import BACKENDS, concat, plain, require, run_ranks

@@ -23,8 +23,11 @@ import pytest
 
 from gpuframe.comm import (BootstrapError, CommClosedError, CommError, PeerClosedError, ProtocolError,
                            create_communicator, local_mesh)
-from gpuframe.comm import base as cbase
-from gpuframe.comm.base import decode_envelope, public_address
+from gpuframe.comm.envelope import decode_envelope, encode_envelope, tag_to_int
+from gpuframe.comm.frames import as_frame
+from gpuframe.comm.handshake import (HANDSHAKE_BYTES, HELLO, normalise_token, pack_handshake, public_address,
+                                     token_from_addresses)
+from gpuframe.comm.limits import MAX_PARKED_PER_RANK
 
 from .helpers import BACKENDS, require, run_ranks
 
@@ -63,7 +66,7 @@ def closed_by_peer(sock: socket.socket, within: float) -> bool:
 
 
 def hello(rank: int, token: bytes) -> bytes:
-    return cbase._pack_handshake(cbase._HELLO, rank, token)
+    return pack_handshake(HELLO, rank, token)
 
 
 class Evil:
@@ -111,7 +114,7 @@ def test_pickled_hello_runs_nothing(tmp_path):
     import pickle
 
     raw = socket.create_connection(host_port(c), timeout=5)
-    raw.sendall(pickle.dumps(Evil(str(target)), protocol=5).ljust(cbase.HANDSHAKE_BYTES, b"\0"))
+    raw.sendall(pickle.dumps(Evil(str(target)), protocol=5).ljust(HANDSHAKE_BYTES, b"\0"))
     assert closed_by_peer(raw, 5.0), "a pickle sent as a hello did not get the connection closed"
     raw.close()
     time.sleep(0.2)
@@ -164,7 +167,7 @@ def test_tcp_frames_cut_short_by_a_closed_connection_fail():
     sender = comms[0]
 
     async def cut():  # the envelope of 800 bytes, the frames header, 300 bytes, then the socket closes
-        env = cbase.encode_envelope({}, [np.zeros(100, np.int64)])
+        env = encode_envelope({}, [np.zeros(100, np.int64)])
         await sender._send_control(1, (1, 0, 0, 1), env)
         ch = sender._channel(1)
         head = ctcp._PREFIX.pack(ctcp._FRAMES, 4, 0, 1) + struct.pack("<4q", 1, 0, 0, 2) + struct.pack("<Q", 800)
@@ -206,7 +209,7 @@ def test_envelope_dtypes_and_sizes_are_checked():
         with pytest.raises(ValueError):
             decode_envelope(payload)
     with pytest.raises(TypeError, match="plain bool, int, uint or float"):
-        cbase.as_frame(np.array([object()], dtype=object))
+        as_frame(np.array([object()], dtype=object))
 
 
 def test_object_dtype_in_an_envelope_is_a_protocol_error(backend):
@@ -330,7 +333,7 @@ def test_stranger_hellos_before_connect_do_not_evict_the_real_rank(backend, orde
     b = create_communicator(backend, timeout=10, connect_timeout=10)
     addresses = [a.start(), b.start()]
     token = secrets.token_bytes(32)
-    n = cbase.MAX_PARKED_PER_RANK + 6
+    n = MAX_PARKED_PER_RANK + 6
     strangers: list = []
 
     def wait_parked(count):
@@ -341,14 +344,14 @@ def test_stranger_hellos_before_connect_do_not_evict_the_real_rank(backend, orde
     def rank(r):
         if r == 1:
             if order == "strangers-first":
-                wait_parked(cbase.MAX_PARKED_PER_RANK)
+                wait_parked(MAX_PARKED_PER_RANK)
             b.connect(1, addresses, token=token)
             return b.recv(0)
         if order == "real-first":
             wait_parked(1)
         strangers.extend(on_loop(a, _stranger_hellos(backend, addresses[0], n, 1)))
         parked = sum(len(v) for v in a._parked.values())
-        assert parked <= cbase.MAX_PARKED_PER_RANK, parked
+        assert parked <= MAX_PARKED_PER_RANK, parked
         time.sleep(0.3)  # rank 1 redials meanwhile when it found no room
         a.connect(0, addresses, token=token)
         a.send(1, {"hi": 0}, [np.arange(3)])
@@ -393,9 +396,9 @@ def test_tokens_are_random_and_not_derived_from_public_addresses():
     assert "#" not in repr(a)
     run_ranks(lambda r: (a, b)[r].connect(r, addresses), 2)
     public = [public_address(x) for x in addresses]
-    guesses = [cbase.normalise_token(cbase.tag_to_int(tuple(
+    guesses = [normalise_token(tag_to_int(tuple(
         int.from_bytes(__import__("hashlib").blake2b(x.encode(), digest_size=7).digest(), "little") for x in p)))
-        for p in (public, addresses)] + [cbase._token_from_addresses(public)]
+        for p in (public, addresses)] + [token_from_addresses(public)]
     assert a._token not in guesses
     # a stranger who knows the public addresses (and the old recipe) is refused
     s = socket.create_connection(host_port(a), timeout=5)
