@@ -8,16 +8,14 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator, Literal, Union
 
+from ..errors import NoGPUError  # noqa: F401  (re-exported: defined in the leaf module)
+
 DeviceKind = Literal["cpu", "cuda"]
 
 CUDA_INSTALL_HINT = (
     "install the CUDA extra for your toolkit: pip install 'gpuframe[cuda12]' or "
     "pip install 'gpuframe[cuda13]' (and check that `nvidia-smi` sees a GPU)"
 )
-
-
-class NoGPUError(RuntimeError):
-    """Raised when a CUDA device is requested but no GPU (and no simulator) is present."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
+from ..errors import InvalidColumnError  # noqa: F401  (re-exported: defined in the leaf module)
 from . import memory
 from .column import Column
 from .device import cudasim_enabled, launch_context
@@ -42,23 +43,6 @@ __all__ = ["InvalidColumnError", "check_column", "check_contents", "check_struct
            "count_set_bits"]
 
 _CHUNK = 1 << 18  # elements per numpy step: keeps temporaries in cache, nothing O(rows) allocated
-
-
-class InvalidColumnError(ValueError):
-    """A column's layout or contents would make a kernel read outside its buffers.
-
-    Attributes
-    ----------
-    column : str
-        The column's name (``"<column>"`` when the caller gave none).
-    problem : str
-        What is wrong, with the expected and the actual value.
-    """
-
-    def __init__(self, column: str, problem: str) -> None:
-        self.column = column
-        self.problem = problem
-        super().__init__(f"column {column!r}: {problem}")
 
 
 def _fail(name: str, problem: str) -> None:
