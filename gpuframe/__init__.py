@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import config
-from .backends.registry import FallbackError, PerformanceWarning
 from .core.buffer import Buffer
 from .core.column import Column
 from .core.device import Device, NoGPUError, cuda_available
 from .core.table import Table
+from .errors import FallbackError, PerformanceWarning
 from .interop.arrow import from_arrow
 
 __version__ = "0.1.0"

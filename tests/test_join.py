@@ -23,23 +23,23 @@ def cpu_path(request, monkeypatch):
     tables have many partitions (with colliding slots), many items per partition, items that
     share a partition, and items both longer and shorter than a probe batch; "scattered-tiny"
     partitions even 3-row build sides, with 3-row items."""
-    from gpuframe.backends import impl_join
+    from gpuframe.backends.cpu import join as cpu_join
     from gpuframe.kernels import join_cpu
 
     tiny = request.param == "scattered-tiny"
-    monkeypatch.setattr(impl_join, "_ROWS_PER_PARTITION", 2 if tiny else 12)
-    monkeypatch.setattr(impl_join, "_ITEM_ROWS", 3 if tiny else 2 * join_cpu._BATCH + 3)
+    monkeypatch.setattr(cpu_join, "_ROWS_PER_PARTITION", 2 if tiny else 12)
+    monkeypatch.setattr(cpu_join, "_ITEM_ROWS", 3 if tiny else 2 * join_cpu._BATCH + 3)
     if request.param != "inplace":
-        monkeypatch.setattr(impl_join, "_INPLACE_BUILD_BYTES", -1)
+        monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
     seen = set()
-    probe_side = impl_join._probe_side
+    probe_side = cpu_join._probe_side
 
     def spy(sk, pbits, inplace, *args, **kwargs):
         if pbits > 0:
             seen.add("inplace" if inplace else "scattered")
         return probe_side(sk, pbits, inplace, *args, **kwargs)
 
-    monkeypatch.setattr(impl_join, "_probe_side", spy)
+    monkeypatch.setattr(cpu_join, "_probe_side", spy)
     yield request.param
     want = "inplace" if request.param == "inplace" else "scattered"
     assert seen <= {want}, f"the {want} path was asked for, ran: {seen}"
@@ -322,11 +322,11 @@ def test_cpu_row_hash_matches_the_shared_per_row_function():
 def test_unique_build_keys_one_pass(how, keys, cpu_path, monkeypatch):
     # distinct build keys take the one-pass path: items leave gaps where probe rows miss (and
     # string bytes too) that the compaction closes; outer sides add unmatched build rows
-    from gpuframe.backends import impl_join
+    from gpuframe.backends.cpu import join as cpu_join
 
     calls = []
-    direct = impl_join._cpu_direct
-    monkeypatch.setattr(impl_join, "_cpu_direct", lambda *a, **k: calls.append(1) or direct(*a, **k))
+    direct = cpu_join._cpu_direct
+    monkeypatch.setattr(cpu_join, "_cpu_direct", lambda *a, **k: calls.append(1) or direct(*a, **k))
     rng = np.random.default_rng(11)
     bk = rng.permutation(60)[:40]
     pk = rng.integers(-5, 70, 150)

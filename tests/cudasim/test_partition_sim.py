@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 import gpuframe
-from gpuframe.backends import impl_partition
+from gpuframe.backends.cuda._target import CudaTarget
 from gpuframe.core import memory
 from gpuframe.kernels.partition import SHARED_HIST_MAX
 from gpuframe.ops.hashing import hash_rows
@@ -128,13 +128,13 @@ def test_validation_on_device(cuda_device):
 
 def test_runs_the_cuda_launchers(cuda_device, monkeypatch):
     calls = []
-    real = impl_partition.CudaTarget.gather_fixed
+    real = CudaTarget.gather_fixed
 
     def spy(self, *args):
         calls.append(self.device)
         return real(self, *args)
 
-    monkeypatch.setattr(impl_partition.CudaTarget, "gather_fixed", spy)
+    monkeypatch.setattr(CudaTarget, "gather_fixed", spy)
     gpu = gpuframe.from_arrow(pa.table({"a": [1, 2, 3]})).to(cuda_device)
     hash_partition(gpu, "a", 2)
     assert calls == [cuda_device]

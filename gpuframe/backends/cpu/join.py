@@ -1,95 +1,241 @@
-"""Hash join on the CPU (partitioned ``njit`` drivers) and on CUDA (one global table).
+"""Hash join on the CPU: radix-partitioned ``njit`` drivers (kernels in
+:mod:`gpuframe.kernels.join_cpu`, per-row functions shared with CUDA in :mod:`gpuframe.kernels.join`).
 
-Registered operations (see :mod:`gpuframe.ops.join` for the public functions):
+Operations (the contract is in :mod:`gpuframe.backends.contract`):
 
-* ``"join"``: ``fn(req: JoinRequest) -> JoinResult``; with ``req.count_only`` only the number
-  of output rows is computed (``join_size``).
+* ``join``: gather maps; ``join_size``: their length, counted without building them;
+* ``merged_key``: a coalesced key column from gather maps (host code shared with CUDA);
+* ``join_fused`` (a capability only this backend has): the join and the output columns in one
+  pass, without gather maps in between: every fixed-width column travels through the kernels as
+  int64 words and is written in the probe pass, merged string keys are written by the kernels
+  too, and only the other columns are gathered.
 
-Both backends take the same :class:`JoinRequest` (keys already normalised by
-:mod:`gpuframe.ops.keys`) and return output *word rows*: one int64 array per requested output
-row (see :data:`SRC_NONE` and friends), plus the left/right gather maps when asked for; the CPU
-backend also writes merged string keys (``req.string_keys``) itself. The build side is the
-smaller one (ties: the right side), for every ``how``; an outer side that is the build side is
-tracked with matched flags.
-
-CPU (:func:`cpu_join`, kernels in :mod:`gpuframe.kernels.join_cpu`): the build side is
-radix-partitioned (about :data:`_ROWS_PER_PARTITION` rows a partition) with everything that
-verifying a key needs, and every partition gets its own table. The probe side is scattered
-into the same partitions (in place for tiny build sides) and probed in work items of at most
-:data:`_ITEM_ROWS` rows, so a hot key never serialises a join. Distinct build keys take one
-pass (probe and write); repeated ones two (count, write). Large buffers, outputs included, come
-from the host allocator (:func:`gpuframe.core.hostalloc.host_empty`).
-
-Semi and anti joins return the selected left row numbers, in left order.
+The build side is the smaller one (ties: the right side), for every ``how``; an outer side that is
+the build side is tracked with matched flags. The build side is radix-partitioned (about
+:data:`_ROWS_PER_PARTITION` rows a partition) with everything that verifying a key needs, and
+every partition gets its own table. The probe side is scattered into the same partitions (in
+place for tiny build sides) and probed in work items of at most :data:`_ITEM_ROWS` rows, so a hot
+key never serialises a join. Distinct build keys take one pass (probe and write); repeated ones
+two (count, write). Large buffers, outputs included, come from the host allocator
+(:func:`gpuframe.core.hostalloc.host_empty`). Semi and anti joins return the selected left row
+numbers, in left order.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+import pyarrow as pa
 
-from ..core import memory
-from ..core.device import Device, launch_context
-from ..core.hostalloc import host_empty
-from ..ops.keys import SideKeys
-from .registry import register
+from ...core import memory
+from ...core.buffer import Buffer
+from ...core.column import Column, pack_bits
+from ...core.device import CPU
+from ...core.dtypes import Layout, physical_numpy_dtype
+from ...core.hostalloc import host_empty
+from ...core.table import Table
+from .._common import is_word_type, words_to_values
+from .._join import SRC_KEY, SRC_NONE, SRC_ONE, JoinRequest, JoinResult, _sides
+from .._keys import SideKeys, host_valid, key_words, merged_key_host, prepare_keys
+from ..contract import KeyPair, OutputColumn
+from .gather import gather_column
 
-# Source codes of an output row, per side (the kernels' codes are derived from these).
-SRC_NONE = -1   # nothing from this side
-SRC_KEY = -2    # this side's key word (the fast path's key)
-SRC_ONE = -4    # 1 when this side's row is present (a presence / validity word)
+__all__ = ["join", "join_size", "join_fused", "merged_key"]
 
+
+# =========================================================================== operations
+def join(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: Sequence[KeyPair], how: str,
+         nulls_equal: bool, on_count: Optional[Callable[[int], None]] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Gather maps ``(left_idx, right_idx)`` (host int64) of the join of the key columns."""
+    lk, rk = prepare_keys(left_keys, right_keys, pairs, nulls_equal, CPU)
+    res = run(JoinRequest(lk, rk, how, want_indices=True, on_count=on_count))
+    return res.left_idx, res.right_idx
+
+
+def join_size(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: Sequence[KeyPair], how: str,
+              nulls_equal: bool) -> int:
+    """The number of rows :func:`join` would return."""
+    lk, rk = prepare_keys(left_keys, right_keys, pairs, nulls_equal, CPU)
+    return int(run(JoinRequest(lk, rk, how, count_only=True)).count)
+
+
+def merged_key(left_key: Column, right_key: Column, pair: KeyPair, dtype: Any, left_idx: Any,
+               right_idx: Any) -> Column:
+    """The coalesced key of ``pair`` for the rows of the gather maps."""
+    return merged_key_host(left_key, right_key, pair, dtype, left_idx, right_idx)
 
 
 @dataclass
-class JoinRequest:
-    """What to join and what to produce.
+class _Out:
+    """How one output column is made from the fused join's word rows."""
 
-    ``carry_left`` / ``carry_right``: int64 arrays (one word per row of that side) that
-    output rows may take. ``rows``: ``(left_src, right_src, fill)`` per output row, where a
-    source is an index into that side's carry list, :data:`SRC_KEY`, :data:`SRC_ONE` or
-    :data:`SRC_NONE`; a row with a left side takes ``left_src`` (unless ``SRC_NONE``), else
-    ``right_src``, else ``fill``. ``want_indices`` adds the left and right gather maps.
-    ``on_count(total_rows)`` runs once the output size is known and before anything is
-    allocated for it (it raises ``MemoryError`` when the output cannot fit).
+    spec: OutputColumn
+    kind: str                 # "words", "string_key" or "gather"
+    value_row: int = -1
+    valid_row: int = -1
+    encoding: str = "raw"     # "raw" (the column's own bits) or "word" (a key word)
+    family: str = ""
+    string_key: int = -1      # index among the string key pairs
+    column: Optional[Column] = None
+
+
+def _widen(col: Column) -> np.ndarray:
+    """The column's values as int64 words (sign-extended raw bits)."""
+    if col.layout == Layout.BOOL:
+        return memory.to_host(col.bool_bytes()).astype(np.int64)
+    vals = col.values()
+    if np.dtype(vals.dtype).itemsize == 8:
+        return memory.view_as(vals, np.int64)
+    return vals.view(np.dtype(f"i{vals.dtype.itemsize}")).astype(np.int64)
+
+
+def _validity_words(col: Column) -> np.ndarray:
+    return memory.to_host(col.validity_bytes()).astype(np.int64)
+
+
+def _plan(left: Table, right: Table, pairs: Sequence[KeyPair], how: str, columns: Sequence[OutputColumn],
+          fast: bool) -> tuple[list[_Out], dict, list]:
+    """Output columns, carried words and output rows of a fused merge.
+
+    Every fixed-width column travels through the join kernel as int64 words (a key column on
+    the fast path as the key word itself) and is written in the probe pass.
     """
+    carry: dict = {"left": [], "right": []}
+    rows: list[tuple[int, int, int]] = []
+    outs: list[_Out] = []
+    left_missing = how in ("right", "outer")     # rows whose left side is absent
+    right_missing = how in ("left", "outer")
+    string_index = {i: sum(1 for p in pairs[:i] if p.is_string) for i, p in enumerate(pairs)}
 
-    left: SideKeys
-    right: SideKeys
-    how: str
-    carry_left: list = field(default_factory=list)
-    carry_right: list = field(default_factory=list)
-    rows: list = field(default_factory=list)
-    want_indices: bool = False
-    count_only: bool = False
-    string_keys: list = field(default_factory=list)
-    on_count: Optional[Callable[[int], None]] = None
+    def add_carry(side: str, arr: Any) -> int:
+        carry[side].append(arr)
+        return len(carry[side]) - 1
+
+    def add_row(lsrc: int, rsrc: int, fill: int = 0) -> int:
+        rows.append((lsrc, rsrc, fill))
+        return len(rows) - 1
+
+    for spec in columns:
+        pair = pairs[spec.pair] if spec.pair is not None else None
+        if spec.source == "key":
+            col, rcol = left[pair.left], right[pair.right]
+            if pair.is_string:
+                # validity: the present side's key validity (dictionary null entries included)
+                lv, rv = host_valid(col), host_valid(rcol)
+                vrow = -1
+                if lv is not None or rv is not None:
+                    ls = SRC_ONE if lv is None else add_carry("left", lv.astype(np.int64))
+                    rs = SRC_ONE if rv is None else add_carry("right", rv.astype(np.int64))
+                    vrow = add_row(ls, rs)
+                outs.append(_Out(spec, "string_key", valid_row=vrow, string_key=string_index[spec.pair]))
+                continue
+            if fast:
+                vr = add_row(SRC_KEY, SRC_KEY)
+            else:
+                vr = add_row(add_carry("left", key_words(col, pair).view(np.int64)),
+                             add_carry("right", key_words(rcol, pair).view(np.int64)))
+            vrow = -1
+            if col.has_nulls or rcol.has_nulls:
+                ls = add_carry("left", _validity_words(col)) if col.has_nulls else SRC_ONE
+                rs = add_carry("right", _validity_words(rcol)) if rcol.has_nulls else SRC_ONE
+                vrow = add_row(ls, rs)
+            outs.append(_Out(spec, "words", vr, vrow, "word", pair.family))
+            continue
+        side = spec.source
+        col = (left if side == "left" else right)[spec.column]
+        if col.layout not in (Layout.FIXED, Layout.BOOL):
+            outs.append(_Out(spec, "gather", column=col))
+            continue
+        missing = left_missing if side == "left" else right_missing
+        # the fast path's key word stands for the column itself unless it was promoted to a
+        # float (an int key joined with a float key keeps its exact values through a carry)
+        use_key = fast and pair is not None and (pair.family != "float" or pa.types.is_float64(col.dtype))
+        src = SRC_KEY if use_key else add_carry(side, _widen(col))
+        vrow = -1
+        if col.has_nulls:
+            vsrc = add_carry(side, _validity_words(col))
+            vrow = add_row(vsrc, SRC_NONE) if side == "left" else add_row(SRC_NONE, vsrc)
+        elif missing:
+            vrow = add_row(SRC_ONE, SRC_NONE) if side == "left" else add_row(SRC_NONE, SRC_ONE)
+        r = add_row(src, SRC_NONE) if side == "left" else add_row(SRC_NONE, src)
+        outs.append(_Out(spec, "words", r, vrow, "word" if use_key else "raw", pair.family if pair else "",
+                         column=col))
+    return outs, carry, rows
 
 
-@dataclass
-class JoinResult:
-    count: int
-    rows: list                       # int64 arrays, one per requested row (on the device)
-    left_idx: Any = None             # int64 gather maps (semi/anti: left rows; right_idx None)
-    right_idx: Any = None
-    strings: list = field(default_factory=list)   # (int64 offsets [count + 1], uint8 bytes) per string key
+def _gather_bytes_per_row(outs: list[_Out]) -> int:
+    b = 0
+    for o in outs:
+        if o.kind == "gather" and o.column is not None and len(o.column):
+            b += max(1, o.column.nbytes // len(o.column)) + 1
+        elif o.kind == "string_key":
+            b += 16
+    return b
 
 
-def _sides(req: JoinRequest) -> tuple[bool, bool, bool]:
-    """``(build_left, emit_unmatched_probe, emit_unmatched_build)``."""
-    build_left = req.left.n < req.right.n
-    keep_left = req.how in ("left", "outer")
-    keep_right = req.how in ("right", "outer")
-    if build_left:
-        return True, keep_right, keep_left
-    return False, keep_left, keep_right
+def _string_column(out_type: Any, offsets: np.ndarray, chars: np.ndarray, valid: Optional[np.ndarray]) -> Column:
+    """A host string column from int64 offsets (``large_string`` when ``out_type`` is, or when
+    the bytes outgrow int32 offsets)."""
+    n = len(offsets) - 1
+    large = pa.types.is_large_string(out_type) or int(offsets[-1]) >= 2**31 - 1
+    offs = offsets if large else offsets.astype(np.int32)
+    nulls = 0 if valid is None else int(n - np.count_nonzero(valid))
+    validity = Buffer(pack_bits(valid), CPU) if nulls else None
+    return Column(pa.large_string() if large else pa.string(), n, Buffer(chars, CPU), validity,
+                  Buffer(offs, CPU), None, 0, nulls)
 
 
-# =========================================================================== CPU
+def join_fused(left: Table, right: Table, pairs: Sequence[KeyPair], how: str, nulls_equal: bool,
+               columns: Sequence[OutputColumn], op: str = "merge") -> tuple[list[tuple[str, Column]], int]:
+    """The merged table's ``columns`` (with their names) and its number of rows, in one pass.
+
+    Before anything is allocated for the output, its size is checked with
+    :func:`gpuframe.core.memory.ensure_available` (``op`` names the operation in the error).
+    """
+    lk, rk = prepare_keys([left[p.left] for p in pairs], [right[p.right] for p in pairs], pairs, nulls_equal, CPU)
+    outs, carry, rows = _plan(left, right, pairs, how, columns, not lk.verify)
+    string_keys = [o.string_key for o in outs if o.kind == "string_key"]
+    want_idx = any(o.kind == "gather" for o in outs)
+    bpr = 8 * len(rows) + (16 if want_idx else 0) + _gather_bytes_per_row(outs)
+
+    def on_count(total: int) -> None:
+        memory.ensure_available(op, int(total) * bpr, CPU, rows=total, what="the merged table")
+
+    req = JoinRequest(lk, rk, how, carry["left"], carry["right"], rows, want_idx, string_keys=string_keys,
+                      on_count=on_count)
+    res = run(req)
+    del carry, req
+    total = res.count
+    result: list[tuple[str, Column]] = []
+    strings = iter(res.strings)
+    for o in outs:
+        spec = o.spec
+        if o.kind == "words":
+            if o.valid_row < 0 and o.encoding == "raw" and is_word_type(spec.dtype) \
+                    and physical_numpy_dtype(spec.dtype).itemsize == 8:
+                vals = res.rows[o.value_row].view(physical_numpy_dtype(spec.dtype))
+                result.append((spec.name, Column(spec.dtype, total, Buffer(vals, CPU), None, None, None, 0, 0)))
+                continue
+            vals = words_to_values(res.rows[o.value_row], spec.dtype, o.encoding, o.family)
+            valid = None if o.valid_row < 0 else res.rows[o.valid_row] != 0
+            if valid is not None and bool(valid.all()):
+                valid = None
+            result.append((spec.name, Column.from_numpy(vals, spec.dtype, valid)))
+        elif o.kind == "string_key":
+            offsets, chars = next(strings)
+            valid = None if o.valid_row < 0 else res.rows[o.valid_row] != 0
+            result.append((spec.name, _string_column(spec.dtype, offsets, chars, valid)))
+        else:
+            idx = res.left_idx if spec.source == "left" else res.right_idx
+            result.append((spec.name, gather_column(o.column, idx, None)))
+    return result, total
+
+
+# =========================================================================== drivers
 def _cpu_kernels():
-    from ..kernels import join_cpu
+    from gpuframe.kernels import join_cpu
 
     return join_cpu
 
@@ -395,8 +541,7 @@ def _fits(on_count: Optional[Callable[[int], None]], rows: int) -> bool:
     return True
 
 
-@register("cpu", "join")
-def cpu_join(req: JoinRequest) -> JoinResult:
+def run(req: JoinRequest) -> JoinResult:
     """The CPU join. The build side is partitioned and gets its tables first; then either
 
     * *direct* (every build key distinct: at most one output row per probe row): one pass
@@ -667,136 +812,3 @@ def _cpu_semi_anti(req: JoinRequest) -> JoinResult:
     if req.on_count is not None:
         req.on_count(len(sel))
     return JoinResult(len(sel), [], sel, None)
-
-
-# =========================================================================== CUDA
-def _cuda():
-    from ..kernels.join import cuda_kernels
-
-    return cuda_kernels()
-
-
-def _launch(kernel: Any, n: int, *args: Any) -> None:
-    from ..kernels.launch import launch
-
-    launch(kernel, n, *args)
-
-
-def _scalar(arr: Any, i: int) -> int:
-    return int(memory.to_host(arr[i:i + 1])[0])
-
-
-def _row_hash_cuda(sk: SideKeys, dev: Device) -> None:
-    if sk.keys is None:
-        out = memory.empty(sk.n, np.uint64, dev)
-        _launch(_cuda().row_hash, sk.n, sk.words, sk.starts, sk.ends, sk.chars, out)
-        sk.keys = out
-
-
-def _cuda_table(build: SideKeys, dev: Device) -> tuple[Any, Any, np.uint64]:
-    from ..kernels.join import table_bits
-
-    k = _cuda()
-    bits = table_bits(build.n)
-    size = 1 << bits
-    table = memory.empty(size, np.int64, dev)
-    _launch(k.fill, size, table, np.int64(-1))
-    nxt = memory.empty(max(build.n, 1), np.int64, dev)
-    _launch(k.fill, build.n, nxt, np.int64(-1))
-    _launch(k.build, build.n, table, nxt, np.uint64(size - 1), np.uint64(0), build.keys, build.valid,
-            build.kmode, build.verify, memory.to_device(_E64, dev), build.words, build.starts, build.ends,
-            build.chars)
-    return table, nxt, np.uint64(size - 1)
-
-
-def _probe_args(table, nxt, tmask, build: SideKeys, probe: SideKeys, dev: Device) -> tuple:
-    return (table, nxt, tmask, np.uint64(0), build.keys, build.kmode, build.verify,
-            memory.to_device(_E64, dev), build.words, build.starts, build.ends, build.chars,
-            probe.keys, probe.valid, probe.words, probe.starts, probe.ends, probe.chars)
-
-
-def _select_rows(flags: Any, want: int, dev: Device) -> tuple[Any, int]:
-    """Rows ``i`` with ``flags[i] == want``, in order, and their count (scan + scatter)."""
-    k = _cuda()
-    n = int(flags.shape[0])
-    counts = memory.empty(n, np.int64, dev)
-    _launch(k.flag_count, n, flags, np.uint8(want), counts)
-    offs = memory.cumsum_exclusive(counts)
-    total = _scalar(offs, n)
-    out = memory.empty(total, np.int64, dev)
-    _launch(k.flag_write, n, flags, np.uint8(want), offs, np.int64(0), memory.to_device(_E64, dev), out,
-            np.int64(-1))
-    return out, total
-
-
-@register("cuda", "join")
-def cuda_join(req: JoinRequest) -> JoinResult:
-    from ..core.memory import array_device
-
-    dev = array_device(req.left.valid)
-    with launch_context(dev):
-        return _cuda_join(req, dev)
-
-
-def _cuda_join(req: JoinRequest, dev: Device) -> JoinResult:
-    L, R = req.left, req.right
-    k = _cuda()
-    _row_hash_cuda(L, dev)
-    _row_hash_cuda(R, dev)
-    e8 = memory.to_device(np.zeros(0, np.uint8), dev)
-    if req.how in ("semi", "anti"):
-        build_left = L.n < R.n
-        probe, build = (R, L) if build_left else (L, R)
-        table, nxt, tmask = _cuda_table(build, dev)
-        flags = memory.zeros(L.n, np.uint8, dev)
-        args = _probe_args(table, nxt, tmask, build, probe, dev)
-        if build_left:
-            _launch(k.probe_mark, probe.n, *args, e8, flags)
-        else:
-            _launch(k.probe_mark, probe.n, *args, flags, e8)
-        sel, total = _select_rows(flags, 1 if req.how == "semi" else 0, dev)
-        if req.count_only:
-            return JoinResult(total, [])
-        if req.on_count is not None:
-            req.on_count(total)
-        return JoinResult(total, [], sel, None)
-
-    build_left, eup, eub = _sides(req)
-    probe, build = (R, L) if build_left else (L, R)
-    table, nxt, tmask = _cuda_table(build, dev)
-    args = _probe_args(table, nxt, tmask, build, probe, dev)
-    bmatched = memory.zeros(build.n, np.uint8, dev) if eub else e8
-    counts = memory.empty(probe.n, np.int64, dev)
-    _launch(k.probe_count, probe.n, *args, eup, bmatched, counts)
-    offs = memory.cumsum_exclusive(counts)
-    total_p = _scalar(offs, probe.n)
-    total_b = 0
-    if eub:
-        bcounts = memory.empty(build.n, np.int64, dev)
-        _launch(k.flag_count, build.n, bmatched, np.uint8(0), bcounts)
-        boffs = memory.cumsum_exclusive(bcounts)
-        total_b = _scalar(boffs, build.n)
-    total = total_p + total_b
-    if req.count_only:
-        return JoinResult(total, [])
-    if req.on_count is not None:
-        req.on_count(total)
-    out_p = memory.empty(total, np.int64, dev)
-    out_b = memory.empty(total, np.int64, dev)
-    _launch(k.probe_write, probe.n, *args, eup, offs, out_p, out_b)
-    if eub:
-        _launch(k.flag_write, build.n, bmatched, np.uint8(0), boffs, np.int64(total_p), out_p, out_b,
-                np.int64(-1))
-    lidx = memory.empty(total, np.int64, dev)
-    ridx = memory.empty(total, np.int64, dev)
-    _launch(k.map_pairs, total, out_p, out_b, not build_left, lidx, ridx)
-    del out_p, out_b
-    rows = []
-    for lsrc, rsrc, f in req.rows:
-        out = memory.empty(total, np.int64, dev)
-        la = req.carry_left[lsrc] if lsrc >= 0 else L.keys
-        ra = req.carry_right[rsrc] if rsrc >= 0 else R.keys
-        _launch(k.emit, total, lidx, ridx, la, L.keys, min(lsrc, 0) if lsrc >= 0 else lsrc,
-                ra, R.keys, min(rsrc, 0) if rsrc >= 0 else rsrc, np.int64(f), out)
-        rows.append(out)
-    return JoinResult(total, rows, lidx, ridx)

@@ -1,0 +1,104 @@
+"""The CPU target: runs the ``@njit`` kernels of ``gpuframe.kernels`` on host numpy arrays.
+
+Host outputs and scratch come from the host allocator (:func:`gpuframe.core.hostalloc.host_empty`).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import numba
+import numpy as np
+
+from gpuframe.kernels import gather as GK
+from gpuframe.kernels import hashing as HK
+
+from ...core import memory
+from ...core.device import CPU
+from ...core.hostalloc import host_empty
+from .._common import _check_string_size
+
+_EMPTY_U8 = np.empty(0, dtype=np.uint8)
+
+ALIGN = 64  # bytes; Arrow's recommended alignment, and what the streaming scatter needs
+
+
+def aligned_empty(shape: Any, dtype: Any) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ``ALIGN``-byte boundary."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    raw = np.empty(count * dtype.itemsize + ALIGN, dtype=np.uint8)
+    off = (-raw.ctypes.data) % ALIGN
+    return raw[off:off + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+class CpuTarget:
+    """Runs the ``@njit`` kernels on host numpy arrays."""
+
+    device = CPU
+
+    def empty(self, n: int, dtype: Any) -> np.ndarray:
+        return host_empty(n, dtype)
+
+    def no_bitmap(self) -> np.ndarray:
+        return _EMPTY_U8
+
+    # hashing
+    def hash_fixed(self, values, kind, validity, has_valid, vbit, seed, combine, out) -> None:
+        HK.hash_fixed_column(values, kind, validity if has_valid else _EMPTY_U8, vbit, seed, combine, out)
+
+    def hash_bool(self, bits, dbit, n, validity, has_valid, vbit, seed, combine, out) -> None:
+        HK.hash_bool_column(bits, dbit, n, validity if has_valid else _EMPTY_U8, vbit, seed, combine, out)
+
+    def hash_string(self, offsets, chars, validity, has_valid, vbit, seed, combine, out) -> None:
+        HK.hash_string_column(offsets, chars, validity if has_valid else _EMPTY_U8, vbit, seed, combine, out)
+
+    def hash_dictionary(self, indices, dict_hashes, validity, has_valid, vbit, seed, combine, out) -> None:
+        HK.hash_dictionary_column(indices, dict_hashes, validity if has_valid else _EMPTY_U8, vbit, seed,
+                                  combine, out)
+
+    # gather
+    def check_indices(self, idx, n: int) -> tuple[int, int]:
+        bad, missing = GK.check_indices(idx, n)
+        return (-1 if bad == len(idx) else int(bad)), int(missing)
+
+    def gather_fixed(self, values, idx, out) -> int:
+        return int(GK.gather_fixed(values, idx, out))
+
+    def gather_bits(self, bits, bit_off, has_bits, idx, out) -> int:
+        return int(GK.gather_bits(bits if has_bits else _EMPTY_U8, bit_off, has_bits, idx, out))
+
+    def gather_string_offsets(self, offsets, idx, odt: np.dtype, large: bool) -> tuple[np.ndarray, Any, int]:
+        """Offsets of the gathered strings, where each one starts in the source, total bytes."""
+        m = len(idx)
+        out = host_empty(m + 1, odt)
+        starts = host_empty(m, np.int64)
+        total = int(GK.string_lengths(offsets, idx, out, starts))
+        _check_string_size(total, large)
+        memory.ensure_available("gather_column", total, CPU, rows=m, what="the gathered string bytes")
+        GK.inclusive_scan_inplace(out)
+        return out, starts, total
+
+    def gather_string_chars(self, offsets, chars, idx, out_offsets, starts, out_chars) -> None:
+        GK.string_chars(starts, chars, out_offsets, out_chars)
+
+
+CPU_TARGET = CpuTarget()
+
+
+# Below this many rows the CPU kernels run on the calling thread only: waking the thread pool
+# costs more than the work (and on a busy machine an OpenMP barrier can cost milliseconds).
+PARALLEL_MIN_ROWS = 1 << 16
+
+
+@contextlib.contextmanager
+def _cpu_threads(rows: int) -> Iterator[None]:
+    if rows >= PARALLEL_MIN_ROWS:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

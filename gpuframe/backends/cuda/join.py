@@ -1,0 +1,188 @@
+"""Hash join on a CUDA device: one global hash table, built by every thread at once (atomic
+inserts), probed by one thread per probe row (kernels in :mod:`gpuframe.kernels.join`, from the
+per-row functions the CPU drivers use too).
+
+Operations (the contract is in :mod:`gpuframe.backends.contract`): ``join`` returns gather maps
+on the device (probe rows in order, then the unmatched build rows), ``join_size`` their length,
+``merged_key`` a coalesced key column (on the device for fixed-width keys without nulls; from
+the host otherwise). The output columns of a merge are gathered from the maps
+(:mod:`gpuframe.backends.cuda.gather`), so no column makes a round trip through host memory.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ...core import memory
+from ...core.buffer import Buffer
+from ...core.column import Column
+from ...core.device import Device, launch_context
+from ...core.dtypes import physical_numpy_dtype
+from .._common import is_word_type
+from .._join import SRC_KEY, JoinRequest, JoinResult, _sides
+from .._keys import SideKeys, fast_key_words, merged_key_host, prepare_keys
+from ..contract import KeyPair
+from ._target import cast_on_device, widen
+
+__all__ = ["join", "join_size", "merged_key"]
+
+_E64 = np.zeros(0, np.int64)
+
+
+def join(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: Sequence[KeyPair], how: str,
+         nulls_equal: bool, on_count: Optional[Callable[[int], None]] = None) -> tuple[Any, Optional[Any]]:
+    """Gather maps ``(left_idx, right_idx)`` (int64, on the keys' device) of the join."""
+    dev = left_keys[0].device
+    with launch_context(dev):
+        lk, rk = prepare_keys(left_keys, right_keys, pairs, nulls_equal, dev, widen)
+        res = _cuda_join(JoinRequest(lk, rk, how, want_indices=True, on_count=on_count), dev)
+    return res.left_idx, res.right_idx
+
+
+def join_size(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: Sequence[KeyPair], how: str,
+              nulls_equal: bool) -> int:
+    """The number of rows :func:`join` would return."""
+    dev = left_keys[0].device
+    with launch_context(dev):
+        lk, rk = prepare_keys(left_keys, right_keys, pairs, nulls_equal, dev, widen)
+        return int(_cuda_join(JoinRequest(lk, rk, how, count_only=True), dev).count)
+
+
+def merged_key(left_key: Column, right_key: Column, pair: KeyPair, dtype: Any, left_idx: Any,
+               right_idx: Any) -> Column:
+    """The coalesced key of ``pair`` for the rows of the gather maps: the key words of the
+    present side picked by a kernel and converted on the device (a view for 8-byte values, a
+    cast kernel for narrower ones); string, bool and nullable keys are built on the host."""
+    dev = left_key.device
+    phys = physical_numpy_dtype(dtype) if is_word_type(dtype) else None
+    floats = pair.family == "float"
+    if (pair.is_string or phys is None or left_key.has_nulls or right_key.has_nulls
+            or (floats and phys.kind != "f")):
+        return merged_key_host(left_key, right_key, pair, dtype, left_idx, right_idx)
+    n = int(left_idx.shape[0])
+    with launch_context(dev):
+        lw = fast_key_words(left_key, pair, dev, widen)
+        rw = fast_key_words(right_key, pair, dev, widen)
+        words = memory.empty(n, np.int64, dev)
+        code = np.int64(SRC_KEY)
+        _launch(_cuda().emit, n, left_idx, right_idx, lw, lw, code, rw, rw, code, np.int64(0), words)
+        src = memory.view_as(words, np.float64) if floats else words
+        # the value fits: it is one side's own key
+        vals = memory.view_as(src, phys) if phys.itemsize == 8 else cast_on_device(src, phys, n, dev)
+    return Column(dtype, n, Buffer(vals, dev), None, None, None, 0, 0)
+
+
+def _cuda():
+    from gpuframe.kernels.join import cuda_kernels
+
+    return cuda_kernels()
+
+
+def _launch(kernel: Any, n: int, *args: Any) -> None:
+    from gpuframe.kernels.launch import launch
+
+    launch(kernel, n, *args)
+
+
+def _scalar(arr: Any, i: int) -> int:
+    return int(memory.to_host(arr[i:i + 1])[0])
+
+
+def _row_hash_cuda(sk: SideKeys, dev: Device) -> None:
+    if sk.keys is None:
+        out = memory.empty(sk.n, np.uint64, dev)
+        _launch(_cuda().row_hash, sk.n, sk.words, sk.starts, sk.ends, sk.chars, out)
+        sk.keys = out
+
+
+def _cuda_table(build: SideKeys, dev: Device) -> tuple[Any, Any, np.uint64]:
+    from gpuframe.kernels.join import table_bits
+
+    k = _cuda()
+    bits = table_bits(build.n)
+    size = 1 << bits
+    table = memory.empty(size, np.int64, dev)
+    _launch(k.fill, size, table, np.int64(-1))
+    nxt = memory.empty(max(build.n, 1), np.int64, dev)
+    _launch(k.fill, build.n, nxt, np.int64(-1))
+    _launch(k.build, build.n, table, nxt, np.uint64(size - 1), np.uint64(0), build.keys, build.valid,
+            build.kmode, build.verify, memory.to_device(_E64, dev), build.words, build.starts, build.ends,
+            build.chars)
+    return table, nxt, np.uint64(size - 1)
+
+
+def _probe_args(table, nxt, tmask, build: SideKeys, probe: SideKeys, dev: Device) -> tuple:
+    return (table, nxt, tmask, np.uint64(0), build.keys, build.kmode, build.verify,
+            memory.to_device(_E64, dev), build.words, build.starts, build.ends, build.chars,
+            probe.keys, probe.valid, probe.words, probe.starts, probe.ends, probe.chars)
+
+
+def _select_rows(flags: Any, want: int, dev: Device) -> tuple[Any, int]:
+    """Rows ``i`` with ``flags[i] == want``, in order, and their count (scan + scatter)."""
+    k = _cuda()
+    n = int(flags.shape[0])
+    counts = memory.empty(n, np.int64, dev)
+    _launch(k.flag_count, n, flags, np.uint8(want), counts)
+    offs = memory.cumsum_exclusive(counts)
+    total = _scalar(offs, n)
+    out = memory.empty(total, np.int64, dev)
+    _launch(k.flag_write, n, flags, np.uint8(want), offs, np.int64(0), memory.to_device(_E64, dev), out,
+            np.int64(-1))
+    return out, total
+
+
+def _cuda_join(req: JoinRequest, dev: Device) -> JoinResult:
+    L, R = req.left, req.right
+    k = _cuda()
+    _row_hash_cuda(L, dev)
+    _row_hash_cuda(R, dev)
+    e8 = memory.to_device(np.zeros(0, np.uint8), dev)
+    if req.how in ("semi", "anti"):
+        build_left = L.n < R.n
+        probe, build = (R, L) if build_left else (L, R)
+        table, nxt, tmask = _cuda_table(build, dev)
+        flags = memory.zeros(L.n, np.uint8, dev)
+        args = _probe_args(table, nxt, tmask, build, probe, dev)
+        if build_left:
+            _launch(k.probe_mark, probe.n, *args, e8, flags)
+        else:
+            _launch(k.probe_mark, probe.n, *args, flags, e8)
+        sel, total = _select_rows(flags, 1 if req.how == "semi" else 0, dev)
+        if req.count_only:
+            return JoinResult(total, [])
+        if req.on_count is not None:
+            req.on_count(total)
+        return JoinResult(total, [], sel, None)
+
+    build_left, eup, eub = _sides(req)
+    probe, build = (R, L) if build_left else (L, R)
+    table, nxt, tmask = _cuda_table(build, dev)
+    args = _probe_args(table, nxt, tmask, build, probe, dev)
+    bmatched = memory.zeros(build.n, np.uint8, dev) if eub else e8
+    counts = memory.empty(probe.n, np.int64, dev)
+    _launch(k.probe_count, probe.n, *args, eup, bmatched, counts)
+    offs = memory.cumsum_exclusive(counts)
+    total_p = _scalar(offs, probe.n)
+    total_b = 0
+    if eub:
+        bcounts = memory.empty(build.n, np.int64, dev)
+        _launch(k.flag_count, build.n, bmatched, np.uint8(0), bcounts)
+        boffs = memory.cumsum_exclusive(bcounts)
+        total_b = _scalar(boffs, build.n)
+    total = total_p + total_b
+    if req.count_only:
+        return JoinResult(total, [])
+    if req.on_count is not None:
+        req.on_count(total)
+    out_p = memory.empty(total, np.int64, dev)
+    out_b = memory.empty(total, np.int64, dev)
+    _launch(k.probe_write, probe.n, *args, eup, offs, out_p, out_b)
+    if eub:
+        _launch(k.flag_write, build.n, bmatched, np.uint8(0), boffs, np.int64(total_p), out_p, out_b,
+                np.int64(-1))
+    lidx = memory.empty(total, np.int64, dev)
+    ridx = memory.empty(total, np.int64, dev)
+    _launch(k.map_pairs, total, out_p, out_b, not build_left, lidx, ridx)
+    del out_p, out_b
+    return JoinResult(total, [], lidx, ridx)
