@@ -1,0 +1,210 @@
+"""LLVM intrinsics of the CPU drivers (``njit`` only): raw loads and stores at addresses,
+non-temporal (streaming) stores, prefetch, and the one byte copy.
+
+The CPU join passes its columns as tables of addresses (one compiled kernel then serves every
+number of columns), writes large outputs with non-temporal stores and prefetches the string bytes
+that a partition-ordered probe reads out of order; the CPU partition streams whole cache lines.
+None of this has a CUDA counterpart: the CUDA kernels index arrays. The per-row functions that
+both targets share read memory through :mod:`gpuframe.kernels.loads` instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+__all__ = ["address", "copy_bytes", "copy_short", "load_i64", "load_u64_at", "load_u8_at", "prefetch",
+           "store_fence", "store_i64", "store_i64_nt", "store_u64_at", "store_u8_at", "stream_line",
+           "LINE_BYTES"]
+
+LINE_BYTES = 64
+
+
+def _ptr_codegen(builder, addr, idx, width):
+    ptr = builder.inttoptr(addr, ir.IntType(width).as_pointer())
+    return builder.gep(ptr, [idx])
+
+
+def _nontemporal(builder, inst) -> None:
+    inst.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+
+
+@njit(inline="always")
+def address(arr):
+    """The address of ``arr``'s first element, as int64."""
+    return np.int64(arr.ctypes.data)
+
+
+@intrinsic
+def load_i64(typingctx, addr, idx):
+    """The int64 at ``addr + 8 * idx``."""
+    sig = types.int64(types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.load(_ptr_codegen(builder, args[0], args[1], 64))
+
+    return sig, codegen
+
+
+@intrinsic
+def store_i64(typingctx, addr, idx, val):
+    """``*(int64 *)(addr + 8 * idx) = val``."""
+    sig = types.void(types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        builder.store(args[2], _ptr_codegen(builder, args[0], args[1], 64))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def store_i64_nt(typingctx, addr, idx, val):
+    """``*(int64 *)(addr + 8 * idx) = val`` with a non-temporal store: the line bypasses the
+    caches, which roughly triples the speed of streaming large outputs on this kind of machine."""
+    sig = types.void(types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        _nontemporal(builder, builder.store(args[2], _ptr_codegen(builder, args[0], args[1], 64)))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def load_u64_at(typingctx, addr):
+    """The (unaligned, little-endian) uint64 at byte address ``addr``."""
+    sig = types.uint64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.load(builder.inttoptr(args[0], ir.IntType(64).as_pointer()), align=1)
+
+    return sig, codegen
+
+
+@intrinsic
+def load_u8_at(typingctx, addr):
+    """The byte at address ``addr``, as uint64."""
+    sig = types.uint64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+        return builder.zext(builder.load(ptr), ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def store_u64_at(typingctx, addr, val):
+    """Store uint64 ``val`` at (unaligned) byte address ``addr``."""
+    sig = types.void(types.int64, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        builder.store(args[1], builder.inttoptr(args[0], ir.IntType(64).as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def store_u8_at(typingctx, addr, val):
+    """Store the low byte of ``val`` at address ``addr``."""
+    sig = types.void(types.int64, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+        builder.store(builder.trunc(args[1], ir.IntType(8)), ptr)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def copy_bytes(typingctx, dst, src, n):
+    """``memmove(dst, src, n)`` between raw addresses (int64; ranges may overlap). The one byte
+    copy of the CPU kernels: pass ``address(arr) + offset``."""
+    sig = types.void(types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        d = builder.inttoptr(args[0], i8p)
+        s = builder.inttoptr(args[1], i8p)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i8p, ir.IntType(64), ir.IntType(1)])
+        fn = builder.module.declare_intrinsic("llvm.memmove", [i8p, i8p, ir.IntType(64)], fnty)
+        builder.call(fn, [d, s, args[2], ir.Constant(ir.IntType(1), 0)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def copy_short(dst, src, n):
+    """Copy ``n`` bytes between non-overlapping addresses: words inline for short strings (a
+    call to ``memmove`` costs more than the copy), :func:`copy_bytes` for long ones. Never
+    touches a byte outside either range."""
+    if n > 64:
+        copy_bytes(dst, src, n)
+        return
+    if n >= 8:
+        k = 0
+        while k + 8 <= n:
+            store_u64_at(dst + k, load_u64_at(src + k))
+            k += 8
+        if k < n:
+            # the last 8 bytes, overlapping the ones just copied: one load and store for the tail
+            store_u64_at(dst + n - 8, load_u64_at(src + n - 8))
+        return
+    k = 0
+    while k < n:
+        store_u8_at(dst + k, load_u8_at(src + k))
+        k += 1
+
+
+@intrinsic
+def prefetch(typingctx, addr):
+    """Hint the CPU to load the cache line at ``addr`` (never faults)."""
+    sig = types.void(types.int64)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def stream_line(typingctx, dst, dst_idx, src, src_idx):
+    """Copy the 64 bytes at ``src[src_idx]`` to ``dst[dst_idx]`` (64-byte aligned) with a
+    non-temporal store."""
+    sig = types.void(dst, types.uint64, src, types.uint64)
+
+    def codegen(context, builder, sig, args):
+        d, di, s, si = args
+        darr = context.make_array(sig.args[0])(context, builder, d)
+        sarr = context.make_array(sig.args[2])(context, builder, s)
+        line = ir.VectorType(ir.IntType(64), LINE_BYTES // 8)
+        value = builder.load(builder.bitcast(builder.gep(sarr.data, [si]), line.as_pointer()), align=8)
+        store = builder.store(value, builder.bitcast(builder.gep(darr.data, [di]), line.as_pointer()),
+                              align=LINE_BYTES)
+        _nontemporal(builder, store)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """Order the non-temporal stores before anything after (``fence seq_cst``)."""
+    sig = types.void()
+
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return sig, codegen
