@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def find_kernels(module_name: str) -> dict:
         factory = getattr(mod, name, None)
         if callable(factory):
             built = factory()
-            for disp in (built.values() if isinstance(built, dict) else vars(built).values()):
+            for disp in (built.values() if isinstance(built, Mapping) else vars(built).values()):
                 py_func = getattr(disp, "py_func", None)
                 if py_func is not None:
                     found[py_func.__qualname__] = disp

@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic, register_jitable
+from numba import njit, prange
+from numba.extending import register_jitable
 
+from .cpu_intrinsics import address, copy_bytes
 from .hashing import bit_is_set
+from .kernel_set import KernelSet
 
 
 @register_jitable
@@ -49,23 +50,6 @@ def gathered_byte(bits, bit_off, has_bits, idx, b, m):
 cuda = None
 
 # --------------------------------------------------------------------------- CPU kernels
-@intrinsic
-def copy_bytes(typingctx, dst, dst_off, src, src_off, n):
-    """CPU only: ``dst[dst_off:dst_off + n] = src[src_off:src_off + n]`` as one ``llvm.memcpy``
-    (about twice as fast as a byte loop for short strings, much more for long ones). The CUDA
-    kernels copy with a loop."""
-    sig = types.void(dst, types.int64, src, types.int64, types.int64)
-
-    def codegen(context, builder, sig, args):
-        d, doff, s, soff, ln = args
-        darr = context.make_array(sig.args[0])(context, builder, d)
-        sarr = context.make_array(sig.args[2])(context, builder, s)
-        cgutils.raw_memcpy(builder, builder.gep(darr.data, [doff]), builder.gep(sarr.data, [soff]), ln, 1)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 @njit(parallel=True, cache=True)
 def check_indices(idx, n):
     """``(first_bad_position, missing)``: the first index outside ``[-1, n)`` (``len(idx)`` when
@@ -135,9 +119,11 @@ def string_lengths(offsets, idx, out_offsets, starts):
 def string_chars(starts, chars, out_offsets, out_chars):
     """Copy string ``i`` (``starts[i]``, length from ``out_offsets``) to
     ``out_chars[out_offsets[i]:out_offsets[i + 1]]``."""
+    src = address(chars)
+    out = address(out_chars)
     for i in prange(starts.shape[0]):
         dst = np.int64(out_offsets[i])
-        copy_bytes(out_chars, dst, chars, starts[i], np.int64(out_offsets[i + 1]) - dst)
+        copy_bytes(out + dst, src + starts[i], np.int64(out_offsets[i + 1]) - dst)
 
 
 @njit(cache=True)
@@ -149,7 +135,7 @@ def inclusive_scan_inplace(a):
 
 # --------------------------------------------------------------------------- CUDA kernels
 @functools.lru_cache(maxsize=None)
-def cuda_kernels() -> dict:
+def cuda_kernels() -> KernelSet:
     """The CUDA gather kernels (built on first use; numba caches each signature's compile).
 
     Counters (``missing``, ``count``, ``bad``) are one-element device arrays updated with atomics.
@@ -215,5 +201,5 @@ def cuda_kernels() -> dict:
                 for k in range(ln):
                     out_chars[dst + k] = src_chars[src + k]
 
-    return {"check": check, "fixed": fixed, "bits": bits, "lengths": lengths,
-            "cast_copy": cast_copy, "chars": chars}
+    return KernelSet(check=check, fixed=fixed, bits=bits, lengths=lengths, cast_copy=cast_copy,
+                     chars=chars)

@@ -29,8 +29,14 @@ The same ``seed`` is used for every column. Callers that need type promotion bet
 (int vs float is not canonical; int32 vs int64 and string vs large_string are) promote before
 hashing. The partition id of a row hash is :func:`partition_of` (high 32 bits, see there).
 
-The module also holds the CPU kernels (``@njit``, parallel over rows) and, built lazily by
-memoised factories, the CUDA kernels that hash whole columns with these functions.
+Drivers
+-------
+Each column layout has one per-row *body* (:func:`fixed_row`, :func:`bool_row`,
+:func:`string_row`, :func:`dictionary_row`: hash row ``i``, or combine it into ``out[i]``),
+called from a CPU driver (``@njit(parallel=True)``, a ``prange`` over the rows) and from a CUDA
+kernel (one row per thread, built lazily by :func:`cuda_kernels`). The only difference between
+the targets is how :func:`hash_bytes` reads the bytes (:mod:`gpuframe.kernels.loads`: one
+unaligned 8-byte load on the CPU, a byte loop on the GPU), which does not change the value.
 """
 from __future__ import annotations
 
@@ -39,6 +45,10 @@ import functools
 import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
+
+from .kernel_set import KernelSet
+from .loads import load_tail, load_word
+from .loads import register_cuda_overloads as _register_cuda_loads
 
 M1 = np.uint64(0xFF51AFD7ED558CCD)
 M2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -172,24 +182,17 @@ def bit_is_set(bitmap, i):
 
 
 @register_jitable
-def load_le(chars, p, k):
-    """The ``k`` (1..8) bytes at ``chars[p:p+k]`` as a little-endian uint64."""
-    w = ZERO
-    for j in range(k):
-        w |= np.uint64(chars[p + j]) << np.uint64(8 * j)
-    return w
-
-
-@register_jitable
 def hash_bytes(chars, start, end, seed):
-    """Hash of the bytes ``chars[start:end]`` (the utf8 of one string)."""
+    """Hash of the bytes ``chars[start:end]`` (the utf8 of one string): ``h = hash_u64(length,
+    seed)``, then ``h = fmix64(h ^ w)`` for every little-endian 8-byte word and for the
+    zero-padded tail. The join hashes its string keys with it too (its own seed)."""
     h = hash_u64(np.uint64(end - start), seed)
     p = start
     while p + 8 <= end:
-        h = fmix64(h ^ load_le(chars, p, 8))
+        h = fmix64(h ^ load_word(chars, p))
         p += 8
     if p < end:
-        h = fmix64(h ^ load_le(chars, p, end - p))
+        h = fmix64(h ^ load_tail(chars, p, end))
     return h
 
 
@@ -202,105 +205,108 @@ def store_hash(out, i, h, combine):
         out[i] = h
 
 
-# --------------------------------------------------------------------------- CPU kernels
-# validity: the column's bitmap (absolute: bit ``vbit + i`` is row i) or an empty array when the
-# column has no nulls.  out: uint64 row hashes, combined into when ``combine``.
+# --------------------------------------------------------------------------- per-row bodies
+# validity: the column's bitmap (absolute: bit ``vbit + i`` is row i); ``has_valid`` False when
+# the column has no nulls (the array is then empty).  out: uint64 row hashes, combined into when
+# ``combine``.
+@register_jitable
+def fixed_row(values, kind, validity, has_valid, vbit, seed, combine, out, i):
+    if has_valid and bit_is_set(validity, vbit + i) == 0:
+        h = null_hash(seed)
+    else:
+        h = hash_fixed(values[i], kind, seed)
+    store_hash(out, i, h, combine)
+
+
+@register_jitable
+def bool_row(bits, dbit, validity, has_valid, vbit, seed, combine, out, i):
+    if has_valid and bit_is_set(validity, vbit + i) == 0:
+        h = null_hash(seed)
+    else:
+        h = hash_u64(np.uint64(bit_is_set(bits, dbit + i)), seed)
+    store_hash(out, i, h, combine)
+
+
+@register_jitable
+def string_row(offsets, chars, validity, has_valid, vbit, seed, combine, out, i):
+    if has_valid and bit_is_set(validity, vbit + i) == 0:
+        h = null_hash(seed)
+    else:
+        h = hash_bytes(chars, np.int64(offsets[i]), np.int64(offsets[i + 1]), seed)
+    store_hash(out, i, h, combine)
+
+
+@register_jitable
+def dictionary_row(indices, dict_hashes, validity, has_valid, vbit, seed, combine, out, i):
+    if has_valid and bit_is_set(validity, vbit + i) == 0:
+        h = null_hash(seed)
+    else:
+        h = dict_hashes[np.int64(indices[i])]
+    store_hash(out, i, h, combine)
+
+
+# --------------------------------------------------------------------------- CPU drivers
+# validity: an empty array when the column has no nulls.
 @njit(parallel=True, cache=True)
 def hash_fixed_column(values, kind, validity, vbit, seed, combine, out):
-    n = values.shape[0]
     has_valid = validity.shape[0] > 0
-    nh = null_hash(seed)
-    for i in prange(n):
-        if has_valid and bit_is_set(validity, vbit + i) == 0:
-            h = nh
-        else:
-            h = hash_fixed(values[i], kind, seed)
-        store_hash(out, i, h, combine)
+    for i in prange(values.shape[0]):
+        fixed_row(values, kind, validity, has_valid, vbit, seed, combine, out, i)
 
 
 @njit(parallel=True, cache=True)
 def hash_bool_column(bits, dbit, n, validity, vbit, seed, combine, out):
     has_valid = validity.shape[0] > 0
-    nh = null_hash(seed)
     for i in prange(n):
-        if has_valid and bit_is_set(validity, vbit + i) == 0:
-            h = nh
-        else:
-            h = hash_u64(np.uint64(bit_is_set(bits, dbit + i)), seed)
-        store_hash(out, i, h, combine)
+        bool_row(bits, dbit, validity, has_valid, vbit, seed, combine, out, i)
 
 
 @njit(parallel=True, cache=True)
 def hash_string_column(offsets, chars, validity, vbit, seed, combine, out):
-    n = offsets.shape[0] - 1
     has_valid = validity.shape[0] > 0
-    nh = null_hash(seed)
-    for i in prange(n):
-        if has_valid and bit_is_set(validity, vbit + i) == 0:
-            h = nh
-        else:
-            h = hash_bytes(chars, np.int64(offsets[i]), np.int64(offsets[i + 1]), seed)
-        store_hash(out, i, h, combine)
+    for i in prange(offsets.shape[0] - 1):
+        string_row(offsets, chars, validity, has_valid, vbit, seed, combine, out, i)
 
 
 @njit(parallel=True, cache=True)
 def hash_dictionary_column(indices, dict_hashes, validity, vbit, seed, combine, out):
-    n = indices.shape[0]
     has_valid = validity.shape[0] > 0
-    nh = null_hash(seed)
-    for i in prange(n):
-        if has_valid and bit_is_set(validity, vbit + i) == 0:
-            h = nh
-        else:
-            h = dict_hashes[np.int64(indices[i])]
-        store_hash(out, i, h, combine)
+    for i in prange(indices.shape[0]):
+        dictionary_row(indices, dict_hashes, validity, has_valid, vbit, seed, combine, out, i)
 
 
 # --------------------------------------------------------------------------- CUDA kernels
 @functools.lru_cache(maxsize=None)
-def cuda_kernels() -> dict:
-    """The CUDA hashing kernels (built on first use; numba caches each signature's compile)."""
+def cuda_kernels() -> KernelSet:
+    """The CUDA hashing kernels, one row per thread (built on first use; numba caches each
+    signature's compile): ``fixed``, ``bool``, ``string``, ``dictionary``."""
     global cuda
     from numba import cuda
+
+    _register_cuda_loads()
 
     @cuda.jit
     def fixed(values, kind, validity, has_valid, vbit, seed, combine, out):
         i = cuda.grid(1)
         if i < values.shape[0]:
-            if has_valid and bit_is_set(validity, vbit + i) == 0:
-                h = null_hash(seed)
-            else:
-                h = hash_fixed(values[i], kind, seed)
-            store_hash(out, i, h, combine)
+            fixed_row(values, kind, validity, has_valid, vbit, seed, combine, out, i)
 
     @cuda.jit
     def boolean(bits, dbit, n, validity, has_valid, vbit, seed, combine, out):
         i = cuda.grid(1)
         if i < n:
-            if has_valid and bit_is_set(validity, vbit + i) == 0:
-                h = null_hash(seed)
-            else:
-                h = hash_u64(np.uint64(bit_is_set(bits, dbit + i)), seed)
-            store_hash(out, i, h, combine)
+            bool_row(bits, dbit, validity, has_valid, vbit, seed, combine, out, i)
 
     @cuda.jit
     def string(offsets, chars, validity, has_valid, vbit, seed, combine, out):
         i = cuda.grid(1)
         if i < offsets.shape[0] - 1:
-            if has_valid and bit_is_set(validity, vbit + i) == 0:
-                h = null_hash(seed)
-            else:
-                h = hash_bytes(chars, np.int64(offsets[i]), np.int64(offsets[i + 1]), seed)
-            store_hash(out, i, h, combine)
+            string_row(offsets, chars, validity, has_valid, vbit, seed, combine, out, i)
 
     @cuda.jit
     def dictionary(indices, dict_hashes, validity, has_valid, vbit, seed, combine, out):
         i = cuda.grid(1)
         if i < indices.shape[0]:
-            if has_valid and bit_is_set(validity, vbit + i) == 0:
-                h = null_hash(seed)
-            else:
-                h = dict_hashes[np.int64(indices[i])]
-            store_hash(out, i, h, combine)
+            dictionary_row(indices, dict_hashes, validity, has_valid, vbit, seed, combine, out, i)
 
-    return {"fixed": fixed, "bool": boolean, "string": string, "dictionary": dictionary}
+    return KernelSet(fixed=fixed, bool=boolean, string=string, dictionary=dictionary)

@@ -17,18 +17,25 @@ per block when the partitions fit, then one global add per block and partition),
 by the launcher, and the gather map of the partitioned order through per-partition atomic cursors
 (two-level: shared-memory ranks, one global atomic per block and partition); every column is then
 gathered through that map. The order inside a partition is not defined on the GPU.
+
+Both run the same per-row functions (:func:`partition_of` of the row hash of
+:mod:`gpuframe.kernels.hashing`), inside the algorithm each device wants: a CPU has a few threads
+and caches that reward sequential writes, so each thread owns a chunk and its cursors (no atomics,
+stable order); a GPU has tens of thousands of threads, so rows claim their output positions with
+atomics (per block first, in shared memory), and moving one row-index map then gathering every
+column through it keeps each column's memory accesses coalesced.
 """
 from __future__ import annotations
 
 import functools
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic, register_jitable
+from numba import njit, prange
+from numba.extending import register_jitable
 
-from .gather import copy_bytes
+from .cpu_intrinsics import LINE_BYTES, address, copy_bytes, store_fence, stream_line  # noqa: F401
 from .hashing import bit_is_set, hash_fixed, null_hash, partition_of  # noqa: F401  (re-exported)
+from .kernel_set import KernelSet
 
 # Partitions that a per-block shared-memory histogram can hold (static shared array size).
 SHARED_HIST_MAX = 1024
@@ -147,39 +154,6 @@ def scatter_fixed2(values_a, values_b, pids, cursors, out_a, out_b):
 # a plain scatter. Lines shared with another chunk's range (at most two per chunk and partition)
 # and the unfinished tail lines are written element by element. Outputs must be 64-byte aligned.
 STREAM_MAX_PARTITIONS = 1024
-LINE_BYTES = 64
-
-
-@intrinsic
-def stream_line(typingctx, dst, dst_idx, src, src_idx):
-    """CPU only: copy the 64 bytes at ``src[src_idx]`` to ``dst[dst_idx]`` (64-byte aligned) with a
-    non-temporal store."""
-    sig = types.void(dst, types.uint64, src, types.uint64)
-
-    def codegen(context, builder, sig, args):
-        d, di, s, si = args
-        darr = context.make_array(sig.args[0])(context, builder, d)
-        sarr = context.make_array(sig.args[2])(context, builder, s)
-        line = ir.VectorType(ir.IntType(64), LINE_BYTES // 8)
-        value = builder.load(builder.bitcast(builder.gep(sarr.data, [si]), line.as_pointer()), align=8)
-        store = builder.store(value, builder.bitcast(builder.gep(darr.data, [di]), line.as_pointer()),
-                              align=LINE_BYTES)
-        store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def store_fence(typingctx):
-    """CPU only: order the non-temporal stores before anything after (``fence seq_cst``)."""
-    sig = types.void()
-
-    def codegen(context, builder, sig, args):
-        builder.fence("seq_cst")
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 @njit(parallel=True, cache=True)
@@ -332,6 +306,8 @@ def scatter_string_chars(offsets, chars, pids, cursors, out_offsets, out_chars):
     partition)."""
     n = pids.shape[0]
     nchunks = cursors.shape[0]
+    src = address(chars)
+    out = address(out_chars)
     for c in prange(nchunks):
         lo, hi = chunk_bounds(n, c, nchunks)
         cur = cursors[c].copy()
@@ -340,12 +316,12 @@ def scatter_string_chars(offsets, chars, pids, cursors, out_offsets, out_chars):
             k = cur[p]
             cur[p] = k + U1
             dst = np.int64(out_offsets[k])
-            copy_bytes(out_chars, dst, chars, np.int64(offsets[i]), np.int64(out_offsets[k + U1]) - dst)
+            copy_bytes(out + dst, src + np.int64(offsets[i]), np.int64(out_offsets[k + U1]) - dst)
 
 
 # --------------------------------------------------------------------------- CUDA kernels
 @functools.lru_cache(maxsize=None)
-def cuda_kernels() -> dict:
+def cuda_kernels() -> KernelSet:
     """The CUDA partition kernels (built on first use; numba caches each signature's compile)."""
     global cuda
     from numba import cuda
@@ -417,5 +393,5 @@ def cuda_kernels() -> dict:
         if i < pids.shape[0]:
             perm[base[p] + rank] = i
 
-    return {"pids": pids_kernel, "pid_hist_global": pid_hist_global, "pid_hist_shared": pid_hist_shared,
-            "scatter_rows_global": scatter_rows_global, "scatter_rows_shared": scatter_rows_shared}
+    return KernelSet(pids=pids_kernel, pid_hist_global=pid_hist_global, pid_hist_shared=pid_hist_shared,
+                     scatter_rows_global=scatter_rows_global, scatter_rows_shared=scatter_rows_shared)
