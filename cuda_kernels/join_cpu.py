@@ -34,6 +34,14 @@ probe row's match chain (``match``), the caller takes the prefix sums, and
 :func:`probe_write` writes each item's rows at its offset. Both write with non-temporal stores
 and finish with the unmatched build rows of outer joins, partition by partition.
 
+Per-row functions
+-----------------
+Key words, the join hash, row equality and the hash-table insert and find are the ones the CUDA
+kernels run (:mod:`gpuframe.kernels.keys`, :mod:`gpuframe.kernels.hashtable`), compiled here for
+the CPU; what is CPU-only is the algorithm around them (partitioning, work items, batched
+lookups whose cache misses overlap, fused output) and the raw-memory intrinsics of
+:mod:`gpuframe.kernels.cpu_intrinsics`.
+
 Columns are passed as tables of addresses (int64 ``ptrs``, one int64 word per row, or bytes for
 string data) so that one compiled kernel serves every number of columns. The caller keeps the
 arrays alive during the call. Every kernel is ``cache=True`` and every argument type is fixed
@@ -42,249 +50,20 @@ arrays alive during the call. Every kernel is ``cache=True`` and every argument 
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
-from .hashing import fmix64, hash_combine, hash_u64
-from . import join as _shared
-from .join import EMPTY, JOIN_SEED, cpu_per_row
-
-# the per-row functions shared with the CUDA kernels (one source), compiled for the CPU here
-canon_word = cpu_per_row(_shared.canon_word)
-orig_row = cpu_per_row(_shared.orig_row)
-slot_of = cpu_per_row(_shared.slot_of)
-word_hash = cpu_per_row(_shared.word_hash)
+from .cpu_intrinsics import (address, copy_bytes, copy_short, load_i64, prefetch, store_i64,  # noqa: F401
+                             store_i64_nt)
+from .hashtable import EMPTY, ht_find, ht_insert, ht_walk, slot_of
+from .keys import JOIN_SEED, canon_word, orig_row, row_hash, word_hash  # noqa: F401
+# output-row source codes (``k >= 0``: column ``k`` of that side's column table), defined in .join
+from .join import SRC_KEY as SRC_BUILD_KEY, SRC_MATCH_KEY, SRC_NONE, SRC_ONE, SRC_ROW  # noqa: F401
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
-# output-row source codes (``k >= 0``: column ``k`` of that side's column table)
-SRC_NONE = -1
-SRC_BUILD_KEY = -2     # the build row's key word
-SRC_MATCH_KEY = -3     # probe side: the key word of the matching build row (equal to the probe's)
-SRC_ONE = -4           # 1 where the side is present (a presence / validity word)
-SRC_ROW = -5           # the side's original row number (gather maps)
-
-
-# --------------------------------------------------------------------------- raw memory
-def _ptr_codegen(builder, addr, idx, width):
-    ptr = builder.inttoptr(addr, ir.IntType(width).as_pointer())
-    return builder.gep(ptr, [idx])
-
-
-@intrinsic
-def load_i64(typingctx, addr, idx):
-    """The int64 at ``addr + 8 * idx``."""
-    sig = types.int64(types.int64, types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.load(_ptr_codegen(builder, args[0], args[1], 64))
-
-    return sig, codegen
-
-
-@intrinsic
-def store_i64_nt(typingctx, addr, idx, val):
-    """``*(int64 *)(addr + 8 * idx) = val`` with a non-temporal store: the line bypasses the
-    caches, which roughly triples the speed of streaming large outputs on this kind of machine."""
-    sig = types.void(types.int64, types.int64, types.int64)
-
-    def codegen(context, builder, signature, args):
-        inst = builder.store(args[2], _ptr_codegen(builder, args[0], args[1], 64))
-        inst.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def store_i64(typingctx, addr, idx, val):
-    """``*(int64 *)(addr + 8 * idx) = val``."""
-    sig = types.void(types.int64, types.int64, types.int64)
-
-    def codegen(context, builder, signature, args):
-        builder.store(args[2], _ptr_codegen(builder, args[0], args[1], 64))
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def copy_bytes(typingctx, dst, src, n):
-    """``memmove(dst, src, n)`` between raw addresses."""
-    sig = types.void(types.int64, types.int64, types.int64)
-
-    def codegen(context, builder, signature, args):
-        i8p = ir.IntType(8).as_pointer()
-        d = builder.inttoptr(args[0], i8p)
-        s = builder.inttoptr(args[1], i8p)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i8p, ir.IntType(64), ir.IntType(1)])
-        fn = builder.module.declare_intrinsic("llvm.memmove", [i8p, i8p, ir.IntType(64)], fnty)
-        builder.call(fn, [d, s, args[2], ir.Constant(ir.IntType(1), 0)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@njit(inline="always")
-def _addr(arr):
-    return np.int64(arr.ctypes.data)
-
-
-@intrinsic
-def prefetch(typingctx, addr):
-    """Hint the CPU to load the cache line at ``addr`` (never faults)."""
-    sig = types.void(types.int64)
-
-    def codegen(context, builder, signature, args):
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
-        builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                          ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def load_u64_at(typingctx, addr):
-    """The (unaligned, little-endian) uint64 at byte address ``addr``."""
-    sig = types.uint64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
-        return builder.load(ptr, align=1)
-
-    return sig, codegen
-
-
-@intrinsic
-def load_u8_at(typingctx, addr):
-    """The byte at address ``addr``, as uint64."""
-    sig = types.uint64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        ptr = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
-        return builder.zext(builder.load(ptr), ir.IntType(64))
-
-    return sig, codegen
-
 
 _E64 = np.zeros(0, np.int64)
-_U0 = np.uint64(0)
-_U8 = np.uint64(8)
-_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-@njit(inline="always")
-def _tail_word(base, limit, p, end):
-    # bytes [p, end) (fewer than 8) as a little-endian word; one load when the 8 bytes from p
-    # lie inside the buffer (``limit``: its end address)
-    m = end - p
-    if base + p + 8 <= limit:
-        return load_u64_at(base + p) & (_ONES >> (np.uint64(64) - _U8 * np.uint64(m)))
-    w = _U0
-    for k in range(m):
-        w |= load_u8_at(base + p + k) << (_U8 * np.uint64(k))
-    return w
-
-
-@njit(inline="always")
-def bytes_hash_cpu(base, limit, start, end):
-    """:func:`gpuframe.kernels.join.bytes_hash` of the bytes ``[start, end)`` of the buffer at
-    address ``base`` (ending at address ``limit``), with 8-byte loads."""
-    h = hash_u64(np.uint64(end - start), JOIN_SEED)
-    p = start
-    while p + 8 <= end:
-        h = fmix64(h ^ load_u64_at(base + p))
-        p += 8
-    if p < end:
-        h = fmix64(h ^ _tail_word(base, limit, p, end))
-    return h
-
-
-@njit(inline="always")
-def spans_equal_cpu(a, alim, a0, a1, b, blim, b0, b1):
-    """Bytes ``[a0, a1)`` at address ``a`` equal bytes ``[b0, b1)`` at address ``b``."""
-    n = a1 - a0
-    if n != b1 - b0:
-        return False
-    k = 0
-    while k + 8 <= n:
-        if load_u64_at(a + a0 + k) != load_u64_at(b + b0 + k):
-            return False
-        k += 8
-    if k < n:
-        return _tail_word(a, alim, a0 + k, a1) == _tail_word(b, blim, b0 + k, b1)
-    return True
-
-
-@intrinsic
-def store_u64_at(typingctx, addr, val):
-    """Store uint64 ``val`` at (unaligned) byte address ``addr``."""
-    sig = types.void(types.int64, types.uint64)
-
-    def codegen(context, builder, signature, args):
-        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
-        builder.store(args[1], ptr, align=1)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def store_u8_at(typingctx, addr, val):
-    """Store the low byte of ``val`` at address ``addr``."""
-    sig = types.void(types.int64, types.uint64)
-
-    def codegen(context, builder, signature, args):
-        ptr = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
-        builder.store(builder.trunc(args[1], ir.IntType(8)), ptr)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@njit(inline="always")
-def copy_short(dst, src, n):
-    """Copy ``n`` bytes between non-overlapping addresses: words inline for short strings (a
-    call to ``memmove`` costs more than the copy), ``memmove`` for long ones. Never touches a
-    byte outside either range."""
-    if n > 64:
-        copy_bytes(dst, src, n)
-        return
-    if n >= 8:
-        k = 0
-        while k + 8 <= n:
-            store_u64_at(dst + k, load_u64_at(src + k))
-            k += 8
-        if k < n:
-            # the last 8 bytes, overlapping the ones just copied: one load and store for the tail
-            store_u64_at(dst + n - 8, load_u64_at(src + n - 8))
-        return
-    k = 0
-    while k < n:
-        store_u8_at(dst + k, load_u8_at(src + k))
-        k += 1
-
-
-@njit(inline="always")
-def rows_equal_cpu(aw, ast, aen, ach, ia, bw, bst, ben, bch, ib):
-    """:func:`gpuframe.kernels.join.rows_equal` with 8-byte loads."""
-    for c in range(aw.shape[0]):
-        if aw[c, ia] != bw[c, ib]:
-            return False
-    if ast.shape[0] != 0:
-        a = _addr(ach)
-        b = _addr(bch)
-        alim = a + ach.shape[0]
-        blim = b + bch.shape[0]
-        for c in range(ast.shape[0]):
-            if not spans_equal_cpu(a, alim, ast[c, ia], aen[c, ia], b, blim, bst[c, ib], ben[c, ib]):
-                return False
-    return True
+_addr = address
 
 
 # rows ahead whose key bytes the probe loop prefetches (string keys: the bytes are the only
@@ -356,32 +135,13 @@ def copy_spans(src_st, src_en, src_ch, dst_st, dst_ch):
 
 @njit(parallel=True, **_OPTS)
 def general_row_hash(words, st, en, chars, out):
-    """``out[i]`` = the 64-bit row hash of a general (multi-column / string) key: the value of
-    :func:`gpuframe.kernels.join.row_hash`, with 8-byte loads."""
-    base = _addr(chars)
-    limit = base + chars.shape[0]
-    nw = words.shape[0]
-    ns = st.shape[0]
-    h0 = hash_u64(np.uint64(nw + ns), JOIN_SEED)
+    """``out[i]`` = :func:`gpuframe.kernels.keys.row_hash` of row ``i`` of a general
+    (multi-column / string) key."""
     for i in prange(out.shape[0]):
-        h = h0
-        for c in range(nw):
-            h = hash_combine(h, word_hash(words[c, i]))
-        for c in range(ns):
-            h = hash_combine(h, bytes_hash_cpu(base, limit, st[c, i], en[c, i]))
-        out[i] = fmix64(h)
+        out[i] = row_hash(words, st, en, chars, i)
 
 
 # --------------------------------------------------------------------------- build
-@njit(inline="always")
-def _key_matches(bkeys, bpos, w, kmode, verify, vb_w, vb_st, vb_en, vb_ch, o_w, o_st, o_en, o_ch, opos):
-    if canon_word(bkeys[bpos], kmode) != w:
-        return False
-    if verify:
-        return rows_equal_cpu(vb_w, vb_st, vb_en, vb_ch, bpos, o_w, o_st, o_en, o_ch, opos)
-    return True
-
-
 @njit(parallel=True, **_OPTS)
 def build_tables(bkeys, bvalid, bstarts, nparts, kmode, pshift, verify,
                  vb_w, vb_st, vb_en, vb_ch, tables, toffs, nxt):
@@ -408,20 +168,8 @@ def build_tables(bkeys, bvalid, bstarts, nparts, kmode, pshift, verify,
             nxt[pos] = EMPTY
             if bvalid.shape[0] != 0 and bvalid[pos] == 0:
                 continue
-            w = canon_word(bkeys[pos], kmode)
-            s = slot_of(word_hash(w), pshift, tmask)
-            while True:
-                t = tables[t0 + s]
-                if t == EMPTY:
-                    tables[t0 + s] = j
-                    break
-                if _key_matches(bkeys, b0 + t, w, kmode, verify, vb_w, vb_st, vb_en, vb_ch,
-                                vb_w, vb_st, vb_en, vb_ch, pos):
-                    nxt[pos] = b0 + t
-                    tables[t0 + s] = j
-                    chained += 1
-                    break
-                s = (s + 1) & np.int64(tmask)
+            chained += ht_insert(tables, t0, tmask, pshift, nxt, bkeys, b0, j, kmode, verify, _E64,
+                                 vb_w, vb_st, vb_en, vb_ch)
     return chained
 
 
@@ -460,18 +208,15 @@ def _find(i, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, b
         b0 = ib0
         t0 = it0
         tmask = itmask
-    s = slot_of(h, pshift, tmask)
-    while True:
-        t = tables[t0 + s]
-        if t == EMPTY:
-            return np.int64(-1)
-        if _key_matches(bkeys, b0 + t, w, kmode, verify, vb_w, vb_st, vb_en, vb_ch,
-                        vp_w, vp_st, vp_en, vp_ch, i):
-            return b0 + np.int64(t)
-        s = (s + 1) & np.int64(tmask)
+    return ht_find(tables, t0, tmask, pshift, bkeys, b0, w, h, kmode, verify, _E64,
+                   vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, i)
 
 
 _BATCH = 8
+# empty verify arrays for lookups that never verify (in-place probes take only word keys)
+_EW = np.zeros((0, 0), np.uint64)
+_EI2 = np.zeros((0, 0), np.int64)
+_E8 = np.zeros(0, np.uint8)
 
 
 @njit(inline="always")
@@ -491,17 +236,8 @@ def _find_batch(i, hi, pkeys, kmode, pshift, b0, t0, tmask, bkeys, tables, ws, s
         if pf and i + k + _PREFETCH_ROWS < hi:
             prefetch(pch + vp_st[0, i + k + _PREFETCH_ROWS])
     for k in range(_BATCH):
-        t = gs[k]
-        g = np.int64(-1)
-        s = ss[k]
-        while t != EMPTY:
-            if canon_word(bkeys[b0 + t], kmode) == ws[k] and (
-                    not verify or rows_equal_cpu(vb_w, vb_st, vb_en, vb_ch, b0 + t, vp_w, vp_st, vp_en, vp_ch, i + k)):
-                g = b0 + np.int64(t)
-                break
-            s = (s + 1) & np.int64(tmask)
-            t = tables[t0 + s]
-        gs[k] = g
+        gs[k] = ht_walk(tables, t0, tmask, ss[k], gs[k], bkeys, b0, ws[k], kmode, verify, _E64,
+                        vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, i + k)
 
 
 @njit(inline="always")
@@ -528,19 +264,8 @@ def _find_batch_any(i, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkey
             ss[k] = s
             gs[k] = tables[t0 + s]
     for k in range(_BATCH):
-        t = gs[k]
-        g = np.int64(-1)
-        s = ss[k]
-        b0 = bs[k]
-        t0 = ts[k]
-        tmask = np.int64(ms[k])
-        while t != EMPTY:
-            if canon_word(bkeys[b0 + t], kmode) == ws[k]:
-                g = b0 + np.int64(t)
-                break
-            s = (s + 1) & tmask
-            t = tables[t0 + s]
-        gs[k] = g
+        gs[k] = ht_walk(tables, ts[k], ms[k], ss[k], gs[k], bkeys, bs[k], ws[k], kmode, False, _E64,
+                        _EW, _EI2, _EI2, _E8, _EW, _EI2, _EI2, _E8, i + k)
 
 
 @njit(parallel=True, **_OPTS)

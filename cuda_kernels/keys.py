@@ -1,0 +1,95 @@
+"""Join keys, per row: the canonical key word, its hash, and row equality. One definition
+each, ``register_jitable``: compiled into the CPU drivers (:mod:`gpuframe.kernels.join_cpu`)
+and the CUDA kernels (:mod:`gpuframe.kernels.join`) alike, and run as plain Python by the CUDA
+simulator.
+
+A key is one uint64 *word* per row (``kmode`` says how to compare it):
+
+* ``KMODE_BITS``: the bits themselves (every integer type after promotion, dates, timestamps,
+  booleans, and the 64-bit row hash of the general path);
+* ``KMODE_F64``: float64 bits, compared after :func:`canonical_f64_bits` (``-0.0 == 0.0``,
+  every NaN equal to every NaN).
+
+Multi-column, string and dictionary keys (and ``nulls_equal=True`` with null keys) use the
+*general* path: the word is :func:`row_hash` and every hash match is confirmed with
+:func:`rows_equal` over the normalised key columns (``words``: uint64 ``[n_words, rows]``,
+null flags included as extra rows; ``st``/``en``: int64 ``[n_strings, rows]`` byte spans into
+``chars``, uint8).
+
+The join hashes with its own seed (:data:`JOIN_SEED`), independent of the seed a distributed
+shuffle used (:mod:`gpuframe.kernels.hashing`), through the same ``hash_u64``, ``hash_combine``
+and ``hash_bytes``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba.extending import register_jitable
+
+from .hashing import canonical_f64_bits, fmix64, hash_bytes, hash_combine, hash_u64
+from .loads import load_tail, load_word
+
+KMODE_BITS = 0
+KMODE_F64 = 1
+# A fixed seed for the join's own hash: independent of the seed a distributed shuffle used.
+JOIN_SEED = np.uint64(0x2545F4914F6CDD1D)
+
+
+@register_jitable
+def canon_word(w, kmode):
+    """The comparable form of key word ``w`` (uint64)."""
+    if kmode == KMODE_F64:
+        return canonical_f64_bits(w)
+    return np.uint64(w)
+
+
+@register_jitable
+def word_hash(w):
+    """The join hash of a canonical key word: ``hash_u64(w, JOIN_SEED)``."""
+    return hash_u64(w, JOIN_SEED)
+
+
+@register_jitable
+def orig_row(orig, pos):
+    """Original row of table position ``pos`` (``orig`` empty means the identity)."""
+    if orig.shape[0] == 0:
+        return np.int64(pos)
+    return np.int64(orig[pos])
+
+
+@register_jitable
+def spans_equal(ach, a0, a1, bch, b0, b1):
+    """``ach[a0:a1] == bch[b0:b1]``, compared eight bytes at a time."""
+    n = a1 - a0
+    if n != b1 - b0:
+        return False
+    k = 0
+    while k + 8 <= n:
+        if load_word(ach, a0 + k) != load_word(bch, b0 + k):
+            return False
+        k += 8
+    if k < n:
+        return load_tail(ach, a0 + k, a1) == load_tail(bch, b0 + k, b1)
+    return True
+
+
+@register_jitable
+def rows_equal(aw, ast, aen, ach, ia, bw, bst, ben, bch, ib):
+    """Whether row ``ia`` of side A and row ``ib`` of side B have equal general keys."""
+    for c in range(aw.shape[0]):
+        if aw[c, ia] != bw[c, ib]:
+            return False
+    for c in range(ast.shape[0]):
+        if not spans_equal(ach, ast[c, ia], aen[c, ia], bch, bst[c, ib], ben[c, ib]):
+            return False
+    return True
+
+
+@register_jitable
+def row_hash(words, st, en, chars, i):
+    """64-bit hash of row ``i`` of a general key (fixed words, then string spans)."""
+    h = hash_u64(np.uint64(words.shape[0] + st.shape[0]), JOIN_SEED)
+    for c in range(words.shape[0]):
+        h = hash_combine(h, word_hash(words[c, i]))
+    for c in range(st.shape[0]):
+        h = hash_combine(h, hash_bytes(chars, st[c, i], en[c, i], JOIN_SEED))
+    return fmix64(h)
