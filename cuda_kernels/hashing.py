@@ -1,8 +1,8 @@
 """Row hashing, one source for the CPU (njit) and CUDA (cuda.jit) targets.
 
-Every per-row function here is ``register_jitable``: callable from ``@njit`` and ``@cuda.jit``
-code (and plain Python under the CUDA simulator), so hashes and partition ids are bit-identical
-across devices. Constants are ``np.uint64`` globals so that numba keeps the arithmetic unsigned
+Every per-row function here is declared with :func:`gpuframe.kernels.per_row.per_row`:
+callable from ``@njit`` and ``@cuda.jit`` code (and plain Python under the CUDA simulator), so
+hashes and partition ids are bit-identical across devices. Constants are ``np.uint64`` globals so that numba keeps the arithmetic unsigned
 (``uint64 * int`` types as int64 under njit, and ``>>`` would then shift in the sign bit).
 
 The hash of a key (the contract other modules rely on)
@@ -44,11 +44,11 @@ import functools
 
 import numpy as np
 from numba import njit, prange
-from numba.extending import register_jitable
 
 from .kernel_set import KernelSet
 from .loads import load_tail, load_word
 from .loads import register_cuda_overloads as _register_cuda_loads
+from .per_row import cpu, per_row
 
 M1 = np.uint64(0xFF51AFD7ED558CCD)
 M2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -89,7 +89,7 @@ KIND_F32 = 2   # float32 passed as its uint32 bits
 cuda = None
 
 # --------------------------------------------------------------------------- per-row functions
-@register_jitable
+@per_row
 def fmix64(k):
     """MurmurHash3's 64-bit finaliser: a bijection with full avalanche."""
     k = np.uint64(k)
@@ -101,13 +101,13 @@ def fmix64(k):
     return k
 
 
-@register_jitable
+@per_row
 def hash_u64(x, seed):
     """Hash one 64-bit word (pass the bits of any fixed-width key as uint64)."""
     return fmix64(np.uint64(x) ^ (np.uint64(seed) * GOLDEN + GOLDEN))
 
 
-@register_jitable
+@per_row
 def hash_combine(h, v):
     """Mix hash ``v`` into running hash ``h`` (boost's combine, widened to 64 bits)."""
     h = np.uint64(h)
@@ -115,13 +115,13 @@ def hash_combine(h, v):
     return h ^ (v + GOLDEN + (h << S6) + (h >> S2))
 
 
-@register_jitable
+@per_row
 def null_hash(seed):
     """The hash of a null key of any type."""
     return hash_u64(NULL_HASH, seed)
 
 
-@register_jitable
+@per_row
 def partition_of(h, n):
     """Partition id in ``[0, n)`` of row hash ``h``: ``((h >> 32) * n) >> 32`` in uint64.
 
@@ -131,7 +131,7 @@ def partition_of(h, n):
     return (((np.uint64(h) >> S32) * np.uint64(n)) >> S32)
 
 
-@register_jitable
+@per_row
 def canonical_f64_bits(bits):
     """Canonical float64 bits: ``-0.0`` -> ``+0.0``, every NaN -> ``0x7FF8000000000000``."""
     b = np.uint64(bits)
@@ -142,7 +142,7 @@ def canonical_f64_bits(bits):
     return b
 
 
-@register_jitable
+@per_row
 def f32_bits_to_f64_bits(bits):
     """The canonical float64 bits of the float32 with bits ``bits`` (exact widening)."""
     b = np.uint64(bits) & F32_MASK
@@ -165,7 +165,7 @@ def f32_bits_to_f64_bits(bits):
     return sign | ((exp + F32_TO_F64_BIAS) << S52) | (mant << S29)
 
 
-@register_jitable
+@per_row
 def hash_fixed(x, kind, seed):
     """Hash one stored fixed-width value; ``kind`` is KIND_INT, KIND_F64 or KIND_F32."""
     if kind == KIND_F64:
@@ -175,13 +175,13 @@ def hash_fixed(x, kind, seed):
     return hash_u64(np.uint64(x), seed)
 
 
-@register_jitable
+@per_row
 def bit_is_set(bitmap, i):
     """Bit ``i`` of an LSB-first (Arrow) bitmap, as 0 or 1."""
     return (np.int64(bitmap[i >> 3]) >> (i & 7)) & 1
 
 
-@register_jitable
+@per_row
 def hash_bytes(chars, start, end, seed):
     """Hash of the bytes ``chars[start:end]`` (the utf8 of one string): ``h = hash_u64(length,
     seed)``, then ``h = fmix64(h ^ w)`` for every little-endian 8-byte word and for the
@@ -196,7 +196,7 @@ def hash_bytes(chars, start, end, seed):
     return h
 
 
-@register_jitable
+@per_row
 def store_hash(out, i, h, combine):
     """``out[i] = h`` for the first key column, ``hash_combine(out[i], h)`` for later ones."""
     if combine:
@@ -209,7 +209,7 @@ def store_hash(out, i, h, combine):
 # validity: the column's bitmap (absolute: bit ``vbit + i`` is row i); ``has_valid`` False when
 # the column has no nulls (the array is then empty).  out: uint64 row hashes, combined into when
 # ``combine``.
-@register_jitable
+@per_row
 def fixed_row(values, kind, validity, has_valid, vbit, seed, combine, out, i):
     if has_valid and bit_is_set(validity, vbit + i) == 0:
         h = null_hash(seed)
@@ -218,7 +218,7 @@ def fixed_row(values, kind, validity, has_valid, vbit, seed, combine, out, i):
     store_hash(out, i, h, combine)
 
 
-@register_jitable
+@per_row
 def bool_row(bits, dbit, validity, has_valid, vbit, seed, combine, out, i):
     if has_valid and bit_is_set(validity, vbit + i) == 0:
         h = null_hash(seed)
@@ -227,7 +227,7 @@ def bool_row(bits, dbit, validity, has_valid, vbit, seed, combine, out, i):
     store_hash(out, i, h, combine)
 
 
-@register_jitable
+@per_row
 def string_row(offsets, chars, validity, has_valid, vbit, seed, combine, out, i):
     if has_valid and bit_is_set(validity, vbit + i) == 0:
         h = null_hash(seed)
@@ -236,7 +236,7 @@ def string_row(offsets, chars, validity, has_valid, vbit, seed, combine, out, i)
     store_hash(out, i, h, combine)
 
 
-@register_jitable
+@per_row
 def dictionary_row(indices, dict_hashes, validity, has_valid, vbit, seed, combine, out, i):
     if has_valid and bit_is_set(validity, vbit + i) == 0:
         h = null_hash(seed)
@@ -246,33 +246,37 @@ def dictionary_row(indices, dict_hashes, validity, has_valid, vbit, seed, combin
 
 
 # --------------------------------------------------------------------------- CPU drivers
-# validity: an empty array when the column has no nulls.
+# validity: an empty array when the column has no nulls. The bodies are inlined (per_row.cpu).
+_fixed_row, _bool_row, _string_row, _dictionary_row = (cpu(fixed_row), cpu(bool_row), cpu(string_row),
+                                                       cpu(dictionary_row))
+
+
 @njit(parallel=True, cache=True)
 def hash_fixed_column(values, kind, validity, vbit, seed, combine, out):
     has_valid = validity.shape[0] > 0
     for i in prange(values.shape[0]):
-        fixed_row(values, kind, validity, has_valid, vbit, seed, combine, out, i)
+        _fixed_row(values, kind, validity, has_valid, vbit, seed, combine, out, i)
 
 
 @njit(parallel=True, cache=True)
 def hash_bool_column(bits, dbit, n, validity, vbit, seed, combine, out):
     has_valid = validity.shape[0] > 0
     for i in prange(n):
-        bool_row(bits, dbit, validity, has_valid, vbit, seed, combine, out, i)
+        _bool_row(bits, dbit, validity, has_valid, vbit, seed, combine, out, i)
 
 
 @njit(parallel=True, cache=True)
 def hash_string_column(offsets, chars, validity, vbit, seed, combine, out):
     has_valid = validity.shape[0] > 0
     for i in prange(offsets.shape[0] - 1):
-        string_row(offsets, chars, validity, has_valid, vbit, seed, combine, out, i)
+        _string_row(offsets, chars, validity, has_valid, vbit, seed, combine, out, i)
 
 
 @njit(parallel=True, cache=True)
 def hash_dictionary_column(indices, dict_hashes, validity, vbit, seed, combine, out):
     has_valid = validity.shape[0] > 0
     for i in prange(indices.shape[0]):
-        dictionary_row(indices, dict_hashes, validity, has_valid, vbit, seed, combine, out, i)
+        _dictionary_row(indices, dict_hashes, validity, has_valid, vbit, seed, combine, out, i)
 
 
 # --------------------------------------------------------------------------- CUDA kernels

@@ -1,5 +1,5 @@
 """The join's hash table, per row: slot, insert and find. One definition each
-(``register_jitable``), compiled for the CPU drivers and the CUDA kernels alike; the one thing
+(:mod:`gpuframe.kernels.per_row`), compiled for the CPU drivers and the CUDA kernels alike; the one thing
 the targets do differently, writing a slot, is one name per operation with an implementation
 per target (:func:`claim_slot`, :func:`push_slot`).
 
@@ -25,48 +25,42 @@ reverse position order keeps every chain in position order.
 from __future__ import annotations
 
 import numpy as np
-from numba.extending import overload, register_jitable
 
 from .atomics import atomic_cas, atomic_exch
 from .atomics import register_cuda_overloads as _register_cuda_atomics
 from .keys import canon_word, orig_row, rows_equal, word_hash
+from .per_row import per_row, per_target
 
 EMPTY = -1
 
 
 # --------------------------------------------------------------------------- slot writes
+def _claim_slot_cpu(table, s, j):
+    # one thread builds each table on the CPU: a plain load and store
+    t = table[s]
+    if t == EMPTY:
+        table[s] = j
+    return t
+
+
+def _push_slot_cpu(table, s, j):
+    t = table[s]
+    table[s] = j
+    return t
+
+
+@per_target(_claim_slot_cpu)
 def claim_slot(table, s, j):
     """Put row id ``j`` in slot ``s`` if it is empty; returns the slot's previous value (``EMPTY``:
     the slot is ``j``'s now). Atomic (``cas``) on the GPU and under the simulator."""
     return atomic_cas(table, s, EMPTY, j)
 
 
+@per_target(_push_slot_cpu)
 def push_slot(table, s, j):
     """Make ``j`` the head of slot ``s``'s chain; returns the previous head. Atomic (``exch``)
     on the GPU and under the simulator."""
     return atomic_exch(table, s, j)
-
-
-@overload(claim_slot, target="cpu")
-def _ov_claim_slot_cpu(table, s, j):
-    def impl(table, s, j):
-        # one thread builds each table on the CPU: a plain load and store
-        t = table[s]
-        if t == EMPTY:
-            table[s] = j
-        return t
-
-    return impl
-
-
-@overload(push_slot, target="cpu")
-def _ov_push_slot_cpu(table, s, j):
-    def impl(table, s, j):
-        t = table[s]
-        table[s] = j
-        return t
-
-    return impl
 
 
 _CUDA_REGISTERED = False
@@ -94,13 +88,13 @@ def register_cuda_overloads() -> None:
 
 
 # --------------------------------------------------------------------------- per-row functions
-@register_jitable
+@per_row
 def slot_of(h, pshift, tmask):
     """First slot of a key with hash ``h`` (the bits above the partition bits)."""
     return np.int64((h >> pshift) & tmask)
 
 
-@register_jitable
+@per_row
 def table_bits(n):
     """log2 of the slot count for ``n`` build rows (load factor <= 1/2, at least 16 slots)."""
     b = 4
@@ -109,7 +103,7 @@ def table_bits(n):
     return b
 
 
-@register_jitable
+@per_row
 def same_key(bkeys, bpos, w, kmode, verify, borig, vb_w, vb_st, vb_en, vb_ch,
              oside_w, oside_st, oside_en, oside_ch, orow):
     """Key of build position ``bpos`` equals canonical word ``w`` (and, with ``verify``, the
@@ -123,7 +117,7 @@ def same_key(bkeys, bpos, w, kmode, verify, borig, vb_w, vb_st, vb_en, vb_ch,
     return True
 
 
-@register_jitable
+@per_row
 def ht_insert(table, t0, tmask, pshift, nxt, bkeys, b0, j, kmode, verify, borig,
               vb_w, vb_st, vb_en, vb_ch):
     """Insert build row ``j`` of the table (build position ``b0 + j``) into
@@ -148,7 +142,7 @@ def ht_insert(table, t0, tmask, pshift, nxt, bkeys, b0, j, kmode, verify, borig,
         s = (s + 1) & np.int64(tmask)
 
 
-@register_jitable
+@per_row
 def ht_walk(table, t0, tmask, s, t, bkeys, b0, w, kmode, verify, borig,
             vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, prow):
     """The probe sequence from slot ``s``, whose entry ``t`` the caller loaded already: the
@@ -163,7 +157,7 @@ def ht_walk(table, t0, tmask, s, t, bkeys, b0, w, kmode, verify, borig,
     return np.int64(-1)
 
 
-@register_jitable
+@per_row
 def ht_find(table, t0, tmask, pshift, bkeys, b0, w, h, kmode, verify, borig,
             vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, prow):
     """:func:`ht_walk` from the first slot of canonical word ``w`` with join hash ``h``."""

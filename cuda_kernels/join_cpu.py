@@ -38,7 +38,7 @@ Per-row functions
 -----------------
 Key words, the join hash, row equality and the hash-table insert and find are the ones the CUDA
 kernels run (:mod:`gpuframe.kernels.keys`, :mod:`gpuframe.kernels.hashtable`), compiled here for
-the CPU; what is CPU-only is the algorithm around them (partitioning, work items, batched
+the CPU as their inlined copies (:func:`gpuframe.kernels.per_row.cpu`); what is CPU-only is the algorithm around them (partitioning, work items, batched
 lookups whose cache misses overlap, fused output) and the raw-memory intrinsics of
 :mod:`gpuframe.kernels.cpu_intrinsics`.
 
@@ -54,8 +54,17 @@ from numba import njit, prange
 
 from .cpu_intrinsics import (address, copy_bytes, copy_short, load_i64, prefetch, store_i64,  # noqa: F401
                              store_i64_nt)
-from .hashtable import EMPTY, ht_find, ht_insert, ht_walk, slot_of
-from .keys import JOIN_SEED, canon_word, orig_row, row_hash, word_hash  # noqa: F401
+from . import hashtable as _ht
+from . import keys as _keys
+from .hashtable import EMPTY
+from .keys import JOIN_SEED  # noqa: F401
+from .per_row import cpu
+
+# the per-row functions the CUDA kernels run too, as their CPU copies (inlined into the loops)
+canon_word, orig_row, row_hash, word_hash = (cpu(_keys.canon_word), cpu(_keys.orig_row), cpu(_keys.row_hash),
+                                             cpu(_keys.word_hash))
+ht_find, ht_insert, ht_walk, slot_of = (cpu(_ht.ht_find), cpu(_ht.ht_insert), cpu(_ht.ht_walk),
+                                        cpu(_ht.slot_of))
 # output-row source codes (``k >= 0``: column ``k`` of that side's column table), defined in .join
 from .join import SRC_KEY as SRC_BUILD_KEY, SRC_MATCH_KEY, SRC_NONE, SRC_ONE, SRC_ROW  # noqa: F401
 

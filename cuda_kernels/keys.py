@@ -1,5 +1,5 @@
 """Join keys, per row: the canonical key word, its hash, and row equality. One definition
-each, ``register_jitable``: compiled into the CPU drivers (:mod:`gpuframe.kernels.join_cpu`)
+each (:mod:`gpuframe.kernels.per_row`): compiled into the CPU drivers (:mod:`gpuframe.kernels.join_cpu`)
 and the CUDA kernels (:mod:`gpuframe.kernels.join`) alike, and run as plain Python by the CUDA
 simulator.
 
@@ -23,10 +23,10 @@ and ``hash_bytes``.
 from __future__ import annotations
 
 import numpy as np
-from numba.extending import register_jitable
 
 from .hashing import canonical_f64_bits, fmix64, hash_bytes, hash_combine, hash_u64
 from .loads import load_tail, load_word
+from .per_row import per_row
 
 KMODE_BITS = 0
 KMODE_F64 = 1
@@ -34,7 +34,7 @@ KMODE_F64 = 1
 JOIN_SEED = np.uint64(0x2545F4914F6CDD1D)
 
 
-@register_jitable
+@per_row
 def canon_word(w, kmode):
     """The comparable form of key word ``w`` (uint64)."""
     if kmode == KMODE_F64:
@@ -42,13 +42,13 @@ def canon_word(w, kmode):
     return np.uint64(w)
 
 
-@register_jitable
+@per_row
 def word_hash(w):
     """The join hash of a canonical key word: ``hash_u64(w, JOIN_SEED)``."""
     return hash_u64(w, JOIN_SEED)
 
 
-@register_jitable
+@per_row
 def orig_row(orig, pos):
     """Original row of table position ``pos`` (``orig`` empty means the identity)."""
     if orig.shape[0] == 0:
@@ -56,7 +56,7 @@ def orig_row(orig, pos):
     return np.int64(orig[pos])
 
 
-@register_jitable
+@per_row
 def spans_equal(ach, a0, a1, bch, b0, b1):
     """``ach[a0:a1] == bch[b0:b1]``, compared eight bytes at a time."""
     n = a1 - a0
@@ -72,7 +72,7 @@ def spans_equal(ach, a0, a1, bch, b0, b1):
     return True
 
 
-@register_jitable
+@per_row
 def rows_equal(aw, ast, aen, ach, ia, bw, bst, ben, bch, ib):
     """Whether row ``ia`` of side A and row ``ib`` of side B have equal general keys."""
     for c in range(aw.shape[0]):
@@ -84,7 +84,7 @@ def rows_equal(aw, ast, aen, ach, ia, bw, bst, ben, bch, ib):
     return True
 
 
-@register_jitable
+@per_row
 def row_hash(words, st, en, chars, i):
     """64-bit hash of row ``i`` of a general key (fixed words, then string spans)."""
     h = hash_u64(np.uint64(words.shape[0] + st.shape[0]), JOIN_SEED)

@@ -21,7 +21,9 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, overload, register_jitable
+
+from .per_row import per_target
 
 __all__ = ["load_word", "load_tail", "register_cuda_overloads"]
 
@@ -29,22 +31,6 @@ _U0 = np.uint64(0)
 _U8 = np.uint64(8)
 _U64 = np.uint64(64)
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def load_word(chars, p):
-    """The 8 bytes ``chars[p:p + 8]`` as a little-endian uint64."""
-    w = _U0
-    for k in range(8):
-        w |= np.uint64(chars[p + k]) << np.uint64(8 * k)
-    return w
-
-
-def load_tail(chars, p, end):
-    """The ``end - p`` (1 to 7) bytes ``chars[p:end]``, zero-padded, as a little-endian uint64."""
-    w = _U0
-    for k in range(end - p):
-        w |= np.uint64(chars[p + k]) << np.uint64(8 * k)
-    return w
 
 
 # --------------------------------------------------------------------------- CPU (njit)
@@ -69,35 +55,70 @@ def _load_u64_unaligned(typingctx, chars, p):
     return sig, codegen
 
 
-@overload(load_word, target="cpu")
-def _ov_load_word_cpu(chars, p):
+def _bytes_le(chars, p, end):
+    w = _U0
+    for k in range(end - p):
+        w |= np.uint64(chars[p + k]) << np.uint64(8 * k)
+    return w
+
+
+def _word_cpu(chars, p):
+    """CPU only (never called by a CUDA kernel, so it may carry an inline CPU overload)."""
+
+
+def _tail_cpu(chars, p, end):
+    """CPU only, like :func:`_word_cpu`."""
+
+
+@overload(_word_cpu, target="cpu", inline="always")
+def _ov_word_cpu(chars, p):
     if _wide(chars):
         return lambda chars, p: _load_u64_unaligned(chars, p)
-    return lambda chars, p: load_tail(chars, p, p + 8)  # noqa: E731
+    return lambda chars, p: _bytes_le(chars, p, p + 8)
 
 
-@overload(load_tail, target="cpu")
-def _ov_load_tail_cpu(chars, p, end):
+@overload(_tail_cpu, target="cpu", inline="always")
+def _ov_tail_cpu(chars, p, end):
     if not _wide(chars):
-        def bytewise(chars, p, end):
-            w = _U0
-            for k in range(end - p):
-                w |= np.uint64(chars[p + k]) << np.uint64(8 * k)
-            return w
-
-        return bytewise
+        return lambda chars, p, end: _bytes_le(chars, p, end)
 
     def impl(chars, p, end):
-        m = np.uint64(end - p)
         if p + 8 <= chars.shape[0]:
             # one load, the bytes past ``end`` masked off (they are inside the array)
-            return _load_u64_unaligned(chars, p) & (_ONES >> (_U64 - _U8 * m))
-        w = _U0
-        for k in range(end - p):
-            w |= np.uint64(chars[p + k]) << np.uint64(8 * k)
-        return w
+            return _load_u64_unaligned(chars, p) & (_ONES >> (_U64 - _U8 * np.uint64(end - p)))
+        return _bytes_le(chars, p, end)
 
     return impl
+
+
+_bytes_le = register_jitable(inline="always")(_bytes_le)
+
+
+def _load_word_cpu(chars, p):
+    return _word_cpu(chars, p)
+
+
+def _load_tail_cpu(chars, p, end):
+    return _tail_cpu(chars, p, end)
+
+
+# --------------------------------------------------------------------------- the names
+@per_target(_load_word_cpu)
+def load_word(chars, p):
+    """The 8 bytes ``chars[p:p + 8]`` as a little-endian uint64."""
+    w = _U0
+    for k in range(8):
+        w |= np.uint64(chars[p + k]) << np.uint64(8 * k)
+    return w
+
+
+@per_target(_load_tail_cpu)
+def load_tail(chars, p, end):
+    """The ``end - p`` (1 to 7) bytes ``chars[p:end]``, zero-padded, as a little-endian uint64."""
+    w = _U0
+    for k in range(end - p):
+        w |= np.uint64(chars[p + k]) << np.uint64(8 * k)
+    return w
 
 
 # --------------------------------------------------------------------------- CUDA

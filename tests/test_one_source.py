@@ -1,6 +1,7 @@
 """One kernel source: every per-row function is defined once, in the module of its family, and
-compiles for both targets: ``njit`` for the CPU and NVVM for CUDA (``cuda.compile_ptx``, no GPU
-needed: numba-cuda is told the current device is sm_90).
+compiles for both targets: ``njit`` for the CPU (called by name, and as the inlined copy the CPU
+drivers run, ``per_row.cpu``) and NVVM for CUDA (``cuda.compile_ptx``, no GPU needed: numba-cuda
+is told the current device is sm_90).
 
 Where a target brings its own implementation of a name (the byte loads of
 :mod:`gpuframe.kernels.loads`, the slot writes of :mod:`gpuframe.kernels.hashtable`), the
@@ -18,6 +19,7 @@ import pytest
 from numba import njit, types
 
 from gpuframe.kernels import gather, hashing, hashtable, join, join_cpu, keys, loads
+from gpuframe.kernels.per_row import cpu
 
 from .common.hashref import bytes_hash
 
@@ -85,16 +87,28 @@ def test_each_per_row_function_is_defined_once():
     assert not twice, f"defined more than once: {twice}"
     for stale in ("bytes_hash", "bytes_hash_cpu", "rows_equal_cpu", "spans_equal_cpu", "load_le"):
         assert stale not in where, f"{stale} is back: byte hashing and equality have one definition"
-    # the drivers use the family modules' objects, not copies
+    # the CUDA kernels call the family modules' functions, the CPU drivers their CPU copies
     for mod, name, _ in CASES:
-        for user in (join, join_cpu):
-            if hasattr(user, name):
-                assert getattr(user, name) is getattr(mod, name), f"{user.__name__}.{name} is a copy"
+        if hasattr(join, name):
+            assert getattr(join, name) is getattr(mod, name), f"join.{name} is not {mod.__name__}.{name}"
+        if hasattr(join_cpu, name):
+            assert getattr(join_cpu, name) is cpu(getattr(mod, name)), f"join_cpu.{name} is another copy"
+
+
+CPU_CASES = [c for c in CASES if c[0] is not gather]  # gather's are called by name only
+CPU_IDS = [i for c, i in zip(CASES, IDS) if c[0] is not gather]
 
 
 @pytest.mark.parametrize("mod, name, sig", CASES, ids=IDS)
 def test_compiles_for_the_cpu(mod, name, sig):
     w = _cpu_wrapper(getattr(mod, name), len(sig))
+    w.compile(sig)
+    assert w.signatures
+
+
+@pytest.mark.parametrize("mod, name, sig", CPU_CASES, ids=CPU_IDS)
+def test_cpu_copy_compiles(mod, name, sig):
+    w = _cpu_wrapper(cpu(getattr(mod, name)), len(sig))
     w.compile(sig)
     assert w.signatures
 
@@ -142,7 +156,7 @@ def _strings(rng):
 def test_loads_cpu_equal_python():
     rng = np.random.default_rng(1)
     chars = rng.integers(0, 256, 37, dtype=np.uint8)
-    word, tail = _cpu_wrapper(loads.load_word, 2), _cpu_wrapper(loads.load_tail, 3)
+    word, tail = _cpu_wrapper(cpu(loads.load_word), 2), _cpu_wrapper(cpu(loads.load_tail), 3)
     strided = np.repeat(chars, 2)[::2]  # a non-contiguous layout takes the byte loop
     for p in range(len(chars) - 8 + 1):
         want = int.from_bytes(chars[p:p + 8].tobytes(), "little")
@@ -157,7 +171,7 @@ def test_loads_cpu_equal_python():
 def test_hash_bytes_cpu_equal_python_and_reference():
     rng = np.random.default_rng(2)
     strs, chars, offs = _strings(rng)
-    hb = _cpu_wrapper(hashing.hash_bytes, 4)
+    hb = _cpu_wrapper(cpu(hashing.hash_bytes), 4)
     for seed in (0, 7, int(keys.JOIN_SEED)):
         for i, s in enumerate(strs):
             want = bytes_hash(s.encode(), seed)
@@ -171,8 +185,8 @@ def test_key_equality_and_row_hash_cpu_equal_python():
     n = len(strs)
     st, en = offs[:-1].reshape(1, n), offs[1:].reshape(1, n)
     words = rng.integers(0, 2, (1, n)).astype(np.uint64)
-    eq = _cpu_wrapper(keys.rows_equal, 10)
-    rh = _cpu_wrapper(keys.row_hash, 5)
+    eq = _cpu_wrapper(cpu(keys.rows_equal), 10)
+    rh = _cpu_wrapper(cpu(keys.row_hash), 5)
     for ia in range(n):
         assert int(rh(words, st, en, chars, ia)) == int(_quiet(keys.row_hash, words, st, en, chars, ia))
         for ib in range(n):
@@ -192,18 +206,19 @@ def test_hash_table_cpu_equal_python():
     ew, es, ec = np.zeros((0, n), np.uint64), np.zeros((0, n), np.int64), np.zeros(0, np.uint8)
     e64 = np.zeros(0, np.int64)
 
+    insert, find, word_hash = cpu(hashtable.ht_insert), cpu(hashtable.ht_find), cpu(keys.word_hash)
+
     @njit
     def build_cpu(table, nxt):
         chained = 0
         for j in range(n):
-            chained += hashtable.ht_insert(table, 0, tmask, np.uint64(0), nxt, bkeys, 0, j, 0, False, e64,
-                                           ew, es, es, ec)
+            chained += insert(table, 0, tmask, np.uint64(0), nxt, bkeys, 0, j, 0, False, e64, ew, es, es, ec)
         return chained
 
     @njit
     def find_cpu(w):
-        return hashtable.ht_find(t_cpu, 0, tmask, np.uint64(0), bkeys, 0, w, keys.word_hash(w), 0, False,
-                                 e64, ew, es, es, ec, ew, es, es, ec, 0)
+        return find(t_cpu, 0, tmask, np.uint64(0), bkeys, 0, w, word_hash(w), 0, False,
+                    e64, ew, es, es, ec, ew, es, es, ec, 0)
 
     t_cpu, nxt_cpu = np.full(1 << bits, -1, np.int64), np.full(n, -1, np.int64)
     t_py, nxt_py = t_cpu.copy(), nxt_cpu.copy()

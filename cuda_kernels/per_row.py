@@ -1,0 +1,93 @@
+"""Per-row functions: one definition, compiled for each target.
+
+A per-row function is a plain Python function in the module of its family (hashing, keys,
+hashtable, loads). It reaches each target like this:
+
+* ``cuda.jit`` kernels and any ``njit`` code call it by its name: :func:`per_row` registers it
+  with ``register_jitable`` (a call, not inlined; NVVM inlines device functions itself);
+* the CPU drivers call :func:`cpu` copies: ``njit(inline="always")`` dispatchers of the same
+  code object whose calls to other per-row functions go to *their* CPU copies, so a driver's
+  whole per-row path is inlined into its loop in numba's IR. Left as calls (``register_jitable``
+  alone), with their many array arguments, they made the CPU join of 2M x 10M int64 keys 8 to
+  10 times slower (4.3-6.1 s against 0.5 s, same machine);
+* plain Python, which is what the CUDA simulator runs.
+
+Where the targets must differ (an atomic, a wide unaligned load), :func:`per_target` gives one
+name a CPU implementation; its own body serves CUDA (registered by the module's
+``register_cuda_overloads``) and the simulator.
+
+The CPU copies are separate objects from the functions the CUDA kernels call: a CPU
+``overload(fn, inline="always")`` on the shared function leaves numba-core IR in the template's
+inline cache, which numba-cuda (0.30.4) then inlined into CUDA kernels and failed with
+``assert isinstance(inst, Stmt)`` (first real-GPU run; tests/test_per_row_targets.py).
+"""
+from __future__ import annotations
+
+import types
+from typing import Any, Callable
+
+from numba import njit
+from numba.extending import overload, register_jitable
+
+__all__ = ["cpu", "per_row", "per_target"]
+
+_DEFINED: dict[str, Callable] = {}   # name -> the one definition
+_CPU_IMPL: dict[str, Callable] = {}  # name -> CPU implementation of a per-target name
+_CPU: dict[str, Any] = {}            # name -> its CPU copy (njit, inline="always")
+
+
+def _register(fn: Callable) -> None:
+    name = fn.__name__
+    if name in _DEFINED and _DEFINED[name] is not fn:
+        raise ValueError(f"per-row function {name!r} defined twice: {_DEFINED[name].__module__} and "
+                         f"{fn.__module__}")
+    _DEFINED[name] = fn
+
+
+def per_row(fn: Callable) -> Callable:
+    """Declare ``fn`` a per-row function (callable from ``njit`` and ``cuda.jit`` code)."""
+    _register(fn)
+    register_jitable(fn)
+    return fn
+
+
+def _returns(impl: Callable) -> Callable:
+    def typer(*args: Any, **kws: Any) -> Callable:
+        return impl
+
+    return typer
+
+
+def per_target(cpu_impl: Callable) -> Callable[[Callable], Callable]:
+    """Declare the decorated function a per-row name whose CPU implementation is ``cpu_impl``
+    (same arguments); its own body is the CUDA and simulator implementation."""
+    def wrap(fn: Callable) -> Callable:
+        _register(fn)
+        _CPU_IMPL[fn.__name__] = cpu_impl
+        overload(fn, target="cpu", strict=False)(_returns(cpu_impl))
+        return fn
+
+    return wrap
+
+
+def _is_per_row(value: Any) -> bool:
+    return isinstance(value, types.FunctionType) and _DEFINED.get(value.__name__) is value
+
+
+def cpu(fn: Callable) -> Any:
+    """The CPU drivers' copy of per-row function ``fn`` (see the module docstring)."""
+    if not _is_per_row(fn):
+        raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} is not a per-row function")
+    name = fn.__name__
+    if name in _CPU:
+        return _CPU[name]
+    src = _CPU_IMPL.get(name, fn)
+    env = dict(src.__globals__)
+    copy = types.FunctionType(src.__code__, env, name, src.__defaults__, src.__closure__)
+    copy.__qualname__ = src.__qualname__
+    disp = njit(inline="always")(copy)
+    _CPU[name] = disp
+    for key, value in list(env.items()):
+        if _is_per_row(value):
+            env[key] = cpu(value)
+    return disp
