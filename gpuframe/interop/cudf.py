@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from ..backends.registry import PerformanceWarning
+from ..errors import PerformanceWarning
 from ..core.device import DeviceLike
 from ..core.table import Table
 
