@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         from numba import cuda
         import numba.cuda.dispatcher as dispatcher
 
-        from gpuframe.kernels.launch import numba_cuda_compat
+        from gpuframe.kernels.compat import numba_cuda_compat
 
         numba_cuda_compat()
         ptxas = ptxas_path()

@@ -29,6 +29,6 @@ def test_numba_cuda_array_support_fails_without_row_stack():
 
 
 def test_launch_shim_restores_row_stack_for_numba_cuda():
-    res = _run("from gpuframe.kernels.launch import numba_cuda_compat; numba_cuda_compat()")
+    res = _run("from gpuframe.kernels.compat import numba_cuda_compat; numba_cuda_compat()")
     assert res.returncode == 0, res.stderr
     assert "imported" in res.stdout

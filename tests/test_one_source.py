@@ -118,7 +118,7 @@ def compile_cuda():
     from numba import cuda
     import numba.cuda.dispatcher as dispatcher
 
-    from gpuframe.kernels.launch import numba_cuda_compat
+    from gpuframe.kernels.compat import numba_cuda_compat
 
     numba_cuda_compat()
     hashing.cuda_kernels()  # registers the CUDA implementations of the per-target names

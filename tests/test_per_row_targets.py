@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     disp.get_current_device = lambda: _SM90()  # compile without a driver (no GPU here)
     import gpuframe
     from gpuframe.kernels import join as KJ
-    from gpuframe.kernels.launch import numba_cuda_compat
+    from gpuframe.kernels.compat import numba_cuda_compat
 
     numba_cuda_compat()
     if {cpu_first}:

@@ -34,7 +34,7 @@ class CudaTarget:
 
     @staticmethod
     def _launch(kernel: Any, n: int, *args: Any) -> None:
-        from gpuframe.kernels.launch import launch
+        from .launch import launch
 
         launch(kernel, n, *args)
 
@@ -95,7 +95,7 @@ class CudaTarget:
 def cast_on_device(src: Any, dtype: Any, n: int, device: Device) -> Any:
     """``src[:n]`` converted to ``dtype`` element by element by a CUDA kernel on ``device``
     (C casts: sign- or zero-extending, float32 to float64 exactly, narrowing by truncation)."""
-    from gpuframe.kernels.launch import launch
+    from .launch import launch
 
     out = memory.empty(n, dtype, device)
     with launch_context(device):

@@ -80,7 +80,7 @@ def _cuda():
 
 
 def _launch(kernel: Any, n: int, *args: Any) -> None:
-    from gpuframe.kernels.launch import launch
+    from .launch import launch
 
     launch(kernel, n, *args)
 

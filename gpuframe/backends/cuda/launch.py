@@ -1,7 +1,8 @@
-"""Launch helpers shared by the CUDA launchers: launch configuration and simulator quirks.
+"""Launching ``numba.cuda`` kernels: the launch configuration and the simulator's quirks.
 
-Kernels themselves are built by memoised factories in each kernel module (``cuda_kernels()``),
-so numba compiles each kernel once per argument signature and the launchers only pick a grid.
+Kernels are built by memoised factories in each kernel module (``cuda_kernels()``, a
+:class:`~gpuframe.kernels.kernel_set.KernelSet`), so numba compiles each kernel once per argument
+signature and the launchers here only pick a grid.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import warnings
 from typing import Any, Iterator
 
 from gpuframe.core.device import SIMULATOR_LAUNCH_LOCK, cudasim_enabled
+from gpuframe.kernels.compat import numba_cuda_compat
 
 THREADS_PER_BLOCK = 256
 # The simulator runs every thread of a block as a Python thread: smaller blocks keep it lighter.
@@ -32,28 +34,6 @@ def _quiet_uint64_overflow() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="overflow encountered", category=RuntimeWarning)
         yield
-
-
-_COMPAT_DONE = False
-
-
-def numba_cuda_compat() -> None:
-    """Let numba-cuda (<= 0.30.4, the newest release) compile kernels under NumPy >= 2.5.
-
-    numba-cuda's ``np/arrayobj.py`` registers an overload for ``np.row_stack``, an alias of
-    ``np.vstack`` that NumPy 2.5 removed; the module is imported at the first kernel compile, which
-    then fails with ``AttributeError: module 'numpy' has no attribute 'row_stack'`` (seen on the
-    first real-GPU run: every join and partition kernel failed to compile). Restoring the alias
-    before that import is enough; it changes nothing where NumPy still has it.
-    """
-    global _COMPAT_DONE
-    if _COMPAT_DONE:
-        return
-    import numpy as np
-
-    if "row_stack" not in dir(np):
-        np.row_stack = np.vstack  # type: ignore[attr-defined]
-    _COMPAT_DONE = True
 
 
 def launch(kernel: Any, n: int, *args: Any, threads: int | None = None) -> None:
