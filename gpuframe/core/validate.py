@@ -27,7 +27,6 @@ This module imports only ``gpuframe.core``.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional
 
 import numpy as np
@@ -242,58 +241,7 @@ def _check_nulls(name: str, stated: int, counted: int) -> None:
 
 
 # ------------------------------------------------------------------------------- device
-# numba.cuda, bound by the first _kernels() call: a module global, because the simulator runs
-# kernels by swapping the numba.cuda module in their globals.
-cuda = None
-
 _MAX_BLOCKS = 1024
-
-
-@functools.lru_cache(maxsize=None)
-def _kernels() -> dict:
-    """Grid-stride kernels; each thread folds its rows and does one atomic per result."""
-    global cuda
-    from numba import cuda
-
-    @cuda.jit
-    def first_decrease(o, m, out):
-        # out[0]: the smallest i with o[i + 1] < o[i] (m when none)
-        start = cuda.grid(1)
-        stride = cuda.gridsize(1)
-        for i in range(start, m, stride):
-            if o[i + 1] < o[i]:
-                cuda.atomic.min(out, 0, i)
-                break
-
-    @cuda.jit
-    def first_bad_index(idx, ndict, validity, has_valid, vbit, out):
-        # out[0]: the smallest valid row whose index is outside [0, ndict) (len(idx) when none)
-        start = cuda.grid(1)
-        stride = cuda.gridsize(1)
-        for i in range(start, idx.shape[0], stride):
-            j = np.int64(idx[i])  # a uint64 index above the int64 range turns negative: caught
-            if j < 0 or j >= ndict:
-                ok = True
-                if has_valid:
-                    b = vbit + i
-                    ok = ((validity[b >> 3] >> (b & 7)) & 1) == 1
-                if ok:
-                    cuda.atomic.min(out, 0, i)
-                    break
-
-    @cuda.jit
-    def set_bits(bits, bit_off, n, out):
-        # out[0] += number of set bits among rows [0, n) starting at bit bit_off
-        start = cuda.grid(1)
-        stride = cuda.gridsize(1)
-        count = 0
-        for i in range(start, n, stride):
-            b = bit_off + i
-            count += (bits[b >> 3] >> (b & 7)) & 1
-        if count:
-            cuda.atomic.add(out, 0, count)
-
-    return {"first_decrease": first_decrease, "first_bad_index": first_bad_index, "set_bits": set_bits}
 
 
 class _Device:
@@ -368,7 +316,9 @@ class _Device:
     def _run_kernels(self, name: str) -> None:
         """numba.cuda kernels (the simulator, where there is no CuPy)."""
         col = self.col
-        k = _kernels()
+        from ..kernels.checks import cuda_kernels
+
+        k = cuda_kernels()
         n, off = col.length, col.offset
         lay = col.layout
         if lay == Layout.STRING:
