@@ -2,19 +2,7 @@
 verified against normalised key columns (host-side code both backends share).
 
 A key pair's family (:class:`gpuframe.backends.contract.KeyPair`) fixes how both sides become
-words (see :mod:`gpuframe.kernels.join`):
-
-============  ===========================================  ===================================
-family        types                                        word
-============  ===========================================  ===================================
-``int``       int8..int64, uint8..uint64 (mixed allowed)   the int64 value (uint64: its bits)
-``float``     float32/64, or a float with an integer       float64 bits (compared canonically:
-                                                           ``-0.0 == 0.0``, NaN == NaN)
-``bool``      bool with bool                               0 / 1
-``date32``    date32 with date32                           the int32 day number
-``timestamp`` timestamps of the same unit and time zone    the int64 value
-``string``    string, large_string, dictionary<_, string>  (general path: utf8 byte spans)
-============  ===========================================  ===================================
+words: the table of families, types and words is in :mod:`gpuframe.ops.keys`.
 
 A single fixed-width key takes the *fast path* (the word itself is hashed and compared; a 64-bit
 key on its own device is used as it is stored, zero-copy). Several keys, string keys, and
