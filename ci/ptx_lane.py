@@ -59,6 +59,15 @@ def numba_type(desc: list):
         return types.int64
     if kind == "float":
         return types.float64
+    if kind == "tuple":
+        return types.Tuple([numba_type(d) for d in desc[1]])
+    if kind == "namedtuple":
+        # a kernel's argument record: the class by its import path, then the fields' types
+        module_name, qualname = desc[1].split(":", 1)
+        cls = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        return types.NamedTuple([numba_type(d) for d in desc[2]], cls)
     raise ValueError(f"unknown recorded argument {desc!r}")
 
 

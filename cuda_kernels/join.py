@@ -17,6 +17,7 @@ rows.
 from __future__ import annotations
 
 import functools
+from collections import namedtuple
 
 import numpy as np
 from numba.extending import register_jitable
@@ -45,6 +46,55 @@ def pick_value(src, keys, code, i):
     if code == SRC_ONE:
         return np.int64(1)
     return np.int64(src[i])
+
+
+# --------------------------------------------------------------------------- kernel arguments
+# The build and probe kernels take each side's arrays as one named tuple (numba-cuda types it
+# field by field and passes the fields as separate kernel parameters), read by name in the
+# kernel. One keyword-only constructor per record; a field in the wrong place is an error there
+# (:func:`build_arrays` checks each array's dtype and dimensions), not a wrong result.
+BuildArrays = namedtuple("BuildArrays", (
+    "table", "nxt", "tmask", "pshift", "keys", "valid", "kmode", "verify", "orig", "w", "st", "en", "ch"))
+ProbeArrays = namedtuple("ProbeArrays", ("keys", "valid", "w", "st", "en", "ch"))
+
+
+def _check(record: str, name: str, a, dtype, ndim: int):
+    dt = getattr(a, "dtype", None)
+    if dt is None or getattr(a, "ndim", None) != ndim or np.dtype(dt) != dtype:
+        got = f"{dt} {getattr(a, 'ndim', '?')}-D" if dt is not None else type(a).__name__
+        raise TypeError(f"{record}.{name}: expected a {ndim}-D {np.dtype(dtype)} array, got {got}")
+    return a
+
+
+def build_arrays(*, table, nxt, tmask, pshift, keys, valid, kmode, verify, orig, w, st, en, ch) -> BuildArrays:
+    """The build side on the device: the hash table (``table``, ``nxt``, ``tmask``, ``pshift``),
+    its key words (``keys``, ``valid``; ``kmode``), whether a match is confirmed against a
+    general key (``verify``: words ``w``, byte spans ``st``/``en`` into ``ch``), and the
+    original rows ``orig`` (empty: the identity)."""
+    c = "BuildArrays"
+    i64, u64, u8 = np.int64, np.uint64, np.uint8
+    return BuildArrays(_check(c, "table", table, i64, 1), _check(c, "nxt", nxt, i64, 1), np.uint64(tmask),
+                       np.uint64(pshift), _check(c, "keys", keys, u64, 1), _check(c, "valid", valid, u8, 1),
+                       int(kmode), bool(verify), _check(c, "orig", orig, i64, 1), _check(c, "w", w, u64, 2),
+                       _check(c, "st", st, i64, 2), _check(c, "en", en, i64, 2), _check(c, "ch", ch, u8, 1))
+
+
+def probe_arrays(*, keys, valid, w, st, en, ch) -> ProbeArrays:
+    """The probe side on the device: key words (``keys``, ``valid``) and a general key's words,
+    byte spans and bytes."""
+    c = "ProbeArrays"
+    return ProbeArrays(_check(c, "keys", keys, np.uint64, 1), _check(c, "valid", valid, np.uint8, 1),
+                       _check(c, "w", w, np.uint64, 2), _check(c, "st", st, np.int64, 2),
+                       _check(c, "en", en, np.int64, 2), _check(c, "ch", ch, np.uint8, 1))
+
+
+@register_jitable
+def find_match(build, probe, i):
+    """The build row heading probe row ``i``'s matches in the global table, or ``EMPTY``."""
+    w = canon_word(probe.keys[i], build.kmode)
+    return ht_find(build.table, 0, build.tmask, build.pshift, build.keys, 0, w, word_hash(w), build.kmode,
+                   build.verify, build.orig, build.w, build.st, build.en, build.ch, probe.w, probe.st, probe.en,
+                   probe.ch, np.int64(i))
 
 
 # --------------------------------------------------------------------------- CUDA kernels
@@ -79,25 +129,24 @@ def cuda_kernels() -> KernelSet:
             out[i] = row_hash(words, st, en, chars, i)
 
     @cuda.jit
-    def k_build(table, nxt, tmask, pshift, bkeys, bvalid, kmode, verify, borig,
-                vb_w, vb_st, vb_en, vb_ch):
+    def k_build(build):
         j = cuda.grid(1)
+        bkeys = build.keys
+        bvalid = build.valid
         if j < bkeys.shape[0] and (bvalid.shape[0] == 0 or bvalid[j] != 0):
-            ht_insert(table, 0, tmask, pshift, nxt, bkeys, 0, j, kmode, verify, borig,
-                      vb_w, vb_st, vb_en, vb_ch)
+            ht_insert(build.table, 0, build.tmask, build.pshift, build.nxt, bkeys, 0, j, build.kmode, build.verify,
+                      build.orig, build.w, build.st, build.en, build.ch)
 
     @cuda.jit
-    def k_probe_count(table, nxt, tmask, pshift, bkeys, kmode, verify, borig,
-                      vb_w, vb_st, vb_en, vb_ch, pkeys, pvalid, vp_w, vp_st, vp_en, vp_ch,
-                      emit_unmatched_probe, bmatched, counts):
+    def k_probe_count(build, probe, emit_unmatched_probe, bmatched, counts):
         i = cuda.grid(1)
-        if i >= pkeys.shape[0]:
+        if i >= probe.keys.shape[0]:
             return
+        nxt = build.nxt
+        pvalid = probe.valid
         c = np.int64(0)
         if pvalid.shape[0] == 0 or pvalid[i] != 0:
-            w = canon_word(pkeys[i], kmode)
-            t = ht_find(table, 0, tmask, pshift, bkeys, 0, w, word_hash(w), kmode, verify, borig,
-                        vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, np.int64(i))
+            t = find_match(build, probe, i)
             while t != EMPTY:
                 c += 1
                 if bmatched.shape[0] != 0:
@@ -108,17 +157,15 @@ def cuda_kernels() -> KernelSet:
         counts[i] = c
 
     @cuda.jit
-    def k_probe_write(table, nxt, tmask, pshift, bkeys, kmode, verify, borig,
-                      vb_w, vb_st, vb_en, vb_ch, pkeys, pvalid, vp_w, vp_st, vp_en, vp_ch,
-                      emit_unmatched_probe, offsets, out_p, out_b):
+    def k_probe_write(build, probe, emit_unmatched_probe, offsets, out_p, out_b):
         i = cuda.grid(1)
-        if i >= pkeys.shape[0]:
+        if i >= probe.keys.shape[0]:
             return
+        nxt = build.nxt
+        pvalid = probe.valid
         o = offsets[i]
         if pvalid.shape[0] == 0 or pvalid[i] != 0:
-            w = canon_word(pkeys[i], kmode)
-            t = ht_find(table, 0, tmask, pshift, bkeys, 0, w, word_hash(w), kmode, verify, borig,
-                        vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, np.int64(i))
+            t = find_match(build, probe, i)
             while t != EMPTY:
                 out_p[o] = i
                 out_b[o] = t
@@ -146,18 +193,16 @@ def cuda_kernels() -> KernelSet:
                 out_a[o] = fill_a
 
     @cuda.jit
-    def k_probe_mark(table, nxt, tmask, pshift, bkeys, kmode, verify, borig,
-                     vb_w, vb_st, vb_en, vb_ch, pkeys, pvalid, vp_w, vp_st, vp_en, vp_ch,
-                     pmatched, bmatched):
+    def k_probe_mark(build, probe, pmatched, bmatched):
         # semi/anti: mark probe rows with a match and/or build rows that were matched
         i = cuda.grid(1)
-        if i >= pkeys.shape[0]:
+        if i >= probe.keys.shape[0]:
             return
+        nxt = build.nxt
+        pvalid = probe.valid
         if pvalid.shape[0] != 0 and pvalid[i] == 0:
             return
-        w = canon_word(pkeys[i], kmode)
-        t = ht_find(table, 0, tmask, pshift, bkeys, 0, w, word_hash(w), kmode, verify, borig,
-                    vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, np.int64(i))
+        t = find_match(build, probe, i)
         if t != EMPTY:
             if pmatched.shape[0] != 0:
                 pmatched[i] = 1

@@ -49,6 +49,8 @@ arrays alive during the call. Every kernel is ``cache=True`` and every argument 
 """
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit, prange
 
@@ -73,6 +75,97 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
 _E64 = np.zeros(0, np.int64)
 _addr = address
+
+
+# --------------------------------------------------------------------------- argument records
+# The probe and write kernels take their arrays bundled per side, one named tuple each (numba
+# types a named tuple field by field, so every field keeps its own array type and each kernel
+# still compiles once per machine); the kernels read the fields by name. Each record has one
+# constructor, keyword-only, that checks every array field's dtype and dimensions: a field
+# passed in the wrong place fails there, not as a wrong result.
+# Inside a parallel kernel, take each field into a local with its own statement before the
+# prange, and use only the locals: with numba 0.68 the parfors lose the writes to arrays of a
+# named tuple used in the loop (numba/numba#5872) and to locals unpacked together
+# (``a, b = t.a, t.b``).
+BuildSide = namedtuple("BuildSide", (
+    "keys", "valid", "starts", "nparts", "pmask", "pshift", "kmode", "verify", "w", "st", "en", "ch",
+    "tables", "toffs", "nxt", "unique", "orig", "cols"))
+ProbeSide = namedtuple("ProbeSide", (
+    "keys", "valid", "kmode", "verify", "w", "st", "en", "ch", "orig", "cols", "ilo", "ihi", "ipart"))
+OutputRows = namedtuple("OutputRows", (
+    "eup", "eub", "src_p", "src_b", "fill", "outs", "active", "from_build", "pst", "pen", "bst", "ben",
+    "soffs", "schars"))
+Tally = namedtuple("Tally", (
+    "match", "bmatched", "counts", "sbytes", "cap_bytes", "item_off", "item_bytes", "ub_off", "ub_bytes"))
+
+_I64, _U64, _U8, _IDX = "lq", "LQ", "B", "ilq"   # dtype chars: int64, uint64, uint8, int32 or int64
+
+
+def _check(record: str, name: str, a, chars: str, ndim: int):
+    if not isinstance(a, np.ndarray) or a.ndim != ndim or a.dtype.char not in chars:
+        got = f"{a.dtype} {a.ndim}-D" if isinstance(a, np.ndarray) else type(a).__name__
+        want = "/".join(str(np.dtype(c)) for c in chars)
+        raise TypeError(f"{record}.{name}: expected a {ndim}-D {want} array, got {got}")
+    return a
+
+
+def build_side(*, keys, valid, starts, nparts, pbits, kmode, verify, w, st, en, ch, tables, toffs, nxt,
+               unique, orig, cols) -> BuildSide:
+    """The build side by position: key words (``keys``, ``valid``), ``nparts = 2**pbits``
+    partitions (``starts``, ``nparts + 2`` entries) and their tables (``tables``, ``toffs``),
+    the match chains ``nxt``, a general key's words and byte spans ``w``/``st``/``en`` into
+    ``ch``, the original rows ``orig`` (empty: the identity) and the column address table
+    ``cols``. ``unique``: no key repeats."""
+    c = "BuildSide"
+    return BuildSide(_check(c, "keys", keys, _U64, 1), _check(c, "valid", valid, _U8, 1),
+                     _check(c, "starts", starts, _I64, 1), int(nparts), np.uint64(nparts - 1), np.uint64(pbits),
+                     int(kmode), bool(verify), _check(c, "w", w, _U64, 2), _check(c, "st", st, _I64, 2),
+                     _check(c, "en", en, _I64, 2), _check(c, "ch", ch, _U8, 1),
+                     _check(c, "tables", tables, "i", 1), _check(c, "toffs", toffs, _I64, 1),
+                     _check(c, "nxt", nxt, _IDX, 1), bool(unique), _check(c, "orig", orig, _I64, 1),
+                     _check(c, "cols", cols, _I64, 1))
+
+
+def probe_side(*, keys, valid, kmode, verify, w, st, en, ch, orig, cols, ilo, ihi, ipart) -> ProbeSide:
+    """The probe side by position (key words, a general key's words, spans and bytes, original
+    rows, column address table) and its work items ``[ilo, ihi)`` of partition ``ipart``
+    (``-1``: any)."""
+    c = "ProbeSide"
+    return ProbeSide(_check(c, "keys", keys, _U64, 1), _check(c, "valid", valid, _U8, 1), int(kmode),
+                     bool(verify), _check(c, "w", w, _U64, 2), _check(c, "st", st, _I64, 2),
+                     _check(c, "en", en, _I64, 2), _check(c, "ch", ch, _U8, 1), _check(c, "orig", orig, _I64, 1),
+                     _check(c, "cols", cols, _I64, 1), _check(c, "ilo", ilo, _I64, 1),
+                     _check(c, "ihi", ihi, _I64, 1), _check(c, "ipart", ipart, _I64, 1))
+
+
+def output_rows(*, eup, eub, src_p, src_b, fill, outs, active, from_build, pst, pen, bst, ben, soffs,
+                schars) -> OutputRows:
+    """What the output holds: unmatched probe (``eup``) and build (``eub``) rows or not; the
+    row codes ``src_p``/``src_b``/``fill`` and the address table ``outs`` of the int64 output
+    rows (``active``: the rows :func:`probe_direct` still writes at a row's own position);
+    the string key columns' probe and build spans and the addresses of their offsets and
+    bytes (``from_build``: a matched row takes the build row's bytes)."""
+    c = "OutputRows"
+    return OutputRows(bool(eup), bool(eub), _check(c, "src_p", src_p, _I64, 1),
+                      _check(c, "src_b", src_b, _I64, 1), _check(c, "fill", fill, _I64, 1),
+                      _check(c, "outs", outs, _I64, 1), _check(c, "active", active, _I64, 1), bool(from_build),
+                      _check(c, "pst", pst, _I64, 2), _check(c, "pen", pen, _I64, 2),
+                      _check(c, "bst", bst, _I64, 2), _check(c, "ben", ben, _I64, 2),
+                      _check(c, "soffs", soffs, _I64, 1), _check(c, "schars", schars, _I64, 1))
+
+
+def tally(*, match, bmatched, counts, sbytes, cap_bytes, item_off, item_bytes, ub_off, ub_bytes) -> Tally:
+    """Per position: the head of every probe row's match chain (``match``), the matched build
+    rows (``bmatched``); per work item: rows (``counts``) and string bytes (``sbytes``)
+    written or counted, the string room (``cap_bytes``), the rows' and bytes' offsets
+    (``item_off``, ``item_bytes``); per build partition: the unmatched rows' offsets
+    (``ub_off``, ``ub_bytes``)."""
+    c = "Tally"
+    return Tally(_check(c, "match", match, _IDX, 1), _check(c, "bmatched", bmatched, _U8, 1),
+                 _check(c, "counts", counts, _I64, 1), _check(c, "sbytes", sbytes, _I64, 2),
+                 _check(c, "cap_bytes", cap_bytes, _I64, 2), _check(c, "item_off", item_off, _I64, 1),
+                 _check(c, "item_bytes", item_bytes, _I64, 2), _check(c, "ub_off", ub_off, _I64, 1),
+                 _check(c, "ub_bytes", ub_bytes, _I64, 2))
 
 
 # rows ahead whose key bytes the probe loop prefetches (string keys: the bytes are the only
@@ -152,16 +245,30 @@ def general_row_hash(words, st, en, chars, out):
 
 # --------------------------------------------------------------------------- build
 @njit(parallel=True, **_OPTS)
-def build_tables(bkeys, bvalid, bstarts, nparts, kmode, pshift, verify,
-                 vb_w, vb_st, vb_en, vb_ch, tables, toffs, nxt):
-    """Build the table of every partition ``p < nparts`` (build positions
-    ``[bstarts[p], bstarts[p + 1])``) into ``tables[toffs[p]:toffs[p + 1]]`` (a power of two of
+def build_tables(build):
+    """Build the table of every partition ``p < build.nparts`` (build positions
+    ``[starts[p], starts[p + 1])``) into ``tables[toffs[p]:toffs[p + 1]]`` (a power of two of
     slots, at least twice the rows) and chain equal keys through ``nxt`` (global positions,
-    every chain in position order). Rows with ``bvalid[pos] == 0`` are left out.
+    every chain in position order). Rows with ``valid[pos] == 0`` are left out (a
+    :class:`BuildSide`; its ``unique``, ``orig`` and ``cols`` are not read).
 
-    With ``verify`` the normalised key words ``vb_w`` and byte spans ``vb_st``/``vb_en`` (into
-    ``vb_ch``) are indexed by build position, like every per-position array here. Returns the
-    number of rows that joined a chain (0: every key is unique)."""
+    With ``verify`` the normalised key words ``w`` and byte spans ``st``/``en`` (into ``ch``)
+    are indexed by build position, like every per-position array here. Returns the number of
+    rows that joined a chain (0: every key is unique)."""
+    bkeys = build.keys
+    bvalid = build.valid
+    bstarts = build.starts
+    nparts = build.nparts
+    kmode = build.kmode
+    pshift = build.pshift
+    verify = build.verify
+    vb_w = build.w
+    vb_st = build.st
+    vb_en = build.en
+    vb_ch = build.ch
+    tables = build.tables
+    toffs = build.toffs
+    nxt = build.nxt
     chained = 0
     for p in prange(nparts):
         b0 = bstarts[p]
@@ -278,19 +385,49 @@ def _find_batch_any(i, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkey
 
 
 @njit(parallel=True, **_OPTS)
-def probe_count(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
-                bkeys, bstarts, tables, toffs, nxt, unique, verify,
-                vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch,
-                eup, eub, bmatched, match, counts, op_st, op_en, sbytes):
-    """Output rows of every work item (``counts[item]``) and, per output string column ``c``
-    (probe byte spans ``op_st[c]``/``op_en[c]``; there may be none), their output bytes
-    ``sbytes[item, c]`` (a row with a probe side has the probe's key bytes). Every array is
-    indexed by position (probe or build).
+def probe_count(probe, build, out, tally):
+    """Output rows of every work item of ``probe`` (``tally.counts[item]``) and, per output
+    string column ``c`` (probe byte spans ``out.pst[c]``/``out.pen[c]``; there may be none),
+    their output bytes ``tally.sbytes[item, c]`` (a row with a probe side has the probe's key
+    bytes). Every array is indexed by position (probe or build).
 
-    ``match[pos]`` (one per probe position; empty to skip) receives the global build position
-    heading the row's matches, or ``-1``; ``bmatched[pos] = 1`` for matched build positions
-    when ``eub``. ``eup``: unmatched probe rows are output rows too.
+    ``tally.match[pos]`` (one per probe position; empty to skip) receives the global build
+    position heading the row's matches, or ``-1``; ``tally.bmatched[pos] = 1`` for matched
+    build positions when ``out.eub``. ``out.eup``: unmatched probe rows are output rows too.
+    (:class:`ProbeSide`, :class:`BuildSide`, :class:`OutputRows`, :class:`Tally`.)
     """
+    pkeys = probe.keys
+    pvalid = probe.valid
+    kmode = probe.kmode
+    verify = probe.verify
+    vp_w = probe.w
+    vp_st = probe.st
+    vp_en = probe.en
+    vp_ch = probe.ch
+    ilo = probe.ilo
+    ihi = probe.ihi
+    ipart = probe.ipart
+    bkeys = build.keys
+    bstarts = build.starts
+    tables = build.tables
+    toffs = build.toffs
+    nxt = build.nxt
+    unique = build.unique
+    nparts = build.nparts
+    pmask = build.pmask
+    pshift = build.pshift
+    vb_w = build.w
+    vb_st = build.st
+    vb_en = build.en
+    vb_ch = build.ch
+    eup = out.eup
+    eub = out.eub
+    op_st = out.pst
+    op_en = out.pen
+    bmatched = tally.bmatched
+    match = tally.match
+    counts = tally.counts
+    sbytes = tally.sbytes
     store = match.shape[0] != 0
     nstr = sbytes.shape[1]
     pch = _addr(vp_ch)
@@ -413,13 +550,13 @@ def _emit_strings(o, i, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, sof
 
 
 @njit(parallel=True, **_OPTS)
-def probe_write(ilo, ihi, match, nxt, eup, item_off, porig, borig, pcols, bcols, bkeys,
-                src_p, src_b, fill, outs, vp_st, vp_en, vp_ch, vb_st, vb_en, vb_ch,
-                from_build, item_bytes, soffs, schars,
-                eub, bstarts, bmatched, ub_off, ub_bytes):
+def probe_write(probe, build, out, tally):
     """Write every item's output rows from ``item_off[item]`` on, then (``eub``) every
     partition's unmatched build rows from ``ub_off[p]`` on (the never-matching partition's
-    rows are all unmatched).
+    rows are all unmatched). (:class:`ProbeSide`: its work items, original rows, columns and
+    key bytes; :class:`BuildSide`: its chains, keys, partitions, original rows, columns and key
+    bytes; :class:`OutputRows`; :class:`Tally`: ``match``, ``item_off``, ``item_bytes``,
+    ``bmatched``, ``ub_off``, ``ub_bytes``.)
 
     Output row ``r`` is the int64 array at address ``outs[r]``; a row with a probe side takes
     ``src_p[r]`` (a probe column, ``SRC_MATCH_KEY``, ``SRC_ONE``, ``SRC_ROW``); otherwise, or
@@ -430,6 +567,36 @@ def probe_write(ilo, ihi, match, nxt, eup, item_off, porig, borig, pcols, bcols,
     ``vp_st``/``vp_en`` and ``vb_st``/``vb_en`` are indexed by position. ``porig``/``borig``
     give the original rows for ``SRC_ROW`` (empty: the identity).
     """
+    ilo = probe.ilo
+    ihi = probe.ihi
+    porig = probe.orig
+    pcols = probe.cols
+    vp_ch = probe.ch
+    nxt = build.nxt
+    borig = build.orig
+    bcols = build.cols
+    bkeys = build.keys
+    bstarts = build.starts
+    vb_ch = build.ch
+    eup = out.eup
+    eub = out.eub
+    src_p = out.src_p
+    src_b = out.src_b
+    fill = out.fill
+    outs = out.outs
+    vp_st = out.pst
+    vp_en = out.pen
+    vb_st = out.bst
+    vb_en = out.ben
+    from_build = out.from_build
+    soffs = out.soffs
+    schars = out.schars
+    match = tally.match
+    item_off = tally.item_off
+    item_bytes = tally.item_bytes
+    bmatched = tally.bmatched
+    ub_off = tally.ub_off
+    ub_bytes = tally.ub_bytes
     pch = _addr(vp_ch)
     bch = _addr(vb_ch)
     nstr = soffs.shape[0]
@@ -471,12 +638,10 @@ def probe_write(ilo, ihi, match, nxt, eup, item_off, porig, borig, pcols, bcols,
 
 
 @njit(parallel=True, **_OPTS)
-def probe_direct(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
-                 bkeys, bstarts, tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch,
-                 eup, eub, bmatched, porig, borig, pcols, bcols, src_p, src_b, fill, outs, active,
-                 from_build, op_st, op_en, ob_st, ob_en, cap_bytes, soffs, schars, counts, sbytes):
+def probe_direct(probe, build, out, tally):
     """Probe and write in one pass, for build sides whose keys are all distinct (at most one
-    output row per probe row).
+    output row per probe row). (:class:`ProbeSide`, :class:`BuildSide`, :class:`OutputRows`;
+    :class:`Tally`: ``cap_bytes`` in, ``counts``, ``sbytes`` and ``bmatched`` out.)
 
     Item ``it`` writes its rows from row ``ilo[it]`` on (its rows never outgrow its positions)
     and its string bytes from ``cap_bytes[it, c]`` on (the bytes of all its probe keys fit
@@ -486,6 +651,50 @@ def probe_direct(pkeys, pvalid, kmode, pmask, pshift, nparts, ilo, ihi, ipart,
     at every probe position (the scatter put it there). The output string columns take
     the spans ``op_*`` (probe) and ``ob_*`` (build); see :func:`probe_write` for the rest.
     """
+    pkeys = probe.keys
+    pvalid = probe.valid
+    kmode = probe.kmode
+    verify = probe.verify
+    vp_w = probe.w
+    vp_st = probe.st
+    vp_en = probe.en
+    vp_ch = probe.ch
+    ilo = probe.ilo
+    ihi = probe.ihi
+    ipart = probe.ipart
+    porig = probe.orig
+    pcols = probe.cols
+    bkeys = build.keys
+    bstarts = build.starts
+    tables = build.tables
+    toffs = build.toffs
+    nparts = build.nparts
+    pmask = build.pmask
+    pshift = build.pshift
+    vb_w = build.w
+    vb_st = build.st
+    vb_en = build.en
+    vb_ch = build.ch
+    borig = build.orig
+    bcols = build.cols
+    eup = out.eup
+    eub = out.eub
+    src_p = out.src_p
+    src_b = out.src_b
+    fill = out.fill
+    outs = out.outs
+    active = out.active
+    from_build = out.from_build
+    soffs = out.soffs
+    schars = out.schars
+    op_st = out.pst
+    op_en = out.pen
+    ob_st = out.bst
+    ob_en = out.ben
+    bmatched = tally.bmatched
+    cap_bytes = tally.cap_bytes
+    counts = tally.counts
+    sbytes = tally.sbytes
     nstr = soffs.shape[0]
     pch = _addr(vp_ch)
     bch = _addr(vb_ch)

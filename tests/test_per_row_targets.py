@@ -35,14 +35,15 @@ SCRIPT = textwrap.dedent(
             gpuframe.join_indices(L, R, on="k", how=how)
     a = lambda dt, nd=1: types.Array(dt, nd, "C")
     i64, u64, u8 = types.int64, types.uint64, types.uint8
-    table = (a(i64), a(i64), u64, u64, a(u64))                    # table, nxt, tmask, pshift, bkeys
-    verify = (types.int64, types.boolean, a(i64), a(u64, 2), a(i64, 2), a(i64, 2), a(u8))
-    probe = (a(u64), a(u8), a(u64, 2), a(i64, 2), a(i64, 2), a(u8))
+    # table, nxt, tmask, pshift, keys, valid, kmode, verify, orig, w, st, en, ch
+    build = types.NamedTuple((a(i64), a(i64), u64, u64, a(u64), a(u8), types.int64, types.boolean, a(i64),
+                              a(u64, 2), a(i64, 2), a(i64, 2), a(u8)), KJ.BuildArrays)
+    probe = types.NamedTuple((a(u64), a(u8), a(u64, 2), a(i64, 2), a(i64, 2), a(u8)), KJ.ProbeArrays)
     sigs = {{
-        "build": table + (a(u8),) + verify,
-        "probe_mark": table + verify + probe + (a(u8), a(u8)),
-        "probe_count": table + verify + probe + (types.boolean, a(u8), a(i64)),
-        "probe_write": table + verify + probe + (types.boolean, a(i64), a(i64), a(i64)),
+        "build": (build,),
+        "probe_mark": (build, probe, a(u8), a(u8)),
+        "probe_count": (build, probe, types.boolean, a(u8), a(i64)),
+        "probe_write": (build, probe, types.boolean, a(i64), a(i64), a(i64)),
     }}
     k = KJ.cuda_kernels()
     for name, sig in sigs.items():

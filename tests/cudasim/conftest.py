@@ -13,6 +13,13 @@ _RECORDED: dict[str, set[str]] = {}
 
 
 def _describe(arg) -> list:
+    if isinstance(arg, tuple):
+        # the kernels' argument records (named tuples of arrays and scalars), field by field
+        cls = type(arg)
+        fields = [_describe(a) for a in arg]
+        if cls is not tuple and hasattr(cls, "_fields"):
+            return ["namedtuple", f"{cls.__module__}:{cls.__qualname__}", fields]
+        return ["tuple", fields]
     if hasattr(arg, "dtype") and hasattr(arg, "shape") and getattr(arg, "ndim", 0) >= 1:
         flags = getattr(arg, "flags", None)
         layout = "A" if flags is not None and not flags["C_CONTIGUOUS"] else "C"

@@ -251,6 +251,8 @@ def _ro(a: np.ndarray) -> np.ndarray:
 _E64 = _ro(np.zeros(0, np.int64))
 _E8 = _ro(np.zeros(0, np.uint8))
 _E2 = _ro(np.zeros((0, 0), np.int64))
+_EU64 = _ro(np.zeros(0, np.uint64))
+_EI32 = np.zeros(0, np.int32)         # the hash tables, for the write passes (which read none)
 
 # Target build rows per CPU partition: a partition's table, chains and keys fit in L2.
 _ROWS_PER_PARTITION = 4096
@@ -417,8 +419,10 @@ def _build_side(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], need_orig
     np.cumsum(slots, out=toffs[1:])
     tables = host_empty(int(toffs[-1]), np.int32)
     nxt = host_empty(n, _index_dtype(n))
-    chained = K.build_tables(keys, valid, starts, nparts, sk.kmode, np.uint64(pbits), sk.verify,
-                             w, st, en, ch, tables, toffs, nxt)
+    chained = K.build_tables(K.build_side(keys=keys, valid=valid, starts=starts, nparts=nparts, pbits=pbits,
+                                          kmode=sk.kmode, verify=sk.verify, w=w, st=st, en=en, ch=ch,
+                                          tables=tables, toffs=toffs, nxt=nxt, unique=False, orig=_E64,
+                                          cols=_E64))
     return _Build(keys, valid, starts, orig, cols, w, st, en, ch, tables, toffs, _ro(nxt), chained == 0)
 
 
@@ -487,18 +491,56 @@ def _use_inplace(build: SideKeys, pbits: int) -> bool:
     return pbits == 0 or ws <= _INPLACE_BUILD_BYTES
 
 
-def _count(probe: SideKeys, P: _Probe, B: _Build, pbits: int, eup: bool, eub: bool, match: np.ndarray,
-           out_spans: Optional[tuple] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _build_record(B: _Build, build: SideKeys, pbits: int, tables: Optional[np.ndarray] = None):
+    """The kernels' :class:`~gpuframe.kernels.join_cpu.BuildSide` of ``B`` (``tables``: in
+    place of ``B.tables``, which the write pass does not read and may have released)."""
+    return _cpu_kernels().build_side(
+        keys=B.keys, valid=B.valid, starts=B.starts, nparts=1 << pbits, pbits=pbits, kmode=build.kmode,
+        verify=build.verify, w=B.w, st=B.st, en=B.en, ch=B.ch, tables=B.tables if tables is None else tables,
+        toffs=B.toffs, nxt=B.nxt, unique=B.unique, orig=B.orig, cols=_ptrs(B.cols))
+
+
+def _probe_record(P: _Probe, probe: SideKeys, pcols: Sequence[np.ndarray] = (), keys: Optional[np.ndarray] = None,
+                  items: bool = True):
+    """The kernels' :class:`~gpuframe.kernels.join_cpu.ProbeSide` of ``P`` with the columns
+    ``pcols`` (``keys``: in place of ``P.keys``; ``items=False``: no work items)."""
+    return _cpu_kernels().probe_side(
+        keys=P.keys if keys is None else keys, valid=P.valid, kmode=probe.kmode, verify=probe.verify, w=P.w,
+        st=P.st, en=P.en, ch=probe.chars, orig=P.orig, cols=_ptrs(pcols), ilo=P.ilo if items else _E64,
+        ihi=P.ihi if items else _E64, ipart=P.ipart if items else _E64)
+
+
+def _output_record(*, eup: bool, eub: bool, pst: np.ndarray = _E2, pen: np.ndarray = _E2, bst: np.ndarray = _E2,
+                   ben: np.ndarray = _E2, src_p: np.ndarray = _E64, src_b: np.ndarray = _E64,
+                   fill: np.ndarray = _E64, outs: Sequence[np.ndarray] = (), active: np.ndarray = _E64,
+                   from_build: bool = False, soffs: Sequence[np.ndarray] = (), schars: Sequence[np.ndarray] = ()):
+    """The kernels' :class:`~gpuframe.kernels.join_cpu.OutputRows` (address tables of ``outs``,
+    ``soffs`` and ``schars``); what a pass does not read may be left out."""
+    return _cpu_kernels().output_rows(
+        eup=eup, eub=eub, src_p=src_p, src_b=src_b, fill=fill, outs=_ptrs(outs), active=active,
+        from_build=from_build, pst=pst, pen=pen, bst=bst, ben=ben, soffs=_addresses(soffs),
+        schars=_addresses(schars))
+
+
+def _tally(*, match: np.ndarray = _E64, bmatched: np.ndarray = _E8, counts: np.ndarray = _E64,
+           sbytes: np.ndarray = _E2, cap_bytes: np.ndarray = _E2, item_off: np.ndarray = _E64,
+           item_bytes: np.ndarray = _E2, ub_off: np.ndarray = _E64, ub_bytes: np.ndarray = _E2):
+    """The kernels' :class:`~gpuframe.kernels.join_cpu.Tally`; what a pass does not read may be
+    left out."""
+    return _cpu_kernels().tally(match=match, bmatched=bmatched, counts=counts, sbytes=sbytes,
+                                cap_bytes=cap_bytes, item_off=item_off, item_bytes=item_bytes, ub_off=ub_off,
+                                ub_bytes=ub_bytes)
+
+
+def _count(probe: SideKeys, build: SideKeys, P: _Probe, B: _Build, pbits: int, eup: bool, eub: bool,
+           match: np.ndarray, out_spans: Optional[tuple] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     K = _cpu_kernels()
-    nparts = 1 << pbits
     ost, oen = out_spans if out_spans is not None else (_E2, _E2)
     bmatched = np.zeros(len(B.keys) if eub else 0, dtype=np.uint8)
     counts = np.zeros(len(P.ilo), np.int64)
     sbytes = np.zeros((len(P.ilo), ost.shape[0]), np.int64)
-    K.probe_count(P.keys, P.valid, probe.kmode, np.uint64(nparts - 1), np.uint64(pbits), nparts,
-                  P.ilo, P.ihi, P.ipart, B.keys, B.starts, B.tables, B.toffs, B.nxt, B.unique, probe.verify,
-                  P.w, P.st, P.en, probe.chars, B.w, B.st, B.en, B.ch,
-                  eup, eub, bmatched, match, counts, ost, oen, sbytes)
+    K.probe_count(_probe_record(P, probe), _build_record(B, build, pbits), _output_record(eup=eup, eub=eub, pst=ost, pen=oen),
+                  _tally(match=match, bmatched=bmatched, counts=counts, sbytes=sbytes))
     return counts, sbytes, bmatched
 
 
@@ -625,7 +667,6 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
                 eup: bool, eub: bool, pcarry: list, src_p: list, src_b: list, fill: list,
                 string_keys: list, want_idx: bool, cap: int) -> JoinResult:
     K = _cpu_kernels()
-    nparts = 1 << pbits
     nrows = len(src_p)
     outs = [host_empty(cap, np.int64) for _ in range(nrows)]
     placed = np.zeros(nrows, np.uint8)
@@ -675,13 +716,11 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
     sp_arr = _ro(np.array(src_p, np.int64))
     sb_arr = _ro(np.array(src_b, np.int64))
     fill_arr = _ro(np.array(fill, np.int64))
-    K.probe_direct(P.keys, P.valid, probe.kmode, np.uint64(nparts - 1), np.uint64(pbits), nparts,
-                   P.ilo, P.ihi, P.ipart, B.keys, B.starts, B.tables, B.toffs, probe.verify,
-                   P.w, P.st, P.en, probe.chars, B.w, B.st, B.en, B.ch,
-                   eup, eub, bmatched, P.orig, B.orig, _ptrs(pcols), _ptrs(B.cols), sp_arr, sb_arr, fill_arr,
-                   _ptrs(outs), _ro(np.flatnonzero(placed == 0).astype(np.int64)), not P.inplace,
-                   pst, pen, bst, ben, _ro(cap_bytes),
-                   _addresses(soffs), _addresses(schars), counts, sbytes)
+    out = _output_record(eup=eup, eub=eub, pst=pst, pen=pen, bst=bst, ben=ben, src_p=sp_arr, src_b=sb_arr,
+                         fill=fill_arr, outs=outs, active=_ro(np.flatnonzero(placed == 0).astype(np.int64)),
+                         from_build=not P.inplace, soffs=soffs, schars=schars)
+    K.probe_direct(_probe_record(P, probe, pcols), _build_record(B, build, pbits), out,
+                   _tally(bmatched=bmatched, counts=counts, sbytes=sbytes, cap_bytes=_ro(cap_bytes)))
     B.tables = None
     P.keys = P.keys_buf = None
     item_off, total = _exclusive(counts)
@@ -699,11 +738,10 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
         for c in range(nstr):
             ub_bytes[:, c], tbytes[c] = _exclusive(ub_bytes[:, c], tbytes[c])
         if int(ub_counts.sum()):
-            K.probe_write(_E64, _E64, np.zeros(0, _index_dtype(build.n)), B.nxt, eup, _E64, P.orig, B.orig,
-                          _ptrs(pcols), _ptrs(B.cols), B.keys, sp_arr, sb_arr, fill_arr, _ptrs(outs),
-                          pst, pen, probe.chars, bst, ben, B.ch, not P.inplace, _E2i(nstr),
-                          _addresses(soffs), _addresses(schars), eub, B.starts, _ro(bmatched), _ro(ub_off),
-                          _ro(ub_bytes))
+            K.probe_write(_probe_record(P, probe, pcols, keys=_EU64, items=False),
+                          _build_record(B, build, pbits, tables=_EI32), out,
+                          _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
+                                 bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
     # right-size outputs that used less than half of their room
     if total < cap // 2:
         outs = [_shrink(o, total) for o in outs]
@@ -735,7 +773,7 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
     nstr = len(string_keys)
     idt = _index_dtype(build.n)
     match = np.zeros(0, idt) if count_only else host_empty(probe.n, idt)
-    counts, sbytes, bmatched = _count(probe, P, B, pbits, eup, eub, match, (pst, pen))
+    counts, sbytes, bmatched = _count(probe, build, P, B, pbits, eup, eub, match, (pst, pen))
     item_off, total = _exclusive(counts)
     if eub:
         ub_counts, ub_bytes = _unmatched_build(B, bst, ben, bmatched)
@@ -772,12 +810,13 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
         soffs.append(off)
         schars.append(host_empty(tb, np.uint8))
     if total and nrows + nstr:
-        K.probe_write(P.ilo, P.ihi, _ro(match), B.nxt, eup, _ro(item_off), P.orig, B.orig,
-                      _ptrs(pcols), _ptrs(B.cols), B.keys,
-                      _ro(np.array(src_p, np.int64)), _ro(np.array(src_b, np.int64)),
-                      _ro(np.array(fill, np.int64)), _ptrs(outs), pst, pen, probe.chars, bst, ben, B.ch,
-                      not P.inplace, _ro(item_bytes), _addresses(soffs), _addresses(schars),
-                      eub, B.starts, _ro(bmatched), _ro(ub_off), _ro(ub_bytes))
+        out = _output_record(eup=eup, eub=eub, pst=pst, pen=pen, bst=bst, ben=ben,
+                             src_p=_ro(np.array(src_p, np.int64)), src_b=_ro(np.array(src_b, np.int64)),
+                             fill=_ro(np.array(fill, np.int64)), outs=outs, from_build=not P.inplace, soffs=soffs,
+                             schars=schars)
+        K.probe_write(_probe_record(P, probe, pcols, keys=_EU64), _build_record(B, build, pbits, tables=_EI32),
+                      out, _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes),
+                                  bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
     return _result(total, outs, want_idx, soffs, schars)
 
 
@@ -792,14 +831,14 @@ def _cpu_semi_anti(req: JoinRequest) -> JoinResult:
     flags = np.zeros(L.n, dtype=np.uint8)
     idt = _index_dtype(build.n)
     if build_left:
-        _counts, _sb, bmatched = _count(probe, P, B, pbits, False, True, np.zeros(0, idt))
+        _counts, _sb, bmatched = _count(probe, build, P, B, pbits, False, True, np.zeros(0, idt))
         if len(B.orig):
             flags[B.orig] = bmatched
         else:
             flags[:] = bmatched
     else:
         match = host_empty(probe.n, idt)
-        _count(probe, P, B, pbits, False, False, match)
+        _count(probe, build, P, B, pbits, False, False, match)
         hit = (match >= 0).view(np.uint8)
         if len(P.orig):
             flags[P.orig] = hit

@@ -96,8 +96,10 @@ def _row_hash_cuda(sk: SideKeys, dev: Device) -> None:
         sk.keys = out
 
 
-def _cuda_table(build: SideKeys, dev: Device) -> tuple[Any, Any, np.uint64]:
-    from gpuframe.kernels.join import table_bits
+def _cuda_table(build: SideKeys, dev: Device) -> Any:
+    """The build side's global hash table, built: the kernels'
+    :class:`~gpuframe.kernels.join.BuildArrays`."""
+    from gpuframe.kernels.join import build_arrays, table_bits
 
     k = _cuda()
     bits = table_bits(build.n)
@@ -106,16 +108,18 @@ def _cuda_table(build: SideKeys, dev: Device) -> tuple[Any, Any, np.uint64]:
     _launch(k.fill, size, table, np.int64(-1))
     nxt = memory.empty(max(build.n, 1), np.int64, dev)
     _launch(k.fill, build.n, nxt, np.int64(-1))
-    _launch(k.build, build.n, table, nxt, np.uint64(size - 1), np.uint64(0), build.keys, build.valid,
-            build.kmode, build.verify, memory.to_device(_E64, dev), build.words, build.starts, build.ends,
-            build.chars)
-    return table, nxt, np.uint64(size - 1)
+    arrays = build_arrays(table=table, nxt=nxt, tmask=size - 1, pshift=0, keys=build.keys, valid=build.valid,
+                          kmode=build.kmode, verify=build.verify, orig=memory.to_device(_E64, dev), w=build.words,
+                          st=build.starts, en=build.ends, ch=build.chars)
+    _launch(k.build, build.n, arrays)
+    return arrays
 
 
-def _probe_args(table, nxt, tmask, build: SideKeys, probe: SideKeys, dev: Device) -> tuple:
-    return (table, nxt, tmask, np.uint64(0), build.keys, build.kmode, build.verify,
-            memory.to_device(_E64, dev), build.words, build.starts, build.ends, build.chars,
-            probe.keys, probe.valid, probe.words, probe.starts, probe.ends, probe.chars)
+def _probe_arrays(probe: SideKeys) -> Any:
+    from gpuframe.kernels.join import probe_arrays
+
+    return probe_arrays(keys=probe.keys, valid=probe.valid, w=probe.words, st=probe.starts, en=probe.ends,
+                        ch=probe.chars)
 
 
 def _select_rows(flags: Any, want: int, dev: Device) -> tuple[Any, int]:
@@ -141,9 +145,8 @@ def _cuda_join(req: JoinRequest, dev: Device) -> JoinResult:
     if req.how in ("semi", "anti"):
         build_left = L.n < R.n
         probe, build = (R, L) if build_left else (L, R)
-        table, nxt, tmask = _cuda_table(build, dev)
+        args = (_cuda_table(build, dev), _probe_arrays(probe))
         flags = memory.zeros(L.n, np.uint8, dev)
-        args = _probe_args(table, nxt, tmask, build, probe, dev)
         if build_left:
             _launch(k.probe_mark, probe.n, *args, e8, flags)
         else:
@@ -157,8 +160,7 @@ def _cuda_join(req: JoinRequest, dev: Device) -> JoinResult:
 
     build_left, eup, eub = _sides(req)
     probe, build = (R, L) if build_left else (L, R)
-    table, nxt, tmask = _cuda_table(build, dev)
-    args = _probe_args(table, nxt, tmask, build, probe, dev)
+    args = (_cuda_table(build, dev), _probe_arrays(probe))
     bmatched = memory.zeros(build.n, np.uint8, dev) if eub else e8
     counts = memory.empty(probe.n, np.int64, dev)
     _launch(k.probe_count, probe.n, *args, eup, bmatched, counts)
