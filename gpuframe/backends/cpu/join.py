@@ -294,6 +294,8 @@ def _ro_side(sk: SideKeys) -> SideKeys:
 
 def _ptrs(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """The address table of 8-byte-word column arrays (the caller keeps the arrays alive)."""
+    if not arrays:
+        return _E64
     for a in arrays:
         if a.dtype.itemsize != 8 or not a.flags.c_contiguous:
             raise AssertionError(f"join column must be contiguous 8-byte words, got {a.dtype} {a.strides}")
@@ -651,6 +653,8 @@ def _string_outputs(P: _Probe, B: _Build, string_keys: list) -> tuple:
 
 
 def _addresses(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    if not arrays:
+        return _E64
     return _ro(np.array([a.ctypes.data for a in arrays], np.int64))
 
 
