@@ -12,18 +12,26 @@ that holds them (uint8 up to 256 partitions) to keep the extra pass cheap. Every
 two columns of one width per pass; strings as lengths, a scan, then bytes; bitmaps as one byte
 per row, then packed (two threads cannot share an output byte).
 
-CUDA (built lazily by :func:`cuda_kernels`): histogram with ``cuda.atomic.add`` (in shared memory
-per block when the partitions fit, then one global add per block and partition), an exclusive scan
-by the launcher, and the gather map of the partitioned order through per-partition atomic cursors
-(two-level: shared-memory ranks, one global atomic per block and partition); every column is then
-gathered through that map. The order inside a partition is not defined on the GPU.
+CUDA (built lazily by :func:`cuda_kernels`), stable too, so both devices return the same table:
+each block owns a contiguous range of rows and walks it in tiles of ``blockDim.x`` rows (at most
+:data:`TILE_MAX`, one row per thread). ``block_counts_*`` compute the ids and each block's
+histogram (``counts[p * nblocks + block]``: in shared memory with shared atomics when the
+partitions fit, :data:`SHARED_HIST_MAX`); the launcher scans the counts once (exclusive, in that
+partition-major order, so ``scan[p * nblocks + b]`` is where block ``b``'s rows of partition ``p``
+start). ``scatter_*`` then rank every tile stably: a row's rank is the number of earlier rows of
+its group of :data:`GROUP` threads with the same id (a loop over the group's ids in shared memory,
+GROUP iterations: the simulator has no ``match_any``), plus those of the earlier groups (one
+shared histogram row per group), plus the block's running cursor for the id; it writes up to two
+fixed-width columns of one width straight to their output rows, and the scatter map when other
+columns need it. No per-row global atomics. With more partitions than fit in shared memory the
+cursors stay in global memory (each block owns its own) and the rank is a loop over the whole
+tile (at most TILE_MAX iterations).
 
 Both run the same per-row functions (:func:`partition_of` of the row hash of
 :mod:`gpuframe.kernels.hashing`), inside the algorithm each device wants: a CPU has a few threads
-and caches that reward sequential writes, so each thread owns a chunk and its cursors (no atomics,
-stable order); a GPU has tens of thousands of threads, so rows claim their output positions with
-atomics (per block first, in shared memory), and moving one row-index map then gathering every
-column through it keeps each column's memory accesses coalesced.
+and caches that reward sequential writes, so each thread owns a chunk and its cursors; a GPU has
+tens of thousands of threads, so each block owns a range, ranks its rows in shared memory tile by
+tile and writes each row once to its final place.
 """
 from __future__ import annotations
 
@@ -320,6 +328,27 @@ def scatter_string_chars(offsets, chars, pids, cursors, out_offsets, out_chars):
 
 
 # --------------------------------------------------------------------------- CUDA kernels
+# The GPU partition (see the module docstring). Each block owns a contiguous range of rows and
+# walks it in tiles of ``blockDim.x`` rows (one row per thread, at most TILE_MAX); the static
+# shared arrays below are sized for the largest tile.
+TILE_MAX = 256
+# Rows ranked together by a plain loop over the ids in shared memory (a warp's worth; no warp
+# intrinsics, so it runs in the simulator too): the loop is bounded by GROUP iterations.
+GROUP = 32
+GROUPS_MAX = TILE_MAX // GROUP
+
+
+@register_jitable
+def put_row(i, pos, a, b, out_a, out_b, ncols, dest, want_dest):
+    """Row ``i`` to output row ``pos``: up to two fixed-width columns directly, and the scatter map."""
+    if ncols > 0:
+        out_a[pos] = a[i]
+    if ncols > 1:
+        out_b[pos] = b[i]
+    if want_dest:
+        dest[i] = pos
+
+
 @functools.lru_cache(maxsize=None)
 def cuda_kernels() -> KernelSet:
     """The CUDA partition kernels (built on first use; numba caches each signature's compile)."""
@@ -333,65 +362,169 @@ def cuda_kernels() -> KernelSet:
             pids[i] = partition_of(hashes[i], nparts)
 
     @cuda.jit
-    def pid_hist_global(hashes, nparts, pids, counts):
-        i = cuda.grid(1)
-        if i < hashes.shape[0]:
-            p = partition_of(hashes[i], nparts)
-            pids[i] = p
-            cuda.atomic.add(counts, p, 1)
-
-    @cuda.jit
-    def pid_hist_shared(hashes, nparts, pids, counts):
-        # one shared histogram per block, flushed with one global atomic per partition
+    def block_counts_shared(hashes, nparts, rows_per_block, pids, counts):
+        # ids of the block's rows and their histogram in shared memory (order does not matter
+        # for counting, so shared atomics); counts[p * nblocks + block], plain stores
         local = cuda.shared.array(SHARED_HIST_MAX, np.int32)
         t = cuda.threadIdx.x
-        for p in range(t, nparts, cuda.blockDim.x):
+        nt = cuda.blockDim.x
+        blk = cuda.blockIdx.x
+        nb = cuda.gridDim.x
+        for p in range(t, nparts, nt):
             local[p] = 0
         cuda.syncthreads()
-        i = cuda.grid(1)
-        if i < hashes.shape[0]:
-            p = partition_of(hashes[i], nparts)
+        lo = blk * rows_per_block
+        hi = min(hashes.shape[0], lo + rows_per_block)
+        for i in range(lo + t, hi, nt):
+            p = np.int32(partition_of(hashes[i], nparts))
             pids[i] = p
             cuda.atomic.add(local, p, 1)
         cuda.syncthreads()
-        for p in range(t, nparts, cuda.blockDim.x):
-            c = local[p]
-            if c:
-                cuda.atomic.add(counts, p, np.int64(c))
+        for p in range(t, nparts, nt):
+            counts[p * nb + blk] = local[p]
 
     @cuda.jit
-    def scatter_rows_global(pids, offsets, fill, perm):
-        i = cuda.grid(1)
-        if i < pids.shape[0]:
-            p = pids[i]
-            pos = offsets[p] + cuda.atomic.add(fill, p, 1)
-            perm[pos] = i
-
-    @cuda.jit
-    def scatter_rows_shared(pids, offsets, fill, perm):
-        # Two-level cursors: a row's rank among its block's rows of the same partition comes from
-        # a shared-memory atomic; one global atomic per (block, partition) reserves the range.
-        local = cuda.shared.array(SHARED_HIST_MAX, np.int32)
-        base = cuda.shared.array(SHARED_HIST_MAX, np.int64)
-        nparts = fill.shape[0]
+    def block_counts_global(hashes, nparts, rows_per_block, pids, counts):
+        # more partitions than a shared histogram holds: counted per tile without atomics, the
+        # last row of each id in the tile adding the tile's count to the block's own counter
+        # (a loop over the tile's ids: at most TILE_MAX iterations)
+        spid = cuda.shared.array(TILE_MAX, np.int32)
         t = cuda.threadIdx.x
-        for p in range(t, nparts, cuda.blockDim.x):
-            local[p] = 0
+        nt = cuda.blockDim.x
+        blk = cuda.blockIdx.x
+        nb = cuda.gridDim.x
+        for p in range(t, nparts, nt):
+            counts[p * nb + blk] = 0
         cuda.syncthreads()
-        i = cuda.grid(1)
-        rank = 0
-        p = 0
-        if i < pids.shape[0]:
-            p = pids[i]
-            rank = cuda.atomic.add(local, p, 1)
-        cuda.syncthreads()
-        for q in range(t, nparts, cuda.blockDim.x):
-            c = local[q]
-            if c:
-                base[q] = offsets[q] + cuda.atomic.add(fill, q, np.int64(c))
-        cuda.syncthreads()
-        if i < pids.shape[0]:
-            perm[base[p] + rank] = i
+        lo = blk * rows_per_block
+        hi = min(hashes.shape[0], lo + rows_per_block)
+        for start in range(lo, hi, nt):
+            i = start + t
+            p = np.int32(-1)
+            if i < hi:
+                p = np.int32(partition_of(hashes[i], nparts))
+                pids[i] = p
+            spid[t] = p
+            cuda.syncthreads()
+            if p >= 0:
+                before = 0
+                total = 0
+                for j in range(nt):
+                    if spid[j] == p:
+                        if j < t:
+                            before += 1
+                        total += 1
+                if before + 1 == total:
+                    counts[p * nb + blk] += total
+            cuda.syncthreads()
 
-    return KernelSet(pids=pids_kernel, pid_hist_global=pid_hist_global, pid_hist_shared=pid_hist_shared,
-                     scatter_rows_global=scatter_rows_global, scatter_rows_shared=scatter_rows_shared)
+    @cuda.jit
+    def scatter_shared(pids, cursors, nparts, rows_per_block, a, b, out_a, out_b, ncols, dest, want_dest):
+        # cursors[p * nblocks + block]: the output row of the block's first row of partition p
+        # (the exclusive scan of the counts). Stable ranks per tile: a row's rank among the
+        # earlier rows of its group with its id (a loop over the group, GROUP iterations), plus
+        # the counts of the earlier groups (ghist, one row per group), plus the block's cursor.
+        spid = cuda.shared.array(TILE_MAX, np.int32)
+        ghist = cuda.shared.array((GROUPS_MAX, SHARED_HIST_MAX), np.int16)
+        base = cuda.shared.array(SHARED_HIST_MAX, np.int64)
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        blk = cuda.blockIdx.x
+        nb = cuda.gridDim.x
+        g = t // GROUP
+        g0 = g * GROUP
+        g1 = min(g0 + GROUP, nt)
+        ngroups = (nt + GROUP - 1) // GROUP
+        for p in range(t, nparts, nt):
+            base[p] = cursors[p * nb + blk]
+            for w in range(GROUPS_MAX):
+                ghist[w, p] = 0
+        lo = blk * rows_per_block
+        hi = min(pids.shape[0], lo + rows_per_block)
+        for start in range(lo, hi, nt):
+            i = start + t
+            p = np.int32(-1)
+            if i < hi:
+                p = pids[i]
+            spid[t] = p
+            cuda.syncthreads()  # ids written; the previous tile's cursors and ghist settled
+            r = 0
+            last = True
+            if p >= 0:
+                for j in range(g0, g1):
+                    if spid[j] == p:
+                        if j < t:
+                            r += 1
+                        elif j > t:
+                            last = False
+                if last:
+                    ghist[g, p] = r + 1
+            cuda.syncthreads()  # group counts written
+            rank = 0
+            total = 0
+            if p >= 0:
+                rank = r
+                for w in range(ngroups):
+                    c = ghist[w, p]
+                    if w < g:
+                        rank += c
+                    total += c
+                put_row(i, base[p] + rank, a, b, out_a, out_b, ncols, dest, want_dest)
+            cuda.syncthreads()  # every row has read the cursors and group counts
+            if p >= 0 and last:
+                ghist[g, p] = 0
+                if rank + 1 == total:
+                    base[p] += total
+
+    @cuda.jit
+    def scatter_global(pids, cursors, nparts, rows_per_block, a, b, out_a, out_b, ncols, dest, want_dest):
+        # more partitions than shared memory holds: the block's cursors stay in global memory
+        # (each block owns its own), and a row's rank in the tile is a loop over the tile's ids
+        # (at most TILE_MAX iterations). ``cursors`` is advanced in place.
+        spid = cuda.shared.array(TILE_MAX, np.int32)
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        blk = cuda.blockIdx.x
+        nb = cuda.gridDim.x
+        lo = blk * rows_per_block
+        hi = min(pids.shape[0], lo + rows_per_block)
+        for start in range(lo, hi, nt):
+            i = start + t
+            p = np.int32(-1)
+            if i < hi:
+                p = pids[i]
+            spid[t] = p
+            cuda.syncthreads()
+            rank = 0
+            total = 0
+            if p >= 0:
+                for j in range(nt):
+                    if spid[j] == p:
+                        if j < t:
+                            rank += 1
+                        total += 1
+                put_row(i, cursors[p * nb + blk] + rank, a, b, out_a, out_b, ncols, dest, want_dest)
+            cuda.syncthreads()
+            if p >= 0 and rank + 1 == total:
+                cursors[p * nb + blk] += total
+
+    @cuda.jit
+    def scatter_by_dest(a, b, ncols, dest, out_a, out_b):
+        # further fixed-width columns (two of one width per pass) through the scatter map
+        i = cuda.grid(1)
+        if i < dest.shape[0]:
+            k = dest[i]
+            out_a[k] = a[i]
+            if ncols > 1:
+                out_b[k] = b[i]
+
+    @cuda.jit
+    def invert_dest(dest, perm):
+        # the gather map (output row -> input row) of the scatter map, for bitmaps and strings
+        i = cuda.grid(1)
+        if i < dest.shape[0]:
+            perm[dest[i]] = i
+
+    return KernelSet(pids=pids_kernel, block_counts_shared=block_counts_shared,
+                     block_counts_global=block_counts_global, scatter_shared=scatter_shared,
+                     scatter_global=scatter_global, scatter_by_dest=scatter_by_dest, invert_dest=invert_dest)

@@ -82,8 +82,8 @@ def hash_partition(table: Table, on: OnLike, num_partitions: int, *, seed: int =
     (Table, numpy.ndarray)
         The partitioned table (on ``table.device``) and ``offsets``, a host (numpy) int64 array of
         ``num_partitions + 1`` entries: partition ``i`` holds rows ``[offsets[i], offsets[i+1])``.
-        On the CPU the rows of a partition keep their input order (stable); on CUDA their order
-        inside a partition is not defined.
+        The rows of a partition keep their input order (stable) on every device, so the CPU and
+        CUDA backends return identical tables.
 
     Raises
     ------

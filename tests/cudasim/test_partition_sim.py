@@ -128,13 +128,13 @@ def test_validation_on_device(cuda_device):
 
 def test_runs_the_cuda_launchers(cuda_device, monkeypatch):
     calls = []
-    real = CudaTarget.gather_fixed
+    real = CudaTarget._launch
 
-    def spy(self, *args):
-        calls.append(self.device)
-        return real(self, *args)
+    def spy(kernel, n, *args):
+        calls.append((kernel.py_func if hasattr(kernel, "py_func") else kernel.fn).__name__)
+        return real(kernel, n, *args)
 
-    monkeypatch.setattr(CudaTarget, "gather_fixed", spy)
-    gpu = gpuframe.from_arrow(pa.table({"a": [1, 2, 3]})).to(cuda_device)
+    monkeypatch.setattr(CudaTarget, "_launch", staticmethod(spy))
+    gpu = gpuframe.from_arrow(pa.table({"a": [1, 2, 3], "s": ["x", None, "z"]})).to(cuda_device)
     hash_partition(gpu, "a", 2)
-    assert calls == [cuda_device]
+    assert "fixed" in calls and "invert_dest" in calls and "chars" in calls

@@ -36,12 +36,14 @@ def _quiet_uint64_overflow() -> Iterator[None]:
         yield
 
 
-def launch(kernel: Any, n: int, *args: Any, threads: int | None = None) -> None:
-    """Run ``kernel`` over ``n`` items (nothing to do when ``n == 0``)."""
+def launch(kernel: Any, n: int, *args: Any, threads: int | None = None, blocks: int | None = None) -> None:
+    """Run ``kernel`` over ``n`` items (nothing to do when ``n == 0``): one item per thread, or
+    ``blocks`` blocks of ``threads`` threads when the kernel strides over the items itself."""
     if n <= 0:
         return
     numba_cuda_compat()
-    blocks, tpb = launch_config(n, threads)
+    nb, tpb = launch_config(n, threads)
+    blocks = nb if blocks is None else blocks
     if cudasim_enabled():
         with SIMULATOR_LAUNCH_LOCK, _quiet_uint64_overflow():
             kernel[blocks, tpb](*args)
