@@ -16,7 +16,8 @@ CUDA (built lazily by :func:`cuda_kernels`), stable too, so both devices return 
 each block owns a contiguous range of rows and walks it in tiles of ``blockDim.x`` rows (at most
 :data:`TILE_MAX`, one row per thread). ``block_counts_*`` compute the ids and each block's
 histogram (``counts[p * nblocks + block]``: in shared memory with shared atomics when the
-partitions fit, :data:`SHARED_HIST_MAX`); the launcher scans the counts once (exclusive, in that
+partitions fit, :data:`SHARED_HIST_MAX`; ``block_counts_fixed`` hashes a single fixed-width key
+itself, without a hash array); the launcher scans the counts once (exclusive, in that
 partition-major order, so ``scan[p * nblocks + b]`` is where block ``b``'s rows of partition ``p``
 start). ``scatter_*`` then rank every tile stably: a row's rank is the number of earlier rows of
 its group of :data:`GROUP` threads with the same id (a loop over the group's ids in shared memory,
@@ -384,6 +385,32 @@ def cuda_kernels() -> KernelSet:
             counts[p * nb + blk] = local[p]
 
     @cuda.jit
+    def block_counts_fixed(values, kind, validity, has_valid, vbit, seed, nparts, rows_per_block, pids, counts):
+        # block_counts_shared of a single fixed-width key column, hash fused in (no hash array;
+        # the same ids as pids_from_fixed on the CPU)
+        local = cuda.shared.array(SHARED_HIST_MAX, np.int32)
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        blk = cuda.blockIdx.x
+        nb = cuda.gridDim.x
+        for p in range(t, nparts, nt):
+            local[p] = 0
+        cuda.syncthreads()
+        nh = np.int32(partition_of(null_hash(seed), nparts))
+        lo = blk * rows_per_block
+        hi = min(values.shape[0], lo + rows_per_block)
+        for i in range(lo + t, hi, nt):
+            if has_valid and bit_is_set(validity, vbit + i) == 0:
+                p = nh
+            else:
+                p = np.int32(partition_of(hash_fixed(values[i], kind, seed), nparts))
+            pids[i] = p
+            cuda.atomic.add(local, p, 1)
+        cuda.syncthreads()
+        for p in range(t, nparts, nt):
+            counts[p * nb + blk] = local[p]
+
+    @cuda.jit
     def block_counts_global(hashes, nparts, rows_per_block, pids, counts):
         # more partitions than a shared histogram holds: counted per tile without atomics, the
         # last row of each id in the tile adding the tile's count to the block's own counter
@@ -525,6 +552,6 @@ def cuda_kernels() -> KernelSet:
         if i < dest.shape[0]:
             perm[dest[i]] = i
 
-    return KernelSet(pids=pids_kernel, block_counts_shared=block_counts_shared,
+    return KernelSet(pids=pids_kernel, block_counts_shared=block_counts_shared, block_counts_fixed=block_counts_fixed,
                      block_counts_global=block_counts_global, scatter_shared=scatter_shared,
                      scatter_global=scatter_global, scatter_by_dest=scatter_by_dest, invert_dest=invert_dest)

@@ -39,8 +39,11 @@ def test_guard_take_and_hash_partition_on_the_device(cuda_device, small_device_m
     with pytest.raises(MemoryError, match=rf"^take: the gathered table of 2,000 rows needs about 32,000 bytes "
                                           rf"\(0.00 GiB\) on {dev}, but only 1,000 bytes"):
         gpuframe.take(t, np.arange(2000))
+    # 32,000 bytes of output, 2,000 of one-byte ids (the hash is fused into the count pass) and the
+    # per-block counts and their scan (16 bytes per partition and block: the grid differs between
+    # the simulator and a GPU)
     with pytest.raises(MemoryError, match=rf"^hash_partition: the partitioned table and its scratch of 2,000 rows "
-                                          rf"needs about 56,064 bytes \(0.00 GiB\) on {dev}"):
+                                          rf"needs about 34,\d{{3}} bytes \(0.00 GiB\) on {dev}"):
         gpuframe.hash_partition(t, "k", 4)
     assert small_device_memory and all(d == cuda_device for d in small_device_memory)
 

@@ -148,10 +148,13 @@ def test_fixed_columns_are_scattered_directly(cuda_device, monkeypatch):
     tbl = _table(500, seed=8).select(["i64", "i32", "f64"])
     _both(tbl, cuda_device, "i64", 5)
     # no permutation, no gather: one count pass, one scan, one scatter pass
-    assert "partition.invert_dest" not in names and not any(n.startswith("gather.") for n in names)
-    assert names.count("partition.block_counts_shared") == 1 and names.count("partition.scatter_shared") == 1
+    # no hash array (a single fixed-width key is hashed in the count pass), no permutation, no gather
+    assert "partition.invert_dest" not in names and not any(n.startswith(("gather.", "hashing.")) for n in names)
+    assert names.count("partition.block_counts_fixed") == 1 and names.count("partition.scatter_shared") == 1
     assert "partition.scatter_by_dest" in names  # i32 and f64 differ in width: the second via the map
     names.clear()
     _both(tbl.select(["i64", "f64"]), cuda_device, "i64", 5)
-    assert [n for n in names if n.startswith("partition.")] == ["partition.block_counts_shared",
-                                                                "partition.scatter_shared"]
+    assert names == ["partition.block_counts_fixed", "partition.scatter_shared"]
+    names.clear()
+    _both(tbl, cuda_device, ["i64", "f64"], 5)  # several keys: the row hashes first
+    assert names[:2] == ["hashing.fixed", "hashing.fixed"] and "partition.block_counts_shared" in names

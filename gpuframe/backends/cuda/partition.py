@@ -25,7 +25,7 @@ from ...core.column import Column
 from ...core.device import launch_context
 from ...core.dtypes import Layout, physical_numpy_dtype
 from ...core.table import Table
-from .._common import _bitmap_bytes, _word_view, gather_column, hash_columns
+from .._common import _bitmap_bytes, _hash_view, _pid_dtype, _validity_args, _word_view, gather_column, hash_columns
 from ._target import CudaTarget
 from .launch import launch_config
 
@@ -90,13 +90,18 @@ def hash_partition(table: Table, key_columns: Sequence[Column], num_partitions: 
             others.append(name)
     groups = [cols[i:i + 2] for cols in fixed.values() for i in range(0, len(cols), 2)]
     want_dest = len(groups) > 1 or bool(others)
-    # the output is as large as the input; scratch: hashes and ids (12 bytes a row), the scatter
-    # map and the permutation (8 each, when needed), 16 bytes a row for each string column's
-    # lengths and offsets, and the counts (partitions x blocks)
+    shared = num_partitions <= PK.SHARED_HIST_MAX
+    key = key_columns[0]
+    fused_hash = shared and len(key_columns) == 1 and key.layout == Layout.FIXED
+    blocks, threads, rpb = _grid(n, num_partitions) if n else (0, 0, 0)
+    # the output is as large as the input; scratch: the row hashes (unless fused), the ids, the
+    # counts (partitions x blocks) and their scan, the scatter map and the permutation (when needed), and 16
+    # bytes a row for each string column's lengths and offsets
     strings = sum(1 for _, c in table.items() if c.layout == Layout.STRING)
-    scratch = n * (12 + (8 if want_dest else 0) + (8 if others else 0) + 16 * strings) + 16 * num_partitions
-    memory.ensure_available("hash_partition", table.nbytes + scratch, dev, rows=n,
-                            what="the partitioned table and its scratch")
+    per_row = (0 if fused_hash else 8) + _pid_dtype(num_partitions).itemsize + (8 if want_dest else 0) \
+        + (8 if others else 0) + 16 * strings
+    memory.ensure_available("hash_partition", table.nbytes + n * per_row + 16 * num_partitions * blocks, dev,
+                            rows=n, what="the partitioned table and its scratch")
     with launch_context(dev):
         t = CudaTarget(dev)
         if n == 0:
@@ -104,14 +109,19 @@ def hash_partition(table: Table, key_columns: Sequence[Column], num_partitions: 
             cols = [(name, gather_column(t, col, empty, 0)) for name, col in table.items()]
             return Table(cols, 0), np.zeros(num_partitions + 1, dtype=np.int64)
         k = PK.cuda_kernels()
-        shared = num_partitions <= PK.SHARED_HIST_MAX
-        blocks, threads, rpb = _grid(n, num_partitions)
-        hashes = hash_columns(t, key_columns, seed)
-        pids = t.empty(n, np.int32)
+        pids = t.empty(n, _pid_dtype(num_partitions))
         counts = t.empty(num_partitions * blocks, np.int64)
-        _launch_grid(k["block_counts_shared" if shared else "block_counts_global"], n, blocks, threads,
-                     hashes, num_partitions, rpb, pids, counts)
-        del hashes
+        if fused_hash:
+            # the common case: the hash fused into the count pass, no uint64 hash array
+            values, kind = _hash_view(key)
+            validity, has_valid, vbit = _validity_args(t, key)
+            _launch_grid(k["block_counts_fixed"], n, blocks, threads, values, kind, validity, has_valid, vbit,
+                         seed, num_partitions, rpb, pids, counts)
+        else:
+            hashes = hash_columns(t, key_columns, seed)
+            _launch_grid(k["block_counts_shared" if shared else "block_counts_global"], n, blocks, threads,
+                         hashes, num_partitions, rpb, pids, counts)
+            del hashes
         cursors = memory.cumsum_exclusive(counts, np.int64)
         # partition p starts where its block 0 does; the last entry is n
         offsets = np.ascontiguousarray(memory.to_host(cursors[::blocks]), dtype=np.int64)
