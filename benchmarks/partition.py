@@ -16,13 +16,13 @@ time is kept (partition offsets, and the rows of every partition: exactly, in in
 the stable peers; as per-partition row counts and key sums for the unstable ones):
 
 * ``polars``: eager ``df.partition_by("pid", as_dict=True)`` on the precomputed id, with
-  ``maintain_order=True, include_key=False`` (stable, like gpuframe on the CPU) and
+  ``maintain_order=True, include_key=False`` (stable, like gpuframe on either device) and
   ``maintain_order=False`` (Polars then requires ``include_key=True``); and
   ``hash+partition_by``, Polars hashing the key itself (``pl.col(key).hash() % 64``: another
   partition function, so only row counts and column sums are checked). Polars' lazy engine has no
   ``partition_by`` (eager only), so there is no streaming variant.
 * ``pyarrow``: no hash-partition operation; the equivalent is a stable ``sort_indices`` on the id
-  and ``take`` (exactly gpuframe's CPU output).
+  and ``take`` (exactly gpuframe's output).
 * ``duckdb``: no partition primitive; the equivalent is ``SELECT ... ORDER BY pid`` into an Arrow
   table, reading the registered Arrow table (order inside a partition not defined).
 * ``pandas``: no partition primitive; the equivalent is ``sort_values("pid", kind="stable")``.
