@@ -29,7 +29,7 @@ import numpy as np
 from .atomics import atomic_cas, atomic_exch
 from .atomics import register_cuda_overloads as _register_cuda_atomics
 from .keys import canon_word, orig_row, rows_equal, word_hash
-from .per_row import per_row, per_target
+from .per_row import per_row, per_target, register_cuda_bodies
 
 EMPTY = -1
 
@@ -63,28 +63,11 @@ def push_slot(table, s, j):
     return atomic_exch(table, s, j)
 
 
-_CUDA_REGISTERED = False
-
-
-def _returns(fn):
-    def typer(*args, **kws):
-        return fn
-
-    return typer
-
-
 def register_cuda_overloads() -> None:
     """Teach the CUDA target :func:`claim_slot` and :func:`push_slot` (the atomic bodies above;
     idempotent; imports ``numba.cuda``)."""
-    global _CUDA_REGISTERED
-    if _CUDA_REGISTERED:
-        return
-    from numba.cuda.extending import overload as cuda_overload
-
     _register_cuda_atomics()
-    for fn in (claim_slot, push_slot):
-        cuda_overload(fn, target="cuda", strict=False)(_returns(fn))
-    _CUDA_REGISTERED = True
+    register_cuda_bodies(claim_slot, push_slot)
 
 
 # --------------------------------------------------------------------------- per-row functions

@@ -23,7 +23,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload, register_jitable
 
-from .per_row import per_target
+from .per_row import per_target, register_cuda_bodies
 
 __all__ = ["load_word", "load_tail", "register_cuda_overloads"]
 
@@ -122,24 +122,7 @@ def load_tail(chars, p, end):
 
 
 # --------------------------------------------------------------------------- CUDA
-_CUDA_REGISTERED = False
-
-
-def _returns(fn):
-    def typer(*args, **kws):
-        return fn
-
-    return typer
-
-
 def register_cuda_overloads() -> None:
     """Teach the CUDA target the two names: the byte loops above (idempotent; imports
     ``numba.cuda``)."""
-    global _CUDA_REGISTERED
-    if _CUDA_REGISTERED:
-        return
-    from numba.cuda.extending import overload as cuda_overload
-
-    for fn in (load_word, load_tail):
-        cuda_overload(fn, target="cuda", strict=False)(_returns(fn))
-    _CUDA_REGISTERED = True
+    register_cuda_bodies(load_word, load_tail)

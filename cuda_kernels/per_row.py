@@ -29,11 +29,12 @@ from typing import Any, Callable
 from numba import njit
 from numba.extending import overload, register_jitable
 
-__all__ = ["cpu", "per_row", "per_target"]
+__all__ = ["cpu", "per_row", "per_target", "register_cuda_bodies"]
 
 _DEFINED: dict[str, Callable] = {}   # name -> the one definition
 _CPU_IMPL: dict[str, Callable] = {}  # name -> CPU implementation of a per-target name
 _CPU: dict[str, Any] = {}            # name -> its CPU copy (njit, inline="always")
+_CUDA_BODIES: set[str] = set()       # per-target names whose own body is registered for CUDA
 
 
 def _register(fn: Callable) -> None:
@@ -68,6 +69,22 @@ def per_target(cpu_impl: Callable) -> Callable[[Callable], Callable]:
         return fn
 
     return wrap
+
+
+def register_cuda_bodies(*fns: Callable) -> None:
+    """Register the bodies of per-target names ``fns`` as their CUDA implementations
+    (idempotent; imports ``numba.cuda``: called by the CUDA kernel factories, so that importing a
+    kernel module never does)."""
+    todo = [fn for fn in fns if fn.__name__ not in _CUDA_BODIES]
+    if not todo:
+        return
+    from numba.cuda.extending import overload as cuda_overload
+
+    for fn in todo:
+        if fn.__name__ not in _CPU_IMPL or _DEFINED.get(fn.__name__) is not fn:
+            raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} is not a per-target function")
+        cuda_overload(fn, target="cuda", strict=False)(_returns(fn))
+        _CUDA_BODIES.add(fn.__name__)
 
 
 def _is_per_row(value: Any) -> bool:
