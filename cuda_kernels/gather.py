@@ -45,6 +45,15 @@ def gathered_byte(bits, bit_off, has_bits, idx, b, m):
     return byte, count
 
 
+@register_jitable
+def coalesced_bit(lbits, loff, lhas, lidx, rbits, roff, rhas, ridx, i):
+    """Bit of output row ``i`` of a coalesced column: the left row's bit where ``lidx[i] >= 0``,
+    else the right row's (0 where neither side is present)."""
+    if lidx[i] >= 0:
+        return gathered_bit(lbits, loff, lhas, lidx, i)
+    return gathered_bit(rbits, roff, rhas, ridx, i)
+
+
 # numba.cuda, bound by the first cuda_kernels() call: a module global, because the simulator
 # runs kernels by swapping the numba.cuda module in their globals.
 cuda = None
@@ -201,5 +210,30 @@ def cuda_kernels() -> KernelSet:
                 for k in range(ln):
                     out_chars[dst + k] = src_chars[src + k]
 
+    @cuda.jit
+    def unpack_bits(src, bit_off, out):
+        # one uint8 (0/1) per row from an LSB-first bitmap starting at bit ``bit_off``
+        i = cuda.grid(1)
+        if i < out.shape[0]:
+            out[i] = bit_is_set(src, bit_off + i)
+
+    @cuda.jit
+    def coalesce_bits(lbits, loff, lhas, lidx, rbits, roff, rhas, ridx, out, count):
+        # output bitmap byte b of a coalesced column (see coalesced_bit) and its set bits
+        b = cuda.grid(1)
+        m = lidx.shape[0]
+        if b < out.shape[0]:
+            byte = 0
+            c = 0
+            for k in range(8):
+                i = b * 8 + k
+                if i < m:
+                    bit = coalesced_bit(lbits, loff, lhas, lidx, rbits, roff, rhas, ridx, i)
+                    byte |= bit << k
+                    c += bit
+            out[b] = byte
+            if c:
+                cuda.atomic.add(count, 0, c)
+
     return KernelSet(check=check, fixed=fixed, bits=bits, lengths=lengths, cast_copy=cast_copy,
-                     chars=chars)
+                     chars=chars, unpack_bits=unpack_bits, coalesce_bits=coalesce_bits)

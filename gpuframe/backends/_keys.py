@@ -178,12 +178,13 @@ def _fast_side(col: Column, pair: KeyPair, device: Device, widen: Optional[Widen
         zero_copy = pa.types.is_float64(col.dtype)
     else:
         zero_copy = col.layout == Layout.FIXED and col.data.dtype.itemsize == 8
-    if (not zero_copy and widen is not None and col.device == device and col.layout == Layout.FIXED
-            and not pair.range_checked and not key_has_nulls(col)):
-        # a narrower fixed-width key on the device: widened there (sign-extended, or to float64)
-        keys = memory.view_as(widen(col.values(), np.float64 if pair.family == "float" else np.int64, device),
-                              np.uint64)
-        valid = memory.to_device(np.zeros(0, np.uint8), device)
+    if (not zero_copy and widen is not None and col.device == device
+            and (col.layout == Layout.FIXED or pair.family == "bool") and not pair.range_checked):
+        # a narrower fixed-width (or bool) key on the device: widened there (sign-extended, or to
+        # float64; bools unpacked to one byte per row first), validity unpacked there too
+        src = col.bool_bytes() if pair.family == "bool" else col.values()
+        keys = memory.view_as(widen(src, np.float64 if pair.family == "float" else np.int64, device), np.uint64)
+        valid = col.validity_bytes() if col.has_nulls else memory.empty(0, np.uint8, device)
     elif zero_copy and col.device == device:
         keys = memory.view_as(col.values(), np.uint64)
         valid_dev = col.validity_bytes() if col.has_nulls else None

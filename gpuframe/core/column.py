@@ -98,8 +98,14 @@ class Column:
     @property
     def null_count(self) -> int:
         if self._null_count < 0:
-            valid = self.validity_bytes()
-            self._null_count = 0 if valid is None else int(self.length - int(memory.to_host(valid).sum()))
+            if self.validity is None:
+                self._null_count = 0
+            elif self.device.is_cuda:
+                self._null_count = self.length - _device_set_bits(self.validity.array, self.offset, self.length,
+                                                                  self.device)
+            else:
+                valid = self.validity_bytes()
+                self._null_count = int(self.length - int(valid.sum()))
         return self._null_count
 
     @property
@@ -158,7 +164,8 @@ class Column:
         return self._unpack_bits(self.data)
 
     def _unpack_bits(self, bitmap: Buffer) -> Any:
-        # Copy only the bytes this slice covers (not the whole parent bitmap) to the host.
+        if self.device.is_cuda:
+            return _device_unpack_bits(bitmap.array, self.offset, self.length, self.device)
         first = self.offset // 8
         last = (self.offset + self.length + 7) // 8
         host = _bits_to_bytes(memory.to_host(bitmap.array[first:last]), self.offset - first * 8, self.length)
@@ -413,3 +420,38 @@ class Column:
 
     def __repr__(self) -> str:
         return f"Column({self.dtype}, length={self.length}, nulls={self.null_count}, device={self.device})"
+
+
+# ---------------------------------------------------------------------- bitmaps on a CUDA device
+def _device_launch(kernel: Any, n: int, device: Device, *args: Any, grid_stride: bool = False) -> None:
+    from .device import cudasim_enabled, launch_context
+
+    threads = 64 if cudasim_enabled() else 256
+    blocks = max(1, (n + threads - 1) // threads)
+    if grid_stride:
+        blocks = min(blocks, 1024)
+    with launch_context(device):
+        kernel[blocks, threads](*args)
+
+
+def _device_unpack_bits(bits: Any, bit_off: int, n: int, device: Device) -> Any:
+    """One uint8 (0/1) per row of an LSB-first bitmap, unpacked by a kernel on ``device``."""
+    from ..kernels.gather import cuda_kernels
+
+    out = memory.empty(n, np.uint8, device)
+    if n:
+        _device_launch(cuda_kernels()["unpack_bits"], n, device, bits, np.int64(bit_off), out)
+    return out
+
+
+def _device_set_bits(bits: Any, bit_off: int, n: int, device: Device) -> int:
+    """The number of set bits among ``n`` bits from ``bit_off``, counted on ``device`` (one
+    8-byte scalar comes back)."""
+    from ..kernels.checks import cuda_kernels
+
+    if n == 0:
+        return 0
+    out = memory.zeros(1, np.int64, device)
+    _device_launch(cuda_kernels()["set_bits"], n, device, bits, np.int64(bit_off), np.int64(n), out,
+                   grid_stride=True)
+    return int(memory.to_host(out)[0])

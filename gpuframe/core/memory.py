@@ -7,7 +7,9 @@ GPU run the same launchers.
 """
 from __future__ import annotations
 
-from typing import Any
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -42,6 +44,70 @@ def array_device(arr: Any) -> Device:
     raise TypeError(f"expected a numpy, cupy or numba device array, got {type(arr).__name__}")
 
 
+# --------------------------------------------------------------------------- transfer counter
+class TransferCount:
+    """Copies between host and device seen while a :func:`count_transfers` block was open:
+    calls and bytes each way (``h2d_*``: host to device, ``d2h_*``: device to host)."""
+
+    __slots__ = ("h2d_calls", "h2d_bytes", "d2h_calls", "d2h_bytes")
+
+    def __init__(self) -> None:
+        self.h2d_calls = self.h2d_bytes = self.d2h_calls = self.d2h_bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.h2d_bytes + self.d2h_bytes
+
+    def __repr__(self) -> str:
+        return (f"TransferCount(h2d_calls={self.h2d_calls}, h2d_bytes={self.h2d_bytes}, "
+                f"d2h_calls={self.d2h_calls}, d2h_bytes={self.d2h_bytes})")
+
+
+_COUNTERS: list[TransferCount] = []
+_COUNTERS_LOCK = threading.Lock()
+
+
+@contextmanager
+def count_transfers() -> Iterator[TransferCount]:
+    """Count every host<->device copy gpuframe makes (process-wide, every thread) while the
+    block runs: ``with memory.count_transfers() as t: ...`` then ``t.h2d_bytes``, ``t.d2h_calls``...
+
+    Every such copy goes through :func:`to_device` / :func:`to_host` (or :func:`note_transfer`
+    where CuPy copies implicitly). Under the CUDA simulator the stand-ins for device primitives
+    (:func:`zeros`, :func:`cumsum_exclusive`) copy host memory but are not counted: on a GPU they
+    move nothing. Blocks may nest; each sees every copy made while it is open.
+    """
+    t = TransferCount()
+    with _COUNTERS_LOCK:
+        _COUNTERS.append(t)
+    try:
+        yield t
+    finally:
+        with _COUNTERS_LOCK:
+            _COUNTERS.remove(t)
+
+
+def note_transfer(direction: str, nbytes: int) -> None:
+    """Record one copy (``"h2d"`` or ``"d2h"``) of ``nbytes`` with the open counters."""
+    if not _COUNTERS:
+        return
+    with _COUNTERS_LOCK:
+        for t in _COUNTERS:
+            if direction == "h2d":
+                t.h2d_calls += 1
+                t.h2d_bytes += int(nbytes)
+            else:
+                t.d2h_calls += 1
+                t.d2h_bytes += int(nbytes)
+
+
+def _nbytes(arr: Any) -> int:
+    n = getattr(arr, "nbytes", None)
+    if n is None:
+        n = int(np.prod(arr.shape)) * np.dtype(arr.dtype).itemsize
+    return int(n)
+
+
 def empty(n: int, dtype: Any, device: Device) -> Any:
     """An uninitialised 1-D array of ``n`` elements on ``device``."""
     dtype = np.dtype(dtype)
@@ -63,9 +129,7 @@ def zeros(n: int, dtype: Any, device: Device) -> Any:
         return np.zeros(n, dtype=dtype)
     require_cuda(device)
     if cudasim_enabled():
-        from numba import cuda
-
-        return cuda.to_device(np.zeros(n, dtype=dtype))
+        return _sim_to_device(np.zeros(n, dtype=dtype))   # cp.zeros on a GPU: not a transfer
     cp = _cupy()
     with cp.cuda.Device(device.id):
         return cp.zeros(n, dtype=dtype)
@@ -80,19 +144,30 @@ def to_device(arr: Any, device: Device) -> Any:
         return to_host(arr)
     require_cuda(device)
     host = to_host(arr)
+    note_transfer("h2d", _nbytes(host))
     if cudasim_enabled():
-        from numba import cuda
-
-        return cuda.to_device(np.ascontiguousarray(host))
+        return _sim_to_device(host)
     cp = _cupy()
     with cp.cuda.Device(device.id):
         return cp.asarray(host)
+
+
+def _sim_to_device(host: np.ndarray) -> Any:
+    from numba import cuda
+
+    return cuda.to_device(np.ascontiguousarray(host))
 
 
 def to_host(arr: Any) -> np.ndarray:
     """A numpy array with the contents of ``arr`` (no copy for numpy input)."""
     if isinstance(arr, np.ndarray):
         return arr
+    out = _raw_to_host(arr)
+    note_transfer("d2h", _nbytes(out))
+    return out
+
+
+def _raw_to_host(arr: Any) -> np.ndarray:
     if _is_fake_cuda(arr):
         return arr.copy_to_host()
     if hasattr(arr, "get"):
@@ -136,12 +211,12 @@ def cumsum_exclusive(counts: Any, out_dtype: Any = np.int64) -> Any:
         out[0] = 0
         np.cumsum(counts, out=out[1:])
         return out
-    if cudasim_enabled():
-        host = to_host(counts)
+    if cudasim_enabled():   # cp.cumsum on a GPU: the simulator's stand-in is not a transfer
+        host = _raw_to_host(counts)
         out = np.empty(len(host) + 1, dtype=out_dtype)
         out[0] = 0
         np.cumsum(host, out=out[1:])
-        return to_device(out, dev)
+        return _sim_to_device(out)
     cp = _cupy()
     with cp.cuda.Device(dev.id):  # allocate next to ``counts``, not on the current device
         out = cp.empty(len(counts) + 1, dtype=out_dtype)

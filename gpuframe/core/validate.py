@@ -304,7 +304,7 @@ class _Device:
             if stated is not None:
                 vb = cp.asarray(col.validity.array)
                 first, last = off // 8, (off + n + 7) // 8
-                table = cp.asarray(_POP8)
+                table = memory.to_device(_POP8, self.device)   # counted: 256 bytes
                 ones = int(table[vb[first:last]].sum(dtype=cp.int64))
                 head, tail = off - first * 8, (off + n) - (last - 1) * 8
                 if head:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from ...core import memory
 from ...core.buffer import Buffer
@@ -53,14 +54,19 @@ def merged_key(left_key: Column, right_key: Column, pair: KeyPair, dtype: Any, l
                right_idx: Any) -> Column:
     """The coalesced key of ``pair`` for the rows of the gather maps: the key words of the
     present side picked by a kernel and converted on the device (a view for 8-byte values, a
-    cast kernel for narrower ones); string, bool and nullable keys are built on the host."""
+    cast kernel for narrower ones); bools' bits and validity bitmaps are coalesced by a kernel
+    on the device too. String keys are built on the host."""
     dev = left_key.device
+    n = int(left_idx.shape[0])
+    if pair.family == "bool" and pa.types.is_boolean(dtype) and not pair.is_string:
+        with launch_context(dev):
+            data, _ = _coalesce_bits(left_key, left_key.data, right_key, right_key.data, left_idx, right_idx, dev)
+            validity, nulls = _merged_validity(left_key, right_key, left_idx, right_idx, dev)
+        return Column(dtype, n, data, validity, None, None, 0, nulls)
     phys = physical_numpy_dtype(dtype) if is_word_type(dtype) else None
     floats = pair.family == "float"
-    if (pair.is_string or phys is None or left_key.has_nulls or right_key.has_nulls
-            or (floats and phys.kind != "f")):
+    if pair.is_string or phys is None or (floats and phys.kind != "f"):
         return merged_key_host(left_key, right_key, pair, dtype, left_idx, right_idx)
-    n = int(left_idx.shape[0])
     with launch_context(dev):
         lw = fast_key_words(left_key, pair, dev, widen)
         rw = fast_key_words(right_key, pair, dev, widen)
@@ -70,7 +76,35 @@ def merged_key(left_key: Column, right_key: Column, pair: KeyPair, dtype: Any, l
         src = memory.view_as(words, np.float64) if floats else words
         # the value fits: it is one side's own key
         vals = memory.view_as(src, phys) if phys.itemsize == 8 else cast_on_device(src, phys, n, dev)
-    return Column(dtype, n, Buffer(vals, dev), None, None, None, 0, 0)
+        validity, nulls = _merged_validity(left_key, right_key, left_idx, right_idx, dev)
+    return Column(dtype, n, Buffer(vals, dev), validity, None, None, 0, nulls)
+
+
+def _coalesce_bits(left: Column, lbits: Optional[Buffer], right: Column, rbits: Optional[Buffer], left_idx: Any,
+                   right_idx: Any, dev: Device) -> tuple[Buffer, int]:
+    """The bitmap of the gather maps' rows, each bit from the left bitmap where the left row is
+    present, else the right one (a missing bitmap reads as all ones), and its set bits."""
+    from gpuframe.kernels.gather import cuda_kernels as gather_kernels
+
+    n = int(left_idx.shape[0])
+    out = memory.empty((n + 7) // 8, np.uint8, dev)
+    count = memory.zeros(1, np.int64, dev)
+    none = memory.empty(1, np.uint8, dev)
+    _launch(gather_kernels()["coalesce_bits"], (n + 7) // 8,
+            none if lbits is None else lbits.array, np.int64(left.offset), lbits is not None, left_idx,
+            none if rbits is None else rbits.array, np.int64(right.offset), rbits is not None, right_idx,
+            out, count)
+    return Buffer(out, dev), _scalar(count, 0)
+
+
+def _merged_validity(left: Column, right: Column, left_idx: Any, right_idx: Any,
+                     dev: Device) -> tuple[Optional[Buffer], int]:
+    """The merged key's validity bitmap (``None`` without nulls) and null count, on the device."""
+    if not (left.has_nulls or right.has_nulls):
+        return None, 0
+    n = int(left_idx.shape[0])
+    bits, valid = _coalesce_bits(left, left.validity, right, right.validity, left_idx, right_idx, dev)
+    return (bits, n - valid) if valid < n else (None, 0)
 
 
 def _cuda():

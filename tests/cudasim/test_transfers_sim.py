@@ -1,0 +1,109 @@
+"""CUDA operations keep their rows on the device: the bytes they copy between host and device
+(counted by :func:`gpuframe.core.memory.count_transfers`) are sizes and scalars, the same for a
+small and a four times larger input.
+
+Run under numba's simulator (NUMBA_ENABLE_CUDASIM=1), where device arrays are numba's
+FakeCUDAArrays and every copy still goes through :mod:`gpuframe.core.memory`. Key shapes that
+still make a host round trip (string, dictionary and multi-column keys, and ``nulls_equal`` with
+null keys, whose key preparation runs on the host) are not listed here: issue 10, item 2.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import gpuframe
+from gpuframe.core import memory
+from gpuframe.ops.join import HOWS
+
+from ..common.data import random_table
+
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
+SIZES = (64, 256)        # rows of the left side; the right side has half
+LIMIT = 4096             # bytes an operation may move at either size
+GROWTH = 64              # bytes it may move more at the larger size (a data-dependent scalar or two)
+
+FIXED_KEYS = {"int8": pa.int8(), "int16": pa.int16(), "int32": pa.int32(), "int64": pa.int64(),
+              "uint64": pa.uint64(), "float32": pa.float32(), "float64": pa.float64(), "bool": pa.bool_(),
+              "date32": pa.date32(), "timestamp": pa.timestamp("us")}
+# every how for these; inner, left and outer (probe, build-side and both unmatched rows) for the rest
+ALL_HOWS = {"int64", "int32", "bool"}
+
+
+def _tables(key: str, n: int, nulls: bool, device):
+    t = FIXED_KEYS[key]
+    left = random_table(n, {"k": t, "a": pa.int64(), "s": pa.int16()}, nulls=nulls, seed=1, cardinality=40)
+    right = random_table(n // 2, {"k": t, "b": pa.float64(), "c": pa.bool_()}, nulls=nulls, seed=5,
+                         cardinality=40)
+    return gpuframe.from_arrow(left).to(device), gpuframe.from_arrow(right).to(device)
+
+
+def _moved(fn) -> memory.TransferCount:
+    with memory.count_transfers() as t:
+        fn()
+    return t
+
+
+def _assert_o1(small: memory.TransferCount, large: memory.TransferCount, what: str) -> None:
+    assert large.bytes <= LIMIT and small.bytes <= LIMIT, f"{what}: {small} at {SIZES[0]} rows, {large} at {SIZES[1]}"
+    assert large.bytes - small.bytes <= GROWTH, f"{what}: {small} at {SIZES[0]} rows, {large} at {SIZES[1]}"
+
+
+def test_counter_counts_both_ways(cuda_device):
+    host = np.arange(100, dtype=np.int64)
+    with memory.count_transfers() as t:
+        dev = memory.to_device(host, cuda_device)
+        with memory.count_transfers() as inner:
+            back = memory.to_host(dev)
+        memory.to_host(host)                  # already on the host: no copy
+        memory.zeros(10, np.int64, cuda_device)   # an allocation, not a copy
+    assert (t.h2d_calls, t.h2d_bytes, t.d2h_calls, t.d2h_bytes) == (1, 800, 1, 800)
+    assert (inner.h2d_calls, inner.d2h_calls, inner.d2h_bytes) == (0, 1, 800)
+    assert list(back) == list(host)
+
+
+@pytest.mark.parametrize("nulls", [False, True], ids=["no_nulls", "nulls"])
+@pytest.mark.parametrize("key", sorted(FIXED_KEYS))
+def test_join_ops_move_o1_bytes(cuda_device, key, nulls):
+    hows = HOWS if key in ALL_HOWS else ("inner", "left", "outer")
+    sides = {n: _tables(key, n, nulls, cuda_device) for n in SIZES}
+    for how in hows:
+        for op in (gpuframe.merge, gpuframe.join_indices, gpuframe.join_size):
+            if op is not gpuframe.merge and how not in ("inner", "outer"):
+                continue     # merge runs join_indices itself
+            got = [_moved(lambda: op(*sides[n], on="k", how=how)) for n in SIZES]
+            _assert_o1(*got, f"{op.__name__}(how={how!r}) on {key} keys")
+
+
+@pytest.mark.parametrize("key", ["int64", "bool"])
+def test_nulls_equal_without_null_keys_moves_o1_bytes(cuda_device, key):
+    # nulls_equal only changes the key path where a key is null
+    sides = {n: _tables(key, n, False, cuda_device) for n in SIZES}
+    got = [_moved(lambda: gpuframe.merge(*sides[n], on="k", how="outer", nulls_equal=True)) for n in SIZES]
+    _assert_o1(*got, f"merge(nulls_equal=True) on {key} keys without nulls")
+
+
+@pytest.mark.parametrize("nulls", [False, True], ids=["no_nulls", "nulls"])
+@pytest.mark.parametrize("key", ["int8", "int64", "float32", "bool", "timestamp"])
+def test_take_moves_o1_bytes(cuda_device, key, nulls):
+    got = []
+    for n in SIZES:
+        left, _ = _tables(key, n, nulls, cuda_device)
+        idx = memory.to_device(np.random.default_rng(0).integers(0, n, n), cuda_device)
+        got.append(_moved(lambda: gpuframe.take(left, idx)))
+    _assert_o1(*got, f"take of {key} and payload columns")
+
+
+@pytest.mark.parametrize("nulls", [False, True], ids=["no_nulls", "nulls"])
+@pytest.mark.parametrize("key", ["int8", "int64", "float64", "bool", "date32"])
+def test_hash_rows_and_partition_move_o1_bytes(cuda_device, key, nulls):
+    from gpuframe.ops.hashing import hash_rows
+
+    tables = {n: _tables(key, n, nulls, cuda_device)[0] for n in SIZES}
+    got = [_moved(lambda: hash_rows(tables[n], ["k", "s"])) for n in SIZES]
+    _assert_o1(*got, f"hash_rows of {key} keys")
+    # the partition offsets (num_partitions + 1 int64) come back to the host by contract
+    got = [_moved(lambda: gpuframe.hash_partition(tables[n], ["k", "s"], 4)) for n in SIZES]
+    _assert_o1(*got, f"hash_partition of {key} keys")
