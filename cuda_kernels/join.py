@@ -123,6 +123,19 @@ def cuda_kernels() -> KernelSet:
             arr[i] = value
 
     @cuda.jit
+    def k_key_word(src, kmode, valid, has_valid, out, flag, has_flag, keep, has_keep):
+        # one key column's row of the general path's words: the canonical word, 0 for a null
+        # key; a null sets the row's null-flag word (nulls_equal) or clears its keep byte
+        i = cuda.grid(1)
+        if i < out.shape[0]:
+            null = has_valid and valid[i] == 0
+            out[i] = np.uint64(0) if null else canon_word(src[i], kmode)
+            if has_flag:
+                flag[i] = np.uint64(1) if null else np.uint64(0)
+            elif null and has_keep:
+                keep[i] = 0
+
+    @cuda.jit
     def k_row_hash(words, st, en, chars, out):
         i = cuda.grid(1)
         if i < out.shape[0]:
@@ -237,7 +250,7 @@ def cuda_kernels() -> KernelSet:
                 ridx[o] = out_p[o]
 
     return KernelSet(
-        fill=k_fill, emit=k_emit, map_pairs=k_map_pairs, row_hash=k_row_hash, build=k_build,
+        fill=k_fill, key_word=k_key_word, emit=k_emit, map_pairs=k_map_pairs, row_hash=k_row_hash, build=k_build,
         probe_count=k_probe_count, probe_write=k_probe_write, flag_count=k_flag_count,
         flag_write=k_flag_write, probe_mark=k_probe_mark,
     )

@@ -36,6 +36,10 @@ __all__ = ["SideKeys", "prepare_keys", "key_words", "host_valid", "key_has_nulls
 
 # widen(values, dtype, device) -> values converted to dtype on the device (a backend's kernel)
 Widen = Callable[[Any, Any, Device], Any]
+# key_word(src, kmode, valid, out, flag, keep): one key column's row of the general path's
+# words, made on the device (a backend's kernel): out = canonical word of src (uint64), 0 where
+# valid (uint8 or None) is 0; a null sets flag (uint64 row or None) to 1, else clears keep
+KeyWord = Callable[[Any, int, Any, Any, Any, Any], None]
 
 
 @dataclass
@@ -146,7 +150,8 @@ def _use_fast_path(pairs: Sequence[KeyPair], any_nulls_equal_nulls: bool) -> boo
 
 
 def prepare_keys(lcols: Sequence[Column], rcols: Sequence[Column], pairs: Sequence[KeyPair], nulls_equal: bool,
-                 device: Device, widen: Optional[Widen] = None) -> tuple[SideKeys, SideKeys]:
+                 device: Device, widen: Optional[Widen] = None,
+                 key_word: Optional[KeyWord] = None) -> tuple[SideKeys, SideKeys]:
     """Both sides' :class:`SideKeys` on ``device``, from the key columns of each side
     (``lcols[i]`` pairs with ``rcols[i]`` as ``pairs[i]`` says).
 
@@ -155,14 +160,63 @@ def prepare_keys(lcols: Sequence[Column], rcols: Sequence[Column], pairs: Sequen
 
     Single fixed-width keys take the fast path (the key word itself is hashed and compared);
     several keys, string keys, and ``nulls_equal`` with null keys take the general path (a
-    row hash, verified against the normalised key words and byte spans).
+    row hash, verified against the normalised key words and byte spans). With ``widen`` and
+    ``key_word`` a general path without string keys is prepared on the device.
     """
     # pairs whose nulls must match each other: both sides get a null-flag word for them
     flag_pairs = [nulls_equal and (key_has_nulls(lc) or key_has_nulls(rc)) for lc, rc in zip(lcols, rcols)]
     if _use_fast_path(pairs, any(flag_pairs)):
         return _fast_side(lcols[0], pairs[0], device, widen), _fast_side(rcols[0], pairs[0], device, widen)
+    if (widen is not None and key_word is not None
+            and all(_device_words_ok(c, p, device) for cols in (lcols, rcols) for c, p in zip(cols, pairs))):
+        return (_general_side_device(lcols, pairs, flag_pairs, device, widen, key_word),
+                _general_side_device(rcols, pairs, flag_pairs, device, widen, key_word))
     return (_general_side(lcols, pairs, flag_pairs, device),
             _general_side(rcols, pairs, flag_pairs, device))
+
+
+def _device_words_ok(col: Column, pair: KeyPair, device: Device) -> bool:
+    return (col.device == device and not pair.is_string and not pair.range_checked
+            and (col.layout == Layout.FIXED or pair.family == "bool"))
+
+
+def _device_key_words(col: Column, pair: KeyPair, device: Device, widen: Widen) -> Any:
+    """The key column's values as uint64 words on the device (floats as float64 bits, integers
+    sign-extended, bools 0/1): a view for 8-byte values, a ``widen`` kernel otherwise."""
+    if pair.family == "bool":
+        return memory.view_as(widen(col.bool_bytes(), np.int64, device), np.uint64)
+    vals = col.values()
+    if pair.family == "float":
+        f64 = vals if pa.types.is_float64(col.dtype) else widen(vals, np.float64, device)
+        return memory.view_as(f64, np.uint64)
+    if col.data.dtype.itemsize == 8:
+        return memory.view_as(vals, np.uint64)
+    return memory.view_as(widen(vals, np.int64, device), np.uint64)
+
+
+def _general_side_device(cols: Sequence[Column], pairs: Sequence[KeyPair], flag_pairs: Sequence[bool],
+                         device: Device, widen: Widen, key_word: KeyWord) -> SideKeys:
+    """:func:`_general_side` for fixed-width and bool keys, made by kernels on ``device``: the
+    same words, null-flag words and validity, and nothing copied to the host."""
+    n = len(cols[0])
+    nflag = sum(1 for f in flag_pairs if f)
+    warr = memory.empty((len(pairs) + nflag, n), np.uint64, device)
+    need_keep = any(key_has_nulls(c) and not f for c, f in zip(cols, flag_pairs))
+    keep = memory.full(n, 1, np.uint8, device) if need_keep else None
+    fi = len(pairs)
+    for j, (col, pair, flag) in enumerate(zip(cols, pairs, flag_pairs)):
+        src = _device_key_words(col, pair, device, widen)
+        valid = col.validity_bytes() if col.has_nulls else None
+        flag_row = None
+        if flag:
+            flag_row = warr[fi]
+            fi += 1
+        key_word(src, KMODE_F64 if pair.family == "float" else KMODE_BITS, valid, warr[j], flag_row, keep)
+    no_spans = memory.empty((0, n), np.int64, device)
+    sk = SideKeys(n, None, None, KMODE_BITS, True, warr, no_spans, memory.empty((0, n), np.int64, device),
+                  memory.empty(0, np.uint8, device), [])
+    sk.valid = keep if keep is not None else memory.empty(0, np.uint8, device)
+    return sk
 
 
 def _empty_verify(device: Device) -> tuple[Any, Any, Any, Any]:

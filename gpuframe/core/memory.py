@@ -108,8 +108,8 @@ def _nbytes(arr: Any) -> int:
     return int(n)
 
 
-def empty(n: int, dtype: Any, device: Device) -> Any:
-    """An uninitialised 1-D array of ``n`` elements on ``device``."""
+def empty(n: Any, dtype: Any, device: Device) -> Any:
+    """An uninitialised array of ``n`` elements (or of shape ``n``, a tuple) on ``device``."""
     dtype = np.dtype(dtype)
     if not device.is_cuda:
         return np.empty(n, dtype=dtype)
@@ -133,6 +133,19 @@ def zeros(n: int, dtype: Any, device: Device) -> Any:
     cp = _cupy()
     with cp.cuda.Device(device.id):
         return cp.zeros(n, dtype=dtype)
+
+
+def full(n: int, value: Any, dtype: Any, device: Device) -> Any:
+    """A 1-D array of ``n`` elements, each ``value``, on ``device``."""
+    dtype = np.dtype(dtype)
+    if not device.is_cuda:
+        return np.full(n, value, dtype=dtype)
+    require_cuda(device)
+    if cudasim_enabled():
+        return _sim_to_device(np.full(n, value, dtype=dtype))   # cp.full on a GPU: not a transfer
+    cp = _cupy()
+    with cp.cuda.Device(device.id):
+        return cp.full(n, value, dtype=dtype)
 
 
 def to_device(arr: Any, device: Device) -> Any:

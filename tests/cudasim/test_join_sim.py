@@ -32,7 +32,13 @@ def _cases():
                                                       pa.array(["a", None, ""])),
                    "a": np.arange(6)})
     dr = pa.table({"k": pa.array(["", "a", None, "b"]), "b": np.arange(4)})
+    # fixed-width keys only: the general path's words are made on the device
+    fixed_l = random_table(200, {"k1": pa.int16(), "k2": pa.float64(), "k3": pa.bool_(), "a": pa.int32()},
+                           nulls=True, seed=3, cardinality=5)
+    fixed_r = random_table(150, {"k1": pa.int64(), "k2": pa.float32(), "k3": pa.bool_(), "b": pa.bool_()},
+                           nulls=True, seed=4, cardinality=5)
     return {"int_skew_dups": (ints_l, ints_r, ["k"]), "multi_string_nulls": (multi_l, multi_r, ["k1", "k2"]),
+            "multi_fixed_nulls": (fixed_l, fixed_r, ["k1", "k2", "k3"]),
             "float_nan_zero": (fl, fr, ["k"]), "dictionary_null_entry": (dl, dr, ["k"])}
 
 

@@ -3,9 +3,9 @@
 small and a four times larger input.
 
 Run under numba's simulator (NUMBA_ENABLE_CUDASIM=1), where device arrays are numba's
-FakeCUDAArrays and every copy still goes through :mod:`gpuframe.core.memory`. Key shapes that
-still make a host round trip (string, dictionary and multi-column keys, and ``nulls_equal`` with
-null keys, whose key preparation runs on the host) are not listed here: issue 10, item 2.
+FakeCUDAArrays and every copy still goes through :mod:`gpuframe.core.memory`. String and
+dictionary keys, whose key preparation and merged key are still made on the host, are not listed
+here (issue 10, item 2).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 import gpuframe
+import gpuframe.ops.hashing
 from gpuframe.core import memory
 from gpuframe.ops.join import HOWS
 
@@ -75,6 +76,38 @@ def test_join_ops_move_o1_bytes(cuda_device, key, nulls):
                 continue     # merge runs join_indices itself
             got = [_moved(lambda: op(*sides[n], on="k", how=how)) for n in SIZES]
             _assert_o1(*got, f"{op.__name__}(how={how!r}) on {key} keys")
+
+
+@pytest.mark.parametrize("key", ["int8", "int64", "uint64", "float32", "bool", "timestamp"])
+def test_nulls_equal_with_null_keys_moves_o1_bytes(cuda_device, key):
+    # null keys that match each other: the general path (row hash + words), on the device
+    hows = HOWS if key in ALL_HOWS else ("inner", "outer")
+    sides = {n: _tables(key, n, True, cuda_device) for n in SIZES}
+    for how in hows:
+        for op in (gpuframe.merge, gpuframe.join_size):
+            got = [_moved(lambda: op(*sides[n], on="k", how=how, nulls_equal=True)) for n in SIZES]
+            _assert_o1(*got, f"{op.__name__}(how={how!r}, nulls_equal=True) on {key} keys")
+
+
+def _multi_tables(n: int, nulls: bool, device):
+    lt = {"k1": pa.int32(), "k2": pa.float64(), "k3": pa.bool_(), "k4": pa.date32(), "a": pa.int64()}
+    rt = {"k1": pa.int64(), "k2": pa.float32(), "k3": pa.bool_(), "k4": pa.date32(), "b": pa.int8()}
+    left = random_table(n, lt, nulls=nulls, seed=1, cardinality=3)
+    right = random_table(n // 2, rt, nulls=nulls, seed=7, cardinality=3)
+    return gpuframe.from_arrow(left).to(device), gpuframe.from_arrow(right).to(device)
+
+
+@pytest.mark.parametrize("nulls,nulls_equal", [(False, False), (True, False), (True, True)],
+                         ids=["no_nulls", "nulls", "nulls_equal"])
+def test_multi_column_keys_move_o1_bytes(cuda_device, nulls, nulls_equal):
+    on = ["k1", "k2", "k3", "k4"]
+    sides = {n: _multi_tables(n, nulls, cuda_device) for n in SIZES}
+    for how in HOWS:
+        for op in (gpuframe.merge, gpuframe.join_indices):
+            got = [_moved(lambda: op(*sides[n], on=on, how=how, nulls_equal=nulls_equal)) for n in SIZES]
+            _assert_o1(*got, f"{op.__name__}(how={how!r}, nulls_equal={nulls_equal}) on four key columns")
+    got = [_moved(lambda: gpuframe.ops.hashing.hash_rows(sides[n][0], on)) for n in SIZES]
+    _assert_o1(*got, "hash_rows of four key columns")
 
 
 @pytest.mark.parametrize("key", ["int64", "bool"])
