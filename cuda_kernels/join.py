@@ -136,6 +136,24 @@ def cuda_kernels() -> KernelSet:
                 keep[i] = 0
 
     @cuda.jit
+    def k_string_span(offs, valid, has_valid, st, en, flag, has_flag, keep, has_keep):
+        # one string key's byte span per row for the general path: offsets widened to int64,
+        # an empty span for a null key, whose flag word (nulls_equal) is set or keep byte cleared
+        i = cuda.grid(1)
+        if i < st.shape[0]:
+            null = has_valid and valid[i] == 0
+            if null:
+                st[i] = 0
+                en[i] = 0
+            else:
+                st[i] = np.int64(offs[i])
+                en[i] = np.int64(offs[i + 1])
+            if has_flag:
+                flag[i] = np.uint64(1) if null else np.uint64(0)
+            elif null and has_keep:
+                keep[i] = 0
+
+    @cuda.jit
     def k_row_hash(words, st, en, chars, out):
         i = cuda.grid(1)
         if i < out.shape[0]:
@@ -250,7 +268,7 @@ def cuda_kernels() -> KernelSet:
                 ridx[o] = out_p[o]
 
     return KernelSet(
-        fill=k_fill, key_word=k_key_word, emit=k_emit, map_pairs=k_map_pairs, row_hash=k_row_hash, build=k_build,
+        fill=k_fill, key_word=k_key_word, string_span=k_string_span, emit=k_emit, map_pairs=k_map_pairs, row_hash=k_row_hash, build=k_build,
         probe_count=k_probe_count, probe_write=k_probe_write, flag_count=k_flag_count,
         flag_write=k_flag_write, probe_mark=k_probe_mark,
     )

@@ -40,6 +40,9 @@ Widen = Callable[[Any, Any, Device], Any]
 # words, made on the device (a backend's kernel): out = canonical word of src (uint64), 0 where
 # valid (uint8 or None) is 0; a null sets flag (uint64 row or None) to 1, else clears keep
 KeyWord = Callable[[Any, int, Any, Any, Any, Any], None]
+# string_span(offsets, valid, st, en, flag, keep): a string key's int64 byte spans (empty where
+# valid is 0) into st/en, made on the device; flag and keep as for KeyWord
+StringSpan = Callable[[Any, Any, Any, Any, Any, Any], None]
 
 
 @dataclass
@@ -151,7 +154,8 @@ def _use_fast_path(pairs: Sequence[KeyPair], any_nulls_equal_nulls: bool) -> boo
 
 def prepare_keys(lcols: Sequence[Column], rcols: Sequence[Column], pairs: Sequence[KeyPair], nulls_equal: bool,
                  device: Device, widen: Optional[Widen] = None,
-                 key_word: Optional[KeyWord] = None) -> tuple[SideKeys, SideKeys]:
+                 key_word: Optional[KeyWord] = None,
+                 string_span: Optional[StringSpan] = None) -> tuple[SideKeys, SideKeys]:
     """Both sides' :class:`SideKeys` on ``device``, from the key columns of each side
     (``lcols[i]`` pairs with ``rcols[i]`` as ``pairs[i]`` says).
 
@@ -160,24 +164,29 @@ def prepare_keys(lcols: Sequence[Column], rcols: Sequence[Column], pairs: Sequen
 
     Single fixed-width keys take the fast path (the key word itself is hashed and compared);
     several keys, string keys, and ``nulls_equal`` with null keys take the general path (a
-    row hash, verified against the normalised key words and byte spans). With ``widen`` and
-    ``key_word`` a general path without string keys is prepared on the device.
+    row hash, verified against the normalised key words and byte spans). With ``widen``,
+    ``key_word`` and ``string_span`` a general path of fixed-width, bool and (at most one)
+    plain string keys is prepared on the device.
     """
     # pairs whose nulls must match each other: both sides get a null-flag word for them
     flag_pairs = [nulls_equal and (key_has_nulls(lc) or key_has_nulls(rc)) for lc, rc in zip(lcols, rcols)]
     if _use_fast_path(pairs, any(flag_pairs)):
         return _fast_side(lcols[0], pairs[0], device, widen), _fast_side(rcols[0], pairs[0], device, widen)
-    if (widen is not None and key_word is not None
+    if (widen is not None and key_word is not None and string_span is not None
+            and sum(1 for p in pairs if p.is_string) <= 1
             and all(_device_words_ok(c, p, device) for cols in (lcols, rcols) for c, p in zip(cols, pairs))):
-        return (_general_side_device(lcols, pairs, flag_pairs, device, widen, key_word),
-                _general_side_device(rcols, pairs, flag_pairs, device, widen, key_word))
+        return (_general_side_device(lcols, pairs, flag_pairs, device, widen, key_word, string_span),
+                _general_side_device(rcols, pairs, flag_pairs, device, widen, key_word, string_span))
     return (_general_side(lcols, pairs, flag_pairs, device),
             _general_side(rcols, pairs, flag_pairs, device))
 
 
 def _device_words_ok(col: Column, pair: KeyPair, device: Device) -> bool:
-    return (col.device == device and not pair.is_string and not pair.range_checked
-            and (col.layout == Layout.FIXED or pair.family == "bool"))
+    if col.device != device:
+        return False
+    if pair.is_string:
+        return col.layout == Layout.STRING     # a dictionary's spans and null entries: on the host
+    return not pair.range_checked and (col.layout == Layout.FIXED or pair.family == "bool")
 
 
 def _device_key_words(col: Column, pair: KeyPair, device: Device, widen: Widen) -> Any:
@@ -195,26 +204,37 @@ def _device_key_words(col: Column, pair: KeyPair, device: Device, widen: Widen) 
 
 
 def _general_side_device(cols: Sequence[Column], pairs: Sequence[KeyPair], flag_pairs: Sequence[bool],
-                         device: Device, widen: Widen, key_word: KeyWord) -> SideKeys:
-    """:func:`_general_side` for fixed-width and bool keys, made by kernels on ``device``: the
-    same words, null-flag words and validity, and nothing copied to the host."""
+                         device: Device, widen: Widen, key_word: KeyWord, string_span: StringSpan) -> SideKeys:
+    """:func:`_general_side` for fixed-width, bool and one plain string key, made by kernels on
+    ``device``: the same words, null-flag words, byte spans and validity, nothing copied to the
+    host (the string key's spans point into its own byte buffer)."""
     n = len(cols[0])
     nflag = sum(1 for f in flag_pairs if f)
-    warr = memory.empty((len(pairs) + nflag, n), np.uint64, device)
+    ns = sum(1 for p in pairs if p.is_string)
+    warr = memory.empty((len(pairs) - ns + nflag, n), np.uint64, device)
+    sarr = memory.empty((ns, n), np.int64, device)
+    earr = memory.empty((ns, n), np.int64, device)
+    chars = memory.empty(0, np.uint8, device)
     need_keep = any(key_has_nulls(c) and not f for c, f in zip(cols, flag_pairs))
     keep = memory.full(n, 1, np.uint8, device) if need_keep else None
-    fi = len(pairs)
-    for j, (col, pair, flag) in enumerate(zip(cols, pairs, flag_pairs)):
-        src = _device_key_words(col, pair, device, widen)
+    fi = len(pairs) - ns
+    wi = 0
+    for col, pair, flag in zip(cols, pairs, flag_pairs):
         valid = col.validity_bytes() if col.has_nulls else None
         flag_row = None
         if flag:
             flag_row = warr[fi]
             fi += 1
-        key_word(src, KMODE_F64 if pair.family == "float" else KMODE_BITS, valid, warr[j], flag_row, keep)
-    no_spans = memory.empty((0, n), np.int64, device)
-    sk = SideKeys(n, None, None, KMODE_BITS, True, warr, no_spans, memory.empty((0, n), np.int64, device),
-                  memory.empty(0, np.uint8, device), [])
+        if pair.is_string:
+            string_span(col.offsets_view(), valid, sarr[0], earr[0], flag_row, keep)
+            chars = col.chars()
+            if chars.shape[0] == 0:
+                chars = memory.empty(1, np.uint8, device)   # empty spans only; no 0-byte kernel argument
+        else:
+            src = _device_key_words(col, pair, device, widen)
+            key_word(src, KMODE_F64 if pair.family == "float" else KMODE_BITS, valid, warr[wi], flag_row, keep)
+            wi += 1
+    sk = SideKeys(n, None, None, KMODE_BITS, True, warr, sarr, earr, chars, [])
     sk.valid = keep if keep is not None else memory.empty(0, np.uint8, device)
     return sk
 

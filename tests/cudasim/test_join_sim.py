@@ -37,7 +37,11 @@ def _cases():
                            nulls=True, seed=3, cardinality=5)
     fixed_r = random_table(150, {"k1": pa.int64(), "k2": pa.float32(), "k3": pa.bool_(), "b": pa.bool_()},
                            nulls=True, seed=4, cardinality=5)
-    return {"int_skew_dups": (ints_l, ints_r, ["k"]), "multi_string_nulls": (multi_l, multi_r, ["k1", "k2"]),
+    # one string key, with nulls and empty strings, on a sliced column (offsets not from 0)
+    sl = pa.table({"k": pa.array(["x", "", None, "ab", "", "zz", None, "ab", "q"]).slice(1),
+                   "a": np.arange(8)})
+    sr = pa.table({"k": pa.array(["", "ab", None, "zz", "nope"], pa.large_string()), "b": np.arange(5)})
+    return {"string_nulls_empty": (sl, sr, ["k"]), "int_skew_dups": (ints_l, ints_r, ["k"]), "multi_string_nulls": (multi_l, multi_r, ["k1", "k2"]),
             "multi_fixed_nulls": (fixed_l, fixed_r, ["k1", "k2", "k3"]),
             "float_nan_zero": (fl, fr, ["k"]), "dictionary_null_entry": (dl, dr, ["k"])}
 

@@ -3,9 +3,9 @@
 small and a four times larger input.
 
 Run under numba's simulator (NUMBA_ENABLE_CUDASIM=1), where device arrays are numba's
-FakeCUDAArrays and every copy still goes through :mod:`gpuframe.core.memory`. String and
-dictionary keys, whose key preparation and merged key are still made on the host, are not listed
-here (issue 10, item 2).
+FakeCUDAArrays and every copy still goes through :mod:`gpuframe.core.memory`. Not listed here
+(issue 10, item 2): dictionary keys and several string keys, whose key preparation runs on the
+host, and ``merge`` on string keys, whose merged key column is built on the host.
 """
 from __future__ import annotations
 
@@ -140,3 +140,26 @@ def test_hash_rows_and_partition_move_o1_bytes(cuda_device, key, nulls):
     # the partition offsets (num_partitions + 1 int64) come back to the host by contract
     got = [_moved(lambda: gpuframe.hash_partition(tables[n], ["k", "s"], 4)) for n in SIZES]
     _assert_o1(*got, f"hash_partition of {key} keys")
+
+
+def _string_tables(n: int, nulls: bool, device, fixed_too: bool):
+    lt = {"k": pa.string(), "a": pa.int64()}
+    rt = {"k": pa.large_string(), "b": pa.float32()}
+    if fixed_too:
+        lt["k2"], rt["k2"] = pa.int32(), pa.int32()
+    left = random_table(n, lt, nulls=nulls, seed=2, cardinality=6)
+    right = random_table(n // 2, rt, nulls=nulls, seed=9, cardinality=6)
+    return gpuframe.from_arrow(left).to(device), gpuframe.from_arrow(right).to(device)
+
+
+@pytest.mark.parametrize("nulls,nulls_equal", [(False, False), (True, False), (True, True)],
+                         ids=["no_nulls", "nulls", "nulls_equal"])
+@pytest.mark.parametrize("fixed_too", [False, True], ids=["string", "string_and_int32"])
+def test_string_key_gather_maps_move_o1_bytes(cuda_device, fixed_too, nulls, nulls_equal):
+    # the gather maps and their size; merge's string key column is still made on the host
+    on = ["k", "k2"] if fixed_too else ["k"]
+    sides = {n: _string_tables(n, nulls, cuda_device, fixed_too) for n in SIZES}
+    for how in HOWS:
+        for op in (gpuframe.join_indices, gpuframe.join_size):
+            got = [_moved(lambda: op(*sides[n], on=on, how=how, nulls_equal=nulls_equal)) for n in SIZES]
+            _assert_o1(*got, f"{op.__name__}(how={how!r}, nulls_equal={nulls_equal}) on {on}")

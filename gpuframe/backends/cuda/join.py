@@ -36,7 +36,7 @@ def join(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: Seque
     """Gather maps ``(left_idx, right_idx)`` (int64, on the keys' device) of the join."""
     dev = left_keys[0].device
     with launch_context(dev):
-        lk, rk = prepare_keys(left_keys, right_keys, pairs, nulls_equal, dev, widen, _key_word)
+        lk, rk = prepare_keys(left_keys, right_keys, pairs, nulls_equal, dev, widen, _key_word, _string_span)
         res = _cuda_join(JoinRequest(lk, rk, how, want_indices=True, on_count=on_count), dev)
     return res.left_idx, res.right_idx
 
@@ -46,7 +46,7 @@ def join_size(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: 
     """The number of rows :func:`join` would return."""
     dev = left_keys[0].device
     with launch_context(dev):
-        lk, rk = prepare_keys(left_keys, right_keys, pairs, nulls_equal, dev, widen, _key_word)
+        lk, rk = prepare_keys(left_keys, right_keys, pairs, nulls_equal, dev, widen, _key_word, _string_span)
         return int(_cuda_join(JoinRequest(lk, rk, how, count_only=True), dev).count)
 
 
@@ -114,6 +114,16 @@ def _key_word(src: Any, kmode: int, valid: Any, out: Any, flag: Any, keep: Any) 
     none8 = memory.empty(1, np.uint8, dev)
     none64 = memory.empty(1, np.uint64, dev)
     _launch(_cuda().key_word, n, src, kmode, none8 if valid is None else valid, valid is not None, out,
+            none64 if flag is None else flag, flag is not None, none8 if keep is None else keep, keep is not None)
+
+
+def _string_span(offsets: Any, valid: Any, st: Any, en: Any, flag: Any, keep: Any) -> None:
+    """One string key's byte spans for the general path, on the device (see ``_keys.StringSpan``)."""
+    n = int(st.shape[0])
+    dev = memory.array_device(st)
+    none8 = memory.empty(1, np.uint8, dev)
+    none64 = memory.empty(1, np.uint64, dev)
+    _launch(_cuda().string_span, n, offsets, none8 if valid is None else valid, valid is not None, st, en,
             none64 if flag is None else flag, flag is not None, none8 if keep is None else keep, keep is not None)
 
 
