@@ -54,6 +54,24 @@ def coalesced_bit(lbits, loff, lhas, lidx, rbits, roff, rhas, ridx, i):
     return gathered_bit(rbits, roff, rhas, ridx, i)
 
 
+@register_jitable
+def coalesced_span(loffs, lidx, roffs, ridx, vbits, has_v, i):
+    """Output row ``i`` of a coalesced string column: ``(side, start, length)``, the left row's
+    byte span where ``lidx[i] >= 0`` (side 0), else the right row's (side 1); empty where the
+    output row is null (bit ``i`` of ``vbits`` clear, when ``has_v``) or neither side is present."""
+    if has_v and bit_is_set(vbits, i) == 0:
+        return 0, np.int64(0), np.int64(0)
+    j = lidx[i]
+    if j >= 0:
+        s = np.int64(loffs[j])
+        return 0, s, np.int64(loffs[j + 1]) - s
+    j = ridx[i]
+    if j >= 0:
+        s = np.int64(roffs[j])
+        return 1, s, np.int64(roffs[j + 1]) - s
+    return 0, np.int64(0), np.int64(0)
+
+
 # numba.cuda, bound by the first cuda_kernels() call: a module global, because the simulator
 # runs kernels by swapping the numba.cuda module in their globals.
 cuda = None
@@ -235,5 +253,26 @@ def cuda_kernels() -> KernelSet:
             if c:
                 cuda.atomic.add(count, 0, c)
 
+    @cuda.jit
+    def coalesce_lengths(loffs, lidx, roffs, ridx, vbits, has_v, out_lengths):
+        i = cuda.grid(1)
+        if i < lidx.shape[0]:
+            _side, _start, ln = coalesced_span(loffs, lidx, roffs, ridx, vbits, has_v, i)
+            out_lengths[i] = ln
+
+    @cuda.jit
+    def coalesce_chars(loffs, lchars, lidx, roffs, rchars, ridx, vbits, has_v, out_offsets, out_chars):
+        i = cuda.grid(1)
+        if i < lidx.shape[0]:
+            side, start, ln = coalesced_span(loffs, lidx, roffs, ridx, vbits, has_v, i)
+            dst = np.int64(out_offsets[i])
+            if side == 0:
+                for k in range(ln):
+                    out_chars[dst + k] = lchars[start + k]
+            else:
+                for k in range(ln):
+                    out_chars[dst + k] = rchars[start + k]
+
     return KernelSet(check=check, fixed=fixed, bits=bits, lengths=lengths, cast_copy=cast_copy,
-                     chars=chars, unpack_bits=unpack_bits, coalesce_bits=coalesce_bits)
+                     chars=chars, unpack_bits=unpack_bits, coalesce_bits=coalesce_bits,
+                     coalesce_lengths=coalesce_lengths, coalesce_chars=coalesce_chars)

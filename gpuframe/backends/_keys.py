@@ -10,8 +10,10 @@ key on its own device is used as it is stored, zero-copy). Several keys, string 
 and byte spans. ``uint64`` paired with a signed integer compares values: a row whose value the
 other side's type cannot hold never matches.
 
-Normalisation of the general path runs on the host (numpy) and the results are copied to the
-key columns' device.
+Normalisation of the general path runs on the key columns' device where the backend gives its
+kernels (``widen``, ``key_word``, ``string_span``: the CUDA backend does) and the keys are
+fixed-width, bool and at most one plain string key; otherwise (the CPU, dictionary keys,
+several string keys) it runs on the host (numpy) and the results are copied to the device.
 """
 from __future__ import annotations
 

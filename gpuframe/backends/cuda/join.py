@@ -4,8 +4,9 @@ per-row functions the CPU drivers use too).
 
 Operations (the contract is in :mod:`gpuframe.backends.contract`): ``join`` returns gather maps
 on the device (probe rows in order, then the unmatched build rows), ``join_size`` their length,
-``merged_key`` a coalesced key column (on the device for fixed-width keys without nulls; from
-the host otherwise). The output columns of a merge are gathered from the maps
+``merged_key`` a coalesced key column (on the device for fixed-width and bool keys, nulls
+included; string keys from the host). Key preparation (:func:`gpuframe.backends._keys.prepare_keys`)
+gets this module's kernels, so fixed-width, bool and single plain string keys stay on the device. The output columns of a merge are gathered from the maps
 (:mod:`gpuframe.backends.cuda.gather`), so no column makes a round trip through host memory.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ...core import memory
 from ...core.buffer import Buffer
 from ...core.column import Column
 from ...core.device import Device, launch_context
-from ...core.dtypes import physical_numpy_dtype
+from ...core.dtypes import Layout, physical_numpy_dtype
 from .._common import is_word_type
 from .._join import SRC_KEY, JoinRequest, JoinResult, _sides
 from .._keys import SideKeys, fast_key_words, merged_key_host, prepare_keys
@@ -63,6 +64,9 @@ def merged_key(left_key: Column, right_key: Column, pair: KeyPair, dtype: Any, l
             data, _ = _coalesce_bits(left_key, left_key.data, right_key, right_key.data, left_idx, right_idx, dev)
             validity, nulls = _merged_validity(left_key, right_key, left_idx, right_idx, dev)
         return Column(dtype, n, data, validity, None, None, 0, nulls)
+    if pair.is_string and left_key.layout == Layout.STRING and right_key.layout == Layout.STRING:
+        with launch_context(dev):
+            return _merged_string_key(left_key, right_key, dtype, left_idx, right_idx, dev)
     phys = physical_numpy_dtype(dtype) if is_word_type(dtype) else None
     floats = pair.family == "float"
     if pair.is_string or phys is None or (floats and phys.kind != "f"):
@@ -78,6 +82,37 @@ def merged_key(left_key: Column, right_key: Column, pair: KeyPair, dtype: Any, l
         vals = memory.view_as(src, phys) if phys.itemsize == 8 else cast_on_device(src, phys, n, dev)
         validity, nulls = _merged_validity(left_key, right_key, left_idx, right_idx, dev)
     return Column(dtype, n, Buffer(vals, dev), validity, None, None, 0, nulls)
+
+
+def _merged_string_key(left: Column, right: Column, dtype: Any, left_idx: Any, right_idx: Any,
+                       dev: Device) -> Column:
+    """A merged key of two plain string columns, on the device: validity coalesced, each row's
+    length from the present side, one scan for the offsets, then the bytes copied."""
+    from gpuframe.kernels.gather import cuda_kernels as gather_kernels
+
+    k = gather_kernels()
+    n = int(left_idx.shape[0])
+    validity, nulls = _merged_validity(left, right, left_idx, right_idx, dev)
+    vbits = validity.array if validity is not None else memory.empty(1, np.uint8, dev)
+    loffs, roffs = left.offsets_view(), right.offsets_view()
+    lengths = memory.empty(n, np.int64, dev)
+    _launch(k["coalesce_lengths"], n, loffs, left_idx, roffs, right_idx, vbits, validity is not None, lengths)
+    offs64 = memory.cumsum_exclusive(lengths, np.int64)
+    total = _scalar(offs64, n)
+    large = pa.types.is_large_string(dtype) or total >= 2**31 - 1
+    memory.ensure_available("merge", total, dev, rows=n, what="the merged string key's bytes")
+    chars = memory.empty(total, np.uint8, dev)
+    lchars = left.chars() if left.chars().shape[0] else memory.empty(1, np.uint8, dev)
+    rchars = right.chars() if right.chars().shape[0] else memory.empty(1, np.uint8, dev)
+    _launch(k["coalesce_chars"], n, loffs, lchars, left_idx, roffs, rchars, right_idx, vbits,
+            validity is not None, offs64, chars)
+    if large:
+        offsets = offs64
+    else:
+        offsets = memory.empty(n + 1, np.int32, dev)
+        _launch(k["cast_copy"], n + 1, offs64, offsets)
+    return Column(pa.large_string() if large else pa.string(), n, Buffer(chars, dev), validity,
+                  Buffer(offsets, dev), None, 0, nulls)
 
 
 def _coalesce_bits(left: Column, lbits: Optional[Buffer], right: Column, rbits: Optional[Buffer], left_idx: Any,
