@@ -84,7 +84,7 @@ KEY_IDS = ["int64", "int32", "float64", "string", "nullable", "multi"]
 
 
 @pytest.mark.parametrize("on", KEYS, ids=KEY_IDS)
-@pytest.mark.parametrize("nparts", [2, 64])
+@pytest.mark.parametrize("nparts", [64])
 def test_identical_2k_rows(cuda_device, on, nparts):
     _both(_table(2000, seed=1), cuda_device, on, nparts)
 
@@ -94,14 +94,14 @@ def test_identical_partition_counts(cuda_device, nparts):
     _both(_table(2000, seed=2), cuda_device, "i64", nparts)
 
 
-@pytest.mark.parametrize("on", KEYS, ids=KEY_IDS)
+@pytest.mark.parametrize("on", KEYS[::2], ids=KEY_IDS[::2])
 @pytest.mark.parametrize("nparts", [1000, GLOBAL_PATH])
 def test_more_partitions_than_rows(cuda_device, on, nparts):
     off = _both(_table(300, seed=3), cuda_device, on, nparts)
     assert (np.diff(off) == 0).sum() >= nparts - 300
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 63, 65])
+@pytest.mark.parametrize("n", [0, 1, 65])
 @pytest.mark.parametrize("nparts", [1, 7, GLOBAL_PATH])
 def test_tiny_tables(cuda_device, n, nparts):
     _both(_table(n, seed=4), cuda_device, ["i64", "s"], nparts)

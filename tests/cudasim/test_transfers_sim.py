@@ -29,8 +29,12 @@ GROWTH = 64              # bytes it may move more at the larger size (a data-dep
 FIXED_KEYS = {"int8": pa.int8(), "int16": pa.int16(), "int32": pa.int32(), "int64": pa.int64(),
               "uint64": pa.uint64(), "float32": pa.float32(), "float64": pa.float64(), "bool": pa.bool_(),
               "date32": pa.date32(), "timestamp": pa.timestamp("us")}
-# every how for these; inner, left and outer (probe, build-side and both unmatched rows) for the rest
-ALL_HOWS = {"int64", "int32", "bool"}
+# every how for these; inner and outer (probe and both sides' unmatched rows) for the rest
+ALL_HOWS = {"int64"}
+# one key type per device path (narrow integer widened, 64-bit zero-copy, uint64, float
+# canonicalised, bool bits): the simulator is slow, and the types within a path share
+# its code (the CI lane's time budget)
+JOIN_KEYS = ["int8", "int64", "uint64", "float32", "bool"]
 
 
 def _tables(key: str, n: int, nulls: bool, device):
@@ -66,9 +70,9 @@ def test_counter_counts_both_ways(cuda_device):
 
 
 @pytest.mark.parametrize("nulls", [False, True], ids=["no_nulls", "nulls"])
-@pytest.mark.parametrize("key", sorted(FIXED_KEYS))
+@pytest.mark.parametrize("key", JOIN_KEYS)
 def test_join_ops_move_o1_bytes(cuda_device, key, nulls):
-    hows = HOWS if key in ALL_HOWS else ("inner", "left", "outer")
+    hows = HOWS if key in ALL_HOWS else ("inner", "outer")
     sides = {n: _tables(key, n, nulls, cuda_device) for n in SIZES}
     for how in hows:
         for op in (gpuframe.merge, gpuframe.join_indices, gpuframe.join_size):
@@ -78,7 +82,7 @@ def test_join_ops_move_o1_bytes(cuda_device, key, nulls):
             _assert_o1(*got, f"{op.__name__}(how={how!r}) on {key} keys")
 
 
-@pytest.mark.parametrize("key", ["int8", "int64", "uint64", "float32", "bool", "timestamp"])
+@pytest.mark.parametrize("key", ["int8", "int64", "bool"])
 def test_nulls_equal_with_null_keys_moves_o1_bytes(cuda_device, key):
     # null keys that match each other: the general path (row hash + words), on the device
     hows = HOWS if key in ALL_HOWS else ("inner", "outer")
@@ -119,7 +123,7 @@ def test_nulls_equal_without_null_keys_moves_o1_bytes(cuda_device, key):
 
 
 @pytest.mark.parametrize("nulls", [False, True], ids=["no_nulls", "nulls"])
-@pytest.mark.parametrize("key", ["int8", "int64", "float32", "bool", "timestamp"])
+@pytest.mark.parametrize("key", ["int8", "bool"])
 def test_take_moves_o1_bytes(cuda_device, key, nulls):
     got = []
     for n in SIZES:
@@ -130,7 +134,7 @@ def test_take_moves_o1_bytes(cuda_device, key, nulls):
 
 
 @pytest.mark.parametrize("nulls", [False, True], ids=["no_nulls", "nulls"])
-@pytest.mark.parametrize("key", ["int8", "int64", "float64", "bool", "date32"])
+@pytest.mark.parametrize("key", ["int64", "bool"])
 def test_hash_rows_and_partition_move_o1_bytes(cuda_device, key, nulls):
     from gpuframe.ops.hashing import hash_rows
 
