@@ -12,6 +12,14 @@ A results file is ``{"machine": machine_info(), "created": ..., "command": ...,
 (``[{"benchmark", "reason"}]``: modules not present), ``"errors"`` (``[{"benchmark", "error"}]``),
 ``"seconds"`` (wall time of each benchmark module) and ``"notes"`` (free text lines, e.g. a peer
 that is not installed).
+
+Outputs are kept alive, as a program that uses the library keeps its results: every output of
+every engine, warm-up calls included, stays referenced until the case's last timed round ends
+(:class:`OutputKeeper`, :func:`time_runs`), so no call writes its result into the pages of an
+earlier result that was freed (fresh pages cost 1.3-3.8 GB/s on the development VM, reused ones
+22 GB/s), and the first timed call after the warm-up counts like every other. A record says so in
+``"outputs_kept"`` (``True``: all of them kept) and ``"keep_alive"`` (how many outputs per engine
+were kept, their estimated bytes, the memory budget, and a ``note`` whenever fewer were kept).
 """
 from __future__ import annotations
 
@@ -39,6 +47,11 @@ DEFAULT_PEERS = ["pandas", "polars", "duckdb", "pyarrow"]
 KNOWN_PEERS = ["pandas", "polars", "duckdb", "pyarrow", "cudf", "dask", "cupy"]
 # Benchmark modules (``benchmarks/<name>.py``) in the order ``benchmarks/all.py`` runs them.
 BENCHMARKS = ["join", "partition", "shuffle", "dask_merge", "dlpack"]
+# Kept outputs (with one more in flight) may take at most this fraction of the memory available
+# when a case starts, the rest left to the engines' working memory; past it, fewer outputs per
+# engine are kept (the record says so, see OutputKeeper). At 100M rows one round of the join's
+# outputs (5 engines x 2.4 GB) fits 0.7 of the 24 GiB development VM's ~21 GB available.
+KEEP_FRACTION = 0.7
 
 
 class ResultMismatch(AssertionError):
@@ -55,6 +68,8 @@ class BenchConfig:
     workers: int = 2
     out: Optional[str] = None
     progress: Optional[Callable[[str], None]] = None  # called with a short status line
+    cases: Optional[list[str]] = None  # a benchmark's cases to run (None: all of them)
+    keep_fraction: float = KEEP_FRACTION  # of available memory the kept outputs may take (OutputKeeper)
 
     def say(self, msg: str) -> None:
         if self.progress is not None:
@@ -80,22 +95,157 @@ def parse_rows(text: str | int) -> int:
     return rows
 
 
-def time_runs(fn: Callable[[], Any], runs: int, warmup: int = 1) -> tuple[list[float], Any]:
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to new allocations (``MemAvailable``), or None if unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def output_bytes(obj: Any) -> int:
+    """Estimated bytes an engine's output holds: ``nbytes`` (pyarrow, gpuframe, numpy, CuPy,
+    torch), Polars' ``estimated_size()``, pandas' ``memory_usage()``, summed over containers."""
+    if obj is None:
+        return 0
+    if isinstance(obj, dict):
+        return sum(output_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(output_bytes(v) for v in obj)
+    try:
+        nb = getattr(obj, "nbytes", None)
+        if nb is not None and not callable(nb):
+            return int(nb)
+        est = getattr(obj, "estimated_size", None)  # polars DataFrame
+        if callable(est):
+            return int(est())
+        mu = getattr(obj, "memory_usage", None)  # pandas DataFrame
+        if callable(mu):
+            return int(mu(index=True, deep=False).sum())
+    except Exception:
+        pass
+    return sys.getsizeof(obj)
+
+
+def _mib(n: Optional[int]) -> str:
+    return "?" if n is None else f"{n / 2**20:,.1f} MiB"
+
+
+class OutputKeeper:
+    """Holds every output of a case's engines until its timing ends, within a memory budget.
+
+    ``keep(engine, out)`` after every call (warm-up calls too), ``release()`` after the last
+    round. ``per_engine`` is how many outputs each engine produces in the case (warm-up + timed).
+
+    Memory stays bounded: the first output of each engine gives its size (:func:`output_bytes`),
+    and each engine keeps its last ``limit`` outputs, ``limit`` the most that fit in
+    ``budget_bytes`` (default :data:`KEEP_FRACTION` of :func:`available_memory` when the keeper is
+    made) with one more output in flight. With ``limit >= 1`` every output still lives until its
+    engine's next call; with ``limit == 0`` (one round of outputs does not fit) outputs are
+    dropped at once. Either reduction is written in :meth:`info` (``outputs_kept`` False and a
+    ``note``), never silent.
+    """
+
+    def __init__(self, per_engine: int, budget_bytes: Optional[int] = None,
+                 fraction: float = KEEP_FRACTION) -> None:
+        if per_engine < 1:
+            raise ValueError(f"per_engine must be >= 1, got {per_engine!r}")
+        self.per_engine = per_engine
+        if budget_bytes is None:
+            avail = available_memory()
+            budget_bytes = None if avail is None else int(avail * fraction)
+        self.budget = budget_bytes
+        self.fraction = fraction
+        self.limit = per_engine
+        self.dropped = 0
+        self._sizes: dict[Any, int] = {}
+        self._held: dict[Any, list[Any]] = {}
+
+    def keep(self, engine: Any, out: Any) -> None:
+        """Hold ``out``, one output of ``engine`` (any hashable label)."""
+        if engine not in self._sizes:
+            self._sizes[engine] = output_bytes(out)
+            self._set_limit()
+        self._held.setdefault(engine, []).append(out)
+        for held in self._held.values():
+            while len(held) > self.limit:
+                held.pop(0)
+                self.dropped += 1
+
+    def _set_limit(self) -> None:
+        one_round = sum(self._sizes.values())
+        if self.budget is None or one_round == 0:
+            return
+        room = self.budget - max(self._sizes.values())  # the call in flight writes one more output
+        self.limit = min(self.limit, max(0, room // one_round))
+
+    @property
+    def held(self) -> int:
+        """Outputs held now."""
+        return sum(len(v) for v in self._held.values())
+
+    def release(self) -> None:
+        """Drop every held output (after the timing) and collect."""
+        self._held.clear()
+        gc.collect()
+
+    def info(self) -> dict:
+        """``{"outputs_kept": bool, "keep_alive": {...}}`` for a record (see the module docstring)."""
+        one_round = sum(self._sizes.values())
+        kept_all = self.limit >= self.per_engine
+        d: dict[str, Any] = {"outputs_per_engine": self.per_engine, "kept_per_engine": self.limit,
+                             "output_bytes_per_round": one_round, "budget_bytes": self.budget,
+                             "budget_fraction_of_available": self.fraction, "dropped_early": self.dropped}
+        if not kept_all:
+            why = (f"one round of outputs of all engines ({_mib(one_round)}) with one more in flight exceeds "
+                   f"the keep budget ({_mib(self.budget)}, {self.fraction:g} of available memory)")
+            if self.limit == 0:
+                d["note"] = f"outputs NOT kept alive: each was dropped after its call, {why}"
+            else:
+                d["note"] = (f"fewer outputs kept: the last {self.limit} of {self.per_engine} per engine "
+                             f"(each output lived until its engine's next call), {why}")
+        return {"outputs_kept": kept_all, "keep_alive": d}
+
+
+def time_runs(fn: Callable[[], Any], runs: int, warmup: int = 1, *, keep: Optional[OutputKeeper] = None,
+              engine: Any = None, collect: bool = True) -> tuple[list[float], Any]:
     """Call ``fn`` ``warmup`` times untimed then ``runs`` times; return (seconds list, last result).
 
-    One full garbage collection happens before the timed runs, and the collector is off during
-    each timed call (as ``timeit`` does), so a collection of someone else's garbage never lands
-    inside a measurement. (A full collection per run costs ~0.3 s once torch is imported.)
+    Every result, the warm-up ones too, stays alive until the last call is done: in ``keep``
+    under the label ``engine`` when a keeper is given (its owner releases it after its last
+    round), else in a keeper of this call's own, released before returning (the last result is
+    returned). So each timed call, the first one after the warm-up included, writes into fresh
+    memory, as in a program that keeps its results.
+
+    One full garbage collection happens before the timed runs (unless ``collect`` is False: a
+    caller timing one call of each engine per round collects once per round), and the collector
+    is off during each timed call (as ``timeit`` does), so a collection of someone else's garbage
+    never lands inside a measurement. (A full collection costs ~0.05 s with the peers imported,
+    ~0.3 s once torch is.)
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs!r}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup!r}")
+    own = keep is None
+    keeper = OutputKeeper(warmup + runs) if keep is None else keep
     result = None
     for _ in range(warmup):
         result = fn()
-        del result
-    gc.collect()
+        keeper.keep(engine, result)
+        result = None
+    if collect:
+        gc.collect()
     times = []
     enabled = gc.isenabled()
     for i in range(runs):
@@ -107,8 +257,11 @@ def time_runs(fn: Callable[[], Any], runs: int, warmup: int = 1) -> tuple[list[f
         finally:
             if enabled:
                 gc.enable()
+        keeper.keep(engine, result)
         if i != runs - 1:
-            del result
+            result = None
+    if own:
+        keeper.release()
     return times, result
 
 
@@ -201,6 +354,9 @@ def arg_parser(description: str, default_rows: str = "small") -> argparse.Argume
                    help="comma-separated peers, or 'none' (cupy: the CUDA join's sort-based join)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=None, help="JSON results file (default: print only)")
+    p.add_argument("--keep-fraction", type=float, default=KEEP_FRACTION, metavar="F",
+                   help="outputs are kept alive until a case's timing ends, in at most this fraction of the "
+                        "available memory; past it fewer are kept, and the record says so (default: %(default)s)")
     return p
 
 
@@ -223,8 +379,12 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise ValueError(f"--runs must be >= 1, got {args.runs!r}")
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers!r}")
+    keep_fraction = getattr(args, "keep_fraction", KEEP_FRACTION)
+    if not 0 < keep_fraction <= 1:
+        raise ValueError(f"--keep-fraction must be in (0, 1], got {keep_fraction!r}")
     return BenchConfig(rows=parse_rows(args.rows), runs=args.runs, warmup=args.warmup, device=args.device,
-                       peers=peers, workers=args.workers, out=args.out, progress=lambda m: print(m, file=sys.stderr))
+                       peers=peers, workers=args.workers, out=args.out, progress=lambda m: print(m, file=sys.stderr),
+                       keep_fraction=keep_fraction)
 
 
 def write_results(records: Iterable[dict], out: Optional[str], command: Optional[str] = None,

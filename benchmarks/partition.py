@@ -11,6 +11,10 @@ Cases (each a record):
 * ``mixed``: ``cfg.rows // 10`` rows of an int64 key with nulls, a string and a float64 with nulls
   (the general path: strings and validity bitmaps move too), 64 partitions.
 
+Every output of every engine, warm-up calls included, stays alive until the case's last round
+(``common.OutputKeeper``), as in a program that keeps its results; the record says whether all
+were kept (``outputs_kept``, ``keep_alive``).
+
 Peers, on the same data in the same process, each answer checked against gpuframe's before any
 time is kept (partition offsets, and the rows of every partition: exactly, in input order, for
 the stable peers; as per-partition row counts and key sums for the unstable ones):
@@ -42,10 +46,10 @@ import numpy as np
 import pyarrow as pa
 
 try:  # installed as gpuframe.benchmarks, or run as a script from benchmarks/
-    from .common import (SIZES, BenchConfig, ResultMismatch, arg_parser, config_from_args, format_rows,
-                         make_record, summarize, write_results)
+    from .common import (SIZES, BenchConfig, OutputKeeper, ResultMismatch, arg_parser, config_from_args,
+                         format_rows, make_record, summarize, write_results)
 except ImportError:  # pragma: no cover - script mode
-    from common import (SIZES, BenchConfig, ResultMismatch, arg_parser,  # type: ignore[no-redef]
+    from common import (SIZES, BenchConfig, OutputKeeper, ResultMismatch, arg_parser,  # type: ignore[no-redef]
                         config_from_args, format_rows, make_record, summarize, write_results)
 
 BENCHMARK = "partition"
@@ -157,18 +161,25 @@ class _Engine:
         self.times: list[float] = []
 
 
-def _time_interleaved(cfg: BenchConfig, case: str, engines: list[_Engine]) -> None:
+def _time_interleaved(cfg: BenchConfig, case: str, engines: list[_Engine]) -> dict:
     """Check every engine's answer (untimed), then time them in interleaved rounds.
 
     Round ``r`` runs every engine once, in an order rotated by ``r``: on a shared machine a
     burst of load then hits all engines alike instead of whichever one was running.
+
+    Every output, the warm-up ones included, stays alive until the last round ends (an
+    :class:`~common.OutputKeeper`), as in a program that keeps its results: no call writes into
+    the pages of a freed earlier result. Returns the keeper's :meth:`~common.OutputKeeper.info`.
     """
+    warmup = max(cfg.warmup, 1)
+    keep = OutputKeeper(warmup + cfg.runs, fraction=cfg.keep_fraction)
     for e in engines:
         cfg.say(f"{case}: {e.engine}/{e.variant}: checking")
-        for w in range(max(cfg.warmup, 1)):
+        for w in range(warmup):
             res = e.fn()
             if w == 0:
                 e.verify(res)
+            keep.keep(e, res)
             del res
             gc.collect()
     for r in range(cfg.runs):
@@ -176,10 +187,20 @@ def _time_interleaved(cfg: BenchConfig, case: str, engines: list[_Engine]) -> No
         for j in range(len(engines)):
             e = engines[(j + r) % len(engines)]
             gc.collect()
-            t0 = time.perf_counter()
-            res = e.fn()
-            e.times.append(time.perf_counter() - t0)
+            enabled = gc.isenabled()
+            gc.disable()  # as common.time_runs: no collection of the kept outputs inside a measurement
+            try:
+                t0 = time.perf_counter()
+                res = e.fn()
+                e.times.append(time.perf_counter() - t0)
+            finally:
+                if enabled:
+                    gc.enable()
+            keep.keep(e, res)
             del res
+    info = keep.info()
+    keep.release()
+    return info
 
 
 def _case(cfg: BenchConfig, case: str, source: pa.Table, key: str, target: Optional[float]) -> dict:
@@ -258,7 +279,7 @@ def _case(cfg: BenchConfig, case: str, source: pa.Table, key: str, target: Optio
                                                                 schema=source.schema)),
             "exact (stable)"))
 
-    _time_interleaved(cfg, case, engines)
+    kept = _time_interleaved(cfg, case, engines)
     if con is not None:
         con.close()
     results = [summarize(e.engine, e.times, rows, e.variant, check=e.how,
@@ -273,7 +294,7 @@ def _case(cfg: BenchConfig, case: str, source: pa.Table, key: str, target: Optio
         results, checked=True, target_ratio=target,
         speedup_vs_polars_partition_by=vs_polars,
         target_vs_polars_met=None if (vs_polars is None or target is None) else vs_polars >= target,
-        peer_checks={f"{e.engine}/{e.variant}": e.how for e in engines[1:]}, notes=NOTES,
+        peer_checks={f"{e.engine}/{e.variant}": e.how for e in engines[1:]}, notes=NOTES, **kept,
     )
 
 

@@ -124,8 +124,9 @@ def markdown_table(records: Sequence[dict]) -> str:
     """The summary table: benchmark, case, gpuframe median, best peer, speed-up, target, met?."""
     lines = ["| benchmark | case | gpuframe median | best peer | peer median | speed-up | target | met? |",
              "|---|---|---:|---|---:|---:|---:|:---:|"]
-    for r in summary_rows(records):
-        case = r.case + ("" if r.checked else " (unchecked)")
+    for r, rec in zip(summary_rows(records), records):
+        case = r.case + ("" if r.checked else " (unchecked)") + (" (outputs not all kept)"
+                                                                 if rec.get("outputs_kept") is False else "")
         lines.append(
             f"| {_cell(r.benchmark)} | {_cell(case)} | {format_seconds(r.ours_s)} | {_cell(r.best_peer or '—')} "
             f"| {format_seconds(r.best_peer_s)} | {format_speedup(r.speedup)} "
@@ -146,6 +147,9 @@ def _details(records: Sequence[dict]) -> list[str]:
         extra = {k: v for k, v in rec.items() if k not in _RECORD_KEYS}
         if extra:
             out += ["Also recorded: " + ", ".join(f"`{k}={_num(v)}`" for k, v in extra.items()), ""]
+        kept = keep_alive_text(rec)
+        if kept:
+            out += [kept, ""]
         untimed = [r for r in results if r.get("median_s") is None]
         timed = [r for r in results if r.get("median_s") is not None]
         for r in untimed:  # results that are not timings (compile time, memory...): their fields as they are
@@ -170,7 +174,35 @@ def _details(records: Sequence[dict]) -> list[str]:
 
 
 _RECORD_KEYS = {"benchmark", "case", "params", "results", "checked", "best_peer", "speedup_vs_best_peer",
-                "target_speedup", "target_met"}
+                "target_speedup", "target_met", "outputs_kept", "keep_alive"}
+
+
+def keep_alive_text(rec: dict) -> Optional[str]:
+    """One sentence on whether the record's outputs were kept alive during its timing (None when
+    the record does not say: an older file, or a benchmark that times something else)."""
+    if rec.get("outputs_kept") is None:
+        return None
+    k = rec.get("keep_alive") or {}
+    size = k.get("output_bytes_per_round")
+    size_text = f", {size / 2**20:,.1f} MiB a round of all engines" if isinstance(size, (int, float)) else ""
+    if rec["outputs_kept"]:
+        return (f"Outputs kept alive: all {k.get('outputs_per_engine', '?')} per engine (warm-up included) until "
+                f"the last round{size_text}.")
+    return f"Outputs **not all kept alive**: {_cell(str(k.get('note', 'fewer kept (no note recorded)')))}."
+
+
+def keep_alive_summary(records: Sequence[dict]) -> Optional[str]:
+    """A line for the report's head: in how many timed cases every output was kept alive."""
+    flagged = [r for r in records if r.get("outputs_kept") is not None]
+    if not flagged:
+        return None
+    short = [f"{r['benchmark']}/{r['case']}" for r in flagged if not r["outputs_kept"]]
+    text = (f"Outputs kept alive (as a program keeps its results: no round writes into a freed result's pages, "
+            f"the first timed call counts): every output of every engine in {len(flagged) - len(short)} of "
+            f"{len(flagged)} cases that record it")
+    if short:
+        text += "; fewer kept, for lack of memory, in " + ", ".join(_cell(s) for s in short) + " (see Details)"
+    return text + "."
 
 
 def _fmt_param(v: Any) -> str:
@@ -199,6 +231,9 @@ def markdown(doc: dict, chart: Optional[str] = None) -> str:
     lines += ["", "Speed-up = best peer's median time / gpuframe's median time (above 1×: gpuframe is faster). "
               "Every peer's answer was checked against gpuframe's before its time was kept.", ""]
     records = doc.get("records", [])
+    kept = keep_alive_summary(records)
+    if kept:
+        lines += [kept, ""]
     lines.append(markdown_table(records) if records else "_No benchmark records in this file._")
     if chart:
         lines += ["", f"![speed-up of gpuframe against each peer]({chart})"]
@@ -394,5 +429,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["Row", "chart_data", "engine_label", "format_speedup", "markdown", "markdown_table", "plot",
-           "render", "summary_rows", "use_log_scale"]
+__all__ = ["Row", "chart_data", "engine_label", "format_speedup", "keep_alive_summary", "keep_alive_text", "markdown",
+           "markdown_table", "plot", "render", "summary_rows", "use_log_scale"]
