@@ -39,7 +39,10 @@ text and the next figure runs; when ``--budget-s`` is spent the remaining figure
 ``summary.json`` and ``summary.txt`` (one screen: operations, then targets with pass / FAIL /
 unmeasured) are rewritten in ``--out`` after every figure.
 
-Without a GPU it writes the summary with every figure skipped and exits 2. ``--simulator`` (with
+Exit status: 0 when every figure was measured and checked (or cannot be measured here, such as
+``to_torch`` without a CUDA torch), whatever the targets' verdicts, which the summary gives; 1 when
+a figure failed, ran out of time or was skipped; 2 without a GPU (the summary then lists every
+figure as skipped). ``--simulator`` (with
 ``NUMBA_ENABLE_CUDASIM=1``) runs the same code with NumPy in place of CuPy on numba's simulator,
 to exercise the script without a GPU: its numbers are not GPU figures.
 """
