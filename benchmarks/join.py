@@ -32,8 +32,9 @@ Cases (``--rows`` is the main size N; every other size derives from it):
   cache; not at the smoke size) and warm (cache reused). Target: warm < 2 s.
 * ``peak_memory/<case>`` (subprocesses): peak RSS of one gpuframe merge of each case against
   (inputs + output) bytes, one fresh process per case (at the smoke size one process runs them
-  all, one after the other). Target: < 1.5x, where inputs + output reach 64 MiB (below, the
-  interpreter and its libraries, ~100-200 MiB, make the ratio meaningless).
+  all, one after the other). Target: < 1.5x from the moderate size on (below, the interpreter,
+  its libraries and kernels, ~0.2-0.3 GB, make the ratio meaningless); the record also gives the
+  ratio without that baseline.
 
 ``--cases a,b`` runs only those cases (names as above; ``compile_time`` and ``peak_memory`` are
 cases too).
@@ -483,6 +484,12 @@ def status(field):
 
 for name in {names!r}:
     case = case_by_name(name)
+    # the process with the library loaded and this case's kernels compiled: the baseline
+    p0, b0 = case.make(2000)
+    gpuframe.merge(gpuframe.from_arrow(p0), gpuframe.from_arrow(b0), on="k", how=case.how)
+    del p0, b0
+    gc.collect()
+    baseline = status("VmRSS")
     probe, build = case.make({rows})
     gp, gb = gpuframe.from_arrow(probe), gpuframe.from_arrow(build)
     gc.collect()
@@ -497,18 +504,22 @@ for name in {names!r}:
     out = gpuframe.merge(gp, gb, on="k", how=case.how)
     peak = status("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({{"case": name, "inputs": probe.nbytes + build.nbytes, "output": out.nbytes,
-                       "peak_rss": peak, "rss_before_join": before, "peak_reset": reset, "rows": out.num_rows}}),
+                       "peak_rss": peak, "rss_before_join": before, "baseline_rss": baseline, "peak_reset": reset,
+                       "rows": out.num_rows}}),
           flush=True)
     del out, gp, gb, probe, build
     gc.collect()
 """
-# below this many bytes of inputs + output the interpreter's own RSS decides the ratio: no target
-PEAK_MEMORY_MIN_BYTES = 64 * 2**20
 
 
 def peak_memory(cfg: BenchConfig, names: Optional[list[str]] = None) -> list[dict]:
     """One ``peak_memory/<case>`` record per case: peak RSS of a gpuframe merge against (inputs +
-    output) bytes, each case in a fresh process (at the smoke size one process runs them all)."""
+    output) bytes, each case in a fresh process (at the smoke size one process runs them all).
+
+    The target (< 1.5x) is on the whole peak RSS, the process's own memory included: it applies
+    from the moderate size on (below, the interpreter, its libraries and the compiled kernels,
+    ~0.2-0.3 GB, decide the ratio). ``peak_above_baseline_over_inputs_plus_output`` leaves out
+    that baseline (the RSS after a 2k-row join of the same case, before the data is made)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     names = [c.name for c in CASES] if names is None else names
     one_process = cfg.rows <= SIZES["smoke"]
@@ -525,11 +536,12 @@ def peak_memory(cfg: BenchConfig, names: Optional[list[str]] = None) -> list[dic
     for m in measured:
         data = m["inputs"] + m["output"]
         ratio = m["peak_rss"] / data
-        target = 1.5 if data >= PEAK_MEMORY_MIN_BYTES else None
+        target = 1.5 if cfg.rows >= SIZES["moderate"] else None
         records.append({
             "benchmark": BENCH, "case": f"peak_memory/{m['case']}",
             "params": {"rows": cfg.rows, "join_case": m["case"], "process": "shared" if one_process else "fresh"},
             "results": [m], "checked": True, "peak_over_inputs_plus_output": ratio,
+            "peak_above_baseline_over_inputs_plus_output": (m["peak_rss"] - m["baseline_rss"]) / data,
             "join_growth_over_output": (m["peak_rss"] - m["rss_before_join"]) / max(m["output"], 1),
             "target_ratio_max": target, "target_met": None if target is None else ratio < target})
     return records
