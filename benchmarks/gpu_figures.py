@@ -42,9 +42,10 @@ unmeasured) are rewritten in ``--out`` after every figure.
 Exit status: 0 when every figure was measured and checked (or cannot be measured here, such as
 ``to_torch`` without a CUDA torch), whatever the targets' verdicts, which the summary gives; 1 when
 a figure failed, ran out of time or was skipped; 2 without a GPU (the summary then lists every
-figure as skipped). ``--simulator`` (with
-``NUMBA_ENABLE_CUDASIM=1``) runs the same code with NumPy in place of CuPy on numba's simulator,
-to exercise the script without a GPU: its numbers are not GPU figures.
+figure as skipped).
+
+``--simulator`` (with ``NUMBA_ENABLE_CUDASIM=1``) runs the same code with NumPy in place of CuPy on
+numba's simulator, to exercise the script without a GPU: its numbers are not GPU figures.
 """
 from __future__ import annotations
 
@@ -1011,8 +1012,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         env: Any = SimEnv()
         meta["simulator"] = True
     elif gpu_count() == 0:
-        msg = (f"no CUDA GPU is visible to CuPy, so nothing was measured; {CUDA_INSTALL_HINT}"
-               + (" (NUMBA_ENABLE_CUDASIM is set: add --simulator to exercise the script)" if cudasim_enabled() else ""))
+        msg = f"no CUDA GPU is visible to CuPy, so nothing was measured; {CUDA_INSTALL_HINT}"
+        if cudasim_enabled():
+            msg += " (NUMBA_ENABLE_CUDASIM is set: add --simulator to exercise the script)"
         print(f"gpu_figures: {msg}", file=sys.stderr)
         meta.update(error=msg, device="no GPU")
         write_summary([skipped_record(f, "no GPU") for f in figures], args.out, meta)

@@ -168,8 +168,8 @@ def _diff(a: Any, b: Any) -> str:
             if x != y:
                 if isinstance(x, Counter) and isinstance(y, Counter):
                     only_gpu, only_cpu = x - y, y - x
-                    return (f"part {i}: {sum(only_gpu.values())} rows only on the GPU (e.g. "
-                            f"{list(only_gpu)[:2]}), {sum(only_cpu.values())} only on the CPU (e.g. {list(only_cpu)[:2]})")
+                    return (f"part {i}: {sum(only_gpu.values())} rows only on the GPU (e.g. {list(only_gpu)[:2]}), "
+                            f"{sum(only_cpu.values())} only on the CPU (e.g. {list(only_cpu)[:2]})")
                 sx, sy = repr(x), repr(y)
                 return f"part {i}: GPU {sx[:150]} vs CPU {sy[:150]}"
     return f"GPU {repr(a)[:150]} vs CPU {repr(b)[:150]}"

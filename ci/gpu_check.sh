@@ -98,7 +98,8 @@ EOF
 }
 
 # --------------------------------------------------------------------------- 1. install
-GPU_NAME="$(timeout 5 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+GPU_NAME="$(timeout 5 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
+  | head -1)"
 GPU_NAME="${GPU_NAME:-nvidia-smi: no answer}"
 log "machine: $GPU_NAME"
 if [ -d .gpu-wheels ]; then
@@ -144,10 +145,11 @@ pytest_limits() {  # step seconds
 
 # --------------------------------------------------------------------------- 2. kernel families
 kc_s=$(cap 60)
-step kernel-check "$kc_s" "$PY" -m gpuframe.benchmarks.gpu_kernel_check --out "$RES/kernel_check.json" --budget-s $((kc_s - 15))
+step kernel-check "$kc_s" "$PY" -m gpuframe.benchmarks.gpu_kernel_check --out "$RES/kernel_check.json" \
+  --budget-s $((kc_s - 15))
 rc=$?
 # 3: a kernel did not compile; after the time limit (124) the records written so far may say so
-if [ $rc -eq 3 ] || { [ $rc -eq 124 ] && grep -q '"status": "compile failed"' "$RES/kernel_check.json" 2>/dev/null; }; then
+if [ $rc -eq 3 ] || { [ $rc -eq 124 ] && grep -qs '"status": "compile failed"' "$RES/kernel_check.json"; }; then
   log "CUDA kernels do not compile: stopping here (kernel-check.log names them)"
   status=1
   finish

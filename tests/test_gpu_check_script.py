@@ -213,8 +213,9 @@ def test_figures_are_independent_and_budgeted():
         raise gf.Unmeasured("no torch")
 
     targets = dict((f.key, f) for f in gf.FIGURES)["join_unique"].targets
-    figs = [gf.Figure("a", "A", boom, 10), gf.Figure("b", "B", ok, 10, targets), gf.Figure("c", "C", slow, 0.3, targets),
-            gf.Figure("d", "D", none, 10), gf.Figure("e", "E", burn, 10), gf.Figure("f", "F", ok, 10, targets)]
+    figs = [gf.Figure("a", "A", boom, 10), gf.Figure("b", "B", ok, 10, targets),
+            gf.Figure("c", "C", slow, 0.3, targets), gf.Figure("d", "D", none, 10), gf.Figure("e", "E", burn, 10),
+            gf.Figure("f", "F", ok, 10, targets)]
     ctx = gf.Ctx(env=_FakeEnv(), sizes=gf.figure_sizes(1e-6))
     seen = []
     t0 = time.monotonic()
