@@ -325,8 +325,9 @@ def test_unique_build_keys_one_pass(how, keys, cpu_path, monkeypatch):
     from gpuframe.backends.cpu import join as cpu_join
 
     calls = []
-    direct = cpu_join._cpu_direct
-    monkeypatch.setattr(cpu_join, "_cpu_direct", lambda *a, **k: calls.append(1) or direct(*a, **k))
+    direct, small = cpu_join._cpu_direct, cpu_join._cpu_small
+    monkeypatch.setattr(cpu_join, "_cpu_direct", lambda *a, **k: calls.append("direct") or direct(*a, **k))
+    monkeypatch.setattr(cpu_join, "_cpu_small", lambda *a, **k: calls.append("small") or small(*a, **k))
     rng = np.random.default_rng(11)
     bk = rng.permutation(60)[:40]
     pk = rng.integers(-5, 70, 150)
@@ -351,4 +352,56 @@ def test_unique_build_keys_one_pass(how, keys, cpu_path, monkeypatch):
     check_join(left, right, how, on=on)
     check_join(right.rename_columns(["k", "a"] + right.column_names[2:]),
                left.rename_columns(["k", "b", "s"] + left.column_names[3:]), how, on=on)
-    assert calls, "the one-pass path did not run"
+    # in-place probes (build sides that fit in cache) take the small-build path, the others one pass
+    assert calls and set(calls) == {"small" if cpu_path == "inplace" else "direct"}, calls
+
+
+# --------------------------------------------------------------------------- small build sides
+def _addresses(arr) -> list:
+    if isinstance(arr, pa.ChunkedArray):
+        assert arr.num_chunks == 1
+        arr = arr.chunk(0)
+    return [b.address if b is not None else None for b in arr.buffers()]
+
+
+@pytest.mark.parametrize("key", ["int", "string", "float", "date"])
+@pytest.mark.parametrize("how", ["inner", "left", "right"])
+@pytest.mark.parametrize("misses", [False, True])
+def test_small_build_output_is_the_probe_side(key, how, misses):
+    # a build side that fits in cache, distinct keys: when every probe row gives one output row
+    # (every row matches, or unmatched probe rows are kept) the output is the probe side in its
+    # order, and its columns (the merged key too, but for floats) are the probe's, zero-copy
+    rng = np.random.default_rng(3)
+    bk = np.arange(8) * 3
+    pk = rng.choice(bk, 300)
+    if misses:
+        pk[::5] = 1000 + np.arange(len(pk[::5]))
+    conv = {"int": lambda v: pa.array(v, pa.int64()), "float": lambda v: pa.array(v.astype(float)),
+            "date": lambda v: pa.array(v.astype(np.int32), pa.int32()).cast(pa.date32()),
+            "string": lambda v: pa.array([f"key-{x}" for x in v])}[key]
+    probe = pa.table({"k": conv(pk), "a": np.arange(300),
+                      "s": pa.array([f"p{i}" if i % 7 else None for i in range(300)]),
+                      "n": pa.array(np.arange(300.0), mask=np.arange(300) % 11 == 0)})
+    build = pa.table({"k": conv(bk), "b": np.arange(8) * 10, "t": pa.array([f"b{i}" for i in range(8)])})
+    # the build side is the smaller one: left in a right join, right otherwise
+    left, right = (build, probe) if how == "right" else (probe, build)
+    out = check_join(left, right, how, on="k").to_arrow()
+    keep = how != "inner" or not misses
+    for name in ("a", "s", "n") + (("k",) if key != "float" else ()):
+        same = _addresses(out.column(name)) == _addresses(probe.column(name))
+        assert same == keep, (name, same)
+    if keep:
+        assert out.column("a").to_pylist() == list(range(300)), "the probe side's order"
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "outer"])
+def test_small_build_repeated_keys_and_nulls(how):
+    # repeated build keys, null keys on both sides and nulls_equal: the small-build path writes
+    # every output row (the output is never the probe side here, but for none of the rows)
+    rng = np.random.default_rng(4)
+    bk = pa.array(list(rng.integers(0, 6, 12)) + [None, None], pa.int64())
+    pk = pa.array([None if i % 13 == 0 else int(x) for i, x in enumerate(rng.integers(0, 9, 400))], pa.int64())
+    right = pa.table({"k": bk, "b": np.arange(14), "t": pa.array([f"t{i}" for i in range(14)])})
+    left = pa.table({"k": pk, "a": np.arange(400), "s": pa.array([f"s{i}" for i in range(400)])})
+    for nulls_equal in (False, True):
+        check_join(left, right, how, on="k", nulls_equal=nulls_equal)

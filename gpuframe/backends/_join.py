@@ -20,6 +20,14 @@ class JoinRequest:
     ``right_src``, else ``fill``. ``want_indices`` adds the left and right gather maps.
     ``on_count(total_rows)`` runs once the output size is known and before anything is
     allocated for it (it raises ``MemoryError`` when the output cannot fit).
+
+    ``views`` / ``string_views``: what the caller can do without when the output turns out to
+    be one side's rows in their own order (output row ``o`` is that side's row ``o``, for every
+    ``o``): ``{row index: sides}`` of ``rows`` and ``{position in string_keys: sides}``, the
+    sides (``"left"``, ``"right"``) whose own column the caller takes instead, zero-copy. A
+    backend that finds such an order sets :attr:`JoinResult.identity` to the side and leaves
+    the rows and string keys listed for it (and that side's gather map) ``None``; ``views``
+    ``None`` (the default): everything is always made.
     """
 
     left: SideKeys
@@ -32,15 +40,18 @@ class JoinRequest:
     count_only: bool = False
     string_keys: list = field(default_factory=list)
     on_count: Optional[Callable[[int], None]] = None
+    views: Optional[dict] = None
+    string_views: dict = field(default_factory=dict)
 
 
 @dataclass
 class JoinResult:
     count: int
-    rows: list                       # int64 arrays, one per requested row (on the device)
+    rows: list                       # int64 arrays, one per requested row (on the device; None: see views)
     left_idx: Any = None             # int64 gather maps (semi/anti: left rows; right_idx None)
     right_idx: Any = None
-    strings: list = field(default_factory=list)   # (int64 offsets [count + 1], uint8 bytes) per string key
+    strings: list = field(default_factory=list)   # (int64 offsets [count + 1], uint8 bytes) per string key, or None
+    identity: Optional[str] = None   # "left"/"right": output row o is that side's row o (JoinRequest.views)
 
 
 def _sides(req: JoinRequest) -> tuple[bool, bool, bool]:

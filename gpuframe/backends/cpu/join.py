@@ -13,8 +13,8 @@ Operations (the contract is in :mod:`gpuframe.backends.contract`):
 The build side is the smaller one (ties: the right side), for every ``how``; an outer side that is
 the build side is tracked with matched flags. The build side is radix-partitioned (about
 :data:`_ROWS_PER_PARTITION` rows a partition) with everything that verifying a key needs, and
-every partition gets its own table. The probe side is scattered into the same partitions (in
-place for tiny build sides) and probed in work items of at most :data:`_ITEM_ROWS` rows, so a hot
+every partition gets its own table. The probe side is scattered into the same partitions (left
+in place when the build side's tables fit in cache: :func:`_cpu_small`) and probed in work items of at most :data:`_ITEM_ROWS` rows, so a hot
 key never serialises a join. Distinct build keys take one pass (probe and write); repeated ones
 two (count, write). Large buffers, outputs included, come from the host allocator
 (:func:`gpuframe.core.hostalloc.host_empty`). Semi and anti joins return the selected left row
@@ -203,8 +203,9 @@ def join_fused(left: Table, right: Table, pairs: Sequence[KeyPair], how: str, nu
     def on_count(total: int) -> None:
         memory.ensure_available(op, int(total) * bpr, CPU, rows=total, what="the merged table")
 
+    views, string_views = _views(left, right, pairs, outs)
     req = JoinRequest(lk, rk, how, carry["left"], carry["right"], rows, want_idx, string_keys=string_keys,
-                      on_count=on_count)
+                      on_count=on_count, views=views, string_views=string_views)
     res = run(req)
     del carry, req
     total = res.count
@@ -212,6 +213,11 @@ def join_fused(left: Table, right: Table, pairs: Sequence[KeyPair], how: str, nu
     strings = iter(res.strings)
     for o in outs:
         spec = o.spec
+        own = _own_column(left, right, pairs, o, res.identity)
+        if own is not None:
+            # the output is that side's rows in their own order: its column, zero-copy
+            result.append((spec.name, own))
+            continue
         if o.kind == "words":
             if o.valid_row < 0 and o.encoding == "raw" and is_word_type(spec.dtype) \
                     and physical_numpy_dtype(spec.dtype).itemsize == 8:
@@ -231,6 +237,43 @@ def join_fused(left: Table, right: Table, pairs: Sequence[KeyPair], how: str, nu
             idx = res.left_idx if spec.source == "left" else res.right_idx
             result.append((spec.name, gather_column(o.column, idx, None)))
     return result, total
+
+
+def _own_column(left: Table, right: Table, pairs: Sequence[KeyPair], o: _Out, side: Optional[str]
+                ) -> Optional[Column]:
+    """The column of side ``side`` that output ``o`` is, when the output is that side's rows in
+    their own order: a column of that side, or a merged key (the present side's key, and that
+    side is present on every row) of that side's type. Float keys are left out: a merged float
+    key is the canonical key word (``-0.0`` joins ``0.0`` and comes out as ``0.0``)."""
+    if side is None:
+        return None
+    spec = o.spec
+    if spec.source == "key":
+        pair = pairs[spec.pair]
+        col = left[pair.left] if side == "left" else right[pair.right]
+        ok = pair.family != "float"
+    else:
+        col = o.column if spec.source == side else None
+        ok = col is not None
+    return col if ok and col is not None and col.dtype == spec.dtype else None
+
+
+def _views(left: Table, right: Table, pairs: Sequence[KeyPair], outs: list[_Out]) -> tuple[dict, dict]:
+    """:attr:`JoinRequest.views` and ``string_views``: the output rows and string keys that
+    each side's own columns stand in for (:func:`_own_column`)."""
+    views: dict = {}
+    string_views: dict = {}
+    position = {id(o): k for k, o in enumerate(o for o in outs if o.kind == "string_key")}
+    for o in outs:
+        sides = frozenset(s for s in ("left", "right") if _own_column(left, right, pairs, o, s) is not None)
+        if not sides:
+            continue
+        if o.kind == "string_key":
+            string_views[position[id(o)]] = sides
+        for r in (o.value_row, o.valid_row):
+            if r >= 0:
+                views[r] = sides
+    return views, string_views
 
 
 # =========================================================================== drivers
@@ -588,6 +631,9 @@ def _fits(on_count: Optional[Callable[[int], None]], rows: int) -> bool:
 def run(req: JoinRequest) -> JoinResult:
     """The CPU join. The build side is partitioned and gets its tables first; then either
 
+    * *small* (the build side's tables fit in cache: the probe rows stay in place): find every
+      probe row's match, allocate the outputs at their exact size, write them a column at a
+      time; an output that is the probe side in its own order takes the probe's columns;
     * *direct* (every build key distinct: at most one output row per probe row): one pass
       probes and writes, each work item into the room of its own probe positions, and a
       compaction closes the gaps left by probe rows without a match (none in a join where
@@ -616,6 +662,8 @@ def run(req: JoinRequest) -> JoinResult:
     pcarry = [_as_words(c) for c in pcarry_src]
     src_p, src_b, fill = [], [], []
     probe_key_slot = -1
+    probe_name = "right" if build_left else "left"
+    views = [] if req.views is None else [r for r, sides in req.views.items() if probe_name in sides]
     for lsrc, rsrc, f in req.rows:
         ps, bs = (rsrc, lsrc) if build_left else (lsrc, rsrc)
         if ps == SRC_KEY:
@@ -633,14 +681,19 @@ def run(req: JoinRequest) -> JoinResult:
         lrow = (K.SRC_NONE, K.SRC_ROW) if build_left else (K.SRC_ROW, K.SRC_NONE)
         rrow = (K.SRC_ROW, K.SRC_NONE) if build_left else (K.SRC_NONE, K.SRC_ROW)
         for sp_, sb_ in (lrow, rrow):
+            if req.views is not None and sp_ == K.SRC_ROW:
+                views.append(len(src_p))
             src_p.append(sp_)
             src_b.append(sb_)
             fill.append(-1)
     B = _build_side(build, pbits, [] if count_only else bcarry_src, want_idx)
+    if inplace and not count_only:
+        return _cpu_small(req, probe, build, B, pbits, eup, eub, pcarry, src_p, src_b, fill, string_keys,
+                          want_idx, views, probe_name)
     cap = probe.n + (build.n if eub else 0)
     direct = B.unique and not count_only and _fits(req.on_count, cap)
     if direct:
-        return _cpu_direct(req, probe, build, B, pbits, inplace, eup, eub, pcarry, src_p, src_b, fill,
+        return _cpu_direct(req, probe, build, B, pbits, eup, eub, pcarry, src_p, src_b, fill,
                            string_keys, want_idx, cap)
     return _cpu_two_pass(req, probe, build, B, pbits, inplace, eup, eub, pcarry, src_p, src_b, fill,
                          string_keys, want_idx)
@@ -658,47 +711,120 @@ def _addresses(arrays: Sequence[np.ndarray]) -> np.ndarray:
     return _ro(np.array([a.ctypes.data for a in arrays], np.int64))
 
 
-def _result(total: int, outs: list, want_idx: bool, soffs: list, schars: list) -> JoinResult:
+def _result(total: int, outs: list, want_idx: bool, soffs: list, schars: list,
+            identity: Optional[str] = None) -> JoinResult:
     rows = outs
     lidx = ridx = None
     if want_idx:
         lidx, ridx = rows[-2], rows[-1]
         rows = rows[:-2]
-    return JoinResult(total, rows, lidx, ridx, list(zip(soffs, schars)))
+    return JoinResult(total, rows, lidx, ridx, list(zip(soffs, schars)), identity)
 
 
-def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pbits: int, inplace: bool,
+def _addresses_or_0(arrays: Sequence[Optional[np.ndarray]]) -> np.ndarray:
+    """The address table of output arrays, 0 for one left out (``None``)."""
+    for a in arrays:
+        if a is not None and not a.flags.c_contiguous:
+            raise AssertionError(f"join output must be contiguous, got strides {a.strides}")
+    return _ro(np.array([0 if a is None else a.ctypes.data for a in arrays], np.int64))
+
+
+def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pbits: int, eup: bool, eub: bool,
+               pcarry: list, src_p: list, src_b: list, fill: list, string_keys: list, want_idx: bool,
+               views: list, probe_name: str) -> JoinResult:
+    """A build side whose tables stay in cache: the probe rows stay in place, one pass finds
+    every row's match (:func:`~gpuframe.kernels.join_cpu.small_match`), the outputs are
+    allocated at their exact size, and a second pass writes them a column at a time
+    (:func:`~gpuframe.kernels.join_cpu.small_write`). When every probe row gives exactly one
+    output row, in order (a unique build side with every row matching, or a left join), the
+    output *is* the probe side: the rows in ``views`` are not made at all (the caller takes
+    the probe side's own columns)."""
+    K = _cpu_kernels()
+    P = _probe_side(probe, pbits, True, False)
+    pst, pen, bst, ben = _string_outputs(P, B, string_keys)
+    nstr = len(string_keys)
+    match = host_empty(probe.n, _index_dtype(build.n))
+    bmatched = np.zeros(build.n if eub else 0, dtype=np.uint8)
+    counts = np.zeros(len(P.ilo), np.int64)
+    sbytes = np.zeros((len(P.ilo), nstr), np.int64)
+    K.small_match(_probe_record(P, probe), _build_record(B, build, pbits), _output_record(eup=eup, eub=eub, pst=pst, pen=pen),
+                  _tally(match=match, bmatched=bmatched, counts=counts, sbytes=sbytes))
+    item_off, total = _exclusive(counts)
+    probe_rows = total
+    if eub:
+        ub_counts, ub_bytes = _unmatched_build(B, bst, ben, bmatched)
+        ub_off, total = _exclusive(ub_counts, total)
+    else:
+        ub_counts, ub_off, ub_bytes = _E64, _E64, np.zeros((0, nstr), np.int64)
+    if req.on_count is not None:
+        req.on_count(total)
+    B.tables = None
+    sviews = [c for c, sides in req.string_views.items() if probe_name in sides] if req.views is not None else []
+    identity = bool(views or sviews) and B.unique and probe_rows == probe.n and total == probe.n
+    skip = set(views) if identity else set()
+    sskip = set(sviews) if identity else set()
+    outs = [None if r in skip else host_empty(total, np.int64) for r in range(len(src_p))]
+    item_bytes = np.zeros((len(P.ilo), nstr), np.int64)
+    soffs, schars = [], []
+    for c in range(nstr):
+        if c in sskip:
+            soffs.append(None)
+            schars.append(None)
+            continue
+        ib, tb = _exclusive(sbytes[:, c])
+        item_bytes[:, c] = ib
+        if eub:
+            ub_bytes[:, c], tb = _exclusive(ub_bytes[:, c], tb)
+        off = host_empty(total + 1, np.int64)
+        off[0] = 0
+        soffs.append(off)
+        schars.append(host_empty(tb, np.uint8))
+    if total and len(src_p) + nstr:
+        out = K.output_rows(eup=eup, eub=eub, src_p=_ro(np.array(src_p, np.int64)),
+                            src_b=_ro(np.array(src_b, np.int64)), fill=_ro(np.array(fill, np.int64)),
+                            outs=_addresses_or_0(outs), active=_E64, from_build=False, pst=pst, pen=pen, bst=bst,
+                            ben=ben, soffs=_addresses_or_0(soffs), schars=_addresses_or_0(schars))
+        probe_rec = _probe_record(P, probe, pcarry, keys=_EU64)
+        build_rec = _build_record(B, build, pbits, tables=_EI32)
+        K.small_write(probe_rec, build_rec, out, _tally(match=_ro(match), item_off=_ro(item_off),
+                                                         item_bytes=_ro(item_bytes)))
+        if eub and int(ub_counts.sum()):
+            K.probe_write(_probe_record(P, probe, pcarry, keys=_EU64, items=False), build_rec, out,
+                          _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
+                                 bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
+    del match
+    return _result(total, outs, want_idx, soffs, schars, probe_name if identity else None)
+
+
+def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pbits: int,
                 eup: bool, eub: bool, pcarry: list, src_p: list, src_b: list, fill: list,
                 string_keys: list, want_idx: bool, cap: int) -> JoinResult:
+    """The one-pass join of a partitioned probe side (in-place probes take :func:`_cpu_small`)."""
     K = _cpu_kernels()
     nrows = len(src_p)
     outs = [host_empty(cap, np.int64) for _ in range(nrows)]
     placed = np.zeros(nrows, np.uint8)
-    if inplace:
-        P = _probe_side(probe, pbits, True, False)
-        pcols = pcarry
-    else:
-        # every probe column goes straight to the first output row that takes it
-        home: dict[int, int] = {}
-        for r, sp in enumerate(src_p):
-            if sp >= 0 and sp not in home:
-                home[sp] = r
-        orig_row = next((r for r, sp in enumerate(src_p) if sp == K.SRC_ROW), -1)
-        # a fast-path key equals the probe's own key word wherever it matches: the scatter
-        # writes the probe keys straight into that output row, and the probe reads them there
-        key_row = -1 if probe.verify else next((r for r, sp in enumerate(src_p) if sp == K.SRC_MATCH_KEY), -1)
-        pcols = [outs[home[k]] if k in home else host_empty(probe.n, np.int64) for k in range(len(pcarry))]
-        for r in list(home.values()) + [x for x in (orig_row, key_row) if x >= 0]:
-            placed[r] = 1
-        P = _probe_side(probe, pbits, False, False, pcarry, [c[:probe.n] for c in pcols],
-                        outs[orig_row] if orig_row >= 0 else None, outs[key_row] if key_row >= 0 else None)
-        src_p = list(src_p)
-        for row in (orig_row, key_row):
-            if row >= 0:
-                # that output row now holds its value by probe position: a probe column
-                code = src_p[row]
-                src_p = [len(pcols) if sp == code else sp for sp in src_p]
-                pcols = pcols + [outs[row]]
+    # every probe column goes straight to the first output row that takes it
+    home: dict[int, int] = {}
+    for r, sp in enumerate(src_p):
+        if sp >= 0 and sp not in home:
+            home[sp] = r
+    orig_row = next((r for r, sp in enumerate(src_p) if sp == K.SRC_ROW), -1)
+    # a fast-path key equals the probe's own key word wherever it matches: the scatter
+    # writes the probe keys straight into that output row, and the probe reads them there
+    key_row = -1 if probe.verify else next((r for r, sp in enumerate(src_p) if sp == K.SRC_MATCH_KEY), -1)
+    pcols = [outs[home[k]] if k in home else host_empty(probe.n, np.int64) for k in range(len(pcarry))]
+    for r in list(home.values()) + [x for x in (orig_row, key_row) if x >= 0]:
+        placed[r] = 1
+    P = _probe_side(probe, pbits, False, False, pcarry, [c[:probe.n] for c in pcols],
+                    outs[orig_row] if orig_row >= 0 else None, outs[key_row] if key_row >= 0 else None)
+    src_p = list(src_p)
+    for row in (orig_row, key_row):
+        if row >= 0:
+            # that output row now holds its value by probe position: a probe column
+            code = src_p[row]
+            src_p = [len(pcols) if sp == code else sp for sp in src_p]
+            pcols = pcols + [outs[row]]
     pst, pen, bst, ben = _string_outputs(P, B, string_keys)
     nstr = len(string_keys)
     nitems = len(P.ilo)
@@ -722,7 +848,7 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
     fill_arr = _ro(np.array(fill, np.int64))
     out = _output_record(eup=eup, eub=eub, pst=pst, pen=pen, bst=bst, ben=ben, src_p=sp_arr, src_b=sb_arr,
                          fill=fill_arr, outs=outs, active=_ro(np.flatnonzero(placed == 0).astype(np.int64)),
-                         from_build=not P.inplace, soffs=soffs, schars=schars)
+                         from_build=True, soffs=soffs, schars=schars)
     K.probe_direct(_probe_record(P, probe, pcols), _build_record(B, build, pbits), out,
                    _tally(bmatched=bmatched, counts=counts, sbytes=sbytes, cap_bytes=_ro(cap_bytes)))
     B.tables = None
@@ -789,17 +915,15 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
     if req.on_count is not None:
         req.on_count(total)
     B.tables = None                             # not needed any more: back to the allocator
-    # the probe payload, by probe position
-    if P.inplace:
-        pcols = pcarry
-    else:
-        pcols = [P.keys_buf.view(np.int64) if k == 0 else host_empty(probe.n, np.int64)
-                 for k in range(len(pcarry))]
-        P.keys = None
-        if pcarry:
-            # the keys' buffer is free now that the matches are counted: it takes the first column
-            _scatter(probe, pbits, P.cursors, None, None, pcarry, pcols)
-        P.keys_buf = None
+    # the probe payload, by probe position (in-place probes write in _cpu_small)
+    assert not P.inplace
+    pcols = [P.keys_buf.view(np.int64) if k == 0 else host_empty(probe.n, np.int64)
+             for k in range(len(pcarry))]
+    P.keys = None
+    if pcarry:
+        # the keys' buffer is free now that the matches are counted: it takes the first column
+        _scatter(probe, pbits, P.cursors, None, None, pcarry, pcols)
+    P.keys_buf = None
     nrows = len(src_p)
     outs = [host_empty(total, np.int64) for _ in range(nrows)]
     item_bytes = np.zeros((len(P.ilo), nstr), np.int64)
@@ -816,7 +940,7 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
     if total and nrows + nstr:
         out = _output_record(eup=eup, eub=eub, pst=pst, pen=pen, bst=bst, ben=ben,
                              src_p=_ro(np.array(src_p, np.int64)), src_b=_ro(np.array(src_b, np.int64)),
-                             fill=_ro(np.array(fill, np.int64)), outs=outs, from_build=not P.inplace, soffs=soffs,
+                             fill=_ro(np.array(fill, np.int64)), outs=outs, from_build=True, soffs=soffs,
                              schars=schars)
         K.probe_write(_probe_record(P, probe, pcols, keys=_EU64), _build_record(B, build, pbits, tables=_EI32),
                       out, _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes),
