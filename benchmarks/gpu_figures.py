@@ -399,7 +399,7 @@ class CupyEnv:
         dst = cp.empty_like(src)
         t_kernel = self.measure(lambda: cp.copyto(dst, src), runs, warmup)
         stream = cp.cuda.get_current_stream().ptr
-        kind = cp.cuda.runtime.memcpyDeviceToDevice
+        kind = getattr(cp.cuda.runtime, "memcpyDeviceToDevice", 3)   # cudaMemcpyDeviceToDevice
         t_memcpy = self.measure(lambda: cp.cuda.runtime.memcpyAsync(dst.data.ptr, src.data.ptr, src.nbytes, kind,
                                                                     stream), runs, warmup)
         if not bool((dst[-16:] == src[-16:]).all()):
