@@ -70,7 +70,7 @@ finish() {
     echo
     if [ -f "$RES/figures/summary.txt" ]; then cat "$RES/figures/summary.txt"; else echo "figures: not run"; fi
   } >"$RES/summary.txt"
-  timeout 10 "$PY" - "$RES" "$status" "$gpu" <<'EOF' || log "summary.json not written"
+  timeout 8 "$PY" - "$RES" "$status" "$gpu" <<'EOF' || log "summary.json not written"
 import json, os, sys
 res, status, gpu = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def load(name):
@@ -103,20 +103,20 @@ GPU_NAME="$(timeout 5 nvidia-smi --query-gpu=name,memory.total,driver_version --
 GPU_NAME="${GPU_NAME:-nvidia-smi: no answer}"
 log "machine: $GPU_NAME"
 if [ -d .gpu-wheels ]; then
-  timeout 20 "$PY" -m pip install -q --no-index --find-links .gpu-wheels .gpu-wheels/*.whl >>"$RES/install.log" 2>&1 \
+  timeout 15 "$PY" -m pip install -q --no-index --find-links .gpu-wheels .gpu-wheels/*.whl >>"$RES/install.log" 2>&1 \
     || log "some wheels in .gpu-wheels did not install (see install.log)"
 fi
 importable() {  # in a new process, as every later step will
-  timeout 15 "$PY" -c "import gpuframe, gpuframe.kernels.join, gpuframe.benchmarks.gpu_figures; print(gpuframe.info())" \
+  timeout 12 "$PY" -c "import gpuframe, gpuframe.kernels.join, gpuframe.benchmarks.gpu_figures; print(gpuframe.info())" \
     >"$RES/info.txt" 2>&1
 }
 installed=""
-if timeout 25 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . >>"$RES/install.log" 2>&1 \
+if timeout 20 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . >>"$RES/install.log" 2>&1 \
     && importable; then
   installed="pip install -e"
 else
   log "pip install -e . did not give an importable gpuframe (see install.log): falling back to a path hook"
-  how="$(timeout 10 "$PY" ci/gpuframe_path.py "$ROOT" --fallback-dir "$RES/.pypath" 2>>"$RES/install.log" | tail -n 1)"
+  how="$(timeout 8 "$PY" ci/gpuframe_path.py "$ROOT" --fallback-dir "$RES/.pypath" 2>>"$RES/install.log" | tail -n 1)"
   case "$how" in
     "pythonpath "*) export PYTHONPATH="${how#pythonpath }${PYTHONPATH:+:$PYTHONPATH}" ;;
   esac
@@ -130,14 +130,14 @@ if [ -z "$installed" ]; then
 fi
 printf '%s\t%s\t%s\t%s\n' install 0 "$SECONDS" "gpuframe installed: $installed" >>"$STEPS"
 log "gpuframe installed: $installed"
-if ! timeout 10 "$PY" -c "import sys; from gpuframe.core.device import gpu_count; sys.exit(0 if gpu_count() else 1)"; then
+if ! timeout 8 "$PY" -c "import sys; from gpuframe.core.device import gpu_count; sys.exit(0 if gpu_count() else 1)"; then
   log "no CUDA GPU visible to CuPy: nothing to check"
   status=1
   finish
 fi
 # pytest's own limits when pytest-timeout is there (a hung test fails alone; at the session limit
 # pytest stops and still writes its report); the step's timeout stays the hard limit
-PYTEST_HELP="$(timeout 10 "$PY" -m pytest --help 2>/dev/null)"
+PYTEST_HELP="$(timeout 8 "$PY" -m pytest --help 2>/dev/null)"
 pytest_limits() {  # step seconds
   case "$PYTEST_HELP" in *--session-timeout*) echo "--timeout 100 --session-timeout $(($1 - 15))" ;;
     *--timeout*) echo "--timeout 100" ;; esac
@@ -167,7 +167,7 @@ step cudasim-on-gpu "$sim_s" "$PY" -m pytest -q -p no:cacheprovider tests/cudasi
   --junitxml="$RES/cudasim-on-gpu.xml" || status=1
 
 # --------------------------------------------------------------------------- 5. figures
-fig_s=$(cap 110)
+fig_s=$(cap 134)
 step figures "$fig_s" "$PY" -m gpuframe.benchmarks.gpu_figures --out "$RES/figures" --budget-s $((fig_s - 20)) \
   --scale "${GPU_CHECK_SCALE:-1}" || status=1
 
