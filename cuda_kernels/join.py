@@ -25,8 +25,8 @@ from numba.extending import register_jitable
 from .hashtable import (EMPTY, claim_slot, ht_find, ht_insert, ht_walk, push_slot,  # noqa: F401
                         register_cuda_overloads, same_key, slot_of, table_bits)
 from .kernel_set import KernelSet
-from .keys import (JOIN_SEED, KMODE_BITS, KMODE_F64, canon_word, orig_row, row_hash,  # noqa: F401
-                   rows_equal, spans_equal, word_hash)
+from .keys import (JOIN_SEED, KMODE_BITS, KMODE_F64, canon_word, key_word_row, orig_row,  # noqa: F401
+                   row_hash, rows_equal, spans_equal, string_span_row, word_hash)
 from .loads import register_cuda_overloads as _register_cuda_loads
 
 # Output-row source codes, the one definition for both targets (``k >= 0``: column ``k`` of that
@@ -124,34 +124,15 @@ def cuda_kernels() -> KernelSet:
 
     @cuda.jit
     def k_key_word(src, kmode, valid, has_valid, out, flag, has_flag, keep, has_keep):
-        # one key column's row of the general path's words: the canonical word, 0 for a null
-        # key; a null sets the row's null-flag word (nulls_equal) or clears its keep byte
         i = cuda.grid(1)
         if i < out.shape[0]:
-            null = has_valid and valid[i] == 0
-            out[i] = np.uint64(0) if null else canon_word(src[i], kmode)
-            if has_flag:
-                flag[i] = np.uint64(1) if null else np.uint64(0)
-            elif null and has_keep:
-                keep[i] = 0
+            key_word_row(src, kmode, valid, has_valid, out, flag, has_flag, keep, has_keep, i)
 
     @cuda.jit
     def k_string_span(offs, valid, has_valid, st, en, flag, has_flag, keep, has_keep):
-        # one string key's byte span per row for the general path: offsets widened to int64,
-        # an empty span for a null key, whose flag word (nulls_equal) is set or keep byte cleared
         i = cuda.grid(1)
         if i < st.shape[0]:
-            null = has_valid and valid[i] == 0
-            if null:
-                st[i] = 0
-                en[i] = 0
-            else:
-                st[i] = np.int64(offs[i])
-                en[i] = np.int64(offs[i + 1])
-            if has_flag:
-                flag[i] = np.uint64(1) if null else np.uint64(0)
-            elif null and has_keep:
-                keep[i] = 0
+            string_span_row(offs, valid, has_valid, st, en, flag, has_flag, keep, has_keep, i)
 
     @cuda.jit
     def k_row_hash(words, st, en, chars, out):

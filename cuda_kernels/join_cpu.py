@@ -65,6 +65,7 @@ from .per_row import cpu
 # the per-row functions the CUDA kernels run too, as their CPU copies (inlined into the loops)
 canon_word, orig_row, row_hash, word_hash = (cpu(_keys.canon_word), cpu(_keys.orig_row), cpu(_keys.row_hash),
                                              cpu(_keys.word_hash))
+key_word_row, string_span_row = cpu(_keys.key_word_row), cpu(_keys.string_span_row)
 ht_find, ht_insert, ht_walk, slot_of = (cpu(_ht.ht_find), cpu(_ht.ht_insert), cpu(_ht.ht_walk),
                                         cpu(_ht.slot_of))
 # output-row source codes (``k >= 0``: column ``k`` of that side's column table), defined in .join
@@ -233,6 +234,28 @@ def copy_spans(src_st, src_en, src_ch, dst_st, dst_ch):
         n = src_en[k] - src_st[k]
         if n > 0:
             copy_bytes(d + dst_st[k], s + src_st[k], n)
+
+
+@njit(parallel=True, **_OPTS)
+def key_words(src, kmode, valid, has_valid, out, flag, has_flag, keep, has_keep):
+    """Every row's :func:`gpuframe.kernels.keys.key_word_row` (the general path's words of one
+    key column, made in parallel; the CUDA kernel runs the same per-row function)."""
+    for i in prange(out.shape[0]):
+        key_word_row(src, kmode, valid, has_valid, out, flag, has_flag, keep, has_keep, i)
+
+
+@njit(parallel=True, **_OPTS)
+def string_spans(offs, valid, has_valid, st, en, flag, has_flag, keep, has_keep):
+    """Every row's :func:`gpuframe.kernels.keys.string_span_row` (one string key's spans)."""
+    for i in prange(st.shape[0]):
+        string_span_row(offs, valid, has_valid, st, en, flag, has_flag, keep, has_keep, i)
+
+
+@njit(parallel=True, **_OPTS)
+def widen_copy(src, out):
+    """``out[i] = src[i]`` (sign- or zero-extending, float32 to float64 exactly), in parallel."""
+    for i in prange(out.shape[0]):
+        out[i] = src[i]
 
 
 @njit(parallel=True, **_OPTS)

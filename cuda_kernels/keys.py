@@ -93,3 +93,34 @@ def row_hash(words, st, en, chars, i):
     for c in range(st.shape[0]):
         h = hash_combine(h, hash_bytes(chars, st[c, i], en[c, i], JOIN_SEED))
     return fmix64(h)
+
+
+@per_row
+def key_word_row(src, kmode, valid, has_valid, out, flag, has_flag, keep, has_keep, i):
+    """Row ``i`` of one key column's words on the general path: the canonical word, 0 for a null
+    key; a null sets the row's null-flag word (``has_flag``: ``nulls_equal``), else clears its
+    keep byte (``has_keep``)."""
+    null = has_valid and valid[i] == 0
+    out[i] = np.uint64(0) if null else canon_word(src[i], kmode)
+    if has_flag:
+        flag[i] = np.uint64(1) if null else np.uint64(0)
+    elif null and has_keep:
+        keep[i] = 0
+
+
+@per_row
+def string_span_row(offs, valid, has_valid, st, en, flag, has_flag, keep, has_keep, i):
+    """Row ``i`` of one string key's byte spans on the general path: its offsets widened to
+    int64, an empty span for a null key (whose flag word or keep byte is set as by
+    :func:`key_word_row`)."""
+    null = has_valid and valid[i] == 0
+    if null:
+        st[i] = 0
+        en[i] = 0
+    else:
+        st[i] = np.int64(offs[i])
+        en[i] = np.int64(offs[i + 1])
+    if has_flag:
+        flag[i] = np.uint64(1) if null else np.uint64(0)
+    elif null and has_keep:
+        keep[i] = 0

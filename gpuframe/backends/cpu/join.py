@@ -49,7 +49,7 @@ __all__ = ["join", "join_size", "join_fused", "merged_key"]
 def join(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: Sequence[KeyPair], how: str,
          nulls_equal: bool, on_count: Optional[Callable[[int], None]] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Gather maps ``(left_idx, right_idx)`` (host int64) of the join of the key columns."""
-    lk, rk = prepare_keys(left_keys, right_keys, pairs, nulls_equal, CPU)
+    lk, rk = _prepare(left_keys, right_keys, pairs, nulls_equal)
     res = run(JoinRequest(lk, rk, how, want_indices=True, on_count=on_count))
     return res.left_idx, res.right_idx
 
@@ -57,7 +57,7 @@ def join(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: Seque
 def join_size(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: Sequence[KeyPair], how: str,
               nulls_equal: bool) -> int:
     """The number of rows :func:`join` would return."""
-    lk, rk = prepare_keys(left_keys, right_keys, pairs, nulls_equal, CPU)
+    lk, rk = _prepare(left_keys, right_keys, pairs, nulls_equal)
     return int(run(JoinRequest(lk, rk, how, count_only=True)).count)
 
 
@@ -65,6 +65,39 @@ def merged_key(left_key: Column, right_key: Column, pair: KeyPair, dtype: Any, l
                right_idx: Any) -> Column:
     """The coalesced key of ``pair`` for the rows of the gather maps."""
     return merged_key_host(left_key, right_key, pair, dtype, left_idx, right_idx)
+
+
+def _prepare(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: Sequence[KeyPair],
+             nulls_equal: bool) -> tuple[SideKeys, SideKeys]:
+    """Both sides' join keys, the general path's words and spans made by parallel kernels
+    (the per-row functions the CUDA backend's kernels run) where ``prepare_keys`` can."""
+    return prepare_keys(left_keys, right_keys, pairs, nulls_equal, CPU, _widen_words, _key_word, _string_span)
+
+
+def _widen_words(values: np.ndarray, dtype: Any, device: Any) -> np.ndarray:
+    out = host_empty(len(values), dtype)
+    _cpu_kernels().widen_copy(values, out)
+    return out
+
+
+_NONE8 = np.zeros(1, np.uint8)
+_NONE64 = np.zeros(1, np.uint64)
+
+
+def _key_word(src: np.ndarray, kmode: int, valid: Optional[np.ndarray], out: np.ndarray,
+              flag: Optional[np.ndarray], keep: Optional[np.ndarray]) -> None:
+    """``_keys.KeyWord`` on the CPU."""
+    _cpu_kernels().key_words(src, kmode, _NONE8 if valid is None else valid, valid is not None, out,
+                             _NONE64 if flag is None else flag, flag is not None,
+                             _NONE8 if keep is None else keep, keep is not None)
+
+
+def _string_span(offsets: np.ndarray, valid: Optional[np.ndarray], st: np.ndarray, en: np.ndarray,
+                 flag: Optional[np.ndarray], keep: Optional[np.ndarray]) -> None:
+    """``_keys.StringSpan`` on the CPU."""
+    _cpu_kernels().string_spans(offsets, _NONE8 if valid is None else valid, valid is not None, st, en,
+                                _NONE64 if flag is None else flag, flag is not None,
+                                _NONE8 if keep is None else keep, keep is not None)
 
 
 @dataclass
@@ -194,7 +227,7 @@ def join_fused(left: Table, right: Table, pairs: Sequence[KeyPair], how: str, nu
     Before anything is allocated for the output, its size is checked with
     :func:`gpuframe.core.memory.ensure_available` (``op`` names the operation in the error).
     """
-    lk, rk = prepare_keys([left[p.left] for p in pairs], [right[p.right] for p in pairs], pairs, nulls_equal, CPU)
+    lk, rk = _prepare([left[p.left] for p in pairs], [right[p.right] for p in pairs], pairs, nulls_equal)
     outs, carry, rows = _plan(left, right, pairs, how, columns, not lk.verify)
     string_keys = [o.string_key for o in outs if o.kind == "string_key"]
     want_idx = any(o.kind == "gather" for o in outs)
