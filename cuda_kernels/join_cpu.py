@@ -840,10 +840,11 @@ def small_match(probe, build, out, tally):
     or ``-1``), ``tally.counts[item]`` (output rows: the chains' lengths, and 1 for an
     unmatched row with ``out.eup``), ``tally.sbytes[item, c]`` (output bytes of string key
     column ``c``, probe spans ``out.pst``/``out.pen``) and ``tally.bmatched`` (``out.eub``).
+    A general key's probe rows may come unhashed (``probe.keys`` empty): each row's
+    :func:`~gpuframe.kernels.keys.row_hash` is taken here, as it is probed.
 
-    One row at a time, each lookup in a loop of its own for word keys: with the tables in
-    cache there are no misses for :func:`probe_count`'s batches to overlap, and its general loop
-    measured 2.5x slower here on a ten-row build side."""
+    One row at a time: with the tables in cache there are no misses for :func:`probe_count`'s
+    batches to overlap, and its loop measured 2.5x slower here on a ten-row build side."""
     pkeys = probe.keys
     pvalid = probe.valid
     kmode = probe.kmode
@@ -876,28 +877,27 @@ def small_match(probe, build, out, tally):
     sbytes = tally.sbytes
     nstr = sbytes.shape[1]
     nulls = pvalid.shape[0] != 0
+    hashed = pkeys.shape[0] != 0
     for it in prange(ilo.shape[0]):
         lo = ilo[it]
         hi = ihi[it]
-        if verify:
-            for i in range(lo, hi):
-                match[i] = _find(i, -1, pkeys, pvalid, kmode, pmask, pshift, 0, 0, 0, np.uint64(0), bkeys,
-                                 bstarts, tables, toffs, True, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch)
-        else:
-            for i in range(lo, hi):
-                g = np.int64(-1)
-                if not nulls or pvalid[i] != 0:
+        for i in range(lo, hi):
+            g = np.int64(-1)
+            if not nulls or pvalid[i] != 0:
+                if hashed:
                     w = canon_word(pkeys[i], kmode)
-                    h = word_hash(w)
-                    p = np.int64(h & pmask)
-                    b0 = bstarts[p]
-                    if bstarts[p + 1] != b0:
-                        t0 = toffs[p]
-                        tmask = np.uint64(toffs[p + 1] - t0 - 1)
-                        s = slot_of(h, pshift, tmask)
-                        g = ht_walk(tables, t0, tmask, s, tables[t0 + s], bkeys, b0, w, kmode, False, _E64,
-                                    _EW, _EI2, _EI2, _E8, _EW, _EI2, _EI2, _E8, i)
-                match[i] = g
+                else:
+                    w = row_hash(vp_w, vp_st, vp_en, vp_ch, i)
+                h = word_hash(w)
+                p = np.int64(h & pmask)
+                b0 = bstarts[p]
+                if bstarts[p + 1] != b0:
+                    t0 = toffs[p]
+                    tmask = np.uint64(toffs[p + 1] - t0 - 1)
+                    s = slot_of(h, pshift, tmask)
+                    g = ht_walk(tables, t0, tmask, s, tables[t0 + s], bkeys, b0, w, kmode, verify, _E64,
+                                vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, i)
+            match[i] = g
         c = np.int64(0)
         for i in range(lo, hi):
             g = np.int64(match[i])

@@ -364,7 +364,8 @@ def _row_hash_cpu(sk: SideKeys) -> None:
 def _ro_side(sk: SideKeys) -> SideKeys:
     from dataclasses import replace
 
-    return replace(sk, keys=_ro(sk.keys), valid=_ro(sk.valid), words=_ro(sk.words), starts=_ro(sk.starts),
+    return replace(sk, keys=None if sk.keys is None else _ro(sk.keys), valid=_ro(sk.valid), words=_ro(sk.words),
+                   starts=_ro(sk.starts),
                    ends=_ro(sk.ends), chars=_ro(sk.chars))
 
 
@@ -675,14 +676,21 @@ def run(req: JoinRequest) -> JoinResult:
       the prefix sum, write.
     """
     K = _cpu_kernels()
-    _row_hash_cpu(req.left)
-    _row_hash_cpu(req.right)
-    L, R = _ro_side(req.left), _ro_side(req.right)
-    req.left, req.right = L, R
     if req.how in ("semi", "anti"):
+        _row_hash_cpu(req.left)
+        _row_hash_cpu(req.right)
+        req.left, req.right = _ro_side(req.left), _ro_side(req.right)
         return _cpu_semi_anti(req)
     build_left, eup, eub = _sides(req)
-    probe, build = (R, L) if build_left else (L, R)
+    probe, build = (req.right, req.left) if build_left else (req.left, req.right)
+    _row_hash_cpu(build)
+    # an in-place probe of a general key hashes its rows as it probes them (small_match)
+    small = _use_inplace(build, _partition_bits(build.n, probe.n)) and not req.count_only
+    if not small:
+        _row_hash_cpu(probe)
+    probe, build = _ro_side(probe), _ro_side(build)
+    L, R = (build, probe) if build_left else (probe, build)
+    req.left, req.right = L, R
     pcarry_src, bcarry_src = (req.carry_right, req.carry_left) if build_left else (req.carry_left, req.carry_right)
     count_only = req.count_only
     string_keys = [] if count_only else list(req.string_keys)
@@ -780,7 +788,9 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
     bmatched = np.zeros(build.n if eub else 0, dtype=np.uint8)
     counts = np.zeros(len(P.ilo), np.int64)
     sbytes = np.zeros((len(P.ilo), nstr), np.int64)
-    K.small_match(_probe_record(P, probe), _build_record(B, build, pbits), _output_record(eup=eup, eub=eub, pst=pst, pen=pen),
+    # a general key's probe rows come unhashed (keys None): small_match hashes them
+    K.small_match(_probe_record(P, probe, keys=_EU64 if P.keys is None else None), _build_record(B, build, pbits),
+                  _output_record(eup=eup, eub=eub, pst=pst, pen=pen),
                   _tally(match=match, bmatched=bmatched, counts=counts, sbytes=sbytes))
     item_off, total = _exclusive(counts)
     probe_rows = total
