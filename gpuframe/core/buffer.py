@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from . import memory
+from . import memory, streams
 from .device import Device
 
 
@@ -15,14 +15,20 @@ class Buffer:
     The buffer never copies on construction; ``owner`` keeps foreign memory (a pyarrow
     buffer, a DLPack capsule, an imported ArrowDeviceArray) alive for as long as the
     Buffer lives.
+
+    ``stream`` is the ``cudaStream_t`` handle of the stream the buffer was written on (CUDA only;
+    ``None`` on the host): the running operation's stream, else CuPy's current stream when the
+    buffer was made (:mod:`gpuframe.core.streams`). Exports order themselves after it.
     """
 
-    __slots__ = ("array", "device", "owner")
+    __slots__ = ("array", "device", "owner", "stream")
 
-    def __init__(self, array: Any, device: Device | None = None, owner: Any = None) -> None:
+    def __init__(self, array: Any, device: Device | None = None, owner: Any = None,
+                 stream: int | None = None) -> None:
         self.array = array
         self.device = device if device is not None else memory.array_device(array)
         self.owner = owner
+        self.stream = stream if stream is not None else streams.buffer_stream(self.device)
 
     @property
     def dtype(self) -> np.dtype:

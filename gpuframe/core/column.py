@@ -1,12 +1,12 @@
 """Column: one Arrow-layout array (validity bitmap, offsets, data, dictionary) on a device."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
 
-from . import memory
+from . import memory, streams
 from .buffer import Buffer
 from .device import CPU, Device, DeviceLike, as_device
 from .dtypes import Layout, check_supported, layout_of, offsets_dtype, physical_numpy_dtype
@@ -91,6 +91,14 @@ class Column:
         if self.dictionary is not None:
             return self.dictionary.device
         return CPU
+
+    def buffers(self) -> Iterator[Buffer]:
+        """Every buffer the column references: data, offsets, validity, then its dictionary's."""
+        for buf in (self.data, self.offsets, self.validity):
+            if buf is not None:
+                yield buf
+        if self.dictionary is not None:
+            yield from self.dictionary.buffers()
 
     def __len__(self) -> int:
         return self.length
@@ -192,6 +200,15 @@ class Column:
         dev = as_device(device)
         if dev == self.device:
             return self
+        src = self.device
+        if src.is_cuda and streams.current(src) is None:
+            # outside an operation: copy on the stream the buffers were written on, after their
+            # producer's kernels (inside one, on the operation's stream)
+            with streams.operation(streams.ready_stream((b.stream for b in self.buffers()), src), src):
+                return self._to(dev)
+        return self._to(dev)
+
+    def _to(self, dev: Device) -> "Column":
         new_off = self.offset % 8
         start = self.offset - new_off
         end = self.offset + self.length
@@ -425,13 +442,14 @@ class Column:
 # ---------------------------------------------------------------------- bitmaps on a CUDA device
 def _device_launch(kernel: Any, n: int, device: Device, *args: Any, grid_stride: bool = False) -> None:
     from .device import cudasim_enabled, launch_context
+    from .streams import launch_kernel
 
     threads = 64 if cudasim_enabled() else 256
     blocks = max(1, (n + threads - 1) // threads)
     if grid_stride:
         blocks = min(blocks, 1024)
     with launch_context(device):
-        kernel[blocks, threads](*args)
+        launch_kernel(kernel, blocks, threads, args, device)
 
 
 def _device_unpack_bits(bits: Any, bit_off: int, n: int, device: Device) -> Any:

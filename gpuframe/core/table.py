@@ -154,11 +154,11 @@ class Table:
         return Table([(n, c.to(dev)) for n, c in self._columns.items()], self._num_rows)
 
     # ------------------------------------------------------------------ operations
-    def take(self, indices: Any) -> "Table":
-        """Gather rows by a 64-bit index array; ``-1`` gives a null row."""
+    def take(self, indices: Any, *, stream: Any = None) -> "Table":
+        """Gather rows by a 64-bit index array; ``-1`` gives a null row (``gpuframe.take``)."""
         from ..ops.gather import take
 
-        return take(self, indices)
+        return take(self, indices, stream=stream)
 
     def merge(self, right: "Table", on: Any = None, **kwargs: Any) -> "Table":
         """``gpuframe.merge(self, right, ...)``."""
@@ -166,12 +166,13 @@ class Table:
 
         return merge(self, right, on, **kwargs)
 
-    def partition_by_hash(self, on: Any, num_partitions: int, *, seed: int = 0) -> list["Table"]:
+    def partition_by_hash(self, on: Any, num_partitions: int, *, seed: int = 0,
+                          stream: Any = None) -> list["Table"]:
         """Hash-partition and return the partitions as zero-copy slices of one table."""
         from ..ops.partition import hash_partition
         from .memory import to_host
 
-        out, offsets = hash_partition(self, on, num_partitions, seed=seed)
+        out, offsets = hash_partition(self, on, num_partitions, seed=seed, stream=stream)
         offs = to_host(offsets)
         return [out.slice(int(offs[i]), int(offs[i + 1] - offs[i])) for i in range(num_partitions)]
 

@@ -36,6 +36,7 @@ from ..errors import InvalidColumnError  # noqa: F401  (re-exported: defined in 
 from . import memory
 from .column import Column
 from .device import cudasim_enabled, launch_context
+from .streams import launch_kernel
 from .dtypes import Layout, is_supported, layout_of, offsets_dtype, physical_numpy_dtype
 
 __all__ = ["InvalidColumnError", "check_column", "check_contents", "check_structure", "check_table",
@@ -255,7 +256,7 @@ class _Device:
         threads = 64 if cudasim_enabled() else 256
         blocks = max(1, min(_MAX_BLOCKS, (n + threads - 1) // threads))
         with launch_context(self.device):
-            kernel[blocks, threads](*args)
+            launch_kernel(kernel, blocks, threads, args, self.device)
 
     def _counter(self, value: int) -> Any:
         return memory.to_device(np.array([value], dtype=np.int64), self.device)

@@ -9,7 +9,9 @@ keeps the buffers alive.
   column's Arrow offset), for all three protocols.
 - CUDA data: ``__arrow_c_device_array__`` exports device pointers with ``device_type`` 2 (CUDA),
   ``device_id`` the GPU ordinal and ``sync_event`` pointing at a ``cudaEvent_t`` recorded on the
-  current CuPy stream (the consumer waits on it before reading). ``__arrow_c_array__`` and
+  stream the buffers were written on (``Buffer.stream``: the producing operation's stream, so the
+  event follows its last kernel; buffers from several streams: CuPy's current stream, made to
+  wait on each of them). The consumer waits on it before reading. ``__arrow_c_array__`` and
   ``__arrow_c_stream__`` are CPU interfaces: for CUDA data they export a host copy of the
   columns' slices.
 - Under the CUDA simulator the device array carries the simulated buffers' (host) addresses and
@@ -28,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import pyarrow as pa
 
+from ..core import streams
 from ..core.column import Column
 from ..core.device import CPU, Device, cudasim_enabled
 from ..core.dtypes import Layout
@@ -104,8 +107,14 @@ def _fill_table_array(out: cd.ArrowArray, columns: Sequence[Column], num_rows: i
                   children=tuple(partial(_fill_column_array, col=c) for c in columns))
 
 
-def _record_sync_event(device: Device) -> Optional[tuple[Any, ctypes.c_void_p]]:
-    """A cudaEvent recorded on the current CuPy stream, and the ``cudaEvent_t`` it is stored in.
+def sync_stream(columns: Sequence[Column], device: Device) -> int:
+    """The stream the export's event is recorded on: the one the columns' buffers were written on
+    (the producing operation's), ordered after all of them when they come from several."""
+    return streams.ready_stream((b.stream for c in columns for b in c.buffers()), device)
+
+
+def _record_sync_event(device: Device, stream_ptr: int) -> Optional[tuple[Any, ctypes.c_void_p]]:
+    """A cudaEvent recorded on stream ``stream_ptr``, and the ``cudaEvent_t`` it is stored in.
 
     ``None`` under the simulator (no stream exists: the data is ready when the kernel returns).
     """
@@ -115,17 +124,18 @@ def _record_sync_event(device: Device) -> Optional[tuple[Any, ctypes.c_void_p]]:
 
     with cp.cuda.Device(device.id):
         event = cp.cuda.Event(block=False, disable_timing=True)
-        event.record(cp.cuda.get_current_stream())
+        event.record(cp.cuda.ExternalStream(stream_ptr, device.id))
     return event, ctypes.c_void_p(event.ptr)
 
 
-def _device_array_capsule(fill: Callable[[cd.ArrowArray], None], device: Device) -> Any:
+def _device_array_capsule(fill: Callable[[cd.ArrowArray], None], device: Device,
+                          columns: Sequence[Column]) -> Any:
     d = cd.ArrowDeviceArray()
     fill(d.array)
     if device.is_cuda:
         d.device_type = cd.ARROW_DEVICE_CUDA
         d.device_id = device.id
-        sync = _record_sync_event(device)
+        sync = _record_sync_event(device, sync_stream(columns, device))
         if sync is not None:
             cd.attach(d.array, sync)  # event and cudaEvent_t live until the consumer releases
             d.sync_event = ctypes.addressof(sync[1])
@@ -237,7 +247,8 @@ def table_c_device_array(table: Table, requested_schema: Optional[Any] = None, *
         cols = [c if f.type == c.dtype else _cast_column(c, f.type, f.name) for f, c in zip(requested, cols)]
     types = [c.dtype for c in cols]
     s = _schema_capsule(partial(_fill_table_schema, names=names2, dtypes=types))
-    return s, _device_array_capsule(partial(_fill_table_array, columns=cols, num_rows=table.num_rows), device)
+    return s, _device_array_capsule(partial(_fill_table_array, columns=cols, num_rows=table.num_rows), device,
+                                    cols)
 
 
 # ------------------------------------------------------------------------ column
@@ -293,4 +304,4 @@ def column_c_device_array(col: Column, requested_schema: Optional[Any] = None, *
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise ValueError(f"could not cast {col.dtype} to requested type {target}: {exc}") from None
         col = _cast_column(col, target, "<column>")
-    return column_c_schema(col), _device_array_capsule(partial(_fill_column_array, col=col), col.device)
+    return column_c_schema(col), _device_array_capsule(partial(_fill_column_array, col=col), col.device, [col])

@@ -20,7 +20,10 @@ the column and its null count) unless the caller asks for ``nulls="mask"`` in
 tensor and the ``values`` at null rows are unspecified.
 
 On a real GPU the export is CuPy's: ``__dlpack__`` hands the consumer's ``stream`` to CuPy, which
-makes that stream wait for ours (the protocol's stream handshake). Under the CUDA simulator there
+makes that stream wait for ours (the protocol's stream handshake). "Ours" is the stream the
+column's buffers were written on (``Buffer.stream``, the producing operation's stream; see
+:mod:`gpuframe.core.streams`), made CuPy's current stream for the handshake; a bool column is
+unpacked on that stream too. Under the CUDA simulator there
 is no device memory to share: exporting a CUDA column raises ``BufferError``.
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Union, overload
 import numpy as np
 import pyarrow as pa
 
-from ..core import memory
+from ..core import memory, streams
 from ..core.buffer import Buffer
 from ..core.column import Column
 from ..core.device import CPU, CUDA_INSTALL_HINT, Device, NoGPUError, cudasim_enabled, require_cuda
@@ -105,12 +108,21 @@ def column_dlpack(col: Column, *, stream: Any = None, max_version: Any = None, d
     """
     if col.has_nulls and not allow_nulls:
         raise _null_error(col, name)
-    src = _tensor_source(col, name, copy=copy)
+    _check_exportable(col, name, copy=copy)
     kwargs = _kwargs(stream=stream, max_version=max_version, dl_device=dl_device, copy=copy)
     # CuPy makes the consumer's stream wait on *the current device's* current stream: make that
-    # the column's GPU, where the work that wrote it was queued
-    with _on_device(col.device):
+    # the column's GPU and the stream its buffers were written on (a bool column's unpacking
+    # kernel runs there too)
+    with _on_device(col.device), _producer_stream(col):
+        src = _tensor_source(col, name, copy=copy)
         return src.__dlpack__(**kwargs)
+
+
+def _producer_stream(col: Column) -> Any:
+    """The stream ``col``'s buffers were written on, as the current stream (CUDA columns)."""
+    if not col.device.is_cuda:
+        return contextlib.nullcontext()
+    return streams.operation(streams.ready_stream((b.stream for b in col.buffers()), col.device), col.device)
 
 
 class _Exporter:
@@ -189,7 +201,8 @@ def table_to_torch(table: Table, nulls: Literal["raise", "mask"] = "raise"
             else:
                 values = torch.from_dlpack(_Exporter(col, name, allow_nulls=True))
             if nulls == "mask" and col.has_nulls:
-                valid = torch.from_dlpack(memory.view_as(col.validity_bytes(), np.bool_))
+                with _producer_stream(col):  # unpacked and handed over on the column's stream
+                    valid = torch.from_dlpack(memory.view_as(col.validity_bytes(), np.bool_))
                 out[name] = (values, valid)
             else:
                 out[name] = values

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..backends.registry import resolve
-from ..core import memory
+from ..core import memory, streams
 from ..core.column import Column
 from ..core.device import Device
 from ..core.dtypes import Layout
@@ -61,7 +61,7 @@ def _check(indices: Any, num_rows: int, device: Device) -> int:
     return missing
 
 
-def gather_column(column: Column, indices: Any, *, check_bounds: bool = True) -> Column:
+def gather_column(column: Column, indices: Any, *, check_bounds: bool = True, stream: Any = None) -> Column:
     """Rows ``indices`` of ``column`` as a new column on the same device.
 
     Parameters
@@ -72,6 +72,8 @@ def gather_column(column: Column, indices: Any, *, check_bounds: bool = True) ->
     check_bounds : bool, default True
         ``False`` skips the bounds pass: only for indices known to be in ``[-1, len(column))``
         (a join's gather maps); an out-of-range index then reads out of bounds.
+    stream : CUDA stream, optional
+        The operation's stream (CUDA columns only), as in :func:`take`.
 
     Returns
     -------
@@ -85,13 +87,14 @@ def gather_column(column: Column, indices: Any, *, check_bounds: bool = True) ->
         With ``check_bounds``, an index outside ``[-1, len(column))``; the message names it.
     """
     dev = column.device
-    idx = as_indices(indices, dev)
-    missing: Optional[int] = _check(idx, len(column), dev) if check_bounds else None
-    fn, run_device = resolve("gather_column", dev)
-    if run_device != dev:
-        out = fn(column.to(run_device), memory.to_device(idx, run_device), missing)
-        return out.to(dev)
-    return fn(column, idx, missing)
+    with streams.operation(stream, dev):
+        idx = as_indices(indices, dev)
+        missing: Optional[int] = _check(idx, len(column), dev) if check_bounds else None
+        fn, run_device = resolve("gather_column", dev)
+        if run_device != dev:
+            out = fn(column.to(run_device), memory.to_device(idx, run_device), missing)
+            return out.to(dev)
+        return fn(column, idx, missing)
 
 
 def _gathered_bytes(col: Column, m: int, missing: Optional[int]) -> int:
@@ -112,7 +115,7 @@ def _gathered_bytes(col: Column, m: int, missing: Optional[int]) -> int:
     return out
 
 
-def take(table: Table, indices: Any) -> Table:
+def take(table: Table, indices: Any, *, stream: Any = None) -> Table:
     """Rows ``indices`` of ``table``, in that order.
 
     Parameters
@@ -121,6 +124,10 @@ def take(table: Table, indices: Any) -> Table:
     indices : int64 array (numpy or device array) or sequence of int
         Row numbers; ``-1`` gives a row of nulls (for outer joins). Copied to ``table.device``
         when they live elsewhere.
+    stream : CUDA stream, optional
+        The stream every kernel, allocation and copy of the operation is queued on (CUDA tables
+        only): a ``cupy.cuda.Stream``, a numba stream, an object with ``__cuda_stream__`` or
+        ``.ptr``, or an int ``cudaStream_t``. Default: CuPy's current stream.
 
     Returns
     -------
@@ -136,8 +143,14 @@ def take(table: Table, indices: Any) -> Table:
         The gathered table would not fit in the memory available on its device (the host: the
         tightest of the system, cgroup and Dask worker limits); raised before allocating it.
     TypeError, ValueError
-        ``indices`` is not a one-dimensional integer array.
+        ``indices`` is not a one-dimensional integer array; ``stream`` is not a stream
+        (``TypeError``) or is given for a CPU table (``ValueError``).
     """
+    with streams.operation(stream, table.device):
+        return _take(table, indices)
+
+
+def _take(table: Table, indices: Any) -> Table:
     dev = table.device
     idx = as_indices(indices, dev)
     missing = _check(idx, table.num_rows, dev)

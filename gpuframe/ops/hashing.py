@@ -30,7 +30,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from ..backends.registry import resolve
-from ..core import memory
+from ..core import memory, streams
 from ..core.column import Column
 from ..core.table import Table
 
@@ -72,7 +72,7 @@ def key_columns(table: Table, names: Sequence[str], device: Any) -> list[Column]
     return [table[n].to(device) for n in names]
 
 
-def hash_rows(table: Table, on: OnLike, seed: int = 0) -> Any:
+def hash_rows(table: Table, on: OnLike, seed: int = 0, *, stream: Any = None) -> Any:
     """64-bit hash of each row's key columns ``on``.
 
     Parameters
@@ -82,6 +82,8 @@ def hash_rows(table: Table, on: OnLike, seed: int = 0) -> Any:
         Key column names, hashed in this order.
     seed : int, default 0
         In ``[0, 2**64)``; the same seed gives the same hashes on every device.
+    stream : CUDA stream, optional
+        The operation's stream (CUDA tables only; see :func:`gpuframe.ops.join.merge`).
 
     Returns
     -------
@@ -98,8 +100,9 @@ def hash_rows(table: Table, on: OnLike, seed: int = 0) -> Any:
     """
     names = normalize_on(table, on)
     s = check_seed(seed)
-    fn, run_device = resolve("hash_rows", table.device)
-    if table.num_rows == 0:
-        return memory.empty(0, np.uint64, table.device)
-    out = fn(key_columns(table, names, run_device), s)
-    return memory.to_device(out, table.device)
+    with streams.operation(stream, table.device):
+        fn, run_device = resolve("hash_rows", table.device)
+        if table.num_rows == 0:
+            return memory.empty(0, np.uint64, table.device)
+        out = fn(key_columns(table, names, run_device), s)
+        return memory.to_device(out, table.device)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..backends.contract import KeyPair, OutputColumn
 from ..backends.registry import capability, resolve
-from ..core import memory
+from ..core import memory, streams
 from ..core.column import Column
 from ..core.device import Device
 from ..core.table import Table
@@ -127,20 +127,22 @@ def _memory_guard(device: Device, bytes_per_row: int, op: str, what: str) -> Cal
 
 
 def join_size(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = None,
-              right_on: OnLike = None, how: str = "inner", nulls_equal: bool = False) -> int:
+              right_on: OnLike = None, how: str = "inner", nulls_equal: bool = False, stream: Any = None) -> int:
     """Number of rows ``merge``/``join_indices`` would return, without building them.
 
     Parameters are those of :func:`merge`. For ``semi``/``anti`` it is the number of left rows
     selected.
     """
     lnames, rnames = _resolve_on(left, right, on, left_on, right_on, how, nulls_equal)
-    fn, run_dev = resolve("join_size", left.device)
-    pairs, lkeys, rkeys = _keys(left, right, lnames, rnames, run_dev)
-    return int(fn(lkeys, rkeys, pairs, how, bool(nulls_equal)))
+    with streams.operation(stream, left.device):
+        fn, run_dev = resolve("join_size", left.device)
+        pairs, lkeys, rkeys = _keys(left, right, lnames, rnames, run_dev)
+        return int(fn(lkeys, rkeys, pairs, how, bool(nulls_equal)))
 
 
 def join_indices(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = None,
-                 right_on: OnLike = None, how: str = "inner", nulls_equal: bool = False) -> tuple[Any, Any]:
+                 right_on: OnLike = None, how: str = "inner", nulls_equal: bool = False,
+                 stream: Any = None) -> tuple[Any, Any]:
     """Gather maps of a join: ``(left_idx, right_idx)``, int64 arrays on the tables' device.
 
     Output row ``k`` pairs left row ``left_idx[k]`` with right row ``right_idx[k]``; ``-1``
@@ -151,8 +153,9 @@ def join_indices(left: Table, right: Table, on: OnLike = None, *, left_on: OnLik
     Parameters are those of :func:`merge`.
     """
     lnames, rnames = _resolve_on(left, right, on, left_on, right_on, how, nulls_equal)
-    lidx, ridx = _join(left, right, lnames, rnames, how, nulls_equal, 8 if how in ("semi", "anti") else 16,
-                       "join_indices", "the gather maps")
+    with streams.operation(stream, left.device):
+        lidx, ridx = _join(left, right, lnames, rnames, how, nulls_equal, 8 if how in ("semi", "anti") else 16,
+                           "join_indices", "the gather maps")
     return lidx, ridx
 
 
@@ -230,7 +233,8 @@ def _bytes_per_row(table: Table, columns: Optional[Sequence[OutputColumn]] = Non
 
 
 def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = None, right_on: OnLike = None,
-          how: str = "inner", suffixes: tuple[str, str] = ("_x", "_y"), nulls_equal: bool = False) -> Table:
+          how: str = "inner", suffixes: tuple[str, str] = ("_x", "_y"), nulls_equal: bool = False,
+          stream: Any = None) -> Table:
     """Join two tables on key columns, pandas-style.
 
     Parameters
@@ -250,6 +254,11 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
         Appended to non-key column names present on both sides.
     nulls_equal : bool, default False
         Whether a null key matches a null key.
+    stream : CUDA stream, optional
+        The stream every kernel, allocation, scan and copy of the operation is queued on (CUDA
+        tables only): a ``cupy.cuda.Stream``, a numba stream, an object with ``__cuda_stream__``
+        or ``.ptr``, or an int ``cudaStream_t``. Default: CuPy's current stream. The inputs must
+        be ready on it (see :mod:`gpuframe.core.streams`).
 
     Returns
     -------
@@ -265,15 +274,21 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
         A key column is missing (the message lists the table's columns).
     TypeError
         Key types that cannot be compared (both columns and types are named), or arguments
-        of the wrong type.
+        of the wrong type (a ``stream`` that is not a stream names ``stream``).
     ValueError
         Bad ``how``, ``on``/``left_on``/``right_on`` combinations, key counts that differ,
-        suffixes, or result names that would collide.
+        suffixes, or result names that would collide; a ``stream`` for CPU tables.
     MemoryError
         The result does not fit in the free memory of the device (raised before allocating).
     """
     lnames, rnames = _resolve_on(left, right, on, left_on, right_on, how, nulls_equal)
     sfx = _check_suffixes(suffixes)
+    with streams.operation(stream, left.device):
+        return _merge(left, right, lnames, rnames, how, sfx, nulls_equal)
+
+
+def _merge(left: Table, right: Table, lnames: list[str], rnames: list[str], how: str, sfx: tuple[str, str],
+           nulls_equal: bool) -> Table:
     dev = left.device
     if how in ("semi", "anti"):
         lidx, _ = _join(left, right, lnames, rnames, how, nulls_equal, _bytes_per_row(left), "merge", "the result")

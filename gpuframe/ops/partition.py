@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.registry import resolve
-from ..core import memory
+from ..core import memory, streams
 from ..core.table import Table
 from .hashing import OnLike, check_seed, key_columns, normalize_on
 
@@ -32,7 +32,7 @@ def check_num_partitions(num_partitions: Any) -> int:
     return n
 
 
-def partition_ids(table: Table, on: OnLike, num_partitions: int, seed: int = 0) -> Any:
+def partition_ids(table: Table, on: OnLike, num_partitions: int, seed: int = 0, *, stream: Any = None) -> Any:
     """The partition id of every row, as :func:`hash_partition` assigns them.
 
     Parameters
@@ -44,6 +44,8 @@ def partition_ids(table: Table, on: OnLike, num_partitions: int, seed: int = 0) 
         At least 1.
     seed : int, default 0
         The hash seed (see :func:`gpuframe.ops.hashing.hash_rows`).
+    stream : CUDA stream, optional
+        The operation's stream (CUDA tables only), as in :func:`hash_partition`.
 
     Returns
     -------
@@ -54,16 +56,18 @@ def partition_ids(table: Table, on: OnLike, num_partitions: int, seed: int = 0) 
     names = normalize_on(table, on)
     n = check_num_partitions(num_partitions)
     s = check_seed(seed)
-    fn, run_device = resolve("partition_ids", table.device)
-    if table.num_rows == 0:
-        return memory.empty(0, np.int32, table.device)
-    memory.ensure_available("partition_ids", 12 * table.num_rows, run_device, rows=table.num_rows,
-                            what="the partition ids and row hashes")
-    out = fn(key_columns(table, names, run_device), n, s)
-    return memory.to_device(out, table.device)
+    with streams.operation(stream, table.device):
+        fn, run_device = resolve("partition_ids", table.device)
+        if table.num_rows == 0:
+            return memory.empty(0, np.int32, table.device)
+        memory.ensure_available("partition_ids", 12 * table.num_rows, run_device, rows=table.num_rows,
+                                what="the partition ids and row hashes")
+        out = fn(key_columns(table, names, run_device), n, s)
+        return memory.to_device(out, table.device)
 
 
-def hash_partition(table: Table, on: OnLike, num_partitions: int, *, seed: int = 0) -> tuple[Table, np.ndarray]:
+def hash_partition(table: Table, on: OnLike, num_partitions: int, *, seed: int = 0,
+                   stream: Any = None) -> tuple[Table, np.ndarray]:
     """Reorder the rows of ``table`` so that each partition's rows are contiguous.
 
     Parameters
@@ -76,6 +80,11 @@ def hash_partition(table: Table, on: OnLike, num_partitions: int, *, seed: int =
         At least 1.
     seed : int, default 0
         The hash seed; the same seed gives the same partitions on every device.
+    stream : CUDA stream, optional
+        The stream every kernel, allocation, scan and copy of the operation is queued on (CUDA
+        tables only): a ``cupy.cuda.Stream``, a numba stream, an object with ``__cuda_stream__``
+        or ``.ptr``, or an int ``cudaStream_t``. Default: CuPy's current stream. ``offsets`` is
+        on the host, so the stream has been synchronised up to the scan when this returns.
 
     Returns
     -------
@@ -90,7 +99,8 @@ def hash_partition(table: Table, on: OnLike, num_partitions: int, *, seed: int =
     KeyError
         A name in ``on`` is not a column (the message lists the columns).
     TypeError, ValueError
-        ``on``, ``num_partitions`` or ``seed`` has the wrong type or value.
+        ``on``, ``num_partitions``, ``seed`` or ``stream`` has the wrong type or value (a
+        ``stream`` for a CPU table is a ``ValueError``).
     MemoryError
         The partitioned table (as large as ``table``) and its scratch would not fit in the memory
         available on the device (the host: the tightest of the system, cgroup and Dask worker
@@ -99,9 +109,10 @@ def hash_partition(table: Table, on: OnLike, num_partitions: int, *, seed: int =
     names = normalize_on(table, on)
     n = check_num_partitions(num_partitions)
     s = check_seed(seed)
-    fn, run_device = resolve("hash_partition", table.device)
-    src = table.to(run_device)
-    out, offsets = fn(src, key_columns(src, names, run_device), n, s)
-    if run_device != table.device:
-        out = out.to(table.device)
+    with streams.operation(stream, table.device):
+        fn, run_device = resolve("hash_partition", table.device)
+        src = table.to(run_device)
+        out, offsets = fn(src, key_columns(src, names, run_device), n, s)
+        if run_device != table.device:
+            out = out.to(table.device)
     return out, np.ascontiguousarray(offsets, dtype=np.int64)

@@ -1,16 +1,18 @@
-"""Launching ``numba.cuda`` kernels: the launch configuration and the simulator's quirks.
+"""Launching ``numba.cuda`` kernels: the launch configuration, on the operation's stream.
 
 Kernels are built by memoised factories in each kernel module (``cuda_kernels()``, a
 :class:`~gpuframe.kernels.kernel_set.KernelSet`), so numba compiles each kernel once per argument
-signature and the launchers here only pick a grid.
+signature and the launchers here only pick a grid. Every launch goes through
+:func:`gpuframe.core.streams.launch_kernel`: on the stream of the running operation (the caller's
+``stream=``, else CuPy's current stream), with CuPy arrays handed to numba without a
+per-argument stream synchronisation, and under the simulator's launch lock.
 """
 from __future__ import annotations
 
-import contextlib
-import warnings
-from typing import Any, Iterator
+from typing import Any
 
-from gpuframe.core.device import SIMULATOR_LAUNCH_LOCK, cudasim_enabled
+from gpuframe.core.device import cudasim_enabled
+from gpuframe.core.streams import _quiet_uint64_overflow, launch_kernel  # noqa: F401  (re-exported)
 from gpuframe.kernels.compat import numba_cuda_compat
 
 THREADS_PER_BLOCK = 256
@@ -26,16 +28,6 @@ def launch_config(n: int, threads: int | None = None) -> tuple[int, int]:
     return blocks, threads
 
 
-@contextlib.contextmanager
-def _quiet_uint64_overflow() -> Iterator[None]:
-    # Under the simulator the kernels run as Python on numpy scalars, which warn on the uint64
-    # wrap-around that the hash arithmetic relies on (a GPU wraps silently). The simulator's
-    # threads do not inherit numpy's errstate, so the warning filter is the one place to say so.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="overflow encountered", category=RuntimeWarning)
-        yield
-
-
 def launch(kernel: Any, n: int, *args: Any, threads: int | None = None, blocks: int | None = None) -> None:
     """Run ``kernel`` over ``n`` items (nothing to do when ``n == 0``): one item per thread, or
     ``blocks`` blocks of ``threads`` threads when the kernel strides over the items itself."""
@@ -44,8 +36,4 @@ def launch(kernel: Any, n: int, *args: Any, threads: int | None = None, blocks: 
     numba_cuda_compat()
     nb, tpb = launch_config(n, threads)
     blocks = nb if blocks is None else blocks
-    if cudasim_enabled():
-        with SIMULATOR_LAUNCH_LOCK, _quiet_uint64_overflow():
-            kernel[blocks, tpb](*args)
-    else:
-        kernel[blocks, tpb](*args)
+    launch_kernel(kernel, blocks, tpb, args)
