@@ -407,6 +407,30 @@ def _find_batch_any(i, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkey
                         _EW, _EI2, _EI2, _E8, _EW, _EI2, _EI2, _E8, i + k)
 
 
+@njit(inline="always")
+def _tally_row(it, i, g, unique, nxt, eup, eub, bmatched, nstr, sbytes, op_st, op_en):
+    # output rows of probe position i whose chain starts at build position g (or -1), counted into
+    # item it: the matched build rows flagged (eub), the output string bytes added
+    k = np.int64(0)
+    if unique:
+        if g >= 0:
+            k = 1
+            if eub:
+                bmatched[g] = 1
+    else:
+        while g >= 0:
+            k += 1
+            if eub:
+                bmatched[g] = 1
+            g = nxt[g]
+    if k == 0 and eup:
+        k = 1
+    if nstr != 0 and k != 0:
+        for sc in range(nstr):
+            sbytes[it, sc] += k * (op_en[sc, i] - op_st[sc, i])
+    return k
+
+
 @njit(parallel=True, **_OPTS)
 def probe_count(probe, build, out, tally):
     """Output rows of every work item of ``probe`` (``tally.counts[item]``) and, per output
@@ -490,24 +514,7 @@ def probe_count(probe, build, out, tally):
                 g = gs[kk]
                 if store:
                     match[i] = g
-                k = np.int64(0)
-                if unique:
-                    if g >= 0:
-                        k = 1
-                        if eub:
-                            bmatched[g] = 1
-                else:
-                    while g >= 0:
-                        k += 1
-                        if eub:
-                            bmatched[g] = 1
-                        g = nxt[g]
-                if k == 0 and eup:
-                    k = 1
-                c += k
-                if nstr != 0 and k != 0:
-                    for sc in range(nstr):
-                        sbytes[it, sc] += k * (op_en[sc, i] - op_st[sc, i])
+                c += _tally_row(it, i, g, unique, nxt, eup, eub, bmatched, nstr, sbytes, op_st, op_en)
             i0 += nk
         counts[it] = c
 
@@ -900,25 +907,7 @@ def small_match(probe, build, out, tally):
             match[i] = g
         c = np.int64(0)
         for i in range(lo, hi):
-            g = np.int64(match[i])
-            k = np.int64(0)
-            if unique:
-                if g >= 0:
-                    k = 1
-                    if eub:
-                        bmatched[g] = 1
-            else:
-                while g >= 0:
-                    k += 1
-                    if eub:
-                        bmatched[g] = 1
-                    g = nxt[g]
-            if k == 0 and eup:
-                k = 1
-            c += k
-            if nstr != 0 and k != 0:
-                for sc in range(nstr):
-                    sbytes[it, sc] += k * (op_en[sc, i] - op_st[sc, i])
+            c += _tally_row(it, i, np.int64(match[i]), unique, nxt, eup, eub, bmatched, nstr, sbytes, op_st, op_en)
         counts[it] = c
 
 

@@ -652,6 +652,32 @@ def _unmatched_build(B: _Build, bst: np.ndarray, ben: np.ndarray, bmatched: np.n
     return counts, sb
 
 
+def _string_room(sbytes: np.ndarray, ub_bytes: Optional[np.ndarray], total: int, skip: Any = ()
+                 ) -> tuple[np.ndarray, list, list]:
+    """Where each work item (``sbytes[item, c]``: its bytes of string column ``c``) and, after
+    them, each partition's unmatched build rows (``ub_bytes``, turned into offsets in place;
+    ``None``: none) write their bytes: ``(item_bytes, offsets, bytes)``, the int64 offsets
+    (``total + 1``, the first 0) and bytes of every output string column, ``None`` for the
+    columns in ``skip``."""
+    nitems, nstr = sbytes.shape
+    item_bytes = np.zeros((nitems, nstr), np.int64)
+    soffs: list = []
+    schars: list = []
+    for c in range(nstr):
+        if c in skip:
+            soffs.append(None)
+            schars.append(None)
+            continue
+        item_bytes[:, c], tb = _exclusive(sbytes[:, c])
+        if ub_bytes is not None:
+            ub_bytes[:, c], tb = _exclusive(ub_bytes[:, c], tb)
+        off = host_empty(total + 1, np.int64)
+        off[0] = 0
+        soffs.append(off)
+        schars.append(host_empty(tb, np.uint8))
+    return item_bytes, soffs, schars
+
+
 def _fits(on_count: Optional[Callable[[int], None]], rows: int) -> bool:
     if on_count is None:
         return True
@@ -807,21 +833,7 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
     skip = set(views) if identity else set()
     sskip = set(sviews) if identity else set()
     outs = [None if r in skip else host_empty(total, np.int64) for r in range(len(src_p))]
-    item_bytes = np.zeros((len(P.ilo), nstr), np.int64)
-    soffs, schars = [], []
-    for c in range(nstr):
-        if c in sskip:
-            soffs.append(None)
-            schars.append(None)
-            continue
-        ib, tb = _exclusive(sbytes[:, c])
-        item_bytes[:, c] = ib
-        if eub:
-            ub_bytes[:, c], tb = _exclusive(ub_bytes[:, c], tb)
-        off = host_empty(total + 1, np.int64)
-        off[0] = 0
-        soffs.append(off)
-        schars.append(host_empty(tb, np.uint8))
+    item_bytes, soffs, schars = _string_room(sbytes, ub_bytes if eub else None, total, sskip)
     if total and len(src_p) + nstr:
         out = K.output_rows(eup=eup, eub=eub, src_p=_ro(np.array(src_p, np.int64)),
                             src_b=_ro(np.array(src_b, np.int64)), fill=_ro(np.array(fill, np.int64)),
@@ -969,17 +981,7 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
     P.keys_buf = None
     nrows = len(src_p)
     outs = [host_empty(total, np.int64) for _ in range(nrows)]
-    item_bytes = np.zeros((len(P.ilo), nstr), np.int64)
-    soffs, schars = [], []
-    for c in range(nstr):
-        ib, tb = _exclusive(sbytes[:, c])
-        item_bytes[:, c] = ib
-        if eub:
-            ub_bytes[:, c], tb = _exclusive(ub_bytes[:, c], tb)
-        off = host_empty(total + 1, np.int64)
-        off[0] = 0
-        soffs.append(off)
-        schars.append(host_empty(tb, np.uint8))
+    item_bytes, soffs, schars = _string_room(sbytes, ub_bytes if eub else None, total)
     if total and nrows + nstr:
         out = _output_record(eup=eup, eub=eub, pst=pst, pen=pen, bst=bst, ben=ben,
                              src_p=_ro(np.array(src_p, np.int64)), src_b=_ro(np.array(src_b, np.int64)),
