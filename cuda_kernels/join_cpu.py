@@ -31,8 +31,10 @@ With every build key distinct, :func:`probe_direct` probes and writes in one pas
 :func:`compact_items` closes the gaps that probe rows without a match leave. Otherwise
 :func:`probe_count` counts every item's rows (and string bytes) and records the head of every
 probe row's match chain (``match``), the caller takes the prefix sums, and
-:func:`probe_write` writes each item's rows at its offset. Both write with non-temporal stores
-and finish with the unmatched build rows of outer joins, partition by partition.
+:func:`write_items` writes each item's rows at its offset, a column at a time. A build side
+whose tables fit in cache is probed in place by :func:`small_match` (then :func:`write_items`).
+All write with non-temporal stores; :func:`unmatched_build_write` adds the unmatched build
+rows of outer joins, partition by partition.
 
 Per-row functions
 -----------------
@@ -563,7 +565,7 @@ def _emit_strings(o, i, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, sof
     # ``from_build`` (equal to the probe's), else the probe row's, else the build row's
     for c in range(soffs.shape[0]):
         if soffs[c] == 0:
-            continue                    # a column the caller does without (small_write)
+            continue                    # a column the caller does without (write_items)
         if j >= 0 and (from_build or i < 0):
             s = vb_st[c, j]
             n = vb_en[c, j] - s
@@ -582,36 +584,30 @@ def _emit_strings(o, i, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, sof
 
 
 @njit(parallel=True, **_OPTS)
-def probe_write(probe, build, out, tally):
-    """Write every item's output rows from ``item_off[item]`` on, then (``eub``) every
-    partition's unmatched build rows from ``ub_off[p]`` on (the never-matching partition's
-    rows are all unmatched). (:class:`ProbeSide`: its work items, original rows, columns and
-    key bytes; :class:`BuildSide`: its chains, keys, partitions, original rows, columns and key
-    bytes; :class:`OutputRows`; :class:`Tally`: ``match``, ``item_off``, ``item_bytes``,
-    ``bmatched``, ``ub_off``, ``ub_bytes``.)
+def unmatched_build_write(probe, build, out, tally):
+    """Write every partition's unmatched build rows (``tally.bmatched[pos] == 0``) from
+    ``tally.ub_off[p]`` on, their string key bytes from ``tally.ub_bytes[p, c]`` on (the
+    never-matching partition's rows are all unmatched); the probe side is absent on every one.
+    (:class:`BuildSide`: its partitions, keys, original rows, columns and key bytes;
+    :class:`OutputRows`.)
 
     Output row ``r`` is the int64 array at address ``outs[r]``; a row with a probe side takes
     ``src_p[r]`` (a probe column, ``SRC_MATCH_KEY``, ``SRC_ONE``, ``SRC_ROW``); otherwise, or
     with ``SRC_NONE``, a row with a build side takes ``src_b[r]`` (a build column,
     ``SRC_BUILD_KEY``, ``SRC_ONE``, ``SRC_ROW``); else ``fill[r]``. String key column ``c``
     writes its ``n + 1`` int64 offsets at ``soffs[c]`` (the caller writes offset 0) and its
-    bytes at ``schars[c]``, from ``item_bytes[item, c]`` / ``ub_bytes[p, c]`` on; the spans
-    ``vp_st``/``vp_en`` and ``vb_st``/``vb_en`` are indexed by position. ``porig``/``borig``
-    give the original rows for ``SRC_ROW`` (empty: the identity).
+    bytes at ``schars[c]``; the spans ``vp_st``/``vp_en`` and ``vb_st``/``vb_en`` are indexed
+    by position. ``porig``/``borig`` give the original rows for ``SRC_ROW`` (empty: the
+    identity).
     """
-    ilo = probe.ilo
-    ihi = probe.ihi
     porig = probe.orig
     pcols = probe.cols
     vp_ch = probe.ch
-    nxt = build.nxt
     borig = build.orig
     bcols = build.cols
     bkeys = build.keys
     bstarts = build.starts
     vb_ch = build.ch
-    eup = out.eup
-    eub = out.eub
     src_p = out.src_p
     src_b = out.src_b
     fill = out.fill
@@ -623,50 +619,24 @@ def probe_write(probe, build, out, tally):
     from_build = out.from_build
     soffs = out.soffs
     schars = out.schars
-    match = tally.match
-    item_off = tally.item_off
-    item_bytes = tally.item_bytes
     bmatched = tally.bmatched
     ub_off = tally.ub_off
     ub_bytes = tally.ub_bytes
     pch = _addr(vp_ch)
     bch = _addr(vb_ch)
     nstr = soffs.shape[0]
-    for it in prange(ilo.shape[0]):
+    for p in prange(bstarts.shape[0] - 1):
         spos = np.zeros(nstr, np.int64)
         for c in range(nstr):
-            spos[c] = item_bytes[it, c]
-        o = item_off[it]
-        for i in range(ilo[it], ihi[it]):
-            t = match[i]
-            if t < 0:
-                if eup:
-                    _emit(o, i, -1, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, False, _E64)
-                    if nstr != 0:
-                        _emit_strings(o, i, -1, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
-                                      soffs, schars, spos)
-                    o += 1
-                continue
-            while t >= 0:
-                _emit(o, i, t, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, False, _E64)
+            spos[c] = ub_bytes[p, c]
+        o = ub_off[p]
+        for j in range(bstarts[p], bstarts[p + 1]):
+            if bmatched[j] == 0:
+                _emit(o, -1, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, False, _E64)
                 if nstr != 0:
-                    _emit_strings(o, i, t, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
+                    _emit_strings(o, -1, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
                                   soffs, schars, spos)
                 o += 1
-                t = nxt[t]
-    if eub:
-        for p in prange(bstarts.shape[0] - 1):
-            spos = np.zeros(nstr, np.int64)
-            for c in range(nstr):
-                spos[c] = ub_bytes[p, c]
-            o = ub_off[p]
-            for j in range(bstarts[p], bstarts[p + 1]):
-                if bmatched[j] == 0:
-                    _emit(o, -1, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, False, _E64)
-                    if nstr != 0:
-                        _emit_strings(o, -1, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
-                                      soffs, schars, spos)
-                    o += 1
 
 
 @njit(parallel=True, **_OPTS)
@@ -681,7 +651,7 @@ def probe_direct(probe, build, out, tally):
     :func:`compact_items` closes the gaps. Only the output rows listed in ``active`` need
     writing where a row stays at its probe position: the others already hold their probe value
     at every probe position (the scatter put it there). The output string columns take
-    the spans ``op_*`` (probe) and ``ob_*`` (build); see :func:`probe_write` for the rest.
+    the spans ``op_*`` (probe) and ``ob_*`` (build); see :func:`unmatched_build_write` for the rest.
     """
     pkeys = probe.keys
     pvalid = probe.valid
@@ -912,13 +882,18 @@ def small_match(probe, build, out, tally):
 
 
 @njit(parallel=True, **_OPTS)
-def small_write(probe, build, out, tally):
-    """The write pass after :func:`small_match`: every item's output rows from
-    ``tally.item_off[item]`` on, one output row (column) at a time, then its string key bytes
-    from ``tally.item_bytes[item, c]`` on. An output row whose address in ``out.outs`` is 0 is
-    left out (the caller needs none: the output is the probe side in its own order). The
-    unmatched build rows of ``out.eub`` are :func:`probe_write`'s (call it without items).
-    (Row codes, string spans and the rest as in :func:`probe_write`.)"""
+def write_items(probe, build, out, tally):
+    """The write pass after :func:`probe_count` or :func:`small_match`: every work item's
+    output rows from ``tally.item_off[item]`` on (each probe row's match chain from
+    ``tally.match``), one output row (column) at a time, then its string key bytes from
+    ``tally.item_bytes[item, c]`` on. An output row whose address in ``out.outs`` is 0 is left
+    out (the caller needs none: the output is the probe side in its own order). The unmatched
+    build rows of ``out.eub`` are :func:`unmatched_build_write`'s. (Row codes, string spans and
+    the rest as there.)
+
+    A column at a time: one row code for a whole loop, and an item's probe rows, its
+    partition's build rows and chains stay in cache while each column is written (the
+    many-to-many int64 join at 1M rows wrote 3.2x faster than row by row)."""
     ilo = probe.ilo
     ihi = probe.ihi
     porig = probe.orig

@@ -802,7 +802,7 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
     """A build side whose tables stay in cache: the probe rows stay in place, one pass finds
     every row's match (:func:`~gpuframe.kernels.join_cpu.small_match`), the outputs are
     allocated at their exact size, and a second pass writes them a column at a time
-    (:func:`~gpuframe.kernels.join_cpu.small_write`). When every probe row gives exactly one
+    (:func:`~gpuframe.kernels.join_cpu.write_items`). When every probe row gives exactly one
     output row, in order (a unique build side with every row matching, or a left join), the
     output *is* the probe side: the rows in ``views`` are not made at all (the caller takes
     the probe side's own columns)."""
@@ -839,14 +839,8 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
                             src_b=_ro(np.array(src_b, np.int64)), fill=_ro(np.array(fill, np.int64)),
                             outs=_addresses_or_0(outs), active=_E64, from_build=False, pst=pst, pen=pen, bst=bst,
                             ben=ben, soffs=_addresses_or_0(soffs), schars=_addresses_or_0(schars))
-        probe_rec = _probe_record(P, probe, pcarry, keys=_EU64)
-        build_rec = _build_record(B, build, pbits, tables=_EI32)
-        K.small_write(probe_rec, build_rec, out, _tally(match=_ro(match), item_off=_ro(item_off),
-                                                         item_bytes=_ro(item_bytes)))
-        if eub and int(ub_counts.sum()):
-            K.probe_write(_probe_record(P, probe, pcarry, keys=_EU64, items=False), build_rec, out,
-                          _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
-                                 bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
+        _write(P, probe, pcarry, B, build, pbits, out, match, item_off, item_bytes, eub, ub_counts, bmatched, ub_off,
+               ub_bytes)
     del match
     return _result(total, outs, want_idx, soffs, schars, probe_name if identity else None)
 
@@ -923,7 +917,7 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
         for c in range(nstr):
             ub_bytes[:, c], tbytes[c] = _exclusive(ub_bytes[:, c], tbytes[c])
         if int(ub_counts.sum()):
-            K.probe_write(_probe_record(P, probe, pcols, keys=_EU64, items=False),
+            K.unmatched_build_write(_probe_record(P, probe, pcols, keys=_EU64, items=False),
                           _build_record(B, build, pbits, tables=_EI32), out,
                           _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
                                  bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
@@ -964,7 +958,7 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
         ub_counts, ub_bytes = _unmatched_build(B, bst, ben, bmatched)
         ub_off, total = _exclusive(ub_counts, total)
     else:
-        ub_off, ub_bytes = _E64, np.zeros((0, nstr), np.int64)
+        ub_counts, ub_off, ub_bytes = _E64, _E64, np.zeros((0, nstr), np.int64)
     if count_only:
         return JoinResult(total, [])
     if req.on_count is not None:
@@ -987,10 +981,26 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
                              src_p=_ro(np.array(src_p, np.int64)), src_b=_ro(np.array(src_b, np.int64)),
                              fill=_ro(np.array(fill, np.int64)), outs=outs, from_build=True, soffs=soffs,
                              schars=schars)
-        K.probe_write(_probe_record(P, probe, pcols, keys=_EU64), _build_record(B, build, pbits, tables=_EI32),
-                      out, _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes),
-                                  bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
+        _write(P, probe, pcols, B, build, pbits, out, match, item_off, item_bytes, eub, ub_counts, bmatched, ub_off,
+               ub_bytes)
     return _result(total, outs, want_idx, soffs, schars)
+
+
+def _write(P: _Probe, probe: SideKeys, pcols: list, B: _Build, build: SideKeys, pbits: int, out: Any,
+           match: np.ndarray, item_off: np.ndarray, item_bytes: np.ndarray, eub: bool, ub_counts: np.ndarray,
+           bmatched: np.ndarray, ub_off: np.ndarray, ub_bytes: np.ndarray) -> None:
+    """The write pass of every output row (``out``) once the matches are counted: every work
+    item's rows a column at a time (:func:`~gpuframe.kernels.join_cpu.write_items`), then, for
+    ``eub``, the unmatched build rows (:func:`~gpuframe.kernels.join_cpu.unmatched_build_write`)."""
+    K = _cpu_kernels()
+    nstr = item_bytes.shape[1]
+    build_rec = _build_record(B, build, pbits, tables=_EI32)
+    K.write_items(_probe_record(P, probe, pcols, keys=_EU64), build_rec, out,
+                  _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes)))
+    if eub and int(ub_counts.sum()):
+        K.unmatched_build_write(_probe_record(P, probe, pcols, keys=_EU64, items=False), build_rec, out,
+                      _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
+                             bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
 
 
 def _cpu_semi_anti(req: JoinRequest) -> JoinResult:
