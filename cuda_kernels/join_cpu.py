@@ -642,8 +642,10 @@ def unmatched_build_write(probe, build, out, tally):
 @njit(parallel=True, **_OPTS)
 def probe_direct(probe, build, out, tally):
     """Probe and write in one pass, for build sides whose keys are all distinct (at most one
-    output row per probe row). (:class:`ProbeSide`, :class:`BuildSide`, :class:`OutputRows`;
-    :class:`Tally`: ``cap_bytes`` in, ``counts``, ``sbytes`` and ``bmatched`` out.)
+    output row per probe row) and a probe side scattered into partitions (every work item of
+    one partition; in-place probes take :func:`small_match`). (:class:`ProbeSide`,
+    :class:`BuildSide`, :class:`OutputRows`; :class:`Tally`: ``cap_bytes`` in, ``counts``,
+    ``sbytes`` and ``bmatched`` out.)
 
     Item ``it`` writes its rows from row ``ilo[it]`` on (its rows never outgrow its positions)
     and its string bytes from ``cap_bytes[it, c]`` on (the bytes of all its probe keys fit
@@ -732,22 +734,14 @@ def probe_direct(probe, build, out, tally):
             spos[c] = cap_bytes[it, c]
         o = lo
         batched = part >= 0 and inb != 0
-        batched_any = part < 0 and not verify
         ws = np.empty(_BATCH, np.uint64)
         ss = np.empty(_BATCH, np.int64)
         gs = np.empty(_BATCH, np.int64)
-        bs = np.empty(_BATCH, np.int64)
-        ts = np.empty(_BATCH, np.int64)
-        ms = np.empty(_BATCH, np.uint64)
         i0 = lo
         while i0 < hi:
             if batched and i0 + _BATCH <= hi:
                 _find_batch(i0, hi, pkeys, kmode, pshift, ib0, it0, itmask, bkeys, tables, ws, ss, gs, verify,
                             vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch, pf, pch)
-                nk = _BATCH
-            elif batched_any and i0 + _BATCH <= hi:
-                _find_batch_any(i0, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
-                                ws, ss, gs, bs, ts, ms)
                 nk = _BATCH
             else:
                 if pf and i0 + _PREFETCH_ROWS < hi:

@@ -14,9 +14,10 @@ The build side is the smaller one (ties: the right side), for every ``how``; an 
 the build side is tracked with matched flags. The build side is radix-partitioned (about
 :data:`_ROWS_PER_PARTITION` rows a partition) with everything that verifying a key needs, and
 every partition gets its own table. The probe side is scattered into the same partitions (left
-in place when the build side's tables fit in cache: :func:`_cpu_small`) and probed in work items of at most :data:`_ITEM_ROWS` rows, so a hot
-key never serialises a join. Distinct build keys take one pass (probe and write); repeated ones
-two (count, write). Large buffers, outputs included, come from the host allocator
+in place when the build side's tables fit in cache: :func:`_cpu_small`) and probed in work items
+of at most :data:`_ITEM_ROWS` rows, so a hot key never serialises a join. Distinct build keys
+take one pass (probe and write); repeated ones, and in-place probes, two (count, then write a
+column at a time). Large buffers, outputs included, come from the host allocator
 (:func:`gpuframe.core.hostalloc.host_empty`). Semi and anti joins return the selected left row
 numbers, in left order.
 """
