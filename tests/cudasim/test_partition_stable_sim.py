@@ -85,13 +85,13 @@ KEY_IDS = ["int64", "int32", "float64", "string", "nullable", "multi"]
 
 @pytest.mark.parametrize("on", KEYS, ids=KEY_IDS)
 @pytest.mark.parametrize("nparts", [64])
-def test_identical_2k_rows(cuda_device, on, nparts):
-    _both(_table(2000, seed=1), cuda_device, on, nparts)
+def test_identical_1k_rows(cuda_device, on, nparts):
+    _both(_table(1000, seed=1), cuda_device, on, nparts)
 
 
 @pytest.mark.parametrize("nparts", [1, 7, 1000, GLOBAL_PATH])
 def test_identical_partition_counts(cuda_device, nparts):
-    _both(_table(2000, seed=2), cuda_device, "i64", nparts)
+    _both(_table(1000, seed=2), cuda_device, "i64", nparts)
 
 
 @pytest.mark.parametrize("on", KEYS[::2], ids=KEY_IDS[::2])
