@@ -18,11 +18,14 @@ def _start_cpu_threads() -> None:
     threads and 1.2 ms with sleeping ones (0.4 ms back to back either way); with other processes
     busy on the cores, a 1M x 100k join took 80-95 ms against 25-34 ms; back-to-back large joins
     were unchanged. A user's own ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` wins, as does a
-    threading layer numba started already; ``GPUFRAME_OMP_SPIN=1`` keeps OpenMP's default.
+    threading layer numba started already; ``GPUFRAME_OMP_SPIN=1`` keeps OpenMP's default, and
+    so does the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``), which runs every CUDA thread as a
+    Python thread: sleeping OpenMP workers then wait behind them, and the simulator's tests ran
+    2.3x slower (124 s against 55 s for one file).
     """
     env = _os.environ
     if env.get("GPUFRAME_OMP_SPIN", "0").strip() not in ("", "0") or "OMP_WAIT_POLICY" in env \
-            or "GOMP_SPINCOUNT" in env:
+            or "GOMP_SPINCOUNT" in env or env.get("NUMBA_ENABLE_CUDASIM", "0").strip() not in ("", "0"):
         return
     try:
         from numba.np.ufunc import parallel

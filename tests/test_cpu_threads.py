@@ -24,7 +24,8 @@ if libs:
 
 
 def _run(**extra: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "GPUFRAME_OMP_SPIN")}
+    drop = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "GPUFRAME_OMP_SPIN", "NUMBA_ENABLE_CUDASIM")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(extra)
     r = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -48,4 +49,9 @@ def test_a_users_own_wait_policy_wins():
 
 def test_opting_out_keeps_openmps_default():
     r = _run(GPUFRAME_OMP_SPIN="1")
+    assert "GOMP_SPINCOUNT = " in r.stderr and "GOMP_SPINCOUNT = '0'" not in r.stderr, r.stderr
+
+
+def test_the_cuda_simulator_keeps_openmps_default():
+    r = _run(NUMBA_ENABLE_CUDASIM="1")
     assert "GOMP_SPINCOUNT = " in r.stderr and "GOMP_SPINCOUNT = '0'" not in r.stderr, r.stderr
