@@ -710,10 +710,11 @@ def run(req: JoinRequest) -> JoinResult:
         return _cpu_semi_anti(req)
     build_left, eup, eub = _sides(req)
     probe, build = (req.right, req.left) if build_left else (req.left, req.right)
+    pbits = _partition_bits(build.n, probe.n)
+    inplace = _use_inplace(build, pbits)
     _row_hash_cpu(build)
     # an in-place probe of a general key hashes its rows as it probes them (small_match)
-    small = _use_inplace(build, _partition_bits(build.n, probe.n)) and not req.count_only
-    if not small:
+    if not inplace or req.count_only:
         _row_hash_cpu(probe)
     probe, build = _ro_side(probe), _ro_side(build)
     L, R = (build, probe) if build_left else (probe, build)
@@ -722,8 +723,6 @@ def run(req: JoinRequest) -> JoinResult:
     count_only = req.count_only
     string_keys = [] if count_only else list(req.string_keys)
     want_idx = req.want_indices and not count_only
-    pbits = _partition_bits(build.n, probe.n)
-    inplace = _use_inplace(build, pbits)
 
     # output-row codes in probe/build terms; the probe's key is carried only when unmatched
     # probe rows need it (matched rows take the equal build key)
