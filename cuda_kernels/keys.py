@@ -124,3 +124,88 @@ def string_span_row(offs, valid, has_valid, st, en, flag, has_flag, keep, has_ke
         flag[i] = np.uint64(1) if null else np.uint64(0)
     elif null and has_keep:
         keep[i] = 0
+
+
+# --------------------------------------------------------------------------- device key preparation
+# What the host path of gpuframe.backends._keys did with numpy, per row, for the CUDA backend's
+# key preparation (gpuframe.kernels.keyprep): several string keys (spans into their
+# concatenated bytes, ``base`` added), dictionary keys, and a uint64 key joined with a signed one.
+@per_row
+def string_span_at_row(offs, base, valid, has_valid, st, en, flag, has_flag, keep, has_keep, i):
+    """:func:`string_span_row` with ``base`` added to the span (the key's bytes start at
+    ``base`` of bytes several string keys share); a null key's span is empty at ``base``."""
+    null = has_valid and valid[i] == 0
+    if null:
+        st[i] = base
+        en[i] = base
+    else:
+        st[i] = base + np.int64(offs[i])
+        en[i] = base + np.int64(offs[i + 1])
+    if has_flag:
+        flag[i] = np.uint64(1) if null else np.uint64(0)
+    elif null and has_keep:
+        keep[i] = 0
+
+
+@per_row
+def dict_span_row(idx, ivalid, has_ivalid, doffs, dvalid, has_dvalid, base, st, en, flag, has_flag, keep,
+                  has_keep, i):
+    """Row ``i`` of a dictionary string key's byte spans: the span of dictionary entry
+    ``idx[i]`` (``doffs``: the dictionary's offsets, ``base`` added). The key is null where the
+    index is null (``ivalid``) or the entry it points at is (``dvalid``): an empty span at
+    ``base``, the flag word or keep byte set as by :func:`key_word_row`."""
+    null = has_ivalid and ivalid[i] == 0
+    j = np.int64(0)
+    if not null:
+        j = np.int64(idx[i])
+        null = has_dvalid and dvalid[j] == 0
+    if null:
+        st[i] = base
+        en[i] = base
+    else:
+        st[i] = base + np.int64(doffs[j])
+        en[i] = base + np.int64(doffs[j + 1])
+    if has_flag:
+        flag[i] = np.uint64(1) if null else np.uint64(0)
+    elif null and has_keep:
+        keep[i] = 0
+
+
+@per_row
+def range_valid_row(words, valid, has_valid, out, i):
+    """Row ``i``'s validity on the fast path of a uint64 key joined with a signed one: 1 where
+    the key is not null and its value fits both types (``words``: int64 view of the words,
+    ``>= 0``)."""
+    if (has_valid and valid[i] == 0) or words[i] < 0:
+        out[i] = 0
+    else:
+        out[i] = 1
+
+
+@per_row
+def range_clear_row(words, keep, i):
+    """The general path's range check: clear row ``i``'s keep byte where its int64 word is
+    negative (a value the other side's type cannot hold)."""
+    if words[i] < 0:
+        keep[i] = 0
+
+
+@per_row
+def coalesced_key_span(lst, len_, lkeep, has_lkeep, lidx, rst, ren, rkeep, has_rkeep, ridx, i):
+    """Output row ``i`` of a coalesced string key from per-row spans (a dictionary's or a plain
+    string's): ``(side, start, length, valid)``, the left row where ``lidx[i] >= 0`` (side 0),
+    else the right row (side 1); null (empty) where that row's keep byte is 0 or neither side is
+    present."""
+    j = lidx[i]
+    if j >= 0:
+        if has_lkeep and lkeep[j] == 0:
+            return 0, np.int64(0), np.int64(0), 0
+        s = np.int64(lst[j])
+        return 0, s, np.int64(len_[j]) - s, 1
+    j = ridx[i]
+    if j >= 0:
+        if has_rkeep and rkeep[j] == 0:
+            return 1, np.int64(0), np.int64(0), 0
+        s = np.int64(rst[j])
+        return 1, s, np.int64(ren[j]) - s, 1
+    return 0, np.int64(0), np.int64(0), 0

@@ -11,9 +11,12 @@ and byte spans. ``uint64`` paired with a signed integer compares values: a row w
 other side's type cannot hold never matches.
 
 Normalisation of the general path runs on the key columns' device where the backend gives its
-kernels (``widen``, ``key_word``, ``string_span``: the CUDA backend does) and the keys are
-fixed-width, bool and at most one plain string key; otherwise (the CPU, dictionary keys,
-several string keys) it runs on the host (numpy) and the results are copied to the device.
+kernels (``widen``, ``key_word``, ``string_span``: both backends do) and the keys are
+fixed-width, bool and at most one plain string key. On a CUDA device the backend's
+:class:`DeviceKeyPrep` (:func:`gpuframe.backends.cuda._target.key_prep`) covers the rest on the
+device too: dictionary keys, several string keys (their bytes concatenated there) and the range
+check of a uint64 key joined with a signed one, so nothing but sizes crosses to the host. On
+the CPU those run on the host (numpy), as before.
 """
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ from ..core.dtypes import Layout
 from ._common import words_to_values
 from .contract import KeyPair
 
-__all__ = ["SideKeys", "prepare_keys", "key_words", "host_valid", "key_has_nulls", "fast_key_words",
-           "merged_key_host"]
+__all__ = ["SideKeys", "DeviceKeyPrep", "prepare_keys", "key_words", "host_valid", "key_has_nulls",
+           "fast_key_words", "merged_key_host"]
 
 # widen(values, dtype, device) -> values converted to dtype on the device (a backend's kernel)
 Widen = Callable[[Any, Any, Device], Any]
@@ -45,6 +48,36 @@ KeyWord = Callable[[Any, int, Any, Any, Any, Any], None]
 # string_span(offsets, valid, st, en, flag, keep): a string key's int64 byte spans (empty where
 # valid is 0) into st/en, made on the device; flag and keep as for KeyWord
 StringSpan = Callable[[Any, Any, Any, Any, Any, Any], None]
+
+
+@dataclass(frozen=True)
+class DeviceKeyPrep:
+    """A device backend's kernels for the keys that ``key_word`` and ``string_span`` do not
+    cover: they make on the device what :func:`_general_side` and :func:`_fast_side` make on
+    the host (the same spans, null flags, keep bytes and validity). ``None`` arguments are
+    absent arrays (no nulls, no flag word, no keep bytes)."""
+
+    # (offsets, base, valid, st, en, flag, keep): a plain string key's int64 spans, ``base``
+    # added, a null key's empty span at ``base``; flag and keep as for KeyWord
+    string_span_at: Callable[..., None]
+    # (indices, index_valid, dict_offsets, dict_valid, base, st, en, flag, keep): a dictionary
+    # key's spans through its dictionary; a null index or a null entry is a null key
+    dict_span: Callable[..., None]
+    # (words_int64, valid) -> uint8 [n]: 1 where valid (None: all) and the word is >= 0
+    range_valid: Callable[[Any, Any], Any]
+    # (words_int64, keep): keep[i] = 0 where the word is negative
+    range_clear: Callable[[Any, Any], None]
+    # (src, dst, base): dst[base:base + len(src)] = src (uint8)
+    copy_at: Callable[[Any, Any, int], None]
+
+
+def _device_key_prep(device: Device) -> Optional[DeviceKeyPrep]:
+    """The :class:`DeviceKeyPrep` of ``device``'s backend (CUDA), ``None`` on the CPU."""
+    if not device.is_cuda:
+        return None
+    from .cuda._target import key_prep     # deferred: the CPU path never imports the CUDA backend
+
+    return key_prep()
 
 
 @dataclass
@@ -168,27 +201,33 @@ def prepare_keys(lcols: Sequence[Column], rcols: Sequence[Column], pairs: Sequen
     several keys, string keys, and ``nulls_equal`` with null keys take the general path (a
     row hash, verified against the normalised key words and byte spans). With ``widen``,
     ``key_word`` and ``string_span`` a general path of fixed-width, bool and (at most one)
-    plain string keys is prepared on the device.
+    plain string keys is prepared on the device; on a CUDA device (its :class:`DeviceKeyPrep`)
+    every key is, dictionary keys, several string keys and range checks included.
     """
     # pairs whose nulls must match each other: both sides get a null-flag word for them
     flag_pairs = [nulls_equal and (key_has_nulls(lc) or key_has_nulls(rc)) for lc, rc in zip(lcols, rcols)]
+    more = _device_key_prep(device) if widen is not None else None
     if _use_fast_path(pairs, any(flag_pairs)):
-        return _fast_side(lcols[0], pairs[0], device, widen), _fast_side(rcols[0], pairs[0], device, widen)
+        return (_fast_side(lcols[0], pairs[0], device, widen, more),
+                _fast_side(rcols[0], pairs[0], device, widen, more))
     if (widen is not None and key_word is not None and string_span is not None
-            and sum(1 for p in pairs if p.is_string) <= 1
-            and all(_device_words_ok(c, p, device) for cols in (lcols, rcols) for c, p in zip(cols, pairs))):
-        return (_general_side_device(lcols, pairs, flag_pairs, device, widen, key_word, string_span),
-                _general_side_device(rcols, pairs, flag_pairs, device, widen, key_word, string_span))
+            and (more is not None or sum(1 for p in pairs if p.is_string) <= 1)
+            and all(_device_words_ok(c, p, device, more) for cols in (lcols, rcols) for c, p in zip(cols, pairs))):
+        return (_general_side_device(lcols, pairs, flag_pairs, device, widen, key_word, string_span, more),
+                _general_side_device(rcols, pairs, flag_pairs, device, widen, key_word, string_span, more))
     return (_general_side(lcols, pairs, flag_pairs, device),
             _general_side(rcols, pairs, flag_pairs, device))
 
 
-def _device_words_ok(col: Column, pair: KeyPair, device: Device) -> bool:
+def _device_words_ok(col: Column, pair: KeyPair, device: Device, more: Optional[DeviceKeyPrep]) -> bool:
     if col.device != device:
         return False
     if pair.is_string:
-        return col.layout == Layout.STRING     # a dictionary's spans and null entries: on the host
-    return not pair.range_checked and (col.layout == Layout.FIXED or pair.family == "bool")
+        # without ``more``, a dictionary's spans and null entries are made on the host
+        return col.layout == Layout.STRING or (more is not None and col.layout == Layout.DICTIONARY)
+    if pair.range_checked and more is None:
+        return False
+    return col.layout == Layout.FIXED or pair.family == "bool"
 
 
 def _device_key_words(col: Column, pair: KeyPair, device: Device, widen: Widen) -> Any:
@@ -205,35 +244,75 @@ def _device_key_words(col: Column, pair: KeyPair, device: Device, widen: Widen) 
     return memory.view_as(widen(vals, np.int64, device), np.uint64)
 
 
+def _string_chars(col: Column) -> Any:
+    """The bytes a string key's spans point into (a dictionary's: its dictionary's)."""
+    return col.dictionary.chars() if col.layout == Layout.DICTIONARY else col.chars()
+
+
+def _device_spans(col: Column, base: int, st: Any, en: Any, flag: Any, keep: Any, string_span: StringSpan,
+                  more: Optional[DeviceKeyPrep]) -> None:
+    """One string key's spans (``base`` added), null flags and keep bytes, by kernels on the
+    column's device: what :func:`_string_spans_into` and :func:`host_valid` make on the host."""
+    valid = col.validity_bytes() if col.has_nulls else None
+    if col.layout == Layout.DICTIONARY:
+        d = col.dictionary
+        dvalid = d.validity_bytes() if d.has_nulls else None
+        more.dict_span(col.values(), valid, d.offsets_view(), dvalid, base, st, en, flag, keep)
+    elif base:
+        more.string_span_at(col.offsets_view(), base, valid, st, en, flag, keep)
+    else:
+        string_span(col.offsets_view(), valid, st, en, flag, keep)
+
+
 def _general_side_device(cols: Sequence[Column], pairs: Sequence[KeyPair], flag_pairs: Sequence[bool],
-                         device: Device, widen: Widen, key_word: KeyWord, string_span: StringSpan) -> SideKeys:
-    """:func:`_general_side` for fixed-width, bool and one plain string key, made by kernels on
-    ``device``: the same words, null-flag words, byte spans and validity, nothing copied to the
-    host (the string key's spans point into its own byte buffer)."""
+                         device: Device, widen: Widen, key_word: KeyWord, string_span: StringSpan,
+                         more: Optional[DeviceKeyPrep] = None) -> SideKeys:
+    """:func:`_general_side` made by kernels on ``device``: the same words, null-flag words,
+    byte spans and validity, nothing copied to the host. Without ``more`` the keys are
+    fixed-width, bool and one plain string key (its spans point into its own byte buffer); with
+    it dictionary keys, several string keys (their bytes concatenated on the device, each key's
+    spans offset by where its bytes start, as on the host) and range-checked keys too."""
     n = len(cols[0])
     nflag = sum(1 for f in flag_pairs if f)
     ns = sum(1 for p in pairs if p.is_string)
     warr = memory.empty((len(pairs) - ns + nflag, n), np.uint64, device)
     sarr = memory.empty((ns, n), np.int64, device)
     earr = memory.empty((ns, n), np.int64, device)
-    chars = memory.empty(0, np.uint8, device)
-    need_keep = any(key_has_nulls(c) and not f for c, f in zip(cols, flag_pairs))
+    need_keep = (any(key_has_nulls(c) and not f for c, f in zip(cols, flag_pairs))
+                 or any(p.range_checked for p in pairs))
     keep = memory.full(n, 1, np.uint8, device) if need_keep else None
+    string_cols = [c for c, p in zip(cols, pairs) if p.is_string]
+    if len(string_cols) == 1:
+        chars = _string_chars(string_cols[0])       # the spans point into the key's own bytes
+    else:
+        total = sum(int(_string_chars(c).shape[0]) for c in string_cols)
+        chars = memory.empty(total, np.uint8, device)
+        base = 0
+        for c in string_cols:
+            src = _string_chars(c)
+            more.copy_at(src, chars, base)
+            base += int(src.shape[0])
+    if chars.shape[0] == 0:
+        chars = memory.empty(1, np.uint8, device)   # empty spans only; no 0-byte kernel argument
     fi = len(pairs) - ns
     wi = 0
+    si = 0
+    base = 0
     for col, pair, flag in zip(cols, pairs, flag_pairs):
-        valid = col.validity_bytes() if col.has_nulls else None
         flag_row = None
         if flag:
             flag_row = warr[fi]
             fi += 1
         if pair.is_string:
-            string_span(col.offsets_view(), valid, sarr[0], earr[0], flag_row, keep)
-            chars = col.chars()
-            if chars.shape[0] == 0:
-                chars = memory.empty(1, np.uint8, device)   # empty spans only; no 0-byte kernel argument
+            _device_spans(col, base, sarr[si], earr[si], flag_row, keep, string_span, more)
+            base += int(_string_chars(col).shape[0])
+            si += 1
         else:
+            valid = col.validity_bytes() if col.has_nulls else None
             src = _device_key_words(col, pair, device, widen)
+            if pair.range_checked:
+                # before nulls are looked at, as on the host: on the value stored in the row
+                more.range_clear(memory.view_as(src, np.int64), keep)
             key_word(src, KMODE_F64 if pair.family == "float" else KMODE_BITS, valid, warr[wi], flag_row, keep)
             wi += 1
     sk = SideKeys(n, None, None, KMODE_BITS, True, warr, sarr, earr, chars, [])
@@ -248,13 +327,22 @@ def _empty_verify(device: Device) -> tuple[Any, Any, Any, Any]:
             memory.to_device(np.zeros(0, np.uint8), device))
 
 
-def _fast_side(col: Column, pair: KeyPair, device: Device, widen: Optional[Widen]) -> SideKeys:
+def _fast_side(col: Column, pair: KeyPair, device: Device, widen: Optional[Widen],
+               more: Optional[DeviceKeyPrep] = None) -> SideKeys:
     n = len(col)
     if pair.family == "float":
         zero_copy = pa.types.is_float64(col.dtype)
     else:
         zero_copy = col.layout == Layout.FIXED and col.data.dtype.itemsize == 8
-    if (not zero_copy and widen is not None and col.device == device
+    if pair.range_checked and more is not None and col.device == device and col.layout == Layout.FIXED:
+        # an integer key joined with uint64 (or uint64 with a signed one), on the device:
+        # widened there where narrower, and a value the other side's type cannot hold (its
+        # int64 word negative) never matches
+        vals = col.values()
+        words = memory.view_as(vals if zero_copy else widen(vals, np.int64, device), np.int64)
+        keys = memory.view_as(words, np.uint64)
+        valid = more.range_valid(words, col.validity_bytes() if col.has_nulls else None)
+    elif (not zero_copy and widen is not None and col.device == device
             and (col.layout == Layout.FIXED or pair.family == "bool") and not pair.range_checked):
         # a narrower fixed-width (or bool) key on the device: widened there (sign-extended, or to
         # float64; bools unpacked to one byte per row first), validity unpacked there too
@@ -339,7 +427,7 @@ def _general_side(cols: Sequence[Column], pairs: Sequence[KeyPair], flag_pairs: 
 
 def fast_key_words(col: Column, pair: KeyPair, device: Device, widen: Optional[Widen] = None) -> Any:
     """The key words (uint64, on ``device``) of one key column, as the fast path compares them."""
-    return _fast_side(col, pair, device, widen).keys
+    return _fast_side(col, pair, device, widen, _device_key_prep(device) if widen is not None else None).keys
 
 
 # --------------------------------------------------------------------------- merged keys
@@ -355,8 +443,16 @@ def merged_key_host(left_key: Column, right_key: Column, pair: KeyPair, dtype: p
                     right_idx: Any) -> Column:
     """The coalesced key of ``pair`` for the rows of the gather maps, made on the host and moved
     to the key columns' device: the key of the left side where the left row is present, else
-    the right side's, as ``dtype``; null where that key is null."""
+    the right side's, as ``dtype``; null where that key is null.
+
+    A string key on a CUDA device (plain or dictionary-encoded, the only keys the CUDA backend's
+    ``merged_key`` leaves to this function) is made on the device instead
+    (:func:`gpuframe.backends.cuda.merged_key.merged_string_key`, the same column)."""
     device = left_key.device
+    if pair.is_string and device.is_cuda:
+        from .cuda.merged_key import merged_string_key    # deferred: the CPU path never imports it
+
+        return merged_string_key(left_key, right_key, dtype, left_idx, right_idx)
     li = np.ascontiguousarray(memory.to_host(left_idx), dtype=np.int64)
     ri = np.ascontiguousarray(memory.to_host(right_idx), dtype=np.int64)
     if pair.is_string:

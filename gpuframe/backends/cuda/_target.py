@@ -106,3 +106,70 @@ def cast_on_device(src: Any, dtype: Any, n: int, device: Device) -> Any:
 def widen(values: Any, dtype: Any, device: Device) -> Any:
     """A fixed-width device array widened to ``dtype`` (int64 or float64) on the device."""
     return cast_on_device(values, dtype, len(values), device)
+
+
+# --------------------------------------------------------------------------- key preparation
+# The kernels of gpuframe.kernels.keyprep behind gpuframe.backends._keys.DeviceKeyPrep: the
+# general path's dictionary keys, several string keys and range checks, on the device.
+def _keyprep() -> Any:
+    from gpuframe.kernels.keyprep import cuda_kernels
+
+    return cuda_kernels()
+
+
+def _key_launch(name: str, n: int, device: Device, *args: Any) -> None:
+    from .launch import launch
+
+    with launch_context(device):
+        launch(_keyprep()[name], n, *args)
+
+
+def _none(dtype: Any, device: Device) -> Any:
+    return memory.empty(1, dtype, device)
+
+
+def _string_span_at(offsets: Any, base: int, valid: Any, st: Any, en: Any, flag: Any, keep: Any) -> None:
+    """One plain string key's spans, ``base`` added (``_keys.DeviceKeyPrep.string_span_at``)."""
+    dev = memory.array_device(st)
+    _key_launch("string_span_at", int(st.shape[0]), dev, offsets, np.int64(base),
+                _none(np.uint8, dev) if valid is None else valid, valid is not None, st, en,
+                _none(np.uint64, dev) if flag is None else flag, flag is not None,
+                _none(np.uint8, dev) if keep is None else keep, keep is not None)
+
+
+def _dict_span(indices: Any, ivalid: Any, doffs: Any, dvalid: Any, base: int, st: Any, en: Any, flag: Any,
+               keep: Any) -> None:
+    """One dictionary string key's spans and nulls (``_keys.DeviceKeyPrep.dict_span``)."""
+    dev = memory.array_device(st)
+    _key_launch("dict_span", int(st.shape[0]), dev, indices, _none(np.uint8, dev) if ivalid is None else ivalid,
+                ivalid is not None, doffs, _none(np.uint8, dev) if dvalid is None else dvalid, dvalid is not None,
+                np.int64(base), st, en, _none(np.uint64, dev) if flag is None else flag, flag is not None,
+                _none(np.uint8, dev) if keep is None else keep, keep is not None)
+
+
+def _range_valid(words: Any, valid: Any) -> Any:
+    """uint8 per row: 1 where the key is valid and its int64 word is ``>= 0``
+    (``_keys.DeviceKeyPrep.range_valid``)."""
+    n = int(words.shape[0])
+    dev = memory.array_device(words)
+    out = memory.empty(n, np.uint8, dev)
+    _key_launch("range_valid", n, dev, words, _none(np.uint8, dev) if valid is None else valid, valid is not None, out)
+    return out
+
+
+def _range_clear(words: Any, keep: Any) -> None:
+    """Clear ``keep`` where the int64 word is negative (``_keys.DeviceKeyPrep.range_clear``)."""
+    _key_launch("range_clear", int(keep.shape[0]), memory.array_device(keep), words, keep)
+
+
+def _copy_at(src: Any, dst: Any, base: int) -> None:
+    """``dst[base:base + len(src)] = src`` on the device (``_keys.DeviceKeyPrep.copy_at``)."""
+    _key_launch("copy_at", int(src.shape[0]), memory.array_device(dst), src, dst, np.int64(base))
+
+
+def key_prep() -> Any:
+    """The CUDA backend's :class:`gpuframe.backends._keys.DeviceKeyPrep`."""
+    from .._keys import DeviceKeyPrep
+
+    return DeviceKeyPrep(string_span_at=_string_span_at, dict_span=_dict_span, range_valid=_range_valid,
+                         range_clear=_range_clear, copy_at=_copy_at)
