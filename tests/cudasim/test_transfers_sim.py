@@ -3,9 +3,10 @@
 small and a four times larger input.
 
 Run under numba's simulator (NUMBA_ENABLE_CUDASIM=1), where device arrays are numba's
-FakeCUDAArrays and every copy still goes through :mod:`gpuframe.core.memory`. Not listed here
-(issue 10, item 2): dictionary keys and several string keys, whose key preparation runs on the
-host, and ``merge`` on them, whose merged key column is built on the host.
+FakeCUDAArrays and every copy still goes through :mod:`gpuframe.core.memory`. Every key type is
+listed: fixed-width, bool, nullable, several columns, ``nulls_equal``, strings, dictionary
+strings (null indices and null dictionary entries), several string keys and uint64 joined with
+int64; the last ones' answers are checked against the CPU backend's too.
 """
 from __future__ import annotations
 
@@ -181,3 +182,103 @@ def test_string_keys_move_o1_bytes(cuda_device, fixed_too, nulls, nulls_equal):
                 continue
             got = [_moved(lambda: op(*sides[n], on=on, how=how, nulls_equal=nulls_equal)) for n in sizes]
             _assert_o1(*got, f"{op.__name__}(how={how!r}, nulls_equal={nulls_equal}) on {on}", sizes)
+
+
+# --------------------------------------------------------------------------- issue 10, item 2
+# key types whose preparation (and merged key) the CUDA backend once made on the host
+def _dict_strings(n: int, seed: int, index_type, value_type, nulls: bool) -> pa.Array:
+    """Dictionary strings: an empty string and multi-byte entries, and with ``nulls`` null
+    indices and a null dictionary entry (a null key too) that some rows point at."""
+    rng = np.random.default_rng(seed)
+    entries = ["", "a", "ß", "日本", "key-7", "abcdefghij"] + ([None] if nulls else [])
+    idx = pa.array(rng.integers(0, len(entries), n), index_type, mask=(rng.random(n) < 0.1) if nulls else None)
+    return pa.DictionaryArray.from_arrays(idx, pa.array(entries, value_type))
+
+
+def _strings(n: int, seed: int, t, nulls: bool) -> pa.Array:
+    rng = np.random.default_rng(seed)
+    words = ["", "a", "ß", "日本", "key-7", "abcdefghij", "zz"]
+    return pa.array([words[c] for c in rng.integers(0, len(words), n)], t,
+                    mask=(rng.random(n) < 0.1) if nulls else None)
+
+
+def _ints(n: int, seed: int, t, values, nulls: bool) -> pa.Array:
+    rng = np.random.default_rng(seed)
+    return pa.array(rng.choice(np.array(values, t.to_pandas_dtype()), n), t,
+                    mask=(rng.random(n) < 0.1) if nulls else None)
+
+
+_U64 = [0, 1, 5, 7, 2**63, 2**63 + 5, 2**64 - 1]     # half of them no int64 can equal
+_I64 = [0, 1, 5, 7, -1, -5, -(2**63)]                 # negatives: no uint64 can equal
+
+
+def _item2_arrays(case: str, n: int, nulls: bool) -> tuple[dict, dict, dict]:
+    """(left columns, right columns, the join's key arguments) of one case, ``n`` left rows."""
+    m = n // 2
+    if case == "dictionary":              # dictionary<int32, string> with string
+        return ({"k": _dict_strings(n, 1, pa.int32(), pa.string(), nulls)},
+                {"k": _strings(m, 2, pa.large_string(), nulls)}, {"on": "k"})
+    if case == "dictionary_both":         # dictionary<int8, large_string> with dictionary<int16, string>
+        return ({"k": _dict_strings(n, 3, pa.int8(), pa.large_string(), nulls)},
+                {"k": _dict_strings(m, 4, pa.int16(), pa.string(), nulls)}, {"on": "k"})
+    if case == "two_strings":             # a string and a dictionary key on each side
+        return ({"k": _strings(n, 5, pa.string(), nulls), "k2": _dict_strings(n, 6, pa.int32(), pa.string(), nulls)},
+                {"k": _dict_strings(m, 7, pa.int32(), pa.string(), nulls), "k2": _strings(m, 8, pa.large_string(), nulls)},
+                {"on": ["k", "k2"]})
+    if case == "dictionary_and_int":      # a dictionary string key and an integer key
+        return ({"k": _dict_strings(n, 9, pa.int32(), pa.string(), nulls), "k2": _ints(n, 10, pa.int32(), range(3), nulls)},
+                {"k": _strings(m, 11, pa.string(), nulls), "k2": _ints(m, 12, pa.int64(), range(3), nulls)},
+                {"on": ["k", "k2"]})
+    if case == "uint64_int64":            # values >= 2**63 on the uint64 side, negatives on the other
+        # left_on/right_on: an outer merge keeps both key columns (no type holds every value of both)
+        return ({"k": _ints(n, 13, pa.uint64(), _U64, nulls)}, {"rk": _ints(m, 14, pa.int64(), _I64, nulls)},
+                {"left_on": "k", "right_on": "rk"})
+    if case == "uint64_int8_multi":       # range checks on the general path (with a second key)
+        return ({"k": _ints(n, 15, pa.uint64(), _U64, nulls), "k2": _ints(n, 16, pa.int16(), range(2), nulls)},
+                {"rk": _ints(m, 17, pa.int8(), [0, 1, 5, 7, -1, -5, -128], nulls), "rk2": _ints(m, 18, pa.int64(), range(2), nulls)},
+                {"left_on": ["k", "k2"], "right_on": ["rk", "rk2"]})
+    raise ValueError(case)
+
+
+def _item2_tables(case: str, n: int, nulls: bool):
+    lcols, rcols, on = _item2_arrays(case, n, nulls)
+    left = pa.table({**lcols, "a": np.arange(n)})
+    right = pa.table({**rcols, "b": np.arange(n // 2) * 0.5})
+    return gpuframe.from_arrow(left), gpuframe.from_arrow(right), on
+
+
+def _sorted_pairs(li, ri) -> list:
+    return sorted(zip(memory.to_host(li).tolist(), memory.to_host(ri).tolist()))
+
+
+def _sorted_rows(t) -> list:
+    return sorted(map(repr, t.to("cpu").to_arrow().to_pylist()))
+
+
+ITEM2_CASES = {"dictionary": (False, True), "dictionary_both": (True,), "two_strings": (True,),
+               "dictionary_and_int": (True,), "uint64_int64": (False, True), "uint64_int8_multi": (True,)}
+
+
+@pytest.mark.parametrize("case,nulls_equal", [(c, ne) for c, nes in ITEM2_CASES.items() for ne in nes],
+                         ids=[f"{c}-{'nulls_equal' if ne else 'nulls'}" for c, nes in ITEM2_CASES.items()
+                              for ne in nes])
+def test_item2_keys_move_o1_bytes_and_match_the_cpu(cuda_device, case, nulls_equal):
+    sizes = SLOW_SIZES
+    host = {n: _item2_tables(case, n, nulls=True) for n in sizes}
+    dev = {n: (host[n][0].to(cuda_device), host[n][1].to(cuda_device)) for n in sizes}
+    for how in ("inner", "outer"):
+        kw = dict(host[sizes[0]][2], how=how, nulls_equal=nulls_equal)
+        got, moved = {}, []
+        for n in sizes:
+            moved.append(_moved(lambda: got.__setitem__(n, gpuframe.join_indices(*dev[n], **kw))))
+            assert _sorted_pairs(*got[n]) == _sorted_pairs(*gpuframe.join_indices(*host[n][:2], **kw)), \
+                f"join_indices(how={how!r}) on {case}, {n} rows: differs from the CPU backend"
+        _assert_o1(*moved, f"join_indices(how={how!r}, nulls_equal={nulls_equal}) on {case}", sizes)
+        moved = []
+        for n in sizes:
+            moved.append(_moved(lambda: got.__setitem__(n, gpuframe.merge(*dev[n], **kw))))
+            want = gpuframe.merge(*host[n][:2], **kw)
+            assert got[n].schema == want.schema, f"merge(how={how!r}) on {case}: {got[n].schema} != {want.schema}"
+            assert _sorted_rows(got[n]) == _sorted_rows(want), \
+                f"merge(how={how!r}) on {case}, {n} rows: differs from the CPU backend"
+        _assert_o1(*moved, f"merge(how={how!r}, nulls_equal={nulls_equal}) on {case}", sizes)
