@@ -7,8 +7,10 @@ Families: ``hashing`` (``hash_rows`` on every stored type, nulls, several column
 ``partition`` (``partition_ids``, ``hash_partition``: offsets and the whole table, which is stable
 on both devices), ``gather`` (``take`` with repeats and ``-1`` on every type with nulls), ``join``
 (``join_indices``, ``join_size`` and ``merge`` for every ``how``, on int, promoted int, float,
-string, dictionary, multi-column and nullable keys, ``nulls_equal`` both ways) and ``merged_key``
-(outer merges whose key column comes from either side, promoted types).
+string, dictionary, multi-column and nullable keys, ``nulls_equal`` both ways), ``merged_key``
+(outer merges whose key column comes from either side, promoted types) and ``keyprep`` (the
+key preparation of :mod:`gpuframe.kernels.keyprep`: dictionary keys with null indices and null
+entries, several string keys, uint64 joined with signed keys, and their merged keys).
 
 Each case runs on ``cuda:0`` and on the CPU and compares the answers. Its outcome is one of
 
@@ -258,6 +260,38 @@ def _join_shapes() -> dict[str, tuple[pa.Table, pa.Table, dict]]:
     }
 
 
+def _keyprep_shapes() -> dict[str, tuple[pa.Table, pa.Table, dict]]:
+    rng = np.random.default_rng(9)
+
+    def dictionary(n: int, index_type: pa.DataType, value_type: pa.DataType) -> pa.Array:
+        entries = pa.array(["", "a", "ß", "日本", "key-12345", None], value_type)   # a null entry
+        idx = pa.array(rng.integers(0, len(entries), n), index_type, mask=rng.random(n) < 0.15)
+        return pa.DictionaryArray.from_arrays(idx, entries)
+
+    def ints(n: int, t: pa.DataType, values: list) -> pa.Array:
+        return pa.array(rng.choice(np.array(values, t.to_pandas_dtype()), n), t, mask=rng.random(n) < 0.1)
+
+    u64 = [0, 1, 5, 2**63, 2**63 + 5, 2**64 - 1]
+    return {
+        "dict_null_entries": (pa.table({"k": dictionary(60, pa.int32(), pa.string()), "a": np.arange(60)}),
+                              pa.table({"k": dictionary(40, pa.int8(), pa.large_string()), "b": np.arange(40)}),
+                              {"on": "k"}),
+        "two_strings": (pa.table({"k1": _array(pa.string(), 60, 31, 5, True),
+                                  "k2": dictionary(60, pa.int16(), pa.string()), "a": np.arange(60)}),
+                        pa.table({"k1": dictionary(40, pa.int32(), pa.string()),
+                                  "k2": _array(pa.large_string(), 40, 32, 5, True), "b": np.arange(40)}),
+                        {"on": ["k1", "k2"]}),
+        "uint64_vs_int64": (pa.table({"k": ints(60, pa.uint64(), u64), "a": np.arange(60)}),
+                            pa.table({"k2": ints(40, pa.int64(), [0, 1, 5, -1, -(2**63)]), "b": np.arange(40)}),
+                            {"left_on": "k", "right_on": "k2"}),
+        "int8_vs_uint64_multi": (pa.table({"k": ints(60, pa.int8(), [0, 1, 5, -1, -128]),
+                                           "s": _array(pa.string(), 60, 33, 3, True), "a": np.arange(60)}),
+                                 pa.table({"k2": ints(40, pa.uint64(), u64), "s2": _array(pa.string(), 40, 34, 3, True),
+                                           "b": np.arange(40)}),
+                                 {"left_on": ["k", "s"], "right_on": ["k2", "s2"]}),
+    }
+
+
 def cases() -> list[Case]:
     """Every case, each family's first case early (a compile failure shows before the budget ends)."""
     out: list[Case] = []
@@ -296,6 +330,10 @@ def cases() -> list[Case]:
         lt, rt, on = shapes[shape]
         for how in ("inner", "outer", "anti"):
             out.append(Case("join", f"{shape}/{how}/nulls_equal", _join_case(lt, rt, how, True, **on)))
+    for shape, (lt, rt, on) in _keyprep_shapes().items():
+        for how, nulls_equal in (("inner", False), ("outer", False), ("outer", True)):
+            name = f"{shape}/{how}" + ("/nulls_equal" if nulls_equal else "")
+            out.append(Case("keyprep", name, _join_case(lt, rt, how, nulls_equal, **on)))
     return out
 
 
