@@ -1,11 +1,11 @@
 """Atomic read-modify-write on one array element: one name for Python and ``cuda.jit``.
 
-The join's slot writes (:func:`gpuframe.kernels.hashtable.claim_slot` and ``push_slot``) call
-these names on the GPU and under the simulator, and each target supplies its own implementation:
+The join's slot writes (:func:`gpuframe.kernels.hashtable.claim_slot`, ``push_slot``,
+``claim_pair`` and ``add_count``) call these names on the GPU and under the simulator, and each target supplies its own implementation:
 
 * plain Python, which is also what the CUDA simulator runs: a lock around the read and the
   write, so the simulator's block threads see real atomics;
-* ``cuda.jit``: ``numba.cuda.atomic.cas`` and ``exch``, registered by
+* ``cuda.jit``: ``numba.cuda.atomic.cas``, ``exch`` and ``add``, registered by
   :func:`register_cuda_overloads` (called by the CUDA kernel factories, so that importing this
   module does not import ``numba.cuda``).
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["atomic_cas", "atomic_exch", "register_cuda_overloads"]
+__all__ = ["atomic_add", "atomic_cas", "atomic_exch", "register_cuda_overloads"]
 
 _LOCK = threading.Lock()
 
@@ -42,12 +42,20 @@ def atomic_exch(arr, idx, value):
         return old
 
 
+def atomic_add(arr, idx, value):
+    """``old = arr[idx]; arr[idx] = old + value``, atomically; returns ``old``."""
+    with _LOCK:
+        old = arr[idx]
+        arr[idx] = old + value
+        return old
+
+
 # --------------------------------------------------------------------------- CUDA
 _CUDA_REGISTERED = False
 
 
 def register_cuda_overloads() -> None:
-    """Teach the CUDA target the two names (idempotent; imports ``numba.cuda``)."""
+    """Teach the CUDA target the three names (idempotent; imports ``numba.cuda``)."""
     global _CUDA_REGISTERED
     if _CUDA_REGISTERED:
         return
@@ -65,6 +73,13 @@ def register_cuda_overloads() -> None:
     def _ov_exch_cuda(arr, idx, value):
         def impl(arr, idx, value):
             return cuda.atomic.exch(arr, idx, value)
+
+        return impl
+
+    @cuda_overload(atomic_add, target="cuda")
+    def _ov_add_cuda(arr, idx, value):
+        def impl(arr, idx, value):
+            return cuda.atomic.add(arr, idx, value)
 
         return impl
 

@@ -1,26 +1,28 @@
-"""The join's hash table, per row: slot, insert and find. One definition each
-(:mod:`gpuframe.kernels.per_row`), compiled for the CPU drivers and the CUDA kernels alike; the one thing
-the targets do differently, writing a slot, is one name per operation with an implementation
-per target (:func:`claim_slot`, :func:`push_slot`).
+"""The CPU join's hash tables, per row: slot, insert and find. One definition each
+(:mod:`gpuframe.kernels.per_row`), compiled for both targets (the CPU drivers run them; they
+compile for CUDA too, tests/test_one_source.py); the one thing the targets do differently,
+writing a slot, is one name per operation with an implementation per target
+(:func:`claim_slot`, :func:`push_slot`).
 
 Open addressing with linear probing over ``table[t0:t0 + tmask + 1]`` (``EMPTY = -1``, a power
-of two of slots; int64 on the GPU, int32 on the CPU); a slot holds the *head* of a chain of build
-rows that share one key, as a row id local to the table (build position ``b0 + id``), and
-``nxt[pos]`` links build position ``pos`` to the next position with the same key (``-1`` ends a
-chain). The table therefore holds each distinct key once: heavy duplicates (one key on half of
-the rows) make a long chain, never a long probe sequence for other keys. The slot of a key uses
-the hash bits *above* the ``pshift`` radix-partition bits (the CPU drivers partition on the low
-bits), so a partition's keys spread over its whole table.
+of two of slots; int32 on the CPU); a slot holds the *head* of a chain of build rows that share
+one key, as a row id local to the table (build position ``b0 + id``), and ``nxt[pos]`` links
+build position ``pos`` to the next position with the same key (``-1`` ends a chain). The table
+therefore holds each distinct key once: heavy duplicates (one key on half of the rows) make a
+long chain, never a long probe sequence for other keys. The slot of a key uses the hash bits
+*above* the ``pshift`` radix-partition bits (the CPU drivers partition on the low bits), so a
+partition's keys spread over its whole table.
 
-Why the two targets build differently around these functions
-------------------------------------------------------------
-The GPU builds one global table (``t0 = b0 = 0``) from one thread per build row: a slot is
-claimed with ``cas`` and a chain extended with ``exch`` (:mod:`gpuframe.kernels.atomics`), and
-a chain's order is whatever order the threads ran in. The CPU radix-partitions both sides first
-and builds one small table per partition on one thread, inside that core's cache (a global
-table is a cache miss per row on a CPU, while a GPU hides the latency with other warps); one
-thread per table needs no atomics, so the CPU slot writes are plain stores, and inserting in
-reverse position order keeps every chain in position order.
+Why the GPU uses another table
+------------------------------
+The CPU radix-partitions both sides first and builds one small table per partition on one
+thread, inside that core's cache; one thread per table needs no atomics, inserting in reverse
+position order keeps every chain in position order, and a chain is walked in cache. The GPU
+builds one global table from one thread per build row, where a chain would be walked serially by
+every thread that matches a hot key (twice: count, then write) and every insert of one key
+would serialise on one exchange; its table keeps the keys in the slots and each key's rows
+contiguous instead (:mod:`gpuframe.kernels.slot_table`). :func:`table_bits` and
+:func:`slot_of` serve both.
 """
 from __future__ import annotations
 

@@ -2,17 +2,22 @@
 
 The per-row functions live in one module per family, each defined once and compiled for both
 targets: :mod:`gpuframe.kernels.keys` (canonical key word, join hash, row equality, general row
-hash), :mod:`gpuframe.kernels.hashtable` (slot, insert, find) and
-:mod:`gpuframe.kernels.hashing` (``hash_u64``, ``hash_bytes``). They are re-exported here under
+hash), :mod:`gpuframe.kernels.slot_table` (the GPU's table: insert, find, the output row's
+probe row), :mod:`gpuframe.kernels.hashtable` (the CPU drivers' chained tables) and
+:mod:`gpuframe.kernels.hashing` (``hash_u64``, ``hash_bytes``). Some are re-exported here under
 their old names.
 
-The GPU runs one global hash table (``t0 = b0 = 0``, ``pshift = 0``): one thread per build row
-inserts with atomics (:func:`ht_insert`), one thread per probe row walks its chain
-(:func:`ht_find`); counts, a prefix sum and a second probe pass write the pairs. The CPU drivers
-(:mod:`gpuframe.kernels.join_cpu`) run the same per-row functions inside a different algorithm
-(radix partitions, one table per partition in cache; see :mod:`gpuframe.kernels.hashtable`):
-their partitions, slots and chains follow from the same hash, so both devices return the same
-rows.
+The GPU runs one global table with the keys in its slots and a key's duplicate build rows laid
+out contiguously (:mod:`gpuframe.kernels.slot_table`): ``slot_build`` inserts one build row per
+thread; when a key repeats, ``rep_count``, a scan and ``csr_fill`` give every key a contiguous
+segment of build rows. ``slot_probe`` finds each probe row's key (and counts its output rows);
+after a scan, ``expand`` writes output row ``o`` from its own thread (a hot key's matches are
+written by as many threads as it has matches, coalesced), or, when the build keys are unique,
+``write_direct`` writes each probe row's one pair. The CPU drivers
+(:mod:`gpuframe.kernels.join_cpu`) run the same key functions inside a different algorithm
+(radix partitions, one chained table per partition in cache; see
+:mod:`gpuframe.kernels.hashtable`); both return the same rows (in an order the join leaves
+unspecified).
 """
 from __future__ import annotations
 
@@ -23,11 +28,13 @@ import numpy as np
 from numba.extending import register_jitable
 
 from .hashtable import (EMPTY, claim_slot, ht_find, ht_insert, ht_walk, push_slot,  # noqa: F401
-                        register_cuda_overloads, same_key, slot_of, table_bits)
+                        same_key, slot_of, table_bits)
 from .kernel_set import KernelSet
 from .keys import (JOIN_SEED, KMODE_BITS, KMODE_F64, canon_word, key_word_row, orig_row,  # noqa: F401
                    row_hash, rows_equal, spans_equal, string_span_row, word_hash)
 from .loads import register_cuda_overloads as _register_cuda_loads
+from .slot_table import register_cuda_overloads as _register_cuda_slots
+from .slot_table import add_count, segment_of, slot_find, slot_insert
 
 # Output-row source codes, the one definition for both targets (``k >= 0``: column ``k`` of that
 # side's columns); the CPU drivers (join_cpu) and gpuframe.backends import them from here.
@@ -52,9 +59,8 @@ def pick_value(src, keys, code, i):
 # The build and probe kernels take each side's arrays as one named tuple (numba-cuda types it
 # field by field and passes the fields as separate kernel parameters), read by name in the
 # kernel. One keyword-only constructor per record; a field in the wrong place is an error there
-# (:func:`build_arrays` checks each array's dtype and dimensions), not a wrong result.
-BuildArrays = namedtuple("BuildArrays", (
-    "table", "nxt", "tmask", "pshift", "keys", "valid", "kmode", "verify", "orig", "w", "st", "en", "ch"))
+# (:func:`slot_table_arrays` checks each array's dtype and dimensions), not a wrong result.
+SlotTable = namedtuple("SlotTable", ("slots", "tmask", "keys", "valid", "kmode", "verify", "w", "st", "en", "ch"))
 ProbeArrays = namedtuple("ProbeArrays", ("keys", "valid", "w", "st", "en", "ch"))
 
 
@@ -66,17 +72,20 @@ def _check(record: str, name: str, a, dtype, ndim: int):
     return a
 
 
-def build_arrays(*, table, nxt, tmask, pshift, keys, valid, kmode, verify, orig, w, st, en, ch) -> BuildArrays:
-    """The build side on the device: the hash table (``table``, ``nxt``, ``tmask``, ``pshift``),
-    its key words (``keys``, ``valid``; ``kmode``), whether a match is confirmed against a
-    general key (``verify``: words ``w``, byte spans ``st``/``en`` into ``ch``), and the
-    original rows ``orig`` (empty: the identity)."""
-    c = "BuildArrays"
-    i64, u64, u8 = np.int64, np.uint64, np.uint8
-    return BuildArrays(_check(c, "table", table, i64, 1), _check(c, "nxt", nxt, i64, 1), np.uint64(tmask),
-                       np.uint64(pshift), _check(c, "keys", keys, u64, 1), _check(c, "valid", valid, u8, 1),
-                       int(kmode), bool(verify), _check(c, "orig", orig, i64, 1), _check(c, "w", w, u64, 2),
-                       _check(c, "st", st, i64, 2), _check(c, "en", en, i64, 2), _check(c, "ch", ch, u8, 1))
+def slot_table_arrays(*, slots, tmask, keys, valid, kmode, verify, w, st, en, ch) -> SlotTable:
+    """The build side on the device: the table (``slots``: key word and representative row + 1
+    per slot, ``tmask + 1`` slots; see :mod:`gpuframe.kernels.slot_table`), the build rows' key
+    words (``keys``, ``valid``; ``kmode``) and whether a match is confirmed against a general key
+    (``verify``: words ``w``, byte spans ``st``/``en`` into ``ch``)."""
+    c = "SlotTable"
+    u64 = np.uint64
+    if int(tmask) < 0 or (int(tmask) + 1) & int(tmask) or getattr(slots, "shape", (0,))[0] != 2 * (int(tmask) + 1):
+        raise ValueError(f"SlotTable: expected 2 * (tmask + 1) slot words with tmask + 1 a power of two, "
+                         f"got tmask={tmask} and {getattr(slots, 'shape', '?')} words")
+    return SlotTable(_check(c, "slots", slots, u64, 1), np.uint64(tmask), _check(c, "keys", keys, u64, 1),
+                     _check(c, "valid", valid, np.uint8, 1), int(kmode), bool(verify), _check(c, "w", w, u64, 2),
+                     _check(c, "st", st, np.int64, 2), _check(c, "en", en, np.int64, 2),
+                     _check(c, "ch", ch, np.uint8, 1))
 
 
 def probe_arrays(*, keys, valid, w, st, en, ch) -> ProbeArrays:
@@ -89,12 +98,24 @@ def probe_arrays(*, keys, valid, w, st, en, ch) -> ProbeArrays:
 
 
 @register_jitable
-def find_match(build, probe, i):
-    """The build row heading probe row ``i``'s matches in the global table, or ``EMPTY``."""
-    w = canon_word(probe.keys[i], build.kmode)
-    return ht_find(build.table, 0, build.tmask, build.pshift, build.keys, 0, w, word_hash(w), build.kmode,
-                   build.verify, build.orig, build.w, build.st, build.en, build.ch, probe.w, probe.st, probe.en,
-                   probe.ch, np.int64(i))
+def find_rep(tab, probe, i):
+    """The representative build row of probe row ``i``'s key, or -1 (a null key: -1)."""
+    pvalid = probe.valid
+    if pvalid.shape[0] != 0 and pvalid[i] == 0:
+        return np.int64(-1)
+    return slot_find(tab.slots, tab.tmask, canon_word(probe.keys[i], tab.kmode), tab.verify, tab.w, tab.st,
+                     tab.en, tab.ch, probe.w, probe.st, probe.en, probe.ch, np.int64(i))
+
+
+@register_jitable
+def put_pair(lidx, ridx, o, p, b, probe_is_left):
+    """Output row ``o`` of the gather maps: probe row ``p`` with build row ``b`` (-1: none)."""
+    if probe_is_left:
+        lidx[o] = p
+        ridx[o] = b
+    else:
+        lidx[o] = b
+        ridx[o] = p
 
 
 # --------------------------------------------------------------------------- CUDA kernels
@@ -113,14 +134,8 @@ def cuda_kernels() -> KernelSet:
     global cuda
     from numba import cuda
 
-    register_cuda_overloads()
+    _register_cuda_slots()
     _register_cuda_loads()
-
-    @cuda.jit
-    def k_fill(arr, value):
-        i = cuda.grid(1)
-        if i < arr.shape[0]:
-            arr[i] = value
 
     @cuda.jit
     def k_key_word(src, kmode, valid, has_valid, out, flag, has_flag, keep, has_keep):
@@ -141,51 +156,98 @@ def cuda_kernels() -> KernelSet:
             out[i] = row_hash(words, st, en, chars, i)
 
     @cuda.jit
-    def k_build(build):
+    def k_slot_build(tab, brep, dup):
+        # one thread per build row: its key's representative row (-1: a null key); dup[0] = 1
+        # once any row finds its key already there
         j = cuda.grid(1)
-        bkeys = build.keys
-        bvalid = build.valid
-        if j < bkeys.shape[0] and (bvalid.shape[0] == 0 or bvalid[j] != 0):
-            ht_insert(build.table, 0, build.tmask, build.pshift, build.nxt, bkeys, 0, j, build.kmode, build.verify,
-                      build.orig, build.w, build.st, build.en, build.ch)
+        bkeys = tab.keys
+        if j >= bkeys.shape[0]:
+            return
+        bvalid = tab.valid
+        if bvalid.shape[0] != 0 and bvalid[j] == 0:
+            brep[j] = -1
+            return
+        rep = slot_insert(tab.slots, tab.tmask, bkeys, j, tab.kmode, tab.verify, tab.w, tab.st, tab.en, tab.ch)
+        brep[j] = rep
+        if rep != j and dup[0] == 0:
+            dup[0] = 1
 
     @cuda.jit
-    def k_probe_count(build, probe, emit_unmatched_probe, bmatched, counts):
+    def k_rep_count(brep, rcount):
+        # rows of each key, counted at its representative
+        j = cuda.grid(1)
+        if j < brep.shape[0]:
+            r = brep[j]
+            if r >= 0:
+                add_count(rcount, r, 1)
+
+    @cuda.jit
+    def k_csr_fill(brep, rstart, rcount, csr):
+        # each build row into its key's segment (rcount counts down to 0)
+        j = cuda.grid(1)
+        if j < brep.shape[0]:
+            r = brep[j]
+            if r >= 0:
+                csr[rstart[r] + add_count(rcount, r, -1) - 1] = j
+
+    @cuda.jit
+    def k_slot_probe(tab, probe, unique, rstart, eup, rmatched, pmatched, prep, counts):
+        # one thread per probe row: its key's representative (prep), its output rows (counts),
+        # the representatives matched (rmatched) and the probe rows matched (pmatched); an empty
+        # array is not written
         i = cuda.grid(1)
         if i >= probe.keys.shape[0]:
             return
-        nxt = build.nxt
-        pvalid = probe.valid
-        c = np.int64(0)
-        if pvalid.shape[0] == 0 or pvalid[i] != 0:
-            t = find_match(build, probe, i)
-            while t != EMPTY:
-                c += 1
-                if bmatched.shape[0] != 0:
-                    bmatched[t] = 1
-                t = nxt[t]
-        if c == 0 and emit_unmatched_probe:
-            c = 1
-        counts[i] = c
+        rep = find_rep(tab, probe, i)
+        if rep >= 0:
+            if rmatched.shape[0] != 0 and rmatched[rep] == 0:
+                rmatched[rep] = 1
+            if pmatched.shape[0] != 0:
+                pmatched[i] = 1
+        if prep.shape[0] != 0:
+            prep[i] = rep
+        if counts.shape[0] != 0:
+            c = np.int64(0)
+            if rep >= 0:
+                c = np.int64(1) if unique else rstart[rep + 1] - rstart[rep]
+            if c == 0 and eup:
+                c = np.int64(1)
+            counts[i] = c
 
     @cuda.jit
-    def k_probe_write(build, probe, emit_unmatched_probe, offsets, out_p, out_b):
+    def k_expand(offs, prep, rstart, csr, probe_is_left, lidx, ridx):
+        # one thread per output row of the probe rows: its probe row by binary search over the
+        # offsets, its build row from the key's contiguous segment (-1: an unmatched probe row)
+        o = cuda.grid(1)
+        n = prep.shape[0]
+        if o < offs[n]:
+            i = segment_of(offs, n, o)
+            rep = prep[i]
+            b = np.int64(-1)
+            if rep >= 0:
+                b = csr[rstart[rep] + o - offs[i]]
+            put_pair(lidx, ridx, o, i, b, probe_is_left)
+
+    @cuda.jit
+    def k_write_direct(prep, offs, probe_is_left, lidx, ridx):
+        # unique build keys: probe row i gives at most one row, at offs[i] (every row, at i,
+        # when offs is empty: the unmatched probe rows are kept)
         i = cuda.grid(1)
-        if i >= probe.keys.shape[0]:
-            return
-        nxt = build.nxt
-        pvalid = probe.valid
-        o = offsets[i]
-        if pvalid.shape[0] == 0 or pvalid[i] != 0:
-            t = find_match(build, probe, i)
-            while t != EMPTY:
-                out_p[o] = i
-                out_b[o] = t
-                o += 1
-                t = nxt[t]
-        if o == offsets[i] and emit_unmatched_probe:
-            out_p[o] = i
-            out_b[o] = -1
+        if i < prep.shape[0]:
+            o = np.int64(i)
+            if offs.shape[0] != 0:
+                o = offs[i]
+                if offs[i + 1] == o:
+                    return
+            put_pair(lidx, ridx, o, i, prep[i], probe_is_left)
+
+    @cuda.jit
+    def k_rep_flags(brep, rmatched, flags):
+        # flags[j] = 1 where build row j's key was matched (a null key never is)
+        j = cuda.grid(1)
+        if j < brep.shape[0]:
+            r = brep[j]
+            flags[j] = 1 if r >= 0 and rmatched[r] != 0 else 0
 
     @cuda.jit
     def k_flag_count(flags, want, counts):
@@ -205,25 +267,6 @@ def cuda_kernels() -> KernelSet:
                 out_a[o] = fill_a
 
     @cuda.jit
-    def k_probe_mark(build, probe, pmatched, bmatched):
-        # semi/anti: mark probe rows with a match and/or build rows that were matched
-        i = cuda.grid(1)
-        if i >= probe.keys.shape[0]:
-            return
-        nxt = build.nxt
-        pvalid = probe.valid
-        if pvalid.shape[0] != 0 and pvalid[i] == 0:
-            return
-        t = find_match(build, probe, i)
-        if t != EMPTY:
-            if pmatched.shape[0] != 0:
-                pmatched[i] = 1
-            if bmatched.shape[0] != 0:
-                while t != EMPTY:
-                    bmatched[t] = 1
-                    t = nxt[t]
-
-    @cuda.jit
     def k_emit(lidx, ridx, lsrc, lkeys, lcode, rsrc, rkeys, rcode, fill, out):
         # one output column: left source when the left row is there, else right, else fill
         o = cuda.grid(1)
@@ -237,19 +280,9 @@ def cuda_kernels() -> KernelSet:
             else:
                 out[o] = fill
 
-    @cuda.jit
-    def k_map_pairs(out_p, out_b, probe_is_left, lidx, ridx):
-        o = cuda.grid(1)
-        if o < out_p.shape[0]:
-            if probe_is_left:
-                lidx[o] = out_p[o]
-                ridx[o] = out_b[o]
-            else:
-                lidx[o] = out_b[o]
-                ridx[o] = out_p[o]
-
     return KernelSet(
-        fill=k_fill, key_word=k_key_word, string_span=k_string_span, emit=k_emit, map_pairs=k_map_pairs, row_hash=k_row_hash, build=k_build,
-        probe_count=k_probe_count, probe_write=k_probe_write, flag_count=k_flag_count,
-        flag_write=k_flag_write, probe_mark=k_probe_mark,
+        key_word=k_key_word, string_span=k_string_span, emit=k_emit, row_hash=k_row_hash,
+        slot_build=k_slot_build, rep_count=k_rep_count, csr_fill=k_csr_fill, slot_probe=k_slot_probe,
+        expand=k_expand, write_direct=k_write_direct, rep_flags=k_rep_flags, flag_count=k_flag_count,
+        flag_write=k_flag_write,
     )

@@ -44,3 +44,17 @@ def test_cuda_records_reject_a_misplaced_array():
     assert isinstance(KJ.probe_arrays(**kw), KJ.ProbeArrays)
     with pytest.raises(TypeError, match="ProbeArrays.st: expected a 2-D int64 array, got uint64 2-D"):
         KJ.probe_arrays(**dict(kw, st=kw["w"]))
+
+
+def test_slot_table_record_checks_its_arrays_and_size():
+    kw = dict(slots=_e(32, dt=np.uint64), tmask=15, keys=_e(dt=np.uint64), valid=_e(dt=np.uint8), kmode=0,
+              verify=False, w=_e(0, 0, dt=np.uint64), st=_e(0, 0), en=_e(0, 0), ch=_e(dt=np.uint8))
+    tab = KJ.slot_table_arrays(**kw)
+    assert isinstance(tab, KJ.SlotTable) and tab.tmask == np.uint64(15)
+    with pytest.raises(TypeError, match="SlotTable.slots: expected a 1-D uint64 array, got int64 1-D"):
+        KJ.slot_table_arrays(**dict(kw, slots=_e(32)))
+    with pytest.raises(ValueError, match=r"SlotTable: expected 2 \* \(tmask \+ 1\) slot words .* got tmask=15 and "
+                                         r"\(16,\) words"):
+        KJ.slot_table_arrays(**dict(kw, slots=_e(16, dt=np.uint64)))
+    with pytest.raises(ValueError, match="tmask=11"):
+        KJ.slot_table_arrays(**dict(kw, tmask=11, slots=_e(24, dt=np.uint64)))

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from numba import njit, types
 
-from gpuframe.kernels import gather, hashing, hashtable, join, join_cpu, keys, loads
+from gpuframe.kernels import gather, hashing, hashtable, join, join_cpu, keys, loads, slot_table
 from gpuframe.kernels.per_row import cpu
 
 from .common.hashref import bytes_hash
@@ -62,6 +62,12 @@ PER_ROW = {
         "ht_insert": (_arr(i64), i64, u64, u64, _arr(i64), _arr(u64), i64, i64, i64) + VERIFY,
         "ht_walk": (_arr(i64), i64, u64, i64, i64, _arr(u64), i64, u64, i64) + VERIFY + PROBE + (i64,),
         "ht_find": (_arr(i64), i64, u64, u64, _arr(u64), i64, u64, u64, i64) + VERIFY + PROBE + (i64,),
+    },
+    slot_table: {
+        "claim_pair": (_arr(u64), i64, i64), "add_count": (_arr(i64), i64, i64),
+        "slot_insert": (_arr(u64), u64, _arr(u64), i64, i64, b1, W2, S2, S2, CH),
+        "slot_find": (_arr(u64), u64, u64, b1, W2, S2, S2, CH) + PROBE + (i64,),
+        "segment_of": (_arr(i64), i64, i64),
     },
     gather: {"gathered_bit": (CH, i64, b1, _arr(i64), i64), "gathered_byte": (CH, i64, b1, _arr(i64), i64, i64)},
 }
@@ -125,6 +131,7 @@ def compile_cuda():
     numba_cuda_compat()
     hashing.cuda_kernels()  # registers the CUDA implementations of the per-target names
     join.cuda_kernels()
+    hashtable.register_cuda_overloads()  # the CPU drivers' table: compiles for CUDA too (one source)
     real = dispatcher.get_current_device
     sm90 = type("FakeSM90", (), {"compute_capability": (9, 0)})()
     dispatcher.get_current_device = lambda: sm90  # compile without a driver (no GPU here)
@@ -240,3 +247,51 @@ def test_hash_table_cpu_equal_python():
             chain.append(int(got))
             got = nxt_cpu[got]
         assert sorted(chain) == np.flatnonzero(bkeys == w).tolist()
+
+
+def test_slot_table_cpu_equal_python():
+    # the GPU's table: the same inserts in the same order give the same slots on both targets,
+    # every row's representative is the first row of its key, and a find returns it; a general
+    # key (verify) tells apart two keys with the same word
+    rng = np.random.default_rng(5)
+    n = 300
+    strs, chars, offs = _strings(rng)
+    pick = rng.integers(0, 40, n)
+    st, en = offs[pick].reshape(1, n), offs[pick + 1].reshape(1, n)
+    ew = np.zeros((0, n), np.uint64)
+    bkeys = (np.array([len(strs[p]) for p in pick]) % 7).astype(np.uint64)  # colliding words
+    bits = hashtable.table_bits(n)
+    tmask = np.uint64((1 << bits) - 1)
+    insert, find = cpu(slot_table.slot_insert), cpu(slot_table.slot_find)
+
+    @njit
+    def build_cpu(slots, brep):
+        for j in range(n):
+            brep[j] = insert(slots, tmask, bkeys, j, 0, True, ew, st, en, chars)
+
+    s_cpu, r_cpu = np.zeros(2 << bits, np.uint64), np.zeros(n, np.int64)
+    s_py, r_py = s_cpu.copy(), r_cpu.copy()
+    build_cpu(s_cpu, r_cpu)
+    for j in range(n):
+        r_py[j] = _quiet(slot_table.slot_insert, s_py, tmask, bkeys, j, 0, True, ew, st, en, chars)
+    assert s_cpu.tolist() == s_py.tolist() and r_cpu.tolist() == r_py.tolist()
+    first = {}
+    for j in range(n):
+        first.setdefault((int(bkeys[j]), strs[pick[j]]), j)
+    assert r_cpu.tolist() == [first[(int(bkeys[j]), strs[pick[j]])] for j in range(n)]
+    assert int(np.count_nonzero(s_cpu[1::2])) == len(first)
+    for j in range(n):
+        args = (s_cpu, tmask, bkeys[j], True, ew, st, en, chars, ew, st, en, chars, j)
+        assert find(*args) == _quiet(slot_table.slot_find, *args) == r_cpu[j]
+    other = np.array([[offs[0]]]), np.array([[offs[1] + 1 if offs[1] < len(chars) else 0]])
+    assert _quiet(slot_table.slot_find, s_cpu, tmask, np.uint64(99), True, ew, st, en, chars,
+                  np.zeros((0, 1), np.uint64), other[0], other[1], chars, 0) == -1
+
+
+def test_segment_of_finds_the_probe_row_of_every_output_row():
+    counts = np.array([0, 3, 0, 0, 1, 2, 0, 5, 0], np.int64)
+    offs = np.concatenate([[0], np.cumsum(counts)])
+    seg = _cpu_wrapper(cpu(slot_table.segment_of), 3)
+    want = np.repeat(np.arange(len(counts)), counts)
+    for o in range(int(offs[-1])):
+        assert seg(offs, len(counts), o) == slot_table.segment_of(offs, len(counts), o) == want[o]

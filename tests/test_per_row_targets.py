@@ -1,7 +1,8 @@
 """The per-row join functions compile for both targets in one process, in either order.
 
 The first real-GPU run failed every CUDA join kernel that calls a per-row function
-(``ht_insert``, ``ht_find``: build, probe_count, probe_write, probe_mark) with numba-cuda's
+(then ``ht_insert``, ``ht_find``; now the slot table's ``slot_insert``, ``slot_find``,
+``segment_of``) with numba-cuda's
 ``assert isinstance(inst, Stmt)`` once a CPU join had compiled in the same process: the CPU
 registration (an ``inline="always"`` overload on the shared Python function) left numba-core IR
 that numba-cuda then inlined. No GPU is needed to see it: NVVM compiles the kernels to PTX here
@@ -35,15 +36,16 @@ SCRIPT = textwrap.dedent(
             gpuframe.join_indices(L, R, on="k", how=how)
     a = lambda dt, nd=1: types.Array(dt, nd, "C")
     i64, u64, u8 = types.int64, types.uint64, types.uint8
-    # table, nxt, tmask, pshift, keys, valid, kmode, verify, orig, w, st, en, ch
-    build = types.NamedTuple((a(i64), a(i64), u64, u64, a(u64), a(u8), types.int64, types.boolean, a(i64),
-                              a(u64, 2), a(i64, 2), a(i64, 2), a(u8)), KJ.BuildArrays)
+    # slots, tmask, keys, valid, kmode, verify, w, st, en, ch
+    tab = types.NamedTuple((a(u64), u64, a(u64), a(u8), types.int64, types.boolean,
+                            a(u64, 2), a(i64, 2), a(i64, 2), a(u8)), KJ.SlotTable)
     probe = types.NamedTuple((a(u64), a(u8), a(u64, 2), a(i64, 2), a(i64, 2), a(u8)), KJ.ProbeArrays)
+    b = types.boolean
     sigs = {{
-        "build": (build,),
-        "probe_mark": (build, probe, a(u8), a(u8)),
-        "probe_count": (build, probe, types.boolean, a(u8), a(i64)),
-        "probe_write": (build, probe, types.boolean, a(i64), a(i64), a(i64)),
+        "slot_build": (tab, a(i64), a(i64)),
+        "csr_fill": (a(i64), a(i64), a(i64), a(i64)),
+        "slot_probe": (tab, probe, b, a(i64), b, a(u8), a(u8), a(i64), a(i64)),
+        "expand": (a(i64), a(i64), a(i64), a(i64), b, a(i64), a(i64)),
     }}
     k = KJ.cuda_kernels()
     for name, sig in sigs.items():
@@ -61,8 +63,8 @@ def _compile(cpu_first: bool) -> subprocess.CompletedProcess:
 
 def _check(res: subprocess.CompletedProcess) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.split() == ["compiled", "build", "compiled", "probe_mark", "compiled", "probe_count",
-                                  "compiled", "probe_write"]
+    assert res.stdout.split() == ["compiled", "slot_build", "compiled", "csr_fill", "compiled", "slot_probe",
+                                  "compiled", "expand"]
 
 
 def test_cuda_join_kernels_compile_after_cpu_joins_in_the_same_process():

@@ -120,9 +120,11 @@ def _keys(left: Table, right: Table, lnames: list[str], rnames: list[str],
 
 def _memory_guard(device: Device, bytes_per_row: int, op: str, what: str) -> Callable[[int], None]:
     """The join's ``on_count``: :func:`gpuframe.core.memory.ensure_available` for ``total`` output
-    rows of ``bytes_per_row`` bytes, once the backend has counted them."""
+    rows of ``bytes_per_row`` bytes, once the backend has counted them. Its ``op`` attribute names
+    the operation for a backend's own guards (the CUDA join's hash table and scratch)."""
     def check(total: int) -> None:
         memory.ensure_available(op, int(total) * int(bytes_per_row), device, rows=total, what=what)
+    check.op = op  # type: ignore[attr-defined]
     return check
 
 

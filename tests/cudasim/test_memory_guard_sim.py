@@ -13,15 +13,19 @@ from gpuframe.core.device import cudasim_enabled
 pytestmark = pytest.mark.cudasim
 
 
+class _Seen(list):
+    limit = 1000   # bytes the fake device has free; a test may raise it
+
+
 @pytest.fixture
 def small_device_memory(monkeypatch, cuda_device):
     real = memory.available_bytes
-    seen = []
+    seen = _Seen()
 
     def fake(device):
         if device.is_cuda:
             seen.append(device)
-            return 1000, "a test limit"
+            return seen.limit, "a test limit"
         return real(device)
 
     monkeypatch.setattr(memory, "available_bytes", fake)
@@ -50,10 +54,23 @@ def test_guard_take_and_hash_partition_on_the_device(cuda_device, small_device_m
 
 def test_guard_merge_on_the_device(cuda_device, small_device_memory):
     left, right = _table().to(cuda_device), _table(1000).to(cuda_device)
-    with pytest.raises(MemoryError, match=r"^merge: the merged table of 1,000 rows needs about"):
-        gpuframe.merge(left, right, on="k")
-    with pytest.raises(MemoryError, match=r"^join_indices: the gather maps of 1,000 rows needs about 16,000 bytes"):
-        gpuframe.join_indices(left, right, on="k")
+    # first the table and scratch, before the build: 2,048 slots of 16 bytes, 33 bytes per build
+    # row (representative, counts, offsets, segments, matched flag), 24 per probe row, 16
+    scratch = 16 * 2048 + 33 * 1000 + 24 * 2000 + 16
+    for fn, op in ((gpuframe.merge, "merge"), (gpuframe.join_indices, "join_indices")):
+        with pytest.raises(MemoryError, match=rf"^{op}: the hash table and its scratch for the build and probe rows "
+                                              rf"of 3,000 rows needs about {scratch:,} bytes"):
+            fn(left, right, on="k")
+    with pytest.raises(MemoryError, match=rf"^join_size: the hash table and its scratch .* needs about {scratch:,}"):
+        gpuframe.join_size(left, right, on="k")
+    # then the output, once counted: 10 keys, 200 x 100 rows each
+    small_device_memory.limit = scratch + 1000
+    many_l = gpuframe.from_arrow(pa.table({"k": np.arange(2000) % 10, "v": np.ones(2000)})).to(cuda_device)
+    many_r = gpuframe.from_arrow(pa.table({"k": np.arange(1000) % 10, "w": np.ones(1000)})).to(cuda_device)
+    with pytest.raises(MemoryError, match=r"^merge: the merged table of 200,000 rows needs about"):
+        gpuframe.merge(many_l, many_r, on="k")
+    with pytest.raises(MemoryError, match=r"^join_indices: the gather maps of 200,000 rows needs about 3,200,000 "):
+        gpuframe.join_indices(many_l, many_r, on="k")
 
 
 def test_available_device_memory(cuda_device):

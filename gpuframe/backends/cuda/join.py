@@ -1,6 +1,13 @@
-"""Hash join on a CUDA device: one global hash table, built by every thread at once (atomic
-inserts), probed by one thread per probe row (kernels in :mod:`gpuframe.kernels.join`, from the
-per-row functions the CPU drivers use too).
+"""Hash join on a CUDA device: one global hash table with the keys in its slots and each key's
+duplicate build rows contiguous, built by every thread at once (atomic inserts), probed by one
+thread per probe row; the gather maps written by one thread per output row (kernels in
+:mod:`gpuframe.kernels.join`, the table in :mod:`gpuframe.kernels.slot_table`, from the per-row
+functions the CPU drivers use too). Unique build keys take a shorter path: no counts or
+segments, one pair per probe row, and for left-style joins no scan either.
+
+Memory: before building, the table and every scratch array the call will hold are checked
+against the device's free memory (``MemoryError`` naming the bytes, before any allocation);
+then the output (``on_count``), with the scratch no longer needed released first.
 
 Operations (the contract is in :mod:`gpuframe.backends.contract`): ``join`` returns gather maps
 on the device (probe rows in order, then the unmatched build rows), ``join_size`` their length,
@@ -185,23 +192,43 @@ def _row_hash_cuda(sk: SideKeys, dev: Device) -> None:
         sk.keys = out
 
 
-def _cuda_table(build: SideKeys, dev: Device) -> Any:
-    """The build side's global hash table, built: the kernels'
-    :class:`~gpuframe.kernels.join.BuildArrays`."""
-    from gpuframe.kernels.join import build_arrays, table_bits
+def _scratch_bytes(build_n: int, probe_n: int, semi: bool, eub: bool) -> int:
+    """Bytes the join holds besides its output, at most: the table (16 per slot), the build
+    rows' representatives, and with duplicates their counts, offsets and segments (8 each per
+    build row); per probe row its representative, count and offset (8 each; semi/anti: a flag
+    and, for the selection, a count and an offset); the matched flags and the unmatched build
+    rows' selection (outer joins)."""
+    from gpuframe.kernels.join import table_bits
+
+    table = 16 << table_bits(build_n)
+    per_build = 8 + 24 + 1 + (1 + 16 if eub or semi else 0)
+    per_probe = 1 + 8 + 16 if semi else 24
+    return table + per_build * build_n + per_probe * probe_n + 16
+
+
+def _slot_table(build: SideKeys, dev: Device) -> tuple[Any, Any, Any, Any, bool]:
+    """The build side's table, built: ``(tab, brep, rstart, csr, unique)``, the kernels'
+    :class:`~gpuframe.kernels.join.SlotTable`, every build row's representative (-1: a null
+    key) and, when a key repeats (``unique`` false), each representative's segment start and
+    the segments of build rows (``None`` when every key is unique)."""
+    from gpuframe.kernels.join import slot_table_arrays, table_bits
 
     k = _cuda()
-    bits = table_bits(build.n)
-    size = 1 << bits
-    table = memory.empty(size, np.int64, dev)
-    _launch(k.fill, size, table, np.int64(-1))
-    nxt = memory.empty(max(build.n, 1), np.int64, dev)
-    _launch(k.fill, build.n, nxt, np.int64(-1))
-    arrays = build_arrays(table=table, nxt=nxt, tmask=size - 1, pshift=0, keys=build.keys, valid=build.valid,
-                          kmode=build.kmode, verify=build.verify, orig=memory.to_device(_E64, dev), w=build.words,
-                          st=build.starts, en=build.ends, ch=build.chars)
-    _launch(k.build, build.n, arrays)
-    return arrays
+    size = 1 << table_bits(build.n)
+    tab = slot_table_arrays(slots=memory.zeros(2 * size, np.uint64, dev), tmask=size - 1, keys=build.keys,
+                            valid=build.valid, kmode=build.kmode, verify=build.verify, w=build.words,
+                            st=build.starts, en=build.ends, ch=build.chars)
+    brep = memory.empty(max(build.n, 1), np.int64, dev)
+    dup = memory.zeros(1, np.int64, dev)
+    _launch(k.slot_build, build.n, tab, brep, dup)
+    if not _scalar(dup, 0):
+        return tab, brep, None, None, True
+    rcount = memory.zeros(build.n, np.int64, dev)
+    _launch(k.rep_count, build.n, brep, rcount)
+    rstart = memory.cumsum_exclusive(rcount)
+    csr = memory.empty(max(build.n, 1), np.int64, dev)
+    _launch(k.csr_fill, build.n, brep, rstart, rcount, csr)
+    return tab, brep, rstart, csr, False
 
 
 def _probe_arrays(probe: SideKeys) -> Any:
@@ -211,17 +238,21 @@ def _probe_arrays(probe: SideKeys) -> Any:
                         ch=probe.chars)
 
 
-def _select_rows(flags: Any, want: int, dev: Device) -> tuple[Any, int]:
-    """Rows ``i`` with ``flags[i] == want``, in order, and their count (scan + scatter)."""
-    k = _cuda()
+def _count_rows(flags: Any, want: int, dev: Device) -> tuple[Any, int]:
+    """The scan of rows ``i`` with ``flags[i] == want`` (``len(flags) + 1`` offsets) and their count."""
     n = int(flags.shape[0])
     counts = memory.empty(n, np.int64, dev)
-    _launch(k.flag_count, n, flags, np.uint8(want), counts)
+    _launch(_cuda().flag_count, n, flags, np.uint8(want), counts)
     offs = memory.cumsum_exclusive(counts)
-    total = _scalar(offs, n)
+    return offs, _scalar(offs, n)
+
+
+def _select_rows(flags: Any, want: int, dev: Device) -> tuple[Any, int]:
+    """Rows ``i`` with ``flags[i] == want``, in order, and their count (scan + scatter)."""
+    offs, total = _count_rows(flags, want, dev)
     out = memory.empty(total, np.int64, dev)
-    _launch(k.flag_write, n, flags, np.uint8(want), offs, np.int64(0), memory.to_device(_E64, dev), out,
-            np.int64(-1))
+    _launch(_cuda().flag_write, int(flags.shape[0]), flags, np.uint8(want), offs, np.int64(0),
+            memory.to_device(_E64, dev), out, np.int64(-1))
     return out, total
 
 
@@ -230,16 +261,31 @@ def _cuda_join(req: JoinRequest, dev: Device) -> JoinResult:
     k = _cuda()
     _row_hash_cuda(L, dev)
     _row_hash_cuda(R, dev)
-    e8 = memory.to_device(np.zeros(0, np.uint8), dev)
-    if req.how in ("semi", "anti"):
-        build_left = L.n < R.n
-        probe, build = (R, L) if build_left else (L, R)
-        args = (_cuda_table(build, dev), _probe_arrays(probe))
-        flags = memory.zeros(L.n, np.uint8, dev)
-        if build_left:
-            _launch(k.probe_mark, probe.n, *args, e8, flags)
+    e8 = memory.empty(0, np.uint8, dev)
+    e64 = memory.empty(0, np.int64, dev)
+    semi = req.how in ("semi", "anti")
+    if semi:
+        build_left, eup, eub = L.n < R.n, False, False
+    else:
+        build_left, eup, eub = _sides(req)
+    probe, build = (R, L) if build_left else (L, R)
+    op = getattr(req.on_count, "op", "join") if not req.count_only else "join_size"
+    memory.ensure_available(op, _scratch_bytes(build.n, probe.n, semi, eub), dev, rows=build.n + probe.n,
+                            what="the hash table and its scratch for the build and probe rows")
+    tab, brep, rstart, csr, unique = _slot_table(build, dev)
+    pside = _probe_arrays(probe)
+    if rstart is None:
+        rstart = e64
+    if semi:
+        if build_left:   # the selected left rows are the build rows whose key was matched
+            rmatched = memory.zeros(build.n, np.uint8, dev)
+            _launch(k.slot_probe, probe.n, tab, pside, unique, rstart, False, rmatched, e8, e64, e64)
+            flags = memory.empty(build.n, np.uint8, dev)
+            _launch(k.rep_flags, build.n, brep, rmatched, flags)
         else:
-            _launch(k.probe_mark, probe.n, *args, flags, e8)
+            flags = memory.zeros(L.n, np.uint8, dev)
+            _launch(k.slot_probe, probe.n, tab, pside, unique, rstart, False, e8, flags, e64, e64)
+        del tab, brep, csr
         sel, total = _select_rows(flags, 1 if req.how == "semi" else 0, dev)
         if req.count_only:
             return JoinResult(total, [])
@@ -247,33 +293,38 @@ def _cuda_join(req: JoinRequest, dev: Device) -> JoinResult:
             req.on_count(total)
         return JoinResult(total, [], sel, None)
 
-    build_left, eup, eub = _sides(req)
-    probe, build = (R, L) if build_left else (L, R)
-    args = (_cuda_table(build, dev), _probe_arrays(probe))
-    bmatched = memory.zeros(build.n, np.uint8, dev) if eub else e8
-    counts = memory.empty(probe.n, np.int64, dev)
-    _launch(k.probe_count, probe.n, *args, eup, bmatched, counts)
-    offs = memory.cumsum_exclusive(counts)
-    total_p = _scalar(offs, probe.n)
+    rmatched = memory.zeros(build.n, np.uint8, dev) if eub else e8
+    prep = memory.empty(probe.n, np.int64, dev)
+    if unique and eup:   # every probe row gives exactly one row: no counts, no scan
+        _launch(k.slot_probe, probe.n, tab, pside, True, rstart, True, rmatched, e8, prep, e64)
+        offs, total_p = e64, probe.n
+    else:
+        counts = memory.empty(probe.n, np.int64, dev)
+        _launch(k.slot_probe, probe.n, tab, pside, unique, rstart, eup, rmatched, e8, prep, counts)
+        offs = memory.cumsum_exclusive(counts)
+        del counts
+        total_p = _scalar(offs, probe.n)
+    del tab
     total_b = 0
     if eub:
-        bcounts = memory.empty(build.n, np.int64, dev)
-        _launch(k.flag_count, build.n, bmatched, np.uint8(0), bcounts)
-        boffs = memory.cumsum_exclusive(bcounts)
-        total_b = _scalar(boffs, build.n)
+        bflags = memory.empty(build.n, np.uint8, dev)
+        _launch(k.rep_flags, build.n, brep, rmatched, bflags)
+        del rmatched
+        boffs, total_b = _count_rows(bflags, 0, dev)
+    del brep
     total = total_p + total_b
     if req.count_only:
         return JoinResult(total, [])
     if req.on_count is not None:
         req.on_count(total)
-    out_p = memory.empty(total, np.int64, dev)
-    out_b = memory.empty(total, np.int64, dev)
-    _launch(k.probe_write, probe.n, *args, eup, offs, out_p, out_b)
-    if eub:
-        _launch(k.flag_write, build.n, bmatched, np.uint8(0), boffs, np.int64(total_p), out_p, out_b,
-                np.int64(-1))
     lidx = memory.empty(total, np.int64, dev)
     ridx = memory.empty(total, np.int64, dev)
-    _launch(k.map_pairs, total, out_p, out_b, not build_left, lidx, ridx)
-    del out_p, out_b
+    probe_is_left = not build_left
+    if unique:
+        _launch(k.write_direct, probe.n, prep, offs, probe_is_left, lidx, ridx)
+    else:
+        _launch(k.expand, total_p, offs, prep, rstart, csr, probe_is_left, lidx, ridx)
+    if eub:   # the unmatched build rows, after the probe rows
+        pmap, bmap = (lidx, ridx) if probe_is_left else (ridx, lidx)
+        _launch(k.flag_write, build.n, bflags, np.uint8(0), boffs, np.int64(total_p), pmap, bmap, np.int64(-1))
     return JoinResult(total, [], lidx, ridx)
