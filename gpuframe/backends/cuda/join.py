@@ -11,9 +11,10 @@ then the output (``on_count``), with the scratch no longer needed released first
 
 Operations (the contract is in :mod:`gpuframe.backends.contract`): ``join`` returns gather maps
 on the device (probe rows in order, then the unmatched build rows), ``join_size`` their length,
-``merged_key`` a coalesced key column (on the device for fixed-width and bool keys, nulls
-included; string keys from the host). Key preparation (:func:`gpuframe.backends._keys.prepare_keys`)
-gets this module's kernels, so fixed-width, bool and single plain string keys stay on the device. The output columns of a merge are gathered from the maps
+``merged_key`` a coalesced key column (on the device for every key type, nulls included). Key
+preparation (:func:`gpuframe.backends._keys.prepare_keys`) gets this module's kernels (and those
+of :mod:`gpuframe.kernels.keyprep` for dictionary, several string and range-checked keys), so
+every key type stays on the device. The output columns of a merge are gathered from the maps
 (:mod:`gpuframe.backends.cuda.gather`), so no column makes a round trip through host memory.
 """
 from __future__ import annotations
@@ -63,7 +64,7 @@ def merged_key(left_key: Column, right_key: Column, pair: KeyPair, dtype: Any, l
     """The coalesced key of ``pair`` for the rows of the gather maps: the key words of the
     present side picked by a kernel and converted on the device (a view for 8-byte values, a
     cast kernel for narrower ones); bools' bits and validity bitmaps are coalesced by a kernel
-    on the device too. String keys are built on the host."""
+    on the device too. String keys too (dictionary keys: :mod:`gpuframe.backends.cuda.merged_key`)."""
     dev = left_key.device
     n = int(left_idx.shape[0])
     if pair.family == "bool" and pa.types.is_boolean(dtype) and not pair.is_string:
@@ -74,6 +75,11 @@ def merged_key(left_key: Column, right_key: Column, pair: KeyPair, dtype: Any, l
     if pair.is_string and left_key.layout == Layout.STRING and right_key.layout == Layout.STRING:
         with launch_context(dev):
             return _merged_string_key(left_key, right_key, dtype, left_idx, right_idx, dev)
+    if pair.is_string:      # a dictionary key on either side: its spans on the device
+        from .merged_key import merged_string_key
+
+        with launch_context(dev):
+            return merged_string_key(left_key, right_key, dtype, left_idx, right_idx)
     phys = physical_numpy_dtype(dtype) if is_word_type(dtype) else None
     floats = pair.family == "float"
     if pair.is_string or phys is None or (floats and phys.kind != "f"):
