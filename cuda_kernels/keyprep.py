@@ -49,10 +49,10 @@ def cuda_kernels() -> KernelSet:
             range_valid_row(words, valid, has_valid, out, i)
 
     @cuda.jit
-    def k_range_clear(words, keep):
+    def k_range_clear(words, valid, has_valid, keep):
         i = cuda.grid(1)
         if i < keep.shape[0]:
-            range_clear_row(words, keep, i)
+            range_clear_row(words, valid, has_valid, keep, i)
 
     @cuda.jit
     def k_copy_at(src, dst, base):

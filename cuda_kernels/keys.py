@@ -183,10 +183,11 @@ def range_valid_row(words, valid, has_valid, out, i):
 
 
 @per_row
-def range_clear_row(words, keep, i):
-    """The general path's range check: clear row ``i``'s keep byte where its int64 word is
-    negative (a value the other side's type cannot hold)."""
-    if words[i] < 0:
+def range_clear_row(words, valid, has_valid, keep, i):
+    """The general path's range check: clear row ``i``'s keep byte where it is not null and its
+    int64 word is negative (a value the other side's type cannot hold). A null row's stored value
+    is not looked at: under ``nulls_equal`` it must still match the other side's nulls."""
+    if words[i] < 0 and not (has_valid and valid[i] == 0):
         keep[i] = 0
 
 

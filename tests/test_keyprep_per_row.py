@@ -25,7 +25,7 @@ SIGS = {
     "string_span_at_row": (_arr(i32), i64, U8, b1, I64, I64, U64, b1, U8, b1, i64),
     "dict_span_row": (_arr(types.int8), U8, b1, _arr(i32), U8, b1, i64, I64, I64, U64, b1, U8, b1, i64),
     "range_valid_row": (I64, U8, b1, U8, i64),
-    "range_clear_row": (I64, U8, i64),
+    "range_clear_row": (I64, U8, b1, U8, i64),
     "coalesced_key_span": (I64, I64, U8, b1, I64, I64, I64, U8, b1, I64, i64),
 }
 
@@ -108,7 +108,11 @@ def test_cpu_copies_equal_python():
         out = np.full(n, 9, np.uint8)
         _rows(f, n, words, ivalid, True, out)
         np.testing.assert_array_equal(out, ((words >= 0) & (ivalid != 0)).astype(np.uint8))
-    for f in (keys.range_clear_row, _wrapper(cpu(keys.range_clear_row), 3)):
+    for f in (keys.range_clear_row, _wrapper(cpu(keys.range_clear_row), 5)):
         keep = np.ones(n, np.uint8)
-        _rows(f, n, words, keep)
+        _rows(f, n, words, ivalid, False, keep)
         np.testing.assert_array_equal(keep, (words >= 0).astype(np.uint8))
+        # a null row's stored value is not range-checked (nulls_equal must still match it)
+        keep = np.ones(n, np.uint8)
+        _rows(f, n, words, ivalid, True, keep)
+        np.testing.assert_array_equal(keep, ((words >= 0) | (ivalid == 0)).astype(np.uint8))

@@ -65,8 +65,9 @@ class DeviceKeyPrep:
     dict_span: Callable[..., None]
     # (words_int64, valid) -> uint8 [n]: 1 where valid (None: all) and the word is >= 0
     range_valid: Callable[[Any, Any], Any]
-    # (words_int64, keep): keep[i] = 0 where the word is negative
-    range_clear: Callable[[Any, Any], None]
+    # (words_int64, valid, keep): keep[i] = 0 where the row is not null (valid None: none is)
+    # and its word is negative
+    range_clear: Callable[[Any, Any, Any], None]
     # (src, dst, base): dst[base:base + len(src)] = src (uint8)
     copy_at: Callable[[Any, Any, int], None]
 
@@ -311,8 +312,9 @@ def _general_side_device(cols: Sequence[Column], pairs: Sequence[KeyPair], flag_
             valid = col.validity_bytes() if col.has_nulls else None
             src = _device_key_words(col, pair, device, widen)
             if pair.range_checked:
-                # before nulls are looked at, as on the host: on the value stored in the row
-                more.range_clear(memory.view_as(src, np.int64), keep)
+                # as on the host: only a non-null row's value is range-checked (a null row's
+                # stored value is garbage; under nulls_equal it matches the other side's nulls)
+                more.range_clear(memory.view_as(src, np.int64), valid, keep)
             key_word(src, KMODE_F64 if pair.family == "float" else KMODE_BITS, valid, warr[wi], flag_row, keep)
             wi += 1
     sk = SideKeys(n, None, None, KMODE_BITS, True, warr, sarr, earr, chars, [])
@@ -404,7 +406,12 @@ def _general_side(cols: Sequence[Column], pairs: Sequence[KeyPair], flag_pairs: 
             if pair.family == "float":
                 w = _canonical_f64(w)
             if pair.range_checked:
-                valid &= (w.view(np.int64) >= 0).astype(np.uint8)
+                # only non-null rows: a null row's stored value is garbage, and under
+                # nulls_equal the row must still match the other side's nulls
+                in_range = w.view(np.int64) >= 0
+                if v is not None:
+                    in_range |= v == 0
+                valid &= in_range.astype(np.uint8)
             if v is not None:
                 w = np.where(v != 0, w, np.uint64(0))
             words.append(np.ascontiguousarray(w, dtype=np.uint64))

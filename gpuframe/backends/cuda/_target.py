@@ -157,9 +157,12 @@ def _range_valid(words: Any, valid: Any) -> Any:
     return out
 
 
-def _range_clear(words: Any, keep: Any) -> None:
-    """Clear ``keep`` where the int64 word is negative (``_keys.DeviceKeyPrep.range_clear``)."""
-    _key_launch("range_clear", int(keep.shape[0]), memory.array_device(keep), words, keep)
+def _range_clear(words: Any, valid: Any, keep: Any) -> None:
+    """Clear ``keep`` where the row is not null (``valid``: None, all valid) and its int64 word
+    is negative (``_keys.DeviceKeyPrep.range_clear``)."""
+    dev = memory.array_device(keep)
+    _key_launch("range_clear", int(keep.shape[0]), dev, words, _none(np.uint8, dev) if valid is None else valid,
+                valid is not None, keep)
 
 
 def _copy_at(src: Any, dst: Any, base: int) -> None:
