@@ -1,0 +1,578 @@
+"""Sort kernels: order-preserving key words, and a stable LSD radix sort over them.
+
+A sort key becomes one or two unsigned *words* per row whose unsigned order is the key's order
+(:func:`sort_word`): signed integers with the sign bit flipped; floats by the IEEE total-order
+transform (negative: every bit inverted, positive: the sign bit set) after ``-0.0`` is folded to
+``0.0`` and every NaN to one canonical NaN, which then sorts above ``+inf``; descending keys with
+the value bits inverted; a nullable key with a flag bit above its value bits (or a word of its
+own for a 64-bit key), 1 for a null when nulls go last and 0 when they go first, and the value
+bits of a null row zero, so that nulls tie. Strings (and a dictionary's string values) become
+dense ranks first (:func:`string_prefix`, :func:`length_class`; the driver refines the ranks eight
+bytes at a time), and the ranks are the words.
+
+The words are sorted by a stable least-significant-digit radix sort, 8 bits a pass, from the last
+key's lowest digit to the first key's highest: stable pass by stable pass, ties keep the input
+order end to end. A pass whose digit is the same in every row is skipped (one histogram pass over
+a word counts all its digits first), so narrow types, small ranges and null flags of keys without
+nulls cost nothing.
+
+CPU (``@njit(parallel=True)``): the rows are cut into one contiguous chunk per thread; each chunk
+counts its digits, the cursors are a bucket-major scan of the chunks' counts, and each chunk
+scatters its rows in order (stable, no atomics), as the hash partition does.
+
+CUDA (built lazily by :func:`cuda_kernels`): each block owns a contiguous range of rows;
+``block_counts`` writes each block's digit histogram (``counts[d * nblocks + block]``), the
+launcher scans it once (exclusive, digit-major), and ``scatter`` ranks every tile stably in shared
+memory (a loop over a group of :data:`GROUP` threads' digits, plus the earlier groups' counts,
+plus the block's running cursor) and writes each row once to its output place. No per-row global
+atomics, no warp intrinsics (the simulator runs it too).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import njit, prange
+from numba.extending import register_jitable
+
+from .hashing import bit_is_set
+from .kernel_set import KernelSet
+from .per_row import cpu, per_row
+
+# How a fixed-width value's raw bits (zero-extended from ``width`` bits) are ordered.
+KIND_UNSIGNED = 0
+KIND_SIGNED = 1
+KIND_F32 = 2
+KIND_F64 = 3
+
+RADIX_BITS = 8
+BUCKETS = 1 << RADIX_BITS
+# length_class of a string that goes on past the current eight bytes
+LONGER = 9
+
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_U8 = np.uint64(8)
+_BYTE = np.uint64(0xFF)
+ONES64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+SIGN64 = np.uint64(0x8000000000000000)
+EXP64 = np.uint64(0x7FF0000000000000)
+MANT64 = np.uint64(0x000FFFFFFFFFFFFF)
+NAN64 = np.uint64(0x7FF8000000000000)
+ONES32 = np.uint64(0xFFFFFFFF)
+SIGN32 = np.uint64(0x80000000)
+EXP32 = np.uint64(0x7F800000)
+MANT32 = np.uint64(0x007FFFFF)
+NAN32 = np.uint64(0x7FC00000)
+
+
+# --------------------------------------------------------------------------- per-row functions
+@per_row
+def width_mask(width):
+    """The low ``width`` bits set (uint64; all 64 for ``width >= 64``)."""
+    if width >= 64:
+        return ONES64
+    return (_U1 << np.uint64(width)) - _U1
+
+
+@per_row
+def order_word(raw, kind, width):
+    """The unsigned word whose order is the order of the value with raw bits ``raw`` (``width``
+    bits, zero-extended): signed: sign bit flipped; floats: ``-0.0`` -> ``0.0``, NaN -> the
+    canonical NaN (above ``+inf``), then the IEEE total-order transform."""
+    b = np.uint64(raw)
+    if kind == KIND_SIGNED:
+        return b ^ (_U1 << np.uint64(width - 1))
+    if kind == KIND_F64:
+        if (b & EXP64) == EXP64 and (b & MANT64) != _U0:
+            b = NAN64
+        elif b == SIGN64:
+            b = _U0
+        if (b & SIGN64) != _U0:
+            return b ^ ONES64
+        return b | SIGN64
+    if kind == KIND_F32:
+        b = b & ONES32
+        if (b & EXP32) == EXP32 and (b & MANT32) != _U0:
+            b = NAN32
+        elif b == SIGN32:
+            b = _U0
+        if (b & SIGN32) != _U0:
+            return b ^ ONES32
+        return b | SIGN32
+    return b
+
+
+@per_row
+def sort_word(raw, kind, width, valid, desc, flag_shift, nulls_last):
+    """The sort word of one value: :func:`order_word`, inverted when ``desc``; a null's value bits
+    are 0. With ``flag_shift < 64`` the null flag sits at that bit: 1 for a null when
+    ``nulls_last``, 1 for a value otherwise."""
+    flag = _U0
+    w = _U0
+    if valid:
+        w = order_word(raw, kind, width)
+        if desc:
+            w = w ^ width_mask(width)
+        if not nulls_last:
+            flag = _U1
+    elif nulls_last:
+        flag = _U1
+    if flag_shift < 64:
+        w = w | (flag << np.uint64(flag_shift))
+    return w
+
+
+@per_row
+def null_flag_word(validity, vbit, nulls_last, i):
+    """A nullable 64-bit key's own flag word: 1 where row ``i`` sorts after the other kind."""
+    valid = bit_is_set(validity, vbit + i) != 0
+    if valid != nulls_last:
+        return _U1
+    return _U0
+
+
+@per_row
+def fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, i):
+    """:func:`sort_word` of row ``i`` of a fixed-width column (``values``: unsigned view)."""
+    valid = True
+    if has_valid:
+        valid = bit_is_set(validity, vbit + i) != 0
+    raw = _U0
+    if valid:
+        raw = np.uint64(values[i])
+    return sort_word(raw, kind, width, valid, desc, flag_shift, nulls_last)
+
+
+@per_row
+def bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, i):
+    """:func:`sort_word` of row ``i`` of a bool column (``False < True``)."""
+    valid = True
+    if has_valid:
+        valid = bit_is_set(validity, vbit + i) != 0
+    raw = _U0
+    if valid:
+        raw = np.uint64(bit_is_set(bits, dbit + i))
+    return sort_word(raw, KIND_UNSIGNED, 1, valid, desc, flag_shift, nulls_last)
+
+
+@per_row
+def dict_sort_word(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
+                   flag_shift, nulls_last, i):
+    """:func:`sort_word` of row ``i`` of a dictionary column: the rank of its entry's string
+    (``dranks``); a null index or a null entry is a null."""
+    valid = True
+    if has_valid:
+        valid = bit_is_set(validity, vbit + i) != 0
+    raw = _U0
+    if valid:
+        k = np.int64(indices[i])
+        if has_dvalid and bit_is_set(dvalid, dvbit + k) == 0:
+            valid = False
+        else:
+            raw = np.uint64(dranks[k])
+    return sort_word(raw, KIND_UNSIGNED, width, valid, desc, flag_shift, nulls_last)
+
+
+@per_row
+def string_prefix(offsets, chars, depth, i):
+    """Bytes ``[depth, depth + 8)`` of string ``i``, big-endian and zero-padded (their unsigned
+    order is the strings' byte order up to padding; :func:`length_class` settles that)."""
+    s = np.int64(offsets[i]) + depth
+    e = np.int64(offsets[i + 1])
+    w = _U0
+    for k in range(8):
+        w = w << _U8
+        if s + k < e:
+            w = w | np.uint64(chars[s + k])
+    return w
+
+
+@per_row
+def length_class(offsets, depth, i):
+    """How many of string ``i``'s bytes lie at or after ``depth``: 0..8, or :data:`LONGER`."""
+    rest = np.int64(offsets[i + 1]) - np.int64(offsets[i]) - depth
+    if rest <= 0:
+        return np.uint64(0)
+    if rest > 8:
+        return np.uint64(LONGER)
+    return np.uint64(rest)
+
+
+@per_row
+def digit_of(w, shift):
+    """The ``RADIX_BITS``-bit digit of word ``w`` at bit ``shift``."""
+    return np.int64((np.uint64(w) >> np.uint64(shift)) & _BYTE)
+
+
+@per_row
+def group_starts(perm, ranks, has_ranks, w, lc, i):
+    """1 when sorted row ``i`` starts a group of equal (rank, prefix, length class), else 0."""
+    if i == 0:
+        return np.int64(1)
+    a = perm[i]
+    b = perm[i - 1]
+    if w[a] != w[b] or lc[a] != lc[b]:
+        return np.int64(1)
+    if has_ranks and ranks[a] != ranks[b]:
+        return np.int64(1)
+    return np.int64(0)
+
+
+@per_row
+def unresolved_row(flags, lc, perm, n, i):
+    """1 when sorted row ``i`` shares its group with another row and its string goes on past
+    the bytes compared so far (the group needs the next eight bytes)."""
+    if lc[perm[i]] != LONGER:
+        return np.int64(0)
+    if flags[i] == 0:
+        return np.int64(1)
+    if i + 1 < n and flags[i + 1] == 0:
+        return np.int64(1)
+    return np.int64(0)
+
+
+_fixed_sort_word = cpu(fixed_sort_word)
+_bool_sort_word = cpu(bool_sort_word)
+_dict_sort_word = cpu(dict_sort_word)
+_null_flag_word = cpu(null_flag_word)
+_string_prefix = cpu(string_prefix)
+_length_class = cpu(length_class)
+_digit_of = cpu(digit_of)
+_group_starts = cpu(group_starts)
+_unresolved_row = cpu(unresolved_row)
+
+
+# --------------------------------------------------------------------------- CPU drivers
+@register_jitable
+def _bounds(n, c, nchunks):
+    return n * c // nchunks, n * (c + 1) // nchunks
+
+
+@njit(parallel=True, cache=True)
+def fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
+    for i in prange(out.shape[0]):
+        out[i] = _fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, i)
+
+
+@njit(parallel=True, cache=True)
+def bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
+    for i in prange(out.shape[0]):
+        out[i] = _bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, i)
+
+
+@njit(parallel=True, cache=True)
+def dict_words(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc, flag_shift,
+               nulls_last, out):
+    for i in prange(out.shape[0]):
+        out[i] = _dict_sort_word(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
+                                 flag_shift, nulls_last, i)
+
+
+@njit(parallel=True, cache=True)
+def null_words(validity, vbit, nulls_last, out):
+    for i in prange(out.shape[0]):
+        out[i] = _null_flag_word(validity, vbit, nulls_last, i)
+
+
+@njit(parallel=True, cache=True)
+def prefix_words(offsets, chars, depth, w, lc):
+    for i in prange(w.shape[0]):
+        w[i] = _string_prefix(offsets, chars, depth, i)
+        lc[i] = _length_class(offsets, depth, i)
+
+
+@njit(parallel=True, cache=True)
+def digit_counts(words, npos, nchunks):
+    """How many distinct digits each of the word's ``npos`` digit positions holds (a pass whose
+    digit is the same in every row changes nothing)."""
+    n = words.shape[0]
+    part = np.zeros((nchunks, npos, BUCKETS), np.int64)
+    for c in prange(nchunks):
+        lo, hi = _bounds(n, c, nchunks)
+        h = part[c]
+        for i in range(lo, hi):
+            w = words[i]
+            for p in range(npos):
+                h[p, _digit_of(w, 8 * p)] += 1
+    distinct = np.zeros(npos, np.int64)
+    for p in range(npos):
+        for d in range(BUCKETS):
+            s = 0
+            for c in range(nchunks):
+                s += part[c, p, d]
+            if s:
+                distinct[p] += 1
+    return distinct
+
+
+@njit(parallel=True, cache=True)
+def chunk_counts(words, shift, nchunks):
+    """Each chunk's digit histogram, and the cursors of the stable scatter: ``cur[c, d]`` is
+    where chunk ``c``'s first row with digit ``d`` goes (digit-major, then chunk order)."""
+    n = words.shape[0]
+    hist = np.zeros((nchunks, BUCKETS), np.int64)
+    for c in prange(nchunks):
+        lo, hi = _bounds(n, c, nchunks)
+        h = hist[c]
+        for i in range(lo, hi):
+            h[_digit_of(words[i], shift)] += 1
+    cur = np.empty((nchunks, BUCKETS), np.int64)
+    total = 0
+    for d in range(BUCKETS):
+        for c in range(nchunks):
+            cur[c, d] = total
+            total += hist[c, d]
+    return cur
+
+
+@njit(parallel=True, cache=True)
+def scatter_pass(w_in, p_in, ident, shift, cursors, w_out, p_out, want_w):
+    """One stable pass: row ``i`` of each chunk goes to its digit's cursor (``p_in`` is the
+    identity when ``ident``); ``w_out`` is written only when ``want_w``."""
+    n = w_in.shape[0]
+    nchunks = cursors.shape[0]
+    for c in prange(nchunks):
+        lo, hi = _bounds(n, c, nchunks)
+        cur = cursors[c].copy()
+        for i in range(lo, hi):
+            w = w_in[i]
+            d = _digit_of(w, shift)
+            k = cur[d]
+            cur[d] = k + 1
+            if want_w:
+                w_out[k] = w
+            if ident:
+                p_out[k] = i
+            else:
+                p_out[k] = p_in[i]
+
+
+@njit(parallel=True, cache=True)
+def gather_words(words, perm, out):
+    for i in prange(out.shape[0]):
+        out[i] = words[perm[i]]
+
+
+@njit(parallel=True, cache=True)
+def iota(out):
+    for i in prange(out.shape[0]):
+        out[i] = i
+
+
+@njit(parallel=True, cache=True)
+def group_flags(perm, ranks, has_ranks, w, lc, flags):
+    for i in prange(flags.shape[0]):
+        flags[i] = _group_starts(perm, ranks, has_ranks, w, lc, i)
+
+
+@njit(parallel=True, cache=True)
+def group_ranks(perm, flags, lc, incl, ranks):
+    """``ranks[perm[i]]``: the dense rank of sorted row ``i``'s group (``incl``: the exclusive
+    scan of ``flags``); returns how many rows sit in groups still to be refined."""
+    n = flags.shape[0]
+    unresolved = 0
+    for i in prange(n):
+        ranks[perm[i]] = incl[i + 1] - 1
+        unresolved += _unresolved_row(flags, lc, perm, n, i)
+    return unresolved
+
+
+# --------------------------------------------------------------------------- CUDA kernels
+# Rows a block ranks at once (one per thread) and a group ranked by a plain loop (no warp
+# intrinsics, so the simulator runs it too).
+TILE_MAX = 256
+GROUP = 32
+GROUPS_MAX = TILE_MAX // GROUP
+# digit positions of the widest word
+POS_MAX = 8
+
+# numba.cuda, bound by the first cuda_kernels() call: a module global, because the simulator
+# runs kernels by swapping the numba.cuda module in their globals.
+cuda = None
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_kernels() -> KernelSet:
+    """The CUDA sort kernels (built on first use; numba caches each signature's compile)."""
+    global cuda
+    from numba import cuda
+
+    @cuda.jit
+    def k_fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
+        i = cuda.grid(1)
+        if i < out.shape[0]:
+            out[i] = fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, i)
+
+    @cuda.jit
+    def k_bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
+        i = cuda.grid(1)
+        if i < out.shape[0]:
+            out[i] = bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, i)
+
+    @cuda.jit
+    def k_dict_words(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
+                     flag_shift, nulls_last, out):
+        i = cuda.grid(1)
+        if i < out.shape[0]:
+            out[i] = dict_sort_word(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width,
+                                    desc, flag_shift, nulls_last, i)
+
+    @cuda.jit
+    def k_null_words(validity, vbit, nulls_last, out):
+        i = cuda.grid(1)
+        if i < out.shape[0]:
+            out[i] = null_flag_word(validity, vbit, nulls_last, i)
+
+    @cuda.jit
+    def k_prefix_words(offsets, chars, depth, w, lc):
+        i = cuda.grid(1)
+        if i < w.shape[0]:
+            w[i] = string_prefix(offsets, chars, depth, i)
+            lc[i] = length_class(offsets, depth, i)
+
+    @cuda.jit
+    def k_digit_hist(words, npos, hist):
+        # hist[p * BUCKETS + d]: rows whose digit at position p is d (shared, then global atomics:
+        # the order of counting does not matter)
+        local = cuda.shared.array(POS_MAX * BUCKETS, np.int32)
+        t = cuda.threadIdx.x
+        for k in range(t, npos * BUCKETS, cuda.blockDim.x):
+            local[k] = 0
+        cuda.syncthreads()
+        for i in range(cuda.grid(1), words.shape[0], cuda.gridsize(1)):
+            w = words[i]
+            for p in range(npos):
+                cuda.atomic.add(local, p * BUCKETS + digit_of(w, 8 * p), 1)
+        cuda.syncthreads()
+        for k in range(t, npos * BUCKETS, cuda.blockDim.x):
+            c = local[k]
+            if c != 0:
+                cuda.atomic.add(hist, k, np.int64(c))
+
+    @cuda.jit
+    def k_distinct(hist, npos, distinct):
+        # distinct[p]: how many digits occur at position p
+        p = cuda.grid(1)
+        if p < npos:
+            s = 0
+            for d in range(BUCKETS):
+                if hist[p * BUCKETS + d] != 0:
+                    s += 1
+            distinct[p] = s
+
+    @cuda.jit
+    def k_block_counts(words, shift, rows_per_block, counts):
+        # counts[d * nblocks + block]: the block's rows with digit d
+        local = cuda.shared.array(BUCKETS, np.int32)
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        blk = cuda.blockIdx.x
+        nb = cuda.gridDim.x
+        for d in range(t, BUCKETS, nt):
+            local[d] = 0
+        cuda.syncthreads()
+        lo = blk * rows_per_block
+        hi = min(words.shape[0], lo + rows_per_block)
+        for i in range(lo + t, hi, nt):
+            cuda.atomic.add(local, digit_of(words[i], shift), 1)
+        cuda.syncthreads()
+        for d in range(t, BUCKETS, nt):
+            counts[d * nb + blk] = local[d]
+
+    @cuda.jit
+    def k_scatter(w_in, p_in, ident, shift, cursors, rows_per_block, w_out, p_out, want_w):
+        # cursors[d * nblocks + block]: the output row of the block's first row with digit d (the
+        # exclusive scan of the counts). Stable ranks per tile: a row's rank among the earlier
+        # rows of its group with its digit (GROUP iterations), plus the counts of the earlier
+        # groups (ghist), plus the block's running cursor (base).
+        sdig = cuda.shared.array(TILE_MAX, np.int32)
+        ghist = cuda.shared.array((GROUPS_MAX, BUCKETS), np.int16)
+        base = cuda.shared.array(BUCKETS, np.int64)
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        blk = cuda.blockIdx.x
+        nb = cuda.gridDim.x
+        g = t // GROUP
+        g0 = g * GROUP
+        g1 = min(g0 + GROUP, nt)
+        ngroups = (nt + GROUP - 1) // GROUP
+        for d in range(t, BUCKETS, nt):
+            base[d] = cursors[d * nb + blk]
+            for q in range(GROUPS_MAX):
+                ghist[q, d] = 0
+        lo = blk * rows_per_block
+        hi = min(w_in.shape[0], lo + rows_per_block)
+        for start in range(lo, hi, nt):
+            i = start + t
+            d = np.int32(-1)
+            if i < hi:
+                d = np.int32(digit_of(w_in[i], shift))
+            sdig[t] = d
+            cuda.syncthreads()  # digits written; the previous tile's cursors and ghist settled
+            r = 0
+            last = True
+            if d >= 0:
+                for j in range(g0, g1):
+                    if sdig[j] == d:
+                        if j < t:
+                            r += 1
+                        elif j > t:
+                            last = False
+                if last:
+                    ghist[g, d] = r + 1
+            cuda.syncthreads()  # group counts written
+            rank = 0
+            total = 0
+            if d >= 0:
+                rank = r
+                for q in range(ngroups):
+                    c = ghist[q, d]
+                    if q < g:
+                        rank += c
+                    total += c
+                k = base[d] + rank
+                if want_w:
+                    w_out[k] = w_in[i]
+                if ident:
+                    p_out[k] = i
+                else:
+                    p_out[k] = p_in[i]
+            cuda.syncthreads()  # every row has read the cursors and group counts
+            if d >= 0 and last:
+                ghist[g, d] = 0
+                if rank + 1 == total:
+                    base[d] += total
+
+    @cuda.jit
+    def k_gather_words(words, perm, out):
+        i = cuda.grid(1)
+        if i < out.shape[0]:
+            out[i] = words[perm[i]]
+
+    @cuda.jit
+    def k_iota(out):
+        i = cuda.grid(1)
+        if i < out.shape[0]:
+            out[i] = i
+
+    @cuda.jit
+    def k_group_flags(perm, ranks, has_ranks, w, lc, flags):
+        i = cuda.grid(1)
+        if i < flags.shape[0]:
+            flags[i] = group_starts(perm, ranks, has_ranks, w, lc, i)
+
+    @cuda.jit
+    def k_group_ranks(perm, flags, lc, incl, ranks, unresolved):
+        i = cuda.grid(1)
+        n = flags.shape[0]
+        if i < n:
+            ranks[perm[i]] = incl[i + 1] - 1
+            if unresolved_row(flags, lc, perm, n, i) != 0:
+                cuda.atomic.add(unresolved, 0, np.int64(1))
+
+    return KernelSet(fixed_words=k_fixed_words, bool_words=k_bool_words, dict_words=k_dict_words,
+                     null_words=k_null_words, prefix_words=k_prefix_words, digit_hist=k_digit_hist,
+                     distinct=k_distinct, block_counts=k_block_counts, scatter=k_scatter,
+                     gather_words=k_gather_words, iota=k_iota, group_flags=k_group_flags,
+                     group_ranks=k_group_ranks)

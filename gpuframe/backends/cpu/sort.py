@@ -1,0 +1,239 @@
+"""Sort on the CPU: ``sort_indices`` (see :mod:`gpuframe.ops.sort`), and the driver both backends
+share.
+
+The driver (:func:`sort_indices_with`) turns every key column into order-preserving unsigned
+words (:mod:`gpuframe.kernels.sort`) and sorts them with a stable LSD radix sort, from the last
+key's lowest digit to the first key's highest; a *sorter* (:class:`CpuSorter` here,
+``CudaSorter`` in :mod:`gpuframe.backends.cuda.sort`) allocates on its device and runs the
+kernels. String keys (and a dictionary's string values) are ranked first (:func:`string_ranks`):
+sorted by their first eight bytes (big-endian, zero-padded) and how many bytes go on past them;
+groups that tie and go on are refined by the next eight bytes, with the previous ranks as the
+leading key, until no group needs more. Equal strings get equal ranks, so the ranks are words
+like any other.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from gpuframe.kernels import sort as SK
+
+from ...core.column import Column
+from ...core.dtypes import Layout
+from ...core.hostalloc import host_empty
+from ._target import _cpu_threads
+
+__all__ = ["sort_indices", "sort_indices_with", "string_ranks", "radix_argsort", "CpuSorter"]
+
+Key = tuple[Any, int]  # a word array and how many of its low bits may be non-zero
+
+
+def _kind_width(dtype: pa.DataType, itemsize: int) -> int:
+    if pa.types.is_floating(dtype):
+        return SK.KIND_F64 if itemsize == 8 else SK.KIND_F32
+    if pa.types.is_signed_integer(dtype) or pa.types.is_date32(dtype) or pa.types.is_timestamp(dtype):
+        return SK.KIND_SIGNED
+    return SK.KIND_UNSIGNED
+
+
+def _word_dtype(bits: int) -> np.dtype:
+    return np.dtype(np.uint32 if bits <= 32 else np.uint64)
+
+
+def _bits_for(groups: int) -> int:
+    return max(1, int(groups - 1).bit_length())
+
+
+def _validity(s: Any, col: Column) -> tuple[Any, bool, int]:
+    if col.validity is None:
+        return s.no_bitmap(), False, 0
+    return col.validity.array, True, col.offset
+
+
+def radix_argsort(s: Any, keys: Sequence[Key], n: int) -> Any:
+    """The stable permutation that orders rows by ``keys`` (most significant first)."""
+    perm = None
+    spare = None      # a free permutation buffer
+    for words, bits in reversed(keys):
+        npos = -(-bits // SK.RADIX_BITS)
+        distinct = s.distinct_digits(words, npos)
+        passes = [p for p in range(npos) if distinct[p] > 1]
+        if not passes:
+            continue
+        # the key arrays are never written (the caller may read them again)
+        src = words if perm is None else s.gather_words(words, perm)
+        free: list[Any] = []
+        for j, p in enumerate(passes):
+            last = j == len(passes) - 1
+            dst = None if last else (free.pop() if free else s.empty(n, src.dtype))
+            if spare is None:
+                spare = s.empty(n, np.int64)
+            p_out = spare
+            s.radix_pass(src, perm, p * SK.RADIX_BITS, dst, p_out)
+            spare, perm = perm, p_out
+            if src is not words:
+                free.append(src)
+            src = dst
+        del src, free
+    if perm is None:
+        perm = s.empty(n, np.int64)
+        s.iota(perm)
+    return perm
+
+
+def string_ranks(s: Any, col: Column) -> tuple[Any, int]:
+    """Dense ranks (int64, one per row, in byte order of the strings; validity ignored) and how
+    many distinct strings there are."""
+    n = len(col)
+    offsets = col.offsets_view()
+    chars = col.chars()
+    ranks = None
+    groups = 1
+    depth = 0
+    while True:
+        w = s.empty(n, np.uint64)
+        lc = s.empty(n, np.uint32)
+        s.prefix_words(offsets, chars, depth, w, lc)
+        keys: list[Key] = [] if ranks is None else [(ranks, _bits_for(groups))]
+        keys += [(w, 64), (lc, 4)]
+        perm = radix_argsort(s, keys, n)
+        flags = s.empty(n, np.int64)
+        s.group_flags(perm, ranks, w, lc, flags)
+        new = s.empty(n, np.int64)
+        groups, unresolved = s.group_ranks(perm, flags, lc, new)
+        ranks = new
+        del w, lc, perm, flags
+        if unresolved == 0 or groups == n:
+            return ranks, groups
+        depth += 8
+
+
+def column_keys(s: Any, col: Column, desc: bool, nulls_last: bool) -> list[Key]:
+    """The words of one key column, most significant first."""
+    n = len(col)
+    validity, has_valid, vbit = _validity(s, col)
+    lay = col.layout
+    keys: list[Key] = []
+    if lay == Layout.FIXED:
+        vals = col.values()
+        itemsize = np.dtype(vals.dtype).itemsize
+        width = 8 * itemsize
+        values = s.view(vals, np.dtype(f"u{itemsize}"))
+        kind = _kind_width(col.dtype, itemsize)
+    elif lay == Layout.STRING:
+        values, groups = string_ranks(s, col)
+        width, kind = _bits_for(groups), SK.KIND_UNSIGNED
+    elif lay == Layout.BOOL:
+        values, width, kind = None, 1, SK.KIND_UNSIGNED
+    else:
+        dictionary = col.dictionary
+        if len(dictionary):
+            dranks, groups = string_ranks(s, dictionary)
+        else:
+            dranks, groups = s.empty(1, np.int64), 1
+        width = _bits_for(groups)
+    folded = has_valid and width < 64
+    flag_shift = width if folded else 64
+    bits = width + (1 if folded else 0)
+    out = s.empty(n, _word_dtype(bits))
+    if has_valid and not folded:
+        flags = s.empty(n, np.uint32)
+        s.null_words(validity, vbit, nulls_last, flags)
+        keys.append((flags, 1))
+    if lay in (Layout.FIXED, Layout.STRING):
+        s.fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, out)
+    elif lay == Layout.BOOL:
+        s.bool_words(col.data.array, col.offset, validity, has_valid, vbit, desc, flag_shift, nulls_last, out)
+    else:
+        dvalid, has_dvalid, dvbit = _validity(s, dictionary)
+        s.dict_words(col.values(), dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
+                     flag_shift, nulls_last, out)
+    keys.append((out, bits))
+    return keys
+
+
+def sort_indices_with(s: Any, columns: Sequence[Column], descending: Sequence[bool], nulls_last: bool) -> Any:
+    """The stable sort permutation of ``columns`` on the sorter's device (int64)."""
+    n = len(columns[0])
+    if n <= 1:
+        perm = s.empty(n, np.int64)
+        if n:
+            s.iota(perm)
+        return perm
+    keys: list[Key] = []
+    for col, desc in zip(columns, descending):
+        keys += column_keys(s, col, bool(desc), bool(nulls_last))
+    return radix_argsort(s, keys, n)
+
+
+class CpuSorter:
+    """Runs the sort kernels of :mod:`gpuframe.kernels.sort` on host arrays."""
+
+    _EMPTY_U8 = np.empty(0, np.uint8)
+    _EMPTY_I64 = np.empty(0, np.int64)
+
+    def empty(self, n: int, dtype: Any) -> np.ndarray:
+        return host_empty(n, dtype)
+
+    def no_bitmap(self) -> np.ndarray:
+        return self._EMPTY_U8
+
+    @staticmethod
+    def view(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        return arr.view(dtype)
+
+    def fixed_words(self, values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
+        SK.fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, out)
+
+    def bool_words(self, bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
+        SK.bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, out)
+
+    def dict_words(self, indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
+                   flag_shift, nulls_last, out):
+        SK.dict_words(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
+                      flag_shift, nulls_last, out)
+
+    def null_words(self, validity, vbit, nulls_last, out):
+        SK.null_words(validity, vbit, nulls_last, out)
+
+    def prefix_words(self, offsets, chars, depth, w, lc):
+        SK.prefix_words(offsets, chars, depth, w, lc)
+
+    def distinct_digits(self, words, npos: int) -> np.ndarray:
+        return SK.digit_counts(words, npos, numba.get_num_threads())
+
+    def radix_pass(self, w_in, p_in: Optional[np.ndarray], shift: int, w_out: Optional[np.ndarray],
+                   p_out: np.ndarray) -> None:
+        cursors = SK.chunk_counts(w_in, shift, numba.get_num_threads())
+        SK.scatter_pass(w_in, self._EMPTY_I64 if p_in is None else p_in, p_in is None, shift, cursors,
+                        w_in[:0] if w_out is None else w_out, p_out, w_out is not None)
+
+    def gather_words(self, words, perm):
+        out = host_empty(len(perm), words.dtype)
+        SK.gather_words(words, perm, out)
+        return out
+
+    def iota(self, out):
+        SK.iota(out)
+
+    def group_flags(self, perm, ranks, w, lc, flags):
+        SK.group_flags(perm, self._EMPTY_I64 if ranks is None else ranks, ranks is not None, w, lc, flags)
+
+    def group_ranks(self, perm, flags, lc, ranks) -> tuple[int, int]:
+        n = len(flags)
+        incl = np.empty(n + 1, np.int64)
+        incl[0] = 0
+        np.cumsum(flags, out=incl[1:])
+        unresolved = SK.group_ranks(perm, flags, lc, incl, ranks)
+        return int(incl[n]), int(unresolved)
+
+
+CPU_SORTER = CpuSorter()
+
+
+def sort_indices(columns: Sequence[Column], descending: Sequence[bool], nulls_last: bool) -> np.ndarray:
+    with _cpu_threads(len(columns[0])):
+        return sort_indices_with(CPU_SORTER, columns, descending, nulls_last)

@@ -1,0 +1,371 @@
+"""``gpuframe.sort`` / ``sort_indices`` on the CPU backend.
+
+The oracle is DuckDB's ``ORDER BY ... NULLS LAST/FIRST`` over the same Arrow table with a row
+number as the last key (so its order is the stable one); dictionary columns are decoded to their
+strings for it. Edge cases: 0 and 1 rows, all-null and all-equal keys, INT64 min/max, NaN, -0.0
+and infinities, empty, non-ASCII and NUL-carrying strings, strings that share long prefixes,
+dictionaries with null, duplicate and unsorted entries, sliced tables, and every bad argument.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gpuframe
+from gpuframe.core.buffer import Buffer
+from gpuframe.core.column import Column
+from gpuframe.core.device import CPU
+from gpuframe.core.table import Table
+
+from .common.data import DTYPE_IDS, DTYPES, random_array
+
+duckdb = pytest.importorskip("duckdb")
+
+RN = "__rn"
+
+
+def _oracle_table(table: pa.Table) -> pa.Table:
+    cols = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = pc.cast(col, col.type.value_type)
+        cols[name] = col
+    cols[RN] = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    return pa.table(cols)
+
+
+def duckdb_order(table: pa.Table, by, descending=False, nulls_last=True) -> list[int]:
+    """The stable sort permutation by DuckDB."""
+    by = [by] if isinstance(by, str) else list(by)
+    desc = [descending] * len(by) if isinstance(descending, bool) else list(descending)
+    t = _oracle_table(table)  # noqa: F841 - read by DuckDB's replacement scan
+    nulls = "NULLS LAST" if nulls_last else "NULLS FIRST"
+    order = ", ".join(f'"{k}" {"DESC" if d else "ASC"} {nulls}' for k, d in zip(by, desc))
+    con = duckdb.connect()
+    con.register("t", t)
+    rows = con.execute(f'SELECT "{RN}" FROM t ORDER BY {order}, "{RN}"').fetchall()
+    con.close()
+    return [r[0] for r in rows]
+
+
+def perm_of(table: pa.Table, by, **kw) -> list[int]:
+    perm = gpuframe.sort_indices(gpuframe.from_arrow(table), by, **kw)
+    assert isinstance(perm, np.ndarray) and perm.dtype == np.int64 and perm.shape == (table.num_rows,)
+    return perm.tolist()
+
+
+def check(table: pa.Table, by, descending=False, nulls_last=True) -> None:
+    got = perm_of(table, by, descending=descending, nulls_last=nulls_last)
+    assert got == duckdb_order(table, by, descending, nulls_last)
+
+
+# --------------------------------------------------------------------------- every key type
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("nulls", [False, True], ids=["nonull", "nulls"])
+def test_one_key_matches_duckdb(dtype, nulls):
+    n = 600
+    table = pa.table({"k": random_array(dtype, n, nulls=nulls, seed=3, cardinality=150),
+                      "v": pa.array(np.arange(n))})
+    for desc in (False, True):
+        for nulls_last in (True, False):
+            check(table, "k", desc, nulls_last)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_sort_table_is_take_of_the_permutation(dtype):
+    n = 300
+    table = pa.table({"k": random_array(dtype, n, nulls=True, seed=5, cardinality=40),
+                      "s": random_array(pa.string(), n, nulls=True, seed=6),
+                      "b": random_array(pa.bool_(), n, nulls=True, seed=7)})
+    out = gpuframe.sort(gpuframe.from_arrow(table), "k", descending=True)
+    expected = table.take(pa.array(duckdb_order(table, "k", True)))
+    assert out.to_arrow().equals(expected)
+    via_method = gpuframe.from_arrow(table).sort("k", descending=True)
+    assert via_method.to_arrow().equals(expected)
+
+
+MULTI = [
+    {"a": pa.string(), "b": pa.int32()},
+    {"a": pa.float64(), "b": pa.dictionary(pa.int32(), pa.string())},
+    {"a": pa.bool_(), "b": pa.timestamp("us"), "c": pa.large_string()},
+    {"a": pa.int64(), "b": pa.int64(), "c": pa.uint8()},
+    {"a": pa.dictionary(pa.int8(), pa.string()), "b": pa.float32(), "c": pa.date32()},
+]
+
+
+@pytest.mark.parametrize("types", MULTI, ids=lambda t: "-".join(str(v) for v in t.values()))
+@pytest.mark.parametrize("nulls", [False, True], ids=["nonull", "nulls"])
+def test_multi_key_matches_duckdb(types, nulls):
+    n = 700
+    table = pa.table({name: random_array(t, n, nulls=nulls, seed=11 + i, cardinality=6 + 5 * i)
+                      for i, (name, t) in enumerate(types.items())})
+    by = list(types)
+    for desc in ([False] * len(by), [True] * len(by), [i % 2 == 0 for i in range(len(by))]):
+        for nulls_last in (True, False):
+            check(table, by, desc, nulls_last)
+    check(table, list(reversed(by)))
+
+
+def test_large_parallel_int64_and_strings():
+    # above the CPU backend's parallel threshold: several chunks per pass
+    n = 300_000
+    rng = np.random.default_rng(0)
+    a = rng.integers(-(1 << 62), 1 << 62, n)
+    b = rng.integers(0, 50, n).astype(np.int32)
+    table = pa.table({"a": a, "b": b})
+    assert perm_of(table, "a") == np.argsort(a, kind="stable").tolist()
+    lex = np.lexsort((np.arange(n), -a, b))   # b ascending, a descending, then row order
+    assert perm_of(table, ["b", "a"], descending=[False, True]) == lex.tolist()
+    words = np.array([f"w{x:x}" for x in rng.integers(0, 1 << 40, n)], dtype=object)
+    strings = pa.table({"s": pa.array(words, pa.string())})
+    expected = sorted(range(n), key=lambda i: (words[i].encode(), i))
+    assert perm_of(strings, "s") == expected
+
+
+# --------------------------------------------------------------------------- edge cases
+@pytest.mark.parametrize("dtype", [pa.int64(), pa.string(), pa.float64(), pa.bool_(),
+                                   pa.dictionary(pa.int32(), pa.string())], ids=str)
+def test_zero_and_one_row(dtype):
+    for n in (0, 1):
+        table = pa.table({"k": random_array(dtype, n, seed=1), "v": pa.array(np.arange(n))})
+        assert perm_of(table, "k") == list(range(n))
+        out = gpuframe.sort(gpuframe.from_arrow(table), ["k", "v"], descending=True)
+        assert out.num_rows == n and out.to_arrow().equals(table)
+
+
+@pytest.mark.parametrize("dtype", [pa.int64(), pa.int16(), pa.string(), pa.float32(), pa.bool_(),
+                                   pa.dictionary(pa.int32(), pa.string())], ids=str)
+def test_all_null_and_all_equal_keys_keep_the_input_order(dtype):
+    n = 257
+    nulls = pa.nulls(n, dtype)
+    equal = random_array(dtype, n, seed=2, cardinality=1)
+    for arr in (nulls, equal):
+        table = pa.table({"k": arr})
+        for desc in (False, True):
+            for nulls_last in (True, False):
+                assert perm_of(table, "k", descending=desc, nulls_last=nulls_last) == list(range(n))
+
+
+def test_int64_extremes():
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    vals = [hi, 0, lo, -1, None, 1, lo, hi, lo + 1, hi - 1]
+    table = pa.table({"k": pa.array(vals, pa.int64())})
+    for desc in (False, True):
+        for nulls_last in (True, False):
+            check(table, "k", desc, nulls_last)
+    assert perm_of(table, "k") == [2, 6, 8, 3, 1, 5, 9, 0, 7, 4]
+    u = pa.table({"k": pa.array([np.iinfo(np.uint64).max, 0, 1 << 63, (1 << 63) - 1], pa.uint64())})
+    assert perm_of(u, "k") == [1, 3, 2, 0]
+
+
+@pytest.mark.parametrize("ftype", [pa.float64(), pa.float32()], ids=str)
+def test_nan_negative_zero_and_infinities(ftype):
+    nan = float("nan")
+    vals = [0.0, -0.0, nan, float("inf"), -float("inf"), None, 1.5, -0.0, -nan, -2.5, 0.0]
+    table = pa.table({"k": pa.array(vals, ftype)})
+    # NaN (either sign) after +inf; -0.0 ties with 0.0 (input order kept); nulls last
+    assert perm_of(table, "k") == [4, 9, 0, 1, 7, 10, 6, 3, 2, 8, 5]
+    # descending: NaN first among the values; nulls still last
+    assert perm_of(table, "k", descending=True) == [2, 8, 3, 6, 0, 1, 7, 10, 9, 4, 5]
+    assert perm_of(table, "k", nulls_last=False)[0] == 5
+    for desc in (False, True):
+        for nulls_last in (True, False):
+            check(table, "k", desc, nulls_last)
+
+
+def test_other_nan_payloads_tie_with_nan():
+    bits = np.array([0x7FF8000000000000, 0xFFF0000000000001, 0x7FF0000000000001, 0x3FF0000000000000,
+                     0x7FF0000000000000], dtype=np.uint64)
+    table = pa.table({"k": pa.array(bits.view(np.float64))})
+    assert perm_of(table, "k") == [3, 4, 0, 1, 2]
+
+
+@pytest.mark.parametrize("stype", [pa.string(), pa.large_string()], ids=str)
+def test_strings_bytes_order(stype):
+    vals = ["", "a", "a\x00", "a\x00b", "ab", "ß", "日本", "z", "", None, "abcdefgh", "abcdefghi",
+            "abcdefgh\x00", "abcdefgh" * 4, "abcdefgh" * 4 + "a", "abcdefgh" * 3 + "z", "Ä", "é", "e"]
+    table = pa.table({"k": pa.array(vals, stype)})
+    valid = [i for i, v in enumerate(vals) if v is not None]
+    expected = sorted(valid, key=lambda i: (vals[i].encode(), i)) + [9]
+    assert perm_of(table, "k") == expected
+    for desc in (False, True):
+        for nulls_last in (True, False):
+            check(table, "k", desc, nulls_last)
+
+
+def test_strings_with_long_shared_prefixes_and_duplicates():
+    rng = np.random.default_rng(4)
+    prefix = "customer#0000000000-"  # longer than two 8-byte words
+    vals = [prefix + str(x) * int(rng.integers(1, 4)) for x in rng.integers(0, 30, 1500)]
+    vals[::7] = [prefix] * len(vals[::7])
+    table = pa.table({"k": pa.array(vals), "j": pa.array(rng.integers(0, 3, 1500))})
+    check(table, "k")
+    check(table, ["j", "k"], [True, False])
+
+
+def test_dictionary_with_null_duplicate_and_unsorted_entries():
+    dictionary = pa.array(["pear", None, "apple", "pear", "", "Zed"])
+    indices = pa.array([0, 1, 2, 3, 4, 5, None, 3, 0, 2, 1, 5], pa.int32())
+    arr = pa.DictionaryArray.from_arrays(indices, dictionary)
+    table = pa.table({"k": arr, "v": pa.array(np.arange(12))})
+    # a null entry is a null key; the two "pear" entries tie
+    assert perm_of(table, "k") == [4, 5, 11, 2, 9, 0, 3, 7, 8, 1, 6, 10]
+    for desc in (False, True):
+        for nulls_last in (True, False):
+            check(table, "k", desc, nulls_last)
+    empty = pa.DictionaryArray.from_arrays(pa.array([None, None, None], pa.int16()), pa.array([], pa.string()))
+    assert perm_of(pa.table({"k": empty}), "k") == [0, 1, 2]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_sliced_tables(dtype):
+    n = 400
+    table = pa.table({"k": random_array(dtype, n, nulls=True, seed=8, cardinality=30),
+                      "j": random_array(pa.int8(), n, nulls=True, seed=9, cardinality=3)})
+    for off, length in ((3, 250), (64, 100), (131, 269)):
+        part = table.slice(off, length)
+        t = gpuframe.from_arrow(table).slice(off, length)
+        assert t["k"].offset != 0
+        expected = duckdb_order(part, ["j", "k"], [False, True])
+        assert gpuframe.sort_indices(t, ["j", "k"], descending=[False, True]).tolist() == expected
+        assert gpuframe.sort(t, ["j", "k"], descending=[False, True]).to_arrow().equals(
+            part.take(pa.array(expected)))
+
+
+# --------------------------------------------------------------------------- properties
+_TYPES = [pa.int8(), pa.int32(), pa.int64(), pa.uint16(), pa.uint64(), pa.float32(), pa.float64(), pa.bool_(),
+          pa.string(), pa.large_string(), pa.date32(), pa.timestamp("ms"), pa.dictionary(pa.int16(), pa.string())]
+
+
+@st.composite
+def tables(draw):
+    n = draw(st.integers(0, 200))
+    nkeys = draw(st.integers(1, 3))
+    cols = {}
+    for j in range(nkeys):
+        t = draw(st.sampled_from(_TYPES))
+        card = draw(st.integers(1, max(1, n)))
+        cols[f"k{j}"] = random_array(t, n, nulls=draw(st.booleans()), seed=draw(st.integers(0, 10_000)),
+                                     cardinality=card)
+    desc = draw(st.lists(st.booleans(), min_size=nkeys, max_size=nkeys))
+    return pa.table(cols), list(cols), desc, draw(st.booleans())
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tables())
+def test_property_matches_duckdb(case):
+    table, by, desc, nulls_last = case
+    check(table, by, desc, nulls_last)
+
+
+@st.composite
+def float_tables(draw):
+    special = st.sampled_from([0.0, -0.0, float("nan"), float("inf"), -float("inf"), 1e-300, -1e300])
+    vals = draw(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, width=64), special), max_size=120))
+    ints = draw(st.lists(st.integers(-(1 << 63), (1 << 63) - 1), min_size=len(vals), max_size=len(vals)))
+    return pa.table({"f": pa.array(vals, pa.float64()), "i": pa.array(ints, pa.int64())})
+
+
+@settings(max_examples=60, deadline=None)
+@given(float_tables(), st.booleans(), st.booleans(), st.booleans())
+def test_property_floats_and_int64_extremes(table, desc_f, desc_i, nulls_last):
+    check(table, ["f", "i"], [desc_f, desc_i], nulls_last)
+    check(table, ["i", "f"], [desc_i, desc_f], nulls_last)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=20), st.sampled_from(["", "a", "a\x00", "ab" * 9])),
+                max_size=150), st.booleans(), st.booleans())
+def test_property_strings_sorted_and_stable(vals, desc, nulls_last):
+    table = pa.table({"s": pa.array(vals, pa.string())})
+    got = perm_of(table, "s", descending=desc, nulls_last=nulls_last)
+    assert sorted(got) == list(range(len(vals)))
+    valid = [i for i, v in enumerate(vals) if v is not None]
+    nulls = [i for i, v in enumerate(vals) if v is None]
+    if desc:
+        # stable descending: by key descending, ties in input order
+        ordered = sorted(valid, key=lambda i: (_neg(vals[i].encode()), i))
+    else:
+        ordered = sorted(valid, key=lambda i: (vals[i].encode(), i))
+    assert got == (ordered + nulls if nulls_last else nulls + ordered)
+
+
+class _neg:
+    """Reverses the order of bytes objects (for a stable descending sort key)."""
+
+    def __init__(self, b: bytes) -> None:
+        self.b = b
+
+    def __lt__(self, other: "_neg") -> bool:
+        return self.b > other.b
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _neg) and self.b == other.b
+
+
+# --------------------------------------------------------------------------- bad arguments
+@pytest.fixture
+def small():
+    return gpuframe.from_arrow(pa.table({"a": [3, 1, 2], "b": ["x", "y", "z"]}))
+
+
+def test_unknown_column_names_it_and_lists_the_columns(small):
+    with pytest.raises(KeyError, match=r"'nope'.*\['a', 'b'\]"):
+        gpuframe.sort(small, "nope")
+    with pytest.raises(KeyError, match=r"'c'.*\['a', 'b'\]"):
+        gpuframe.sort_indices(small, ["a", "c"])
+
+
+@pytest.mark.parametrize("by, exc, match", [
+    ([], ValueError, r"by must name at least one column, got an empty list"),
+    ((), ValueError, r"by must name at least one column, got an empty tuple"),
+    (3, TypeError, r"by must be a column name .* got int 3"),
+    (None, TypeError, r"by must be a column name .* got NoneType None"),
+    (["a", 1], TypeError, r"by must be a column name .* got 1 in \['a', 1\]"),
+])
+def test_bad_by(small, by, exc, match):
+    with pytest.raises(exc, match=match):
+        gpuframe.sort(small, by)
+
+
+@pytest.mark.parametrize("descending, exc, match", [
+    ([True], ValueError, r"descending must have one bool per key column \(2\), got 1"),
+    ([True, False, True], ValueError, r"descending must have one bool per key column \(2\), got 3"),
+    ("yes", TypeError, r"descending must be a bool .* got str 'yes'"),
+    (1, TypeError, r"descending must be a bool .* got int 1"),
+    ([True, 0], TypeError, r"descending must be a bool or a list of bools, got 0 in \[True, 0\]"),
+])
+def test_bad_descending(small, descending, exc, match):
+    with pytest.raises(exc, match=match):
+        gpuframe.sort_indices(small, ["a", "b"], descending=descending)
+
+
+@pytest.mark.parametrize("value", [1, None, "last"])
+def test_bad_nulls_last(small, value):
+    with pytest.raises(TypeError, match=rf"nulls_last must be a bool, got {type(value).__name__} {value!r}"):
+        gpuframe.sort(small, "a", nulls_last=value)
+
+
+def test_bad_table():
+    with pytest.raises(TypeError, match="table must be a gpuframe Table, got Table"):
+        gpuframe.sort(pa.table({"a": [1]}), "a")
+
+
+def test_unsortable_type_names_the_column_and_type(small):
+    nested = Column(pa.list_(pa.int64()), 3, Buffer(np.zeros(3, np.int64), CPU))
+    table = Table([("a", small["a"]), ("l", nested)])
+    with pytest.raises(TypeError, match=r"cannot sort by column 'l' of type list<item: int64>"):
+        gpuframe.sort(table, ["a", "l"])
+    # an unsortable column that is not a key is only carried along... by take, which needs a
+    # stored type too; sorting by the other column alone still checks only the keys
+    assert gpuframe.sort_indices(table, "a").tolist() == [1, 2, 0]
+
+
+def test_numpy_bools_are_accepted(small):
+    assert gpuframe.sort_indices(small, "a", descending=np.bool_(True), nulls_last=np.bool_(False)).tolist() == \
+        [0, 2, 1]
