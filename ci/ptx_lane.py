@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FACTORIES = ("cuda_kernels", "_kernels")  # module-level functions that build a module's kernels
 # every module that builds CUDA kernels: a kernel no test launches is reported as uncovered
 KERNEL_MODULES = ("gpuframe.kernels.gather", "gpuframe.kernels.hashing", "gpuframe.kernels.join",
-                  "gpuframe.kernels.partition", "gpuframe.kernels.checks", "gpuframe.kernels.keyprep")
+                  "gpuframe.kernels.partition", "gpuframe.kernels.checks", "gpuframe.kernels.keyprep",
+                  "gpuframe.kernels.assemble")
 
 
 def record(path: Path) -> None:

@@ -6,7 +6,16 @@ local input partition) to every rank ``p``. The sizes go first; then every rank 
 writes each incoming value and text frame straight into its place in them: no concatenation
 copy after the exchange. Only the small buffers that need fixing up on arrival (validity and
 bool bitmaps, which start at arbitrary bits; string offsets, which need rebasing; dictionaries)
-are received into host scratch memory and assembled afterwards.
+are received into scratch memory and assembled afterwards.
+
+Where that scratch lives follows the received table's device. For a host table it is host
+memory and the fix-ups are numpy. For a device table the bitmaps and offsets are received into
+device scratch (one buffer per column and kind, each piece's frame a slice of it; on the own
+rank a device-to-device copy) and assembled by the kernels of :mod:`gpuframe.kernels.assemble`
+(bitmaps concatenated at bit offsets, offsets rebased, dictionary indices shifted and checked),
+so n rows cost O(1) bytes between host and device: the pieces' descriptors and a flag.
+Dictionaries (their entries, not the indices) are still received into host scratch, compared
+and concatenated there, and copied to the device once.
 """
 from __future__ import annotations
 
@@ -24,10 +33,11 @@ from gpuframe.core.dtypes import Layout, layout_of, offsets_dtype, physical_nump
 from gpuframe.core.hostalloc import host_empty
 from gpuframe.core.table import Table
 
+from . import device_assembly
 from .communicator import Communicator
 from .errors import CommError
 from .frames import FrameSpec
-from .wire import (_unpack_column, check_header, check_received_column, check_received_table, column_frame_kinds,
+from .wire import (MalformedMessageError, _unpack_column, check_header, check_received_column, check_received_table, column_frame_kinds,
                    describe_schema_difference, pack_tables, same_schema)
 
 
@@ -52,6 +62,15 @@ class _Part:
     char: int = 0                 # first byte in the assembled text buffer (STRING)
     dict_frames: list = field(default_factory=list)  # host scratch (DICTIONARY)
     peer: int = -1                # the rank that sent it
+    # a device table's frames in the column's device scratch: the first byte (bitmaps) or
+    # element (offsets) of this piece's frame, -1 when it sent none
+    vstart: int = -1
+    bstart: int = -1
+    ostart: int = -1
+    dvstart: int = -1             # its dictionary's validity, offsets and text (DICTIONARY)
+    dostart: int = -1
+    dchar: int = 0
+    dchars: int = 0               # bytes of its dictionary's text
 
 
 class _Scratch:
@@ -83,6 +102,10 @@ class _Assembler:
         self.total = 0
         self.parts: list[list[_Part]] = [[] for _ in schema]
         self.data: list[Any] = [None] * len(schema)   # assembled values / indices / text
+        # a device table: bitmaps and offsets go to device scratch, assembled by kernels
+        self.on_device = bool(getattr(device, "is_cuda", False))
+        # (column, "validity" | "bits" | "offsets") -> [elements, dtype], then the device array
+        self.dscratch: dict[tuple[int, str], Any] = {}
 
     def allocate(self, incoming: list[tuple[Any, list[FrameSpec]]]) -> list[list[Any]]:
         # Check every header and lay the pieces out, in rank order.
@@ -108,6 +131,20 @@ class _Assembler:
             scratch.append(s)
             return s
 
+        def fix_up(spec: FrameSpec, part: _Part, c: int, kind: str, dtype: np.dtype, count: int) -> Any:
+            """The destination of a frame assembled on arrival: host scratch for a host table, a
+            slice of the column's device scratch for a device table (its size checked first:
+            the kernels read each piece's frame at the place the header implies)."""
+            fld = self.schema[c]
+            _expect(spec, count * dtype.itemsize, fld.name, part.peer, f"{kind} ({count} {dtype})")
+            if not self.on_device:
+                return to_scratch(spec, part, kind)
+            acc = self.dscratch.setdefault((c, kind), [0, dtype])
+            start = acc[0]
+            setattr(part, _START[kind], start)
+            acc[0] += count
+            return ("scratch", (c, kind), start, count)
+
         for peer, (pieces, specs) in enumerate(messages):
             out: list[Any] = []
             it = iter(specs)
@@ -118,20 +155,39 @@ class _Assembler:
                     self.parts[c].append(part)
                     lay = layout_of(fld.type)
                     if meta["vbit"] is not None:
-                        out.append(to_scratch(next(it), part, "validity"))
+                        out.append(fix_up(_next_spec(it, fld.name, peer), part, c, "validity", np.dtype(np.uint8),
+                                          (int(meta["vbit"]) + n + 7) // 8))
                     if lay == Layout.FIXED or lay == Layout.DICTIONARY:
-                        spec = next(it)
+                        spec = _next_spec(it, fld.name, peer)
                         out.append(("slice", c, row * physical_numpy_dtype(fld.type).itemsize, spec.nbytes))
                         _expect(spec, n * physical_numpy_dtype(fld.type).itemsize, fld.name, peer)
-                        if lay == Layout.DICTIONARY:
+                        if lay == Layout.DICTIONARY and self.on_device and \
+                                layout_of(fld.type.value_type) == Layout.STRING:
+                            # a device table's dictionary: to device scratch, its text straight
+                            # after the previous piece's (the text of the concatenated dictionary)
+                            dm = meta["dict"]
+                            dn = int(dm["n"])
+                            if dm["vbit"] is not None:
+                                out.append(fix_up(_next_spec(it, fld.name, peer), part, c, "dvalidity",
+                                                  np.dtype(np.uint8), (int(dm["vbit"]) + dn + 7) // 8))
+                            out.append(fix_up(_next_spec(it, fld.name, peer), part, c, "doffsets",
+                                              offsets_dtype(fld.type.value_type), dn + 1))
+                            chars = _next_spec(it, fld.name, peer)
+                            acc = self.dscratch.setdefault((c, "dchars"), [0, np.dtype(np.uint8)])
+                            part.dchar, part.dchars = acc[0], chars.nbytes
+                            acc[0] += chars.nbytes
+                            out.append(("scratch", (c, "dchars"), part.dchar, chars.nbytes))
+                        elif lay == Layout.DICTIONARY:
                             for _k in column_frame_kinds(fld.type.value_type, meta["dict"]):
                                 part.dict_frames.append(None)
-                                out.append(to_scratch(next(it), part, "dict_frames"))
+                                out.append(to_scratch(_next_spec(it, fld.name, peer), part, "dict_frames"))
                     elif lay == Layout.BOOL:
-                        out.append(to_scratch(next(it), part, "bits"))
+                        out.append(fix_up(_next_spec(it, fld.name, peer), part, c, "bits", np.dtype(np.uint8),
+                                          (int(meta["dbit"]) + n + 7) // 8))
                     else:  # STRING: offsets to scratch, text placed once its total is known
-                        out.append(to_scratch(next(it), part, "offsets"))
-                        chars = next(it)
+                        out.append(fix_up(_next_spec(it, fld.name, peer), part, c, "offsets",
+                                          offsets_dtype(fld.type), n + 1))
+                        chars = _next_spec(it, fld.name, peer)
                         part.char = char_totals[c]
                         char_totals[c] += chars.nbytes
                         out.append(("slice", c, part.char, chars.nbytes))
@@ -158,9 +214,11 @@ class _Assembler:
         # The memory guard, before anything is allocated.
         column_bytes = sum(nb for nb, _ in sizes)
         scratch_bytes = sum(s.spec.nbytes for s in scratch)
+        device_scratch_bytes = sum(count * dt.itemsize for count, dt in self.dscratch.values())
         what = f"the receive buffers ({len(incoming)} ranks)"
-        if getattr(self.device, "is_cuda", False):
-            memory.ensure_available("exchange_tables", column_bytes, self.device, rows=total, what=what)
+        if self.on_device:
+            memory.ensure_available("exchange_tables", column_bytes + device_scratch_bytes, self.device, rows=total,
+                                    what=what)
             memory.ensure_available("exchange_tables", scratch_bytes, CPU, rows=total, what=what + " in host scratch")
         else:
             memory.ensure_available("exchange_tables", column_bytes + scratch_bytes, CPU, rows=total, what=what)
@@ -168,6 +226,8 @@ class _Assembler:
         for c, (nbytes, dt) in enumerate(sizes):
             if dt is not None:
                 self.data[c] = _recv_empty(nbytes // dt.itemsize, dt, self.device)
+        for key, (count, dt) in list(self.dscratch.items()):
+            self.dscratch[key] = memory.empty(count, dt, self.device)
         for s in scratch:
             s.allocate()
         return [[self._resolve(d) for d in out] for out in dest]
@@ -175,6 +235,9 @@ class _Assembler:
     def _resolve(self, d: Any) -> Any:
         if isinstance(d, _Scratch):
             return d.buffer
+        if d[0] == "scratch":
+            _kind, key, start, count = d
+            return self.dscratch[key][start:start + count]
         _kind, c, start, nbytes = d
         data = self.data[c]
         width = data.dtype.itemsize
@@ -192,9 +255,11 @@ class _Assembler:
     def _column(self, c: int, fld: pa.Field) -> Column:
         parts = self.parts[c]
         lay = layout_of(fld.type)
-        validity, nulls = self._validity(parts)
+        validity, nulls = self._device_validity(c, parts) if self.on_device else self._validity(parts)
         if lay == Layout.FIXED:
             return Column(fld.type, self.total, Buffer(self.data[c], self.device), validity, None, None, 0, nulls)
+        if self.on_device and lay in (Layout.BOOL, Layout.STRING):
+            return self._device_column(c, fld, parts, validity, nulls)
         if lay == Layout.BOOL:
             bits = _concat_bitmaps([(p.bits, int(p.meta["dbit"]), p.n, p.row) for p in parts], self.total)
             data = Buffer(memory.to_device(bits, self.device), self.device)
@@ -205,6 +270,110 @@ class _Assembler:
             return Column(fld.type, self.total, Buffer(self.data[c], self.device), validity,
                           Buffer(memory.to_device(offs, self.device), self.device), None, 0, nulls)
         return self._dictionary_column(c, fld, parts, validity, nulls)
+
+    # ---------------------------------------------------------------- a device table's fix-ups
+    def _device_validity(self, c: int, parts: list[_Part]) -> tuple[Optional[Buffer], int]:
+        """:meth:`_validity` by a kernel, from the pieces' bitmaps in device scratch."""
+        if not any(p.vstart >= 0 for p in parts):
+            return None, 0
+        desc = device_assembly.descriptors([p.row for p in parts], self.total, src=[p.vstart for p in parts],
+                                           bit=[int(p.meta["vbit"]) if p.vstart >= 0 else 0 for p in parts])
+        bits = device_assembly.concat_bits(desc, self.dscratch[(c, "validity")], self.total, self.device)
+        nulls = sum(int(p.meta["nulls"]) for p in parts)
+        return Buffer(bits, self.device), nulls
+
+    def _device_column(self, c: int, fld: pa.Field, parts: list[_Part], validity: Optional[Buffer],
+                       nulls: int) -> Column:
+        """A BOOL or STRING column of a device table, its bitmap or offsets assembled by kernels."""
+        rows = [p.row for p in parts]
+        if layout_of(fld.type) == Layout.BOOL:
+            if self.total:
+                desc = device_assembly.descriptors(rows, self.total, src=[p.bstart for p in parts],
+                                                   bit=[int(p.meta["dbit"]) for p in parts])
+                bits = device_assembly.concat_bits(desc, self.dscratch[(c, "bits")], self.total, self.device)
+            else:
+                bits = memory.empty(0, np.uint8, self.device)
+            return Column(fld.type, self.total, Buffer(bits, self.device), validity, None, None, 0, nulls)
+        text = self.data[c]
+        desc = device_assembly.descriptors(rows, self.total, src=[p.ostart for p in parts],
+                                           bit=[int(p.meta["base"]) for p in parts], add=[p.char for p in parts])
+        offs = device_assembly.rebase_offsets(desc, self.dscratch.get((c, "offsets")), self.total,
+                                              int(text.shape[0]), offsets_dtype(fld.type), self.device)
+        return Column(fld.type, self.total, Buffer(text, self.device), validity, Buffer(offs, self.device), None, 0,
+                      nulls)
+
+    def _device_shift(self, fld: pa.Field, parts: list[_Part], sizes: list[int], indices: Any, wide: Any,
+                      validity: Optional[Buffer]) -> Any:
+        """The indices of a device table's dictionary column shifted by a kernel (into a new
+        ``wide`` array, or in place), each piece's non-null indices checked against its own
+        dictionary first, as the host path does."""
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else []
+        desc = device_assembly.descriptors([p.row for p in parts], self.total, add=starts, lim=sizes)
+        out = indices if wide is None else memory.empty(self.total, wide, self.device)
+        bad = device_assembly.shift_indices(desc, indices, out, None if validity is None else validity.array,
+                                            self.device)
+        if bad:
+            p = parts[bad - 1]
+            raise MalformedMessageError(
+                f"received column {fld.name!r}: a dictionary index of rank {p.peer}'s piece (rows {p.row} to "
+                f"{p.row + p.n - 1}) must be in [0, {sizes[bad - 1]}) (its dictionary of {sizes[bad - 1]} "
+                f"entries), got one outside", peer=p.peer)
+        return out
+
+    def _device_dictionary_column(self, c: int, fld: pa.Field, parts: list[_Part], validity: Optional[Buffer],
+                                  nulls: int) -> Column:
+        """:meth:`_dictionary_column` of a device table, on the device: the pieces' dictionaries
+        compared (every piece carries the same one: one copy of it) or concatenated (offsets
+        rebased; their text arrived concatenated), indices shifted and checked by kernels."""
+        value_type = fld.type.value_type
+        dtype = fld.type
+        indices = self.data[c]
+        if not parts:
+            dictionary = Column.from_arrow(pa.array([], type=value_type)).to(self.device)
+            return Column(dtype, self.total, Buffer(indices, self.device), validity, None, dictionary, 0, nulls)
+        dsizes = [int(p.meta["dict"]["n"]) for p in parts]
+        bases = [int(p.meta["dict"]["base"]) for p in parts]
+        doffs = self.dscratch[(c, "doffsets")]
+        dchars = self.dscratch.get((c, "dchars"))
+        if dchars is None or not int(dchars.shape[0]):
+            dchars = memory.empty(0, np.uint8, self.device)
+        odt = offsets_dtype(value_type)
+        first = parts[0]
+        # as _same_strings on the host: same lengths, no null entries (or all empty), same bytes
+        same = all(n == dsizes[0] for n in dsizes) and (
+            dsizes[0] == 0 or (all(int(p.meta["dict"]["nulls"]) == 0 for p in parts)
+                               and all(p.dchars == first.dchars for p in parts)
+                               and not device_assembly.differs(
+                                   device_assembly.descriptors([0] * len(parts), 0, src=[p.dostart for p in parts],
+                                                               bit=bases), doffs, dsizes[0] + 1, self.device)
+                               and not (first.dchars and device_assembly.differs(
+                                   device_assembly.descriptors([0] * len(parts), 0, src=[p.dchar for p in parts]),
+                                   dchars, first.dchars, self.device))))
+        if same:
+            # the usual case: every partition of a categorical shares its categories
+            desc = device_assembly.descriptors([0], dsizes[0], src=[first.dostart], bit=[bases[0]], add=[0])
+            offs = device_assembly.rebase_offsets(desc, doffs, dsizes[0], first.dchars, odt, self.device)
+            text = dchars[first.dchar:first.dchar + first.dchars]
+            dictionary = Column(value_type, dsizes[0], Buffer(text, self.device), None, Buffer(offs, self.device),
+                                None, 0, 0)
+            return Column(dtype, self.total, Buffer(indices, self.device), validity, None, dictionary, 0, nulls)
+        # Different dictionaries: concatenate them and shift each piece's indices.
+        total = sum(dsizes)
+        total_chars = int(dchars.shape[0])
+        if total_chars > np.iinfo(odt).max:
+            raise CommError(f"dictionary column {fld.name!r} would receive {total_chars} bytes of dictionary text, "
+                            f"more than a {value_type} dictionary can address")
+        wide = None
+        if total > np.iinfo(indices.dtype).max:
+            wide = np.dtype(np.int32) if total <= np.iinfo(np.int32).max else np.dtype(np.int64)
+            dtype = pa.dictionary(pa.from_numpy_dtype(wide), value_type, fld.type.ordered)
+        indices = self._device_shift(fld, parts, dsizes, indices, wide, validity)
+        starts = np.concatenate([[0], np.cumsum(dsizes)[:-1]]).astype(np.int64)
+        desc = device_assembly.descriptors(starts, total, src=[p.dostart for p in parts], bit=bases,
+                                           add=[p.dchar for p in parts])
+        offs = device_assembly.rebase_offsets(desc, doffs, total, total_chars, odt, self.device)
+        dictionary = Column(value_type, total, Buffer(dchars, self.device), None, Buffer(offs, self.device), None, 0, 0)
+        return Column(dtype, self.total, Buffer(indices, self.device), validity, None, dictionary, 0, nulls)
 
     def _validity(self, parts: list[_Part]) -> tuple[Optional[Buffer], int]:
         if not any(p.validity is not None for p in parts):
@@ -217,6 +386,8 @@ class _Assembler:
     def _dictionary_column(self, c: int, fld: pa.Field, parts: list[_Part], validity: Optional[Buffer],
                            nulls: int) -> Column:
         value_type = fld.type.value_type
+        if self.on_device and layout_of(value_type) == Layout.STRING:
+            return self._device_dictionary_column(c, fld, parts, validity, nulls)
         dicts = [_unpack_column(value_type, p.meta["dict"], iter(p.dict_frames), CPU) for p in parts]
         indices = self.data[c]
         dtype = fld.type
@@ -228,24 +399,28 @@ class _Assembler:
             # Different dictionaries: concatenate them and shift each piece's indices.
             sizes = [d.length for d in dicts]
             total = sum(sizes)
-            host = memory.to_host(indices)  # the same array on the CPU
-            if total > np.iinfo(host.dtype).max:
+            wide = None
+            if total > np.iinfo(indices.dtype).max:
                 wide = np.dtype(np.int32) if total <= np.iinfo(np.int32).max else np.dtype(np.int64)
-                host = host.astype(wide)
                 dtype = pa.dictionary(pa.from_numpy_dtype(wide), value_type, fld.type.ordered)
-            # Each piece's indices must address its own dictionary: once shifted, an index past
-            # it would silently read another rank's entries.
-            vhost = None if validity is None else Buffer(memory.to_host(validity.array), CPU)
-            for p, d in zip(parts, dicts):
-                if p.n:
-                    piece = Column(fld.type, p.n, Buffer(host, CPU), vhost, None, d, p.row, -1)
-                    check_received_column(piece, fld.name, p.peer)
-            start = 0
-            for p, size in zip(parts, sizes):
-                if start and p.n:
-                    host[p.row:p.row + p.n] += host.dtype.type(start)
-                start += size
-            indices = memory.to_device(host, self.device)
+            if self.on_device:
+                indices = self._device_shift(fld, parts, sizes, indices, wide, validity)
+            else:
+                # Each piece's indices must address its own dictionary: once shifted, an index past
+                # it would silently read another rank's entries. (Checked in the received dtype:
+                # checking the widened copy against fld.type failed every widened column.)
+                vhost = None if validity is None else Buffer(validity.array, CPU)
+                for p, d in zip(parts, dicts):
+                    if p.n:
+                        piece = Column(fld.type, p.n, Buffer(indices, CPU), vhost, None, d, p.row, -1)
+                        check_received_column(piece, fld.name, p.peer)
+                host = indices if wide is None else indices.astype(wide)
+                start = 0
+                for p, size in zip(parts, sizes):
+                    if start and p.n:
+                        host[p.row:p.row + p.n] += host.dtype.type(start)
+                    start += size
+                indices = host
             chars = np.concatenate([memory.to_host(d.chars())[_first(d):_last(d)] for d in dicts]) \
                 if total else np.zeros(0, np.uint8)
             char_starts = np.cumsum([0] + [_last(d) - _first(d) for d in dicts])
@@ -261,10 +436,21 @@ def _host(spec: FrameSpec) -> np.ndarray:
     return host_empty(spec.count, np.dtype(spec.dtype))
 
 
-def _expect(spec: FrameSpec, nbytes: int, name: str, peer: int) -> None:
+# _Part's field per scratch kind
+_START = {"validity": "vstart", "bits": "bstart", "offsets": "ostart", "dvalidity": "dvstart", "doffsets": "dostart"}
+
+
+def _expect(spec: FrameSpec, nbytes: int, name: str, peer: int, what: str = "values") -> None:
     if spec.nbytes != nbytes:
-        raise CommError(f"column {name!r}: rank {peer} sent {spec.nbytes} bytes of values, its header says "
+        raise CommError(f"column {name!r}: rank {peer} sent {spec.nbytes} bytes of {what}, its header says "
                         f"{nbytes}", peer=peer)
+
+
+def _next_spec(it: Any, name: str, peer: int) -> FrameSpec:
+    spec = next(it, None)
+    if spec is None:
+        raise CommError(f"column {name!r}: rank {peer} sent fewer frames than its header describes", peer=peer)
+    return spec
 
 
 def _first(col: Column) -> int:
