@@ -10,7 +10,10 @@ on both devices), ``gather`` (``take`` with repeats and ``-1`` on every type wit
 string, dictionary, multi-column and nullable keys, ``nulls_equal`` both ways), ``merged_key``
 (outer merges whose key column comes from either side, promoted types) and ``keyprep`` (the
 key preparation of :mod:`gpuframe.kernels.keyprep`: dictionary keys with null indices and null
-entries, several string keys, uint64 joined with signed keys, and their merged keys).
+entries, several string keys, uint64 joined with signed keys, and their merged keys) and
+``exchange`` (``exchange_tables`` between two ranks over TCP in this process, the received
+table assembled by :mod:`gpuframe.kernels.assemble`: every stored type with nulls, pieces that
+start mid-byte, different, shared and widened dictionaries).
 
 Each case runs on ``cuda:0`` and on the CPU and compares the answers. Its outcome is one of
 
@@ -231,6 +234,67 @@ def _join_case(left: pa.Table, right: pa.Table, how: str, nulls_equal: bool, **o
     return run
 
 
+def _exchange_case(sources: list[pa.Table]) -> Callable[[str], Any]:
+    """Each of two ranks sends the first half of its table (in two pieces, the second starting
+    mid-byte, and an empty one) to rank 0 and the rest to rank 1; the answer is what each got."""
+    def run(device: str) -> Any:
+        import threading
+
+        import gpuframe
+        from gpuframe.comm import exchange_tables, local_mesh
+
+        tables = [_on(t, device) for t in sources]
+        out = []
+        for t in tables:
+            cut = t.num_rows // 2 + 1
+            out.append([[t.slice(0, 5), t.slice(5, cut - 5), t.slice(0, 0)], [t.slice(cut, t.num_rows - cut)]])
+        comms = local_mesh(2, "tcp", timeout=60)
+        got: list[Any] = [None, None]
+
+        def rank(r: int) -> None:
+            try:
+                got[r] = exchange_tables(comms[r], out[r])
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                got[r] = exc
+
+        try:
+            threads = [threading.Thread(target=rank, args=(r,), daemon=True) for r in range(2)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(120)
+        finally:
+            for c in comms:
+                c.close()
+        answers = []
+        for g in got:
+            if isinstance(g, BaseException):
+                raise g
+            if g is None:
+                raise TimeoutError("exchange_tables: a rank did not finish within 120 s")
+            if g.device != gpuframe.core.device.as_device(device):
+                raise AssertionError(f"the received table is on {g.device}, expected {device}")
+            answers.append(_table_answer(g, ordered=True))
+        return tuple(answers)
+    return run
+
+
+def _exchange_sources() -> dict[str, list[pa.Table]]:
+    def dictionary(r: int, n: int, entries: int, index: Any) -> pa.Array:
+        codes = np.random.default_rng(r).integers(0, entries, n).astype(index)
+        mask = np.random.default_rng(r + 9).random(n) < 0.15
+        return pa.DictionaryArray.from_arrays(pa.array(codes, mask=mask), pa.array([f"r{r}_{i}" for i in range(entries)]))
+
+    return {
+        "all_types": [_table(40 + 3 * r, ALL_TYPES, 11 + 5 * r, card=12) for r in range(2)],
+        "dictionaries": [pa.table({
+            "widened": dictionary(r, 37 + r, 100, np.int8),     # 200 entries in all: int32 indices
+            "shared": pa.DictionaryArray.from_arrays(pa.array(np.arange(37 + r) % 3, pa.int16()),
+                                                     pa.array(["x", "", "yy"])),
+        }) for r in range(2)],
+    }
+
+
 def _join_shapes() -> dict[str, tuple[pa.Table, pa.Table, dict]]:
     rng = np.random.default_rng(7)
     n = 120
@@ -330,6 +394,8 @@ def cases() -> list[Case]:
         lt, rt, on = shapes[shape]
         for how in ("inner", "outer", "anti"):
             out.append(Case("join", f"{shape}/{how}/nulls_equal", _join_case(lt, rt, how, True, **on)))
+    for name, sources in _exchange_sources().items():
+        out.append(Case("exchange", name, _exchange_case(sources)))
     for shape, (lt, rt, on) in _keyprep_shapes().items():
         for how, nulls_equal in (("inner", False), ("outer", False), ("outer", True)):
             name = f"{shape}/{how}" + ("/nulls_equal" if nulls_equal else "")
