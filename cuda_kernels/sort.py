@@ -104,36 +104,33 @@ def order_word(raw, kind, width):
 
 
 @per_row
-def sort_word(raw, kind, width, valid, desc, flag_shift, nulls_last):
-    """The sort word of one value: :func:`order_word`, inverted when ``desc``; a null's value bits
-    are 0. With ``flag_shift < 64`` the null flag sits at that bit: 1 for a null when
-    ``nulls_last``, 1 for a value otherwise."""
-    flag = _U0
-    w = _U0
-    if valid:
-        w = order_word(raw, kind, width)
-        if desc:
-            w = w ^ width_mask(width)
-        if not nulls_last:
-            flag = _U1
-    elif nulls_last:
-        flag = _U1
-    if flag_shift < 64:
-        w = w | (flag << np.uint64(flag_shift))
+def sort_word(raw, kind, width, valid, desc, flag_only, nulls_last):
+    """The sort word of one value: :func:`order_word`, inverted when ``desc``; 0 for a null.
+    With ``flag_only``, the key's null flag instead: 1 for a null when ``nulls_last``, 1 for a
+    value otherwise (0 for the rest)."""
+    if flag_only:
+        if valid != nulls_last:
+            return _U1
+        return _U0
+    if not valid:
+        return _U0
+    w = order_word(raw, kind, width)
+    if desc:
+        w = w ^ width_mask(width)
     return w
 
 
 @per_row
-def null_flag_word(validity, vbit, nulls_last, i):
-    """A nullable 64-bit key's own flag word: 1 where row ``i`` sorts after the other kind."""
-    valid = bit_is_set(validity, vbit + i) != 0
-    if valid != nulls_last:
-        return _U1
-    return _U0
+def null_word(flags, null_flag, i):
+    """Whether row ``i`` is a null of its key (``flags``: the key's flag words, empty for a key
+    without nulls)."""
+    if flags.shape[0] == 0:
+        return False
+    return flags[i] == null_flag
 
 
 @per_row
-def fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, i):
+def fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, i):
     """:func:`sort_word` of row ``i`` of a fixed-width column (``values``: unsigned view)."""
     valid = True
     if has_valid:
@@ -141,11 +138,11 @@ def fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_s
     raw = _U0
     if valid:
         raw = np.uint64(values[i])
-    return sort_word(raw, kind, width, valid, desc, flag_shift, nulls_last)
+    return sort_word(raw, kind, width, valid, desc, flag_only, nulls_last)
 
 
 @per_row
-def bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, i):
+def bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, i):
     """:func:`sort_word` of row ``i`` of a bool column (``False < True``)."""
     valid = True
     if has_valid:
@@ -153,12 +150,12 @@ def bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_shift, null
     raw = _U0
     if valid:
         raw = np.uint64(bit_is_set(bits, dbit + i))
-    return sort_word(raw, KIND_UNSIGNED, 1, valid, desc, flag_shift, nulls_last)
+    return sort_word(raw, KIND_UNSIGNED, 1, valid, desc, flag_only, nulls_last)
 
 
 @per_row
 def dict_sort_word(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
-                   flag_shift, nulls_last, i):
+                   flag_only, nulls_last, i):
     """:func:`sort_word` of row ``i`` of a dictionary column: the rank of its entry's string
     (``dranks``); a null index or a null entry is a null."""
     valid = True
@@ -171,7 +168,7 @@ def dict_sort_word(indices, dranks, validity, has_valid, vbit, dvalid, has_dvali
             valid = False
         else:
             raw = np.uint64(dranks[k])
-    return sort_word(raw, KIND_UNSIGNED, width, valid, desc, flag_shift, nulls_last)
+    return sort_word(raw, KIND_UNSIGNED, width, valid, desc, flag_only, nulls_last)
 
 
 @per_row
@@ -200,9 +197,10 @@ def length_class(offsets, depth, i):
 
 
 @per_row
-def digit_of(w, shift):
-    """The ``RADIX_BITS``-bit digit of word ``w`` at bit ``shift``."""
-    return np.int64((np.uint64(w) >> np.uint64(shift)) & _BYTE)
+def digit_of(w, base, shift):
+    """The ``RADIX_BITS``-bit digit at bit ``shift`` of word ``w`` less ``base`` (the least word
+    of the key: the passes then cover only the key's range)."""
+    return np.int64(((np.uint64(w) - np.uint64(base)) >> np.uint64(shift)) & _BYTE)
 
 
 @per_row
@@ -235,7 +233,7 @@ def unresolved_row(flags, lc, perm, n, i):
 _fixed_sort_word = cpu(fixed_sort_word)
 _bool_sort_word = cpu(bool_sort_word)
 _dict_sort_word = cpu(dict_sort_word)
-_null_flag_word = cpu(null_flag_word)
+_null_word = cpu(null_word)
 _string_prefix = cpu(string_prefix)
 _length_class = cpu(length_class)
 _digit_of = cpu(digit_of)
@@ -250,29 +248,23 @@ def _bounds(n, c, nchunks):
 
 
 @njit(parallel=True, cache=True)
-def fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
+def fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, out):
     for i in prange(out.shape[0]):
-        out[i] = _fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, i)
+        out[i] = _fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, i)
 
 
 @njit(parallel=True, cache=True)
-def bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
+def bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, out):
     for i in prange(out.shape[0]):
-        out[i] = _bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, i)
+        out[i] = _bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, i)
 
 
 @njit(parallel=True, cache=True)
-def dict_words(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc, flag_shift,
+def dict_words(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc, flag_only,
                nulls_last, out):
     for i in prange(out.shape[0]):
         out[i] = _dict_sort_word(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
-                                 flag_shift, nulls_last, i)
-
-
-@njit(parallel=True, cache=True)
-def null_words(validity, vbit, nulls_last, out):
-    for i in prange(out.shape[0]):
-        out[i] = _null_flag_word(validity, vbit, nulls_last, i)
+                                 flag_only, nulls_last, i)
 
 
 @njit(parallel=True, cache=True)
@@ -283,31 +275,28 @@ def prefix_words(offsets, chars, depth, w, lc):
 
 
 @njit(parallel=True, cache=True)
-def digit_counts(words, npos, nchunks):
-    """How many distinct digits each of the word's ``npos`` digit positions holds (a pass whose
-    digit is the same in every row changes nothing)."""
+def word_range(words, flags, null_flag, nchunks):
+    """The least and the greatest word (as uint64) of the rows that are not nulls."""
     n = words.shape[0]
-    part = np.zeros((nchunks, npos, BUCKETS), np.int64)
+    lo_w = np.full(nchunks, ONES64, np.uint64)
+    hi_w = np.zeros(nchunks, np.uint64)
     for c in prange(nchunks):
         lo, hi = _bounds(n, c, nchunks)
-        h = part[c]
+        a = ONES64
+        b = _U0
         for i in range(lo, hi):
-            w = words[i]
-            for p in range(npos):
-                h[p, _digit_of(w, 8 * p)] += 1
-    distinct = np.zeros(npos, np.int64)
-    for p in range(npos):
-        for d in range(BUCKETS):
-            s = 0
-            for c in range(nchunks):
-                s += part[c, p, d]
-            if s:
-                distinct[p] += 1
-    return distinct
+            if _null_word(flags, null_flag, i):
+                continue
+            w = np.uint64(words[i])
+            a = min(a, w)
+            b = max(b, w)
+        lo_w[c] = a
+        hi_w[c] = b
+    return lo_w.min(), hi_w.max()
 
 
 @njit(parallel=True, cache=True)
-def chunk_counts(words, shift, nchunks):
+def chunk_counts(words, base, shift, nchunks):
     """Each chunk's digit histogram, and the cursors of the stable scatter: ``cur[c, d]`` is
     where chunk ``c``'s first row with digit ``d`` goes (digit-major, then chunk order)."""
     n = words.shape[0]
@@ -316,7 +305,7 @@ def chunk_counts(words, shift, nchunks):
         lo, hi = _bounds(n, c, nchunks)
         h = hist[c]
         for i in range(lo, hi):
-            h[_digit_of(words[i], shift)] += 1
+            h[_digit_of(words[i], base, shift)] += 1
     cur = np.empty((nchunks, BUCKETS), np.int64)
     total = 0
     for d in range(BUCKETS):
@@ -327,7 +316,7 @@ def chunk_counts(words, shift, nchunks):
 
 
 @njit(parallel=True, cache=True)
-def scatter_pass(w_in, p_in, ident, shift, cursors, w_out, p_out, want_w):
+def scatter_pass(w_in, p_in, ident, base, shift, cursors, w_out, p_out, want_w):
     """One stable pass: row ``i`` of each chunk goes to its digit's cursor (``p_in`` is the
     identity when ``ident``); ``w_out`` is written only when ``want_w``."""
     n = w_in.shape[0]
@@ -337,7 +326,7 @@ def scatter_pass(w_in, p_in, ident, shift, cursors, w_out, p_out, want_w):
         cur = cursors[c].copy()
         for i in range(lo, hi):
             w = w_in[i]
-            d = _digit_of(w, shift)
+            d = _digit_of(w, base, shift)
             k = cur[d]
             cur[d] = k + 1
             if want_w:
@@ -384,9 +373,6 @@ def group_ranks(perm, flags, lc, incl, ranks):
 TILE_MAX = 256
 GROUP = 32
 GROUPS_MAX = TILE_MAX // GROUP
-# digit positions of the widest word
-POS_MAX = 8
-
 # numba.cuda, bound by the first cuda_kernels() call: a module global, because the simulator
 # runs kernels by swapping the numba.cuda module in their globals.
 cuda = None
@@ -399,30 +385,24 @@ def cuda_kernels() -> KernelSet:
     from numba import cuda
 
     @cuda.jit
-    def k_fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
+    def k_fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, out):
         i = cuda.grid(1)
         if i < out.shape[0]:
-            out[i] = fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, i)
+            out[i] = fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, i)
 
     @cuda.jit
-    def k_bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
+    def k_bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, out):
         i = cuda.grid(1)
         if i < out.shape[0]:
-            out[i] = bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, i)
+            out[i] = bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, i)
 
     @cuda.jit
     def k_dict_words(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
-                     flag_shift, nulls_last, out):
+                     flag_only, nulls_last, out):
         i = cuda.grid(1)
         if i < out.shape[0]:
             out[i] = dict_sort_word(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width,
-                                    desc, flag_shift, nulls_last, i)
-
-    @cuda.jit
-    def k_null_words(validity, vbit, nulls_last, out):
-        i = cuda.grid(1)
-        if i < out.shape[0]:
-            out[i] = null_flag_word(validity, vbit, nulls_last, i)
+                                    desc, flag_only, nulls_last, i)
 
     @cuda.jit
     def k_prefix_words(offsets, chars, depth, w, lc):
@@ -432,37 +412,22 @@ def cuda_kernels() -> KernelSet:
             lc[i] = length_class(offsets, depth, i)
 
     @cuda.jit
-    def k_digit_hist(words, npos, hist):
-        # hist[p * BUCKETS + d]: rows whose digit at position p is d (shared, then global atomics:
-        # the order of counting does not matter)
-        local = cuda.shared.array(POS_MAX * BUCKETS, np.int32)
-        t = cuda.threadIdx.x
-        for k in range(t, npos * BUCKETS, cuda.blockDim.x):
-            local[k] = 0
-        cuda.syncthreads()
+    def k_word_range(words, flags, null_flag, lo_w, hi_w):
+        # the least and greatest word of the rows that are not nulls: each thread over a grid
+        # stride, then one atomic each
+        a = ONES64
+        b = _U0
         for i in range(cuda.grid(1), words.shape[0], cuda.gridsize(1)):
-            w = words[i]
-            for p in range(npos):
-                cuda.atomic.add(local, p * BUCKETS + digit_of(w, 8 * p), 1)
-        cuda.syncthreads()
-        for k in range(t, npos * BUCKETS, cuda.blockDim.x):
-            c = local[k]
-            if c != 0:
-                cuda.atomic.add(hist, k, np.int64(c))
+            if null_word(flags, null_flag, i):
+                continue
+            w = np.uint64(words[i])
+            a = min(a, w)
+            b = max(b, w)
+        cuda.atomic.min(lo_w, 0, a)
+        cuda.atomic.max(hi_w, 0, b)
 
     @cuda.jit
-    def k_distinct(hist, npos, distinct):
-        # distinct[p]: how many digits occur at position p
-        p = cuda.grid(1)
-        if p < npos:
-            s = 0
-            for d in range(BUCKETS):
-                if hist[p * BUCKETS + d] != 0:
-                    s += 1
-            distinct[p] = s
-
-    @cuda.jit
-    def k_block_counts(words, shift, rows_per_block, counts):
+    def k_block_counts(words, base, shift, rows_per_block, counts):
         # counts[d * nblocks + block]: the block's rows with digit d
         local = cuda.shared.array(BUCKETS, np.int32)
         t = cuda.threadIdx.x
@@ -475,13 +440,13 @@ def cuda_kernels() -> KernelSet:
         lo = blk * rows_per_block
         hi = min(words.shape[0], lo + rows_per_block)
         for i in range(lo + t, hi, nt):
-            cuda.atomic.add(local, digit_of(words[i], shift), 1)
+            cuda.atomic.add(local, digit_of(words[i], base, shift), 1)
         cuda.syncthreads()
         for d in range(t, BUCKETS, nt):
             counts[d * nb + blk] = local[d]
 
     @cuda.jit
-    def k_scatter(w_in, p_in, ident, shift, cursors, rows_per_block, w_out, p_out, want_w):
+    def k_scatter(w_in, p_in, ident, least, shift, cursors, rows_per_block, w_out, p_out, want_w):
         # cursors[d * nblocks + block]: the output row of the block's first row with digit d (the
         # exclusive scan of the counts). Stable ranks per tile: a row's rank among the earlier
         # rows of its group with its digit (GROUP iterations), plus the counts of the earlier
@@ -507,7 +472,7 @@ def cuda_kernels() -> KernelSet:
             i = start + t
             d = np.int32(-1)
             if i < hi:
-                d = np.int32(digit_of(w_in[i], shift))
+                d = np.int32(digit_of(w_in[i], least, shift))
             sdig[t] = d
             cuda.syncthreads()  # digits written; the previous tile's cursors and ghist settled
             r = 0
@@ -572,7 +537,7 @@ def cuda_kernels() -> KernelSet:
                 cuda.atomic.add(unresolved, 0, np.int64(1))
 
     return KernelSet(fixed_words=k_fixed_words, bool_words=k_bool_words, dict_words=k_dict_words,
-                     null_words=k_null_words, prefix_words=k_prefix_words, digit_hist=k_digit_hist,
-                     distinct=k_distinct, block_counts=k_block_counts, scatter=k_scatter,
+                     prefix_words=k_prefix_words, word_range=k_word_range,
+                     block_counts=k_block_counts, scatter=k_scatter,
                      gather_words=k_gather_words, iota=k_iota, group_flags=k_group_flags,
                      group_ranks=k_group_ranks)

@@ -13,7 +13,7 @@ like any other.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numba
 import numpy as np
@@ -28,7 +28,15 @@ from ._target import _cpu_threads
 
 __all__ = ["sort_indices", "sort_indices_with", "string_ranks", "radix_argsort", "CpuSorter"]
 
-Key = tuple[Any, int]  # a word array and how many of its low bits may be non-zero
+
+
+class Key(NamedTuple):
+    """One word array of the sort; ``flags``: its key's null flags (its null rows, whose words
+    are 0, are left out of the key's range), or ``None``."""
+
+    words: Any
+    flags: Any = None
+    null_flag: int = 1
 
 
 def _kind_width(dtype: pa.DataType, itemsize: int) -> int:
@@ -57,12 +65,16 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int) -> Any:
     """The stable permutation that orders rows by ``keys`` (most significant first)."""
     perm = None
     spare = None      # a free permutation buffer
-    for words, bits in reversed(keys):
-        npos = -(-bits // SK.RADIX_BITS)
-        distinct = s.distinct_digits(words, npos)
-        passes = [p for p in range(npos) if distinct[p] > 1]
+    for words, flags, null_flag in reversed(keys):
+        # the passes cover the key's range only: digits of (word - least word), nulls left out
+        # (they tie: all their words are 0, so their digits are equal in every pass)
+        lo, hi = s.word_range(words, flags, null_flag)
+        if lo > hi:     # nothing but nulls
+            continue
+        passes = range(-(-(hi - lo).bit_length() // SK.RADIX_BITS))
         if not passes:
             continue
+        base = np.uint64(lo)
         # the key arrays are never written (the caller may read them again)
         src = words if perm is None else s.gather_words(words, perm)
         free: list[Any] = []
@@ -72,7 +84,7 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int) -> Any:
             if spare is None:
                 spare = s.empty(n, np.int64)
             p_out = spare
-            s.radix_pass(src, perm, p * SK.RADIX_BITS, dst, p_out)
+            s.radix_pass(src, perm, base, p * SK.RADIX_BITS, dst, p_out)
             spare, perm = perm, p_out
             if src is not words:
                 free.append(src)
@@ -97,8 +109,8 @@ def string_ranks(s: Any, col: Column) -> tuple[Any, int]:
         w = s.empty(n, np.uint64)
         lc = s.empty(n, np.uint32)
         s.prefix_words(offsets, chars, depth, w, lc)
-        keys: list[Key] = [] if ranks is None else [(ranks, _bits_for(groups))]
-        keys += [(w, 64), (lc, 4)]
+        keys = [] if ranks is None else [Key(ranks)]
+        keys += [Key(w), Key(lc)]
         perm = radix_argsort(s, keys, n)
         flags = s.empty(n, np.int64)
         s.group_flags(perm, ranks, w, lc, flags)
@@ -112,11 +124,11 @@ def string_ranks(s: Any, col: Column) -> tuple[Any, int]:
 
 
 def column_keys(s: Any, col: Column, desc: bool, nulls_last: bool) -> list[Key]:
-    """The words of one key column, most significant first."""
+    """The words of one key column, most significant first: its null flags when it may hold
+    nulls, then its values."""
     n = len(col)
     validity, has_valid, vbit = _validity(s, col)
     lay = col.layout
-    keys: list[Key] = []
     if lay == Layout.FIXED:
         vals = col.values()
         itemsize = np.dtype(vals.dtype).itemsize
@@ -135,24 +147,23 @@ def column_keys(s: Any, col: Column, desc: bool, nulls_last: bool) -> list[Key]:
         else:
             dranks, groups = s.empty(1, np.int64), 1
         width = _bits_for(groups)
-    folded = has_valid and width < 64
-    flag_shift = width if folded else 64
-    bits = width + (1 if folded else 0)
-    out = s.empty(n, _word_dtype(bits))
-    if has_valid and not folded:
-        flags = s.empty(n, np.uint32)
-        s.null_words(validity, vbit, nulls_last, flags)
-        keys.append((flags, 1))
-    if lay in (Layout.FIXED, Layout.STRING):
-        s.fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, out)
-    elif lay == Layout.BOOL:
-        s.bool_words(col.data.array, col.offset, validity, has_valid, vbit, desc, flag_shift, nulls_last, out)
-    else:
         dvalid, has_dvalid, dvbit = _validity(s, dictionary)
-        s.dict_words(col.values(), dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
-                     flag_shift, nulls_last, out)
-    keys.append((out, bits))
-    return keys
+
+    def words(flag_only: bool, dtype: Any) -> Any:
+        out = s.empty(n, dtype)
+        if lay in (Layout.FIXED, Layout.STRING):
+            s.fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, out)
+        elif lay == Layout.BOOL:
+            s.bool_words(col.data.array, col.offset, validity, has_valid, vbit, desc, flag_only, nulls_last, out)
+        else:
+            s.dict_words(col.values(), dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
+                         flag_only, nulls_last, out)
+        return out
+
+    nullable = has_valid or (lay == Layout.DICTIONARY and has_dvalid)
+    flags = words(True, np.uint32) if nullable else None
+    value = Key(words(False, _word_dtype(width)), flags, 1 if nulls_last else 0)
+    return [Key(flags), value] if nullable else [value]
 
 
 def sort_indices_with(s: Any, columns: Sequence[Column], descending: Sequence[bool], nulls_last: bool) -> Any:
@@ -174,6 +185,7 @@ class CpuSorter:
 
     _EMPTY_U8 = np.empty(0, np.uint8)
     _EMPTY_I64 = np.empty(0, np.int64)
+    _EMPTY_U32 = np.empty(0, np.uint32)
 
     def empty(self, n: int, dtype: Any) -> np.ndarray:
         return host_empty(n, dtype)
@@ -185,30 +197,29 @@ class CpuSorter:
     def view(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return arr.view(dtype)
 
-    def fixed_words(self, values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
-        SK.fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_shift, nulls_last, out)
+    def fixed_words(self, values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, out):
+        SK.fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, out)
 
-    def bool_words(self, bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, out):
-        SK.bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_shift, nulls_last, out)
+    def bool_words(self, bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, out):
+        SK.bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, out)
 
     def dict_words(self, indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
-                   flag_shift, nulls_last, out):
+                   flag_only, nulls_last, out):
         SK.dict_words(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
-                      flag_shift, nulls_last, out)
-
-    def null_words(self, validity, vbit, nulls_last, out):
-        SK.null_words(validity, vbit, nulls_last, out)
+                      flag_only, nulls_last, out)
 
     def prefix_words(self, offsets, chars, depth, w, lc):
         SK.prefix_words(offsets, chars, depth, w, lc)
 
-    def distinct_digits(self, words, npos: int) -> np.ndarray:
-        return SK.digit_counts(words, npos, numba.get_num_threads())
+    def word_range(self, words, flags, null_flag: int) -> tuple[int, int]:
+        lo, hi = SK.word_range(words, self._EMPTY_U32 if flags is None else flags, np.uint32(null_flag),
+                               numba.get_num_threads())
+        return int(lo), int(hi)
 
-    def radix_pass(self, w_in, p_in: Optional[np.ndarray], shift: int, w_out: Optional[np.ndarray],
-                   p_out: np.ndarray) -> None:
-        cursors = SK.chunk_counts(w_in, shift, numba.get_num_threads())
-        SK.scatter_pass(w_in, self._EMPTY_I64 if p_in is None else p_in, p_in is None, shift, cursors,
+    def radix_pass(self, w_in, p_in: Optional[np.ndarray], base: np.uint64, shift: int,
+                   w_out: Optional[np.ndarray], p_out: np.ndarray) -> None:
+        cursors = SK.chunk_counts(w_in, base, shift, numba.get_num_threads())
+        SK.scatter_pass(w_in, self._EMPTY_I64 if p_in is None else p_in, p_in is None, base, shift, cursors,
                         w_in[:0] if w_out is None else w_out, p_out, w_out is not None)
 
     def gather_words(self, words, perm):
