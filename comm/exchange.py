@@ -104,7 +104,8 @@ class _Assembler:
         self.data: list[Any] = [None] * len(schema)   # assembled values / indices / text
         # a device table: bitmaps and offsets go to device scratch, assembled by kernels
         self.on_device = bool(getattr(device, "is_cuda", False))
-        # (column, "validity" | "bits" | "offsets") -> [elements, dtype], then the device array
+        # (column, kind) -> [elements, dtype], then the device array; kinds: "validity", "bits",
+        # "offsets", and a dictionary's "dvalidity", "doffsets", "dchars"
         self.dscratch: dict[tuple[int, str], Any] = {}
 
     def allocate(self, incoming: list[tuple[Any, list[FrameSpec]]]) -> list[list[Any]]:
@@ -120,7 +121,8 @@ class _Assembler:
         self.total = total
 
         # Lay every frame out without allocating: values and text go to slices of one buffer per
-        # column on the table's device, bitmaps, offsets and dictionaries to host scratch.
+        # column on the table's device, bitmaps, offsets and dictionaries to scratch (a host
+        # table's: host scratch; a device table's: slices of one device buffer per column and kind).
         char_totals = [0] * len(self.schema)
         scratch: list[_Scratch] = []
         dest: list[list[Any]] = []
@@ -372,7 +374,16 @@ class _Assembler:
         desc = device_assembly.descriptors(starts, total, src=[p.dostart for p in parts], bit=bases,
                                            add=[p.dchar for p in parts])
         offs = device_assembly.rebase_offsets(desc, doffs, total, total_chars, odt, self.device)
-        dictionary = Column(value_type, total, Buffer(dchars, self.device), None, Buffer(offs, self.device), None, 0, 0)
+        dvalid, dnulls = None, 0
+        if any(p.dvstart >= 0 for p in parts):   # null entries stay null
+            desc = device_assembly.descriptors(starts, total, src=[p.dvstart for p in parts],
+                                               bit=[int(p.meta["dict"]["vbit"]) if p.dvstart >= 0 else 0
+                                                    for p in parts])
+            dvalid = Buffer(device_assembly.concat_bits(desc, self.dscratch[(c, "dvalidity")], total, self.device),
+                            self.device)
+            dnulls = sum(int(p.meta["dict"]["nulls"]) for p in parts if p.dvstart >= 0)
+        dictionary = Column(value_type, total, Buffer(dchars, self.device), dvalid, Buffer(offs, self.device), None,
+                            0, dnulls)
         return Column(dtype, self.total, Buffer(indices, self.device), validity, None, dictionary, 0, nulls)
 
     def _validity(self, parts: list[_Part]) -> tuple[Optional[Buffer], int]:
@@ -427,7 +438,14 @@ class _Assembler:
             odt = offsets_dtype(value_type)
             offs = _concat_offsets([(memory.to_host(d.offsets_view()), _first(d), int(cs), d.length)
                                     for d, cs in zip(dicts, char_starts)], total, odt, int(char_starts[-1]))
-            dictionary = Column(value_type, total, Buffer(chars, CPU), None, Buffer(offs, CPU), None, 0, 0)
+            dvalid, dnulls = None, 0
+            if any(d.validity is not None for d in dicts):   # null entries stay null
+                entry_starts = np.cumsum([0] + sizes[:-1])
+                dvalid = Buffer(_concat_bitmaps([(None if d.validity is None else memory.to_host(d.validity.array),
+                                                  None if d.validity is None else 0, d.length, int(st))
+                                                 for d, st in zip(dicts, entry_starts)], total), CPU)
+                dnulls = sum(d.null_count for d in dicts if d.validity is not None)
+            dictionary = Column(value_type, total, Buffer(chars, CPU), dvalid, Buffer(offs, CPU), None, 0, dnulls)
         dictionary = dictionary.to(self.device)
         return Column(dtype, self.total, Buffer(indices, self.device), validity, None, dictionary, 0, nulls)
 

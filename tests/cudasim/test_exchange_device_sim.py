@@ -50,6 +50,11 @@ def _column(layout: str, rank: int, n: int) -> pa.Array:
         words = [f"r{rank}_{i}" for i in range(5)] + ["shared"]
         codes = rng.integers(0, len(words), n)
         return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32), mask=mask), pa.array(words))
+    if layout == "dictionary_null_entries":
+        # a null entry in each rank's (different) dictionary: the rows that point at it stay null
+        words = [f"r{rank}_0", None, f"r{rank}_2", "shared"]
+        codes = rng.integers(0, len(words), n)
+        return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32), mask=mask), pa.array(words))
     if layout == "dictionary_widened":
         # int8 indices, 100 entries per rank: the 200 entries of both need int32 indices
         words = [f"w{rank}_{i}" for i in range(100)]
@@ -64,8 +69,8 @@ def _column(layout: str, rank: int, n: int) -> pa.Array:
     raise AssertionError(layout)
 
 
-LAYOUTS = ["int64", "nullable_int", "bool", "string", "large_string", "dictionary", "dictionary_widened",
-           "dictionary_shared", "date32"]
+LAYOUTS = ["int64", "nullable_int", "bool", "string", "large_string", "dictionary", "dictionary_null_entries",
+           "dictionary_widened", "dictionary_shared", "date32"]
 
 
 @pytest.fixture(scope="module")
