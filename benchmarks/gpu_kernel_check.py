@@ -283,7 +283,8 @@ def _exchange_sources() -> dict[str, list[pa.Table]]:
     def dictionary(r: int, n: int, entries: int, index: Any) -> pa.Array:
         codes = np.random.default_rng(r).integers(0, entries, n).astype(index)
         mask = np.random.default_rng(r + 9).random(n) < 0.15
-        return pa.DictionaryArray.from_arrays(pa.array(codes, mask=mask), pa.array([f"r{r}_{i}" for i in range(entries)]))
+        words = pa.array([f"r{r}_{i}" for i in range(entries)])
+        return pa.DictionaryArray.from_arrays(pa.array(codes, mask=mask), words)
 
     return {
         "all_types": [_table(40 + 3 * r, ALL_TYPES, 11 + 5 * r, card=12) for r in range(2)],

@@ -37,8 +37,8 @@ from . import device_assembly
 from .communicator import Communicator
 from .errors import CommError
 from .frames import FrameSpec
-from .wire import (MalformedMessageError, _unpack_column, check_header, check_received_column, check_received_table, column_frame_kinds,
-                   describe_schema_difference, pack_tables, same_schema)
+from .wire import (MalformedMessageError, _unpack_column, check_header, check_received_column, check_received_table,
+                   column_frame_kinds, describe_schema_difference, pack_tables, same_schema)
 
 
 def _recv_empty(n: int, dtype: Any, device: Any) -> Any:
