@@ -32,7 +32,7 @@ FACTORIES = ("cuda_kernels", "_kernels")  # module-level functions that build a 
 # every module that builds CUDA kernels: a kernel no test launches is reported as uncovered
 KERNEL_MODULES = ("gpuframe.kernels.gather", "gpuframe.kernels.hashing", "gpuframe.kernels.join",
                   "gpuframe.kernels.partition", "gpuframe.kernels.checks", "gpuframe.kernels.keyprep",
-                  "gpuframe.kernels.assemble")
+                  "gpuframe.kernels.assemble", "gpuframe.kernels.group", "gpuframe.kernels.sort")
 
 
 def record(path: Path) -> None:

@@ -27,6 +27,16 @@ _LAZY = {
     "hash_partition": ("gpuframe.ops.partition", "hash_partition"),
     "take": ("gpuframe.ops.gather", "take"),
     "info": ("gpuframe.sysinfo", "info"),
+    "sort": ("gpuframe.ops.sort", "sort"),
+    "sort_indices": ("gpuframe.ops.sort", "sort_indices"),
+    "unique": ("gpuframe.ops.setops", "unique"),
+    "union": ("gpuframe.ops.setops", "union"),
+    "intersect": ("gpuframe.ops.setops", "intersect"),
+    "difference": ("gpuframe.ops.setops", "difference"),
+    "concat": ("gpuframe.ops.select", "concat"),
+    "filter": ("gpuframe.ops.select", "filter"),
+    "groupby_agg": ("gpuframe.ops.groupby", "groupby_agg"),
+    "read_csv": ("gpuframe.interop.csv", "read_csv"),
 }
 
 
@@ -45,16 +55,22 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sysinfo import info
+    from .interop.csv import read_csv
     from .interop.cudf import from_cudf
     from .interop.dlpack import from_dlpack
     from .interop.pandas import from_pandas
     from .interop.parquet import read_parquet
     from .ops.gather import take
     from .ops.join import join_indices, join_size, merge
+    from .ops.groupby import groupby_agg
     from .ops.partition import hash_partition
+    from .ops.select import concat, filter
+    from .ops.setops import difference, intersect, union, unique
+    from .ops.sort import sort, sort_indices
 
 __all__ = [
     "Buffer", "Column", "Device", "FallbackError", "NoGPUError", "PerformanceWarning", "Table",
-    "config", "cuda_available", "from_arrow", "from_cudf", "from_dlpack", "from_pandas",
-    "hash_partition", "info", "join_indices", "join_size", "merge", "read_parquet", "take",
+    "concat", "config", "cuda_available", "difference", "filter", "from_arrow", "from_cudf", "from_dlpack",
+    "from_pandas", "groupby_agg", "hash_partition", "info", "intersect", "join_indices", "join_size", "merge",
+    "read_csv", "read_parquet", "sort", "sort_indices", "take", "union", "unique",
 ]

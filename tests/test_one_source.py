@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from numba import njit, types
 
-from gpuframe.kernels import gather, hashing, hashtable, join, join_cpu, keys, loads, slot_table
+from gpuframe.kernels import gather, group, hashing, hashtable, join, join_cpu, keys, loads, slot_table
 from gpuframe.kernels.per_row import cpu
 
 from .common.hashref import bytes_hash
@@ -69,6 +69,7 @@ PER_ROW = {
         "slot_find": (_arr(u64), u64, u64, b1, W2, S2, S2, CH) + PROBE + (i64,),
         "segment_of": (_arr(i64), i64, i64),
     },
+    group: {"value_less": (types.float64, types.float64), "span_cmp": (_arr(types.int32), CH, i64, i64)},
     gather: {"gathered_bit": (CH, i64, b1, _arr(i64), i64), "gathered_byte": (CH, i64, b1, _arr(i64), i64, i64)},
 }
 CASES = [(mod, name, sig) for mod, fns in PER_ROW.items() for name, sig in fns.items()]

@@ -48,6 +48,18 @@ LAZY: Dict[Tuple[str, str], str] = {
     ("cuda", "join"): "gpuframe.backends.cuda.join:join",
     ("cuda", "join_size"): "gpuframe.backends.cuda.join:join_size",
     ("cuda", "merged_key"): "gpuframe.backends.cuda.join:merged_key",
+    ("cpu", "sort_indices"): "gpuframe.backends.cpu.sort:sort_indices",
+    ("cpu", "group_ids"): "gpuframe.backends.cpu.groups:group_ids",
+    ("cpu", "group_reduce"): "gpuframe.backends.cpu.groups:group_reduce",
+    ("cpu", "last_rows"): "gpuframe.backends.cpu.groups:last_rows",
+    ("cpu", "mask_rows"): "gpuframe.backends.cpu.select:mask_rows",
+    ("cpu", "concat_columns"): "gpuframe.backends.cpu.select:concat_columns",
+    ("cuda", "group_ids"): "gpuframe.backends.cuda.groups:group_ids",
+    ("cuda", "group_reduce"): "gpuframe.backends.cuda.groups:group_reduce",
+    ("cuda", "last_rows"): "gpuframe.backends.cuda.groups:last_rows",
+    ("cuda", "mask_rows"): "gpuframe.backends.cuda.select:mask_rows",
+    ("cuda", "concat_columns"): "gpuframe.backends.cuda.select:concat_columns",
+    ("cuda", "sort_indices"): "gpuframe.backends.cuda.sort:sort_indices",
 }
 
 _IMPLS: Dict[str, Dict[str, Callable[..., Any]]] = {name: {} for name in BACKENDS}

@@ -176,6 +176,35 @@ class Table:
         offs = to_host(offsets)
         return [out.slice(int(offs[i]), int(offs[i + 1] - offs[i])) for i in range(num_partitions)]
 
+    def sort(self, by: Any, *, descending: Any = False, nulls_last: bool = True) -> "Table":
+        """The rows ordered by ``by`` (``gpuframe.sort``; stable)."""
+        from ..ops.sort import sort
+
+        return sort(self, by, descending=descending, nulls_last=nulls_last)
+
+    def unique(self, subset: Any = None, *, keep: str = "any") -> "Table":
+        """One row per distinct value of ``subset`` (all columns by default): ``gpuframe.unique``."""
+        from ..ops.setops import unique
+
+        return unique(self, subset, keep=keep)
+
+    def drop_duplicates(self, subset: Any = None, *, keep: str = "any") -> "Table":
+        """Another name for :meth:`unique`."""
+        return self.unique(subset, keep=keep)
+
+    def groupby(self, by: Any, *, dropna: bool = False, sort: bool = False) -> Any:
+        """A :class:`gpuframe.ops.groupby.GroupBy`: ``t.groupby("k").agg(total=("v", "sum"))``."""
+        from ..ops.groupby import GroupBy
+
+        return GroupBy(self, by, dropna=dropna, sort=sort)
+
+    def filter(self, mask: Any) -> "Table":
+        """The rows where ``mask`` (a bool Column, array or DLPack tensor of the table's length) is
+        true; a null in a mask Column drops its row (``gpuframe.filter``)."""
+        from ..ops.select import filter as filter_rows
+
+        return filter_rows(self, mask)
+
     # ------------------------------------------------------------------ interop
     def to_arrow(self) -> pa.Table:
         arrays = [c.to_arrow() for c in self._columns.values()]
@@ -197,6 +226,12 @@ class Table:
         from ..interop.parquet import write_parquet
 
         write_parquet(self, path, **kwargs)
+
+    def to_csv(self, path: Any, **kwargs: Any) -> None:
+        """Write a CSV file through ``pyarrow.csv`` (host copy first for CUDA tables)."""
+        from ..interop.csv import write_csv
+
+        write_csv(self, path, **kwargs)
 
     def to_cudf(self) -> Any:
         from ..interop.cudf import to_cudf

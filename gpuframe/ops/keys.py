@@ -33,7 +33,7 @@ import pyarrow as pa
 from ..backends.contract import KeyPair
 from ..core.table import Table
 
-__all__ = ["KeyPair", "resolve_key_pairs"]
+__all__ = ["KeyPair", "pair_for", "resolve_key_pairs"]
 
 
 # --------------------------------------------------------------------------- type rules
@@ -104,3 +104,18 @@ def resolve_key_pairs(left: Table, right: Table, left_on: Sequence[str], right_o
         Incompatible key types; the message names both columns and both types.
     """
     return [_pair(ln, left[ln].dtype, rn, right[rn].dtype) for ln, rn in zip(left_on, right_on)]
+
+
+def pair_for(name: str, dtype: pa.DataType) -> KeyPair:
+    """The key pair of a column with itself (grouping, unique, set operations: rows of one
+    type compared with each other).
+
+    Raises
+    ------
+    TypeError
+        A type that cannot be a key; the message names the column and its type.
+    """
+    if _family(dtype) == "other":
+        raise TypeError(f"column {name!r} ({dtype}) cannot be compared as a key: keys are integers, floats, bool, "
+                        "strings, string dictionaries, date32 and timestamps")
+    return _pair(name, dtype, name, dtype)

@@ -212,22 +212,31 @@ def _scratch_bytes(build_n: int, probe_n: int, semi: bool, eub: bool) -> int:
     return table + per_build * build_n + per_probe * probe_n + 16
 
 
-def _slot_table(build: SideKeys, dev: Device) -> tuple[Any, Any, Any, Any, bool]:
-    """The build side's table, built: ``(tab, brep, rstart, csr, unique)``, the kernels'
-    :class:`~gpuframe.kernels.join.SlotTable`, every build row's representative (-1: a null
-    key) and, when a key repeats (``unique`` false), each representative's segment start and
-    the segments of build rows (``None`` when every key is unique)."""
+def slot_build(build: SideKeys, dev: Device) -> tuple[Any, Any, bool]:
+    """The build side's table, built: ``(tab, brep, unique)``, the kernels'
+    :class:`~gpuframe.kernels.join.SlotTable`, every build row's representative (-1: a null key
+    left out) and whether every key is distinct. (Grouping uses it too:
+    :mod:`gpuframe.backends.cuda.groups`.)"""
     from gpuframe.kernels.join import slot_table_arrays, table_bits
 
-    k = _cuda()
     size = 1 << table_bits(build.n)
     tab = slot_table_arrays(slots=memory.zeros(2 * size, np.uint64, dev), tmask=size - 1, keys=build.keys,
                             valid=build.valid, kmode=build.kmode, verify=build.verify, w=build.words,
                             st=build.starts, en=build.ends, ch=build.chars)
     brep = memory.empty(max(build.n, 1), np.int64, dev)
     dup = memory.zeros(1, np.int64, dev)
-    _launch(k.slot_build, build.n, tab, brep, dup)
-    if not _scalar(dup, 0):
+    _launch(_cuda().slot_build, build.n, tab, brep, dup)
+    return tab, brep, not _scalar(dup, 0)
+
+
+def _slot_table(build: SideKeys, dev: Device) -> tuple[Any, Any, Any, Any, bool]:
+    """The build side's table, built: ``(tab, brep, rstart, csr, unique)``, the kernels'
+    :class:`~gpuframe.kernels.join.SlotTable`, every build row's representative (-1: a null
+    key) and, when a key repeats (``unique`` false), each representative's segment start and
+    the segments of build rows (``None`` when every key is unique)."""
+    k = _cuda()
+    tab, brep, unique = slot_build(build, dev)
+    if unique:
         return tab, brep, None, None, True
     rcount = memory.zeros(build.n, np.int64, dev)
     _launch(k.rep_count, build.n, brep, rcount)

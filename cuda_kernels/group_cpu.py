@@ -1,0 +1,373 @@
+"""CPU drivers of grouping (unique, set operations, groupby-aggregate).
+
+Rows are grouped by the join's machinery (:mod:`gpuframe.kernels.join_cpu`): the key columns are
+prepared as a join's build side with ``nulls_equal`` (null == null, NaN == NaN, -0.0 == 0.0),
+radix-partitioned and built into one chained table per partition, every chain listing its rows
+in input order. :func:`group_first` then walks the tables: a chain is a group, its head the
+group's first row. :func:`dense_ids` numbers the groups in the order of their first rows.
+
+The aggregations take the dense group id of every row (``gid``) and the number of groups:
+
+* sums, counts, means, variances, minima and maxima run over chunks of rows, one chunk per
+  thread with its own accumulators, merged at the end (the order of values and strings is the
+  per-row :func:`gpuframe.kernels.group.value_less` / ``span_cmp`` the CUDA kernels use too) (a variance takes a second pass over the
+  squared deviations from the group means, for accuracy);
+* order statistics and per-group sets (median, nunique) sort each group's values: rows are laid
+  out by group with a stable counting sort (:func:`group_order`), then one group per
+  iteration of a parallel loop.
+
+Every value is read as an int64 or float64 word (the caller widens narrower types) with a
+validity byte per row (empty: no nulls); nulls are skipped, as SQL does.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .group import span_cmp, value_less
+from .hashing import canonical_f64_bits
+from .hashtable import EMPTY
+from .per_row import cpu
+
+_canonical_f64_bits = cpu(canonical_f64_bits)
+_value_less = cpu(value_less)
+_span_cmp = cpu(span_cmp)
+
+_OPTS = dict(cache=True, nogil=True, boundscheck=False)
+
+
+def nchunks_for(n: int) -> int:
+    """Row chunks of the aggregations: one per thread, fewer for small inputs."""
+    return max(1, min(numba.get_num_threads(), n // 16384 + 1))
+
+
+# --------------------------------------------------------------------------- group ids
+@njit(parallel=True, **_OPTS)
+def group_first(starts, nparts, toffs, tables, nxt, orig, rep, gcount):
+    """``rep[row]`` = the first row of ``row``'s group, for every row of every partition's
+    chains; ``gcount[p]`` = the groups of partition ``p``. ``orig`` maps build positions to rows
+    (empty: the identity)."""
+    for p in prange(nparts):
+        b0 = starts[p]
+        t0 = toffs[p]
+        size = toffs[p + 1] - t0
+        g = 0
+        for s in range(size):
+            h = tables[t0 + s]
+            if h == EMPTY:
+                continue
+            g += 1
+            pos = b0 + np.int64(h)
+            first = orig[pos] if orig.shape[0] != 0 else pos
+            while pos != EMPTY:
+                r = orig[pos] if orig.shape[0] != 0 else pos
+                rep[r] = first
+                pos = np.int64(nxt[pos])
+        gcount[p] = g
+
+
+@njit(parallel=True, **_OPTS)
+def dense_ids(rep, nchunks, gid, first):
+    """Dense group ids in the order of the groups' first rows: ``first[g]`` is group ``g``'s
+    first row (ascending), ``gid[row] = g``. Returns the number of groups."""
+    n = rep.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    cnt = np.zeros(nchunks + 1, np.int64)
+    for c in prange(nchunks):
+        k = 0
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if rep[j] == j:
+                k += 1
+        cnt[c + 1] = k
+    for c in range(nchunks):
+        cnt[c + 1] += cnt[c]
+    for c in prange(nchunks):
+        g = cnt[c]
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if rep[j] == j:
+                first[g] = j
+                gid[j] = g
+                g += 1
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            r = rep[j]
+            if r != j:
+                gid[j] = gid[r]
+    return cnt[nchunks]
+
+
+@njit(**_OPTS)
+def last_rows(gid, ngroups, out):
+    """``out[g]`` = the last row of group ``g``."""
+    for j in range(gid.shape[0]):
+        out[gid[j]] = j
+
+
+@njit(parallel=True, **_OPTS)
+def group_order(gid, ngroups, nchunks, valid, gstart, order):
+    """A stable counting sort of the rows by group, nulls (``valid[row] == 0``) left out:
+    group ``g``'s non-null rows are ``order[gstart[g]:gstart[g + 1]]``, in input order."""
+    n = gid.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    hist = np.zeros((nchunks, ngroups), np.int64)
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if valid.shape[0] == 0 or valid[j] != 0:
+                hist[c, gid[j]] += 1
+    total = 0
+    for g in range(ngroups):
+        gstart[g] = total
+        for c in range(nchunks):
+            k = hist[c, g]
+            hist[c, g] = total
+            total += k
+    gstart[ngroups] = total
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if valid.shape[0] == 0 or valid[j] != 0:
+                g = gid[j]
+                order[hist[c, g]] = j
+                hist[c, g] += 1
+
+
+# --------------------------------------------------------------------------- reductions
+@njit(inline="always")
+def _ok(valid, j):
+    return valid.shape[0] == 0 or valid[j] != 0
+
+
+@njit(parallel=True, **_OPTS)
+def count_rows(gid, ngroups, valid, nchunks, out):
+    """Non-null rows per group (every row when ``valid`` is empty)."""
+    n = gid.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    acc = np.zeros((nchunks, ngroups), np.int64)
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if _ok(valid, j):
+                acc[c, gid[j]] += 1
+    for g in prange(ngroups):
+        s = 0
+        for c in range(nchunks):
+            s += acc[c, g]
+        out[g] = s
+
+
+@njit(inline="always")
+def _wrap_add(a, b):
+    # a + b modulo 2**64: unsigned, so that LLVM cannot assume the signed sum does not overflow
+    # (it folds the overflow tests of a signed sum away)
+    return np.int64(np.uint64(a) + np.uint64(b))
+
+
+@njit(parallel=True, **_OPTS)
+def sum_int(gid, ngroups, vals, valid, nchunks, out, counts):
+    """Integer sums per group (int64, wrapping) and non-null counts; returns 1 when a sum
+    overflowed int64, else 0."""
+    n = gid.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    acc = np.zeros((nchunks, ngroups), np.int64)
+    cnt = np.zeros((nchunks, ngroups), np.int64)
+    over = np.zeros(nchunks, np.int64)
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if _ok(valid, j):
+                g = gid[j]
+                a = acc[c, g]
+                v = vals[j]
+                s = _wrap_add(a, v)
+                if ((a ^ s) & (v ^ s)) < 0:
+                    over[c] = 1
+                acc[c, g] = s
+                cnt[c, g] += 1
+    bad = 0
+    for c in range(nchunks):
+        bad |= over[c]
+    flags = np.zeros(ngroups, np.int64)
+    for g in prange(ngroups):
+        s = np.int64(0)
+        k = np.int64(0)
+        f = 0
+        for c in range(nchunks):
+            a = acc[c, g]
+            t = _wrap_add(s, a)
+            if ((a ^ t) & (s ^ t)) < 0:
+                f = 1
+            s = t
+            k += cnt[c, g]
+        out[g] = s
+        counts[g] = k
+        flags[g] = f
+    for g in range(ngroups):
+        bad |= flags[g]
+    return bad
+
+
+@njit(parallel=True, **_OPTS)
+def sum_float(gid, ngroups, vals, valid, nchunks, out, counts):
+    """Float sums per group (float64) and non-null counts."""
+    n = gid.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    acc = np.zeros((nchunks, ngroups), np.float64)
+    cnt = np.zeros((nchunks, ngroups), np.int64)
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if _ok(valid, j):
+                g = gid[j]
+                acc[c, g] += vals[j]
+                cnt[c, g] += 1
+    for g in prange(ngroups):
+        s = 0.0
+        k = 0
+        for c in range(nchunks):
+            s += acc[c, g]
+            k += cnt[c, g]
+        out[g] = s
+        counts[g] = k
+
+
+@njit(parallel=True, **_OPTS)
+def sq_dev(gid, ngroups, vals, valid, mean, nchunks, out):
+    """Sums of squared deviations from each group's ``mean`` (the variance's second pass)."""
+    n = gid.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    acc = np.zeros((nchunks, ngroups), np.float64)
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if _ok(valid, j):
+                g = gid[j]
+                d = vals[j] - mean[g]
+                acc[c, g] += d * d
+    for g in prange(ngroups):
+        s = 0.0
+        for c in range(nchunks):
+            s += acc[c, g]
+        out[g] = s
+
+
+@njit(parallel=True, **_OPTS)
+def arg_extreme(gid, ngroups, vals, valid, nchunks, want_max, out):
+    """The row of each group's minimum (``want_max`` false) or maximum over non-null rows
+    (-1: none), ties to the first row; ``vals`` int64 or float64 (NaN above every number)."""
+    n = gid.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    best = np.full((nchunks, ngroups), -1, np.int64)
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if _ok(valid, j):
+                g = gid[j]
+                b = best[c, g]
+                if b < 0 or _better(vals[j], vals[b], want_max):
+                    best[c, g] = j
+    for g in prange(ngroups):
+        b = np.int64(-1)
+        for c in range(nchunks):
+            r = best[c, g]
+            if r >= 0 and (b < 0 or _better(vals[r], vals[b], want_max)):
+                b = r
+        out[g] = b
+
+
+@njit(inline="always")
+def _better(a, b, want_max):
+    # a strictly beats b (for integers the NaN tests are always false)
+    return _value_less(b, a) if want_max else _value_less(a, b)
+
+
+@njit(parallel=True, **_OPTS)
+def arg_extreme_string(gid, ngroups, offs, chars, valid, nchunks, want_max, out):
+    """:func:`arg_extreme` of a string column (bytewise order, as UTF-8 sorts code points)."""
+    n = gid.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    best = np.full((nchunks, ngroups), -1, np.int64)
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if _ok(valid, j):
+                g = gid[j]
+                b = best[c, g]
+                if b < 0 or _str_better(offs, chars, j, b, want_max):
+                    best[c, g] = j
+    for g in prange(ngroups):
+        b = np.int64(-1)
+        for c in range(nchunks):
+            r = best[c, g]
+            if r >= 0 and (b < 0 or _str_better(offs, chars, r, b, want_max)):
+                b = r
+        out[g] = b
+
+
+@njit(inline="always")
+def _str_better(offs, chars, i, j, want_max):
+    c = _span_cmp(offs, chars, i, j)
+    return c > 0 if want_max else c < 0
+
+
+@njit(parallel=True, **_OPTS)
+def first_last(gid, ngroups, valid, nchunks, want_last, out):
+    """The first (or last) non-null row of each group (-1: none)."""
+    n = gid.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    best = np.full((nchunks, ngroups), -1, np.int64)
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if _ok(valid, j):
+                g = gid[j]
+                if want_last or best[c, g] < 0:
+                    best[c, g] = j
+    for g in prange(ngroups):
+        b = np.int64(-1)
+        for cc in range(nchunks):
+            c = nchunks - 1 - cc if want_last else cc
+            if best[c, g] >= 0:
+                b = best[c, g]
+                break
+        out[g] = b
+
+
+@njit(parallel=True, **_OPTS)
+def median_float(gstart, order, vals, out, has):
+    """Median of each group's (non-null, float64) values: ``order[gstart[g]:gstart[g+1]]``;
+    NaN sorts above every number."""
+    ngroups = gstart.shape[0] - 1
+    for g in prange(ngroups):
+        a = gstart[g]
+        b = gstart[g + 1]
+        k = b - a
+        if k == 0:
+            has[g] = 0
+            out[g] = np.nan
+            continue
+        v = np.empty(k, np.float64)
+        for t in range(k):
+            v[t] = vals[order[a + t]]
+        v.sort()
+        has[g] = 1
+        if k % 2 == 1:
+            out[g] = v[k // 2]
+        else:
+            out[g] = (v[k // 2 - 1] + v[k // 2]) / 2.0
+
+
+@njit(parallel=True, **_OPTS)
+def nunique_words(gstart, order, vals, is_float, out):
+    """Distinct non-null values per group (float64 bits compared canonically: NaN == NaN,
+    -0.0 == 0.0)."""
+    ngroups = gstart.shape[0] - 1
+    for g in prange(ngroups):
+        a = gstart[g]
+        b = gstart[g + 1]
+        k = b - a
+        if k == 0:
+            out[g] = 0
+            continue
+        v = np.empty(k, np.uint64)
+        for t in range(k):
+            w = np.uint64(vals[order[a + t]])
+            v[t] = _canonical_f64_bits(w) if is_float else w
+        v.sort()
+        d = 1
+        for t in range(1, k):
+            if v[t] != v[t - 1]:
+                d += 1
+        out[g] = d

@@ -1,0 +1,194 @@
+"""Grouping on the CPU: group ids of rows (unique, set operations, groupby) and the
+aggregations of groupby (kernels in :mod:`gpuframe.kernels.group_cpu`).
+
+Rows are grouped with the join's key preparation and tables (``nulls_equal``: null == null,
+NaN == NaN, -0.0 == 0.0; the contract is in :mod:`gpuframe.backends.contract`).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ...core.column import Column
+from ...core.device import CPU
+from ...core.dtypes import Layout
+from ...core.hostalloc import host_empty
+from .._keys import prepare_keys
+from ..contract import KeyPair
+from .join import (_build_side, _key_word, _partition_bits, _ro, _ro_side, _row_hash_cpu, _string_span,
+                   _widen_words)
+
+__all__ = ["group_ids", "group_reduce", "last_rows"]
+
+
+def _kernels():
+    from gpuframe.kernels import group_cpu
+
+    return group_cpu
+
+
+def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.ndarray, np.ndarray]:
+    """``(gid, first)``: every row's dense group id (groups numbered in the order of their first
+    rows) and each group's first row (ascending)."""
+    K = _kernels()
+    n = len(columns[0])
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    sk, _ = prepare_keys(columns, columns, pairs, True, CPU, _widen_words, _key_word, _string_span)
+    if sk.valid.shape[0] != 0:
+        raise AssertionError("grouping keys with nulls_equal have no rows left out")
+    _row_hash_cpu(sk)
+    sk = _ro_side(sk)
+    pbits = _partition_bits(n, 0)
+    B = _build_side(sk, pbits, [], need_orig=pbits > 0)
+    if B.unique:
+        ids = np.arange(n, dtype=np.int64)
+        return ids, ids
+    nparts = 1 << pbits
+    rep = host_empty(n, np.int64)
+    K.group_first(B.starts, nparts, B.toffs, B.tables, B.nxt, B.orig, rep, np.zeros(nparts, np.int64))
+    gid = host_empty(n, np.int64)
+    first = host_empty(n, np.int64)
+    ngroups = int(K.dense_ids(_ro(rep), K.nchunks_for(n), gid, first))
+    return gid, first[:ngroups]
+
+
+def last_rows(gid: np.ndarray, ngroups: int) -> np.ndarray:
+    """The last row of every group, in input order (``unique(keep="last")``)."""
+    K = _kernels()
+    gid = np.ascontiguousarray(gid, dtype=np.int64)
+    last = np.empty(ngroups, np.int64)
+    K.last_rows(gid, ngroups, last)
+    keep = np.zeros(len(gid), np.bool_)
+    keep[last] = True
+    return np.flatnonzero(keep).astype(np.int64, copy=False)
+
+
+# --------------------------------------------------------------------------- aggregations
+def _valid(col: Column) -> np.ndarray:
+    v = col.validity_bytes()
+    return np.zeros(0, np.uint8) if v is None else np.ascontiguousarray(v)
+
+
+def _numeric(col: Column, op: str, name: str) -> np.ndarray:
+    """The column's values as int64 (integers, bools) or float64 (floats)."""
+    t = col.dtype
+    if pa.types.is_boolean(t):
+        return np.ascontiguousarray(col.bool_bytes(), dtype=np.int64)
+    if pa.types.is_integer(t):
+        v = col.values()
+        if v.dtype != np.uint64:
+            return np.ascontiguousarray(v, dtype=np.int64)
+        if op != "sum":
+            return v.astype(np.float64)
+        if len(v) and int(v.max()) > np.iinfo(np.int64).max:
+            _overflow(name, op)
+        return np.ascontiguousarray(v).view(np.int64)
+    if pa.types.is_floating(t):
+        return np.ascontiguousarray(col.values(), dtype=np.float64)
+    raise TypeError(f"{op} needs a numeric (integer, float or bool) column, column {name!r} is {t}")
+
+
+def _overflow(name: str, op: str) -> Any:
+    raise OverflowError(f"{op} of column {name!r} overflows int64; cast it to float64 first")
+
+
+def _ordered_words(col: Column, name: str, op: str) -> tuple[np.ndarray, bool]:
+    """Values that order like the column's: int64 (integers, bools, dates, timestamps) or
+    float64."""
+    t = col.dtype
+    if pa.types.is_floating(t):
+        return np.ascontiguousarray(col.values(), dtype=np.float64), True
+    if pa.types.is_boolean(t):
+        return np.ascontiguousarray(col.bool_bytes(), dtype=np.int64), False
+    if pa.types.is_integer(t) or pa.types.is_date32(t) or pa.types.is_timestamp(t):
+        v = col.values()
+        if v.dtype == np.uint64:
+            return v.view(np.int64) ^ np.int64(-2**63), False  # order-preserving for uint64
+        return np.ascontiguousarray(v, dtype=np.int64), False
+    raise TypeError(f"{op} needs a column with an order (numbers, bool, dates, timestamps, strings), "
+                    f"column {name!r} is {t}")
+
+
+def _float_column(values: np.ndarray, has: np.ndarray) -> Column:
+    return Column.from_numpy(values, pa.float64(), valid=None if has.all() else has.astype(bool))
+
+
+def _gather(col: Column, rows: np.ndarray) -> Column:
+    from .gather import gather_column
+
+    return gather_column(col, rows, None)
+
+
+def group_reduce(gid: np.ndarray, ngroups: int, column: Column, op: str, name: str = "<column>") -> Column:
+    """Aggregate ``column`` per group: one row per group ``0..ngroups-1`` (see
+    :func:`gpuframe.ops.groupby.groupby_agg` for the ops and their types; ``nunique`` is made
+    there, from ``group_ids`` and ``count``)."""
+    K = _kernels()
+    gid = _ro(np.ascontiguousarray(gid, dtype=np.int64))
+    n = len(gid)
+    nch = K.nchunks_for(n)
+    valid = _valid(column)
+    if op == "size":
+        out = np.empty(ngroups, np.int64)
+        K.count_rows(gid, ngroups, np.zeros(0, np.uint8), nch, out)
+        return Column.from_numpy(out, pa.int64())
+    if op == "count":
+        out = np.empty(ngroups, np.int64)
+        K.count_rows(gid, ngroups, valid, nch, out)
+        return Column.from_numpy(out, pa.int64())
+    if op in ("first", "last"):
+        rows = np.empty(ngroups, np.int64)
+        K.first_last(gid, ngroups, valid, nch, op == "last", rows)
+        return _gather(column, rows)
+    if op in ("min", "max"):
+        rows = np.empty(ngroups, np.int64)
+        if column.layout == Layout.STRING:
+            K.arg_extreme_string(gid, ngroups, column.offsets_view(), column.chars(), valid, nch, op == "max", rows)
+        elif column.layout == Layout.DICTIONARY:
+            return group_reduce(gid, ngroups, _decoded(column), op, name)
+        else:
+            vals, _ = _ordered_words(column, name, op)
+            K.arg_extreme(gid, ngroups, vals, valid, nch, op == "max", rows)
+        return _gather(column, rows)
+    vals = _numeric(column, op, name)
+    counts = np.empty(ngroups, np.int64)
+    if op == "sum":
+        if vals.dtype == np.int64:
+            out = np.empty(ngroups, np.int64)
+            if K.sum_int(gid, ngroups, vals, valid, nch, out, counts):
+                _overflow(name, op)
+            return Column.from_numpy(out, pa.int64(), valid=None if (counts > 0).all() else counts > 0)
+        outf = np.empty(ngroups, np.float64)
+        K.sum_float(gid, ngroups, vals, valid, nch, outf, counts)
+        return _float_column(outf, counts > 0)
+    fvals = vals if vals.dtype == np.float64 else vals.astype(np.float64)
+    if op == "median":
+        gstart = np.empty(ngroups + 1, np.int64)
+        order = np.empty(n, np.int64)
+        K.group_order(gid, ngroups, nch, valid, gstart, order)
+        out = np.empty(ngroups, np.float64)
+        has = np.empty(ngroups, np.uint8)
+        K.median_float(gstart, order, fvals, out, has)
+        return _float_column(out, has != 0)
+    sums = np.empty(ngroups, np.float64)
+    K.sum_float(gid, ngroups, fvals, valid, nch, sums, counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / counts
+    if op == "mean":
+        return _float_column(mean, counts > 0)
+    if op in ("var", "std"):
+        m2 = np.empty(ngroups, np.float64)
+        K.sq_dev(gid, ngroups, fvals, valid, mean, nch, m2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = m2 / (counts - 1)
+        return _float_column(np.sqrt(var) if op == "std" else var, counts > 1)
+    raise ValueError(f"unknown aggregation {op!r}")
+
+
+def _decoded(col: Column) -> Column:
+    """A dictionary column as a plain column of its values (on the host)."""
+    arr = col.to_arrow()
+    return Column.from_arrow(arr.cast(arr.type.value_type))

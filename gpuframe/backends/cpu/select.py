@@ -1,0 +1,31 @@
+"""Row selection on the CPU: the rows of a boolean mask, and columns stacked one after another."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ...core.column import Column
+from ...core.dtypes import Layout
+
+__all__ = ["mask_rows", "concat_columns"]
+
+
+def mask_rows(mask: Column) -> np.ndarray:
+    """The int64 row numbers where the bool column ``mask`` is true (a null counts as false)."""
+    keep = np.asarray(mask.bool_bytes()) != 0
+    valid = mask.validity_bytes()
+    if valid is not None:
+        keep &= np.asarray(valid) != 0
+    return np.flatnonzero(keep).astype(np.int64, copy=False)
+
+
+def concat_columns(columns: Sequence[Column], dtype: pa.DataType) -> Column:
+    """The columns (all of ``dtype``) one after another (pyarrow's concatenation; dictionaries
+    unified)."""
+    arrays = [c.to_arrow() for c in columns]
+    if columns[0].layout == Layout.DICTIONARY:
+        return Column.from_arrow(pa.chunked_array(arrays, dtype).unify_dictionaries().combine_chunks(),
+                                 validate=False)
+    return Column.from_arrow(pa.concat_arrays(arrays), validate=False)

@@ -1,0 +1,185 @@
+"""Set operations on rows: ``unique``, ``union``, ``intersect`` and ``difference``.
+
+Rows compare equal when every column does, with null == null, NaN == NaN and -0.0 == 0.0, as
+SQL's set operations and DISTINCT do. Rows are grouped by the backend's ``group_ids`` (the
+join's key preparation and hash tables with ``nulls_equal``), ``intersect`` and ``difference``
+are the distinct rows of a semi and an anti join on every column (:mod:`gpuframe.ops.join`).
+
+Order: ``unique`` keeps the rows in input order (``keep="first"``/``"any"``: the groups' first
+rows; ``"last"``: their last rows, in input order); ``union`` lists the left table's distinct
+rows first; ``intersect`` and ``difference`` keep the left table's order.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ..backends.registry import resolve
+from ..core import memory
+from ..core.column import Column
+from ..core.table import Table
+from .gather import take
+from .keys import pair_for
+from .select import _cast, concat, matched_columns
+
+__all__ = ["unique", "union", "intersect", "difference", "group_keys"]
+
+KEEP = ("first", "last", "any")
+
+
+def _check_table(table: Any, param: str) -> Table:
+    if not isinstance(table, Table):
+        raise TypeError(f"{param} must be a gpuframe.Table, got {type(table).__name__}")
+    return table
+
+
+def _subset(table: Table, subset: Any, param: str = "subset") -> list[str]:
+    if subset is None:
+        names = list(table.column_names)
+        if not names:
+            raise ValueError(f"{param}: the table has no columns")
+        return names
+    if isinstance(subset, str):
+        names = [subset]
+    elif isinstance(subset, (list, tuple)) and all(isinstance(s, str) for s in subset):
+        names = list(subset)
+        if not names:
+            raise ValueError(f"{param} must name at least one column, got {subset!r}")
+    else:
+        raise TypeError(f"{param} must be a column name or a list of column names, got {subset!r}")
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise KeyError(f"{param}: the table has no column {', '.join(map(repr, missing))}; its columns are "
+                       f"{table.column_names}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{param} names a column twice, got {names}")
+    return names
+
+
+def _key_column(col: Column) -> Column:
+    """A column as a grouping key: a dictionary of non-strings as its values."""
+    t = col.dtype
+    if pa.types.is_dictionary(t) and not (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
+        return _cast(col, t.value_type)
+    return col
+
+
+def group_keys(table: Table, names: Sequence[str]) -> tuple[Any, Any]:
+    """``(gid, first)`` of the rows of ``table`` grouped by columns ``names`` on the table's
+    device: every row's dense group id (groups numbered in the order of their first rows) and
+    the first row of each group (ascending)."""
+    cols = [_key_column(table[n]) for n in names]
+    pairs = [pair_for(n, c.dtype) for n, c in zip(names, cols)]
+    fn, run_dev = resolve("group_ids", table.device)
+    return fn([c.to(run_dev) for c in cols], pairs)
+
+
+def unique(table: Table, subset: Any = None, *, keep: str = "any") -> Table:
+    """One row for every distinct value of the ``subset`` columns (every column by default).
+
+    Parameters
+    ----------
+    table : Table
+    subset : str or list of str, optional
+        The columns that decide whether two rows are duplicates.
+    keep : {"any", "first", "last"}, default "any"
+        Which row of a group of duplicates stays: the first, the last, or any of them (the
+        cheapest; today the first).
+
+    Returns
+    -------
+    Table
+        Every column of ``table``, the kept rows in input order.
+
+    Raises
+    ------
+    TypeError, KeyError, ValueError
+        Not a table, an unknown column in ``subset``, a bad ``keep``, or a column type that
+        cannot be compared (nested types, binary...).
+    """
+    _check_table(table, "table")
+    names = _subset(table, subset)
+    if not isinstance(keep, str) or keep not in KEEP:
+        raise ValueError(f"keep must be one of {list(KEEP)}, got {keep!r}")
+    if table.num_rows <= 1:
+        return table
+    gid, first = group_keys(table, names)
+    ngroups = int(first.shape[0])
+    if ngroups == table.num_rows:
+        return table
+    if keep == "last":
+        fn, run_dev = resolve("last_rows", table.device)
+        rows = fn(gid, ngroups)
+    else:
+        rows = first
+    return take(table, memory.to_device(rows, table.device))
+
+
+def _pair_tables(left: Table, right: Table, op: str) -> tuple[Table, Table]:
+    """Both tables with the left's column order and each column's promoted type."""
+    _check_table(left, "left")
+    _check_table(right, "right")
+    if left.device != right.device:
+        raise ValueError(f"{op}: left and right must be on the same device, got {left.device} and {right.device}; "
+                         "move one with .to(device)")
+    cols = matched_columns([left, right], op, ["left", "right"])
+
+    def cast(t: Table) -> Table:
+        return Table([(n, _cast(t[n], dt)) for n, dt in cols], t.num_rows)
+
+    return cast(left), cast(right)
+
+
+def union(left: Table, right: Table, *, distinct: bool = True) -> Table:
+    """The rows of both tables: distinct ones (SQL ``UNION``), or every row (``distinct=False``,
+    ``UNION ALL``: the left rows, then the right ones).
+
+    Columns are matched by name (both tables must have the same names; the order is the left
+    table's) and their types promoted as join keys are (int32 with int64 gives int64, a string
+    dictionary with strings gives strings); types that cannot be combined raise ``TypeError``
+    naming the column and both types.
+    """
+    if not isinstance(distinct, (bool, np.bool_)):
+        raise TypeError(f"distinct must be a bool, got {distinct!r}")
+    lt, rt = _pair_tables(left, right, "union")
+    both = concat([lt, rt])
+    return unique(both, keep="first") if distinct else both
+
+
+def _set_join(left: Table, right: Table, how: str) -> Table:
+    from .join import join_indices
+
+    op = "intersect" if how == "semi" else "difference"
+    _pair_tables(left, right, op)    # the same names, types that can be compared (the join promotes them)
+    lt, rt = left, right
+    names = list(lt.column_names)
+    # distinct left rows first: the join then probes each once
+    lu = unique(lt, keep="first")
+    if lu.num_rows == 0 or (how == "anti" and rt.num_rows == 0):
+        return lu
+    if how == "semi" and rt.num_rows == 0:
+        return lu.slice(0, 0)
+
+    def keys(t: Table) -> Table:
+        return Table([(n, _key_column(t[n])) for n in names], t.num_rows)
+
+    rows, _ = join_indices(keys(lu), keys(rt), on=names, how=how, nulls_equal=True)
+    if int(rows.shape[0]) == lu.num_rows:
+        return lu
+    return take(lu, rows)
+
+
+def intersect(left: Table, right: Table) -> Table:
+    """The distinct rows of ``left`` that are rows of ``right`` too (SQL ``INTERSECT``), in the
+    left table's order and with its column types. Columns are matched by name and compared as
+    their types promoted as in :func:`union`."""
+    return _set_join(left, right, "semi")
+
+
+def difference(left: Table, right: Table) -> Table:
+    """The distinct rows of ``left`` that are not rows of ``right`` (SQL ``EXCEPT``), in the left
+    table's order and with its column types. Columns are matched by name and compared as their
+    types promoted as in :func:`union`."""
+    return _set_join(left, right, "anti")

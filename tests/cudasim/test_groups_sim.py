@@ -1,0 +1,101 @@
+"""unique, the set operations, filter and groupby on CUDA (numba's simulator): the CPU backend's
+results, and O(1) bytes between host and device. Small tables: the simulator is slow."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import gpuframe
+from gpuframe.core import memory
+from gpuframe.ops.groupby import OPS
+
+from ..common.data import random_array
+
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
+LIMIT = 4096   # bytes an operation may move (sizes and scalars)
+
+
+def _table(n: int, seed: int, card: int) -> pa.Table:
+    return pa.table({"i": random_array(pa.int32(), n, nulls=True, seed=seed, cardinality=card),
+                     "s": random_array(pa.string(), n, nulls=True, seed=seed + 1, cardinality=card),
+                     "f": random_array(pa.float64(), n, nulls=True, seed=seed + 2, cardinality=card),
+                     "b": random_array(pa.bool_(), n, nulls=True, seed=seed + 3)})
+
+
+def _host(t) -> pa.Table:
+    return t.to("cpu").to_arrow()
+
+
+def _same(a: pa.Table, b: pa.Table, rel: float = 0.0) -> None:
+    assert a.schema == b.schema
+    for name in a.column_names:
+        x, y = a.column(name).to_pylist(), b.column(name).to_pylist()
+        for u, v in zip(x, y):
+            if isinstance(u, float) and isinstance(v, float):
+                assert (math.isnan(u) and math.isnan(v)) or math.isclose(u, v, rel_tol=rel, abs_tol=rel), (name, u, v)
+            else:
+                assert u == v, (name, u, v)
+        assert len(x) == len(y)
+
+
+@pytest.mark.parametrize("keep", ["first", "last", "any"])
+def test_unique_matches_cpu(cuda_device, keep):
+    t = _table(150, 1, 6)
+    g = gpuframe.from_arrow(t)
+    for subset in (["i"], ["s", "b"], None):
+        _same(_host(gpuframe.unique(g.to(cuda_device), subset, keep=keep)), gpuframe.unique(g, subset, keep=keep)
+              .to_arrow())
+
+
+def test_set_ops_filter_concat_match_cpu(cuda_device):
+    a, b = _table(120, 2, 5), _table(80, 5, 5)
+    ga, gb = gpuframe.from_arrow(a), gpuframe.from_arrow(b)
+    da, db = ga.to(cuda_device), gb.to(cuda_device)
+    for op in (gpuframe.union, gpuframe.intersect, gpuframe.difference):
+        _same(_host(op(da, db)), op(ga, gb).to_arrow())
+    _same(_host(gpuframe.union(da, db, distinct=False)), gpuframe.union(ga, gb, distinct=False).to_arrow())
+    mask = gpuframe.Column.from_arrow(pa.array(np.arange(120) % 3 == 0).cast(pa.bool_()))
+    _same(_host(da.filter(mask.to(cuda_device))), ga.filter(mask).to_arrow())
+
+
+@pytest.mark.parametrize("by", [["i"], ["s", "b"]], ids=str)
+def test_groupby_matches_cpu(cuda_device, by):
+    t = _table(160, 7, 8)
+    g = gpuframe.from_arrow(t)
+    if by == ["i"]:     # every op of a float column, and the int and string ones
+        aggs = {f"{op}_f": ("f", op) for op in OPS}
+        aggs.update({f"{op}_i": ("i", op) for op in ("sum", "min", "max", "median")})
+        aggs.update({f"{op}_s": ("s", op) for op in ("min", "max", "nunique")})
+    else:
+        aggs = {"sum_b": ("b", "sum"), "mean_i": ("i", "mean"), "first_s": ("s", "first"), "var_f": ("f", "var")}
+    want = gpuframe.groupby_agg(g, by, aggs).to_arrow()
+    got = _host(gpuframe.groupby_agg(g.to(cuda_device), by, aggs))
+    _same(got, want, rel=1e-12)     # float sums: added in another order
+
+
+def test_group_operations_move_o1_bytes(cuda_device):
+    g = gpuframe.from_arrow(_table(128, 9, 10)).to(cuda_device)
+    memory.available_bytes(cuda_device)
+    ops = {
+        "unique": lambda: gpuframe.unique(g, ["i", "s"]),
+        "unique_last": lambda: gpuframe.unique(g, ["f"], keep="last"),
+        "intersect": lambda: gpuframe.intersect(g, g.slice(0, 100)),
+        "groupby": lambda: gpuframe.groupby_agg(g, ["s"], {"a": ("f", "sum"), "b": ("i", "max"), "c": ("f", "std"),
+                                                           "d": ("s", "first"), "e": ("i", "sum")}),
+        "filter": lambda: g.filter(gpuframe.Column.from_arrow(pa.array(np.arange(128) % 2 == 0)).to(cuda_device)),
+    }
+    for name, fn in ops.items():
+        with memory.count_transfers() as moved:
+            fn()
+        assert moved.bytes <= LIMIT, (name, moved)
+
+
+def test_integer_sum_overflow_raises_on_the_device(cuda_device):
+    big = np.iinfo(np.int64).max // 2 + 1
+    t = gpuframe.from_arrow(pa.table({"k": [1, 1, 2], "v": [big, big, 1]})).to(cuda_device)
+    with pytest.raises(OverflowError, match="sum of column 'v' overflows int64"):
+        gpuframe.groupby_agg(t, "k", {"s": ("v", "sum")})
