@@ -267,7 +267,14 @@ def cuda_kernels() -> KernelSet:
             out[b] = byte
             cuda.atomic.add(count, 0, k)
 
-    return KernelSet(iota=iota, none_if=none_if, ordered_u64=ordered_u64, finish_moments=finish_moments,
+    @cuda.jit
+    def cross_maps(nr, lidx, ridx):
+        o = cuda.grid(1)
+        if o < lidx.shape[0]:
+            lidx[o] = o // nr
+            ridx[o] = o % nr
+
+    return KernelSet(cross_maps=cross_maps, iota=iota, none_if=none_if, ordered_u64=ordered_u64, finish_moments=finish_moments,
                      any_past=any_past, has_from_counts=has_from_counts, pack_flags=pack_flags, rep_min=rep_min, first_flags=first_flags, dense_ids=dense_ids, group_max_row=group_max_row,
                      last_flags=last_flags, mask_flags=mask_flags, count_rows=count_rows, sum_int=sum_int,
                      sum_float=sum_float, sq_dev=sq_dev, arg_best=arg_best, arg_best_string=arg_best_string,

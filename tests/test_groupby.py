@@ -198,3 +198,25 @@ def test_sort_orders_groups_by_their_keys():
     two = gpuframe.from_arrow(t).groupby(["a", "b"], sort=True).agg(n=("v", "size")).to_arrow()
     assert list(zip(two.column("a").to_pylist(), two.column("b").to_pylist())) == [
         (1, "z"), (2, "x"), (3, "w"), (3, "x"), (None, "a"), (None, "y")]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.integers(-2, 2)),
+                          st.one_of(st.none(), st.sampled_from(["", "a", "ß"])),
+                          st.one_of(st.none(), st.integers(-10**6, 10**6)),
+                          st.one_of(st.none(), st.floats(-1e6, 1e6), st.just(float("nan")))), max_size=80))
+def test_groupby_property(rows):
+    cols = list(zip(*rows)) if rows else [[], [], [], []]
+    t = pa.table({"a": pa.array(cols[0], pa.int64()), "b": pa.array(cols[1], pa.string()),
+                  "i": pa.array(cols[2], pa.int64()), "f": pa.array(cols[3], pa.float64())})
+    aggs = {"si": ("i", "sum"), "ni": ("i", "count"), "sz": ("f", "size"), "mi": ("i", "min"), "xf": ("f", "max"),
+            "mf": ("f", "mean"), "vi": ("i", "var"), "md": ("i", "median"), "fi": ("f", "first"),
+            "lb": ("b", "last"), "ub": ("b", "nunique")}
+    if t.num_rows:
+        _check(t, ["a", "b"], aggs)
+    else:
+        assert gpuframe.groupby_agg(gpuframe.from_arrow(t), ["a", "b"], aggs).num_rows == 0

@@ -265,3 +265,28 @@ def test_csv_round_trip(tmp_path):
         gpuframe.read_csv(tmp_path / "missing.csv")
     with pytest.raises(TypeError, match=r"read_csv got unknown keyword arguments \['sep'\]"):
         gpuframe.read_csv(p, sep=";")
+
+
+# --------------------------------------------------------------------------- cross product
+def test_cross_merge(monkeypatch):
+    a = pa.table({"k": [1, 2, 3], "v": ["a", None, "c"]})
+    b = pa.table({"v": [0.5, 1.5], "w": pa.array([True, None])})
+    ga, gb = gpuframe.from_arrow(a), gpuframe.from_arrow(b)
+    got = gpuframe.merge(ga, gb, how="cross").to_arrow()
+    assert got.column_names == ["k", "v_x", "v_y", "w"]
+    assert got.column("k").to_pylist() == [1, 1, 2, 2, 3, 3]
+    assert got.column("v_x").to_pylist() == ["a", "a", None, None, "c", "c"]
+    assert got.column("v_y").to_pylist() == [0.5, 1.5] * 3
+    assert got.column("w").to_pylist() == [True, None] * 3
+    assert ga.merge(gb, how="cross", suffixes=("_l", "_r")).column_names == ["k", "v_l", "v_r", "w"]
+    assert gpuframe.merge(ga, gpuframe.from_arrow(b.slice(0, 0)), how="cross").num_rows == 0
+    with pytest.raises(ValueError, match="how='cross' takes no keys; got on='k'"):
+        gpuframe.merge(ga, gb, on="k", how="cross")
+    with pytest.raises(ValueError, match=r"how must be one of \[.*'cross'\], got 'product'"):
+        gpuframe.merge(ga, gb, how="product")
+    from gpuframe.core import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (100, "a test limit"))
+    monkeypatch.setattr(memory, "GUARD_MIN_BYTES", 0)
+    with pytest.raises(MemoryError, match=r"^merge: the cross product \(3 x 2\) of 6 rows needs about"):
+        gpuframe.merge(ga, gb, how="cross")

@@ -59,6 +59,8 @@ LAZY: Dict[Tuple[str, str], str] = {
     ("cuda", "last_rows"): "gpuframe.backends.cuda.groups:last_rows",
     ("cuda", "mask_rows"): "gpuframe.backends.cuda.select:mask_rows",
     ("cuda", "concat_columns"): "gpuframe.backends.cuda.select:concat_columns",
+    ("cpu", "cross_maps"): "gpuframe.backends.cpu.select:cross_maps",
+    ("cuda", "cross_maps"): "gpuframe.backends.cuda.select:cross_maps",
     ("cuda", "sort_indices"): "gpuframe.backends.cuda.sort:sort_indices",
 }
 

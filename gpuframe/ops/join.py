@@ -39,6 +39,7 @@ from .keys import resolve_key_pairs
 __all__ = ["merge", "join_indices", "join_size", "HOWS"]
 
 HOWS = ("inner", "left", "right", "outer", "semi", "anti")
+MERGE_HOWS = HOWS + ("cross",)   # merge alone: the cross product (Cylon's Product) has no keys
 OnLike = Union[str, Sequence[str], None]
 
 
@@ -249,9 +250,11 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
     left_on, right_on : str or list of str, optional
         Key columns of each side, pairwise; both sets are kept (a pair with the same name
         appears once, like ``on``).
-    how : {"inner", "left", "right", "outer", "semi", "anti"}, default "inner"
+    how : {"inner", "left", "right", "outer", "semi", "anti", "cross"}, default "inner"
         ``semi``/``anti`` return the left rows with / without a match (left columns only,
-        left order; null keys never match, so they are in every ``anti`` result).
+        left order; null keys never match, so they are in every ``anti`` result). ``cross``
+        is the cross product (every left row with every right row, left-major order), and
+        takes no keys.
     suffixes : pair of str, default ("_x", "_y")
         Appended to non-key column names present on both sides.
     nulls_equal : bool, default False
@@ -283,10 +286,44 @@ def merge(left: Table, right: Table, on: OnLike = None, *, left_on: OnLike = Non
     MemoryError
         The result does not fit in the free memory of the device (raised before allocating).
     """
+    if not isinstance(how, str) or how not in MERGE_HOWS:
+        raise ValueError(f"how must be one of {list(MERGE_HOWS)}, got {how!r}")
+    if how == "cross":
+        return _cross(left, right, on, left_on, right_on, _check_suffixes(suffixes), stream)
     lnames, rnames = _resolve_on(left, right, on, left_on, right_on, how, nulls_equal)
     sfx = _check_suffixes(suffixes)
     with streams.operation(stream, left.device):
         return _merge(left, right, lnames, rnames, how, sfx, nulls_equal)
+
+
+def _cross(left: Table, right: Table, on: OnLike, left_on: OnLike, right_on: OnLike, sfx: tuple[str, str],
+           stream: Any) -> Table:
+    """``merge(how="cross")``: every left row with every right row (left-major)."""
+    for t, param in ((left, "left"), (right, "right")):
+        if not isinstance(t, Table):
+            raise TypeError(f"{param} must be a gpuframe.Table, got {type(t).__name__}")
+    if on is not None or left_on is not None or right_on is not None:
+        raise ValueError("how='cross' takes no keys; got "
+                         f"on={on!r}, left_on={left_on!r}, right_on={right_on!r}")
+    if left.device != right.device:
+        raise ValueError(f"left and right must be on the same device, got {left.device} and {right.device}; "
+                         "move one with .to(device)")
+    columns = _output_columns(left, right, [], "cross", sfx)
+    nl, nr = left.num_rows, right.num_rows
+    total = nl * nr
+    dev = left.device
+    with streams.operation(stream, dev):
+        bpr = 16 + _bytes_per_row(left, columns, "left") + _bytes_per_row(right, columns, "right")
+        memory.ensure_available("merge", total * bpr, dev, rows=total,
+                                what=f"the cross product ({nl:,} x {nr:,})")
+        fn, run_dev = resolve("cross_maps", dev)
+        lidx, ridx = fn(nl, nr, run_dev)
+        lidx, ridx = memory.to_device(lidx, dev), memory.to_device(ridx, dev)
+        out = []
+        for c in columns:
+            src, idx = (left, lidx) if c.source == "left" else (right, ridx)
+            out.append((c.name, gather_column(src[c.column], idx, check_bounds=False)))
+        return Table(out, total)
 
 
 def _merge(left: Table, right: Table, lnames: list[str], rnames: list[str], how: str, sfx: tuple[str, str],

@@ -60,6 +60,9 @@ def test_set_ops_filter_concat_match_cpu(cuda_device):
     _same(_host(gpuframe.union(da, db, distinct=False)), gpuframe.union(ga, gb, distinct=False).to_arrow())
     mask = gpuframe.Column.from_arrow(pa.array(np.arange(120) % 3 == 0).cast(pa.bool_()))
     _same(_host(da.filter(mask.to(cuda_device))), ga.filter(mask).to_arrow())
+    sa, sb = ga.slice(0, 9), gb.slice(0, 7)
+    _same(_host(gpuframe.merge(sa.to(cuda_device), sb.to(cuda_device), how="cross")),
+          gpuframe.merge(sa, sb, how="cross").to_arrow())
 
 
 @pytest.mark.parametrize("by", [["i"], ["s", "b"]], ids=str)

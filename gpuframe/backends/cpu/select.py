@@ -1,7 +1,7 @@
 """Row selection on the CPU: the rows of a boolean mask, and columns stacked one after another."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -9,7 +9,7 @@ import pyarrow as pa
 from ...core.column import Column
 from ...core.dtypes import Layout
 
-__all__ = ["mask_rows", "concat_columns"]
+__all__ = ["mask_rows", "concat_columns", "cross_maps"]
 
 
 def mask_rows(mask: Column) -> np.ndarray:
@@ -29,3 +29,8 @@ def concat_columns(columns: Sequence[Column], dtype: pa.DataType) -> Column:
         return Column.from_arrow(pa.chunked_array(arrays, dtype).unify_dictionaries().combine_chunks(),
                                  validate=False)
     return Column.from_arrow(pa.concat_arrays(arrays), validate=False)
+
+
+def cross_maps(nl: int, nr: int, device: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """The gather maps of the cross product of ``nl`` x ``nr`` rows, left-major."""
+    return (np.repeat(np.arange(nl, dtype=np.int64), nr), np.tile(np.arange(nr, dtype=np.int64), nl))

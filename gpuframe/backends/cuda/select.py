@@ -11,7 +11,7 @@ from ...core import memory
 from ...core.column import Column
 from ...core.device import CPU, launch_context
 
-__all__ = ["mask_rows", "concat_columns"]
+__all__ = ["mask_rows", "concat_columns", "cross_maps"]
 
 
 def mask_rows(mask: Column) -> Any:
@@ -40,3 +40,17 @@ def concat_columns(columns: Sequence[Column], dtype: pa.DataType) -> Column:
 
     dev = columns[0].device
     return host_concat([c.to(CPU) for c in columns], dtype).to(dev)
+
+
+def cross_maps(nl: int, nr: int, device: Any) -> tuple[Any, Any]:
+    """The gather maps of the cross product of ``nl`` x ``nr`` rows, left-major, made on ``device``."""
+    from gpuframe.kernels.group import cuda_kernels
+
+    from .launch import launch
+
+    total = nl * nr
+    with launch_context(device):
+        lidx = memory.empty(total, np.int64, device)
+        ridx = memory.empty(total, np.int64, device)
+        launch(cuda_kernels().cross_maps, total, np.int64(max(nr, 1)), lidx, ridx)
+    return lidx, ridx
