@@ -53,7 +53,11 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[Any,
         if n == 0:
             e = memory.empty(0, np.int64, dev)
             return e, e
-        memory.ensure_available("group_ids", 16 * n + 32 * n + 16 * 2 * n, dev, rows=n,
+        from gpuframe.kernels.join import table_bits
+
+        # the table (16 bytes a slot), representatives, first rows, flags, counts and their scan,
+        # group ids and first rows
+        memory.ensure_available("group_ids", (16 << table_bits(n)) + 57 * n, dev, rows=n,
                                 what="the hash table, group ids and scratch")
         sk, _ = prepare_keys(columns, columns, pairs, True, dev, widen, _key_word, _string_span)
         if sk.valid.shape[0] != 0:
