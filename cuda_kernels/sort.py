@@ -45,8 +45,12 @@ KIND_SIGNED = 1
 KIND_F32 = 2
 KIND_F64 = 3
 
+# digit bits of a pass: the GPU ranks a tile's digits in shared memory (256 buckets); the CPU
+# scatters with 2048 (fewer passes: a 64-bit key takes 6)
 RADIX_BITS = 8
 BUCKETS = 1 << RADIX_BITS
+DIGIT_MASK = BUCKETS - 1
+CPU_RADIX_BITS = 8
 # length_class of a string that goes on past the current eight bytes
 LONGER = 9
 
@@ -197,10 +201,10 @@ def length_class(offsets, depth, i):
 
 
 @per_row
-def digit_of(w, base, shift):
-    """The ``RADIX_BITS``-bit digit at bit ``shift`` of word ``w`` less ``base`` (the least word
+def digit_of(w, base, shift, mask):
+    """The digit (``mask``: its bits) at bit ``shift`` of word ``w`` less ``base`` (the least word
     of the key: the passes then cover only the key's range)."""
-    return np.int64(((np.uint64(w) - np.uint64(base)) >> np.uint64(shift)) & _BYTE)
+    return np.int64(((np.uint64(w) - np.uint64(base)) >> np.uint64(shift)) & np.uint64(mask))
 
 
 @per_row
@@ -296,19 +300,20 @@ def word_range(words, flags, null_flag, nchunks):
 
 
 @njit(parallel=True, cache=True)
-def chunk_counts(words, base, shift, nchunks):
+def chunk_counts(words, base, shift, mask, nchunks):
     """Each chunk's digit histogram, and the cursors of the stable scatter: ``cur[c, d]`` is
     where chunk ``c``'s first row with digit ``d`` goes (digit-major, then chunk order)."""
     n = words.shape[0]
-    hist = np.zeros((nchunks, BUCKETS), np.int64)
+    buckets = mask + 1
+    hist = np.zeros((nchunks, buckets), np.int64)
     for c in prange(nchunks):
         lo, hi = _bounds(n, c, nchunks)
         h = hist[c]
         for i in range(lo, hi):
-            h[_digit_of(words[i], base, shift)] += 1
-    cur = np.empty((nchunks, BUCKETS), np.int64)
+            h[_digit_of(words[i], base, shift, mask)] += 1
+    cur = np.empty((nchunks, buckets), np.int64)
     total = 0
-    for d in range(BUCKETS):
+    for d in range(buckets):
         for c in range(nchunks):
             cur[c, d] = total
             total += hist[c, d]
@@ -316,7 +321,7 @@ def chunk_counts(words, base, shift, nchunks):
 
 
 @njit(parallel=True, cache=True)
-def scatter_pass(w_in, p_in, ident, base, shift, cursors, w_out, p_out, want_w):
+def scatter_pass(w_in, p_in, ident, base, shift, mask, cursors, w_out, p_out, want_w):
     """One stable pass: row ``i`` of each chunk goes to its digit's cursor (``p_in`` is the
     identity when ``ident``); ``w_out`` is written only when ``want_w``."""
     n = w_in.shape[0]
@@ -326,7 +331,7 @@ def scatter_pass(w_in, p_in, ident, base, shift, cursors, w_out, p_out, want_w):
         cur = cursors[c].copy()
         for i in range(lo, hi):
             w = w_in[i]
-            d = _digit_of(w, base, shift)
+            d = _digit_of(w, base, shift, mask)
             k = cur[d]
             cur[d] = k + 1
             if want_w:
@@ -440,7 +445,7 @@ def cuda_kernels() -> KernelSet:
         lo = blk * rows_per_block
         hi = min(words.shape[0], lo + rows_per_block)
         for i in range(lo + t, hi, nt):
-            cuda.atomic.add(local, digit_of(words[i], base, shift), 1)
+            cuda.atomic.add(local, digit_of(words[i], base, shift, DIGIT_MASK), 1)
         cuda.syncthreads()
         for d in range(t, BUCKETS, nt):
             counts[d * nb + blk] = local[d]
@@ -472,7 +477,7 @@ def cuda_kernels() -> KernelSet:
             i = start + t
             d = np.int32(-1)
             if i < hi:
-                d = np.int32(digit_of(w_in[i], least, shift))
+                d = np.int32(digit_of(w_in[i], least, shift, DIGIT_MASK))
             sdig[t] = d
             cuda.syncthreads()  # digits written; the previous tile's cursors and ghist settled
             r = 0

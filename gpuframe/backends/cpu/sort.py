@@ -62,37 +62,44 @@ def _validity(s: Any, col: Column) -> tuple[Any, bool, int]:
 
 
 def radix_argsort(s: Any, keys: Sequence[Key], n: int) -> Any:
-    """The stable permutation that orders rows by ``keys`` (most significant first)."""
-    perm = None
-    spare = None      # a free permutation buffer
+    """The stable permutation (int64) that orders rows by ``keys`` (most significant first)."""
+    # the passes cover each key's range only: digits of (word - least word), nulls left out (they
+    # tie: all their words are 0, so their digits are equal in every pass)
+    bits = s.radix_bits
+    plan = []
     for words, flags, null_flag in reversed(keys):
-        # the passes cover the key's range only: digits of (word - least word), nulls left out
-        # (they tie: all their words are 0, so their digits are equal in every pass)
         lo, hi = s.word_range(words, flags, null_flag)
-        if lo > hi:     # nothing but nulls
-            continue
-        passes = range(-(-(hi - lo).bit_length() // SK.RADIX_BITS))
-        if not passes:
-            continue
-        base = np.uint64(lo)
+        if lo <= hi:      # else nothing but nulls
+            npass = -(-(hi - lo).bit_length() // bits)
+            if npass:
+                plan.append((words, np.uint64(lo), npass))
+    total = sum(npass for _, _, npass in plan)
+    final = s.empty(n, np.int64)
+    if total == 0:
+        s.iota(final)
+        return final
+    # intermediate permutations in 32 bits where the rows allow (fewer bytes a pass)
+    pdt = np.uint32 if n < (1 << 32) else np.int64
+    perm = None
+    spare: list[Any] = []
+    done = 0
+    for words, base, npass in plan:
         # the key arrays are never written (the caller may read them again)
         src = words if perm is None else s.gather_words(words, perm)
         free: list[Any] = []
-        for j, p in enumerate(passes):
-            last = j == len(passes) - 1
+        for p in range(npass):
+            done += 1
+            last = p == npass - 1
             dst = None if last else (free.pop() if free else s.empty(n, src.dtype))
-            if spare is None:
-                spare = s.empty(n, np.int64)
-            p_out = spare
-            s.radix_pass(src, perm, base, p * SK.RADIX_BITS, dst, p_out)
-            spare, perm = perm, p_out
+            p_out = final if done == total else (spare.pop() if spare else s.empty(n, pdt))
+            s.radix_pass(src, perm, base, p * bits, dst, p_out)
+            if perm is not None:
+                spare.append(perm)
+            perm = p_out
             if src is not words:
                 free.append(src)
             src = dst
         del src, free
-    if perm is None:
-        perm = s.empty(n, np.int64)
-        s.iota(perm)
     return perm
 
 
@@ -183,6 +190,7 @@ def sort_indices_with(s: Any, columns: Sequence[Column], descending: Sequence[bo
 class CpuSorter:
     """Runs the sort kernels of :mod:`gpuframe.kernels.sort` on host arrays."""
 
+    radix_bits = SK.CPU_RADIX_BITS
     _EMPTY_U8 = np.empty(0, np.uint8)
     _EMPTY_I64 = np.empty(0, np.int64)
     _EMPTY_U32 = np.empty(0, np.uint32)
@@ -218,8 +226,9 @@ class CpuSorter:
 
     def radix_pass(self, w_in, p_in: Optional[np.ndarray], base: np.uint64, shift: int,
                    w_out: Optional[np.ndarray], p_out: np.ndarray) -> None:
-        cursors = SK.chunk_counts(w_in, base, shift, numba.get_num_threads())
-        SK.scatter_pass(w_in, self._EMPTY_I64 if p_in is None else p_in, p_in is None, base, shift, cursors,
+        mask = (1 << SK.CPU_RADIX_BITS) - 1
+        cursors = SK.chunk_counts(w_in, base, shift, mask, numba.get_num_threads())
+        SK.scatter_pass(w_in, p_out[:0] if p_in is None else p_in, p_in is None, base, shift, mask, cursors,
                         w_in[:0] if w_out is None else w_out, p_out, w_out is not None)
 
     def gather_words(self, words, perm):

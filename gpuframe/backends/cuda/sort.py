@@ -45,6 +45,8 @@ def _grid(n: int) -> tuple[int, int, int]:
 class CudaSorter:
     """Runs the sort kernels of :mod:`gpuframe.kernels.sort` on one CUDA device."""
 
+    radix_bits = SK.RADIX_BITS
+
     def __init__(self, device: Device) -> None:
         self.device = device
         self.k = SK.cuda_kernels()
@@ -93,7 +95,7 @@ class CudaSorter:
         launch(self.k.block_counts, n, w_in, base, shift, rpb, counts, threads=threads, blocks=blocks)
         cursors = memory.cumsum_exclusive(counts, np.int64)
         dummy_w = memory.empty(1, w_in.dtype, self.device) if w_out is None else w_out
-        launch(self.k.scatter, n, w_in, self._i64 if p_in is None else p_in, p_in is None, base, shift, cursors, rpb,
+        launch(self.k.scatter, n, w_in, p_out[:1] if p_in is None else p_in, p_in is None, base, shift, cursors, rpb,
                dummy_w, p_out, w_out is not None, threads=threads, blocks=blocks)
 
     def gather_words(self, words, perm):
