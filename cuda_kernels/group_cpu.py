@@ -25,12 +25,14 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import keys as _keys
 from .group import span_cmp, value_less
 from .hashing import canonical_f64_bits
 from .hashtable import EMPTY
 from .per_row import cpu
 
 _canonical_f64_bits = cpu(canonical_f64_bits)
+_canon_word, _word_hash, _rows_equal = cpu(_keys.canon_word), cpu(_keys.word_hash), cpu(_keys.rows_equal)
 _value_less = cpu(value_less)
 _span_cmp = cpu(span_cmp)
 
@@ -43,6 +45,118 @@ def nchunks_for(n: int) -> int:
 
 
 # --------------------------------------------------------------------------- group ids
+@njit(inline="always")
+def _same_group(keys, kmode, verify, w, st, en, ch, a, b):
+    # rows a and b have equal keys
+    if _canon_word(keys[a], kmode) != _canon_word(keys[b], kmode):
+        return False
+    if verify:
+        return _rows_equal(w, st, en, ch, a, w, st, en, ch, b)
+    return True
+
+
+@njit(inline="always")
+def _lookup(table, tmask, keys, kmode, verify, w, st, en, ch, firsts, base, j, h):
+    # the slot of row j's group in ``table`` (entries: group + 1, 0 empty; group g's first row
+    # is firsts[base + g]): the slot holding it, or the empty slot where it would go
+    s = np.int64(h & np.uint64(tmask))
+    while True:
+        e = table[s]
+        if e == 0 or _same_group(keys, kmode, verify, w, st, en, ch, firsts[base + e - 1], j):
+            return s
+        s = (s + 1) & tmask
+
+
+@njit(inline="always")
+def _grown(table, keys, kmode, firsts, base, count):
+    # a table of twice the slots holding groups 0..count-1 again
+    size = table.shape[0] * 2
+    new = np.zeros(size, np.int32)
+    tmask = size - 1
+    for g in range(count):
+        s = np.int64(_word_hash(_canon_word(keys[firsts[base + g]], kmode)) & np.uint64(tmask))
+        while new[s] != 0:
+            s = (s + 1) & tmask
+        new[s] = g + 1
+    return new
+
+
+@njit(parallel=True, **_OPTS)
+def local_groups(keys, kmode, verify, w, st, en, ch, nchunks, cap, lgid, lfirst, lcount):
+    """Group each chunk of rows on its own thread with a small table (in cache while the chunk
+    has few groups): ``lgid[row]`` = the row's group within its chunk, chunk ``c``'s groups'
+    first rows in ``lfirst[c * step:]`` (in the order of their first rows), ``lcount[c]`` of them.
+    Returns 0, or 1 when a chunk found more than ``cap`` groups (then nothing is usable)."""
+    n = keys.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    over = np.zeros(nchunks, np.int64)
+    for c in prange(nchunks):
+        base = c * step
+        table = np.zeros(1024, np.int32)
+        count = 0
+        for j in range(base, min(n, base + step)):
+            h = _word_hash(_canon_word(keys[j], kmode))
+            s = _lookup(table, table.shape[0] - 1, keys, kmode, verify, w, st, en, ch, lfirst, base, j, h)
+            e = table[s]
+            if e == 0:
+                if count >= cap:
+                    over[c] = 1
+                    break
+                lfirst[base + count] = j
+                count += 1
+                table[s] = count
+                e = count
+                if 2 * count > table.shape[0]:
+                    table = _grown(table, keys, kmode, lfirst, base, count)
+            lgid[j] = e - 1
+        lcount[c] = count
+    bad = 0
+    for c in range(nchunks):
+        bad |= over[c]
+    return bad
+
+
+@njit(**_OPTS)
+def merge_groups(keys, kmode, verify, w, st, en, ch, nchunks, lfirst, lcount, gmap, first):
+    """The chunks' groups merged, chunk by chunk in row order (so the groups are numbered in the
+    order of their first rows): ``gmap[c * step + g]`` = the group of chunk ``c``'s group ``g``,
+    ``first[group]`` its first row. Returns the number of groups."""
+    n = keys.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    total = 0
+    for c in range(nchunks):
+        total += lcount[c]
+    size = 16
+    while size < 2 * total:
+        size *= 2
+    table = np.zeros(size, np.int32)
+    tmask = size - 1
+    ngroups = 0
+    for c in range(nchunks):
+        base = c * step
+        for g in range(lcount[c]):
+            j = lfirst[base + g]
+            h = _word_hash(_canon_word(keys[j], kmode))
+            s = _lookup(table, tmask, keys, kmode, verify, w, st, en, ch, first, 0, j, h)
+            if table[s] == 0:
+                first[ngroups] = j
+                ngroups += 1
+                table[s] = ngroups
+            gmap[base + g] = table[s] - 1
+    return ngroups
+
+
+@njit(parallel=True, **_OPTS)
+def global_ids(nchunks, gmap, gid):
+    """``gid[row]``, a chunk's own group id, becomes the merged group (in place)."""
+    n = gid.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        base = c * step
+        for j in range(base, min(n, base + step)):
+            gid[j] = gmap[base + gid[j]]
+
+
 @njit(parallel=True, **_OPTS)
 def group_first(starts, nparts, toffs, tables, nxt, orig, rep, gcount):
     """``rep[row]`` = the first row of ``row``'s group, for every row of every partition's

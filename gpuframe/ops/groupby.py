@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from ..backends.registry import resolve
@@ -140,7 +141,8 @@ def _nunique(table: Table, gid: Any, ngroups: int, column: str, reduce: Any) -> 
     NaN == NaN, -0.0 == 0.0), then their non-null values counted per group."""
     dev = table.device
     n = table.num_rows
-    pairs = Table([("g", Column(pa.int64(), n, Buffer(gid, dev))), ("v", table[column])], n)
+    gtype = pa.int32() if gid.dtype == np.int32 else pa.int64()
+    pairs = Table([("g", Column(gtype, n, Buffer(gid, dev))), ("v", table[column])], n)
     _, first = group_keys(pairs, ["g", "v"])
     distinct = take(pairs, first)
     return reduce(distinct["g"].values(), ngroups, distinct["v"], "count", column)

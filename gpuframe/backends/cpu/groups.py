@@ -31,7 +31,7 @@ def _kernels():
 
 def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.ndarray, np.ndarray]:
     """``(gid, first)``: every row's dense group id (groups numbered in the order of their first
-    rows) and each group's first row (ascending)."""
+    rows; int32 below 2**31 rows, else int64) and each group's first row (ascending, int64)."""
     K = _kernels()
     n = len(columns[0])
     if n == 0:
@@ -41,6 +41,9 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
         raise AssertionError("grouping keys with nulls_equal have no rows left out")
     _row_hash_cpu(sk)
     sk = _ro_side(sk)
+    local = _local_group_ids(sk, n)
+    if local is not None:
+        return local
     pbits = _partition_bits(n, 0)
     B = _build_side(sk, pbits, [], need_orig=pbits > 0)
     if B.unique:
@@ -55,15 +58,51 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
     return gid, first[:ngroups]
 
 
+def _ids(gid: Any) -> np.ndarray:
+    """Group ids as the kernels take them: contiguous int32 or int64 (others converted)."""
+    gid = np.ascontiguousarray(gid)
+    return gid if gid.dtype in (np.int32, np.int64) else gid.astype(np.int64)
+
+
 def last_rows(gid: np.ndarray, ngroups: int) -> np.ndarray:
     """The last row of every group, in input order (``unique(keep="last")``)."""
     K = _kernels()
-    gid = np.ascontiguousarray(gid, dtype=np.int64)
+    gid = _ids(gid)
     last = np.empty(ngroups, np.int64)
     K.last_rows(gid, ngroups, last)
     keep = np.zeros(len(gid), np.bool_)
     keep[last] = True
     return np.flatnonzero(keep).astype(np.int64, copy=False)
+
+
+# groups a chunk of rows may find before grouping falls back to partitioned tables: a chunk's
+# table (int32 slots, at most half full) then still fits in a core's L2
+_LOCAL_GROUPS = 1 << 18
+
+
+def _local_group_ids(sk: Any, n: int) -> Any:
+    """``(gid, first)`` by one table per chunk of rows (each thread its own chunk) merged in row
+    order, or ``None`` when a chunk has more than :data:`_LOCAL_GROUPS` groups (the partitioned
+    tables do better there)."""
+    K = _kernels()
+    nch = K.nchunks_for(n)
+    gid = host_empty(n, np.int32 if n < 2**31 - 1 else np.int64)   # chunk-local ids first
+    lfirst = host_empty(n, np.int64)
+    lcount = np.zeros(nch, np.int64)
+    args = (sk.keys, sk.kmode, sk.verify, sk.words, sk.starts, sk.ends, sk.chars)
+    if K.local_groups(*args, nch, _LOCAL_GROUPS, gid, lfirst, lcount):
+        return None
+    if nch == 1:
+        ngroups = int(lcount[0])
+        return (np.arange(n, dtype=np.int64),) * 2 if ngroups == n else (gid, lfirst[:ngroups])
+    gmap = host_empty(n, gid.dtype)
+    first = host_empty(int(lcount.sum()), np.int64)
+    ngroups = int(K.merge_groups(*args, nch, lfirst, lcount, gmap, first))
+    if ngroups == n:
+        ids = np.arange(n, dtype=np.int64)
+        return ids, ids
+    K.global_ids(nch, gmap, gid)
+    return gid, first[:ngroups]
 
 
 # --------------------------------------------------------------------------- aggregations
@@ -127,7 +166,7 @@ def group_reduce(gid: np.ndarray, ngroups: int, column: Column, op: str, name: s
     :func:`gpuframe.ops.groupby.groupby_agg` for the ops and their types; ``nunique`` is made
     there, from ``group_ids`` and ``count``)."""
     K = _kernels()
-    gid = _ro(np.ascontiguousarray(gid, dtype=np.int64))
+    gid = _ro(_ids(gid))
     n = len(gid)
     nch = K.nchunks_for(n)
     valid = _valid(column)
