@@ -36,7 +36,7 @@ from ..core.dtypes import Layout
 from ._common import words_to_values
 from .contract import KeyPair
 
-__all__ = ["SideKeys", "DeviceKeyPrep", "prepare_keys", "key_words", "host_valid", "key_has_nulls",
+__all__ = ["SideKeys", "DeviceKeyPrep", "prepare_keys", "prepare_side", "key_words", "host_valid", "key_has_nulls",
            "fast_key_words", "merged_key_host"]
 
 # widen(values, dtype, device) -> values converted to dtype on the device (a backend's kernel)
@@ -218,6 +218,22 @@ def prepare_keys(lcols: Sequence[Column], rcols: Sequence[Column], pairs: Sequen
                 _general_side_device(rcols, pairs, flag_pairs, device, widen, key_word, string_span, more))
     return (_general_side(lcols, pairs, flag_pairs, device),
             _general_side(rcols, pairs, flag_pairs, device))
+
+
+def prepare_side(cols: Sequence[Column], pairs: Sequence[KeyPair], device: Device, widen: Optional[Widen] = None,
+                 key_word: Optional[KeyWord] = None, string_span: Optional[StringSpan] = None) -> SideKeys:
+    """One table's :class:`SideKeys` for grouping (unique, set operations, groupby): its rows
+    compared with each other, null == null (``nulls_equal``), as :func:`prepare_keys` would
+    prepare either side of a self-join, made once."""
+    flag_pairs = [key_has_nulls(c) for c in cols]
+    more = _device_key_prep(device) if widen is not None else None
+    if _use_fast_path(pairs, any(flag_pairs)):
+        return _fast_side(cols[0], pairs[0], device, widen, more)
+    if (widen is not None and key_word is not None and string_span is not None
+            and (more is not None or sum(1 for p in pairs if p.is_string) <= 1)
+            and all(_device_words_ok(c, p, device, more) for c, p in zip(cols, pairs))):
+        return _general_side_device(cols, pairs, flag_pairs, device, widen, key_word, string_span, more)
+    return _general_side(cols, pairs, flag_pairs, device)
 
 
 def _device_words_ok(col: Column, pair: KeyPair, device: Device, more: Optional[DeviceKeyPrep]) -> bool:

@@ -15,7 +15,7 @@ from ...core.column import Column
 from ...core.device import CPU
 from ...core.dtypes import Layout
 from ...core.hostalloc import host_empty
-from .._keys import prepare_keys
+from .._keys import prepare_side
 from ..contract import KeyPair
 from .join import (_build_side, _key_word, _partition_bits, _ro, _ro_side, _row_hash_cpu, _string_span,
                    _widen_words)
@@ -36,7 +36,7 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
     n = len(columns[0])
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    sk, _ = prepare_keys(columns, columns, pairs, True, CPU, _widen_words, _key_word, _string_span)
+    sk = prepare_side(columns, pairs, CPU, _widen_words, _key_word, _string_span)
     if sk.valid.shape[0] != 0:
         raise AssertionError("grouping keys with nulls_equal have no rows left out")
     _row_hash_cpu(sk)

@@ -19,7 +19,7 @@ from ...core.buffer import Buffer
 from ...core.column import Column
 from ...core.device import Device, launch_context
 from ...core.dtypes import Layout
-from .._keys import prepare_keys
+from .._keys import prepare_side
 from ..contract import KeyPair
 from ._target import widen
 from .join import _count_rows, _key_word, _row_hash_cuda, _scalar, _select_rows, _string_span, slot_build
@@ -59,7 +59,7 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[Any,
         # group ids and first rows
         memory.ensure_available("group_ids", (16 << table_bits(n)) + 57 * n, dev, rows=n,
                                 what="the hash table, group ids and scratch")
-        sk, _ = prepare_keys(columns, columns, pairs, True, dev, widen, _key_word, _string_span)
+        sk = prepare_side(columns, pairs, dev, widen, _key_word, _string_span)
         if sk.valid.shape[0] != 0:
             raise AssertionError("grouping keys with nulls_equal have no rows left out")
         _row_hash_cuda(sk, dev)
