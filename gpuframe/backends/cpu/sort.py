@@ -61,8 +61,9 @@ def _validity(s: Any, col: Column) -> tuple[Any, bool, int]:
     return col.validity.array, True, col.offset
 
 
-def radix_argsort(s: Any, keys: Sequence[Key], n: int) -> Any:
-    """The stable permutation (int64) that orders rows by ``keys`` (most significant first)."""
+def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False) -> Any:
+    """The stable permutation (int64) that orders rows by ``keys`` (most significant first).
+    With ``consume`` the key arrays may be overwritten (used as scratch)."""
     # the passes cover each key's range only: digits of (word - least word), nulls left out (they
     # tie: all their words are 0, so their digits are equal in every pass)
     bits = s.radix_bits
@@ -84,9 +85,11 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int) -> Any:
     spare: list[Any] = []
     done = 0
     for words, base, npass in plan:
-        # the key arrays are never written (the caller may read them again)
+        # the key arrays are written only when consumed (the caller may read them again)
         src = words if perm is None else s.gather_words(words, perm)
         free: list[Any] = []
+        if consume and src is words:
+            words = None
         for p in range(npass):
             done += 1
             last = p == npass - 1
@@ -184,7 +187,7 @@ def sort_indices_with(s: Any, columns: Sequence[Column], descending: Sequence[bo
     keys: list[Key] = []
     for col, desc in zip(columns, descending):
         keys += column_keys(s, col, bool(desc), bool(nulls_last))
-    return radix_argsort(s, keys, n)
+    return radix_argsort(s, keys, n, consume=True)
 
 
 class CpuSorter:
