@@ -19,6 +19,19 @@ whole script on tiny data):
   against ``partition_ids``, every output row in its partition, column sums unchanged.
 * ``to_torch``: 10M rows x 4 CUDA columns; time and zero-copy (each tensor's ``data_ptr`` is its
   column's; target: yes).
+* ``groupby_sum``: ``groupby_agg(table, "k", {"s": ("v", "sum")})`` of 100M rows, an int64 key
+  with 1M groups (rows / 100) and an int64 value: time, GB/s of the input bytes (key + value
+  columns), % of the copy bandwidth, ratio to a CuPy sort-based groupby-sum (argsort of the keys,
+  take, the segment sums as differences of the running sum at the segments' ends) timed in the
+  same run, whose answer is the reference: the same groups and per-group sums (compared after
+  sorting gpuframe's groups by key: the figure does not depend on the group order).
+* ``sort``: ``sort_indices(table, "k")`` of 100M int64 keys (full-range values, each drawn about
+  twice, so ties exist): GB/s (keys read + permutation written), % of the copy bandwidth, ratio
+  to ``cupy.argsort`` (stable: Thrust's ``stable_sort_by_key``, a CUB radix sort for int64) in the
+  same run; and ``sort`` of the table (key + an int64 value) against ``cupy.argsort`` + two
+  ``take`` (GB/s: the input and output tables). Checked: the permutation is one (every row once),
+  the permuted keys never decrease and tied keys keep their input order (which makes it *the*
+  stable permutation); ``sort``'s columns are the keys and values taken by it.
 * ``join_many``: 10M probe rows x 10M build rows with 4 rows per key (40M output rows);
   ``join_hot``: 10M x 10M unique build keys, half the probe rows on one key;
   ``join_string``: 5M x 1M string keys (16-24 bytes), ``join_indices`` and ``merge``;
@@ -88,10 +101,14 @@ BASE_SIZES = {
     "outer_rows": 10_000_000,
     "partition_rows": 100_000_000,
     "torch_rows": 10_000_000,
+    "groupby_rows": 100_000_000,
+    "groupby_groups": 1_000_000,     # rows / 100
+    "sort_rows": 100_000_000,
 }
 MIN_SIZES = {
     "copy_bytes": 1 << 12, "join_rows": 64, "many_probe_rows": 64, "many_keys": 16, "hot_rows": 64,
     "string_probe_rows": 64, "string_build_rows": 16, "outer_rows": 64, "partition_rows": 256, "torch_rows": 64,
+    "groupby_rows": 256, "groupby_groups": 8, "sort_rows": 64,
 }
 # a figure is not started with less than this many seconds of the budget left
 MIN_START_S = 2.0
@@ -548,6 +565,59 @@ def sort_partition(xp: Any, a: Any, b: Any, n: int) -> tuple[Any, Any, Any]:
     return xp.take(a, order), xp.take(b, order), offsets
 
 
+def stable_argsort(xp: Any, a: Any) -> Any:
+    """The stable sort permutation of ``a``: ``cupy.argsort`` is stable (Thrust's
+    ``stable_sort_by_key``, a CUB radix sort for numbers); NumPy needs ``kind="stable"``."""
+    return xp.argsort(a, kind="stable") if xp is np else xp.argsort(a)
+
+
+def sort_groupby_sum(xp: Any, k: Any, v: Any) -> tuple[Any, Any]:
+    """CuPy's (or NumPy's) sort-based groupby-sum: argsort the keys, take keys and values, then
+    each segment's sum as the difference of the running sum at its end and at the previous
+    segment's end (exact for integers: the running sum wraps modulo 2**64, the differences do
+    not). The distinct keys ascending and their sums."""
+    order = xp.argsort(k)
+    sk, sv = xp.take(k, order), xp.take(v, order)
+    n = int(sk.shape[0])
+    if n == 0:
+        return sk, sv
+    last = xp.empty(n, dtype=xp.bool_)
+    last[:-1] = sk[1:] != sk[:-1]
+    last[-1] = True
+    ends = xp.flatnonzero(last)
+    run = xp.cumsum(sv)[ends]
+    sums = run.copy()
+    sums[1:] -= run[:-1]
+    return sk[ends], sums
+
+
+def check_sort_permutation(xp: Any, keys: Any, perm: Any) -> dict[str, int]:
+    """What is wrong with ``perm`` as the stable ascending sort permutation of ``keys``: rows
+    (should be ``len(keys)``), ``out_of_range``, ``missing`` rows (with the rows in range and as
+    many as the keys, none missing means a permutation), ``descents`` (adjacent sorted keys that
+    decrease), ``unstable`` (tied adjacent keys whose rows are not in input order) and ``ties``
+    (adjacent equal keys: what the stability check had to check). All zero but ``rows`` and
+    ``ties`` is *the* stable permutation."""
+    n, rows = int(keys.shape[0]), int(perm.shape[0])
+    out = {"rows": rows, "out_of_range": 0, "missing": 0, "descents": 0, "unstable": 0, "ties": 0}
+    if rows != n or n == 0:
+        return out
+    perm = perm.astype(xp.int64, copy=False)
+    out["out_of_range"] = int(((perm < 0) | (perm >= n)).sum())
+    if out["out_of_range"]:
+        return out
+    seen = xp.zeros(n, dtype=xp.bool_)
+    seen[perm] = True
+    out["missing"] = n - int(xp.count_nonzero(seen))
+    del seen
+    sk = xp.take(keys, perm)
+    out["descents"] = int((sk[1:] < sk[:-1]).sum())
+    tie = sk[1:] == sk[:-1]
+    out["unstable"] = int((tie & (perm[1:] < perm[:-1])).sum())
+    out["ties"] = int(tie.sum())
+    return out
+
+
 def _check(what: str, got: Any, want: Any) -> None:
     if got != want:
         raise ResultMismatch(f"{what}: gpuframe answered {got}, the reference {want}")
@@ -851,6 +921,99 @@ def fig_to_torch(ctx: Ctx) -> dict:
     return _result([op], {"zero_copy": zero_copy}, {"rows": n, "columns": table.column_names})
 
 
+def fig_groupby_sum(ctx: Ctx) -> dict:
+    import gpuframe
+
+    env, xp = ctx.env, ctx.env.xp
+    n, g = ctx.sizes["groupby_rows"], ctx.sizes["groupby_groups"]
+    ctx.say(f"groupby_sum: {format_rows(n)} rows, int64 key with {format_rows(g)} groups, int64 sum")
+    # g distinct full-range keys (each code's splitmix64), about n / g rows each; values < 2**20
+    k = mix64(codes(xp, n, g, 51).view(xp.uint64)).view(xp.int64)
+    v = payload(xp, n, 52)
+    table = env.table({"k": k, "v": v})
+    aggs = {"s": ("v", "sum")}
+
+    def run() -> Any:
+        return gpuframe.groupby_agg(table, "k", aggs)
+
+    ref = env.measure(lambda: sort_groupby_sum(xp, k, v), ctx.runs, ctx.warmup)
+    rk, rs = ref.out
+    ref.out = None
+    groups = int(rk.shape[0])
+    t = env.measure(run, ctx.runs, ctx.warmup)
+    out = t.out
+    _check("groupby-sum groups, sum's type and nulls", (out.num_rows, str(out["s"].dtype), out["s"].null_count),
+           (groups, "int64", 0))
+    gk, gs = env.as_xp(out["k"].values()), env.as_xp(out["s"].values())
+    o = xp.argsort(gk)   # the groups come in first-row order: compare them by key
+    _check("groupby-sum keys and sums that differ from CuPy's (by key)",
+           (int((xp.take(gk, o) != rk).sum()), int((xp.take(gs, o) != rs).sum())), (0, 0))
+    t.out = out = gk = gs = o = rk = rs = None
+    host = transfers(env, run)
+    moved = table.nbytes
+    op = op_row(f"groupby-sum {format_rows(n)} int64, {format_rows(g)} groups", t.median, tuples=n,
+                bytes_moved=moved, copy_bw=ctx.copy_bw, ref_s=ref.median,
+                ref_label="cupy argsort + take + cumsum at segment ends", host=host, show="bytes",
+                checked="groups + per-group sums = CuPy sort groupby (by key)", times_s=t.times, walls_s=t.walls,
+                ref_times_s=ref.times, output_rows=groups)
+    return _result([op], {}, {"rows": n, "groups": groups, "key": "int64 (full range)", "value": "int64",
+                              "bytes_model": "input bytes: key + value columns"})
+
+
+def fig_sort(ctx: Ctx) -> dict:
+    import gpuframe
+
+    env, xp, n = ctx.env, ctx.env.xp, ctx.sizes["sort_rows"]
+    ctx.say(f"sort: {format_rows(n)} int64 keys (sort_indices), and a {format_rows(n)} x 2 int64 table (sort)")
+    # full-range keys drawn from about n / 2 values: every radix digit varies, and ties exist
+    k = mix64(codes(xp, n, max(n // 2, 1), 61).view(xp.uint64)).view(xp.int64)
+    v = payload(xp, n, 62)
+    table = env.table({"k": k, "v": v})
+
+    ref = env.measure(lambda: stable_argsort(xp, k), ctx.runs, ctx.warmup)
+    ref_perm = ref.out
+    ref.out = None
+    t = env.measure(lambda: gpuframe.sort_indices(table, "k"), ctx.runs, ctx.warmup)
+    perm = env.as_xp(t.out)
+    t.out = None
+    got = check_sort_permutation(xp, k, perm)
+    ties = got.pop("ties")
+    _check("sort_indices (rows, out of range, missing, descents, unstable ties)", got,
+           {"rows": n, "out_of_range": 0, "missing": 0, "descents": 0, "unstable": 0})
+    same = bool((perm == ref_perm).all())   # both stable, so equal unless cupy.argsort is not
+    ref_perm = None
+    host = transfers(env, lambda: gpuframe.sort_indices(table, "k"))
+    idx = op_row(f"sort_indices {format_rows(n)} int64 keys", t.median, tuples=n, bytes_moved=16 * n,
+                 copy_bw=ctx.copy_bw, ref_s=ref.median, ref_label="cupy.argsort (stable)", host=host, show="bytes",
+                 checked="a permutation; keys non-decreasing; ties in input order", times_s=t.times,
+                 walls_s=t.walls, ref_times_s=ref.times, ties=ties, same_as_ref=same)
+
+    def cupy_sort() -> tuple:
+        p = stable_argsort(xp, k)
+        return xp.take(k, p), xp.take(v, p)
+
+    mref = env.measure(cupy_sort, ctx.runs, ctx.warmup)
+    mref.out = None
+    m = env.measure(lambda: gpuframe.sort(table, "k"), ctx.runs, ctx.warmup)
+    out = m.out
+    ok_k = bool((env.as_xp(out["k"].values()) == xp.take(k, perm)).all())
+    ok_v = bool((env.as_xp(out["v"].values()) == xp.take(v, perm)).all())
+    _check("sort: rows, keys and values = the table taken by the checked permutation", (out.num_rows, ok_k, ok_v),
+           (n, True, True))
+    moved = table.nbytes + out.nbytes
+    m.out = out = perm = None
+    host_m = transfers(env, lambda: gpuframe.sort(table, "k"))
+    full = op_row(f"sort {format_rows(n)}x2 int64 table", m.median, tuples=n, bytes_moved=moved,
+                  copy_bw=ctx.copy_bw, ref_s=mref.median, ref_label="cupy.argsort + take x2", host=host_m,
+                  show="bytes", checked="= the table taken by the checked permutation", times_s=m.times,
+                  walls_s=m.walls, ref_times_s=mref.times)
+    notes = [] if same else ["cupy.argsort's permutation differs from the stable one: CuPy's sort was not stable"]
+    return _result([idx, full], {}, {"rows": n, "key": "int64 (full range, ~n/2 distinct)", "ties": ties,
+                                     "cupy_argsort": "stable (Thrust stable_sort_by_key: CUB radix sort)",
+                                     "bytes_model": "sort_indices: keys read + permutation written; "
+                                                    "sort: input + output tables"}, notes)
+
+
 @dataclass(frozen=True)
 class Figure:
     key: str
@@ -860,7 +1023,8 @@ class Figure:
     targets: tuple[TargetSpec, ...] = field(default=())
 
 
-# In run order: the figures with targets first, so a short budget still measures them.
+# In run order: the figures with targets first, so a short budget still measures them, then issue
+# 11's groupby and sort, then the other joins.
 FIGURES: tuple[Figure, ...] = (
     Figure("copy", "D2D copy bandwidth", fig_copy, 15),
     Figure("join_unique", "10M x 10M int64 unique-key inner join", fig_join_unique, 45, (
@@ -876,6 +1040,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("to_torch", "to_torch on CUDA", fig_to_torch, 20, (
         TargetSpec("zero_copy", "to_torch on CUDA: zero-copy", "==", True, "yes", "bool"),
     )),
+    Figure("groupby_sum", "groupby-sum 100M rows, 1M int64 groups", fig_groupby_sum, 35),
+    Figure("sort", "sort 100M int64 keys", fig_sort, 35),
     Figure("join_many", "many-to-many join (4 rows per key)", fig_join_many, 30),
     Figure("join_hot", "join with one hot key", fig_join_hot, 25),
     Figure("join_string", "5M x 1M string-key join", fig_join_string, 40),

@@ -9,7 +9,9 @@
 #   3. gpu-tests: tests/gpu
 #   4. cudasim-on-gpu: the whole simulator suite (tests/cudasim) on the real GPU
 #   5. figures: the GPU figures against their targets (gpuframe.benchmarks.gpu_figures, with a
-#      time budget), written to RES/figures/summary.{txt,json}
+#      time budget): copy bandwidth, joins, hash_partition, to_torch, groupby-sum of 100M rows
+#      into 1M groups, sort of 100M int64 keys; written to RES/figures/summary.{txt,json}. Its
+#      limit is its own share (fig_s) plus whatever the steps before it left of theirs
 #   6. the one-screen summary: RES/summary.txt (printed) and RES/summary.json
 #
 # Results go to the folder given as $1 (default: $OUT, else ./gpu-results): a log per step,
@@ -167,7 +169,9 @@ step cudasim-on-gpu "$sim_s" "$PY" -m pytest -q -p no:cacheprovider tests/cudasi
   --junitxml="$RES/cudasim-on-gpu.xml" || status=1
 
 # --------------------------------------------------------------------------- 5. figures
-fig_s=$(cap 134)
+fig_s=$(cap 134)   # its share when every step before it ran to its limit
+rest=$((DEADLINE - SECONDS - RESERVE_S))
+[ "$rest" -gt "$fig_s" ] && fig_s=$rest   # and the time those steps left unused (never past the deadline)
 step figures "$fig_s" "$PY" -m gpuframe.benchmarks.gpu_figures --out "$RES/figures" --budget-s $((fig_s - 20)) \
   --scale "${GPU_CHECK_SCALE:-1}" || status=1
 

@@ -61,6 +61,11 @@ def test_steps_in_order_within_eight_minutes():
     summary_s = int(re.search(r'timeout (\d+) "\$PY" - "\$RES"', TEXT).group(1))
     assert reserve >= grace + summary_s
     assert "secs=$(cap \"$2\")" in TEXT
+    # the figures, last, also take what the steps before them left unused: still cut to the
+    # deadline less the reserve (cap), so never past the limit
+    extend = re.search(r'^fig_s=\$\(cap \d+\).*\n^rest=\$\(\(DEADLINE - SECONDS - RESERVE_S\)\)\n'
+                       r'^\[ "\$rest" -gt "\$fig_s" \] && fig_s=\$rest\b.*\n^step figures "\$fig_s"', TEXT, re.M)
+    assert extend, "the figures step should extend its share to the time left"
 
 
 def test_keeps_results_folder_logs_wheels_and_fallback_flag():
@@ -116,6 +121,25 @@ def test_scale_shrinks_every_size():
     for bad in (0, -1.0, float("nan")):
         with pytest.raises(ValueError):
             gf.figure_sizes(bad)
+
+
+def test_groupby_and_sort_figures_at_full_scale():
+    full = gf.figure_sizes(1.0)
+    assert full["groupby_rows"] == 100_000_000 and full["groupby_groups"] == full["groupby_rows"] // 100
+    assert full["sort_rows"] == 100_000_000
+    keys = [f.key for f in gf.FIGURES]
+    # the figures with targets first, then issue 11's groupby and sort, before the other joins
+    with_targets = [f.key for f in gf.FIGURES if f.targets]
+    assert keys[:len(with_targets) + 3] == ["copy"] + with_targets + ["groupby_sum", "sort"]
+    assert len(set(keys)) == len(keys)
+    # every figure has its own limit, and the ones that run in the worst case fit the budget the
+    # script gives the figures when every step before ran to its limit
+    figs = {f.key: f for f in gf.FIGURES}
+    assert figs["groupby_sum"].limit_s <= 40 and figs["sort"].limit_s <= 40
+    budget = _caps()["fig_s"] - 20
+    assert budget >= 110
+    small = gf.figure_sizes(1e-9)
+    assert small["groupby_groups"] < small["groupby_rows"] and small["sort_rows"] >= 2
 
 
 def test_op_row_rates_and_targets():
@@ -257,6 +281,50 @@ def test_sort_partition_and_keys():
     assert (np.diff(pid) >= 0).all() and gf.wsum(np, pa_) == gf.wsum(np, a) and gf.wsum(np, pb) == gf.wsum(np, b)
     c = gf.codes(np, 500, 7, 5)
     assert c.min() >= 0 and c.max() < 7
+
+
+def test_sort_groupby_sum_matches_a_plain_groupby():
+    rng = np.random.default_rng(11)
+    k = gf.mix64(gf.codes(np, 500, 37, 3).view(np.uint64)).view(np.int64)
+    v = rng.integers(-1000, 1000, 500).astype(np.int64)
+    want: dict[int, int] = {}
+    for key, val in zip(k.tolist(), v.tolist()):
+        want[key] = want.get(key, 0) + val
+    rk, rs = gf.sort_groupby_sum(np, k, v)
+    assert rk.tolist() == sorted(want) and rs.tolist() == [want[x] for x in sorted(want)]
+    assert rk.min() < 0 < rk.max()   # full-range keys
+    one = gf.sort_groupby_sum(np, np.array([5], np.int64), np.array([7], np.int64))
+    assert [a.tolist() for a in one] == [[5], [7]]
+    assert [len(a) for a in gf.sort_groupby_sum(np, np.zeros(0, np.int64), np.zeros(0, np.int64))] == [0, 0]
+    # a running sum that wraps still gives exact segment sums
+    big = np.array([2**62, 2**62, 2**62 - 1, -5], np.int64)
+    rk, rs = gf.sort_groupby_sum(np, np.array([1, 2, 3, 4], np.int64), big)
+    assert rs.tolist() == big.tolist()
+
+
+def test_sort_permutation_check():
+    k = gf.mix64(gf.codes(np, 300, 120, 5).view(np.uint64)).view(np.int64)
+    perm = gf.stable_argsort(np, k)
+    got = gf.check_sort_permutation(np, k, perm)
+    assert got["ties"] > 0
+    assert {**got, "ties": 0} == {"rows": 300, "out_of_range": 0, "missing": 0, "descents": 0, "unstable": 0,
+                                  "ties": 0}
+    sk = k[perm]
+    tie = int(np.flatnonzero(sk[1:] == sk[:-1])[0])
+    swapped = perm.copy()
+    swapped[[tie, tie + 1]] = swapped[[tie + 1, tie]]
+    assert gf.check_sort_permutation(np, k, swapped)["unstable"] == 1
+    assert gf.check_sort_permutation(np, k, swapped)["descents"] == 0
+    assert gf.check_sort_permutation(np, k, perm[::-1].copy())["descents"] > 0
+    dup = perm.copy()
+    dup[0] = dup[1]
+    assert gf.check_sort_permutation(np, k, dup)["missing"] == 1
+    bad = perm.copy()
+    bad[3] = 300
+    assert gf.check_sort_permutation(np, k, bad)["out_of_range"] == 1
+    assert gf.check_sort_permutation(np, k, perm[:-1])["rows"] == 299
+    # NumPy's stand-in for cupy.argsort is the stable sort
+    assert (gf.stable_argsort(np, np.array([3, 1, 3, 1, 2])) == [1, 3, 4, 0, 2]).all()
 
 
 def test_outer_reference_matches_a_plain_outer_join():

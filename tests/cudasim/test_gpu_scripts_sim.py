@@ -29,6 +29,31 @@ def test_figures_on_the_simulator(tmp_path, capsys):
     assert "CUDA SIMULATOR" in text and text in capsys.readouterr().out
 
 
+def test_groupby_and_sort_figures_on_the_simulator(tmp_path, capsys):
+    # the sort's 8 radix passes (full-range keys) are most of this test's time on the simulator
+    rc = gpu_figures.main(["--out", str(tmp_path), "--scale", "1e-9", "--simulator", "--runs", "1", "--warmup", "0",
+                           "--only", "copy,groupby_sum,sort"])
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    status = {f["figure"]: (f["status"], f["error"]) for f in doc["figures"]}
+    assert rc == 0 and {k: v[0] for k, v in status.items()} == dict.fromkeys(["copy", "groupby_sum", "sort"], "ok"), \
+        status
+    figs = {f["figure"]: f for f in doc["figures"]}
+    sizes = gpu_figures.figure_sizes(1e-9)
+    (gb,) = figs["groupby_sum"]["ops"]
+    assert gb["checked"] and gb["tuples"] == sizes["groupby_rows"] and 1 <= gb["output_rows"] <= sizes["groupby_groups"]
+    assert gb["bytes_moved"] == 16 * sizes["groupby_rows"] and gb["pct_copy"] is not None and gb["vs_ref"] is not None
+    idx, full = figs["sort"]["ops"]
+    assert idx["label"].startswith("sort_indices") and full["label"].startswith("sort ")
+    assert idx["checked"] and full["checked"] and idx["same_as_ref"] is True and idx["ties"] > 0
+    assert idx["bytes_moved"] == 16 * sizes["sort_rows"] and full["bytes_moved"] == 32 * sizes["sort_rows"]
+    ops = [gb, idx, full]
+    assert all(op["host"]["bytes"] <= gpu_figures.O1_BYTES for op in ops)
+    host_rows = [t for f in doc["figures"] for t in f["targets"] if t.get("kind") == "host_o1"]
+    assert len(host_rows) == 3 and {t["verdict"] for t in host_rows} == {"pass"}
+    text = (tmp_path / "summary.txt").read_text()
+    assert "groupby-sum" in text and "sort_indices" in text and text in capsys.readouterr().out
+
+
 def test_kernel_check_cases_on_the_simulator(tmp_path):
     out = tmp_path / "kc.json"
     rc = gpu_kernel_check.main(["--out", str(out), "--cases", "hashing/i64,gather/take_slice,merged_key/string/outer"])
