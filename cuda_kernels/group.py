@@ -274,7 +274,20 @@ def cuda_kernels() -> KernelSet:
             lidx[o] = o // nr
             ridx[o] = o % nr
 
-    return KernelSet(cross_maps=cross_maps, iota=iota, none_if=none_if, ordered_u64=ordered_u64, finish_moments=finish_moments,
+    @cuda.jit
+    def dict_rows(indices, valid, has_valid, out):
+        # a dictionary column's rows of its dictionary (-1: a null index)
+        j = cuda.grid(1)
+        if j < out.shape[0]:
+            out[j] = np.int64(indices[j]) if not has_valid or valid[j] != 0 else np.int64(-1)
+
+    @cuda.jit
+    def and_valid(valid, flags):
+        j = cuda.grid(1)
+        if j < flags.shape[0] and valid[j] == 0:
+            flags[j] = 0
+
+    return KernelSet(and_valid=and_valid, dict_rows=dict_rows, cross_maps=cross_maps, iota=iota, none_if=none_if, ordered_u64=ordered_u64, finish_moments=finish_moments,
                      any_past=any_past, has_from_counts=has_from_counts, pack_flags=pack_flags, rep_min=rep_min, first_flags=first_flags, dense_ids=dense_ids, group_max_row=group_max_row,
                      last_flags=last_flags, mask_flags=mask_flags, count_rows=count_rows, sum_int=sum_int,
                      sum_float=sum_float, sq_dev=sq_dev, arg_best=arg_best, arg_best_string=arg_best_string,

@@ -60,6 +60,10 @@ LAZY: Dict[Tuple[str, str], str] = {
     ("cuda", "mask_rows"): "gpuframe.backends.cuda.select:mask_rows",
     ("cuda", "concat_columns"): "gpuframe.backends.cuda.select:concat_columns",
     ("cpu", "cross_maps"): "gpuframe.backends.cpu.select:cross_maps",
+    ("cpu", "cast_column"): "gpuframe.backends.cpu.select:cast_column",
+    ("cpu", "valid_rows"): "gpuframe.backends.cpu.select:valid_rows",
+    ("cuda", "valid_rows"): "gpuframe.backends.cuda.select:valid_rows",
+    ("cuda", "cast_column"): "gpuframe.backends.cuda.select:cast_column",
     ("cuda", "cross_maps"): "gpuframe.backends.cuda.select:cross_maps",
     ("cuda", "sort_indices"): "gpuframe.backends.cuda.sort:sort_indices",
 }

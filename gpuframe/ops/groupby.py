@@ -149,16 +149,13 @@ def _nunique(table: Table, gid: Any, ngroups: int, column: str, reduce: Any) -> 
 
 
 def _drop_null_keys(table: Table, names: Sequence[str]) -> Table:
-    from .select import filter as filter_rows
-
+    """The rows whose key columns hold no null (the backend's ``valid_rows``)."""
     nullable = [table[n] for n in names if table[n].has_nulls]
     if not nullable:
         return table
-    keep = None
-    for col in nullable:
-        v = memory.to_host(col.validity_bytes()) != 0
-        keep = v if keep is None else keep & v
-    return filter_rows(table, keep)
+    fn, run_dev = resolve("valid_rows", table.device)
+    rows = fn([c.to(run_dev) for c in nullable])
+    return take(table, memory.to_device(rows, table.device))
 
 
 class GroupBy:

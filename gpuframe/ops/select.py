@@ -10,7 +10,6 @@ import pyarrow as pa
 from ..backends.registry import resolve
 from ..core import memory
 from ..core.column import Column
-from ..core.device import CPU
 from ..core.dtypes import Layout
 from ..core.table import Table
 from .gather import take
@@ -71,12 +70,12 @@ def filter(table: Table, mask: Any) -> Table:  # noqa: A001  (the issue's name)
 
 
 def _cast(col: Column, dtype: pa.DataType) -> Column:
-    """``col`` as ``dtype`` (pyarrow's cast, on the host: a device column makes a round trip)."""
+    """``col`` as ``dtype`` (the backend's ``cast_column``: on a CUDA device numbers, strings and
+    string dictionaries are converted there)."""
     if col.dtype == dtype:
         return col
-    dev = col.device
-    arr = col.to(CPU).to_arrow()
-    return Column.from_arrow(arr.cast(dtype), validate=False).to(dev)
+    fn, run_dev = resolve("cast_column", col.device)
+    return fn(col.to(run_dev), dtype).to(col.device)
 
 
 def matched_columns(tables: Sequence[Table], op: str, params: Sequence[str]) -> list[tuple[str, pa.DataType]]:

@@ -102,3 +102,33 @@ def test_integer_sum_overflow_raises_on_the_device(cuda_device):
     t = gpuframe.from_arrow(pa.table({"k": [1, 1, 2], "v": [big, big, 1]})).to(cuda_device)
     with pytest.raises(OverflowError, match="sum of column 'v' overflows int64"):
         gpuframe.groupby_agg(t, "k", {"s": ("v", "sum")})
+
+
+def test_concat_on_the_device(cuda_device):
+    t = _table(70, 11, 9).append_column("L", pa.array([f"x{i}" for i in range(70)], pa.large_string()))
+    g = gpuframe.from_arrow(t)
+    pieces = [g.slice(3, 20), g.slice(0, 0), g.slice(29, 41), g.slice(0, 5)]   # offsets not on byte boundaries
+    want = gpuframe.concat(pieces).to_arrow()
+    dev = [p.to(cuda_device) for p in pieces]
+    with memory.count_transfers() as moved:
+        got = gpuframe.concat(dev)
+    _same(_host(got), want)
+    assert moved.bytes <= LIMIT, moved
+
+
+def test_promotions_dictionaries_and_dropna_on_the_device(cuda_device):
+    a = pa.table({"k": random_array(pa.int32(), 60, nulls=True, seed=1, cardinality=7),
+                  "s": random_array(pa.dictionary(pa.int16(), pa.string()), 60, nulls=True, seed=2, cardinality=5)})
+    b = pa.table({"k": random_array(pa.int64(), 40, nulls=True, seed=3, cardinality=7),
+                  "s": random_array(pa.large_string(), 40, nulls=True, seed=4, cardinality=5)}).slice(3)
+    ga, gb = gpuframe.from_arrow(a), gpuframe.from_arrow(b)
+    da, db = ga.to(cuda_device), gb.to(cuda_device)
+    with memory.count_transfers() as moved:
+        got = gpuframe.union(da, db)
+        got_all = gpuframe.union(da, db, distinct=False)
+        grouped = gpuframe.groupby_agg(da, "k", {"lo": ("s", "min"), "hi": ("s", "max")}, dropna=True)
+    assert moved.bytes <= LIMIT, moved
+    _same(_host(got), gpuframe.union(ga, gb).to_arrow())
+    _same(_host(got_all), gpuframe.union(ga, gb, distinct=False).to_arrow())
+    _same(_host(grouped), gpuframe.groupby_agg(ga, "k", {"lo": ("s", "min"), "hi": ("s", "max")}, dropna=True)
+          .to_arrow())

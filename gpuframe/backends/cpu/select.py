@@ -9,7 +9,7 @@ import pyarrow as pa
 from ...core.column import Column
 from ...core.dtypes import Layout
 
-__all__ = ["mask_rows", "concat_columns", "cross_maps"]
+__all__ = ["mask_rows", "valid_rows", "concat_columns", "cross_maps", "cast_column"]
 
 
 def mask_rows(mask: Column) -> np.ndarray:
@@ -18,6 +18,16 @@ def mask_rows(mask: Column) -> np.ndarray:
     valid = mask.validity_bytes()
     if valid is not None:
         keep &= np.asarray(valid) != 0
+    return np.flatnonzero(keep).astype(np.int64, copy=False)
+
+
+def valid_rows(columns: Sequence[Column]) -> np.ndarray:
+    """The int64 row numbers where no column of ``columns`` is null."""
+    keep = np.ones(len(columns[0]), np.bool_)
+    for c in columns:
+        v = c.validity_bytes()
+        if v is not None:
+            keep &= np.asarray(v) != 0
     return np.flatnonzero(keep).astype(np.int64, copy=False)
 
 
@@ -34,3 +44,10 @@ def concat_columns(columns: Sequence[Column], dtype: pa.DataType) -> Column:
 def cross_maps(nl: int, nr: int, device: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """The gather maps of the cross product of ``nl`` x ``nr`` rows, left-major."""
     return (np.repeat(np.arange(nl, dtype=np.int64), nr), np.tile(np.arange(nr, dtype=np.int64), nl))
+
+
+def cast_column(col: Column, dtype: pa.DataType) -> Column:
+    """``col`` as ``dtype`` (pyarrow's cast: integers widened, strings decoded...)."""
+    if col.dtype == dtype:
+        return col
+    return Column.from_arrow(col.to_arrow().cast(dtype), validate=False)

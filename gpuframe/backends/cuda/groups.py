@@ -177,11 +177,10 @@ def _reduce(gid: Any, ngroups: int, column: Column, op: str, name: str, dev: Dev
         return _gather_rows(column, rows[:ngroups])
     if op in ("min", "max"):
         if column.layout == Layout.DICTIONARY:
-            from ...core.device import CPU
+            from .select import decode_dictionary
 
-            # a dictionary's values, decoded on the host (the order is the strings')
-            arr = column.to(CPU).to_arrow()
-            return _reduce(gid, ngroups, Column.from_arrow(arr.cast(arr.type.value_type)).to(dev), op, name, dev)
+            # the order is the strings'
+            return _reduce(gid, ngroups, decode_dictionary(column), op, name, dev)
         rows = memory.full(G, -1, np.int64, dev)
         if column.layout == Layout.STRING:
             chars = column.chars() if column.chars().shape[0] else memory.empty(1, np.uint8, dev)
