@@ -28,13 +28,15 @@ import functools
 import time
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from .comm import Communicator, exchange_tables
 from .comm.exchange import start_exchange
 from .core.table import Table
 
-__all__ = ["shuffle", "merge", "route", "owned_buckets", "shuffle_pieces", "merge_pieces"]
+__all__ = ["shuffle", "merge", "route", "owned_buckets", "shuffle_pieces", "merge_pieces", "unique", "union",
+           "intersect", "difference", "groupby_agg", "sort"]
 
 
 def owned_buckets(rank: int, size: int, buckets: int) -> tuple[int, int]:
@@ -333,6 +335,9 @@ def merge_pieces(left: Sequence[Table], right: Sequence[Table], comm: Communicat
     from .ops.join import merge as local_merge
 
     comm = _check_comm(comm)
+    if how == "cross":
+        raise ValueError("merge_pieces does not take how='cross' (a cross product is not hash-partitioned); "
+                         "use gpuframe.distributed.merge(left, right, how='cross', comm=comm)")
     nb = _check_buckets(buckets, comm.size)
     kw = _merge_kwargs(on, left_on, right_on, how, suffixes, nulls_equal)
     check_merge(left_schema, right_schema, **kw)
@@ -390,6 +395,10 @@ def merge(left: Table, right: Table, on: Any = None, *, comm: Communicator, how:
           timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
     """Distributed :func:`gpuframe.merge`: shuffle both sides by their keys, then join locally.
 
+    ``how="cross"`` takes no keys: the side with fewer rows in all is gathered on every rank
+    (tags ``tag`` for the row counts, ``tag + 1`` for the rows) and crossed with this rank's rows of
+    the other side, nothing else moves (``stats``: ``exchange_s``, ``merge_s``, the bytes).
+
     Parameters
     ----------
     left, right : Table
@@ -416,8 +425,488 @@ def merge(left: Table, right: Table, on: Any = None, *, comm: Communicator, how:
     """
     left = _check_table(left, "left")
     right = _check_table(right, "right")
+    if how == "cross":
+        return _cross_merge(left, right, _check_comm(comm), on=on, left_on=left_on, right_on=right_on,
+                            suffixes=suffixes, tag=tag, timeout=timeout, stats=stats)
     (out,) = merge_pieces([left], [right], comm, left_schema=left.schema, right_schema=right.schema, on=on,
                           left_on=left_on, right_on=right_on, how=how, suffixes=suffixes,
                           nulls_equal=nulls_equal, seed=seed, tag=tag, timeout=timeout, device=left.device,
                           stats=stats)
+    return out
+
+
+# ------------------------------------------------------------------------------- table operations
+# unique, union, intersect, difference, groupby_agg, sort and merge(how="cross") over one Table per
+# rank: the answer is that of the local function on the ranks' inputs concatenated in rank order.
+# Arguments are checked before anything is sent (an error then leaves the communicator open, as in
+# merge); a failure of the local work between exchanges closes the communicator, so that the peers
+# fail at once (PeerClosedError) instead of at their timeout.
+
+def _tag(tag: Optional[int], i: int) -> Optional[int]:
+    return None if tag is None else tag + i
+
+
+def _guarded(comm: Communicator, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``; on failure, close ``comm`` (the peers wait for us) and re-raise."""
+    try:
+        return fn(*args, **kwargs)
+    except BaseException:
+        comm.close()
+        raise
+
+
+def _fresh(taken: Sequence[str], stem: str) -> str:
+    """A column name that is not in ``taken``."""
+    name, i = stem, 0
+    while name in taken:
+        i += 1
+        name = f"{stem}{i}"
+    return name
+
+
+def _hash_exchange(comm: Communicator, tables: Sequence[Table], keys: list[str], schema: pa.Schema,
+                   plan: list[tuple[int, pa.DataType]], side: str, *, seed: int, tag: Optional[int],
+                   timeout: Optional[float], device: Any, stats: Optional[dict]) -> Any:
+    """Start the hash exchange of ``tables`` by ``keys`` (some hashed as other types, ``plan``);
+    returns the pending exchange."""
+    view, hkeys = _with_hash_keys(tables, keys, plan, side)
+    t0 = time.perf_counter()
+    out = route(view, hkeys, comm.size, seed=seed, keep=schema.names if plan else None)
+    _add(stats, "partition_s", time.perf_counter() - t0)
+    return start_exchange(comm, out, schema=schema, tag=tag, timeout=timeout, device=device, stats=stats)
+
+
+def _exchange_both(comm: Communicator, left: Table, right: Table, names: list[str], *, seed: int,
+                   tag: Optional[int], timeout: Optional[float], stats: Optional[dict]) -> tuple[Table, Table]:
+    """Both sides hash-shuffled by every column in ``names`` (types that differ between the sides
+    hashed as their common type, so that equal rows meet); tags ``tag`` and ``tag + 1``."""
+    lplan, rplan = hash_plan(left.schema, right.schema, names, names)
+    t0 = time.perf_counter()
+    lpending = _guarded(comm, _hash_exchange, comm, [left], names, left.schema, lplan, "l", seed=seed, tag=tag,
+                        timeout=timeout, device=left.device, stats=stats)
+    try:
+        rpending = _hash_exchange(comm, [right], names, right.schema, rplan, "r", seed=seed,
+                                  tag=_tag(tag, 1), timeout=timeout, device=left.device, stats=stats)
+    except BaseException:
+        comm.close()
+        _drain(lpending)
+        raise
+    lrecv, rrecv = lpending.result(), rpending.result()
+    _add(stats, "exchange_s", time.perf_counter() - t0)
+    return lrecv, rrecv
+
+
+def _timed_local(stats: Optional[dict], fn: Any, *args: Any, **kwargs: Any) -> Any:
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    _add(stats, "local_s", time.perf_counter() - t0)
+    return out
+
+
+def unique(table: Table, subset: Any = None, *, comm: Communicator, keep: str = "any", seed: int = 0,
+           tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+    """Distributed :func:`gpuframe.unique`: shuffle by the ``subset`` columns (every column by
+    default), then keep one row per distinct value locally.
+
+    Parameters
+    ----------
+    table : Table
+        This rank's rows (the same schema on every rank).
+    subset, keep
+        As in :func:`gpuframe.unique`; ``keep="first"``/``"last"`` refer to the global order
+        (rank 0's rows, then rank 1's, ...), which the exchange preserves.
+    comm : Communicator
+        Connected; every rank calls ``unique`` together.
+    seed, tag, timeout, stats
+        As in :func:`shuffle` (``stats`` also gets ``local_s``).
+
+    Returns
+    -------
+    Table
+        This rank's share: the distinct rows whose ``subset`` hashes to this rank. The union over
+        ranks is :func:`gpuframe.unique` of the concatenated inputs (in another row order).
+    """
+    from .ops.setops import _subset, unique as local_unique
+
+    table = _check_table(table, "table")
+    comm = _check_comm(comm)
+    local_unique(table.slice(0, 0), subset, keep=keep)      # checks subset and keep, sends nothing
+    names = _subset(table, subset)
+    t0 = time.perf_counter()
+    pending = _guarded(comm, _hash_exchange, comm, [table], names, table.schema, [], "u", seed=seed, tag=tag,
+                       timeout=timeout, device=table.device, stats=stats)
+    received = pending.result()
+    _add(stats, "exchange_s", time.perf_counter() - t0)
+    return _timed_local(stats, local_unique, received, names, keep=keep)
+
+
+def _check_pair(left: Any, right: Any, comm: Any, op: str) -> tuple[Table, Table, Communicator]:
+    from .ops.setops import _pair_tables
+
+    left = _check_table(left, "left")
+    right = _check_table(right, "right")
+    comm = _check_comm(comm)
+    _pair_tables(left.slice(0, 0), right.slice(0, 0), op)   # same names, types that combine
+    return left, right, comm
+
+
+def union(left: Table, right: Table, *, comm: Communicator, distinct: bool = True, seed: int = 0,
+          tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+    """Distributed :func:`gpuframe.union`.
+
+    ``distinct=True`` (SQL ``UNION``): both sides are shuffled by every column (tags ``tag`` and
+    ``tag + 1``; columns whose types differ between the sides are hashed as their common type),
+    then united locally: this rank gets the distinct rows that hash to it. ``distinct=False``
+    (``UNION ALL``): this rank's left rows then its right rows, nothing exchanged. Either way the
+    union over ranks is :func:`gpuframe.union` of the concatenated inputs (in another row order),
+    with its column order and promoted types.
+    """
+    from .ops.setops import union as local_union
+
+    if not isinstance(distinct, (bool, np.bool_)):
+        raise TypeError(f"distinct must be a bool, got {distinct!r}")
+    left, right, comm = _check_pair(left, right, comm, "union")
+    if not distinct:
+        return _timed_local(stats, local_union, left, right, distinct=False)
+    lrecv, rrecv = _exchange_both(comm, left, right, list(left.column_names), seed=seed, tag=tag,
+                                  timeout=timeout, stats=stats)
+    return _timed_local(stats, local_union, lrecv, rrecv, distinct=True)
+
+
+def _set_op(left: Table, right: Table, comm: Communicator, op: str, seed: int, tag: Optional[int],
+            timeout: Optional[float], stats: Optional[dict]) -> Table:
+    from .ops import setops
+
+    left, right, comm = _check_pair(left, right, comm, op)
+    lrecv, rrecv = _exchange_both(comm, left, right, list(left.column_names), seed=seed, tag=tag,
+                                  timeout=timeout, stats=stats)
+    return _timed_local(stats, getattr(setops, op), lrecv, rrecv)
+
+
+def intersect(left: Table, right: Table, *, comm: Communicator, seed: int = 0, tag: Optional[int] = None,
+              timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+    """Distributed :func:`gpuframe.intersect`: both sides shuffled by every column (tags ``tag``
+    and ``tag + 1``), then intersected locally. The union over ranks is :func:`gpuframe.intersect`
+    of the concatenated inputs (the left's column types; another row order)."""
+    return _set_op(left, right, comm, "intersect", seed, tag, timeout, stats)
+
+
+def difference(left: Table, right: Table, *, comm: Communicator, seed: int = 0, tag: Optional[int] = None,
+               timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+    """Distributed :func:`gpuframe.difference`: both sides shuffled by every column (tags ``tag``
+    and ``tag + 1``), then subtracted locally. The union over ranks is
+    :func:`gpuframe.difference` of the concatenated inputs (the left's column types; another row
+    order)."""
+    return _set_op(left, right, comm, "difference", seed, tag, timeout, stats)
+
+
+# ------------------------------------------------------------------------------- groupby
+# How each op is pre-aggregated per rank ("partials") and how the partials combine.
+_PARTIALS = {"sum": ("sum",), "count": ("count",), "size": ("size",), "min": ("min",), "max": ("max",),
+             "first": ("first",), "last": ("last",), "mean": ("sum", "count"),
+             "var": ("count", "mean", "var"), "std": ("count", "mean", "var")}
+_COMBINE = {"sum": "sum", "count": "sum", "size": "sum", "min": "min", "max": "max", "first": "first",
+            "last": "last"}
+
+
+def groupby_agg(table: Table, by: Any, aggs: Any, *, comm: Communicator, dropna: bool = False, seed: int = 0,
+                tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+    """Distributed :func:`gpuframe.groupby_agg`: this rank gets the groups whose keys hash to it.
+
+    Each rank pre-aggregates its rows per group (sum, count, size, min, max, first and last of
+    the non-null values; mean from partial sums and counts; var and std from partial counts,
+    means and squared deviations, combined exactly with Chan et al.'s formula), the partial
+    aggregates are shuffled by the keys, and aggregated again. ``first``/``last`` follow the
+    global order (rank 0's rows, then rank 1's, ...): the exchange keeps the partials in rank
+    order, so the first non-null partial is the first non-null value. When ``aggs`` holds a
+    ``median`` or ``nunique``, which do not decompose, the rows themselves (the key and the
+    aggregated columns) are shuffled by the keys and every aggregate is computed from them.
+
+    Parameters
+    ----------
+    table : Table
+        This rank's rows (the same schema on every rank).
+    by, aggs, dropna
+        As in :func:`gpuframe.groupby_agg` (null keys are one group unless ``dropna``).
+    comm : Communicator
+        Connected; every rank calls ``groupby_agg`` together.
+    seed, tag, timeout, stats
+        As in :func:`shuffle` (``stats`` also gets ``local_s``, the local aggregations).
+
+    Returns
+    -------
+    Table
+        The key columns, then one column per aggregation, with the types of
+        :func:`gpuframe.groupby_agg`; the union over ranks is :func:`gpuframe.groupby_agg` of the
+        concatenated inputs (groups in another order; float sums and moments may differ in the
+        last bits, being summed in another order).
+    """
+    from .ops.groupby import _check_aggs, _drop_null_keys, groupby_agg as local_gb
+    from .ops.setops import _subset
+
+    table = _check_table(table, "table")
+    comm = _check_comm(comm)
+    out_schema = local_gb(table.slice(0, 0), by, aggs, dropna=dropna).schema   # every check, nothing sent
+    names = _subset(table, by, "by")
+    specs = _check_aggs(table, names, aggs)
+    t0 = time.perf_counter()
+    if any(op in ("median", "nunique") for _, _, op in specs):
+        cols = list(dict.fromkeys(names + [c for _, c, _ in specs]))
+
+        def rows() -> Table:
+            t = table.select(cols)
+            return _drop_null_keys(t, names) if dropna else t
+
+        mine = _guarded(comm, rows)
+        _add(stats, "local_s", time.perf_counter() - t0)
+        pending = _guarded(comm, _hash_exchange, comm, [mine], names, mine.schema, [], "g", seed=seed, tag=tag,
+                           timeout=timeout, device=table.device, stats=stats)
+        received = pending.result()
+        _add(stats, "exchange_s", time.perf_counter() - t0)
+        return _timed_local(stats, local_gb, received, names, dict(aggs), dropna=False)
+
+    # the partial aggregates: one column per distinct (column, partial op)
+    taken = list(table.column_names)
+    pcols: dict[tuple[str, str], str] = {}
+    for _, col, op in specs:
+        for pop in _PARTIALS[op]:
+            if (col, pop) not in pcols:
+                pcols[(col, pop)] = name = _fresh(taken, f"__gpuframe_{pop}_{col}")
+                taken.append(name)
+
+    def partials() -> Table:
+        t = _drop_null_keys(table, names) if dropna else table
+        return local_gb(t, names, {p: (c, op) for (c, op), p in pcols.items()})
+
+    mine = _guarded(comm, partials)
+    t1 = time.perf_counter()
+    _add(stats, "local_s", t1 - t0)
+    pending = _guarded(comm, _hash_exchange, comm, [mine], names, mine.schema, [], "g", seed=seed, tag=tag,
+                       timeout=timeout, device=table.device, stats=stats)
+    received = pending.result()
+    t2 = time.perf_counter()
+    _add(stats, "exchange_s", t2 - t1)
+    out = _combine_partials(received, names, specs, pcols, out_schema)
+    _add(stats, "local_s", time.perf_counter() - t2)
+    return out
+
+
+def _host_values(col: Any, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A numeric column's values (nulls as 0) and its validity, as host numpy arrays."""
+    arr = col.to_arrow() if hasattr(col, "to_arrow") else col
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], type=arr.type)
+    valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    values = np.asarray(arr.fill_null(0).to_numpy(zero_copy_only=False), dtype=dtype)
+    return values, valid
+
+
+def _combine_partials(received: Table, names: list[str], specs: list[tuple[str, str, str]],
+                      pcols: dict[tuple[str, str], str], out_schema: pa.Schema) -> Table:
+    """The final aggregation of the partials this rank received (rank order kept)."""
+    from .core.column import Column
+    from .ops.groupby import groupby_agg as local_gb
+    from .ops.setops import group_keys
+
+    dev = received.device
+    final = {f"{p}~": (p, _COMBINE[op]) for (c, op), p in pcols.items() if op in _COMBINE}
+    if not final:   # var/std alone: any aggregate gives the groups
+        p = next(p for (_, op), p in pcols.items() if op == "count")
+        final = {f"{p}~": (p, "sum")}
+    # one group per key: the keys are those of each group's first partial, i.e. of its first row
+    combined = local_gb(received, names, final)
+    ngroups = combined.num_rows
+    moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if any(op in ("var", "std") for _, _, op in specs):
+        gid, _ = group_keys(received, names)
+        from .core import memory
+
+        gid = np.asarray(memory.to_host(gid), dtype=np.int64)
+    out: list[tuple[str, Any]] = [(n, combined[n]) for n in names]
+    for name, col, op in specs:
+        if op in _COMBINE:
+            column = combined[f"{pcols[(col, op)]}~"]
+        elif op == "mean":
+            s, _ = _host_values(combined[f"{pcols[(col, 'sum')]}~"], np.float64)
+            c, _ = _host_values(combined[f"{pcols[(col, 'count')]}~"], np.int64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = s / c
+            column = Column.from_numpy(mean, pa.float64(), valid=None if (c > 0).all() else c > 0).to(dev)
+        else:
+            if col not in moments:
+                moments[col] = _chan(received, gid, ngroups, *(pcols[(col, p)] for p in ("count", "mean", "var")))
+            var, ok = moments[col]
+            vals = np.sqrt(var) if op == "std" else var
+            column = Column.from_numpy(vals, pa.float64(), valid=None if ok.all() else ok).to(dev)
+        out.append((name, column))
+    result = Table(out, ngroups)
+    if result.schema.types != out_schema.types:  # pragma: no cover - the partials keep every type
+        raise AssertionError(f"groupby_agg: combined types {result.schema} differ from {out_schema}")
+    return result
+
+
+def _chan(received: Table, gid: np.ndarray, ngroups: int, count: str, mean: str,
+          var: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per group, the variance (ddof 1) of partials ``(n_i, mean_i, var_i)`` combined exactly
+    (Chan, Golub and LeVeque): ``n = sum n_i``, ``mean = sum n_i mean_i / n``,
+    ``M2 = sum (M2_i + n_i (mean_i - mean)^2)`` with ``M2_i = var_i (n_i - 1)``; and where it is
+    defined (``n > 1``)."""
+    c, _ = _host_values(received[count], np.int64)
+    m, _ = _host_values(received[mean], np.float64)
+    v, _ = _host_values(received[var], np.float64)
+    has = c > 0
+    cf = c.astype(np.float64)
+    n = np.bincount(gid, weights=cf, minlength=ngroups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gmean = np.bincount(gid, weights=np.where(has, cf * m, 0.0), minlength=ngroups) / n
+        dev = np.where(has, m - gmean[gid], 0.0)
+        m2_i = np.where(c > 1, v * (cf - 1.0), 0.0) + np.where(has, cf * dev * dev, 0.0)
+        m2 = np.bincount(gid, weights=m2_i, minlength=ngroups)
+        var_out = m2 / (n - 1.0)
+    ok = n > 1
+    return np.where(ok, var_out, 0.0), ok
+
+
+# ------------------------------------------------------------------------------- sort
+SAMPLES_PER_RANK = 32   # regular samples each rank contributes per rank of the communicator
+
+
+def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, nulls_last: bool = True,
+         tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+    """Distributed :func:`gpuframe.sort` (sample sort): rank ``r``'s rows all precede rank
+    ``r + 1``'s, so the ranks' results concatenated in rank order are :func:`gpuframe.sort` of
+    the concatenated inputs, row for row (stable: rows with equal keys keep the global order,
+    rank 0's rows first, then rank 1's, ...).
+
+    How: each rank sorts its rows locally and takes regular samples of its sorted keys, each
+    tagged with its rank and sorted position; the samples are gathered on every rank (tag
+    ``tag``) and sorted by (keys, rank, position), and ``size - 1`` evenly spaced samples become
+    the splitters. Every row is ranked against the splitters by the same total order (the
+    local sort of the splitters and the rows' keys together), so rows with equal keys are cut
+    by their global position: duplicates spread over ranks and stability holds. The ranges are
+    exchanged (tag ``tag + 1``) and sorted locally. Keys order as in :func:`gpuframe.sort`
+    (NaN after every number, before them when descending; ``-0.0`` ties ``0.0``; nulls last
+    unless ``nulls_last=False``; strings by UTF-8 bytes; dictionaries by their values).
+
+    Parameters
+    ----------
+    table : Table
+        This rank's rows (the same schema on every rank).
+    by, descending, nulls_last
+        As in :func:`gpuframe.sort`.
+    comm : Communicator
+        Connected; every rank calls ``sort`` together.
+    tag, timeout
+        As in :func:`shuffle` (the exchanges use ``tag`` and ``tag + 1``).
+    stats : dict, optional
+        Filled with ``local_s`` (the local sorts and cuts), ``exchange_s``, ``bytes_sent``,
+        ``bytes_received``.
+
+    Returns
+    -------
+    Table
+        This rank's range of the sorted rows (ranks hold about equal shares).
+    """
+    from .core import memory
+    from .core.column import Column
+    from .ops.gather import take
+    from .ops.select import concat
+    from .ops.sort import _check_by, _check_descending, sort_indices
+
+    table = _check_table(table, "table")
+    comm = _check_comm(comm)
+    sort_indices(table.slice(0, 0), by, descending=descending, nulls_last=nulls_last)   # every check
+    names = _check_by(table, by)
+    desc = _check_descending(descending, len(names)) + [False, False]
+    rank_col = _fresh(table.column_names, "__gpuframe_rank")
+    pos_col = _fresh(table.column_names + [rank_col], "__gpuframe_pos")
+    size, dev = comm.size, table.device
+    order = names + [rank_col, pos_col]
+
+    def tagged(keys: Table, rank: int, pos: np.ndarray) -> Table:
+        """``keys`` with their rank and sorted positions: the global order's tie-breakers."""
+        return Table(list(keys.items()) + [
+            (rank_col, Column.from_numpy(np.full(len(pos), rank, np.int32), pa.int32()).to(dev)),
+            (pos_col, Column.from_numpy(pos, pa.int64()).to(dev))], len(pos))
+
+    t0 = time.perf_counter()
+
+    def local_sort_and_sample() -> tuple[Table, Table]:
+        srt = take(table, sort_indices(table, names, descending=desc[:-2], nulls_last=nulls_last))
+        n = srt.num_rows
+        k = min(n, SAMPLES_PER_RANK * size)
+        pos = ((2 * np.arange(k, dtype=np.int64) + 1) * n) // (2 * k) if k else np.zeros(0, np.int64)
+        keys = take(srt.select(names), memory.to_device(pos, dev))
+        return srt, tagged(keys, comm.rank, pos)
+
+    srt, sample = _guarded(comm, local_sort_and_sample)
+    t1 = time.perf_counter()
+    samples = exchange_tables(comm, [[sample]] * size, schema=sample.schema, tag=tag, timeout=timeout,
+                              device=dev, stats=stats)
+    t2 = time.perf_counter()
+    m = samples.num_rows
+    if m == 0:   # no rows anywhere (every rank sees the same samples)
+        _add(stats, "local_s", t1 - t0)
+        _add(stats, "exchange_s", t2 - t1)
+        return srt
+
+    def cuts() -> list[int]:
+        # every rank picks the same splitters from the same samples
+        perm = sort_indices(samples, order, descending=desc, nulls_last=nulls_last)
+        picks = np.array([(j + 1) * m // size for j in range(size - 1)], np.int64)
+        splitters = take(samples, take_rows(perm, picks))
+        n = srt.num_rows
+        if n == 0 or size == 1:
+            return [0] * (size - 1)
+        # splitters first: a row equal to a splitter (the sampled row itself) sorts after it
+        both = concat([splitters, tagged(srt.select(names), comm.rank, np.arange(n, dtype=np.int64))])
+        where = np.asarray(memory.to_host(sort_indices(both, order, descending=desc, nulls_last=nulls_last)))
+        at = np.flatnonzero(where < size - 1)            # the splitters' places, in splitter order
+        return (at - np.arange(size - 1)).tolist()      # rows before splitter j
+
+    def take_rows(perm: Any, picks: np.ndarray) -> Any:
+        host = np.asarray(memory.to_host(perm))
+        return memory.to_device(host[picks], dev)
+
+    bounds = [0] + _guarded(comm, cuts) + [srt.num_rows]
+    outgoing = [[srt.slice(bounds[d], bounds[d + 1] - bounds[d])] for d in range(size)]
+    t3 = time.perf_counter()
+    received = exchange_tables(comm, outgoing, schema=table.schema, tag=_tag(tag, 1), timeout=timeout,
+                               device=dev, stats=stats)
+    t4 = time.perf_counter()
+    from .ops.sort import sort as local_sort
+
+    out = local_sort(received, names, descending=desc[:-2], nulls_last=nulls_last)
+    _add(stats, "local_s", (t1 - t0) + (t3 - t2) + (time.perf_counter() - t4))
+    _add(stats, "exchange_s", (t2 - t1) + (t4 - t3))
+    return out
+
+
+# ------------------------------------------------------------------------------- cross
+def _cross_merge(left: Table, right: Table, comm: Communicator, *, on: Any, left_on: Any, right_on: Any,
+                 suffixes: Any, tag: Optional[int], timeout: Optional[float], stats: Optional[dict]) -> Table:
+    """``merge(how="cross")``: the smaller side (by its total rows) gathered on every rank, crossed
+    with this rank's rows of the other side. Gathering the right side keeps the global
+    left-major order: the ranks' results concatenated are the local cross product's rows in order."""
+    from .ops.join import merge as local_merge
+
+    check_merge(left.schema, right.schema, on=on, left_on=left_on, right_on=right_on, how="cross",
+                suffixes=suffixes)
+    t0 = time.perf_counter()
+    counts = comm.all_to_all([({"rows": [left.num_rows, right.num_rows]}, [])] * comm.size, tag=tag,
+                             timeout=timeout)
+    total_left = sum(int(h["rows"][0]) for h, _ in counts)
+    total_right = sum(int(h["rows"][1]) for h, _ in counts)
+    if total_right <= total_left:
+        everything = exchange_tables(comm, [[right]] * comm.size, schema=right.schema, tag=_tag(tag, 1),
+                                     timeout=timeout, device=left.device, stats=stats)
+        pair = (left, everything)
+    else:
+        everything = exchange_tables(comm, [[left]] * comm.size, schema=left.schema, tag=_tag(tag, 1),
+                                     timeout=timeout, device=left.device, stats=stats)
+        pair = (everything, right)
+    t1 = time.perf_counter()
+    _add(stats, "exchange_s", t1 - t0)
+    out = local_merge(*pair, how="cross", suffixes=suffixes)
+    _add(stats, "merge_s", time.perf_counter() - t1)
     return out
