@@ -46,39 +46,96 @@ def nchunks_for(n: int) -> int:
 
 # --------------------------------------------------------------------------- group ids
 @njit(inline="always")
-def _same_group(keys, kmode, verify, w, st, en, ch, a, b):
-    # rows a and b have equal keys
-    if _canon_word(keys[a], kmode) != _canon_word(keys[b], kmode):
-        return False
-    if verify:
-        return _rows_equal(w, st, en, ch, a, w, st, en, ch, b)
-    return True
-
-
-@njit(inline="always")
-def _lookup(table, tmask, keys, kmode, verify, w, st, en, ch, firsts, base, j, h):
-    # the slot of row j's group in ``table`` (entries: group + 1, 0 empty; group g's first row
-    # is firsts[base + g]): the slot holding it, or the empty slot where it would go
+def _lookup(tab, tmask, wd, verify, w, st, en, ch, firsts, base, j, h):
+    # the slot of row j's group (canonical key word ``wd``, hash ``h``) in ``tab``: pairs of
+    # (key word, group + 1; 0 empty), the key in the slot; a general key's match confirmed
+    # against the group's first row (firsts[base + group]). The slot holding it, or the empty
+    # slot where it goes. (:func:`_fill` writes it out in its row loop.)
     s = np.int64(h & np.uint64(tmask))
     while True:
-        e = table[s]
-        if e == 0 or _same_group(keys, kmode, verify, w, st, en, ch, firsts[base + e - 1], j):
-            return s
+        e = np.int64(tab[2 * s + 1])
+        if e == 0:
+            break
+        if tab[2 * s] == wd and (not verify or _equal_rows(w, st, en, ch, firsts[base + e - 1], j)):
+            break
         s = (s + 1) & tmask
+    return s
+
+
+@njit(**_OPTS)
+def _equal_rows(w, st, en, ch, a, b):
+    # a general key's rows compared: a call, not inlined into the probe loop
+    return _rows_equal(w, st, en, ch, a, w, st, en, ch, b)
 
 
 @njit(inline="always")
-def _grown(table, keys, kmode, firsts, base, count):
-    # a table of twice the slots holding groups 0..count-1 again
-    size = table.shape[0] * 2
-    new = np.zeros(size, np.int32)
+def _grown(tab):
+    # the table with twice the slots, every group moved to its slot there
+    size = tab.shape[0]           # 2 words a slot: the new table has twice the slots
+    new = np.zeros(2 * size, np.uint64)
     tmask = size - 1
-    for g in range(count):
-        s = np.int64(_word_hash(_canon_word(keys[firsts[base + g]], kmode)) & np.uint64(tmask))
-        while new[s] != 0:
-            s = (s + 1) & tmask
-        new[s] = g + 1
+    for s in range(size // 2):
+        e = tab[2 * s + 1]
+        if e != 0:
+            wd = tab[2 * s]
+            t = np.int64(_word_hash(wd) & np.uint64(tmask))
+            while new[2 * t + 1] != 0:
+                t = (t + 1) & tmask
+            new[2 * t] = wd
+            new[2 * t + 1] = e
     return new
+
+
+@njit(**_OPTS)
+def _fill(tab, keys, kmode, verify, w, st, en, ch, lfirst, base, j0, j1, count, cap, lgid):
+    """Rows ``j0..j1-1`` of a chunk into its table ``tab`` (not replaced here, so the loop keeps
+    its pointers in registers), each row's group within the chunk into ``lgid``. Returns ``(next
+    row, groups, status)``: status 0 done, 1 the table must grow first, 2 more than ``cap``
+    groups."""
+    tmask = tab.shape[0] // 2 - 1
+    for j in range(j0, j1):
+        wd = _canon_word(keys[j], kmode)
+        # _lookup, written out: numba's inlining of it made this loop ten times slower
+        s = np.int64(_word_hash(wd) & np.uint64(tmask))
+        while True:
+            e = np.int64(tab[2 * s + 1])
+            if e == 0:
+                break
+            if tab[2 * s] == wd:
+                if not verify:
+                    break
+                if _equal_rows(w, st, en, ch, lfirst[base + e - 1], j):
+                    break
+            s = (s + 1) & tmask
+        if e == 0:
+            if count >= cap:
+                return j, count, 2
+            lfirst[base + count] = j
+            count += 1
+            tab[2 * s] = wd
+            tab[2 * s + 1] = count
+            lgid[j] = count - 1
+            if 4 * count > tab.shape[0]:
+                return j + 1, count, 1
+        else:
+            lgid[j] = e - 1
+    return j1, count, 0
+
+
+@njit(**_OPTS)
+def _chunk(keys, kmode, verify, w, st, en, ch, lfirst, base, j0, j1, cap, lgid):
+    """A whole chunk through :func:`_fill`, the table grown between calls. Returns its number of
+    groups, or -1 past ``cap``."""
+    tab = np.zeros(2 * 1024, np.uint64)
+    j = j0
+    count = 0
+    while True:
+        j, count, status = _fill(tab, keys, kmode, verify, w, st, en, ch, lfirst, base, j, j1, count, cap, lgid)
+        if status == 0:
+            return count
+        if status == 2:
+            return -1
+        tab = _grown(tab)
 
 
 @njit(parallel=True, **_OPTS)
@@ -92,24 +149,11 @@ def local_groups(keys, kmode, verify, w, st, en, ch, nchunks, cap, lgid, lfirst,
     over = np.zeros(nchunks, np.int64)
     for c in prange(nchunks):
         base = c * step
-        table = np.zeros(1024, np.int32)
-        count = 0
-        for j in range(base, min(n, base + step)):
-            h = _word_hash(_canon_word(keys[j], kmode))
-            s = _lookup(table, table.shape[0] - 1, keys, kmode, verify, w, st, en, ch, lfirst, base, j, h)
-            e = table[s]
-            if e == 0:
-                if count >= cap:
-                    over[c] = 1
-                    break
-                lfirst[base + count] = j
-                count += 1
-                table[s] = count
-                e = count
-                if 2 * count > table.shape[0]:
-                    table = _grown(table, keys, kmode, lfirst, base, count)
-            lgid[j] = e - 1
-        lcount[c] = count
+        k = _chunk(keys, kmode, verify, w, st, en, ch, lfirst, base, base, min(n, base + step), cap, lgid)
+        if k < 0:
+            over[c] = 1
+            k = 0
+        lcount[c] = k
     bad = 0
     for c in range(nchunks):
         bad |= over[c]
@@ -129,20 +173,21 @@ def merge_groups(keys, kmode, verify, w, st, en, ch, nchunks, lfirst, lcount, gm
     size = 16
     while size < 2 * total:
         size *= 2
-    table = np.zeros(size, np.int32)
+    tab = np.zeros(2 * size, np.uint64)
     tmask = size - 1
     ngroups = 0
     for c in range(nchunks):
         base = c * step
         for g in range(lcount[c]):
             j = lfirst[base + g]
-            h = _word_hash(_canon_word(keys[j], kmode))
-            s = _lookup(table, tmask, keys, kmode, verify, w, st, en, ch, first, 0, j, h)
-            if table[s] == 0:
+            wd = _canon_word(keys[j], kmode)
+            s = _lookup(tab, tmask, wd, verify, w, st, en, ch, first, 0, j, _word_hash(wd))
+            if tab[2 * s + 1] == 0:
                 first[ngroups] = j
                 ngroups += 1
-                table[s] = ngroups
-            gmap[base + g] = table[s] - 1
+                tab[2 * s] = wd
+                tab[2 * s + 1] = ngroups
+            gmap[base + g] = np.int64(tab[2 * s + 1]) - 1
     return ngroups
 
 
