@@ -808,6 +808,7 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
         This rank's range of the sorted rows (ranks hold about equal shares).
     """
     from .core import memory
+    from .core.buffer import Buffer
     from .core.column import Column
     from .ops.gather import take
     from .ops.select import concat
@@ -823,11 +824,17 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
     size, dev = comm.size, table.device
     order = names + [rank_col, pos_col]
 
-    def tagged(keys: Table, rank: int, pos: np.ndarray) -> Table:
-        """``keys`` with their rank and sorted positions: the global order's tie-breakers."""
+    def tagged(keys: Table, rank: int, pos: Any) -> Table:
+        """``keys`` with their rank and sorted positions (``None``: all of them, made on the
+        device): the global order's tie-breakers."""
+        n = keys.num_rows
+        if pos is None:
+            pos = memory.cumsum_exclusive(memory.full(n, 1, np.int64, dev))[:n]
+        else:
+            pos = memory.to_device(pos, dev)
         return Table(list(keys.items()) + [
-            (rank_col, Column.from_numpy(np.full(len(pos), rank, np.int32), pa.int32()).to(dev)),
-            (pos_col, Column.from_numpy(pos, pa.int64()).to(dev))], len(pos))
+            (rank_col, Column(pa.int32(), n, Buffer(memory.full(n, rank, np.int32, dev), dev))),
+            (pos_col, Column(pa.int64(), n, Buffer(pos, dev)))], n)
 
     t0 = time.perf_counter()
 
@@ -859,9 +866,8 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
         if n == 0 or size == 1:
             return [0] * (size - 1)
         # splitters first: a row equal to a splitter (the sampled row itself) sorts after it
-        both = concat([splitters, tagged(srt.select(names), comm.rank, np.arange(n, dtype=np.int64))])
-        where = np.asarray(memory.to_host(sort_indices(both, order, descending=desc, nulls_last=nulls_last)))
-        at = np.flatnonzero(where < size - 1)            # the splitters' places, in splitter order
+        both = concat([splitters, tagged(srt.select(names), comm.rank, None)])
+        at = _places(sort_indices(both, order, descending=desc, nulls_last=nulls_last), size - 1)
         return (at - np.arange(size - 1)).tolist()      # rows before splitter j
 
     def take_rows(perm: Any, picks: np.ndarray) -> Any:
@@ -880,6 +886,18 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
     _add(stats, "local_s", (t1 - t0) + (t3 - t2) + (time.perf_counter() - t4))
     _add(stats, "exchange_s", (t2 - t1) + (t4 - t3))
     return out
+
+
+def _places(perm: Any, k: int) -> np.ndarray:
+    """The positions (ascending, on the host) where ``perm`` holds ``0 .. k-1``: found on the
+    device for CuPy arrays, so that only ``k`` numbers leave a GPU."""
+    from .core import memory
+
+    if type(perm).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return np.asarray(memory.to_host(cupy.flatnonzero(perm < k)), dtype=np.int64)
+    return np.flatnonzero(np.asarray(memory.to_host(perm)) < k)
 
 
 # ------------------------------------------------------------------------------- cross
