@@ -234,6 +234,50 @@ def _join_case(left: pa.Table, right: pa.Table, how: str, nulls_equal: bool, **o
     return run
 
 
+def _table_op_case(fn: Callable[..., Any], tables: Sequence[pa.Table], ordered: bool = True,
+                   **kw: Any) -> Callable[[str], Any]:
+    """A table operation of :mod:`gpuframe` (unique, the set operations, groupby, sort, filter,
+    concat, cross) on the tables, its result compared row by row (in order where it is defined)."""
+    def run(device: str) -> Any:
+        out = fn(*[_on(t, device) for t in tables], **kw)
+        return _table_answer(out, ordered)
+    return run
+
+
+def _table_op_cases(all_types: pa.Table) -> list[Case]:
+    """The kernels of grouping (kernels.group, the join's slot table), sorting (kernels.sort) and
+    selection: every result equal to the CPU's. Aggregates whose float sums depend on the order
+    of the additions are left out (integer values only for sums, means of small integers)."""
+    import gpuframe
+
+    other = _table(90, {"i64": pa.int64(), "s": pa.string(), "f64": pa.float64()}, 7, card=25)
+    mine = all_types.select(["i64", "s", "f64"])
+    aggs = {"sum": ("i32", "sum"), "n": ("f64", "count"), "rows": ("s", "size"), "lo": ("f64", "min"),
+            "hi": ("s", "max"), "dmax": ("dict", "max"), "tmin": ("ts", "min"), "med": ("i16", "median"),
+            "avg": ("i8", "mean"), "first": ("dict", "first"), "last": ("d32", "last"), "distinct": ("s", "nunique"),
+            "bsum": ("b", "sum")}
+    mask = gpuframe.Column.from_arrow(pa.array(np.arange(all_types.num_rows) % 3 != 1))
+    return [
+        Case("group", "unique_all_types", _table_op_case(gpuframe.unique, [all_types])),
+        Case("group", "unique_last_string", _table_op_case(gpuframe.unique, [all_types], subset=["s", "b"],
+                                                           keep="last")),
+        Case("group", "union", _table_op_case(gpuframe.union, [mine, other])),
+        Case("group", "intersect", _table_op_case(gpuframe.intersect, [mine, other])),
+        Case("group", "difference", _table_op_case(gpuframe.difference, [mine, other])),
+        Case("group", "groupby_int_key", _table_op_case(gpuframe.groupby_agg, [all_types], by="i8", aggs=aggs)),
+        Case("group", "groupby_string_keys_dropna", _table_op_case(gpuframe.groupby_agg, [all_types], by=["s", "b"],
+                                                                   aggs=aggs, dropna=True)),
+        Case("sort", "int_key", _table_op_case(gpuframe.sort, [all_types], by="i64")),
+        Case("sort", "keys_desc_nulls_first", _table_op_case(gpuframe.sort, [all_types], by=["s", "f64", "d32"],
+                                                             descending=[True, False, True], nulls_last=False)),
+        Case("select", "filter", _table_op_case(lambda t: t.filter(mask.to(t.device)), [all_types])),
+        Case("select", "concat", _table_op_case(lambda a, b: gpuframe.concat([a, b.slice(5, 40)]),
+                                                [all_types, all_types])),
+        Case("select", "cross", _table_op_case(lambda a, b: gpuframe.merge(a, b, how="cross"),
+                                               [mine.slice(0, 12), other.slice(3, 9)])),
+    ]
+
+
 def _exchange_case(sources: list[pa.Table]) -> Callable[[str], Any]:
     """Each of two ranks sends the first half of its table (in two pieces, the second starting
     mid-byte, and an empty one) to rank 0 and the rest to rank 1; the answer is what each got."""
@@ -401,6 +445,7 @@ def cases() -> list[Case]:
         for how, nulls_equal in (("inner", False), ("outer", False), ("outer", True)):
             name = f"{shape}/{how}" + ("/nulls_equal" if nulls_equal else "")
             out.append(Case("keyprep", name, _join_case(lt, rt, how, nulls_equal, **on)))
+    out += _table_op_cases(all_types)
     return out
 
 

@@ -383,6 +383,8 @@ def test_kernel_check_covers_every_family_and_how():
         for shape in ("int64_dups_nulls", "string", "multi_int_string", "multi_fixed", "int32_vs_int64"):
             assert any(c.name == f"{shape}/{how}" for c in cases), (shape, how)
     assert {n for n in kc.ALL_TYPES} <= {c.name for c in cases if c.family == "hashing"}
+    # the table operations' kernels: grouping, sorting, selection
+    assert {"group", "sort", "select", "exchange", "keyprep"} <= {c.family for c in cases}
 
 
 def _env_without_gpu() -> dict:

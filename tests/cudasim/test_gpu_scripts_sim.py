@@ -56,7 +56,8 @@ def test_groupby_and_sort_figures_on_the_simulator(tmp_path, capsys):
 
 def test_kernel_check_cases_on_the_simulator(tmp_path):
     out = tmp_path / "kc.json"
-    rc = gpu_kernel_check.main(["--out", str(out), "--cases", "hashing/i64,gather/take_slice,merged_key/string/outer"])
+    rc = gpu_kernel_check.main(["--out", str(out), "--cases",
+                                "hashing/i64,gather/take_slice,merged_key/string/outer,group/union,select/cross"])
     doc = json.loads(out.read_text())
     assert rc == 0, doc
-    assert [r["status"] for r in doc["records"]] == ["ok"] * 3
+    assert [r["status"] for r in doc["records"]] == ["ok"] * 5
