@@ -242,6 +242,7 @@ def test_filter_masks():
     assert g.filter(m).to_arrow().equals(t.filter(pa.array(m)))
     col = gpuframe.Column.from_arrow(pa.array([True, None, False, True, True, None, False, False, True, True]))
     assert gpuframe.filter(g, col).to_arrow().equals(t.take([0, 3, 4, 8, 9]))
+    assert g.filter(pa.chunked_array([pa.array(m[:4]), pa.array(m[4:])])).to_arrow().equals(t.filter(pa.array(m)))
     assert g.filter(np.ones(10, bool)) is g
     assert g.filter(np.zeros(10, bool)).num_rows == 0
     torch = pytest.importorskip("torch")
@@ -250,6 +251,8 @@ def test_filter_masks():
         g.filter(np.ones(3, bool))
     with pytest.raises(TypeError, match="mask must hold bools, got an array of int64"):
         g.filter(np.arange(10))
+    with pytest.raises(TypeError, match="mask must hold bools, got a pyarrow array of int64"):
+        g.filter(pa.array(np.arange(10)))
     with pytest.raises(TypeError, match="mask must be a bool gpuframe Column"):
         g.filter("yes")
 

@@ -22,6 +22,11 @@ def _as_mask(mask: Any, table: Table) -> Column:
     col: Column
     if isinstance(mask, Column):
         col = mask
+    elif isinstance(mask, (pa.Array, pa.ChunkedArray)):
+        arr = mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+        if not pa.types.is_boolean(arr.type):
+            raise TypeError(f"mask must hold bools, got a pyarrow array of {arr.type}")
+        col = Column.from_arrow(arr)
     elif isinstance(mask, np.ndarray) or isinstance(mask, (list, tuple)):
         arr = np.asarray(mask)
         if arr.dtype != np.bool_:
@@ -34,7 +39,7 @@ def _as_mask(mask: Any, table: Table) -> Column:
         if isinstance(col, Table):
             col = col.columns[0]
     else:
-        raise TypeError("mask must be a bool gpuframe Column, a numpy array or a DLPack tensor of bools, "
+        raise TypeError("mask must be a bool gpuframe Column, pyarrow array, numpy array or DLPack tensor, "
                         f"got {type(mask).__name__}")
     if not pa.types.is_boolean(col.dtype):
         raise TypeError(f"mask must hold bools, got a column of {col.dtype}")
@@ -49,8 +54,9 @@ def filter(table: Table, mask: Any) -> Table:  # noqa: A001  (the issue's name)
     Parameters
     ----------
     table : Table
-    mask : bool Column, numpy array or DLPack tensor (e.g. a torch.bool tensor)
-        One value per row; a null in a mask Column counts as false (the row is dropped).
+    mask : bool Column, pyarrow array, numpy array or DLPack tensor (e.g. a torch.bool tensor)
+        One value per row; a null in a mask Column or pyarrow array counts as false (the row is
+        dropped).
 
     Raises
     ------
