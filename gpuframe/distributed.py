@@ -603,7 +603,7 @@ def difference(left: Table, right: Table, *, comm: Communicator, seed: int = 0, 
 # ------------------------------------------------------------------------------- groupby
 # How each op is pre-aggregated per rank ("partials") and how the partials combine.
 _PARTIALS = {"sum": ("sum",), "count": ("count",), "size": ("size",), "min": ("min",), "max": ("max",),
-             "first": ("first",), "last": ("last",), "mean": ("sum", "count"),
+             "first": ("first",), "last": ("last",), "mean": ("count", "mean"),
              "var": ("count", "mean", "var"), "std": ("count", "mean", "var")}
 _COMBINE = {"sum": "sum", "count": "sum", "size": "sum", "min": "min", "max": "max", "first": "first",
             "last": "last"}
@@ -614,7 +614,7 @@ def groupby_agg(table: Table, by: Any, aggs: Any, *, comm: Communicator, dropna:
     """Distributed :func:`gpuframe.groupby_agg`: this rank gets the groups whose keys hash to it.
 
     Each rank pre-aggregates its rows per group (sum, count, size, min, max, first and last of
-    the non-null values; mean from partial sums and counts; var and std from partial counts,
+    the non-null values; mean from partial counts and means; var and std from partial counts,
     means and squared deviations, combined exactly with Chan et al.'s formula), the partial
     aggregates are shuffled by the keys, and aggregated again. ``first``/``last`` follow the
     global order (rank 0's rows, then rank 1's, ...): the exchange keeps the partials in rank
@@ -714,10 +714,15 @@ def _combine_partials(received: Table, names: list[str], specs: list[tuple[str, 
         p = next(p for (_, op), p in pcols.items() if op == "count")
         final = {f"{p}~": (p, "sum")}
     # one group per key: the keys are those of each group's first partial, i.e. of its first row
-    combined = local_gb(received, names, final)
+    try:
+        combined = local_gb(received, names, final)
+    except OverflowError as exc:
+        cols = sorted({c for _, c, op in specs if op == "sum"})
+        raise OverflowError(f"groupby_agg: the sum of column(s) {cols} overflows int64 once the ranks' partial "
+                            "sums are added; cast to float64 first") from exc
     ngroups = combined.num_rows
     moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if any(op in ("var", "std") for _, _, op in specs):
+    if any(op in ("mean", "var", "std") for _, _, op in specs):
         gid, _ = group_keys(received, names)
         from .core import memory
 
@@ -727,11 +732,8 @@ def _combine_partials(received: Table, names: list[str], specs: list[tuple[str, 
         if op in _COMBINE:
             column = combined[f"{pcols[(col, op)]}~"]
         elif op == "mean":
-            s, _ = _host_values(combined[f"{pcols[(col, 'sum')]}~"], np.float64)
-            c, _ = _host_values(combined[f"{pcols[(col, 'count')]}~"], np.int64)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean = s / c
-            column = Column.from_numpy(mean, pa.float64(), valid=None if (c > 0).all() else c > 0).to(dev)
+            mean, ok = _weighted_mean(received, gid, ngroups, pcols[(col, "count")], pcols[(col, "mean")])
+            column = Column.from_numpy(mean, pa.float64(), valid=None if ok.all() else ok).to(dev)
         else:
             if col not in moments:
                 moments[col] = _chan(received, gid, ngroups, *(pcols[(col, p)] for p in ("count", "mean", "var")))
@@ -743,6 +745,20 @@ def _combine_partials(received: Table, names: list[str], specs: list[tuple[str, 
     if result.schema.types != out_schema.types:  # pragma: no cover - the partials keep every type
         raise AssertionError(f"groupby_agg: combined types {result.schema} differ from {out_schema}")
     return result
+
+
+def _weighted_mean(received: Table, gid: np.ndarray, ngroups: int, count: str,
+                   mean: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per group, the mean of partials ``(n_i, mean_i)``: ``sum n_i mean_i / sum n_i`` (in float64,
+    as the local mean sums: no integer overflow); and where it is defined (``n > 0``)."""
+    c, _ = _host_values(received[count], np.int64)
+    m, _ = _host_values(received[mean], np.float64)
+    cf = c.astype(np.float64)
+    n = np.bincount(gid, weights=cf, minlength=ngroups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.bincount(gid, weights=np.where(c > 0, cf * m, 0.0), minlength=ngroups) / n
+    ok = n > 0
+    return np.where(ok, out, 0.0), ok
 
 
 def _chan(received: Table, gid: np.ndarray, ngroups: int, count: str, mean: str,

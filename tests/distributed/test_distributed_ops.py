@@ -223,6 +223,33 @@ def test_groupby_moments_combine_exactly(mesh):
     assert one == [{"g": 9, "var": None, "std": None, "mean": 3.0, "n": 1}]
 
 
+def test_groupby_integer_sums_and_means_across_ranks(mesh):
+    """The mean of large integers sums them in float64 (no overflow, as the local mean); an
+    integer sum that overflows only once the ranks' partials are added raises OverflowError
+    naming the column, on the rank that adds them."""
+    size = len(mesh)
+    big = 2 ** 62
+    src = [pa.table({"k": pa.array([1, 2]), "v": pa.array([big, r])}) for r in range(size)]
+    res = results(lambda r: gd.groupby_agg(gpuframe.from_arrow(src[r]), "k", {"m": ("v", "mean")}, comm=mesh[r]),
+                  size)
+    assert_same_groups(concat(res), gpuframe.groupby_agg(whole(src), "k", {"m": ("v", "mean")}), ["k"])
+    if size < 2:
+        return
+    errors: list = [None] * size
+
+    def rank(r):
+        try:
+            return gd.groupby_agg(gpuframe.from_arrow(src[r]), "k", {"s": ("v", "sum")}, comm=mesh[r])
+        except OverflowError as exc:
+            errors[r] = exc
+
+    run_ranks(rank, size)
+    failed = [e for e in errors if e is not None]
+    assert len(failed) == 1 and "column(s) ['v'] overflows int64" in str(failed[0])
+    with pytest.raises(OverflowError):
+        gpuframe.groupby_agg(whole(src), "k", {"s": ("v", "sum")})
+
+
 def test_groupby_median_nunique_exact(mesh):
     size = len(mesh)
     src = inputs(size, 6)
