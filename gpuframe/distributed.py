@@ -1,4 +1,4 @@
-"""Distributed shuffle and merge for programs that hold one gpuframe Table per rank.
+"""Distributed shuffle, merge and table operations for programs that hold one gpuframe Table per rank.
 
 Every rank calls the same function at the same time with its own table and a connected
 :class:`gpuframe.comm.Communicator` (see :func:`gpuframe.comm.local_mesh`, or
@@ -16,6 +16,13 @@ partition ``p`` to rank ``p`` in one all-to-all (:func:`gpuframe.comm.exchange_t
 writes the received rows straight into one table), and, for a merge, joins what it received
 locally with :func:`gpuframe.merge`. Each rank's result is its share; the union over ranks is
 the answer.
+
+The table operations :func:`unique`, :func:`union`, :func:`intersect`, :func:`difference`,
+:func:`groupby_agg`, :func:`sort` and ``merge(how="cross")`` answer as the local functions do on
+the ranks' inputs concatenated in rank order: the hash-based ones shuffle by their keys (every
+column for the set operations) and finish locally, ``groupby_agg`` exchanges per-rank partial
+aggregates, ``sort`` is a sample sort whose ranks' results, concatenated in rank order, are the
+sorted table, and a cross product gathers the smaller side on every rank.
 
 *Buckets*: the functions ending in ``_pieces`` (used by :mod:`gpuframe.dask`) take several
 local tables and can cut the key space into more buckets than ranks: bucket ``b`` (rows with
