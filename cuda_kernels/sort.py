@@ -1,20 +1,21 @@
 """Sort kernels: order-preserving key words, and a stable LSD radix sort over them.
 
-A sort key becomes one or two unsigned *words* per row whose unsigned order is the key's order
+A sort key becomes unsigned *words* per row whose unsigned order is the key's order
 (:func:`sort_word`): signed integers with the sign bit flipped; floats by the IEEE total-order
 transform (negative: every bit inverted, positive: the sign bit set) after ``-0.0`` is folded to
 ``0.0`` and every NaN to one canonical NaN, which then sorts above ``+inf``; descending keys with
-the value bits inverted; a nullable key with a flag bit above its value bits (or a word of its
-own for a 64-bit key), 1 for a null when nulls go last and 0 when they go first, and the value
-bits of a null row zero, so that nulls tie. Strings (and a dictionary's string values) become
-dense ranks first (:func:`string_prefix`, :func:`length_class`; the driver refines the ranks eight
-bytes at a time), and the ranks are the words.
+the value bits inverted. A key that may hold nulls has a word of null flags first (1 for a null
+when nulls go last, 1 for a value when they go first) and its nulls' value words are 0, so that
+nulls tie. Strings (and a dictionary's string values) become dense ranks first
+(:func:`string_prefix`, :func:`length_class`; the driver refines the ranks eight bytes at a
+time), and the ranks are the words.
 
 The words are sorted by a stable least-significant-digit radix sort, 8 bits a pass, from the last
 key's lowest digit to the first key's highest: stable pass by stable pass, ties keep the input
-order end to end. A pass whose digit is the same in every row is skipped (one histogram pass over
-a word counts all its digits first), so narrow types, small ranges and null flags of keys without
-nulls cost nothing.
+order end to end. The passes cover each word's range only: one pass finds the least and greatest
+word (nulls left out) and the digits are those of ``word - least`` (:func:`digit_of`), so narrow
+types, small ranges, common string prefixes and the flags of keys without nulls cost few passes
+or none.
 
 CPU (``@njit(parallel=True)``): the rows are cut into one contiguous chunk per thread; each chunk
 counts its digits, the cursors are a bucket-major scan of the chunks' counts, and each chunk

@@ -369,3 +369,57 @@ def test_unsortable_type_names_the_column_and_type(small):
 def test_numpy_bools_are_accepted(small):
     assert gpuframe.sort_indices(small, "a", descending=np.bool_(True), nulls_last=np.bool_(False)).tolist() == \
         [0, 2, 1]
+
+
+# --------------------------------------------------------------------------- per-row functions
+def test_per_row_word_functions_agree_on_cpu_and_in_python():
+    """The per-row functions of gpuframe.kernels.sort (what the CUDA simulator runs as plain
+    Python) give the CPU copies' words, and the words order values as the sort promises."""
+    from numba import njit
+
+    from gpuframe.kernels import sort as SK
+    from gpuframe.kernels.per_row import cpu
+
+    order_word = cpu(SK.order_word)
+    sort_word = cpu(SK.sort_word)
+    prefix = cpu(SK.string_prefix)
+    length_class = cpu(SK.length_class)
+
+    @njit
+    def words_cpu(raw, kind, width, desc):
+        out = np.empty(raw.shape[0], np.uint64)
+        for i in range(raw.shape[0]):
+            out[i] = sort_word(raw[i], kind, width, True, desc, False, True)
+        return out
+
+    floats = np.array([-np.inf, -2.5, -0.0, 0.0, 1e-300, 3.0, np.inf, np.nan, -np.nan], np.float64)
+    raw = floats.view(np.uint64)
+    for desc in (False, True):
+        got = words_cpu(raw, SK.KIND_F64, 64, desc)
+        assert got.tolist() == [int(SK.sort_word(r, SK.KIND_F64, 64, True, desc, False, True)) for r in raw]
+        w = got.tolist()
+        if not desc:
+            assert w[0] < w[1] < w[2] == w[3] < w[4] < w[5] < w[6] < w[7] == w[8]
+        else:
+            assert w[7] == w[8] < w[6] < w[5] < w[4] < w[3] == w[2] < w[1] < w[0]
+    f32 = floats.astype(np.float32).view(np.uint32).astype(np.uint64)
+    w32 = words_cpu(f32, SK.KIND_F32, 32, False).tolist()
+    assert w32[0] < w32[1] < w32[2] == w32[3] <= w32[4] < w32[5] < w32[6] < w32[7] == w32[8] < 2**32
+    ints = np.array([-128, -1, 0, 1, 127], np.int8).view(np.uint8).astype(np.uint64)
+    wi = words_cpu(ints, SK.KIND_SIGNED, 8, False).tolist()
+    assert wi == sorted(wi) and len(set(wi)) == 5 and max(wi) < 256
+    assert int(order_word(np.uint64(5), SK.KIND_UNSIGNED, 16)) == 5
+    # the null flag: 1 for a null when nulls go last, for a value when they go first
+    for valid in (True, False):
+        for nulls_last in (True, False):
+            assert int(SK.sort_word(0, SK.KIND_UNSIGNED, 8, valid, False, True, nulls_last)) == \
+                int(valid != nulls_last)
+    chars = np.frombuffer("abcdefghiß".encode(), np.uint8).copy()
+    offsets = np.array([0, 3, 3, 11], np.int32)
+    for depth in (0, 8):
+        for i in range(3):
+            assert int(prefix(offsets, chars, depth, i)) == int(SK.string_prefix(offsets, chars, depth, i))
+            assert int(length_class(offsets, depth, i)) == int(SK.length_class(offsets, depth, i))
+    assert int(SK.string_prefix(offsets, chars, 0, 0)) == int.from_bytes(b"abc" + bytes(5), "big")
+    assert [int(SK.length_class(offsets, 0, i)) for i in range(3)] == [3, 0, 8]
+    assert int(SK.length_class(np.array([0, 11], np.int32), 0, 0)) == SK.LONGER

@@ -14,7 +14,7 @@ import numpy as np
 from ..backends.registry import resolve
 from ..core import memory, streams
 from ..core.column import Column
-from ..core.dtypes import SUPPORTED_DESCRIPTION, is_supported
+from ..core.dtypes import SUPPORTED_DESCRIPTION, Layout, is_supported
 from ..core.table import Table
 from .gather import take
 
@@ -76,6 +76,26 @@ def _key_columns(table: Any, by: Any, descending: Any, nulls_last: Any) -> tuple
     return cols, desc
 
 
+def _scratch_per_row(cols: Sequence[Column]) -> int:
+    """About the bytes a row the sort allocates: each key's words (8 bytes for a 64-bit value or
+    a string rank, else 4; 4 more for null flags), the permutations (two of 4 bytes, the int64
+    result) and one word buffer; ranking strings needs about 56 bytes a row while it runs."""
+    words = 0
+    strings = False
+    for col in cols:
+        lay = col.layout
+        if lay == Layout.FIXED:
+            words += 8 if np.dtype(col.values().dtype).itemsize == 8 else 4
+        elif lay == Layout.BOOL:
+            words += 4
+        else:
+            words += 8
+            strings = True
+        if col.validity is not None or col.dictionary is not None:
+            words += 4
+    return max(words + 24, 56 if strings else 0)
+
+
 def sort_indices(table: Table, by: Any, *, descending: Any = False, nulls_last: bool = True) -> Any:
     """The permutation that sorts ``table`` by ``by`` (stable).
 
@@ -114,8 +134,7 @@ def sort_indices(table: Table, by: Any, *, descending: Any = False, nulls_last: 
     dev = table.device
     with streams.operation(None, dev):
         n = table.num_rows
-        # scratch: the words (up to 8 bytes a key word), two permutations, two word buffers
-        memory.ensure_available("sort", n * (8 * (len(cols) + 1) + 32), dev, rows=n,
+        memory.ensure_available("sort", n * _scratch_per_row(cols), dev, rows=n,
                                 what="the sort's keys and permutations")
         fn, run_device = resolve("sort_indices", dev)
         if run_device != dev:
