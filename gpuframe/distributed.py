@@ -612,6 +612,7 @@ def difference(left: Table, right: Table, *, comm: Communicator, seed: int = 0, 
 _PARTIALS = {"sum": ("sum",), "count": ("count",), "size": ("size",), "min": ("min",), "max": ("max",),
              "first": ("first",), "last": ("last",), "mean": ("count", "mean"),
              "var": ("count", "mean", "var"), "std": ("count", "mean", "var")}
+_ROW_OPS = ("median", "nunique")   # no partials: the rows travel
 _COMBINE = {"sum": "sum", "count": "sum", "size": "sum", "min": "min", "max": "max", "first": "first",
             "last": "last"}
 
@@ -626,8 +627,10 @@ def groupby_agg(table: Table, by: Any, aggs: Any, *, comm: Communicator, dropna:
     aggregates are shuffled by the keys, and aggregated again. ``first``/``last`` follow the
     global order (rank 0's rows, then rank 1's, ...): the exchange keeps the partials in rank
     order, so the first non-null partial is the first non-null value. When ``aggs`` holds a
-    ``median`` or ``nunique``, which do not decompose, the rows themselves (the key and the
-    aggregated columns) are shuffled by the keys and every aggregate is computed from them.
+    ``median`` or ``nunique``, which do not decompose, the rows themselves (the keys and those
+    ops' columns) are shuffled by the keys too (tag ``tag``, the partials then ``tag + 1``) and
+    those aggregates computed from them; the two results are lined up by sorting both by the keys
+    (this rank's groups then come in key order).
 
     Parameters
     ----------
@@ -656,44 +659,64 @@ def groupby_agg(table: Table, by: Any, aggs: Any, *, comm: Communicator, dropna:
     out_schema = local_gb(table.slice(0, 0), by, aggs, dropna=dropna).schema   # every check, nothing sent
     names = _subset(table, by, "by")
     specs = _check_aggs(table, names, aggs)
+    exact = [spec for spec in specs if spec[2] in _ROW_OPS]
+    part = [spec for spec in specs if spec[2] not in _ROW_OPS]
     t0 = time.perf_counter()
-    if any(op in ("median", "nunique") for _, _, op in specs):
-        cols = list(dict.fromkeys(names + [c for _, c, _ in specs]))
 
-        def rows() -> Table:
-            t = table.select(cols)
-            return _drop_null_keys(t, names) if dropna else t
+    def mine() -> Table:
+        t = table.select(list(dict.fromkeys(names + [c for _, c, _ in specs])))
+        return _drop_null_keys(t, names) if dropna else t
 
-        mine = _guarded(comm, rows)
-        _add(stats, "local_s", time.perf_counter() - t0)
-        pending = _guarded(comm, _hash_exchange, comm, [mine], names, mine.schema, [], "g", seed=seed, tag=tag,
-                           timeout=timeout, device=table.device, stats=stats)
-        received = pending.result()
-        _add(stats, "exchange_s", time.perf_counter() - t0)
-        return _timed_local(stats, local_gb, received, names, dict(aggs), dropna=False)
-
+    base = _guarded(comm, mine)
+    rows_pending = part_pending = None
+    if exact:   # the rows themselves: the keys and the columns of median and nunique
+        rows = base.select(list(dict.fromkeys(names + [c for _, c, _ in exact])))
+        rows_pending = _guarded(comm, _hash_exchange, comm, [rows], names, rows.schema, [], "g", seed=seed,
+                                tag=tag, timeout=timeout, device=table.device, stats=stats)
     # the partial aggregates: one column per distinct (column, partial op)
     taken = list(table.column_names)
     pcols: dict[tuple[str, str], str] = {}
-    for _, col, op in specs:
+    for _, col, op in part:
         for pop in _PARTIALS[op]:
             if (col, pop) not in pcols:
                 pcols[(col, pop)] = name = _fresh(taken, f"__gpuframe_{pop}_{col}")
                 taken.append(name)
-
-    def partials() -> Table:
-        t = _drop_null_keys(table, names) if dropna else table
-        return local_gb(t, names, {p: (c, op) for (c, op), p in pcols.items()})
-
-    mine = _guarded(comm, partials)
+    if part:
+        try:
+            partials = local_gb(base, names, {p: (c, op) for (c, op), p in pcols.items()})
+            part_pending = _hash_exchange(comm, [partials], names, partials.schema, [], "g", seed=seed,
+                                          tag=_tag(tag, 1) if exact else tag, timeout=timeout,
+                                          device=table.device, stats=stats)
+        except BaseException:
+            comm.close()
+            if rows_pending is not None:
+                _drain(rows_pending)
+            raise
     t1 = time.perf_counter()
-    _add(stats, "local_s", t1 - t0)
-    pending = _guarded(comm, _hash_exchange, comm, [mine], names, mine.schema, [], "g", seed=seed, tag=tag,
-                       timeout=timeout, device=table.device, stats=stats)
-    received = pending.result()
+    recv_rows = None if rows_pending is None else rows_pending.result()
+    recv_part = None if part_pending is None else part_pending.result()
     t2 = time.perf_counter()
+    _add(stats, "local_s", t1 - t0)
     _add(stats, "exchange_s", t2 - t1)
-    out = _combine_partials(received, names, specs, pcols, out_schema)
+    out = None
+    if part:
+        fields = [out_schema.field(n) for n in names + [n for n, _, _ in part]]
+        out = _combine_partials(recv_part, names, part, pcols, pa.schema(fields))
+    if exact:
+        # both in key order when they are joined: the same groups, distinct in the sort's order
+        # too (NaN ties NaN, -0.0 ties 0.0, nulls tie), so the rows line up
+        whole = local_gb(recv_rows, names, {n: (c, op) for n, c, op in exact}, sort=out is not None)
+        if out is None:
+            out = whole
+        else:
+            from .ops.sort import sort as local_sort
+
+            out = local_sort(out, names)
+            if out.num_rows != whole.num_rows:  # pragma: no cover - both group the same rows
+                raise AssertionError(f"groupby_agg: {out.num_rows} groups of partials, {whole.num_rows} of rows")
+            cols = dict(out.items())
+            cols.update((n, whole[n]) for n, _, _ in exact)
+            out = Table([(n, cols[n]) for n in out_schema.names], out.num_rows)
     _add(stats, "local_s", time.perf_counter() - t2)
     return out
 

@@ -250,13 +250,20 @@ def test_groupby_integer_sums_and_means_across_ranks(mesh):
         gpuframe.groupby_agg(whole(src), "k", {"s": ("v", "sum")})
 
 
-def test_groupby_median_nunique_exact(mesh):
+@pytest.mark.parametrize("by", [["k"], ["f", "d"]], ids=["k", "f_d"])
+def test_groupby_median_nunique_exact(mesh, by):
+    """median and nunique from the shuffled rows, the other ops from partials, lined up by key
+    (float keys with NaN and -0.0, dictionary keys with other dictionaries on every rank); and
+    median alone, with dropna."""
     size = len(mesh)
     src = inputs(size, 6)
     aggs = {"med_w": ("w", "median"), "med_v": ("v", "median"), "nu_f": ("f", "nunique"), "nu_d": ("d", "nunique"),
-            "sum_v": ("v", "sum"), "last_w": ("w", "last"), "n": ("v", "size")}
-    res = results(lambda r: gd.groupby_agg(gpuframe.from_arrow(src[r]), ["k"], aggs, comm=mesh[r]), size)
-    assert_same_groups(concat(res), gpuframe.groupby_agg(whole(src), ["k"], aggs), ["k"])
+            "sum_v": ("v", "sum"), "last_w": ("w", "last"), "n": ("v", "size"), "var_w": ("w", "var")}
+    res = results(lambda r: gd.groupby_agg(gpuframe.from_arrow(src[r]), by, aggs, comm=mesh[r], tag=40), size)
+    assert_same_groups(concat(res), gpuframe.groupby_agg(whole(src), by, aggs), by)
+    alone = {"med": ("v", "median")}
+    res = results(lambda r: gd.groupby_agg(gpuframe.from_arrow(src[r]), by, alone, comm=mesh[r], dropna=True), size)
+    assert_same_groups(concat(res), gpuframe.groupby_agg(whole(src), by, alone, dropna=True), by)
 
 
 # ------------------------------------------------------------------------------ sort
