@@ -739,10 +739,8 @@ def _combine_partials(received: Table, names: list[str], specs: list[tuple[str, 
     from .ops.setops import group_keys
 
     dev = received.device
-    final = {f"{p}~": (p, _COMBINE[op]) for (c, op), p in pcols.items() if op in _COMBINE}
-    if not final:   # var/std alone: any aggregate gives the groups
-        p = next(p for (_, op), p in pcols.items() if op == "count")
-        final = {f"{p}~": (p, "sum")}
+    # never empty: mean, var and std have a count partial
+    final = {f"{p}~": (p, _COMBINE[op]) for (_, op), p in pcols.items() if op in _COMBINE}
     # one group per key: the keys are those of each group's first partial, i.e. of its first row
     try:
         combined = local_gb(received, names, final)
