@@ -44,6 +44,7 @@ back for the check (not timed); no target there.
 """
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import sys
@@ -255,6 +256,25 @@ def _threads() -> int:
         return os.cpu_count() or 1
 
 
+@functools.lru_cache(maxsize=None)
+def code_version() -> dict:
+    """(Once per process, at the start of a run.) The commit of the checkout the library was imported from and its modified library files
+    (the measured code, when others edit the tree), or ``{}`` outside a git checkout."""
+    import subprocess
+
+    import gpuframe
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(gpuframe.__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "gpuframe", "cuda_kernels"],
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": head, "modified": [ln[3:] for ln in dirty if ln.strip()]} if head else {}
+
+
 def _loadavg() -> Optional[float]:
     try:
         return round(os.getloadavg()[0], 2)
@@ -321,7 +341,7 @@ def run_question(cfg: BenchConfig, q: str, source: pa.Table, table: Any, con: An
     if con is not None:
         params["duckdb_sql"] = sql(by, aggs)
     return make_record(BENCHMARK, q, params, results, checked=True, target_ratio=target,
-                       gpuframe_peak_rss=rss, check="order-free: sorted by the keys; ints exact, floats rtol 1e-9",
+                       gpuframe_peak_rss=rss, code=code_version(), check="order-free: sorted by the keys; ints exact, floats rtol 1e-9",
                        **kept)
 
 
@@ -342,6 +362,7 @@ def run(cfg: BenchConfig) -> list[dict]:
     import gpuframe
 
     names = selected(cfg)
+    code_version()
     target = TARGET if (cfg.device == "cpu" and cfg.rows >= SIZES["moderate"]) else None
     n = rows_for(cfg)
     cfg.say(f"G1 data: {format_rows(n)} rows, K={K}")

@@ -43,11 +43,11 @@ import pyarrow as pa
 try:  # installed as gpuframe.benchmarks, or run as a script from benchmarks/
     from .common import (SIZES, BenchConfig, ResultMismatch, arg_parser, config_from_args, format_rows,
                          make_record, peer_available, summarize, write_results)
-    from .groupby import Engine, _loadavg, _threads, peak_rss_of, time_interleaved, to_arrow
+    from .groupby import Engine, _loadavg, code_version, _threads, peak_rss_of, time_interleaved, to_arrow
 except ImportError:  # pragma: no cover - script mode
     from common import (SIZES, BenchConfig, ResultMismatch, arg_parser,  # type: ignore[no-redef]
                         config_from_args, format_rows, make_record, peer_available, summarize, write_results)
-    from groupby import Engine, _loadavg, _threads, peak_rss_of, time_interleaved, to_arrow  # type: ignore
+    from groupby import Engine, _loadavg, code_version, _threads, peak_rss_of, time_interleaved, to_arrow  # type: ignore
 
 BENCHMARK = "setops"
 TARGET = 2.0
@@ -245,7 +245,7 @@ def run_case(cfg: BenchConfig, data: str, op: str, a: pa.Table, b: pa.Table, ga:
     how = ("row count; key column as a multiset; every row a row of a" if subset else
            "row count; rows as multisets (every answer sorted by all columns)")
     return make_record(BENCHMARK, case, params, results, checked=True, target_ratio=target,
-                       gpuframe_peak_rss=rss, check=how, **kept)
+                       gpuframe_peak_rss=rss, code=code_version(), check=how, **kept)
 
 
 def selected(cfg: BenchConfig) -> list[str]:
@@ -260,6 +260,7 @@ def run(cfg: BenchConfig) -> list[dict]:
     import gpuframe
 
     names = selected(cfg)
+    code_version()
     target = TARGET if (cfg.device == "cpu" and cfg.rows >= SIZES["moderate"]) else None
     ignored = [p for p in cfg.peers if p not in PEERS]
     records = []

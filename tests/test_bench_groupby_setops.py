@@ -33,6 +33,7 @@ def _check_doc(doc: dict, benchmark: str, cases: tuple) -> None:
         rss = rec["gpuframe_peak_rss"]
         assert rss["peak_rss"] >= rss["rss_before"] > 0
         assert rec["params"]["duckdb_sql"].startswith("SELECT")
+        assert "commit" in rec["code"]
 
 
 def test_groupby_smoke(tmp_path):
