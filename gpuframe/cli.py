@@ -43,7 +43,7 @@ sizes: --rows takes a count (20000, 2.5M, 1G) or a named size: {sizes}."""
 
 # CLI name -> module under gpuframe.benchmarks
 BENCH_MODULES = {"join": "join", "partition": "partition", "shuffle": "shuffle", "dask-merge": "dask_merge",
-                 "dlpack": "dlpack", "groupby": "groupby", "setops": "setops"}
+                 "dlpack": "dlpack", "groupby": "groupby", "setops": "setops", "sort": "sort"}
 BENCH_HELP = {
     "join": "hash join of two tables against the peers (cases in benchmarks/join.py)",
     "partition": "hash partition of a table into N parts against the peers",
@@ -52,6 +52,7 @@ BENCH_HELP = {
     "dlpack": "zero-copy Table -> PyTorch (DLPack) against pandas/pyarrow -> numpy -> torch",
     "groupby": "db-benchmark groupby questions (G1 data) against DuckDB and Polars",
     "setops": "unique/union/intersect/difference against DuckDB and Polars",
+    "sort": "stable sort by one or two keys (int64, strings) against Polars and DuckDB",
     "all": "every benchmark with one configuration (missing ones are skipped with a note)",
 }
 
