@@ -469,6 +469,10 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
     rkind = _check_ddf(right, "right")
     if lkind != rkind:
         raise TypeError(f"left and right must have the same partition type, got {lkind} and {rkind}")
+    if how == "cross":
+        raise ValueError("how must be one of ['inner', 'left', 'right', 'outer', 'semi', 'anti'] for "
+                         "gpuframe.dask.merge, got 'cross' (the cross product of Dask DataFrames is not "
+                         "distributed yet; gpuframe.distributed.merge(how='cross') is, for Tables)")
     lschema = _convert.schema_of(left._meta, lkind)
     rschema = _convert.schema_of(right._meta, rkind)
     kw: dict[str, Any] = {"on": on, "left_on": left_on, "right_on": right_on, "how": how, "suffixes": suffixes,
