@@ -39,9 +39,9 @@ def _check_doc(doc: dict, benchmark: str, cases: tuple) -> None:
 def test_groupby_smoke(tmp_path):
     out = tmp_path / "groupby.json"
     # two questions (the bench-smoke CI lane runs them all)
-    bench_groupby.main(["--rows", "smoke", "--runs", "1", "--cases", "q1,q8", "--out", str(out)])
+    bench_groupby.main(["--rows", "smoke", "--runs", "1", "--cases", "q8", "--out", str(out)])
     doc = json.loads(out.read_text())
-    _check_doc(doc, "groupby", ("q1", "q8"))
+    _check_doc(doc, "groupby", ("q8",))
     q8 = doc["records"][-1]
     assert q8["params"]["by"] == ["id1", "id2", "id3", "id4", "id5", "id6"]
     assert q8["params"]["rows"] == common.SIZES["smoke"] // 10
@@ -50,13 +50,12 @@ def test_groupby_smoke(tmp_path):
 
 def test_setops_smoke(tmp_path):
     out = tmp_path / "setops.json"
-    cases = ("int/unique", "int/unique_subset", "int/intersect", "string/union")
+    cases = ("int/unique", "int/unique_subset", "int/intersect")
     bench_setops.main(["--rows", "smoke", "--runs", "1", "--cases", ",".join(cases), "--out", str(out)])
     doc = json.loads(out.read_text())
     _check_doc(doc, "setops", cases)
     by_case = {r["case"]: r["params"] for r in doc["records"]}
     assert by_case["int/unique"]["rows_a"] == common.SIZES["smoke"] // 10
-    assert by_case["string/union"]["rows_a"] == 1000  # smoke // 20 is below the floor
     # duplicates present, about half shared: every op's answer is smaller than its input
     assert 0 < by_case["int/unique_subset"]["output_rows"] < by_case["int/unique"]["output_rows"] < 2000
     assert 0 < by_case["int/intersect"]["output_rows"] < by_case["int/unique"]["output_rows"]

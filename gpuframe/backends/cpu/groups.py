@@ -35,7 +35,7 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
     K = _kernels()
     n = len(columns[0])
     if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.zeros(0, np.int32), np.zeros(0, np.int64)
     sk = prepare_side(columns, pairs, CPU, _widen_words, _key_word, _string_span)
     if sk.valid.shape[0] != 0:
         raise AssertionError("grouping keys with nulls_equal have no rows left out")
@@ -47,12 +47,11 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
     pbits = _partition_bits(n, 0)
     B = _build_side(sk, pbits, [], need_orig=pbits > 0)
     if B.unique:
-        ids = np.arange(n, dtype=np.int64)
-        return ids, ids
+        return _every_row_a_group(n)
     nparts = 1 << pbits
     rep = host_empty(n, np.int64)
     K.group_first(B.starts, nparts, B.toffs, B.tables, B.nxt, B.orig, rep, np.zeros(nparts, np.int64))
-    gid = host_empty(n, np.int64)
+    gid = host_empty(n, _id_dtype(n))
     first = host_empty(n, np.int64)
     ngroups = int(K.dense_ids(_ro(rep), K.nchunks_for(n), gid, first))
     return gid, first[:ngroups]
@@ -75,6 +74,15 @@ def last_rows(gid: np.ndarray, ngroups: int) -> np.ndarray:
     return np.flatnonzero(keep).astype(np.int64, copy=False)
 
 
+def _id_dtype(n: int) -> Any:
+    """Group ids: int32 below 2**31 rows (every kernel then compiles once for them), else int64."""
+    return np.int32 if n < 2**31 - 1 else np.int64
+
+
+def _every_row_a_group(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(n, dtype=_id_dtype(n)), np.arange(n, dtype=np.int64)
+
+
 # groups a chunk of rows may find before grouping falls back to partitioned tables: a chunk's
 # table (int32 slots, at most half full) then still fits in a core's L2
 _LOCAL_GROUPS = 1 << 18
@@ -86,7 +94,7 @@ def _local_group_ids(sk: Any, n: int) -> Any:
     tables do better there)."""
     K = _kernels()
     nch = K.nchunks_for(n)
-    gid = host_empty(n, np.int32 if n < 2**31 - 1 else np.int64)   # chunk-local ids first
+    gid = host_empty(n, _id_dtype(n))   # chunk-local ids first
     lfirst = host_empty(n, np.int64)
     lcount = np.zeros(nch, np.int64)
     args = (sk.keys, sk.kmode, sk.verify, sk.words, sk.starts, sk.ends, sk.chars)
@@ -94,13 +102,12 @@ def _local_group_ids(sk: Any, n: int) -> Any:
         return None
     if nch == 1:
         ngroups = int(lcount[0])
-        return (np.arange(n, dtype=np.int64),) * 2 if ngroups == n else (gid, lfirst[:ngroups])
+        return _every_row_a_group(n) if ngroups == n else (gid, lfirst[:ngroups])
     gmap = host_empty(n, gid.dtype)
     first = host_empty(int(lcount.sum()), np.int64)
     ngroups = int(K.merge_groups(*args, nch, lfirst, lcount, gmap, first))
     if ngroups == n:
-        ids = np.arange(n, dtype=np.int64)
-        return ids, ids
+        return _every_row_a_group(n)
     K.global_ids(nch, gmap, gid)
     return gid, first[:ngroups]
 
