@@ -10,7 +10,6 @@ import pyarrow as pa
 from ..backends.registry import resolve
 from ..core import memory
 from ..core.column import Column
-from ..core.dtypes import Layout
 from ..core.table import Table
 from .gather import take
 

@@ -14,11 +14,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-import pyarrow as pa
 
 from ..backends.registry import resolve
 from ..core import memory
-from ..core.column import Column
 from ..core.table import Table
 from .gather import take
 from .keys import pair_for
@@ -58,19 +56,11 @@ def _subset(table: Table, subset: Any, param: str = "subset") -> list[str]:
     return names
 
 
-def _key_column(col: Column) -> Column:
-    """A column as a grouping key: a dictionary of non-strings as its values."""
-    t = col.dtype
-    if pa.types.is_dictionary(t) and not (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
-        return _cast(col, t.value_type)
-    return col
-
-
 def group_keys(table: Table, names: Sequence[str]) -> tuple[Any, Any]:
     """``(gid, first)`` of the rows of ``table`` grouped by columns ``names`` on the table's
     device: every row's dense group id (groups numbered in the order of their first rows) and
     the first row of each group (ascending)."""
-    cols = [_key_column(table[n]) for n in names]
+    cols = [table[n] for n in names]
     pairs = [pair_for(n, c.dtype) for n, c in zip(names, cols)]
     fn, run_dev = resolve("group_ids", table.device)
     return fn([c.to(run_dev) for c in cols], pairs)
@@ -161,11 +151,7 @@ def _set_join(left: Table, right: Table, how: str) -> Table:
         return lu
     if how == "semi" and rt.num_rows == 0:
         return lu.slice(0, 0)
-
-    def keys(t: Table) -> Table:
-        return Table([(n, _key_column(t[n])) for n in names], t.num_rows)
-
-    rows, _ = join_indices(keys(lu), keys(rt), on=names, how=how, nulls_equal=True)
+    rows, _ = join_indices(lu, rt, on=names, how=how, nulls_equal=True)
     if int(rows.shape[0]) == lu.num_rows:
         return lu
     return take(lu, rows)
