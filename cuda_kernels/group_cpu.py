@@ -25,7 +25,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import hashing as _hashing
 from . import keys as _keys
+from . import loads as _loads
 from .group import span_cmp, value_less
 from .hashing import canonical_f64_bits
 from .hashtable import EMPTY
@@ -200,6 +202,244 @@ def global_ids(nchunks, gmap, gid):
         base = c * step
         for j in range(base, min(n, base + step)):
             gid[j] = gmap[base + gid[j]]
+
+
+# --------------------------------------------------------------------------- one key column
+# A single key column's rows grouped with the key itself in the slot: two words per key and no
+# row hash, no normalised key arrays, no verification call for every row. Several key columns
+# are grouped one column at a time and their group ids combined into one int64 word per row
+# (gpuframe.backends.cpu.groups), which is grouped the same way.
+#
+# A row's key, (w0, w1):
+# * a fixed-width key (``keys``, ``offs`` and ``chars`` None): its canonical word (``kmode``),
+#   ``(word, 0)``;
+# * a string key (``offs`` and ``chars``; ``keys`` empty): a string of at most 15 bytes is its bytes, ``(bytes 0-7, bytes 8-14 |
+#   length << 56)``, compared exactly; a longer one ``(hash of its bytes, LONG | length)``,
+#   confirmed against the bytes of the group's first row;
+# * a null row (``valid[j] == 0``; ``valid`` empty: no nulls) ``(0, NULL_KEY)``, one group.
+SHORT_MAX = 15
+NULL_KEY = np.uint64(1) << np.uint64(62)
+LONG_KEY = np.uint64(1) << np.uint64(63)
+_LEN_SHIFT = np.uint64(56)
+_W1_MIX = np.uint64(0xC2B2AE3D27D4EB4F)
+_STR_SEED = np.uint64(0x6A09E667F3BCC909)
+_FIB = np.uint64(0x9E3779B97F4A7C15)
+_load_word, _load_tail, _hash_bytes = cpu(_loads.load_word), cpu(_loads.load_tail), cpu(_hashing.hash_bytes)
+_spans_equal = cpu(_keys.spans_equal)
+
+
+@njit(inline="always")
+def _col_key(keys, kmode, valid, offs, chars, j):
+    """Row ``j``'s key ``(w0, w1)`` (see above)."""
+    if valid.shape[0] != 0 and valid[j] == 0:
+        return np.uint64(0), NULL_KEY
+    if offs is None:
+        return _canon_word(keys[j], kmode), np.uint64(0)
+    s = np.int64(offs[j])
+    e = np.int64(offs[j + 1])
+    ln = e - s
+    if ln > SHORT_MAX:
+        return _hash_bytes(chars, s, e, _STR_SEED), LONG_KEY | np.uint64(ln)
+    tag = np.uint64(ln) << _LEN_SHIFT
+    if ln == 0:
+        return np.uint64(0), tag
+    if ln < 8:
+        return _load_tail(chars, s, e), tag
+    w0 = _load_word(chars, s)
+    if ln == 8:
+        return w0, tag
+    return w0, _load_tail(chars, s + 8, e) | tag
+
+
+@njit(inline="always")
+def _col_slot(w0, w1, shift):
+    # the slot of key (w0, w1) in a table of 2**(64 - shift) slots: Fibonacci hashing (one
+    # multiply, the product's high bits) of the two words mixed
+    return np.int64(((w0 ^ (w1 * _W1_MIX)) * _FIB) >> shift)
+
+
+@njit(inline="always")
+def _shift_of(size):
+    # 64 - log2(size) for a power of two ``size``
+    b = 0
+    while (1 << b) < size:
+        b += 1
+    return np.uint64(64 - b)
+
+
+@njit(**_OPTS)
+def _same_long(offs, chars, a, b):
+    # two long strings (their hashes and lengths equal) compared byte for byte
+    return _spans_equal(chars, np.int64(offs[a]), np.int64(offs[a + 1]), chars, np.int64(offs[b]),
+                        np.int64(offs[b + 1]))
+
+
+@njit(**_OPTS)
+def _col_fill(tab, keys, kmode, valid, offs, chars, lfirst, base, j0, j1, count, cap, lgid):
+    """Rows ``j0..j1-1`` of a chunk into its table ``tab`` (three words a slot: w0, w1, group
+    + 1; 0 empty), as :func:`_fill` does for a prepared key. Returns ``(next row, groups,
+    status)``: status 0 done, 1 the table must grow first, 2 more than ``cap`` groups."""
+    tmask = tab.shape[0] // 3 - 1
+    shift = _shift_of(tmask + 1)
+    for j in range(j0, j1):
+        # _col_key, written out: numba's inlining of a function returning a pair made this
+        # loop three times slower
+        if valid.shape[0] != 0 and valid[j] == 0:
+            w0 = np.uint64(0)
+            w1 = NULL_KEY
+        elif offs is None:        # a fixed-width key (numba prunes the other branch)
+            w0 = _canon_word(keys[j], kmode)
+            w1 = np.uint64(0)
+        else:
+            p = np.int64(offs[j])
+            q = np.int64(offs[j + 1])
+            ln = q - p
+            w1 = np.uint64(ln) << _LEN_SHIFT
+            if ln > SHORT_MAX:
+                w0 = _hash_bytes(chars, p, q, _STR_SEED)
+                w1 = LONG_KEY | np.uint64(ln)
+            elif ln == 0:
+                w0 = np.uint64(0)
+            elif ln < 8:
+                w0 = _load_tail(chars, p, q)
+            else:
+                w0 = _load_word(chars, p)
+                if ln > 8:
+                    w1 |= _load_tail(chars, p + 8, q)
+        s = _col_slot(w0, w1, shift)
+        while True:
+            e = np.int64(tab[3 * s + 2])
+            if e == 0:
+                break
+            if tab[3 * s] == w0 and tab[3 * s + 1] == w1:
+                if offs is None or w1 < LONG_KEY:
+                    break
+                if _same_long(offs, chars, lfirst[base + e - 1], j):
+                    break
+            s = (s + 1) & tmask
+        if e == 0:
+            if count >= cap:
+                return j, count, 2
+            lfirst[base + count] = j
+            count += 1
+            tab[3 * s] = w0
+            tab[3 * s + 1] = w1
+            tab[3 * s + 2] = count
+            lgid[j] = count - 1
+            if 2 * count > tab.shape[0] // 3:
+                return j + 1, count, 1
+        else:
+            lgid[j] = e - 1
+    return j1, count, 0
+
+
+@njit(**_OPTS)
+def _col_grown(tab):
+    # the table with twice the slots, every group moved to its slot there
+    size = tab.shape[0] // 3
+    new = np.zeros(6 * size, np.uint64)
+    tmask = 2 * size - 1
+    shift = _shift_of(2 * size)
+    for s in range(size):
+        e = tab[3 * s + 2]
+        if e != 0:
+            w0 = tab[3 * s]
+            w1 = tab[3 * s + 1]
+            t = _col_slot(w0, w1, shift)
+            while new[3 * t + 2] != 0:
+                t = (t + 1) & tmask
+            new[3 * t] = w0
+            new[3 * t + 1] = w1
+            new[3 * t + 2] = e
+    return new
+
+
+@njit(**_OPTS)
+def _col_chunk(keys, kmode, valid, offs, chars, lfirst, base, j0, j1, cap, lgid):
+    tab = np.zeros(3 * 256, np.uint64)
+    j = j0
+    count = 0
+    while True:
+        j, count, status = _col_fill(tab, keys, kmode, valid, offs, chars, lfirst, base, j, j1, count, cap,
+                                     lgid)
+        if status == 0:
+            return count
+        if status == 2:
+            return -1
+        tab = _col_grown(tab)
+
+
+@njit(parallel=True, **_OPTS)
+def column_local_groups(keys, kmode, valid, offs, chars, n, nchunks, cap, lgid, lfirst, lcount):
+    """One key column's rows grouped per chunk (one chunk per thread), as
+    :func:`local_groups` does for prepared keys. Returns 0, or 1 when a chunk found more than
+    ``cap`` groups (then nothing is usable)."""
+    step = (n + nchunks - 1) // nchunks
+    over = np.zeros(nchunks, np.int64)
+    for c in prange(nchunks):
+        base = c * step
+        k = _col_chunk(keys, kmode, valid, offs, chars, lfirst, base, base, min(n, base + step), cap, lgid)
+        if k < 0:
+            over[c] = 1
+            k = 0
+        lcount[c] = k
+    bad = 0
+    for c in range(nchunks):
+        bad |= over[c]
+    return bad
+
+
+@njit(**_OPTS)
+def column_merge_groups(keys, kmode, valid, offs, chars, n, nchunks, lfirst, lcount, gmap, first):
+    """The chunks' groups merged in row order, as :func:`merge_groups` does. Returns the number
+    of groups."""
+    step = (n + nchunks - 1) // nchunks
+    total = 0
+    for c in range(nchunks):
+        total += lcount[c]
+    size = 16
+    while size < 2 * total:
+        size *= 2
+    tab = np.zeros(3 * size, np.uint64)
+    tmask = size - 1
+    shift = _shift_of(size)
+    ngroups = 0
+    for c in range(nchunks):
+        base = c * step
+        for g in range(lcount[c]):
+            j = lfirst[base + g]
+            w0, w1 = _col_key(keys, kmode, valid, offs, chars, j)
+            s = _col_slot(w0, w1, shift)
+            while True:
+                e = np.int64(tab[3 * s + 2])
+                if e == 0:
+                    break
+                if tab[3 * s] == w0 and tab[3 * s + 1] == w1:
+                    if offs is None or w1 < LONG_KEY:
+                        break
+                    if _same_long(offs, chars, first[e - 1], j):
+                        break
+                s = (s + 1) & tmask
+            if e == 0:
+                first[ngroups] = j
+                ngroups += 1
+                tab[3 * s] = w0
+                tab[3 * s + 1] = w1
+                tab[3 * s + 2] = ngroups
+                e = ngroups
+            gmap[base + g] = e - 1
+    return ngroups
+
+
+@njit(parallel=True, **_OPTS)
+def combine_ids(a, b, kb, nchunks, out):
+    """``out[j] = a[j] * kb + b[j]``: two columns' group ids as one int64 word (the caller
+    checks that the product of the group counts fits)."""
+    n = a.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            out[j] = np.int64(a[j]) * kb + np.int64(b[j])
 
 
 @njit(parallel=True, **_OPTS)

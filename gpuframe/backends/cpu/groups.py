@@ -11,14 +11,16 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from gpuframe.kernels.join import KMODE_BITS, KMODE_F64
+
 from ...core.column import Column
 from ...core.device import CPU
 from ...core.dtypes import Layout
 from ...core.hostalloc import host_empty
-from .._keys import prepare_side
+from .._keys import fast_key_words, prepare_side
 from ..contract import KeyPair
-from .join import (_build_side, _key_word, _partition_bits, _ro, _ro_side, _row_hash_cpu, _string_span,
-                   _widen_words)
+from .join import (_E8, _EU64, _build_side, _key_word, _partition_bits, _ro, _ro_side, _row_hash_cpu,
+                   _string_span, _widen_words)
 
 __all__ = ["group_ids", "group_reduce", "last_rows"]
 
@@ -31,11 +33,131 @@ def _kernels():
 
 def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.ndarray, np.ndarray]:
     """``(gid, first)``: every row's dense group id (groups numbered in the order of their first
-    rows; int32 below 2**31 rows, else int64) and each group's first row (ascending, int64)."""
-    K = _kernels()
+    rows; int32 below 2**31 rows, else int64) and each group's first row (ascending, int64).
+
+    One key column is grouped with its key in the table's slots (:func:`_column_ids`). Several
+    are grouped one at a time and their group ids combined into one int64 word per row
+    (``a * groups_b + b``; the words regrouped first where the product of the group counts
+    would not fit), and the words grouped the same way: a row's group is its tuple of per-column
+    groups, the groups numbered by their first rows."""
     n = len(columns[0])
     if n == 0:
         return np.zeros(0, np.int32), np.zeros(0, np.int64)
+    if len(columns) == 1:
+        return _column_ids(columns[0], pairs[0])
+    K = _kernels()
+    nch = K.nchunks_for(n)
+    codes: Any = None        # the columns so far: group ids (combined: int64 words)
+    first: Any = None        # their groups' first rows while ``codes`` are group ids
+    card = 1
+    for col, pair in zip(columns, pairs):
+        gid_c, first_c = _column_ids(col, pair)
+        k = len(first_c)
+        if k == n:
+            return _every_row_a_group(n)
+        if k == 1:
+            continue
+        if codes is None:
+            codes, first, card = gid_c, first_c, k
+            continue
+        if card * k >= _COMBINE_LIMIT:
+            codes, first = _word_ids(codes)
+            card = len(first)
+            if card == n:
+                return _every_row_a_group(n)
+        words = host_empty(n, np.int64)
+        K.combine_ids(_ro(_ids(codes)), _ro(_ids(gid_c)), k, nch, words)
+        codes, first, card = words, None, card * k
+    if codes is None:        # every column one group
+        return np.zeros(n, _id_dtype(n)), np.zeros(1, np.int64)
+    if first is not None:    # one column with more than one group
+        return codes, first
+    return _word_ids(codes)
+
+
+# combined group ids stay below this (the words are int64)
+_COMBINE_LIMIT = 2**62
+
+
+def _word_ids(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(gid, first)`` of int64 words (the combined group ids of several columns)."""
+    col = Column.from_numpy(np.ascontiguousarray(words, dtype=np.int64), pa.int64())
+    return _prepared_ids([col], [KeyPair("<group ids>", "<group ids>", pa.int64(), pa.int64(), "int", pa.int64())])
+
+
+def _column_ids(col: Column, pair: KeyPair) -> tuple[np.ndarray, np.ndarray]:
+    """``(gid, first)`` of one key column: the column's key in the slots of a table per chunk of
+    rows (a string's bytes when it has at most 15, its hash and then its bytes when longer; a
+    null one group), merged in row order. Past :data:`_LOCAL_GROUPS` groups in a chunk, or for a
+    layout it does not take, the join's prepared keys and partitioned tables
+    (:func:`_prepared_ids`)."""
+    n = len(col)
+    valid = _valid(col) if col.has_nulls else _E8
+    got = None
+    if col.layout == Layout.STRING:
+        got = _column_kernel_ids(_EU64, KMODE_BITS, _ro(valid), _ro(col.offsets_view()),
+                                 _ro(np.ascontiguousarray(col.chars())), n)
+    elif col.layout == Layout.DICTIONARY and col.dictionary is not None:
+        got = _dictionary_ids(col, pair)
+    elif not col.has_nulls:
+        # the join's fast path: the key word itself, two words a slot
+        return _prepared_ids([col], [pair])
+    elif col.layout == Layout.FIXED or pair.family == "bool":
+        words = fast_key_words(col, pair, CPU, _widen_words)
+        kmode = KMODE_F64 if pair.family == "float" else KMODE_BITS
+        got = _column_kernel_ids(_ro(np.ascontiguousarray(words)), kmode, _ro(valid), None, None, n)
+    if got is not None:
+        return got
+    return _prepared_ids([col], [pair])
+
+
+def _dictionary_ids(col: Column, pair: KeyPair) -> Any:
+    """A dictionary column's groups: its dictionary's values grouped, every row's word the group
+    of its entry (a null index the null entries' group, or one of its own), then grouped."""
+    d = col.dictionary
+    dgid, dfirst = _column_ids(d, KeyPair("<dictionary>", "<dictionary>", d.dtype, d.dtype, "string", d.dtype))
+    k = len(dfirst)
+    null_code = k
+    if d.has_nulls:
+        dnull = np.flatnonzero(np.asarray(d.validity_bytes()) == 0)
+        if len(dnull):
+            null_code = int(dgid[dnull[0]])
+    idx = np.asarray(col.values())
+    codes = np.take(np.asarray(dgid, np.int64), idx.astype(np.intp, copy=False), mode="clip")
+    if col.has_nulls:
+        codes[np.asarray(col.validity_bytes()) == 0] = null_code
+    return _word_ids(codes)
+
+
+def _column_kernel_ids(keys: Any, kmode: int, valid: np.ndarray, offs: Any, chars: Any, n: int) -> Any:
+    """``(gid, first)`` of a fixed-width key's ``keys`` (``offs``, ``chars`` None) or a string
+    key's ``offs`` and ``chars`` (``keys`` empty) by :func:`gpuframe.kernels.group_cpu.column_local_groups` and its merge,
+    or ``None`` when a chunk has more than :data:`_LOCAL_GROUPS` groups."""
+    K = _kernels()
+    nch = K.nchunks_for(n)
+    gid = host_empty(n, _id_dtype(n))   # chunk-local ids first
+    lfirst = host_empty(n, np.int64)
+    lcount = np.zeros(nch, np.int64)
+    args = (keys, kmode, valid, offs, chars, n, nch)
+    if K.column_local_groups(*args, _LOCAL_GROUPS, gid, lfirst, lcount):
+        return None
+    if nch == 1:
+        ngroups = int(lcount[0])
+        return _every_row_a_group(n) if ngroups == n else (gid, lfirst[:ngroups].copy())
+    gmap = host_empty(n, gid.dtype)
+    first = host_empty(int(lcount.sum()), np.int64)
+    ngroups = int(K.column_merge_groups(*args, lfirst, lcount, gmap, first))
+    if ngroups == n:
+        return _every_row_a_group(n)
+    K.global_ids(nch, gmap, gid)
+    return gid, first[:ngroups]
+
+
+def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.ndarray, np.ndarray]:
+    """``(gid, first)`` through the join's key preparation: a table per chunk of rows, or past
+    :data:`_LOCAL_GROUPS` groups in a chunk the join's partitioned tables."""
+    K = _kernels()
+    n = len(columns[0])
     sk = prepare_side(columns, pairs, CPU, _widen_words, _key_word, _string_span)
     if sk.valid.shape[0] != 0:
         raise AssertionError("grouping keys with nulls_equal have no rows left out")

@@ -1,0 +1,162 @@
+"""The CPU's group ids (unique, set operations and groupby all start from them) against a
+plain-Python reference: every row's group numbered in the order of the groups' first rows, and
+each group's first row, exactly. Each path is taken on purpose: strings kept in the slots (up to
+15 bytes) or hashed and compared byte for byte (longer), fixed-width keys with and without nulls,
+dictionaries (repeated and null entries, null indices), several columns combined into one word
+(and regrouped when the product of their group counts would not fit), and the join's tables past
+the per-chunk group limit."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from gpuframe.backends.cpu import groups as G
+from gpuframe.core.column import Column
+from gpuframe.ops.keys import pair_for
+
+
+def _key(v):
+    if v is None:
+        return ("<null>",)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ("<nan>",)
+        if v == 0.0:
+            return 0.0
+    return v
+
+
+def _reference(arrays: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
+    cols = [a.to_pylist() for a in arrays]
+    n = len(arrays[0])
+    ids: dict = {}
+    gid = np.empty(n, np.int64)
+    first: list[int] = []
+    for i in range(n):
+        k = tuple(_key(c[i]) for c in cols)
+        if k not in ids:
+            ids[k] = len(first)
+            first.append(i)
+        gid[i] = ids[k]
+    return gid, np.array(first, np.int64)
+
+
+def _check(*arrays: pa.Array) -> int:
+    cols = [Column.from_arrow(a) for a in arrays]
+    pairs = [pair_for(f"c{i}", c.dtype) for i, c in enumerate(cols)]
+    gid, first = G.group_ids(cols, pairs)
+    want_gid, want_first = _reference(list(arrays))
+    assert gid.dtype in (np.int32, np.int64)
+    np.testing.assert_array_equal(np.asarray(gid, np.int64), want_gid)
+    np.testing.assert_array_equal(np.asarray(first, np.int64), want_first)
+    return len(want_first)
+
+
+def _strings(rng: np.random.Generator, n: int, pool: int, null_share: float = 0.1) -> list:
+    # lengths around the slot's limits (7, 8, 9, 15, 16 bytes), NUL bytes ("a" and "a\0" differ),
+    # non-ASCII, strings equal up to byte 15 and different after it
+    values = ["", "a", "a\0", "\0", "abcdefg", "abcdefgh", "abcdefghi", "x" * 15, "x" * 16, "x" * 15 + "y",
+              "ééé", "日本語のテキスト", "y" * 40, "y" * 39 + "z", "z" * 100]
+    values += ["".join(chr(97 + int(c)) for c in rng.integers(0, 3, int(rng.integers(0, 24)))) for _ in range(pool)]
+    out = [values[i] for i in rng.integers(0, len(values), n)]
+    for i in np.flatnonzero(rng.random(n) < null_share):
+        out[i] = None
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 300, 70_000])
+@pytest.mark.parametrize("dtype", [pa.string(), pa.large_string()], ids=str)
+def test_string_keys(n, dtype):
+    rng = np.random.default_rng(n)
+    _check(pa.array(_strings(rng, n, 40), dtype))
+    _check(pa.array(_strings(rng, n, 40, null_share=0.0), dtype))
+
+
+def test_string_slice_and_every_row_distinct():
+    rng = np.random.default_rng(5)
+    arr = pa.array(_strings(rng, 5000, 200), pa.string())
+    _check(arr.slice(1234, 2500))
+    distinct = pa.array([f"row-{i:06d}-{'q' * (i % 30)}" for i in range(40_000)])
+    assert _check(distinct) == 40_000
+
+
+@pytest.mark.parametrize("dtype", [pa.int8(), pa.int64(), pa.uint64(), pa.float32(), pa.float64(), pa.bool_(),
+                                   pa.date32(), pa.timestamp("us")], ids=str)
+@pytest.mark.parametrize("nulls", [False, True])
+def test_fixed_width_keys(dtype, nulls):
+    rng = np.random.default_rng(7)
+    n = 70_000
+    if pa.types.is_floating(dtype):
+        vals = [float(x) for x in rng.integers(-5, 5, n)]
+        for i in rng.integers(0, n, 300):
+            vals[i] = float("nan")
+        for i in rng.integers(0, n, 300):
+            vals[i] = -0.0
+    elif pa.types.is_boolean(dtype):
+        vals = [bool(x) for x in rng.integers(0, 2, n)]
+    elif pa.types.is_unsigned_integer(dtype):
+        vals = [int(x) for x in rng.integers(0, 50, n)] + [2**64 - 1]
+    else:
+        vals = [int(x) for x in rng.integers(-60, 60, n)]
+    if nulls:
+        for i in rng.integers(0, n, 500):
+            vals[i] = None
+    if dtype == pa.date32():
+        arr = pa.array(vals, pa.int32()).view(dtype)
+    elif dtype == pa.timestamp("us"):
+        arr = pa.array(vals, pa.int64()).view(dtype)
+    else:
+        arr = pa.array(vals, dtype)
+    _check(arr)
+
+
+def test_dictionary_keys_with_repeated_and_null_entries():
+    dictionary = pa.array(["b", "a", None, "b", "long string over fifteen bytes", "a"])
+    idx = pa.array([0, 1, 2, 3, None, 5, 4, 1, 3, 0, None, 2] * 500, pa.int32())
+    arr = pa.DictionaryArray.from_arrays(idx, dictionary)
+    _check(arr)
+    # no null entries: null indices are one group of their own
+    arr2 = pa.DictionaryArray.from_arrays(pa.array([1, None, 0, 1, None], pa.int8()), pa.array(["x", "x"]))
+    assert _check(arr2) == 2
+
+
+def test_several_columns():
+    rng = np.random.default_rng(11)
+    n = 70_000
+    a = pa.array(_strings(rng, n, 20))
+    b = pa.array([None if x == 0 else int(x) for x in rng.integers(0, 30, n)], pa.int32())
+    c = pa.array(rng.integers(0, 3, n).astype(np.float64))
+    one = pa.array(["same"] * n)
+    _check(a, b)
+    _check(a, b, c, one)
+    _check(one, one)                                          # every column one group
+    _check(one, b)
+    _check(pa.array(np.arange(n)), a)                         # the first column all distinct
+
+
+def test_combined_ids_regrouped_when_the_product_would_not_fit(monkeypatch):
+    monkeypatch.setattr(G, "_COMBINE_LIMIT", 200)
+    rng = np.random.default_rng(3)
+    n = 30_000
+    cols = [pa.array(rng.integers(0, 12, n)) for _ in range(4)]
+    _check(*cols)
+
+
+def test_past_the_per_chunk_group_limit(monkeypatch):
+    monkeypatch.setattr(G, "_LOCAL_GROUPS", 50)
+    rng = np.random.default_rng(9)
+    n = 70_000
+    s = pa.array(_strings(rng, n, 400))
+    ints = pa.array([None if x == 0 else int(x) for x in rng.integers(0, 3000, n)])
+    _check(s)
+    _check(ints)
+    _check(s, ints)
+    _check(pa.array(rng.integers(0, 5000, n)), pa.array(rng.integers(0, 5000, n)))
+
+
+def test_empty():
+    gid, first = G.group_ids([Column.from_arrow(pa.array([], pa.string()))], [pair_for("s", pa.string())])
+    assert len(gid) == 0 and len(first) == 0
