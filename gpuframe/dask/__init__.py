@@ -1,11 +1,15 @@
-"""gpuframe on Dask: a shuffle and a merge whose all-to-all goes directly between workers.
+"""gpuframe on Dask: a shuffle, a merge and table operations whose all-to-all goes directly between workers.
 
 ``import gpuframe.dask`` also registers the ``ddf.gpuframe`` accessor::
 
     import gpuframe.dask
     joined = gpuframe.dask.merge(left, right, on="key")       # or left.gpuframe.merge(right, on="key")
     shuffled = ddf.gpuframe.shuffle("key", npartitions=8)
+    totals = gpuframe.dask.groupby_agg(ddf, "key", {"total": ("v", "sum")})  # or ddf.gpuframe.groupby("key").agg(total=("v", "sum"))
+    ordered = gpuframe.dask.sort(ddf, "v", descending=True)
+    both = gpuframe.dask.union(a, b)                         # also intersect, difference, unique
 
+Every function runs eagerly: the result is already computed, backed by futures on the workers.
 See :mod:`gpuframe.dask.core` for how an operation runs and :mod:`gpuframe.dask._worker_comms` for
 how the communicators are bootstrapped on the workers. Needs ``pip install 'gpuframe[dask]'``
 (plus ``'gpuframe[ucx]'`` for the UCX communicator).
@@ -21,5 +25,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from . import accessor  # noqa: F401  (registers ddf.gpuframe)
 from ._worker_comms import close_sessions, get_session
 from .core import WorkerLostError, merge, shuffle
+from .tableops import difference, groupby_agg, intersect, sort, union, unique
 
-__all__ = ["WorkerLostError", "close_sessions", "get_session", "merge", "shuffle"]
+__all__ = ["WorkerLostError", "close_sessions", "difference", "get_session", "groupby_agg", "intersect", "merge",
+           "shuffle", "sort", "union", "unique"]

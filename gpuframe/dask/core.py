@@ -1,5 +1,8 @@
 """``gpuframe.dask.shuffle`` and ``gpuframe.dask.merge``: Dask places, gpuframe moves.
 
+(The table operations, ``unique``, ``union``, ``intersect``, ``difference``, ``groupby_agg``,
+``sort`` and the cross product, run the same way: :mod:`gpuframe.dask.tableops`.)
+
 Dask keeps doing what it is good at (placing partitions on workers, scheduling, recovering
 lost data); the all-to-all goes directly between the workers over a gpuframe communicator (UCX
 or TCP), not through the scheduler or Dask's shuffle extension. Only supported Dask APIs are
@@ -207,6 +210,13 @@ def _check_seed(seed: Any) -> int:
 def _placement(client: Any, collections: list[Any], session: Session, backend: Optional[str],
                timeout: Optional[float]) -> tuple[Session, list[dict[str, list[Any]]]]:
     """Persist the collections; return the session and, per collection, worker -> its partition futures."""
+    session, placed = _placement_indexed(client, collections, session, backend, timeout)
+    return session, [{w: [f for _, f in fs] for w, fs in by_worker.items()} for by_worker in placed]
+
+
+def _placement_indexed(client: Any, collections: list[Any], session: Session, backend: Optional[str],
+                       timeout: Optional[float]) -> tuple[Session, list[dict[str, list[tuple[int, Any]]]]]:
+    """As :func:`_placement`, with each future's partition number: ``(i, future)`` in partition order."""
     from distributed import wait
 
     futs = [_partition_futures(client, c) for c in collections]
@@ -215,12 +225,12 @@ def _placement(client: Any, collections: list[Any], session: Session, backend: O
         holders = client.who_has([f for fs in futs for f in fs])
         out = []
         for fs in futs:
-            by_worker: dict[str, list[Any]] = {w: [] for w in session.workers}
-            for f in fs:  # partition order
+            by_worker: dict[str, list[tuple[int, Any]]] = {w: [] for w in session.workers}
+            for i, f in enumerate(fs):  # partition order
                 places = [w for w in holders.get(f.key, ()) if w in by_worker]
                 if not places:
                     break
-                by_worker[places[0]].append(f)
+                by_worker[places[0]].append((i, f))
             else:
                 out.append(by_worker)
                 continue
@@ -353,7 +363,7 @@ def _collect(client: Any, futures: list[Any], counts: list[int], workers: list[s
     if stats is not None:
         per_worker = client.gather([client.submit(_stats, f, pure=False) for f in futures])
         stats["workers"] = per_worker
-        for k in ("partition_s", "exchange_s", "sizes_s", "data_s", "merge_s", "convert_s"):
+        for k in ("partition_s", "exchange_s", "sizes_s", "data_s", "merge_s", "local_s", "convert_s"):
             vals = [s.get(k, 0.0) for s in per_worker]
             stats[k] = max(vals) if vals else 0.0
         stats["bytes_sent"] = sum(s.get("bytes_sent", 0) for s in per_worker)
@@ -444,7 +454,10 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
     left, right : dask.dataframe.DataFrame
         Of the same partition type (pandas or cuDF).
     on, how, left_on, right_on, suffixes, nulls_equal
-        As in :func:`gpuframe.merge`.
+        As in :func:`gpuframe.merge`. ``how="cross"`` takes no keys: the side with fewer rows
+        in all is gathered on every worker and crossed with that worker's rows of the other side
+        (nothing is hash-partitioned; ``npartitions`` cuts each worker's result into contiguous
+        pieces; ``seed`` is unused).
     npartitions, client, backend, seed, timeout, stats
         As in :func:`shuffle` (``stats`` also gets ``merge_s``).
 
@@ -469,10 +482,6 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
     rkind = _check_ddf(right, "right")
     if lkind != rkind:
         raise TypeError(f"left and right must have the same partition type, got {lkind} and {rkind}")
-    if how == "cross":
-        raise ValueError("how must be one of ['inner', 'left', 'right', 'outer', 'semi', 'anti'] for "
-                         "gpuframe.dask.merge, got 'cross' (the cross product of Dask DataFrames is not "
-                         "distributed yet; gpuframe.distributed.merge(how='cross') is, for Tables)")
     lschema = _convert.schema_of(left._meta, lkind)
     rschema = _convert.schema_of(right._meta, rkind)
     kw: dict[str, Any] = {"on": on, "left_on": left_on, "right_on": right_on, "how": how, "suffixes": suffixes,
@@ -482,6 +491,12 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
     out_schema = check_merge(lschema, rschema, **kw)
     npartitions = _check_npartitions(npartitions)
     seed = _check_seed(seed)
+    if how == "cross":
+        from .tableops import cross
+
+        return cross(left, right, kind=lkind, lschema=lschema, rschema=rschema, out_schema=out_schema,
+                     suffixes=suffixes, npartitions=npartitions, client=client, backend=backend, timeout=timeout,
+                     stats=stats)
     backend = resolve_backend(backend)
     meta = _convert.merge_meta(out_schema, lkind, left._meta, right._meta, how, suffixes)
 

@@ -1,0 +1,487 @@
+"""Table operations on Dask DataFrames: unique, union, intersect, difference, groupby_agg, sort
+and the cross product, on the per-rank functions of :mod:`gpuframe.distributed`.
+
+They run as :func:`gpuframe.dask.merge` does (see :mod:`gpuframe.dask.core`): the arguments are
+checked on the collections' ``_meta`` (with gpuframe's own local functions on empty tables, so
+the rules and messages are the local ones) before anything reaches the cluster; the inputs are
+persisted; one task per worker, pinned to it, concatenates the partitions it holds into one
+Table per input and calls the ``gpuframe.distributed`` function over the workers' communicator;
+the result is a Dask DataFrame backed by the tasks' futures (already computed, not lazy), of
+the input's partition type, with a default index and unknown divisions.
+
+Order. ``gpuframe.distributed`` answers as the local function does on the ranks' tables
+concatenated in *rank* order, but a Dask DataFrame's order is its *partition* order, and a
+worker's partitions are not a contiguous range of it. Where the order shows in the answer
+(``sort``'s ties, ``first``/``last`` aggregations), every row is tagged with its partition
+number and its position in the partition: ``sort`` breaks ties by those two hidden columns
+(so it is stable in partition order, as :func:`gpuframe.sort` is on the concatenated
+partitions), and a ``groupby_agg`` with ``first`` or ``last`` first sample-sorts the rows by
+them, so that rank order is partition order. The hidden columns never leave the tasks.
+
+Output partitions: one per worker (workers sorted by address, rank order), except
+``merge(how="cross", npartitions=n)``. For ``sort``, partition ``r`` holds the ``r``-th range of
+the sorted rows: the partitions in order are the sorted table.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from gpuframe.comm import resolve_backend
+from gpuframe.comm.wire import schema_from_bytes, schema_to_bytes
+
+from . import _convert
+from .core import (_check_ddf, _check_seed, _client, _collect, _device, _HostShare, _placement_indexed, _run,
+                   _task_comm)
+from ._worker_comms import get_session
+
+__all__ = ["unique", "union", "intersect", "difference", "groupby_agg", "sort"]
+
+_PART = "__gpuframe_dask_part"
+_ROW = "__gpuframe_dask_row"
+_ORDERED_OPS = ("first", "last")       # groupby ops whose answer depends on the row order
+_NEVER_NULL = ("count", "size", "nunique")
+
+
+# ----------------------------------------------------------------------------- worker side
+def _ops_task(session_id: str, tag: int, spec: dict, worker: str, layout: dict, *parts: Any) -> dict:
+    comm = _task_comm(session_id, worker)
+    with _HostShare(comm):
+        return _ops_body(comm, tag, spec, layout, parts)
+
+
+def _hidden(name: str, taken: Sequence[str]) -> str:
+    while name in taken:
+        name += "_"
+    return name
+
+
+def _tag_rows(table: Any, part: int, names: tuple[str, str]) -> Any:
+    """``table`` with its partition number and row positions as two more columns."""
+    from gpuframe.core.column import Column
+
+    n = table.num_rows
+    dev = table.device
+    pcol = Column.from_numpy(np.full(n, part, dtype=np.int64), pa.int64()).to(dev)
+    rcol = Column.from_numpy(np.arange(n, dtype=np.int64), pa.int64()).to(dev)
+    return table.with_column(names[0], pcol).with_column(names[1], rcol)
+
+
+def _one_table(tables: list[Any], schema: pa.Schema, device: Any) -> Any:
+    """The worker's partitions of one input as one Table (an empty one when it holds none)."""
+    from gpuframe.interop.arrow import from_arrow
+    from gpuframe.ops.select import concat
+
+    tables = [t for t in tables if t.num_rows] or tables[:1]
+    if not tables:
+        return from_arrow(schema.empty_table(), device)
+    return tables[0] if len(tables) == 1 else concat(tables)
+
+
+def _pieces(table: Any, count: int) -> list[Any]:
+    """``table`` cut into ``count`` contiguous, nearly equal slices (in order)."""
+    n = table.num_rows
+    bounds = [i * n // count for i in range(count + 1)]
+    return [table.slice(bounds[i], bounds[i + 1] - bounds[i]) for i in range(count)]
+
+
+def _ops_body(comm: Any, tag: int, spec: dict, layout: dict, parts: Sequence[Any]) -> dict:
+    import gpuframe.distributed as gd
+
+    stats: dict = {"rank": comm.rank, "rows_in": sum(len(p) for p in parts)}
+    kind, op, args = spec["kind"], spec["op"], spec["args"]
+    schemas = [schema_from_bytes(s) for s in spec["schemas"]]
+    hidden = spec.get("hidden")
+    t0 = time.perf_counter()
+    sides = [list(parts[:layout["n_left"]]), list(parts[layout["n_left"]:])][:len(schemas)]
+    tables = [[_convert.to_table(p, kind, schema) for p in side] for side, schema in zip(sides, schemas)]
+    device = _device([t for side in tables for t in side], kind)
+    if hidden:   # the left side's rows tagged with their place in the collection
+        tables[0] = [_tag_rows(t, i, hidden) for t, i in zip(tables[0], layout["index"])]
+        schemas[0] = schemas[0].append(pa.field(hidden[0], pa.int64())).append(pa.field(hidden[1], pa.int64()))
+    ones = [_one_table(ts, schema, device) for ts, schema in zip(tables, schemas)]
+    stats["convert_s"] = time.perf_counter() - t0
+    common = {"comm": comm, "tag": tag, "timeout": spec["timeout"], "stats": stats}
+    if op == "unique":
+        out = gd.unique(ones[0], args["subset"], keep="any", seed=spec["seed"], **common)
+    elif op == "union":
+        out = gd.union(ones[0], ones[1], distinct=args["distinct"], seed=spec["seed"], **common)
+    elif op in ("intersect", "difference"):
+        out = getattr(gd, op)(ones[0], ones[1], seed=spec["seed"], **common)
+    elif op == "groupby_agg":
+        table = ones[0]
+        if hidden:   # rank order made partition order: first/last then follow the collection's order
+            table = gd.sort(table, list(hidden), **common).select(schemas[0].names[:-2])
+            common["tag"] = tag + 2
+        out = gd.groupby_agg(table, args["by"], args["aggs"], dropna=args["dropna"], seed=spec["seed"], **common)
+    elif op == "sort":
+        by = list(args["by"]) + (list(hidden) if hidden else [])
+        desc = args["descending"]
+        if hidden:
+            desc = (list(desc) if isinstance(desc, (list, tuple)) else [bool(desc)] * len(args["by"])) + [False] * 2
+        out = gd.sort(ones[0], by, descending=desc, nulls_last=args["nulls_last"], **common)
+        if hidden:
+            out = out.select(schemas[0].names[:-2])
+    elif op == "cross":
+        out = gd.merge(ones[0], ones[1], how="cross", suffixes=args["suffixes"], **common)
+    else:  # pragma: no cover - the client side names only the ops above
+        raise ValueError(f"internal error: unknown gpuframe.dask operation {op!r}")
+    t1 = time.perf_counter()
+    out_parts = [_convert.from_table(t, kind, spec["meta"]) for t in _pieces(out, layout["count"])]
+    stats["convert_s"] += time.perf_counter() - t1
+    stats["rows_out"] = out.num_rows
+    return {"parts": out_parts, "stats": stats}
+
+
+# ----------------------------------------------------------------------------- client side
+def _empty(schema: pa.Schema) -> Any:
+    from gpuframe.interop.arrow import from_arrow
+
+    return from_arrow(schema.empty_table())
+
+
+def _pair(left: Any, right: Any) -> tuple[str, pa.Schema, pa.Schema]:
+    lkind = _check_ddf(left, "left")
+    rkind = _check_ddf(right, "right")
+    if lkind != rkind:
+        raise TypeError(f"left and right must have the same partition type, got {lkind} and {rkind}")
+    return lkind, _convert.schema_of(left._meta, lkind), _convert.schema_of(right._meta, rkind)
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def _nullable(meta: Any, columns: Sequence[str]) -> Any:
+    """``meta`` with the integer and bool ``columns`` made pandas nullable (``Int64``, ``boolean``)."""
+    if not columns or _convert.frame_kind(meta) != _convert.PANDAS:
+        return meta
+    fix = {c: _convert._masked_of(meta.dtypes[c]) for c in columns}
+    fix = {c: d for c, d in fix.items() if d != meta.dtypes[c]}
+    return meta.astype(fix) if fix else meta
+
+
+def _masked_in(meta: Any) -> list[str]:
+    return [c for c in meta.columns if _convert._is_masked(meta.dtypes[c])]
+
+
+def _same_type_meta(out_schema: pa.Schema, kind: str, source: Any, also_null: Sequence[str] = ()) -> Any:
+    """Output meta for columns taken from ``source`` (its dtypes where the Arrow type is kept)."""
+    if kind == _convert.PANDAS and list(out_schema.names) == list(source.columns) and \
+            _convert.schema_of(source, kind).types == out_schema.types:
+        meta = _convert.shuffle_meta(source)
+    else:
+        meta = _convert.merge_meta(out_schema, kind, source, source.iloc[:0, :0], "inner", (None, None))
+    return _nullable(meta, [c for c in also_null if c in meta.columns])
+
+
+def _execute(what: str, inputs: list[Any], kind: str, schemas: list[pa.Schema], args: dict, meta: Any, *,
+             client: Any, backend: Optional[str], seed: int, timeout: Optional[float], stats: Optional[dict],
+             hidden: Optional[tuple[str, str]] = None, npartitions: Optional[int] = None) -> Any:
+    """Run ``what`` on the workers (the checks are done) and wrap the results in a collection."""
+    from gpuframe.distributed import owned_buckets
+
+    backend = resolve_backend(backend)
+    client = _client(client)
+    session = get_session(client, backend, timeout=timeout)
+    session, placed = _placement_indexed(client, inputs, session, backend, timeout)
+    buckets = npartitions or session.size
+    counts = [hi - lo for lo, hi in (owned_buckets(r, session.size, buckets) for r in range(session.size))]
+    spec = {"kind": kind, "op": what, "args": args, "seed": seed, "timeout": timeout, "meta": meta,
+            "schemas": [schema_to_bytes(s) for s in schemas], "hidden": hidden}
+    tag = (uuid.uuid4().int & (2**40 - 1)) * 4      # the ops use tag .. tag + 3
+    args_by_worker, layouts = [], []
+    for rank, w in enumerate(session.workers):
+        left = placed[0][w]
+        right = placed[1][w] if len(placed) > 1 else []
+        args_by_worker.append([f for _, f in left] + [f for _, f in right])
+        layouts.append({"n_left": len(left), "index": [i for i, _ in left], "count": counts[rank]})
+    futures = _run(client, session, _ops_task, tag, spec, args_by_worker, what, lead=layouts)
+    return _collect(client, futures, counts, session.workers, meta, what, stats)
+
+
+# ----------------------------------------------------------------------------- operations
+def unique(ddf: Any, subset: Any = None, *, client: Any = None, backend: Optional[str] = None, seed: int = 0,
+           timeout: Optional[float] = None, stats: Optional[dict] = None) -> Any:
+    """One row per distinct value of the ``subset`` columns, across the workers.
+
+    :func:`gpuframe.unique` with ``keep="any"``: the rows are shuffled by ``subset`` between the
+    workers, and each keeps one row per distinct value of the rows it received.
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+        Partitions are pandas (CPU) or cuDF (GPU) DataFrames.
+    subset : str or list of str, optional
+        The columns that make rows equal (default: every column).
+    client, backend, seed, timeout, stats
+        As in :func:`gpuframe.dask.shuffle` (``stats`` also gets ``local_s``).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Already computed (backed by futures), one partition per worker, default index, the
+        input's columns and dtypes. Its rows are those of ``gpuframe.unique(t, subset)`` for
+        ``t`` the concatenated partitions, up to which row of each group is kept and the order.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        Bad arguments (checked on ``ddf._meta`` before anything runs on the cluster).
+    gpuframe.comm.CommError
+        A worker failed, left or timed out.
+    """
+    from gpuframe.ops.setops import _subset, unique as local_unique
+
+    kind = _check_ddf(ddf, "ddf")
+    schema = _convert.schema_of(ddf._meta, kind)
+    empty = _empty(schema)
+    local_unique(empty, subset)                       # gpuframe's own checks of subset
+    names = _subset(empty, subset)
+    seed = _check_seed(seed)
+    meta = _convert.shuffle_meta(ddf._meta)
+    return _execute("unique", [ddf], kind, [schema], {"subset": names}, meta, client=client, backend=backend,
+                    seed=seed, timeout=timeout, stats=stats)
+
+
+def _setop(what: str, left: Any, right: Any, args: dict, client: Any, backend: Optional[str], seed: int,
+           timeout: Optional[float], stats: Optional[dict]) -> Any:
+    from gpuframe.ops import setops
+
+    kind, lschema, rschema = _pair(left, right)
+    fn = getattr(setops, what)
+    out_schema = fn(_empty(lschema), _empty(rschema), **args).schema    # names, types: gpuframe's checks
+    seed = _check_seed(seed)
+    if what == "union":
+        # right's values land in the left's columns: nullable where either side is
+        also = _masked_in(right._meta) + _masked_in(left._meta)
+        meta = _same_type_meta(out_schema, kind, left._meta, also)
+    else:
+        meta = _same_type_meta(out_schema, kind, left._meta)
+    return _execute(what, [left, right], kind, [lschema, rschema], args, meta, client=client, backend=backend,
+                    seed=seed, timeout=timeout, stats=stats)
+
+
+def union(left: Any, right: Any, *, distinct: bool = True, client: Any = None, backend: Optional[str] = None,
+          seed: int = 0, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Any:
+    """The rows of both DataFrames (SQL ``UNION`` or, with ``distinct=False``, ``UNION ALL``).
+
+    :func:`gpuframe.union` semantics: columns matched by name (the left's order), types promoted.
+    ``distinct=True`` shuffles both sides by every column; ``distinct=False`` moves nothing
+    (each worker's output partition holds the rows it had of both sides).
+
+    Parameters
+    ----------
+    left, right : dask.dataframe.DataFrame
+        Of the same partition type (pandas or cuDF) and the same column names.
+    distinct : bool, default True
+        Keep one row per distinct row.
+    client, backend, seed, timeout, stats
+        As in :func:`gpuframe.dask.shuffle`.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Already computed, one partition per worker, default index; its rows are those of
+        ``gpuframe.union`` of the concatenated partitions of each side (in another order).
+        Integer and bool columns are pandas nullable where either side's is.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        Other column names (``ValueError`` listing the difference), types that cannot be
+        combined (``TypeError`` naming the column), ``distinct`` not a bool; checked on the
+        ``_meta`` of both sides before anything runs on the cluster.
+    gpuframe.comm.CommError
+        A worker failed, left or timed out.
+    """
+    distinct = _check_bool(distinct, "distinct")
+    return _setop("union", left, right, {"distinct": distinct}, client, backend, seed, timeout, stats)
+
+
+def intersect(left: Any, right: Any, *, client: Any = None, backend: Optional[str] = None, seed: int = 0,
+              timeout: Optional[float] = None, stats: Optional[dict] = None) -> Any:
+    """The distinct rows of ``left`` found in ``right`` (SQL ``INTERSECT``), across the workers.
+
+    Parameters
+    ----------
+    left, right : dask.dataframe.DataFrame
+        Of the same partition type and column names; columns compared as in :func:`gpuframe.union`.
+    client, backend, seed, timeout, stats
+        As in :func:`gpuframe.dask.shuffle`.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Already computed, one partition per worker, default index, the left's dtypes; its rows
+        are those of ``gpuframe.intersect`` of the concatenated partitions (in another order).
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        As :func:`union` (checked on the ``_meta`` before anything runs).
+    gpuframe.comm.CommError
+        A worker failed, left or timed out.
+    """
+    return _setop("intersect", left, right, {}, client, backend, seed, timeout, stats)
+
+
+def difference(left: Any, right: Any, *, client: Any = None, backend: Optional[str] = None, seed: int = 0,
+               timeout: Optional[float] = None, stats: Optional[dict] = None) -> Any:
+    """The distinct rows of ``left`` not found in ``right`` (SQL ``EXCEPT``), across the workers.
+
+    Parameters
+    ----------
+    left, right : dask.dataframe.DataFrame
+        Of the same partition type and column names; columns compared as in :func:`gpuframe.union`.
+    client, backend, seed, timeout, stats
+        As in :func:`gpuframe.dask.shuffle`.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Already computed, one partition per worker, default index, the left's dtypes; its rows
+        are those of ``gpuframe.difference`` of the concatenated partitions (in another order).
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        As :func:`union` (checked on the ``_meta`` before anything runs).
+    gpuframe.comm.CommError
+        A worker failed, left or timed out.
+    """
+    return _setop("difference", left, right, {}, client, backend, seed, timeout, stats)
+
+
+def _check_aggs_mapping(aggs: Any) -> dict[str, tuple[str, str]]:
+    if not isinstance(aggs, Mapping) or not aggs:
+        raise TypeError("aggs must be a non-empty mapping {output name: (column, op)}, got "
+                        f"{type(aggs).__name__} {aggs!r}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in aggs.items()}
+
+
+def groupby_agg(ddf: Any, by: Any, aggs: Mapping[str, tuple[str, str]], *, dropna: bool = False,
+                client: Any = None, backend: Optional[str] = None, seed: int = 0, timeout: Optional[float] = None,
+                stats: Optional[dict] = None) -> Any:
+    """Aggregate columns per group of the ``by`` columns, across the workers.
+
+    :func:`gpuframe.groupby_agg` semantics (null keys one group unless ``dropna``; SQL null
+    handling; the output types). Each worker pre-aggregates its rows, the partial aggregates are
+    shuffled by the keys and combined (``median``/``nunique``: the rows travel). ``first`` and
+    ``last`` follow the collection's order (partition 0's rows first): when they are asked for,
+    the rows are first sample-sorted by (partition, row) between the workers, one more exchange.
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+        Partitions are pandas (CPU) or cuDF (GPU) DataFrames.
+    by : str or list of str
+        The key columns.
+    aggs : mapping of str to (str, str)
+        ``{output name: (column, op)}``, ``op`` one of :func:`gpuframe.groupby_agg`'s.
+    dropna : bool, default False
+        Leave out the rows whose key has a null.
+    client, backend, seed, timeout, stats
+        As in :func:`gpuframe.dask.shuffle` (``stats`` also gets ``local_s``).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Already computed, one partition per worker, default index: the key columns, then one
+        column per aggregation. Its rows are those of ``gpuframe.groupby_agg`` of the
+        concatenated partitions (groups in another order; float sums and moments may differ in
+        the last bits). Integer and bool results that can be null (every op but ``count``,
+        ``size`` and ``nunique``) are pandas nullable (``Int64``, ``boolean``).
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        Unknown key or aggregated columns, unknown ops, ops a type does not support (checked on
+        ``ddf._meta`` before anything runs on the cluster).
+    gpuframe.comm.CommError
+        A worker failed, left or timed out.
+    """
+    from gpuframe.ops.groupby import groupby_agg as local_gb
+    from gpuframe.ops.setops import _subset
+
+    kind = _check_ddf(ddf, "ddf")
+    schema = _convert.schema_of(ddf._meta, kind)
+    aggs = _check_aggs_mapping(aggs)
+    dropna = _check_bool(dropna, "dropna")
+    empty = _empty(schema)
+    out_schema = local_gb(empty, by, aggs, dropna=dropna).schema      # every check, gpuframe's own
+    names = _subset(empty, by, "by")
+    seed = _check_seed(seed)
+    meta = _convert.merge_meta(out_schema, kind, ddf._meta, ddf._meta.iloc[:0, :0], "inner", (None, None))
+    meta = _nullable(meta, [out for out, (_c, op) in aggs.items() if op not in _NEVER_NULL])
+    hidden = None
+    if any(op in _ORDERED_OPS for _c, op in aggs.values()):
+        hidden = (_hidden(_PART, schema.names), _hidden(_ROW, schema.names))
+    return _execute("groupby_agg", [ddf], kind, [schema], {"by": names, "aggs": aggs, "dropna": dropna}, meta,
+                    client=client, backend=backend, seed=seed, timeout=timeout, stats=stats, hidden=hidden)
+
+
+def sort(ddf: Any, by: Any, *, descending: Any = False, nulls_last: bool = True, client: Any = None,
+         backend: Optional[str] = None, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Any:
+    """Sort a Dask DataFrame by the ``by`` columns across the workers (a sample sort).
+
+    :func:`gpuframe.sort` semantics, stable in the collection's order: ties keep the order of
+    the input (partition 0's rows first), as :func:`gpuframe.sort` of the concatenated
+    partitions does.
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+        Partitions are pandas (CPU) or cuDF (GPU) DataFrames.
+    by : str or list of str
+        The sort keys.
+    descending : bool or list of bool, default False
+        One for all keys, or one per key.
+    nulls_last : bool, default True
+        Nulls after every value (before them when False).
+    client, backend, timeout, stats
+        As in :func:`gpuframe.dask.shuffle` (``stats`` also gets ``local_s``).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Already computed, one partition per worker, default index, the input's columns and
+        dtypes: its partitions, in order, are ``gpuframe.sort`` of the concatenated input
+        partitions, row for row. Divisions are unknown.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        Unknown or unsortable key columns, a bad ``descending`` or ``nulls_last`` (checked on
+        ``ddf._meta`` before anything runs on the cluster).
+    gpuframe.comm.CommError
+        A worker failed, left or timed out.
+    """
+    from gpuframe.ops.sort import _check_by, _check_descending, sort_indices
+
+    kind = _check_ddf(ddf, "ddf")
+    schema = _convert.schema_of(ddf._meta, kind)
+    empty = _empty(schema)
+    sort_indices(empty, by, descending=descending, nulls_last=nulls_last)   # every check, gpuframe's own
+    names = _check_by(empty, by)
+    desc = _check_descending(descending, len(names))
+    hidden = (_hidden(_PART, schema.names), _hidden(_ROW, schema.names))
+    meta = _convert.shuffle_meta(ddf._meta)
+    return _execute("sort", [ddf], kind, [schema], {"by": names, "descending": desc, "nulls_last": nulls_last},
+                    meta, client=client, backend=backend, seed=0, timeout=timeout, stats=stats, hidden=hidden)
+
+
+def cross(left: Any, right: Any, *, kind: str, lschema: pa.Schema, rschema: pa.Schema, out_schema: pa.Schema,
+          suffixes: tuple[str, str], npartitions: Optional[int], client: Any, backend: Optional[str],
+          timeout: Optional[float], stats: Optional[dict]) -> Any:
+    """``gpuframe.dask.merge(how="cross")`` once checked: the side with fewer rows in all is
+    gathered on every worker and crossed with the worker's rows of the other."""
+    meta = _convert.merge_meta(out_schema, kind, left._meta, right._meta, "inner", suffixes)
+    return _execute("cross", [left, right], kind, [lschema, rschema], {"suffixes": suffixes}, meta, client=client,
+                    backend=backend, seed=0, timeout=timeout, stats=stats, npartitions=npartitions)
