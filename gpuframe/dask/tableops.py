@@ -172,13 +172,17 @@ def _masked_in(meta: Any) -> list[str]:
 
 
 def _same_type_meta(out_schema: pa.Schema, kind: str, source: Any, also_null: Sequence[str] = ()) -> Any:
-    """Output meta for columns taken from ``source`` (its dtypes where the Arrow type is kept)."""
-    if kind == _convert.PANDAS and list(out_schema.names) == list(source.columns) and \
-            _convert.schema_of(source, kind).types == out_schema.types:
-        meta = _convert.shuffle_meta(source)
-    else:
-        meta = _convert.merge_meta(out_schema, kind, source, source.iloc[:0, :0], "inner", (None, None))
-    return _nullable(meta, [c for c in also_null if c in meta.columns])
+    """Output meta of ``out_schema``: ``source``'s dtypes for its columns whose Arrow type is kept,
+    the output conversion's otherwise; integer and bool columns made pandas nullable where
+    ``source``'s are, and for ``also_null``."""
+    meta = _convert.empty_frame(out_schema, kind)
+    if kind != _convert.PANDAS:
+        return meta
+    src = _convert.schema_of(source, kind)
+    keep = {c: source.dtypes[c] for c in meta.columns
+            if c in src.names and src.field(c).type == out_schema.field(c).type}
+    meta = meta.astype(keep) if keep else meta
+    return _nullable(meta, [c for c in list(also_null) + _masked_in(source) if c in meta.columns])
 
 
 def _execute(what: str, inputs: list[Any], kind: str, schemas: list[pa.Schema], args: dict, meta: Any, *,
@@ -418,8 +422,9 @@ def groupby_agg(ddf: Any, by: Any, aggs: Mapping[str, tuple[str, str]], *, dropn
     out_schema = local_gb(empty, by, aggs, dropna=dropna).schema      # every check, gpuframe's own
     names = _subset(empty, by, "by")
     seed = _check_seed(seed)
-    meta = _convert.merge_meta(out_schema, kind, ddf._meta, ddf._meta.iloc[:0, :0], "inner", (None, None))
-    meta = _nullable(meta, [out for out, (_c, op) in aggs.items() if op not in _NEVER_NULL])
+    # the keys keep their dtypes; integer and bool aggregates that can be null are nullable
+    meta = _same_type_meta(out_schema, kind, ddf._meta[names],
+                           [out for out, (_c, op) in aggs.items() if op not in _NEVER_NULL])
     hidden = None
     if any(op in _ORDERED_OPS for _c, op in aggs.values()):
         hidden = (_hidden(_PART, schema.names), _hidden(_ROW, schema.names))
