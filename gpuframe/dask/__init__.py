@@ -5,7 +5,8 @@
     import gpuframe.dask
     joined = gpuframe.dask.merge(left, right, on="key")       # or left.gpuframe.merge(right, on="key")
     shuffled = ddf.gpuframe.shuffle("key", npartitions=8)
-    totals = gpuframe.dask.groupby_agg(ddf, "key", {"total": ("v", "sum")})  # or ddf.gpuframe.groupby("key").agg(total=("v", "sum"))
+    totals = gpuframe.dask.groupby_agg(ddf, "key", {"total": ("v", "sum")})
+    totals = ddf.gpuframe.groupby("key").agg(total=("v", "sum"))   # the same
     ordered = gpuframe.dask.sort(ddf, "v", descending=True)
     both = gpuframe.dask.union(a, b)                         # also intersect, difference, unique
 

@@ -115,7 +115,8 @@ def _ops_body(comm: Any, tag: int, spec: dict, layout: dict, parts: Sequence[Any
     elif op == "groupby_agg":
         table = ones[0]
         if hidden:   # rank order made partition order: first/last then follow the collection's order
-            table = gd.sort(table, list(hidden), **common).select(schemas[0].names[:-2])
+            used = list(dict.fromkeys(list(args["by"]) + [c for c, _op in args["aggs"].values()]))
+            table = gd.sort(table.select(used + list(hidden)), list(hidden), **common).select(used)
             common["tag"] = tag + 2
         out = gd.groupby_agg(table, args["by"], args["aggs"], dropna=args["dropna"], seed=spec["seed"], **common)
     elif op == "sort":
