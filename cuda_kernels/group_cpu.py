@@ -1,10 +1,15 @@
 """CPU drivers of grouping (unique, set operations, groupby-aggregate).
 
-Rows are grouped by the join's machinery (:mod:`gpuframe.kernels.join_cpu`): the key columns are
-prepared as a join's build side with ``nulls_equal`` (null == null, NaN == NaN, -0.0 == 0.0),
-radix-partitioned and built into one chained table per partition, every chain listing its rows
-in input order. :func:`group_first` then walks the tables: a chain is a group, its head the
-group's first row. :func:`dense_ids` numbers the groups in the order of their first rows.
+Group ids: one key column's rows are grouped per chunk of rows (one chunk per thread) in a
+small table that holds the key itself (:func:`column_local_groups`: a fixed-width key's word, a
+string's bytes up to 15 of them, a longer string's hash confirmed against its bytes, a null one
+group), and the chunks' groups merged in row order (:func:`column_merge_groups`,
+:func:`global_ids`); several key columns are grouped one at a time and their group ids combined
+into one int64 word per row (:func:`combine_ids`), grouped the same way
+(:mod:`gpuframe.backends.cpu.groups` drives it). The join's prepared keys serve too: a table per
+chunk (:func:`local_groups`) for a fixed-width key without nulls, and past the per-chunk group
+limit the join's radix-partitioned chained tables, each chain a group in input order
+(:func:`group_first`), numbered by their first rows (:func:`dense_ids`).
 
 The aggregations take the dense group id of every row (``gid``) and the number of groups:
 
@@ -12,9 +17,9 @@ The aggregations take the dense group id of every row (``gid``) and the number o
   thread with its own accumulators, merged at the end (the order of values and strings is the
   per-row :func:`gpuframe.kernels.group.value_less` / ``span_cmp`` the CUDA kernels use too) (a variance takes a second pass over the
   squared deviations from the group means, for accuracy);
-* order statistics and per-group sets (median, nunique) sort each group's values: rows are laid
-  out by group with a stable counting sort (:func:`group_order`), then one group per
-  iteration of a parallel loop.
+* a median lays the values out by group with a stable counting sort (:func:`group_values`),
+  then selects each group's middle rank(s) with a quickselect, one group per iteration of a
+  parallel loop.
 
 Every value is read as an int64 or float64 word (the caller widens narrower types) with a
 validity byte per row (empty: no nulls); nulls are skipped, as SQL does.
@@ -503,33 +508,6 @@ def last_rows(gid, ngroups, out):
         out[gid[j]] = j
 
 
-@njit(parallel=True, **_OPTS)
-def group_order(gid, ngroups, nchunks, valid, gstart, order):
-    """A stable counting sort of the rows by group, nulls (``valid[row] == 0``) left out:
-    group ``g``'s non-null rows are ``order[gstart[g]:gstart[g + 1]]``, in input order."""
-    n = gid.shape[0]
-    step = (n + nchunks - 1) // nchunks
-    hist = np.zeros((nchunks, ngroups), np.int64)
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
-            if valid.shape[0] == 0 or valid[j] != 0:
-                hist[c, gid[j]] += 1
-    total = 0
-    for g in range(ngroups):
-        gstart[g] = total
-        for c in range(nchunks):
-            k = hist[c, g]
-            hist[c, g] = total
-            total += k
-    gstart[ngroups] = total
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
-            if valid.shape[0] == 0 or valid[j] != 0:
-                g = gid[j]
-                order[hist[c, g]] = j
-                hist[c, g] += 1
-
-
 # --------------------------------------------------------------------------- reductions
 @njit(inline="always")
 def _ok(valid, j):
@@ -725,9 +703,80 @@ def first_last(gid, ngroups, valid, nchunks, want_last, out):
 
 
 @njit(parallel=True, **_OPTS)
-def median_float(gstart, order, vals, out, has):
-    """Median of each group's (non-null, float64) values: ``order[gstart[g]:gstart[g+1]]``;
-    NaN sorts above every number."""
+def group_values(gid, ngroups, nchunks, valid, vals, gstart, out):
+    """The non-null values (``valid[row] != 0``; empty: all) laid out by group with a stable
+    counting sort: group ``g``'s values are ``out[gstart[g]:gstart[g + 1]]``, in input order."""
+    n = gid.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    hist = np.zeros((nchunks, ngroups), np.int64)
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if valid.shape[0] == 0 or valid[j] != 0:
+                hist[c, gid[j]] += 1
+    total = 0
+    for g in range(ngroups):
+        gstart[g] = total
+        for c in range(nchunks):
+            k = hist[c, g]
+            hist[c, g] = total
+            total += k
+    gstart[ngroups] = total
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            if valid.shape[0] == 0 or valid[j] != 0:
+                g = gid[j]
+                out[hist[c, g]] = vals[j]
+                hist[c, g] += 1
+
+
+@njit(**_OPTS)
+def _kth(v, lo, hi, k):
+    """The value of rank ``k`` (an index in ``lo..hi-1``) of ``v[lo:hi]`` (no NaN), by
+    quickselect in place: afterwards every value before ``v[k]`` in the range is at most it."""
+    while hi - lo > 16:
+        mid = lo + (hi - lo) // 2
+        a = v[lo]
+        b = v[mid]
+        c = v[hi - 1]
+        if a < b:
+            pivot = b if b < c else (c if a < c else a)
+        else:
+            pivot = a if a < c else (c if b < c else b)
+        i = lo
+        j = hi - 1
+        while i <= j:
+            while v[i] < pivot:
+                i += 1
+            while v[j] > pivot:
+                j -= 1
+            if i <= j:
+                t = v[i]
+                v[i] = v[j]
+                v[j] = t
+                i += 1
+                j -= 1
+        # v[lo:j+1] <= pivot, v[i:hi] >= pivot, v[j+1:i] == pivot
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            return v[k]
+    for i in range(lo + 1, hi):       # insertion sort of the last few
+        x = v[i]
+        j = i - 1
+        while j >= lo and v[j] > x:
+            v[j + 1] = v[j]
+            j -= 1
+        v[j + 1] = x
+    return v[k]
+
+
+@njit(parallel=True, **_OPTS)
+def median_float(gstart, gvals, out, has):
+    """Median of each group's (non-null, float64) values ``gvals[gstart[g]:gstart[g+1]]``
+    (reordered in place), NaN above every number: the NaNs are moved to the group's end and the
+    middle rank(s) selected among the numbers (a quickselect, linear in the group's size)."""
     ngroups = gstart.shape[0] - 1
     for g in prange(ngroups):
         a = gstart[g]
@@ -737,36 +786,25 @@ def median_float(gstart, order, vals, out, has):
             has[g] = 0
             out[g] = np.nan
             continue
-        v = np.empty(k, np.float64)
-        for t in range(k):
-            v[t] = vals[order[a + t]]
-        v.sort()
         has[g] = 1
-        if k % 2 == 1:
-            out[g] = v[k // 2]
-        else:
-            out[g] = (v[k // 2 - 1] + v[k // 2]) / 2.0
-
-
-@njit(parallel=True, **_OPTS)
-def nunique_words(gstart, order, vals, is_float, out):
-    """Distinct non-null values per group (float64 bits compared canonically: NaN == NaN,
-    -0.0 == 0.0)."""
-    ngroups = gstart.shape[0] - 1
-    for g in prange(ngroups):
-        a = gstart[g]
-        b = gstart[g + 1]
-        k = b - a
-        if k == 0:
-            out[g] = 0
+        e = a                          # the numbers first, then the NaNs
+        for t in range(a, b):
+            x = gvals[t]
+            if not np.isnan(x):
+                gvals[e] = x
+                e += 1
+        for t in range(e, b):
+            gvals[t] = np.nan
+        hi = a + k // 2                # the upper middle rank
+        if hi >= e:
+            out[g] = np.nan
             continue
-        v = np.empty(k, np.uint64)
-        for t in range(k):
-            w = np.uint64(vals[order[a + t]])
-            v[t] = _canonical_f64_bits(w) if is_float else w
-        v.sort()
-        d = 1
-        for t in range(1, k):
-            if v[t] != v[t - 1]:
-                d += 1
-        out[g] = d
+        upper = _kth(gvals, a, e, hi)
+        if k % 2 == 1:
+            out[g] = upper
+        else:
+            lower = gvals[a]
+            for t in range(a + 1, hi):
+                if gvals[t] > lower:
+                    lower = gvals[t]
+            out[g] = (lower + upper) / 2.0

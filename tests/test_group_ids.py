@@ -160,3 +160,27 @@ def test_past_the_per_chunk_group_limit(monkeypatch):
 def test_empty():
     gid, first = G.group_ids([Column.from_arrow(pa.array([], pa.string()))], [pair_for("s", pa.string())])
     assert len(gid) == 0 and len(first) == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_median_by_selection_matches_a_sort(seed):
+    """The quickselect median against numpy's sort: groups of 1 to ~400 values (past the
+    selection's insertion-sort cut-off), many ties, NaN above every number, nulls skipped."""
+    rng = np.random.default_rng(seed)
+    n = 60_000
+    gid = np.sort(rng.integers(0, 300, n)).astype(np.int32)
+    rng.shuffle(gid)
+    ngroups = int(gid.max()) + 1
+    vals = rng.integers(-20, 20, n).astype(np.float64) if seed != 1 else rng.normal(size=n)
+    vals[rng.random(n) < 0.02] = np.nan
+    valid = rng.random(n) > 0.05
+    col = Column.from_arrow(pa.array(vals, mask=~valid))
+    got = G.group_reduce(gid, ngroups, col, "median").to_arrow().to_pylist()
+    for g in range(ngroups):
+        v = np.sort(vals[(gid == g) & valid])     # numpy sorts NaN last
+        if len(v) == 0:
+            assert got[g] is None
+            continue
+        k = len(v)
+        want = v[k // 2] if k % 2 else (v[k // 2 - 1] + v[k // 2]) / 2.0
+        assert (math.isnan(want) and math.isnan(got[g])) or got[g] == want, (g, got[g], want)
