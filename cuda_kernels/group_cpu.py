@@ -229,6 +229,7 @@ _LEN_SHIFT = np.uint64(56)
 _W1_MIX = np.uint64(0xC2B2AE3D27D4EB4F)
 _STR_SEED = np.uint64(0x6A09E667F3BCC909)
 _FIB = np.uint64(0x9E3779B97F4A7C15)
+_W2_MIX = np.uint64(0x165667B19E3779F9)
 _load_word, _load_tail, _hash_bytes = cpu(_loads.load_word), cpu(_loads.load_tail), cpu(_hashing.hash_bytes)
 _spans_equal = cpu(_keys.spans_equal)
 
@@ -257,10 +258,18 @@ def _col_key(keys, kmode, valid, offs, chars, j):
 
 
 @njit(inline="always")
-def _col_slot(w0, w1, shift):
-    # the slot of key (w0, w1) in a table of 2**(64 - shift) slots: Fibonacci hashing (one
-    # multiply, the product's high bits) of the two words mixed
-    return np.int64(((w0 ^ (w1 * _W1_MIX)) * _FIB) >> shift)
+def _prev_of(prev, j):
+    # the row's group among the columns before (``prev`` None: no columns before)
+    if prev is None:
+        return np.uint64(0)
+    return np.uint64(prev[j])
+
+
+@njit(inline="always")
+def _col_slot(w0, w1, w2, shift):
+    # the slot of key (w0, w1, w2) in a table of 2**(64 - shift) slots: Fibonacci hashing (one
+    # multiply, the product's high bits) of the words mixed
+    return np.int64(((w0 ^ (w1 * _W1_MIX) ^ (w2 * _W2_MIX)) * _FIB) >> shift)
 
 
 @njit(inline="always")
@@ -280,11 +289,12 @@ def _same_long(offs, chars, a, b):
 
 
 @njit(**_OPTS)
-def _col_fill(tab, keys, kmode, valid, offs, chars, lfirst, base, j0, j1, count, cap, lgid):
-    """Rows ``j0..j1-1`` of a chunk into its table ``tab`` (three words a slot: w0, w1, group
-    + 1; 0 empty), as :func:`_fill` does for a prepared key. Returns ``(next row, groups,
-    status)``: status 0 done, 1 the table must grow first, 2 more than ``cap`` groups."""
-    tmask = tab.shape[0] // 3 - 1
+def _col_fill(tab, keys, kmode, valid, offs, chars, prev, lfirst, base, j0, j1, count, cap, lgid):
+    """Rows ``j0..j1-1`` of a chunk into its table ``tab`` (four words a slot: w0, w1, the
+    row's group among the columns before, group + 1; 0 empty), as :func:`_fill` does for a
+    prepared key. Returns ``(next row, groups, status)``: status 0 done, 1 the table must grow
+    first, 2 more than ``cap`` groups."""
+    tmask = tab.shape[0] // 4 - 1
     shift = _shift_of(tmask + 1)
     for j in range(j0, j1):
         # _col_key, written out: numba's inlining of a function returning a pair made this
@@ -311,12 +321,13 @@ def _col_fill(tab, keys, kmode, valid, offs, chars, lfirst, base, j0, j1, count,
                 w0 = _load_word(chars, p)
                 if ln > 8:
                     w1 |= _load_tail(chars, p + 8, q)
-        s = _col_slot(w0, w1, shift)
+        w2 = _prev_of(prev, j)
+        s = _col_slot(w0, w1, w2, shift)
         while True:
-            e = np.int64(tab[3 * s + 2])
+            e = np.int64(tab[4 * s + 3])
             if e == 0:
                 break
-            if tab[3 * s] == w0 and tab[3 * s + 1] == w1:
+            if tab[4 * s] == w0 and tab[4 * s + 1] == w1 and tab[4 * s + 2] == w2:
                 if offs is None or w1 < LONG_KEY:
                     break
                 if _same_long(offs, chars, lfirst[base + e - 1], j):
@@ -327,11 +338,12 @@ def _col_fill(tab, keys, kmode, valid, offs, chars, lfirst, base, j0, j1, count,
                 return j, count, 2
             lfirst[base + count] = j
             count += 1
-            tab[3 * s] = w0
-            tab[3 * s + 1] = w1
-            tab[3 * s + 2] = count
+            tab[4 * s] = w0
+            tab[4 * s + 1] = w1
+            tab[4 * s + 2] = w2
+            tab[4 * s + 3] = count
             lgid[j] = count - 1
-            if 2 * count > tab.shape[0] // 3:
+            if 2 * count > tmask + 1:
                 return j + 1, count, 1
         else:
             lgid[j] = e - 1
@@ -341,31 +353,33 @@ def _col_fill(tab, keys, kmode, valid, offs, chars, lfirst, base, j0, j1, count,
 @njit(**_OPTS)
 def _col_grown(tab):
     # the table with twice the slots, every group moved to its slot there
-    size = tab.shape[0] // 3
-    new = np.zeros(6 * size, np.uint64)
+    size = tab.shape[0] // 4
+    new = np.zeros(8 * size, np.uint64)
     tmask = 2 * size - 1
     shift = _shift_of(2 * size)
     for s in range(size):
-        e = tab[3 * s + 2]
+        e = tab[4 * s + 3]
         if e != 0:
-            w0 = tab[3 * s]
-            w1 = tab[3 * s + 1]
-            t = _col_slot(w0, w1, shift)
-            while new[3 * t + 2] != 0:
+            w0 = tab[4 * s]
+            w1 = tab[4 * s + 1]
+            w2 = tab[4 * s + 2]
+            t = _col_slot(w0, w1, w2, shift)
+            while new[4 * t + 3] != 0:
                 t = (t + 1) & tmask
-            new[3 * t] = w0
-            new[3 * t + 1] = w1
-            new[3 * t + 2] = e
+            new[4 * t] = w0
+            new[4 * t + 1] = w1
+            new[4 * t + 2] = w2
+            new[4 * t + 3] = e
     return new
 
 
 @njit(**_OPTS)
-def _col_chunk(keys, kmode, valid, offs, chars, lfirst, base, j0, j1, cap, lgid):
-    tab = np.zeros(3 * 256, np.uint64)
+def _col_chunk(keys, kmode, valid, offs, chars, prev, lfirst, base, j0, j1, cap, lgid):
+    tab = np.zeros(4 * 256, np.uint64)
     j = j0
     count = 0
     while True:
-        j, count, status = _col_fill(tab, keys, kmode, valid, offs, chars, lfirst, base, j, j1, count, cap,
+        j, count, status = _col_fill(tab, keys, kmode, valid, offs, chars, prev, lfirst, base, j, j1, count, cap,
                                      lgid)
         if status == 0:
             return count
@@ -375,15 +389,16 @@ def _col_chunk(keys, kmode, valid, offs, chars, lfirst, base, j0, j1, cap, lgid)
 
 
 @njit(parallel=True, **_OPTS)
-def column_local_groups(keys, kmode, valid, offs, chars, n, nchunks, cap, lgid, lfirst, lcount):
+def column_local_groups(keys, kmode, valid, offs, chars, prev, n, nchunks, cap, lgid, lfirst, lcount):
     """One key column's rows grouped per chunk (one chunk per thread), as
-    :func:`local_groups` does for prepared keys. Returns 0, or 1 when a chunk found more than
-    ``cap`` groups (then nothing is usable)."""
+    :func:`local_groups` does for prepared keys; with ``prev`` (the rows' group ids by the
+    columns before, else None) a row's group is that of its (previous group, key) pair. Returns
+    0, or 1 when a chunk found more than ``cap`` groups (then nothing is usable)."""
     step = (n + nchunks - 1) // nchunks
     over = np.zeros(nchunks, np.int64)
     for c in prange(nchunks):
         base = c * step
-        k = _col_chunk(keys, kmode, valid, offs, chars, lfirst, base, base, min(n, base + step), cap, lgid)
+        k = _col_chunk(keys, kmode, valid, offs, chars, prev, lfirst, base, base, min(n, base + step), cap, lgid)
         if k < 0:
             over[c] = 1
             k = 0
@@ -395,7 +410,7 @@ def column_local_groups(keys, kmode, valid, offs, chars, n, nchunks, cap, lgid, 
 
 
 @njit(**_OPTS)
-def column_merge_groups(keys, kmode, valid, offs, chars, n, nchunks, lfirst, lcount, gmap, first):
+def column_merge_groups(keys, kmode, valid, offs, chars, prev, n, nchunks, lfirst, lcount, gmap, first):
     """The chunks' groups merged in row order, as :func:`merge_groups` does. Returns the number
     of groups."""
     step = (n + nchunks - 1) // nchunks
@@ -405,7 +420,7 @@ def column_merge_groups(keys, kmode, valid, offs, chars, n, nchunks, lfirst, lco
     size = 16
     while size < 2 * total:
         size *= 2
-    tab = np.zeros(3 * size, np.uint64)
+    tab = np.zeros(4 * size, np.uint64)
     tmask = size - 1
     shift = _shift_of(size)
     ngroups = 0
@@ -414,12 +429,13 @@ def column_merge_groups(keys, kmode, valid, offs, chars, n, nchunks, lfirst, lco
         for g in range(lcount[c]):
             j = lfirst[base + g]
             w0, w1 = _col_key(keys, kmode, valid, offs, chars, j)
-            s = _col_slot(w0, w1, shift)
+            w2 = _prev_of(prev, j)
+            s = _col_slot(w0, w1, w2, shift)
             while True:
-                e = np.int64(tab[3 * s + 2])
+                e = np.int64(tab[4 * s + 3])
                 if e == 0:
                     break
-                if tab[3 * s] == w0 and tab[3 * s + 1] == w1:
+                if tab[4 * s] == w0 and tab[4 * s + 1] == w1 and tab[4 * s + 2] == w2:
                     if offs is None or w1 < LONG_KEY:
                         break
                     if _same_long(offs, chars, first[e - 1], j):
@@ -428,9 +444,10 @@ def column_merge_groups(keys, kmode, valid, offs, chars, n, nchunks, lfirst, lco
             if e == 0:
                 first[ngroups] = j
                 ngroups += 1
-                tab[3 * s] = w0
-                tab[3 * s + 1] = w1
-                tab[3 * s + 2] = ngroups
+                tab[4 * s] = w0
+                tab[4 * s + 1] = w1
+                tab[4 * s + 2] = w2
+                tab[4 * s + 3] = ngroups
                 e = ngroups
             gmap[base + g] = e - 1
     return ngroups

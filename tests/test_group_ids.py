@@ -2,9 +2,10 @@
 plain-Python reference: every row's group numbered in the order of the groups' first rows, and
 each group's first row, exactly. Each path is taken on purpose: strings kept in the slots (up to
 15 bytes) or hashed and compared byte for byte (longer), fixed-width keys with and without nulls,
-dictionaries (repeated and null entries, null indices), several columns combined into one word
-(and regrouped when the product of their group counts would not fit), and the join's tables past
-the per-chunk group limit."""
+dictionaries (repeated and null entries, null indices), several columns grouped with the group
+ids of the columns before them (or, past the per-chunk group limit, their ids combined into one
+word, regrouped when the product of the group counts would not fit, and grouped by the join's
+tables), and the join's tables for one column past that limit."""
 from __future__ import annotations
 
 import math
@@ -130,18 +131,23 @@ def test_several_columns():
     b = pa.array([None if x == 0 else int(x) for x in rng.integers(0, 30, n)], pa.int32())
     c = pa.array(rng.integers(0, 3, n).astype(np.float64))
     one = pa.array(["same"] * n)
+    d = pa.DictionaryArray.from_arrays(pa.array([None if x == 0 else int(x) for x in rng.integers(0, 4, n)], pa.int32()),
+                                       pa.array(["p", None, "q", "p"]))
     _check(a, b)
     _check(a, b, c, one)
+    _check(b, d)
+    _check(d, a)
     _check(one, one)                                          # every column one group
     _check(one, b)
     _check(pa.array(np.arange(n)), a)                         # the first column all distinct
 
 
 def test_combined_ids_regrouped_when_the_product_would_not_fit(monkeypatch):
-    monkeypatch.setattr(G, "_COMBINE_LIMIT", 200)
+    monkeypatch.setattr(G, "_LOCAL_GROUPS", 20)        # chaining stops at the second column
+    monkeypatch.setattr(G, "_COMBINE_LIMIT", 2000)
     rng = np.random.default_rng(3)
     n = 30_000
-    cols = [pa.array(rng.integers(0, 12, n)) for _ in range(4)]
+    cols = [pa.array(rng.integers(0, 12, n)) for _ in range(5)]
     _check(*cols)
 
 

@@ -36,43 +36,44 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
     rows; int32 below 2**31 rows, else int64) and each group's first row (ascending, int64).
 
     One key column is grouped with its key in the table's slots (:func:`_column_ids`). Several
-    are grouped one at a time and their group ids combined into one int64 word per row
-    (``a * groups_b + b``; the words regrouped first where the product of the group counts
-    would not fit), and the words grouped the same way: a row's group is its tuple of per-column
-    groups, the groups numbered by their first rows."""
+    are grouped one at a time, each with the group ids of the columns before it in the slots
+    too: a row's group is that of its (previous group, key) pair, numbered by first rows. Once
+    a chunk of rows has too many such pairs for its table, the remaining columns are grouped
+    alone and their group ids combined into one int64 word per row (``word * groups + own``;
+    the words regrouped first where the product of the group counts would not fit), and the
+    words grouped at the end by the join's tables."""
     n = len(columns[0])
     if n == 0:
         return np.zeros(0, np.int32), np.zeros(0, np.int64)
-    if len(columns) == 1:
-        return _column_ids(columns[0], pairs[0])
     K = _kernels()
-    nch = K.nchunks_for(n)
-    codes: Any = None        # the columns so far: group ids (combined: int64 words)
-    first: Any = None        # their groups' first rows while ``codes`` are group ids
-    card = 1
+    codes: Any = None        # the group ids of the columns so far (dense, by first rows)
+    first: Any = None        # their groups' first rows
+    words: Any = None        # once chaining stops: the combined ids so far (int64)
+    card = 0                 # the product of the group counts that ``words`` combines
     for col, pair in zip(columns, pairs):
+        if words is None:
+            got = None if codes is None else _column_ids(col, pair, _ro(_ids(codes)), local_only=True)
+            if got is None and codes is None:
+                got = _column_ids(col, pair)
+            if got is not None:
+                codes, first = got
+                if len(first) == n:
+                    return _every_row_a_group(n)
+                continue
+            words, card = codes, len(first)
         gid_c, first_c = _column_ids(col, pair)
         k = len(first_c)
         if k == n:
             return _every_row_a_group(n)
-        if k == 1:
-            continue
-        if codes is None:
-            codes, first, card = gid_c, first_c, k
-            continue
         if card * k >= _COMBINE_LIMIT:
-            codes, first = _word_ids(codes)
-            card = len(first)
-            if card == n:
-                return _every_row_a_group(n)
-        words = host_empty(n, np.int64)
-        K.combine_ids(_ro(_ids(codes)), _ro(_ids(gid_c)), k, nch, words)
-        codes, first, card = words, None, card * k
-    if codes is None:        # every column one group
-        return np.zeros(n, _id_dtype(n)), np.zeros(1, np.int64)
-    if first is not None:    # one column with more than one group
+            words, regrouped = _word_ids(words)
+            card = len(regrouped)
+        out = host_empty(n, np.int64)
+        K.combine_ids(_ro(_ids(words)), _ro(_ids(gid_c)), k, K.nchunks_for(n), out)
+        words, card = out, card * k
+    if words is None:
         return codes, first
-    return _word_ids(codes)
+    return _word_ids(words)
 
 
 # combined group ids stay below this (the words are int64)
@@ -80,38 +81,39 @@ _COMBINE_LIMIT = 2**62
 
 
 def _word_ids(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(gid, first)`` of int64 words (the combined group ids of several columns)."""
+    """``(gid, first)`` of int64 words (two columns' group ids combined)."""
     col = Column.from_numpy(np.ascontiguousarray(words, dtype=np.int64), pa.int64())
     return _prepared_ids([col], [KeyPair("<group ids>", "<group ids>", pa.int64(), pa.int64(), "int", pa.int64())])
 
 
-def _column_ids(col: Column, pair: KeyPair) -> tuple[np.ndarray, np.ndarray]:
-    """``(gid, first)`` of one key column: the column's key in the slots of a table per chunk of
+def _column_ids(col: Column, pair: KeyPair, prev: Any = None, local_only: bool = False) -> Any:
+    """``(gid, first)`` of one key column (with ``prev``, the rows' group ids by the columns
+    before, of the (previous group, key) pairs): the key in the slots of a table per chunk of
     rows (a string's bytes when it has at most 15, its hash and then its bytes when longer; a
-    null one group), merged in row order. Past :data:`_LOCAL_GROUPS` groups in a chunk, or for a
-    layout it does not take, the join's prepared keys and partitioned tables
-    (:func:`_prepared_ids`)."""
+    null one group), merged in row order. Past :data:`_LOCAL_GROUPS` groups in a chunk ``None``
+    with ``local_only``, else the join's prepared keys and partitioned tables
+    (:func:`_prepared_ids`), which also take a key without ``prev`` or nulls (its word alone in
+    the slots: faster) and the layouts the slots do not."""
     n = len(col)
     valid = _valid(col) if col.has_nulls else _E8
     got = None
     if col.layout == Layout.STRING:
         got = _column_kernel_ids(_EU64, KMODE_BITS, _ro(valid), _ro(col.offsets_view()),
-                                 _ro(np.ascontiguousarray(col.chars())), n)
+                                 _ro(np.ascontiguousarray(col.chars())), prev, n)
     elif col.layout == Layout.DICTIONARY and col.dictionary is not None:
-        got = _dictionary_ids(col, pair)
-    elif not col.has_nulls:
-        # the join's fast path: the key word itself, two words a slot
+        got = _dictionary_ids(col, prev)
+    elif prev is None and not col.has_nulls:
         return _prepared_ids([col], [pair])
     elif col.layout == Layout.FIXED or pair.family == "bool":
         words = fast_key_words(col, pair, CPU, _widen_words)
         kmode = KMODE_F64 if pair.family == "float" else KMODE_BITS
-        got = _column_kernel_ids(_ro(np.ascontiguousarray(words)), kmode, _ro(valid), None, None, n)
-    if got is not None:
+        got = _column_kernel_ids(_ro(np.ascontiguousarray(words)), kmode, _ro(valid), None, None, prev, n)
+    if got is not None or local_only:
         return got
     return _prepared_ids([col], [pair])
 
 
-def _dictionary_ids(col: Column, pair: KeyPair) -> Any:
+def _dictionary_ids(col: Column, prev: Any) -> Any:
     """A dictionary column's groups: its dictionary's values grouped, every row's word the group
     of its entry (a null index the null entries' group, or one of its own), then grouped."""
     d = col.dictionary
@@ -126,19 +128,22 @@ def _dictionary_ids(col: Column, pair: KeyPair) -> Any:
     codes = np.take(np.asarray(dgid, np.int64), idx.astype(np.intp, copy=False), mode="clip")
     if col.has_nulls:
         codes[np.asarray(col.validity_bytes()) == 0] = null_code
-    return _word_ids(codes)
+    if prev is None:
+        return _word_ids(codes)
+    return _column_kernel_ids(_ro(codes.view(np.uint64)), KMODE_BITS, _E8, None, None, prev, len(codes))
 
 
-def _column_kernel_ids(keys: Any, kmode: int, valid: np.ndarray, offs: Any, chars: Any, n: int) -> Any:
+def _column_kernel_ids(keys: Any, kmode: int, valid: np.ndarray, offs: Any, chars: Any, prev: Any, n: int) -> Any:
     """``(gid, first)`` of a fixed-width key's ``keys`` (``offs``, ``chars`` None) or a string
-    key's ``offs`` and ``chars`` (``keys`` empty) by :func:`gpuframe.kernels.group_cpu.column_local_groups` and its merge,
+    key's ``offs`` and ``chars`` (``keys`` empty), with ``prev`` (or None) as in
+    :func:`_column_ids`, by :func:`gpuframe.kernels.group_cpu.column_local_groups` and its merge,
     or ``None`` when a chunk has more than :data:`_LOCAL_GROUPS` groups."""
     K = _kernels()
     nch = K.nchunks_for(n)
     gid = host_empty(n, _id_dtype(n))   # chunk-local ids first
     lfirst = host_empty(n, np.int64)
     lcount = np.zeros(nch, np.int64)
-    args = (keys, kmode, valid, offs, chars, n, nch)
+    args = (keys, kmode, valid, offs, chars, prev, n, nch)
     if K.column_local_groups(*args, _LOCAL_GROUPS, gid, lfirst, lcount):
         return None
     if nch == 1:
