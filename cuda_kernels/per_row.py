@@ -5,13 +5,11 @@ hashtable, loads). It reaches each target like this:
 
 * ``cuda.jit`` kernels and any ``njit`` code call it by its name: :func:`per_row` registers it
   with ``register_jitable`` (a call, not inlined; NVVM inlines device functions itself);
-* the CPU drivers call :func:`cpu` copies: ``njit`` dispatchers of the same code object whose
-  calls to other per-row functions go to *their* CPU copies. Each is compiled once per
-  signature and linked into the drivers, where LLVM inlines it. (Left as ``register_jitable``
-  calls, with their many array arguments, they made the CPU join of 2M x 10M int64 keys 8 to
-  10 times slower; inlined into every driver in numba's IR (``inline="always"``), they cost a
-  cold first join 16 s of compiling against 11 s as dispatchers, for the same speed measured
-  on the join and groupby benchmarks);
+* the CPU drivers call :func:`cpu` copies: ``njit(inline="always")`` dispatchers of the same
+  code object whose calls to other per-row functions go to *their* CPU copies, so a driver's
+  whole per-row path is inlined into its loop in numba's IR. Left as calls (``register_jitable``
+  alone), with their many array arguments, they made the CPU join of 2M x 10M int64 keys 8 to
+  10 times slower (4.3-6.1 s against 0.5 s, same machine);
 * plain Python, which is what the CUDA simulator runs.
 
 Where the targets must differ (an atomic, a wide unaligned load), :func:`per_target` gives one
@@ -35,7 +33,7 @@ __all__ = ["cpu", "per_row", "per_target", "register_cuda_bodies"]
 
 _DEFINED: dict[str, Callable] = {}   # name -> the one definition
 _CPU_IMPL: dict[str, Callable] = {}  # name -> CPU implementation of a per-target name
-_CPU: dict[str, Any] = {}            # name -> its CPU copy (an njit dispatcher)
+_CPU: dict[str, Any] = {}            # name -> its CPU copy (njit, inline="always")
 _CUDA_BODIES: set[str] = set()       # per-target names whose own body is registered for CUDA
 
 
@@ -104,7 +102,7 @@ def cpu(fn: Callable) -> Any:
     env = dict(src.__globals__)
     copy = types.FunctionType(src.__code__, env, name, src.__defaults__, src.__closure__)
     copy.__qualname__ = src.__qualname__
-    disp = njit(copy)
+    disp = njit(inline="always")(copy)
     _CPU[name] = disp
     for key, value in list(env.items()):
         if _is_per_row(value):
