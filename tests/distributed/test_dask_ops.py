@@ -170,6 +170,19 @@ def test_unique(cluster, data, subset):
         assert same_rows(_arrow(res[subset]), expect.select(subset).to_arrow())
 
 
+def test_set_ops_with_an_empty_side(cluster, data):
+    client, backend, n = cluster
+    _variant(cluster)
+    left, right, lp, rp = data
+    cols = ["k", "s"]
+    L = _ddf([p[cols] for p in lp])
+    E = _ddf([rp[0][cols].iloc[:0], rp[1][cols]])       # no rows at all
+    empty = _local(left[cols]).slice(0, 0)
+    _check(gdask.intersect(L, E, client=client, backend=backend), gpuframe.intersect(_local(left[cols]), empty))
+    _check(gdask.difference(L, E, client=client, backend=backend), gpuframe.difference(_local(left[cols]), empty))
+    _check(gdask.union(E, E, client=client, backend=backend), gpuframe.union(empty, empty))
+
+
 # ------------------------------------------------------------------------------ groupby
 AGGS = {"n": ("v", "count"), "rows": ("v", "size"), "total": ("v", "sum"), "lo": ("v", "min"),
         "hi": ("s", "max"), "avg": ("v", "mean"), "sd": ("x", "std"), "first": ("v", "first"),
@@ -216,6 +229,19 @@ def test_sort_row_for_row(cluster, data, by, descending, nulls_last):
     assert len(parts) == n
     expect = gpuframe.sort(_local(left), by, descending=descending, nulls_last=nulls_last)
     _check(out, expect, ordered=True)
+
+
+def test_one_partition_on_many_workers(cluster, data):
+    """Every worker but one holds nothing: the others still take part (empty tables)."""
+    client, backend, n = cluster
+    left, _, _, _ = data
+    one = _ddf([left])
+    _check(gdask.sort(one, ["k", "x"], descending=[False, True], client=client, backend=backend),
+           gpuframe.sort(_local(left), ["k", "x"], descending=[False, True]), ordered=True)
+    if (backend, n) in FULL:
+        aggs = {"first": ("v", "first"), "last": ("s", "last"), "n": ("x", "size")}
+        _check(gdask.groupby_agg(one, "s", aggs, client=client, backend=backend),
+               gpuframe.groupby_agg(_local(left), "s", aggs))
 
 
 # ------------------------------------------------------------------------------ cross
