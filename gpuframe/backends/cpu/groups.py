@@ -337,7 +337,7 @@ def group_reduce(gid: np.ndarray, ngroups: int, column: Column, op: str, name: s
         outf = np.empty(ngroups, np.float64)
         K.sum_float(gid, ngroups, vals, valid, nch, outf, counts)
         return _float_column(outf, counts > 0)
-    fvals = vals if vals.dtype == np.float64 else vals.astype(np.float64)
+    fvals = vals    # int64 or float64: the kernels convert each value to float64 as they read it
     if op == "median":
         gstart = np.empty(ngroups + 1, np.int64)
         gvals = host_empty(n, np.float64)
