@@ -453,6 +453,25 @@ def column_merge_groups(keys, kmode, valid, offs, chars, prev, n, nchunks, lfirs
     return ngroups
 
 
+@njit(**_OPTS)
+def dense_word_ids(words, card, gid, first):
+    """Group ids of words that are all in ``0..card-1`` (the combined group ids of several
+    columns), by direct address instead of a hash table: ``gid[row]`` numbered in the order of
+    the groups' first rows, ``first[group]`` that row. Returns the number of groups."""
+    seen = np.full(card, -1, gid.dtype)
+    ngroups = 0
+    for j in range(words.shape[0]):
+        w = words[j]
+        g = seen[w]
+        if g < 0:
+            g = ngroups
+            seen[w] = g
+            first[g] = j
+            ngroups += 1
+        gid[j] = g
+    return ngroups
+
+
 @njit(parallel=True, **_OPTS)
 def combine_ids(a, b, kb, nchunks, out):
     """``out[j] = a[j] * kb + b[j]``: two columns' group ids as one int64 word (the caller

@@ -142,9 +142,11 @@ def test_several_columns():
     _check(pa.array(np.arange(n)), a)                         # the first column all distinct
 
 
-def test_combined_ids_regrouped_when_the_product_would_not_fit(monkeypatch):
+@pytest.mark.parametrize("dense", [0, 4], ids=["hashed", "direct"])
+def test_combined_ids_regrouped_when_the_product_would_not_fit(monkeypatch, dense):
     monkeypatch.setattr(G, "_LOCAL_GROUPS", 20)        # chaining stops at the second column
     monkeypatch.setattr(G, "_COMBINE_LIMIT", 2000)
+    monkeypatch.setattr(G, "_DENSE_MAX_FACTOR", dense)  # the final words by direct address or not
     rng = np.random.default_rng(3)
     n = 30_000
     cols = [pa.array(rng.integers(0, 12, n)) for _ in range(5)]

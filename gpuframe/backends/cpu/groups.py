@@ -73,11 +73,18 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
         words, card = out, card * k
     if words is None:
         return codes, first
+    if card <= _DENSE_MAX_FACTOR * n:
+        gid = host_empty(n, _id_dtype(n))
+        first = host_empty(n, np.int64)
+        ngroups = int(K.dense_word_ids(_ro(words), card, gid, first))
+        return _every_row_a_group(n) if ngroups == n else (gid, first[:ngroups])
     return _word_ids(words)
 
 
 # combined group ids stay below this (the words are int64)
 _COMBINE_LIMIT = 2**62
+# combined words below this many per row are grouped by direct address (an int64 per word)
+_DENSE_MAX_FACTOR = 4
 
 
 def _word_ids(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
