@@ -168,6 +168,8 @@ def test_validation_happens_before_any_work(tcp_client, frames, monkeypatch):
     with pytest.raises(TypeError, match=r"cannot join left key 'k' \(int64\) with right key 'k' \(large_string\)"):
         gdask.merge(L, Rs, on="k", client=client)
     with pytest.raises(ValueError, match="how must be one of"):
+        gdask.merge(L, R, on="k", how="bogus", client=client)
+    with pytest.raises(ValueError, match="how='cross' takes no keys"):
         gdask.merge(L, R, on="k", how="cross", client=client)
     with pytest.raises(KeyError, match="no column named 'nope'"):
         gdask.shuffle(L, "nope", client=client)
