@@ -135,7 +135,7 @@ def _chunk(keys, kmode, verify, w, st, en, ch, lfirst, base, j0, j1, cap, lgid):
     groups, or -1 past ``cap``."""
     tab = np.zeros(2 * 1024, np.uint64)
     j = j0
-    count = 0
+    count = np.int64(0)    # not a literal 0: one compile of the fill for both calls
     while True:
         j, count, status = _fill(tab, keys, kmode, verify, w, st, en, ch, lfirst, base, j, j1, count, cap, lgid)
         if status == 0:
@@ -259,8 +259,9 @@ def _col_key(keys, kmode, valid, offs, chars, j):
 
 @njit(inline="always")
 def _prev_of(prev, j):
-    # the row's group among the columns before (``prev`` None: no columns before)
-    if prev is None:
+    # the row's group among the columns before (``prev`` empty: no columns before; an array,
+    # not None, so that each kernel compiles once for both)
+    if prev.shape[0] == 0:
         return np.uint64(0)
     return np.uint64(prev[j])
 
@@ -377,7 +378,7 @@ def _col_grown(tab):
 def _col_chunk(keys, kmode, valid, offs, chars, prev, lfirst, base, j0, j1, cap, lgid):
     tab = np.zeros(4 * 256, np.uint64)
     j = j0
-    count = 0
+    count = np.int64(0)    # not a literal 0: one compile of the fill for both calls
     while True:
         j, count, status = _col_fill(tab, keys, kmode, valid, offs, chars, prev, lfirst, base, j, j1, count, cap,
                                      lgid)
@@ -392,7 +393,7 @@ def _col_chunk(keys, kmode, valid, offs, chars, prev, lfirst, base, j0, j1, cap,
 def column_local_groups(keys, kmode, valid, offs, chars, prev, n, nchunks, cap, lgid, lfirst, lcount):
     """One key column's rows grouped per chunk (one chunk per thread), as
     :func:`local_groups` does for prepared keys; with ``prev`` (the rows' group ids by the
-    columns before, else None) a row's group is that of its (previous group, key) pair. Returns
+    columns before, else empty) a row's group is that of its (previous group, key) pair. Returns
     0, or 1 when a chunk found more than ``cap`` groups (then nothing is usable)."""
     step = (n + nchunks - 1) // nchunks
     over = np.zeros(nchunks, np.int64)

@@ -18,16 +18,8 @@ from gpuframe.backends.cpu import groups as G
 from gpuframe.core.column import Column
 from gpuframe.ops.keys import pair_for
 
+from .common.data import set_key
 
-def _key(v):
-    if v is None:
-        return ("<null>",)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return ("<nan>",)
-        if v == 0.0:
-            return 0.0
-    return v
 
 
 def _reference(arrays: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +29,7 @@ def _reference(arrays: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
     gid = np.empty(n, np.int64)
     first: list[int] = []
     for i in range(n):
-        k = tuple(_key(c[i]) for c in cols)
+        k = tuple(set_key(c[i]) for c in cols)
         if k not in ids:
             ids[k] = len(first)
             first.append(i)

@@ -12,7 +12,7 @@ import pytest
 import gpuframe
 from gpuframe.ops.groupby import OPS
 
-from .common.data import random_array
+from .common.data import random_array, set_key
 
 SQL = {
     "sum": "SUM({v})", "count": "COUNT({v})", "size": "COUNT(*)", "mean": "AVG({v})", "min": "MIN({v})",
@@ -22,16 +22,6 @@ SQL = {
 }
 NUMERIC = {"sum", "mean", "var", "std", "median"}
 
-
-def _canon(v):
-    if v is None:
-        return ("<null>",)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return ("<nan>",)
-        if v == 0.0:
-            return 0.0
-    return v
 
 
 def _duck(t: pa.Table, by: list[str], aggs: dict, where: str = "") -> dict:
@@ -46,7 +36,7 @@ def _duck(t: pa.Table, by: list[str], aggs: dict, where: str = "") -> dict:
         sel.append(SQL[op].format(v=v) + f' AS "{name}"')
     keys = ", ".join(f'"{k}"' for k in by)
     rows = con.sql(f"SELECT {keys}, {', '.join(sel)} FROM t {where} GROUP BY {keys}").fetchall()
-    return {tuple(_canon(v) for v in r[:len(by)]): r[len(by):] for r in rows}
+    return {tuple(set_key(v) for v in r[:len(by)]): r[len(by):] for r in rows}
 
 
 def _close(a, b, op) -> bool:
@@ -66,7 +56,7 @@ def _check(t: pa.Table, by, aggs, **kw):
                  if kw.get("dropna") else "")
     assert got.column_names == list(by) + list(aggs)
     rows = list(zip(*[c.to_pylist() for c in got.columns]))
-    keys = [tuple(_canon(v) for v in r[:len(by)]) for r in rows]
+    keys = [tuple(set_key(v) for v in r[:len(by)]) for r in rows]
     assert sorted(map(repr, keys)) == sorted(map(repr, want))
     for r, k in zip(rows, keys):
         for (name, (col, op)), a, b in zip(aggs.items(), r[len(by):], want[k]):

@@ -15,24 +15,14 @@ from hypothesis import strategies as st
 
 import gpuframe
 
-from .common.data import DTYPE_IDS, DTYPES, random_array
+from .common.data import DTYPE_IDS, DTYPES, random_array, set_key
 
-
-def _canon(v):
-    if v is None:
-        return ("<null>",)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return ("<nan>",)
-        if v == 0.0:
-            return 0.0
-    return v
 
 
 def _rows(t: pa.Table, names=None) -> list[tuple]:
     names = names or t.column_names
     cols = [t.column(n).to_pylist() for n in names]
-    return [tuple(_canon(c[i]) for c in cols) for i in range(t.num_rows)]
+    return [tuple(set_key(c[i]) for c in cols) for i in range(t.num_rows)]
 
 
 def _exact(t: pa.Table) -> tuple:

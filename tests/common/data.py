@@ -1,6 +1,8 @@
 """The dtype list and random data used across the tests (one place, readable ids)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 
@@ -65,3 +67,16 @@ def random_table(n: int, dtypes: dict[str, pa.DataType], *, nulls: bool = False,
                  cardinality: int | None = None) -> pa.Table:
     return pa.table({name: random_array(t, n, nulls=nulls, seed=seed + i, cardinality=cardinality)
                      for i, (name, t) in enumerate(dtypes.items())})
+
+
+def set_key(v):
+    """A Python value as set operations and grouping compare it: null == null, NaN == NaN,
+    -0.0 == 0.0 (a hashable stand-in for each)."""
+    if v is None:
+        return ("<null>",)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ("<nan>",)
+        if v == 0.0:
+            return 0.0
+    return v

@@ -81,6 +81,8 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
     return _word_ids(words)
 
 
+_NO_PREV = _ro(np.zeros(0, np.int32))   # no columns before: the kernels' empty ``prev``
+
 # combined group ids stay below this (the words are int64)
 _COMBINE_LIMIT = 2**62
 # combined words below this many per row are grouped by direct address (an int64 per word)
@@ -150,7 +152,7 @@ def _column_kernel_ids(keys: Any, kmode: int, valid: np.ndarray, offs: Any, char
     gid = host_empty(n, _id_dtype(n))   # chunk-local ids first
     lfirst = host_empty(n, np.int64)
     lcount = np.zeros(nch, np.int64)
-    args = (keys, kmode, valid, offs, chars, prev, n, nch)
+    args = (keys, kmode, valid, offs, chars, _NO_PREV if prev is None else prev, n, nch)
     if K.column_local_groups(*args, _LOCAL_GROUPS, gid, lfirst, lcount):
         return None
     if nch == 1:
