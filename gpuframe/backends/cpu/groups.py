@@ -37,7 +37,9 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
 
     One key column is grouped with its key in the table's slots (:func:`_column_ids`). Several
     are grouped one at a time, each with the group ids of the columns before it in the slots
-    too: a row's group is that of its (previous group, key) pair, numbered by first rows. Once
+    too: a row's group is that of its (previous group, key) pair, numbered by first rows (a
+    first key that is a string with too many groups for a chunk's table: every column at once
+    by the join's general path instead). Once
     a chunk of rows has too many such pairs for its table, the remaining columns are grouped
     alone and their group ids combined into one int64 word per row (``word * groups + own``;
     the words regrouped first where the product of the group counts would not fit), and the
@@ -52,9 +54,17 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
     card = 0                 # the product of the group counts that ``words`` combines
     for col, pair in zip(columns, pairs):
         if words is None:
-            got = None if codes is None else _column_ids(col, pair, _ro(_ids(codes)), local_only=True)
-            if got is None and codes is None:
-                got = _column_ids(col, pair)
+            if codes is None:
+                got = _column_ids(col, pair, local_only=True)
+                if got is None:
+                    if pair.is_string and len(columns) > 1:
+                        # a string key with too many groups for a chunk's table: the join's
+                        # general path (a row hash verified against the bytes) takes every
+                        # column in the one pass it needs for this one
+                        return _prepared_ids(columns, pairs)
+                    got = _prepared_ids([col], [pair])
+            else:
+                got = _column_ids(col, pair, _ro(_ids(codes)), local_only=True)
             if got is not None:
                 codes, first = got
                 if len(first) == n:
