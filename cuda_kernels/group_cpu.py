@@ -230,6 +230,8 @@ _W1_MIX = np.uint64(0xC2B2AE3D27D4EB4F)
 _STR_SEED = np.uint64(0x6A09E667F3BCC909)
 _FIB = np.uint64(0x9E3779B97F4A7C15)
 _W2_MIX = np.uint64(0x165667B19E3779F9)
+_DENSE_MIN = 16384
+_DENSE_ROWS = 4
 _load_word, _load_tail, _hash_bytes = cpu(_loads.load_word), cpu(_loads.load_tail), cpu(_hashing.hash_bytes)
 _spans_equal = cpu(_keys.spans_equal)
 
@@ -294,7 +296,9 @@ def _col_fill(tab, keys, kmode, valid, offs, chars, prev, lfirst, base, j0, j1, 
     """Rows ``j0..j1-1`` of a chunk into its table ``tab`` (four words a slot: w0, w1, the
     row's group among the columns before, group + 1; 0 empty), as :func:`_fill` does for a
     prepared key. Returns ``(next row, groups, status)``: status 0 done, 1 the table must grow
-    first, 2 more than ``cap`` groups."""
+    first, 2 more than ``cap`` groups, or, with ``prev``, past :data:`_DENSE_MIN` groups more
+    than one for every :data:`_DENSE_ROWS` rows so far (the (previous group, key) pairs too
+    many for a table per chunk: the column grouped alone and the ids combined do better)."""
     tmask = tab.shape[0] // 4 - 1
     shift = _shift_of(tmask + 1)
     for j in range(j0, j1):
@@ -335,7 +339,7 @@ def _col_fill(tab, keys, kmode, valid, offs, chars, prev, lfirst, base, j0, j1, 
                     break
             s = (s + 1) & tmask
         if e == 0:
-            if count >= cap:
+            if count >= cap or (prev.shape[0] != 0 and count >= _DENSE_MIN and _DENSE_ROWS * count > j - base):
                 return j, count, 2
             lfirst[base + count] = j
             count += 1
