@@ -61,8 +61,8 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
                         # a string key with too many groups for a chunk's table: the join's
                         # general path (a row hash verified against the bytes) takes every
                         # column in the one pass it needs for this one
-                        return _prepared_ids(columns, pairs)
-                    got = _prepared_ids([col], [pair])
+                        return _prepared_ids(columns, pairs, chunk_tables=False)
+                    got = _prepared_ids([col], [pair], chunk_tables=False)
             else:
                 got = _column_ids(col, pair, _ro(_ids(codes)), local_only=True)
             if got is not None:
@@ -116,6 +116,7 @@ def _column_ids(col: Column, pair: KeyPair, prev: Any = None, local_only: bool =
     n = len(col)
     valid = _valid(col) if col.has_nulls else _E8
     got = None
+    tried = True             # the chunk tables were tried (and found too many groups)
     if col.layout == Layout.STRING:
         got = _column_kernel_ids(_EU64, KMODE_BITS, _ro(valid), _ro(col.offsets_view()),
                                  _ro(np.ascontiguousarray(col.chars())), prev, n)
@@ -127,9 +128,11 @@ def _column_ids(col: Column, pair: KeyPair, prev: Any = None, local_only: bool =
         words = fast_key_words(col, pair, CPU, _widen_words)
         kmode = KMODE_F64 if pair.family == "float" else KMODE_BITS
         got = _column_kernel_ids(_ro(np.ascontiguousarray(words)), kmode, _ro(valid), None, None, prev, n)
+    else:
+        tried = False
     if got is not None or local_only:
         return got
-    return _prepared_ids([col], [pair])
+    return _prepared_ids([col], [pair], chunk_tables=not tried)
 
 
 def _dictionary_ids(col: Column, prev: Any) -> Any:
@@ -177,9 +180,11 @@ def _column_kernel_ids(keys: Any, kmode: int, valid: np.ndarray, offs: Any, char
     return gid, first[:ngroups]
 
 
-def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.ndarray, np.ndarray]:
+def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair],
+                  chunk_tables: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(gid, first)`` through the join's key preparation: a table per chunk of rows, or past
-    :data:`_LOCAL_GROUPS` groups in a chunk the join's partitioned tables."""
+    :data:`_LOCAL_GROUPS` groups in a chunk (or without ``chunk_tables``: the caller's chunk
+    tables of the first key already found too many) the join's partitioned tables."""
     K = _kernels()
     n = len(columns[0])
     sk = prepare_side(columns, pairs, CPU, _widen_words, _key_word, _string_span)
@@ -187,7 +192,7 @@ def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[
         raise AssertionError("grouping keys with nulls_equal have no rows left out")
     _row_hash_cpu(sk)
     sk = _ro_side(sk)
-    local = _local_group_ids(sk, n)
+    local = _local_group_ids(sk, n) if chunk_tables else None
     if local is not None:
         return local
     pbits = _partition_bits(n, 0)
@@ -356,24 +361,24 @@ def group_reduce(gid: np.ndarray, ngroups: int, column: Column, op: str, name: s
         outf = np.empty(ngroups, np.float64)
         K.sum_float(gid, ngroups, vals, valid, nch, outf, counts)
         return _float_column(outf, counts > 0)
-    fvals = vals    # int64 or float64: the kernels convert each value to float64 as they read it
+    # vals are int64 or float64: the kernels below convert each value to float64 as they read it
     if op == "median":
         gstart = np.empty(ngroups + 1, np.int64)
         gvals = host_empty(n, np.float64)
-        K.group_values(gid, ngroups, nch, valid, fvals, gstart, gvals)
+        K.group_values(gid, ngroups, nch, valid, vals, gstart, gvals)
         out = np.empty(ngroups, np.float64)
         has = np.empty(ngroups, np.uint8)
         K.median_float(gstart, gvals, out, has)
         return _float_column(out, has != 0)
     sums = np.empty(ngroups, np.float64)
-    K.sum_float(gid, ngroups, fvals, valid, nch, sums, counts)
+    K.sum_float(gid, ngroups, vals, valid, nch, sums, counts)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / counts
     if op == "mean":
         return _float_column(mean, counts > 0)
     if op in ("var", "std"):
         m2 = np.empty(ngroups, np.float64)
-        K.sq_dev(gid, ngroups, fvals, valid, mean, nch, m2)
+        K.sq_dev(gid, ngroups, vals, valid, mean, nch, m2)
         with np.errstate(invalid="ignore", divide="ignore"):
             var = m2 / (counts - 1)
         return _float_column(np.sqrt(var) if op == "std" else var, counts > 1)
