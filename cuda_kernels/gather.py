@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from numba.extending import register_jitable
 
 from .cpu_intrinsics import address, copy_bytes
 from .hashing import bit_is_set
+from .jit_cache import njit
 from .kernel_set import KernelSet
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from . import hashing as _hashing
 from . import keys as _keys
@@ -36,6 +36,7 @@ from . import loads as _loads
 from .group import span_cmp, value_less
 from .hashing import canonical_f64_bits
 from .hashtable import EMPTY
+from .jit_cache import njit
 from .per_row import cpu
 
 _canonical_f64_bits = cpu(canonical_f64_bits)

@@ -43,8 +43,9 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from .jit_cache import njit
 from .kernel_set import KernelSet
 from .loads import load_tail, load_word
 from .loads import register_cuda_overloads as _register_cuda_loads

@@ -54,13 +54,14 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .cpu_intrinsics import (address, copy_bytes, copy_short, load_i64, prefetch, store_i64,  # noqa: F401
                              store_i64_nt)
 from . import hashtable as _ht
 from . import keys as _keys
 from .hashtable import EMPTY
+from .jit_cache import njit
 from .keys import JOIN_SEED  # noqa: F401
 from .per_row import cpu
 

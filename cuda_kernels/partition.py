@@ -39,11 +39,12 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from numba.extending import register_jitable
 
 from .cpu_intrinsics import LINE_BYTES, address, copy_bytes, store_fence, stream_line  # noqa: F401
 from .hashing import bit_is_set, hash_fixed, null_hash, partition_of  # noqa: F401  (re-exported)
+from .jit_cache import njit
 from .kernel_set import KernelSet
 
 # Partitions that a per-block shared-memory histogram can hold (static shared array size).

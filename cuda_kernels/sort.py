@@ -33,10 +33,11 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from numba.extending import register_jitable
 
 from .hashing import bit_is_set
+from .jit_cache import njit
 from .kernel_set import KernelSet
 from .per_row import cpu, per_row
 
