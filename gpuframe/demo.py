@@ -576,7 +576,7 @@ def run_demo(rows: Optional[int] = None, workers: int = 2, device: Optional[str]
             with t.stage("start cluster"):
                 client, used = stack.enter_context(local_cluster(workers, protocol, note=note))
             summary["protocol"] = used
-            say(f"{len(client.scheduler_info()['workers'])} workers, scheduler at {client.scheduler.address}")
+            say(f"{len(client.nthreads())} workers, scheduler at {client.scheduler.address}")
 
             head("3. join events x users x items with gpuframe.dask.merge, build features")
             ftable = _gpuframe_pipeline(data, client, dev, used, use_cudf, t, say)

@@ -43,7 +43,7 @@ from gpuframe.comm import CommError, PeerClosedError, resolve_backend
 from gpuframe.comm.wire import schema_from_bytes, schema_to_bytes
 
 from . import _convert
-from ._worker_comms import Session, get_session, invalidate, worker_comm
+from ._worker_comms import Session, _current_workers, get_session, invalidate, worker_comm
 
 logger = logging.getLogger("gpuframe.dask")
 
@@ -343,7 +343,7 @@ def _wait(client: Any, session: Session, futures: list[Any], what: str) -> None:
         pending = [f for f in futures if f.status != "finished"]
         if not pending:
             return
-        current = client.scheduler_info(n_workers=-1)["workers"]
+        current = _current_workers(client)
         lost = [w for w in session.workers if w not in current]
         if lost:
             rank = session.workers.index(lost[0])
