@@ -33,6 +33,7 @@ from ..core.buffer import Buffer
 from ..core.column import Column, pack_bits
 from ..core.device import CPU, Device
 from ..core.dtypes import Layout
+from ..core.hostalloc import host_empty
 from ._common import words_to_values
 from .contract import KeyPair
 
@@ -398,13 +399,16 @@ def _general_side(cols: Sequence[Column], pairs: Sequence[KeyPair], flag_pairs: 
     ns = sum(1 for p in pairs if p.is_string)
     words: list[np.ndarray] = []
     null_rows: list[np.ndarray] = []
-    sarr = np.empty((ns, n), np.int64)
-    earr = np.empty((ns, n), np.int64)
+    # scratch from the host allocator: reused between calls, and never madvised for huge pages
+    # (numpy's own arrays of 4 MiB or more are: their first touches can stall in compaction)
+    sarr = host_empty((ns, n), np.int64)
+    earr = host_empty((ns, n), np.int64)
     chars: list[np.ndarray] = []
     spans = []
     base = 0
     si = 0
-    valid = np.ones(n, dtype=np.uint8)
+    valid = host_empty(n, np.uint8)
+    valid.fill(1)
     for col, pair, flag in zip(cols, pairs, flag_pairs):
         v = host_valid(col)
         if pair.is_string:
@@ -506,8 +510,8 @@ def _string_key_column(left_key: Column, right_key: Column, dtype: pa.DataType, 
     from gpuframe.kernels import join_cpu as K
 
     def spans(col: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        st = np.empty(len(col), np.int64)
-        en = np.empty(len(col), np.int64)
+        st = host_empty(len(col), np.int64)
+        en = host_empty(len(col), np.int64)
         ch = _string_spans_into(col, st, en, 0)
         return st, en, np.ascontiguousarray(ch, dtype=np.uint8), host_valid(col)
 
