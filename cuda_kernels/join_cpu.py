@@ -256,7 +256,8 @@ def string_spans(offs, valid, has_valid, st, en, flag, has_flag, keep, has_keep)
 
 @njit(parallel=True, **_OPTS)
 def widen_copy(src, out):
-    """``out[i] = src[i]`` (sign- or zero-extending, float32 to float64 exactly), in parallel."""
+    """``out[i] = src[i]`` (sign- or zero-extending, float32 to float64 exactly; or int64 string
+    offsets known to fit into int32), in parallel."""
     for i in prange(out.shape[0]):
         out[i] = src[i]
 
