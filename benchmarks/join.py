@@ -362,9 +362,10 @@ def run_case(cfg: BenchConfig, case: Case, probe: pa.Table, build: pa.Table) -> 
 
     Every engine runs ``cfg.warmup`` untimed calls first (its answer is checked against
     gpuframe's); then each of ``cfg.runs`` rounds times one call of every engine, one engine
-    after the other. Interleaving the engines spreads a change in the machine's load (other
-    work on a shared host) over all of them instead of charging it to whichever engine ran
-    during it; each engine's median over the rounds is reported.
+    after the other, the order rotated by one each round. Interleaving the engines spreads a
+    change in the machine's load (other work on a shared host) over all of them instead of
+    charging it to whichever engine ran during it, and rotating them spreads the cost of
+    running after the others' allocations; each engine's median over the rounds is reported.
 
     Every output, warm-up ones included, stays alive until the last round ends (an
     :class:`~common.OutputKeeper`): no call writes into a freed result's pages, and the first
@@ -399,7 +400,10 @@ def run_case(cfg: BenchConfig, case: Case, probe: pa.Table, build: pa.Table) -> 
     for rnd in range(cfg.runs):
         cfg.say(f"[{name}] round {rnd + 1}/{cfg.runs}")
         gc.collect()
-        for engine, variant, fn in engines:
+        # the order rotates each round: the engine that runs after the others' allocations
+        # (page faults under memory pressure, fragmentation) changes, as in benchmarks.groupby
+        k = rnd % len(engines)
+        for engine, variant, fn in engines[k:] + engines[:k]:
             t, res = time_runs(fn, 1, 0, keep=keep, engine=(engine, variant), collect=False)
             del res
             times[(engine, variant)].extend(t)
@@ -409,7 +413,8 @@ def run_case(cfg: BenchConfig, case: Case, probe: pa.Table, build: pa.Table) -> 
     params = {"probe_rows": probe.num_rows, "build_rows": build.num_rows, "output_rows": out_rows, "how": how,
               "probe_columns": probe.column_names, "build_columns": build.column_names,
               "input_bytes": probe.nbytes + build.nbytes, "output_bytes": out_bytes,
-              "threads": _threads(), "loadavg_1min": [load_before, _loadavg()]}
+              "threads": _threads(), "timing": "interleaved rounds, order rotated per round",
+              "loadavg_1min": [load_before, _loadavg()]}
     return make_record(BENCH, name, params, results, checked=True,
                        target_ratio=case.target(cfg.rows, probe.num_rows), **kept)
 
