@@ -34,11 +34,11 @@ from ..core.column import Column, pack_bits
 from ..core.device import CPU, Device
 from ..core.dtypes import Layout
 from ..core.hostalloc import host_empty
-from ._common import words_to_values
+from ._common import narrow_host, words_to_values
 from .contract import KeyPair
 
 __all__ = ["SideKeys", "DeviceKeyPrep", "prepare_keys", "prepare_side", "key_words", "host_valid", "key_has_nulls",
-           "fast_key_words", "merged_key_host", "int32_offsets"]
+           "fast_key_words", "merged_key_host"]
 
 # widen(values, dtype, device) -> values converted to dtype on the device (a backend's kernel)
 Widen = Callable[[Any, Any, Device], Any]
@@ -466,18 +466,6 @@ def _take(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def int32_offsets(offsets: np.ndarray) -> np.ndarray:
-    """Host int64 string offsets as int32 (the caller checked that they fit), written by a
-    parallel kernel into the host allocator's memory: ``offsets.astype(np.int32)`` is a fresh
-    numpy array, madvised for huge pages, and for a 20M-row output it took 240-310 ms once
-    memory was fragmented (compaction stalls), against 24-33 ms this way."""
-    from gpuframe.kernels import join_cpu as K
-
-    out = host_empty(len(offsets), np.int32)
-    K.widen_copy(offsets, out)
-    return out
-
-
 def merged_key_host(left_key: Column, right_key: Column, pair: KeyPair, dtype: pa.DataType, left_idx: Any,
                     right_idx: Any) -> Column:
     """The coalesced key of ``pair`` for the rows of the gather maps, made on the host and moved
@@ -552,4 +540,4 @@ def _string_key_column(left_key: Column, right_key: Column, dtype: pa.DataType, 
     nulls = int(n - valid.sum())
     validity = Buffer(pack_bits(valid), CPU) if nulls else None
     return Column(pa.large_string() if large else pa.string(), n, Buffer(chars, CPU), validity,
-                  Buffer(offsets if large else int32_offsets(offsets), CPU), None, 0, nulls)
+                  Buffer(offsets if large else narrow_host(offsets, np.int32), CPU), None, 0, nulls)

@@ -37,9 +37,9 @@ from ...core.device import CPU
 from ...core.dtypes import Layout, physical_numpy_dtype
 from ...core.hostalloc import host_empty
 from ...core.table import Table
-from .._common import is_word_type, words_to_values
+from .._common import is_word_type, narrow_host, words_to_values
 from .._join import SRC_KEY, SRC_NONE, SRC_ONE, JoinRequest, JoinResult, _sides
-from .._keys import SideKeys, host_valid, int32_offsets, key_words, merged_key_host, prepare_keys
+from .._keys import SideKeys, host_valid, key_words, merged_key_host, prepare_keys
 from ..contract import KeyPair, OutputColumn
 from .gather import gather_column
 
@@ -214,7 +214,7 @@ def _string_column(out_type: Any, offsets: np.ndarray, chars: np.ndarray, valid:
     the bytes outgrow int32 offsets)."""
     n = len(offsets) - 1
     large = pa.types.is_large_string(out_type) or int(offsets[-1]) >= 2**31 - 1
-    offs = offsets if large else int32_offsets(offsets)
+    offs = offsets if large else narrow_host(offsets, np.int32)
     nulls = 0 if valid is None else int(n - np.count_nonzero(valid))
     validity = Buffer(pack_bits(valid), CPU) if nulls else None
     return Column(pa.large_string() if large else pa.string(), n, Buffer(chars, CPU), validity,
