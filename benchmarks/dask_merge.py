@@ -44,7 +44,7 @@ def run(cfg: BenchConfig) -> list[dict]:
     import gpuframe.dask as gdask
 
     with bench_cluster(cfg) as client:
-        workers = len(client.scheduler_info()["workers"])
+        workers = len(client.nthreads())
         cfg.say(f"dask_merge: {workers} workers, generating 2 x {format_rows(cfg.rows)} rows")
         left = make_frame(client, cfg.rows, value="a", seed=2, key_range=cfg.rows, unique=False, device=cfg.device)
         right = make_frame(client, cfg.rows, value="b", seed=3, key_range=cfg.rows, unique=True, device=cfg.device)

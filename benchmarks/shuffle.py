@@ -134,7 +134,7 @@ def make_frame(client: Any, rows: int, *, value: str, seed: int, key_range: int,
     import pandas as pd
     from distributed import wait
 
-    nparts = max(len(client.scheduler_info()["workers"]), -(-rows // PARTITION_ROWS))
+    nparts = max(len(client.nthreads()), -(-rows // PARTITION_ROWS))
     bounds = [rows * i // nparts for i in range(nparts + 1)]
     specs = [(seed * 100_003 + i, bounds[i + 1] - bounds[i], key_range, value,
               bounds[i] if unique else None, device) for i in range(nparts)]
@@ -319,7 +319,7 @@ def raw_ucx_bandwidth(client: Any, *, both: bool, nbytes: int = MESSAGE_BYTES, i
         return None
     from distributed.comm import get_address_host
 
-    a, b = sorted(client.scheduler_info()["workers"])[:2]
+    a, b = sorted(client.nthreads())[:2]
     rates = []
     for chunks in (1, 16):
         port = client.run(_bw_listen, nbytes, chunks, iters, both, workers=[b])[b]
@@ -360,7 +360,7 @@ def run(cfg: BenchConfig) -> list[dict]:
 
     records = []
     with bench_cluster(cfg) as client:
-        workers = len(client.scheduler_info()["workers"])
+        workers = len(client.nthreads())
         cfg.say(f"shuffle: {workers} workers, generating {format_rows(cfg.rows)} rows")
         ddf = make_frame(client, cfg.rows, value="value", seed=1, key_range=max(cfg.rows, 1), unique=False,
                          device=cfg.device)
