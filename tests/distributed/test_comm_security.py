@@ -457,9 +457,20 @@ def test_malformed_envelope_fails_every_rank_fast(backend):
     for r, (exc, took) in enumerate(res):
         assert isinstance(exc, CommError), (r, exc)
         assert took < 15, f"rank {r} took {took:.1f} s to fail (timeout 60 s)"
+    # ranks 0 and 2 both receive the garbage; the first to read it fails and closes its
+    # connections, and that close may reach the other before the garbage does (a CI run saw rank
+    # 0 report rank 2's close): every rank that read the garbage names it, and one at least did
+    def saw_garbage(exc):
+        return isinstance(exc, ProtocolError) or isinstance(exc.__cause__, ProtocolError)
+
+    named = [r for r in (0, 2) if saw_garbage(res[r][0])]
+    assert named, [res[r][0] for r in (0, 2)]
     for r in (0, 2):
-        assert_protocol_error(res[r][0], 1)
-        assert "malformed envelope from peer rank 1" in str(res[r][0])
+        if r in named:
+            assert_protocol_error(res[r][0], 1)
+            assert "malformed envelope from peer rank 1" in str(res[r][0])
+        else:
+            assert isinstance(res[r][0], PeerClosedError) and res[r][0].peer in named, (r, res[r][0])
     for c in comms:
         c.close()
 
