@@ -152,10 +152,8 @@ def zeros(n: int, dtype: Any, device: Device) -> Any:
     dtype = np.dtype(dtype)
     if not device.is_cuda:
         if _nbytes_of(n, dtype) < POOLED_MIN_BYTES:
-            return np.zeros(n, dtype=dtype)
-        out = host_empty(n, dtype)
-        out.fill(0)
-        return out
+            return np.zeros(n, dtype=dtype)   # calloc: pages zeroed as they are touched
+        return full(n, 0, dtype, device)
     require_cuda(device)
     if cudasim_enabled():
         return _sim_to_device(np.zeros(n, dtype=dtype))   # cp.zeros on a GPU: not a transfer
