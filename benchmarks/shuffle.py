@@ -113,12 +113,13 @@ def _make_part(spec: tuple) -> Any:
     """One partition: ``rows`` rows of int64 ``key`` and one int64 value column (made on a worker)."""
     import pandas as pd
 
-    seed, rows, key_range, value, unique_base, device = spec
+    seed, rows, key_range, value, unique_base, device = spec[:6]
+    skew = spec[6] if len(spec) > 6 else None
     rng = np.random.default_rng(seed)
     if unique_base is not None:  # the unique side of a merge: a permutation block of the key range
         keys = unique_base + rng.permutation(rows).astype(np.int64)
     else:
-        keys = rng.integers(0, key_range, rows, dtype=np.int64)
+        keys = skewed_keys(rng, rows, key_range, skew)
     df = pd.DataFrame({"key": keys, value: rng.integers(-2**40, 2**40, rows, dtype=np.int64)})
     if device == "cuda":
         import cudf
@@ -127,9 +128,31 @@ def _make_part(spec: tuple) -> Any:
     return df
 
 
+SKEWS = ("none", "zipf", "hot")
+ZIPF_A = 1.3      # --skew zipf: Zipf(1.3) keys, the most frequent holding about 25% of the rows
+HOT_SHARE = 0.3   # --skew hot: one key holds 30% of the rows, the others are uniform
+
+
+def skewed_keys(rng: np.random.Generator, rows: int, key_range: int, skew: Optional[str]) -> np.ndarray:
+    """``rows`` keys in ``[0, key_range)``: uniform, Zipf(ZIPF_A) ranks scattered over the range by
+    an odd multiplier (so the hot keys are not 0, 1, 2 ...), or uniform with one key (the middle
+    of the range) taking HOT_SHARE of the rows."""
+    if skew in (None, "none"):
+        return rng.integers(0, key_range, rows, dtype=np.int64)
+    if skew == "zipf":
+        ranks = (rng.zipf(ZIPF_A, rows) - 1).astype(np.uint64) % np.uint64(key_range)
+        return ((ranks * np.uint64(0x9E3779B1)) % np.uint64(key_range)).astype(np.int64)
+    if skew == "hot":
+        keys = rng.integers(0, key_range, rows, dtype=np.int64)
+        keys[rng.random(rows) < HOT_SHARE] = key_range // 2
+        return keys
+    raise ValueError(f"skew must be one of {SKEWS}, got {skew!r}")
+
+
 def make_frame(client: Any, rows: int, *, value: str, seed: int, key_range: int, unique: bool,
-               device: str) -> Any:
-    """A persisted Dask DataFrame generated on the workers (nothing large goes through the client)."""
+               device: str, skew: Optional[str] = None) -> Any:
+    """A persisted Dask DataFrame generated on the workers (nothing large goes through the client);
+    ``skew`` draws the (non-unique) keys as :func:`skewed_keys` does."""
     import dask.dataframe as dd
     import pandas as pd
     from distributed import wait
@@ -137,7 +160,7 @@ def make_frame(client: Any, rows: int, *, value: str, seed: int, key_range: int,
     nparts = max(len(client.nthreads()), -(-rows // PARTITION_ROWS))
     bounds = [rows * i // nparts for i in range(nparts + 1)]
     specs = [(seed * 100_003 + i, bounds[i + 1] - bounds[i], key_range, value,
-              bounds[i] if unique else None, device) for i in range(nparts)]
+              bounds[i] if unique else None, device, skew) for i in range(nparts)]
     meta = pd.DataFrame({"key": pd.Series([], dtype="int64"), value: pd.Series([], dtype="int64")})
     if device == "cuda":
         import cudf
@@ -245,7 +268,7 @@ def timed_persist(client: Any, build: Any, runs: int, warmup: int) -> tuple[list
 
 def split_summary(stats_runs: list[dict]) -> dict:
     """Medians over runs of gpuframe's per-phase times (the slowest worker's each)."""
-    keys = ["partition_s", "sizes_s", "data_s", "exchange_s", "merge_s", "convert_s"]
+    keys = ["partition_s", "sizes_s", "data_s", "exchange_s", "merge_s", "local_s", "skew_s", "convert_s"]
     return {k: statistics.median(s.get(k, 0.0) for s in stats_runs) for k in keys if any(k in s for s in stats_runs)}
 
 

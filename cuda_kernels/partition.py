@@ -78,6 +78,82 @@ def pids_from_hashes(hashes, nparts, pids):
         pids[i] = partition_of(hashes[i], nparts)
 
 
+U0 = np.uint64(0)
+HEAVY_SCAN = 32   # heavy hashes scanned one by one up to this many, binary-searched above
+
+
+@register_jitable
+def heavy_code_scan(h, heavy, codes):
+    """The code of ``h`` among ``heavy`` (0 when absent) by a branch-free scan: a hot key's rows
+    are scattered, so a branch per row would be mispredicted; vectorises."""
+    code = U0
+    for j in range(heavy.shape[0]):
+        code |= np.uint64(codes[j]) * np.uint64(heavy[j] == h)
+    return code
+
+
+@register_jitable
+def heavy_code_search(h, heavy, codes):
+    """:func:`heavy_code_scan` by binary search (``heavy`` sorted; many heavy hashes)."""
+    lo = 0
+    hi = heavy.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if heavy[mid] < h:
+            lo = mid + 1
+        else:
+            hi = mid
+    return np.uint64(codes[lo]) if lo < heavy.shape[0] and heavy[lo] == h else U0
+
+
+@register_jitable
+def heavy_pid(h, code, nparts):
+    """``partition_of(h, nparts)``, or ``nparts - 1 + code`` for a heavy hash (all uint64: numba
+    would unify a uint64 and an int64 branch as float64)."""
+    p = partition_of(h, nparts)
+    return p if code == U0 else np.uint64(nparts) - U1 + code
+
+
+@njit(parallel=True, cache=True)
+def pids_from_hashes_heavy(hashes, nparts, heavy, codes, pids):
+    """:func:`pids_from_hashes`, except that a row whose hash is ``heavy[j]`` (sorted) gets
+    ``nparts - 1 + codes[j]``: the skewed-merge split of ``gpuframe._skew`` in the id pass."""
+    if heavy.shape[0] <= HEAVY_SCAN:
+        for i in prange(hashes.shape[0]):
+            h = hashes[i]
+            pids[i] = heavy_pid(h, heavy_code_scan(h, heavy, codes), nparts)
+    else:
+        for i in prange(hashes.shape[0]):
+            h = hashes[i]
+            pids[i] = heavy_pid(h, heavy_code_search(h, heavy, codes), nparts)
+
+
+@njit(parallel=True, cache=True)
+def pids_from_fixed_heavy(values, kind, validity, vbit, seed, nparts, heavy, codes, pids):
+    """:func:`pids_from_fixed` with the heavy hashes' own partitions (as
+    :func:`pids_from_hashes_heavy`)."""
+    n = values.shape[0]
+    nh = null_hash(seed)
+    nh_pid = heavy_pid(nh, heavy_code_search(nh, heavy, codes), nparts)
+    scan = heavy.shape[0] <= HEAVY_SCAN
+    if validity.shape[0] > 0:
+        for i in prange(n):
+            if bit_is_set(validity, vbit + i) == 0:
+                pids[i] = nh_pid
+            else:
+                h = hash_fixed(values[i], kind, seed)
+                code = heavy_code_scan(h, heavy, codes) if scan else heavy_code_search(h, heavy, codes)
+                pids[i] = heavy_pid(h, code, nparts)
+    elif scan:
+        for i in prange(n):
+            h = hash_fixed(values[i], kind, seed)
+            pids[i] = heavy_pid(h, heavy_code_scan(h, heavy, codes), nparts)
+    else:
+        for i in prange(n):
+            h = hash_fixed(values[i], kind, seed)
+            pids[i] = heavy_pid(h, heavy_code_search(h, heavy, codes), nparts)
+
+
 # Unsigned indices and cursors: numba then emits no negative-index wraparound code, which halves
 # the instructions of the scatter loops (they run at memory speed only without it).
 U1 = np.uint64(1)

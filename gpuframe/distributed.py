@@ -38,6 +38,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
+from . import _skew
+from ._skew import DEFAULT_HEAVY_SHARE
 from .comm import Communicator, exchange_tables
 from .comm.exchange import start_exchange
 from .core.table import Table
@@ -334,10 +336,12 @@ def merge_pieces(left: Sequence[Table], right: Sequence[Table], comm: Communicat
                  right_on: Any = None, how: str = "inner", suffixes: tuple[str, str] = ("_x", "_y"),
                  nulls_equal: bool = False, buckets: Optional[int] = None, seed: int = 0,
                  tag: Optional[int] = None, timeout: Optional[float] = None, device: Any = None,
-                 stats: Optional[dict] = None) -> list[Table]:
+                 stats: Optional[dict] = None, heavy_share: Optional[float] = DEFAULT_HEAVY_SHARE) -> list[Table]:
     """Merge several local tables of each side; one result per bucket this rank owns.
 
-    See :func:`merge`. The exchanges use ``tag`` and ``tag + 1``.
+    See :func:`merge`. The exchanges use ``tag`` .. ``tag + 6``. Heavy keys (see ``heavy_share``
+    in :func:`merge`) are handled apart when every rank owns a bucket; their rows of this rank's
+    result are in its first bucket's table.
     """
     from .ops.join import merge as local_merge
 
@@ -346,21 +350,51 @@ def merge_pieces(left: Sequence[Table], right: Sequence[Table], comm: Communicat
         raise ValueError("merge_pieces does not take how='cross' (a cross product is not hash-partitioned); "
                          "use gpuframe.distributed.merge(left, right, how='cross', comm=comm)")
     nb = _check_buckets(buckets, comm.size)
+    share = _skew.check_heavy_share(heavy_share)
     kw = _merge_kwargs(on, left_on, right_on, how, suffixes, nulls_equal)
-    check_merge(left_schema, right_schema, **kw)
+    out_schema = check_merge(left_schema, right_schema, **kw)
     lkeys, rkeys = merge_keys(left_schema, right_schema, on, left_on, right_on)
     lplan, rplan = hash_plan(left_schema, right_schema, lkeys, rkeys)
     t0 = time.perf_counter()
     lview, lhash = _with_hash_keys(left, lkeys, lplan, "l")
     rview, rhash = _with_hash_keys(right, rkeys, rplan, "r")
-    lout = route(lview, lhash, comm.size, buckets=nb, seed=seed, keep=left_schema.names if lplan else None)
+    heavy = None
+    if share is not None and comm.size > 1 and nb >= comm.size:
+        heavy = _guarded(comm, _skew.plan, comm, lview, lhash, rview, rhash, how=how, share=share, seed=seed,
+                         buckets=nb, tag=_tag(tag, 2), timeout=timeout)
+        if not heavy.keys:
+            heavy = None
+    # the heavy rows travel in the shuffle's own exchanges and are joined with the light ones,
+    # where the join type allows (see gpuframe._skew.in_the_exchange)
+    folded = heavy is not None and _skew.in_the_exchange(heavy, how, nb, comm.size)
+    _add(stats, "skew_s", time.perf_counter() - t0)
+    lstay: list[Table] = []
+    laway: list[Table] = []
+    rstay: list[Table] = []
+    raway: list[Table] = []
+    t0 = time.perf_counter()
+    if heavy is None:
+        lout = route(lview, lhash, comm.size, buckets=nb, seed=seed, keep=left_schema.names if lplan else None)
+    else:
+        lout, lstay, laway = _guarded(comm, _skew.route, lview, lhash, comm.size, buckets=nb, seed=seed,
+                                      keep=left_schema.names if lplan else None, stay=heavy.left_stay,
+                                      away=heavy.right_stay)
+        if folded:
+            _skew.fold(lout, comm.rank, lstay, laway)
     t1 = time.perf_counter()
     tag2 = None if tag is None else tag + 1
     # The left side travels while this thread partitions the right side.
     lpending = start_exchange(comm, lout, schema=left_schema, tag=tag, timeout=timeout, device=device,
                               stats=stats)
     try:
-        rout = route(rview, rhash, comm.size, buckets=nb, seed=seed, keep=right_schema.names if rplan else None)
+        if heavy is None:
+            rout = route(rview, rhash, comm.size, buckets=nb, seed=seed, keep=right_schema.names if rplan else None)
+        else:
+            rout, rstay, raway = _skew.route(rview, rhash, comm.size, buckets=nb, seed=seed,
+                                             keep=right_schema.names if rplan else None, stay=heavy.right_stay,
+                                             away=heavy.left_stay)
+            if folded:
+                _skew.fold(rout, comm.rank, rstay, raway)
         t2 = time.perf_counter()
         rpending = start_exchange(comm, rout, schema=right_schema, tag=tag2, timeout=timeout, device=device,
                                   stats=stats)
@@ -385,6 +419,19 @@ def merge_pieces(left: Sequence[Table], right: Sequence[Table], comm: Communicat
     _add(stats, "partition_s", (t1 - t0) + (t2 - t1) + (t4 - t3))
     _add(stats, "exchange_s", t3 - t2)  # what the transfers cost beyond the overlapped partitioning
     _add(stats, "merge_s", time.perf_counter() - t4)
+    if folded:
+        _skew.note(stats, heavy, lstay + rstay, laway + raway, comm.size)
+    elif heavy is not None:
+        t5 = time.perf_counter()
+        extra = _guarded(comm, _skew.heavy_join, comm, heavy, lstay=lstay, laway=laway, rstay=rstay,
+                         raway=raway, left_schema=left_schema, right_schema=right_schema, lkeys=lkeys,
+                         rkeys=rkeys, kw=kw, out_schema=out_schema, tag=_tag(tag, 3), timeout=timeout,
+                         device=device, stats=stats)
+        if extra:
+            from .ops.select import concat
+
+            out[0] = concat([out[0], *extra])
+        _add(stats, "skew_s", time.perf_counter() - t5)
     return out
 
 
@@ -399,8 +446,15 @@ def _drain(pending: Any) -> None:
 def merge(left: Table, right: Table, on: Any = None, *, comm: Communicator, how: str = "inner",
           left_on: Any = None, right_on: Any = None, suffixes: tuple[str, str] = ("_x", "_y"),
           nulls_equal: bool = False, seed: int = 0, tag: Optional[int] = None,
-          timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+          timeout: Optional[float] = None, stats: Optional[dict] = None,
+          heavy_share: Optional[float] = DEFAULT_HEAVY_SHARE) -> Table:
     """Distributed :func:`gpuframe.merge`: shuffle both sides by their keys, then join locally.
+
+    Heavy keys (skew): a key whose rows on one side reach ``heavy_share`` of that side's rows per
+    rank (and at least 1,024 rows), estimated from a sample of each rank's keys, is not shuffled:
+    the side with more of its rows keeps them where they are and the other side's rows of that
+    key are sent to every rank (see :mod:`gpuframe._skew`). No rank then gets a hot key's rows all
+    at once.
 
     ``how="cross"`` takes no keys: the side with fewer rows in all is gathered on every rank
     (tags ``tag`` for the row counts, ``tag + 1`` for the rows) and crossed with this rank's rows of
@@ -415,9 +469,15 @@ def merge(left: Table, right: Table, on: Any = None, *, comm: Communicator, how:
     comm : Communicator
         Connected; every rank calls ``merge`` together.
     seed, tag, timeout
-        As in :func:`shuffle` (the exchanges use ``tag`` and ``tag + 1``).
+        As in :func:`shuffle` (the exchanges use ``tag`` .. ``tag + 6``).
     stats : dict, optional
-        Filled with ``partition_s``, ``exchange_s``, ``merge_s``, ``bytes_sent``, ``bytes_received``.
+        Filled with ``partition_s``, ``exchange_s``, ``merge_s``, ``skew_s`` (sampling, splitting
+        and joining the heavy keys' rows), ``bytes_sent``, ``bytes_received``; when heavy keys
+        were found, ``heavy_keys``, ``heavy_rows_kept`` (this rank's rows that stayed) and
+        ``heavy_rows_sent`` (the rows it sent to every rank, counted once per rank).
+    heavy_share : float or None, default 0.125
+        The share of a side's fair share (its rows / ranks) from which a key is heavy; ``None``
+        shuffles every key (no sample is taken).
 
     Returns
     -------
@@ -438,7 +498,7 @@ def merge(left: Table, right: Table, on: Any = None, *, comm: Communicator, how:
     (out,) = merge_pieces([left], [right], comm, left_schema=left.schema, right_schema=right.schema, on=on,
                           left_on=left_on, right_on=right_on, how=how, suffixes=suffixes,
                           nulls_equal=nulls_equal, seed=seed, tag=tag, timeout=timeout, device=left.device,
-                          stats=stats)
+                          stats=stats, heavy_share=heavy_share)
     return out
 
 

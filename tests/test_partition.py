@@ -265,3 +265,47 @@ def test_streaming_scatter_every_width(n):
     a = out.to_arrow()
     for name in dtypes:
         assert a.column(name).equals(exp.column(name)), name
+
+
+# ------------------------------------------------------------------------------ the skewed merge's split
+@pytest.mark.parametrize("keys", [["k"], ["k", "s"]], ids=["fixed_key_fused", "two_keys_hashed"])
+@pytest.mark.parametrize("nheavy", [2, 40], ids=["scan", "binary_search"])
+def test_hash_partition_heavy_sends_heavy_hashes_to_their_own_partitions(keys, nheavy):
+    """The CPU capability behind gpuframe._skew.route: a row whose hash is a heavy one goes to
+    partition ``nparts - 1 + code``, every other row to its hash partition, stably; null keys
+    too (the null hash made heavy); a scan for few heavy hashes, a binary search for many."""
+    from gpuframe.backends.cpu.partition import hash_partition_heavy
+    from gpuframe.ops.hashing import key_columns
+
+    rng = np.random.default_rng(nheavy)
+    n = 70_000   # above the parallel threshold: several chunks
+    k = rng.integers(0, 500, n)
+    k[rng.random(n) < 0.3] = 7
+    kv = pa.array(np.where(rng.random(n) < 0.05, None, k).tolist(), pa.int64())
+    t = gpuframe.from_arrow(pa.table({"k": kv, "s": pa.array([f"s{i % 3}" for i in range(n)]),
+                                      "row": np.arange(n)}))
+    h = np.asarray(hash_rows(t, keys, 0))
+    distinct = np.unique(h)
+    heavy_rows = np.flatnonzero(kv.is_null().to_numpy(zero_copy_only=False))[:1].tolist() + [int(np.argmax(k == 7))]
+    chosen = np.unique(np.concatenate([h[heavy_rows], rng.choice(distinct, nheavy - 2, replace=False)]))
+    codes = np.where(np.arange(len(chosen)) % 2 == 0, 1, 2).astype(np.int8)
+    order = np.argsort(chosen)
+    heavy, codes = chosen[order].astype(np.uint64), codes[order]
+    nparts = 3
+    parted, offsets = hash_partition_heavy(t, key_columns(t, keys, t.device), nparts, np.uint64(0), heavy, codes)
+    assert len(offsets) == nparts + 3 and offsets[-1] == n
+    rows = parted["row"].to_arrow().to_numpy()
+    assert sorted(rows.tolist()) == list(range(n))
+    code_of = dict(zip(heavy.tolist(), codes.tolist()))
+    for p in range(nparts + 2):
+        mine = rows[offsets[p]:offsets[p + 1]]
+        assert (np.diff(mine) > 0).all()   # stable: input order within a partition
+        hp = h[mine]
+        if p < nparts:
+            assert not np.isin(hp, heavy).any()
+            assert (partition_of(hp, nparts) == p).all()
+        else:
+            assert all(code_of[x] == p - nparts + 1 for x in hp.tolist())
+    # key 7's hash (30% of the rows; a third of them with the string key too) is heavy
+    assert offsets[nparts + 2] - offsets[nparts] > 0.09 * n
+    assert offsets[nparts + 1] > offsets[nparts] and offsets[nparts + 2] > offsets[nparts + 1]

@@ -16,6 +16,10 @@ The backend operations and their signatures (every registered name is listed in
 ``join_fused(left, right, pairs, how, nulls_equal, columns, op) -> (list[Column], rows)``
     *Optional* (a capability, registered by the CPU backend only): the join and the output
     columns ``columns`` (:class:`OutputColumn`) in one pass, without gather maps in between.
+``hash_partition_heavy(table, key_columns, num_partitions, seed, heavy, codes) -> (Table, offsets)``
+    *Optional* (CPU only): ``hash_partition`` with rows whose hash is in ``heavy`` (sorted uint64)
+    sent to the extra partitions ``num_partitions - 1 + code`` (the skewed merge's split, see
+    :mod:`gpuframe._skew`).
 ``gather_column(column, indices, missing) -> Column``, ``check_indices(indices, num_rows)``,
 ``hash_rows``, ``partition_ids``, ``hash_partition``: see :mod:`gpuframe.ops.gather`,
 :mod:`gpuframe.ops.hashing` and :mod:`gpuframe.ops.partition`.

@@ -40,6 +40,7 @@ LAZY: Dict[Tuple[str, str], str] = {
     ("cpu", "join_size"): "gpuframe.backends.cpu.join:join_size",
     ("cpu", "merged_key"): "gpuframe.backends.cpu.join:merged_key",
     ("cpu", "join_fused"): "gpuframe.backends.cpu.join:join_fused",
+    ("cpu", "hash_partition_heavy"): "gpuframe.backends.cpu.partition:hash_partition_heavy",
     ("cuda", "hash_rows"): "gpuframe.backends.cuda.hashing:hash_rows",
     ("cuda", "partition_ids"): "gpuframe.backends.cuda.partition:partition_ids",
     ("cuda", "hash_partition"): "gpuframe.backends.cuda.partition:hash_partition",

@@ -39,6 +39,7 @@ import time
 import uuid
 from typing import Any, Optional, Sequence
 
+from gpuframe._skew import DEFAULT_HEAVY_SHARE, check_heavy_share
 from gpuframe.comm import CommError, PeerClosedError, resolve_backend
 from gpuframe.comm.wire import schema_from_bytes, schema_to_bytes
 
@@ -363,7 +364,7 @@ def _collect(client: Any, futures: list[Any], counts: list[int], workers: list[s
     if stats is not None:
         per_worker = client.gather([client.submit(_stats, f, pure=False) for f in futures])
         stats["workers"] = per_worker
-        for k in ("partition_s", "exchange_s", "sizes_s", "data_s", "merge_s", "local_s", "convert_s"):
+        for k in ("partition_s", "exchange_s", "sizes_s", "data_s", "merge_s", "skew_s", "local_s", "convert_s"):
             vals = [s.get(k, 0.0) for s in per_worker]
             stats[k] = max(vals) if vals else 0.0
         stats["bytes_sent"] = sum(s.get("bytes_sent", 0) for s in per_worker)
@@ -443,11 +444,16 @@ def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any
 def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on: Any = None,
           right_on: Any = None, suffixes: tuple[str, str] = ("_x", "_y"), nulls_equal: bool = False,
           npartitions: Optional[int] = None, client: Any = None, backend: Optional[str] = None,
-          seed: int = 0, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Any:
+          seed: int = 0, timeout: Optional[float] = None, stats: Optional[dict] = None,
+          heavy_share: Optional[float] = DEFAULT_HEAVY_SHARE) -> Any:
     """Join two Dask DataFrames with :func:`gpuframe.merge` semantics, shuffled by gpuframe.
 
     Both sides are hash-partitioned by their keys on the workers that hold them and exchanged
-    directly between workers; each worker then joins the rows of its buckets locally.
+    directly between workers; each worker then joins the rows of its buckets locally. Heavy
+    keys (a key with ``heavy_share`` of a side's rows per worker or more, found from a sample)
+    are not shuffled: the side with more of their rows keeps them on the workers that hold them
+    and the other side's rows of those keys go to every worker (with ``npartitions`` at least
+    the number of workers; see :func:`gpuframe.distributed.merge`).
 
     Parameters
     ----------
@@ -459,7 +465,10 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
         (nothing is hash-partitioned; ``npartitions`` cuts each worker's result into contiguous
         pieces; ``seed`` is unused).
     npartitions, client, backend, seed, timeout, stats
-        As in :func:`shuffle` (``stats`` also gets ``merge_s``).
+        As in :func:`shuffle` (``stats`` also gets ``merge_s`` and ``skew_s``, and per worker the
+        heavy-key figures of :func:`gpuframe.distributed.merge`).
+    heavy_share : float or None, default 0.125
+        As in :func:`gpuframe.distributed.merge`; ``None`` shuffles every key.
 
     Returns
     -------
@@ -491,6 +500,7 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
     out_schema = check_merge(lschema, rschema, **kw)
     npartitions = _check_npartitions(npartitions)
     seed = _check_seed(seed)
+    heavy_share = check_heavy_share(heavy_share)
     if how == "cross":
         from .tableops import cross
 
@@ -504,9 +514,10 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
     session = get_session(client, backend, timeout=timeout)
     session, (lplaced, rplaced) = _placement(client, [left, right], session, backend, timeout)
     buckets = npartitions or session.size
-    spec = {"kind": lkind, "buckets": buckets, "seed": seed, "timeout": timeout, "merge": kw,
+    spec = {"kind": lkind, "buckets": buckets, "seed": seed, "timeout": timeout,
+            "merge": dict(kw, heavy_share=heavy_share),
             "left_schema": schema_to_bytes(lschema), "right_schema": schema_to_bytes(rschema), "meta": meta}
-    tag = (uuid.uuid4().int & (2**40 - 1)) * 2
+    tag = (uuid.uuid4().int & (2**40 - 1)) * 8      # merge_pieces uses tag .. tag + 6
     args = [lplaced[w] + rplaced[w] for w in session.workers]
     nleft = [len(lplaced[w]) for w in session.workers]
     futures = _run(client, session, _merge_task, tag, spec, args, "merge", lead=nleft)

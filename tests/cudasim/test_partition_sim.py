@@ -140,3 +140,34 @@ def test_runs_the_cuda_launchers(cuda_device, monkeypatch):
     hash_partition(gpu, "a", 2)
     assert calls[:2] == ["block_counts_fixed", "scatter_shared"]
     assert "invert_dest" in calls and "chars" in calls
+
+
+def test_skewed_merge_split_on_the_device(cuda_device):
+    """gpuframe._skew.route on CUDA tables (no one-scatter capability there: the heavy rows are
+    filtered out, the light ones hash-partitioned): the same groups as on the CPU, the pieces on
+    the device."""
+    import gpuframe._skew as skew
+
+    rng = np.random.default_rng(3)
+    n = 1_500
+    k = rng.integers(0, 80, n)
+    k[rng.random(n) < 0.3] = 7
+    k[rng.random(n) < 0.1] = 9
+    tbl = pa.table({"k": pa.array(np.where(rng.random(n) < 0.05, None, k).tolist(), pa.int64()),
+                    "s": pa.array([f"v{i % 7}" for i in range(n)]), "row": np.arange(n)})
+    cpu = gpuframe.from_arrow(tbl)
+    gpu = cpu.to(cuda_device)
+    h = np.asarray(hash_rows(cpu, ["k"]))
+    stay, away = h[np.argmax(k == 7)].reshape(1), h[np.argmax(k == 9)].reshape(1)
+
+    def groups(t):
+        out, staying, going = skew.route([t.slice(0, 700), t.slice(700)], ["k"], 2, buckets=3, seed=0, keep=None,
+                                         stay=stay, away=away)
+        rows = lambda pieces: sorted(r for p in pieces for r in p["row"].to_arrow().to_pylist())  # noqa: E731
+        return [rows(o) for o in out], rows(staying), rows(going), [p for o in out for p in o] + staying + going
+
+    g_out, g_stay, g_go, pieces = groups(gpu)
+    c_out, c_stay, c_go, _ = groups(cpu)
+    assert (g_out, g_stay, g_go) == (c_out, c_stay, c_go)
+    assert g_stay == np.flatnonzero(h == stay[0]).tolist() and g_go == np.flatnonzero(h == away[0]).tolist()
+    assert all(on_device(p["k"]) and p.device == cuda_device for p in pieces)

@@ -86,6 +86,32 @@ def test_merge_matches_pandas(cluster, frames, how):
         assert stats["bytes_sent"] > 0
 
 
+@pytest.mark.parametrize("how", ["inner", "right"])
+def test_merge_with_a_hot_key_spreads_it(cluster, how):
+    """A key with 60% of the left rows: its rows stay on the workers that hold them (the right
+    side's one row of it goes to every worker), so with several workers no worker's output is
+    above 1.5x its fair share; the answer is pandas'."""
+    client, backend, n = cluster
+    rng = np.random.default_rng(5)
+    rows = 9_000
+    k = rng.integers(0, 3_000, rows)
+    k[rng.random(rows) < 0.6] = 77
+    left = pd.DataFrame({"k": k, "a": rng.integers(0, 9, rows)})
+    right = pd.DataFrame({"k": np.arange(0, 3_500), "b": np.arange(0, 3_500) * 3})
+    stats = {}
+    out = gdask.merge(_ddf(left, 3), _ddf(right, 2), on="k", how=how, backend=backend, client=client, stats=stats)
+    parts = [p.compute() for p in out.partitions]
+    res = pd.concat(parts, ignore_index=True)
+    check_meta(out, res)
+    expect = left.merge(right, on="k", how=how)
+    assert same_rows(to_arrow(res), to_arrow(expect))
+    if n > 1:
+        assert all(w["heavy_keys"] == 1 for w in stats["workers"]), stats["workers"]
+        assert max(len(p) for p in parts) <= 1.5 * len(expect) / n, [len(p) for p in parts]
+    else:
+        assert all("heavy_keys" not in w for w in stats["workers"])
+
+
 def test_merge_left_on_right_on_and_npartitions(cluster, frames):
     client, backend, n = cluster
     left, right = frames

@@ -24,7 +24,7 @@ from ...core.table import Table
 from .._common import _bitmap_bytes, _check_string_size, _hash_view, _pid_dtype, _validity_args, _word_view, hash_columns
 from ._target import _EMPTY_U8, ALIGN, CPU_TARGET, PARALLEL_MIN_ROWS, _cpu_threads, aligned_empty
 
-__all__ = ["hash_partition", "partition_ids"]
+__all__ = ["hash_partition", "hash_partition_heavy", "partition_ids"]
 
 
 def _cpu_pids(key_columns: Sequence[Column], num_partitions: int, seed: np.uint64, dtype: Any) -> np.ndarray:
@@ -70,15 +70,45 @@ def hash_partition(table: Table, key_columns: Sequence[Column], num_partitions: 
         return _cpu_hash_partition(table, key_columns, num_partitions, seed)
 
 
+def _check_fits(table: Table, num_partitions: int) -> None:
+    # the output is as large as the input; scratch: the ids and the byte flags of a bitmap
+    n = table.num_rows
+    bitmaps = any(c.validity is not None or c.layout == Layout.BOOL for _, c in table.items())
+    memory.ensure_available("hash_partition", table.nbytes + n * _pid_dtype(num_partitions).itemsize
+                            + (n if bitmaps else 0), CPU, rows=n, what="the partitioned table and its scratch")
+
+
 def _cpu_hash_partition(table: Table, key_columns: Sequence[Column], num_partitions: int,
                         seed: np.uint64) -> tuple[Table, np.ndarray]:
+    _check_fits(table, num_partitions)
+    pids = _cpu_pids(key_columns, num_partitions, seed, _pid_dtype(num_partitions))
+    return _scatter(table, pids, num_partitions)
+
+
+def hash_partition_heavy(table: Table, key_columns: Sequence[Column], num_partitions: int, seed: np.uint64,
+                         heavy: np.ndarray, codes: np.ndarray) -> tuple[Table, np.ndarray]:
+    """:func:`hash_partition` into ``num_partitions`` plus ``codes.max()`` partitions: a row whose
+    hash is ``heavy[j]`` (sorted) goes to partition ``num_partitions - 1 + codes[j]`` (codes from
+    1), every other row to its hash partition (the skewed-merge split of :mod:`gpuframe._skew`,
+    in one scatter). A capability: the CUDA backend has none (the skew split filters there)."""
+    nparts = num_partitions + int(codes.max(initial=0))
+    with _cpu_threads(table.num_rows):
+        _check_fits(table, nparts)
+        pids = host_empty(table.num_rows, _pid_dtype(nparts))
+        col = key_columns[0]
+        if table.num_rows and len(key_columns) == 1 and col.layout == Layout.FIXED:
+            values, kind = _hash_view(col)
+            validity, has_valid, vbit = _validity_args(CPU_TARGET, col)
+            PK.pids_from_fixed_heavy(values, kind, validity if has_valid else _EMPTY_U8, vbit, seed, num_partitions,
+                                     heavy, codes, pids)
+        elif table.num_rows:
+            PK.pids_from_hashes_heavy(hash_columns(CPU_TARGET, key_columns, seed), num_partitions, heavy, codes, pids)
+        return _scatter(table, pids, nparts)
+
+
+def _scatter(table: Table, pids: np.ndarray, num_partitions: int) -> tuple[Table, np.ndarray]:
+    """``table``'s rows in partition order (``pids[i]`` is row ``i``'s), stable, and the offsets."""
     n = table.num_rows
-    pid_dtype = _pid_dtype(num_partitions)
-    # the output is as large as the input; scratch: the ids and the byte flags of a bitmap
-    bitmaps = any(c.validity is not None or c.layout == Layout.BOOL for _, c in table.items())
-    memory.ensure_available("hash_partition", table.nbytes + n * pid_dtype.itemsize + (n if bitmaps else 0),
-                            CPU, rows=n, what="the partitioned table and its scratch")
-    pids = _cpu_pids(key_columns, num_partitions, seed, pid_dtype)
     hist = PK.histogram(pids, num_partitions, _chunks_for(n))
     offsets, cursors = _cursors(hist)
 
