@@ -885,9 +885,10 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
     How: each rank sorts its rows locally and takes regular samples of its sorted keys, each
     tagged with its rank and sorted position; the samples are gathered on every rank (tag
     ``tag``) and sorted by (keys, rank, position), and ``size - 1`` evenly spaced samples become
-    the splitters. Every row is ranked against the splitters by the same total order (the
-    local sort of the splitters and the rows' keys together), so rows with equal keys are cut
-    by their global position: duplicates spread over ranks and stability holds. The ranges are
+    the splitters. Every row is ranked against the splitters by the same total order (a binary
+    search of the sorted rows for every splitter at once, each step sorting the pairs (splitter,
+    middle row) with that order), so rows with equal keys are cut by their global position:
+    duplicates spread over ranks and stability holds. The ranges are
     exchanged (tag ``tag + 1``) and sorted locally. Keys order as in :func:`gpuframe.sort`
     (NaN after every number, before them when descending; ``-0.0`` ties ``0.0``; nulls last
     unless ``nulls_last=False``; strings by UTF-8 bytes; dictionaries by their values).
@@ -969,10 +970,8 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
         n = srt.num_rows
         if n == 0 or size == 1:
             return [0] * (size - 1)
-        # splitters first: a row equal to a splitter (the sampled row itself) sorts after it
-        both = concat([splitters, tagged(srt.select(names), comm.rank, None)])
-        at = _places(sort_indices(both, order, descending=desc, nulls_last=nulls_last), size - 1)
-        return (at - np.arange(size - 1)).tolist()      # rows before splitter j
+        return _rows_before(srt.select(names), splitters, order, desc, nulls_last,
+                            lambda t, pos: tagged(t, comm.rank, pos))
 
     def take_rows(perm: Any, picks: np.ndarray) -> Any:
         host = np.asarray(memory.to_host(perm))
@@ -992,16 +991,45 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
     return out
 
 
-def _places(perm: Any, k: int) -> np.ndarray:
-    """The positions (ascending, on the host) where ``perm`` holds ``0 .. k-1``: found on the
-    device for CuPy arrays, so that only ``k`` numbers leave a GPU."""
+def _rows_before(keys: Table, splitters: Table, order: list[str], desc: list[bool], nulls_last: bool,
+                 tagged: Any) -> list[int]:
+    """For each splitter, how many of this rank's sorted rows (``keys``; ``tagged(rows,
+    positions)`` adds this rank's number and the positions) sort before it in ``order``; a row
+    equal to a splitter (the sampled row itself) sorts after it. A binary search for every
+    splitter at once: each step sorts, per splitter, the pair (splitter, the row in the middle of
+    its range), with a pair number as the first key, so a step costs one sort of
+    ``2 * splitters`` rows whatever the rank's size."""
     from .core import memory
+    from .core.buffer import Buffer
+    from .core.column import Column
+    from .ops.gather import take
+    from .ops.select import concat
+    from .ops.sort import sort_indices
 
-    if type(perm).__module__.split(".")[0] == "cupy":
-        import cupy
+    k, n, dev = splitters.num_rows, keys.num_rows, keys.device
+    pair = _fresh(order, "__gpuframe_pair")
+    lo = np.zeros(k, np.int64)
+    hi = np.full(k, n, np.int64)
 
-        return np.asarray(memory.to_host(cupy.flatnonzero(perm < k)), dtype=np.int64)
-    return np.flatnonzero(np.asarray(memory.to_host(perm)) < k)
+    def numbered(t: Table) -> Table:
+        m = t.num_rows
+        col = Column(pa.int64(), m, Buffer(memory.to_device(np.arange(m, dtype=np.int64), dev), dev))
+        return Table([(pair, col)] + list(t.items()), m)
+
+    while True:
+        active = np.flatnonzero(lo < hi)
+        if not len(active):
+            return lo.tolist()
+        mid = (lo[active] + hi[active]) // 2
+        a = len(active)
+        rows = tagged(take(keys, memory.to_device(mid, dev)), mid)   # with this rank's number and positions
+        spl = take(splitters, memory.to_device(active, dev))
+        both = concat([numbered(spl), numbered(rows)])
+        perm = np.asarray(memory.to_host(sort_indices(both, [pair] + order, descending=[False] + desc,
+                                                      nulls_last=nulls_last)), dtype=np.int64)
+        row_first = perm[0::2] >= a          # in pair p, the row sorts before the splitter
+        lo[active[row_first]] = mid[row_first] + 1
+        hi[active[~row_first]] = mid[~row_first]
 
 
 # ------------------------------------------------------------------------------- cross
