@@ -46,7 +46,7 @@ DEFAULT_PEERS = ["pandas", "polars", "duckdb", "pyarrow"]
 # Every peer a benchmark may be asked for (``--peers``); unknown names are a usage error.
 KNOWN_PEERS = ["pandas", "polars", "duckdb", "pyarrow", "cudf", "dask", "cupy"]
 # Benchmark modules (``benchmarks/<name>.py``) in the order ``benchmarks/all.py`` runs them.
-BENCHMARKS = ["join", "partition", "shuffle", "dask_merge", "dlpack", "groupby", "setops", "sort"]
+BENCHMARKS = ["join", "partition", "shuffle", "dask_merge", "dask_ops", "dlpack", "groupby", "setops", "sort"]
 # Kept outputs (with one more in flight) may take at most this fraction of the memory available
 # when a case starts, the rest left to the engines' working memory; past it, fewer outputs per
 # engine are kept (the record says so, see OutputKeeper). At 100M rows one round of the join's

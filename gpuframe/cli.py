@@ -43,12 +43,14 @@ sizes: --rows takes a count (20000, 2.5M, 1G) or a named size: {sizes}."""
 
 # CLI name -> module under gpuframe.benchmarks
 BENCH_MODULES = {"join": "join", "partition": "partition", "shuffle": "shuffle", "dask-merge": "dask_merge",
+                 "dask-ops": "dask_ops",
                  "dlpack": "dlpack", "groupby": "groupby", "setops": "setops", "sort": "sort"}
 BENCH_HELP = {
     "join": "hash join of two tables against the peers (cases in benchmarks/join.py)",
     "partition": "hash partition of a table into N parts against the peers",
     "shuffle": "distributed all-to-all shuffle on a local Dask cluster (UCX or TCP)",
     "dask-merge": "gpuframe.dask.merge against dask.dataframe.merge on a local cluster",
+    "dask-ops": "gpuframe.dask.groupby_agg and sort against Dask's groupby-agg and sort_values",
     "dlpack": "zero-copy Table -> PyTorch (DLPack) against pandas/pyarrow -> numpy -> torch",
     "groupby": "db-benchmark groupby questions (G1 data) against DuckDB and Polars",
     "setops": "unique/union/intersect/difference against DuckDB and Polars",
