@@ -876,7 +876,8 @@ SAMPLES_PER_RANK = 32   # regular samples each rank contributes per rank of the 
 
 
 def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, nulls_last: bool = True,
-         tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+         tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None,
+         _ordered_tail: int = 0) -> Table:
     """Distributed :func:`gpuframe.sort` (sample sort): rank ``r``'s rows all precede rank
     ``r + 1``'s, so the ranks' results concatenated in rank order are :func:`gpuframe.sort` of
     the concatenated inputs, row for row (stable: rows with equal keys keep the global order,
@@ -943,8 +944,14 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
 
     t0 = time.perf_counter()
 
+    # gpuframe.dask's tie-breakers: the last ``_ordered_tail`` keys (ascending, never null) are
+    # ascending in the table's row order already, so the stable local sort by the others gives
+    # the order by all of them, at the price of a one-key sort
+    lead = len(names) - _ordered_tail
+
     def local_sort_and_sample() -> tuple[Table, Table]:
-        srt = take(table, sort_indices(table, names, descending=desc[:-2], nulls_last=nulls_last))
+        srt = take(table, sort_indices(table, names[:lead], descending=desc[:lead], nulls_last=nulls_last)) \
+            if lead else table
         n = srt.num_rows
         k = min(n, SAMPLES_PER_RANK * size)
         pos = ((2 * np.arange(k, dtype=np.int64) + 1) * n) // (2 * k) if k else np.zeros(0, np.int64)

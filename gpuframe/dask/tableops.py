@@ -116,7 +116,8 @@ def _ops_body(comm: Any, tag: int, spec: dict, layout: dict, parts: Sequence[Any
         table = ones[0]
         if hidden:   # rank order made partition order: first/last then follow the collection's order
             used = list(dict.fromkeys(list(args["by"]) + [c for c, _op in args["aggs"].values()]))
-            table = gd.sort(table.select(used + list(hidden)), list(hidden), **common).select(used)
+            table = gd.sort(table.select(used + list(hidden)), list(hidden), _ordered_tail=2,
+                            **common).select(used)
             common["tag"] = tag + 2
         out = gd.groupby_agg(table, args["by"], args["aggs"], dropna=args["dropna"], seed=spec["seed"], **common)
     elif op == "sort":
@@ -124,7 +125,10 @@ def _ops_body(comm: Any, tag: int, spec: dict, layout: dict, parts: Sequence[Any
         desc = args["descending"]
         if hidden:
             desc = (list(desc) if isinstance(desc, (list, tuple)) else [bool(desc)] * len(args["by"])) + [False] * 2
-        out = gd.sort(ones[0], by, descending=desc, nulls_last=args["nulls_last"], **common)
+        # a worker's partitions are concatenated in partition order: the hidden (partition,
+        # row) columns ascend along its rows, and its local sort can leave them out
+        out = gd.sort(ones[0], by, descending=desc, nulls_last=args["nulls_last"],
+                      _ordered_tail=2 if hidden else 0, **common)
         if hidden:
             out = out.select(schemas[0].names[:-2])
     elif op == "cross":
