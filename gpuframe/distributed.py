@@ -889,8 +889,8 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
     the splitters. Every row is ranked against the splitters by the same total order (a binary
     search of the sorted rows for every splitter at once, each step sorting the pairs (splitter,
     middle row) with that order), so rows with equal keys are cut by their global position:
-    duplicates spread over ranks and stability holds. The ranges are
-    exchanged (tag ``tag + 1``) and sorted locally. Keys order as in :func:`gpuframe.sort`
+    duplicates spread over ranks and stability holds. The ranges are exchanged (tag
+    ``tag + 1``) and sorted locally. Keys order as in :func:`gpuframe.sort`
     (NaN after every number, before them when descending; ``-0.0`` ties ``0.0``; nulls last
     unless ``nulls_last=False``; strings by UTF-8 bytes; dictionaries by their values).
 
