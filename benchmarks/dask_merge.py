@@ -93,7 +93,8 @@ def run(cfg: BenchConfig, skew: str = "none") -> list[dict]:
         results += dask_variant_results(cfg, client, "dask_merge",
                                         lambda m: dd.merge(left, right, on="key", shuffle_method=m), expect)
         params = {"rows": cfg.rows, "right_rows": cfg.rows, "columns": 2, "workers": workers,
-                  "device": cfg.device, "protocol": _protocol(), "ucx_progress": shuffle_mod.UCX_PROGRESS,
+                  "device": cfg.device, "protocol": _protocol(), "dask_protocol": shuffle_mod.dask_protocol(cfg.device),
+                  "ucx_progress": shuffle_mod.UCX_PROGRESS,
                   "partition_rows": PARTITION_ROWS, "left_keys": skew}
         if skew != "none":
             params["left_keys_param"] = ZIPF_A if skew == "zipf" else HOT_SHARE

@@ -27,13 +27,14 @@ try:  # installed as gpuframe.benchmarks, or run as a script from benchmarks/
     from .common import (BenchConfig, ResultMismatch, arg_parser, config_from_args, format_rows, make_record,
                          summarize, write_results)
     from .shuffle import (PARTITION_ROWS, _dask_peers, _protocol, add_cluster_args, apply_cluster_args,
-                          bench_cluster, check, fingerprint, make_frame, release, split_summary, timed, timed_persist)
+                          bench_cluster, check, dask_protocol, fingerprint, make_frame, release, split_summary,
+                          timed, timed_persist)
 except ImportError:  # pragma: no cover - script mode
     from common import (BenchConfig, ResultMismatch, arg_parser, config_from_args,  # type: ignore[no-redef]
                         format_rows, make_record, summarize, write_results)
     from shuffle import (PARTITION_ROWS, _dask_peers, _protocol, add_cluster_args,  # type: ignore[no-redef]
-                         apply_cluster_args, bench_cluster, check, fingerprint, make_frame, release,
-                         split_summary, timed, timed_persist)
+                         apply_cluster_args, bench_cluster, check, dask_protocol, fingerprint, make_frame,
+                         release, split_summary, timed, timed_persist)
 
 BENCHMARK = "dask_ops"
 GROUPS = 1_000_000
@@ -155,7 +156,8 @@ def _record(case: str, cfg: BenchConfig, workers: int, results: list[dict], **pa
     ours, peers = results[0], [r for r in results if r["engine"] == "dask"]
     vs = peers[0]["median_s"] / ours["median_s"] if peers else None
     return make_record(BENCHMARK, case, {"rows": cfg.rows, "workers": workers, "device": cfg.device,
-                                         "protocol": _protocol(), "partition_rows": PARTITION_ROWS, **params},
+                                         "protocol": _protocol(), "dask_protocol": dask_protocol(cfg.device),
+                                         "partition_rows": PARTITION_ROWS, **params},
                        results, checked=True, speedup_vs_dask=vs, target_vs_dask=TARGET_VS_DASK,
                        target_vs_dask_met=None if vs is None else vs >= TARGET_VS_DASK)
 

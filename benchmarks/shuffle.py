@@ -61,6 +61,20 @@ def _protocol() -> str:
 
 
 UCX_PROGRESS = "blocking"  # ucxx progress mode of the benchmark cluster (--ucx-progress); Dask's default
+# Dask's own messages (--dask-comm): "auto" is TCP for CPU workers, UCX (when installed) for GPU
+# workers. gpuframe's communicators use UCX whenever ucxx imports, whatever Dask uses. Measured on
+# the 2-core development VM: an idle distributed-ucxx process (worker, scheduler, client) keeps
+# 60-70% of a core busy progressing UCX, in every progress mode ("blocking" included); two
+# workers and the client then leave the kernels about a third of the machine (gpuframe's
+# groupby and sort and Dask's own ran 2.2-3x slower on a UCX cluster than on a TCP one).
+DASK_COMM = "auto"
+
+
+def dask_protocol(device: str) -> str:
+    """The protocol of the benchmark cluster's Dask comms (see :data:`DASK_COMM`)."""
+    if DASK_COMM != "auto":
+        return DASK_COMM
+    return _protocol() if device == "cuda" else "tcp"
 
 
 @contextlib.contextmanager
@@ -75,7 +89,7 @@ def bench_cluster(cfg: BenchConfig) -> Iterator[Any]:
     """
     from distributed import Client, LocalCluster
 
-    protocol = _protocol()
+    protocol = dask_protocol(cfg.device)
     env = {"UCXPY_PROGRESS_MODE": UCX_PROGRESS} if protocol == "ucx" else {}
     os.environ.update(env)
     if cfg.device == "cuda":
@@ -338,7 +352,7 @@ def raw_ucx_bandwidth(client: Any, *, both: bool, nbytes: int = MESSAGE_BYTES, i
     The best of one message of ``nbytes`` and 16 concurrent messages of ``nbytes / 16`` (a
     window, as ``ucx_perftest`` keeps), per round.
     """
-    if _protocol() != "ucx":
+    if _protocol() != "ucx":   # ucxx not installed
         return None
     from distributed.comm import get_address_host
 
@@ -408,7 +422,8 @@ def run(cfg: BenchConfig) -> list[dict]:
         results += dask_variant_results(cfg, client, "shuffle", lambda m: ddf.shuffle("key", shuffle_method=m),
                                         expect)
         params = {"rows": cfg.rows, "columns": 2, "workers": workers, "device": cfg.device,
-                  "protocol": _protocol(), "ucx_progress": UCX_PROGRESS, "partition_rows": PARTITION_ROWS}
+                  "protocol": _protocol(), "dask_protocol": dask_protocol(cfg.device), "ucx_progress": UCX_PROGRESS,
+                  "partition_rows": PARTITION_ROWS}
         records.append(make_record(BENCHMARK, "shuffle", params, results, checked=True))
 
         # The wire: bytes each worker sends to the others, over the data-transfer phase.
@@ -445,11 +460,15 @@ def _gb(x: Optional[float]) -> str:
 def add_cluster_args(p: Any) -> None:
     p.add_argument("--ucx-progress", default=UCX_PROGRESS, choices=["thread", "blocking", "polling"],
                    help="ucxx progress mode of every process of the benchmark cluster (Dask's default: blocking)")
+    p.add_argument("--dask-comm", default=DASK_COMM, choices=["auto", "tcp", "ucx"],
+                   help="protocol of Dask's own comms (auto: tcp for CPU workers, ucx for GPU workers); "
+                        "gpuframe's communicators use UCX whenever ucxx is installed")
 
 
 def apply_cluster_args(args: Any) -> None:
-    global UCX_PROGRESS
+    global UCX_PROGRESS, DASK_COMM
     UCX_PROGRESS = args.ucx_progress
+    DASK_COMM = args.dask_comm
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

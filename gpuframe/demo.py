@@ -274,12 +274,15 @@ def _ignore_sigint() -> None:
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int, protocol: str, note: Callable[[str], None]) -> Iterator[tuple[Any, str]]:
+def local_cluster(workers: int, protocol: str, note: Callable[[str], None],
+                  dask_comm: Optional[str] = None) -> Iterator[tuple[Any, str]]:
     """A LocalCluster with ``workers`` single-threaded worker processes and a Client.
 
-    ``protocol`` is ``"ucxx"`` or ``"tcp"``; ``"ucxx"`` falls back to TCP, with a ``note``, when the
-    ucxx packages cannot be imported. Yields ``(client, protocol actually used)``; the client and
-    the cluster are closed on the way out, also on errors and Ctrl-C.
+    ``protocol`` is ``"ucxx"`` or ``"tcp"``: the transport of gpuframe's communicators (the
+    merge's data) and, unless ``dask_comm`` says another, of Dask's own messages; ``"ucxx"``
+    falls back to TCP, with a ``note``, when the ucxx packages cannot be imported. Yields
+    ``(client, protocol actually used)``; the client and the cluster are closed on the way out,
+    also on errors and Ctrl-C.
     """
     from distributed import Client, LocalCluster
 
@@ -298,8 +301,9 @@ def local_cluster(workers: int, protocol: str, note: Callable[[str], None]) -> I
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # e.g. "Port 8787 is already in use"
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, protocol=protocol,
-                                   dashboard_address=None, silence_logs=logging.CRITICAL)
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   protocol=dask_comm or protocol, dashboard_address=None,
+                                   silence_logs=logging.CRITICAL)
         client = Client(cluster)
         client.wait_for_workers(workers, timeout=60)
         # Ctrl-C in a terminal reaches the whole process group: the workers would die mid-task,
@@ -574,7 +578,12 @@ def run_demo(rows: Optional[int] = None, workers: int = 2, device: Optional[str]
         head(f"2. start a local Dask cluster ({workers} workers, {protocol})")
         with contextlib.ExitStack() as stack:
             with t.stage("start cluster"):
-                client, used = stack.enter_context(local_cluster(workers, protocol, note=note))
+                # Dask's own messages (tasks, results) over TCP on the CPU: an idle
+                # distributed-ucxx process keeps about 65% of a core busy progressing UCX here,
+                # which two workers and the client take from the kernels; the merge's data goes
+                # over gpuframe's communicators (UCX with "ucxx") either way
+                client, used = stack.enter_context(local_cluster(
+                    workers, protocol, note=note, dask_comm="tcp" if dev.kind == "cpu" else None))
             summary["protocol"] = used
             say(f"{len(client.nthreads())} workers, scheduler at {client.scheduler.address}")
 
