@@ -26,14 +26,14 @@ try:  # installed as gpuframe.benchmarks, or run as a script from benchmarks/
     from . import shuffle as shuffle_mod
     from .shuffle import (HOT_SHARE, PARTITION_ROWS, ZIPF_A, _protocol, add_cluster_args, apply_cluster_args,
                           bench_cluster, check, dask_variant_results, fingerprint, make_frame, release,
-                          split_summary, timed)
+                          split_summary, timed_with_stats)
 except ImportError:  # pragma: no cover - script mode
     from common import (BenchConfig, arg_parser, config_from_args, format_rows,  # type: ignore[no-redef]
                         make_record, summarize, write_results)
     import shuffle as shuffle_mod  # type: ignore[no-redef]
     from shuffle import (HOT_SHARE, PARTITION_ROWS, ZIPF_A, _protocol,  # type: ignore[no-redef]
                          add_cluster_args, apply_cluster_args, bench_cluster, check, dask_variant_results,
-                         fingerprint, make_frame, release, split_summary, timed)
+                         fingerprint, make_frame, release, split_summary, timed_with_stats)
 
 BENCHMARK = "dask_merge"
 TARGET_VS_P2P = 3.0
@@ -64,25 +64,18 @@ def run(cfg: BenchConfig, skew: str = "none") -> list[dict]:
         # heavy-key path buys, and what it costs
         variants = [("dask.merge", {})] + ([("no-heavy-keys", {"heavy_share": None})] if skew != "none" else [])
         for variant, extra in variants:
-            stats_runs: list[dict] = []
-
-            def ours(extra: dict = extra, stats_runs: list = stats_runs) -> Any:
-                st: dict = {}
-                out = gdask.merge(left, right, on="key", client=client, stats=st, **extra)
-                stats_runs.append(st)
-                return out
-
             cfg.say(f"dask_merge: gpuframe {variant}")
-            times, result = timed(client, ours, cfg.runs, cfg.warmup)
+            times, result, timed_runs = timed_with_stats(
+                client, lambda st, extra=extra: gdask.merge(left, right, on="key", client=client, stats=st, **extra),
+                cfg)
             got = fingerprint(result)
             if got["rows"] != cfg.rows:
                 raise AssertionError(f"gpuframe's merge has {got['rows']} rows, the data makes {cfg.rows}")
             if expect is None:
                 expect = got
-                split = split_summary(stats_runs[cfg.warmup:])
+                split = split_summary(timed_runs)
             else:
                 check(f"gpuframe/{variant}", got, expect)
-            timed_runs = stats_runs[cfg.warmup:]
             results.append(summarize("gpuframe", times, cfg.rows, variant, split=split_summary(timed_runs),
                                      max_output_vs_fair=round(_balance(timed_runs, cfg.rows, workers), 4),
                                      heavy_keys=max((w.get("heavy_keys", 0) for st in timed_runs

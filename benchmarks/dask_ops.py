@@ -28,13 +28,13 @@ try:  # installed as gpuframe.benchmarks, or run as a script from benchmarks/
                          summarize, write_results)
     from .shuffle import (PARTITION_ROWS, _dask_peers, _protocol, add_cluster_args, apply_cluster_args,
                           bench_cluster, check, dask_protocol, fingerprint, make_frame, release, split_summary,
-                          timed, timed_persist)
+                          timed_persist, timed_with_stats)
 except ImportError:  # pragma: no cover - script mode
     from common import (BenchConfig, ResultMismatch, arg_parser, config_from_args,  # type: ignore[no-redef]
                         format_rows, make_record, summarize, write_results)
     from shuffle import (PARTITION_ROWS, _dask_peers, _protocol, add_cluster_args,  # type: ignore[no-redef]
                          apply_cluster_args, bench_cluster, check, dask_protocol, fingerprint, make_frame,
-                         release, split_summary, timed, timed_persist)
+                         release, split_summary, timed_persist, timed_with_stats)
 
 BENCHMARK = "dask_ops"
 GROUPS = 1_000_000
@@ -80,37 +80,37 @@ def _check_sorted(name: str, ddf: Any, key: str, expect: dict) -> None:
 
 
 # ------------------------------------------------------------------------------ cases
+def _dask_peer(cfg: BenchConfig, client: Any, variant: str, build: Any, verify: Any) -> list[dict]:
+    """Dask's own operation ``build()`` timed (persist and wait), its answer ``verify``-ed, then
+    released; nothing when the peers leave Dask out."""
+    if not _dask_peers(cfg):
+        return []
+    cfg.say(f"dask_ops: dask {variant}")
+    t, res = timed_persist(client, build, cfg.runs, cfg.warmup)
+    verify(res)
+    box = [res]
+    del res
+    release(client, box)
+    return [summarize("dask", t, cfg.rows, variant)]
+
+
 def _groupby_case(cfg: BenchConfig, client: Any, workers: int) -> dict:
     import gpuframe.dask as gdask
 
     cfg.say(f"dask_ops: groupby, {format_rows(cfg.rows)} rows, {GROUPS:,} groups")
     ddf = make_frame(client, cfg.rows, value="v", seed=5, key_range=GROUPS, unique=False, device=cfg.device)
-    stats_runs: list[dict] = []
-
-    def ours() -> Any:
-        st: dict = {}
-        out = gdask.groupby_agg(ddf, "key", {"s": ("v", "sum"), "m": ("v", "mean")}, client=client, stats=st)
-        stats_runs.append(st)
-        return out
-
-    times, result = timed(client, ours, cfg.runs, cfg.warmup)
+    times, result, runs = timed_with_stats(
+        client, lambda st: gdask.groupby_agg(ddf, "key", {"s": ("v", "sum"), "m": ("v", "mean")}, client=client,
+                                             stats=st), cfg)
     expect = _group_summary(result, "key", "s", "m")
-    results = [summarize("gpuframe", times, cfg.rows, "dask.groupby_agg", split=split_summary(stats_runs[cfg.warmup:]))]
+    results = [summarize("gpuframe", times, cfg.rows, "dask.groupby_agg", split=split_summary(runs))]
     box = [result]
     del result
     release(client, box)
-    if _dask_peers(cfg):
-        cfg.say("dask_ops: dask groupby")
-
-        def theirs() -> Any:
-            return ddf.groupby("key").agg(s=("v", "sum"), m=("v", "mean"), split_out=workers).reset_index()
-
-        t, res = timed_persist(client, theirs, cfg.runs, cfg.warmup)
-        _check_groups("dask/groupby", _group_summary(res, "key", "s", "m"), expect)
-        box = [res]
-        del res
-        release(client, box)
-        results.append(summarize("dask", t, cfg.rows, f"groupby.agg(split_out={workers})"))
+    results += _dask_peer(
+        cfg, client, f"groupby.agg(split_out={workers})",
+        lambda: ddf.groupby("key").agg(s=("v", "sum"), m=("v", "mean"), split_out=workers).reset_index(),
+        lambda res: _check_groups("dask/groupby", _group_summary(res, "key", "s", "m"), expect))
     box = [ddf]
     del ddf
     release(client, box)
@@ -124,28 +124,14 @@ def _sort_case(cfg: BenchConfig, client: Any, workers: int) -> dict:
     ddf = make_frame(client, cfg.rows, value="v", seed=6, key_range=max(cfg.rows, 1), unique=False,
                      device=cfg.device)
     expect = fingerprint(ddf)
-    stats_runs: list[dict] = []
-
-    def ours() -> Any:
-        st: dict = {}
-        out = gdask.sort(ddf, "key", client=client, stats=st)
-        stats_runs.append(st)
-        return out
-
-    times, result = timed(client, ours, cfg.runs, cfg.warmup)
+    times, result, runs = timed_with_stats(client, lambda st: gdask.sort(ddf, "key", client=client, stats=st), cfg)
     _check_sorted("gpuframe/sort", result, "key", expect)
-    results = [summarize("gpuframe", times, cfg.rows, "dask.sort", split=split_summary(stats_runs[cfg.warmup:]))]
+    results = [summarize("gpuframe", times, cfg.rows, "dask.sort", split=split_summary(runs))]
     box = [result]
     del result
     release(client, box)
-    if _dask_peers(cfg):
-        cfg.say("dask_ops: dask sort_values")
-        t, res = timed_persist(client, lambda: ddf.sort_values("key"), cfg.runs, cfg.warmup)
-        _check_sorted("dask/sort_values", res, "key", expect)
-        box = [res]
-        del res
-        release(client, box)
-        results.append(summarize("dask", t, cfg.rows, "sort_values"))
+    results += _dask_peer(cfg, client, "sort_values", lambda: ddf.sort_values("key"),
+                          lambda res: _check_sorted("dask/sort_values", res, "key", expect))
     box = [ddf]
     del ddf
     release(client, box)

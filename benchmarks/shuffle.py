@@ -280,6 +280,21 @@ def timed_persist(client: Any, build: Any, runs: int, warmup: int) -> tuple[list
     return timed(client, once, runs, warmup)
 
 
+def timed_with_stats(client: Any, call: Any, cfg: BenchConfig) -> tuple[list[float], Any, list[dict]]:
+    """:func:`timed` of ``call(stats)`` (a ``gpuframe.dask`` operation filling the dict ``stats``),
+    ``cfg.runs`` runs after ``cfg.warmup``: the times, the last result and the timed runs' stats."""
+    stats_runs: list[dict] = []
+
+    def once() -> Any:
+        st: dict = {}
+        out = call(st)
+        stats_runs.append(st)
+        return out
+
+    times, result = timed(client, once, cfg.runs, cfg.warmup)
+    return times, result, stats_runs[cfg.warmup:]
+
+
 def split_summary(stats_runs: list[dict]) -> dict:
     """Medians over runs of gpuframe's per-phase times (the slowest worker's each)."""
     keys = ["partition_s", "sizes_s", "data_s", "exchange_s", "merge_s", "local_s", "skew_s", "convert_s"]
@@ -402,18 +417,10 @@ def run(cfg: BenchConfig) -> list[dict]:
         ddf = make_frame(client, cfg.rows, value="value", seed=1, key_range=max(cfg.rows, 1), unique=False,
                          device=cfg.device)
         expect = fingerprint(ddf)
-        stats_runs: list[dict] = []
-
-        def ours() -> Any:
-            st: dict = {}
-            out = gdask.shuffle(ddf, "key", client=client, stats=st)
-            stats_runs.append(st)
-            return out
-
         cfg.say("shuffle: gpuframe")
-        times, result = timed(client, ours, cfg.runs, cfg.warmup)
+        times, result, timed_stats = timed_with_stats(
+            client, lambda st: gdask.shuffle(ddf, "key", client=client, stats=st), cfg)
         check("gpuframe", fingerprint(result), expect)
-        timed_stats = stats_runs[cfg.warmup:]
         split = split_summary(timed_stats)
         results = [summarize("gpuframe", times, cfg.rows, "dask.shuffle", split=split)]
         box = [result]

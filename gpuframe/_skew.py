@@ -185,12 +185,13 @@ def plan(comm: Communicator, left: Sequence[Table], lkeys: list[str], right: Seq
     hot_l = ul[el >= max(share * nl / comm.size, MIN_HEAVY_ROWS)]
     hot_r = ur[er >= max(share * nr / comm.size, MIN_HEAVY_ROWS)] if how not in ("semi", "anti") else hot_l[:0]
     hot = np.union1d(hot_l, hot_r)
-    if not len(hot) or max(_imbalance(nl, hot, _at(ul, el, hot), comm.size, buckets),
-                           _imbalance(nr, hot, _at(ur, er, hot), comm.size, buckets)) <= TOLERANCE:
+    at_l, at_r = _at(ul, el, hot), _at(ur, er, hot)
+    if not len(hot) or max(_imbalance(nl, hot, at_l, comm.size, buckets),
+                           _imbalance(nr, hot, at_r, comm.size, buckets)) <= TOLERANCE:
         return _NONE
     if how in ("semi", "anti"):
         return Plan(hot_l, _NONE.right_stay)
-    left_more = _at(ul, el, hot) >= _at(ur, er, hot)
+    left_more = at_l >= at_r
     return Plan(hot[left_more], hot[~left_more])
 
 
@@ -229,7 +230,7 @@ def route(tables: Sequence[Table], keys: list[str], size: int, *, buckets: int, 
     ``hash_partition_heavy``), one scatter cuts a table into the buckets and the two heavy
     groups; elsewhere the rows are filtered into the three groups first (:func:`split`)."""
     from .backends.registry import capability
-    from .distributed import owned_buckets
+    from .distributed import deal, owned_buckets
     from .distributed import route as plain_route
     from .ops.hashing import check_seed, key_columns
 
@@ -250,13 +251,10 @@ def route(tables: Sequence[Table], keys: list[str], size: int, *, buckets: int, 
         offsets = np.asarray(offsets, dtype=np.int64)
         if keep is not None:
             parted = parted.select(list(keep))
-        for p, (lo, hi) in enumerate(bounds):
-            if offsets[hi] > offsets[lo]:
-                out[p].append(parted.slice(int(offsets[lo]), int(offsets[hi] - offsets[lo])))
-        for code, into in ((_STAY, staying), (_AWAY, going)):
-            first = buckets + code - 1
-            if first + 1 < len(offsets) and offsets[first + 1] > offsets[first]:
-                into.append(parted.slice(int(offsets[first]), int(offsets[first + 1] - offsets[first])))
+        deal(parted, offsets, bounds, out)
+        # the heavy groups: partitions buckets (staying) and buckets + 1 (broadcast), when present
+        extra = [(buckets + code - 1, buckets + code) for code in (_STAY, _AWAY) if buckets + code < len(offsets)]
+        deal(parted, offsets, extra, [staying, going][:len(extra)])
     if elsewhere:
         light, st, go = split(elsewhere, keys, seed=seed, stay=stay, away=away)
         for p, pieces in enumerate(plain_route(light, keys, size, buckets=buckets, seed=seed, keep=keep)):
@@ -391,23 +389,28 @@ def heavy_join(comm: Communicator, the_plan: Plan, *, lstay: list[Table], laway:
     def tagged(i: int) -> Optional[int]:
         return None if tag is None else tag + i
 
+    schemas, keys, stay, away = (left_schema, right_schema), (lkeys, rkeys), (lstay, rstay), (laway, raway)
+
+    def one_way(side: int, first_tag: int) -> None:
+        """``side``'s staying rows joined with the other side's broadcast rows (side 0: left)."""
+        other = 1 - side
+        everywhere = exchange_tables(comm, [[_one(away[other], schemas[other], device)]] * comm.size,
+                                     schema=schemas[other], tag=tagged(first_tag), timeout=timeout, device=device,
+                                     stats=stats)
+        mine = _one(stay[side], schemas[side], device)
+        ordered = (lambda a, b: (a, b)) if side == 0 else (lambda a, b: (b, a))   # (left, right)
+        parts.append(local_merge(*ordered(mine, everywhere), how=(_LEFT_STAY_HOW, _RIGHT_STAY_HOW)[side][how],
+                                 **rest))
+        if how in ("outer", ("right", "left")[side]):   # the broadcast side's unmatched rows are kept
+            lost = _unmatched(comm, everywhere, mine, keys[other], keys[side], nulls_equal, tagged(first_tag + 1),
+                              timeout)
+            if comm.rank == 0 and len(lost):
+                parts.append(local_merge(*ordered(_one([], schemas[side], device), take(everywhere, lost)), how=how,
+                                         **rest))
+
     if len(the_plan.left_stay):
-        rall = exchange_tables(comm, [[_one(raway, right_schema, device)]] * comm.size, schema=right_schema,
-                               tag=tagged(0), timeout=timeout, device=device, stats=stats)
-        lmine = _one(lstay, left_schema, device)
-        parts.append(local_merge(lmine, rall, how=_LEFT_STAY_HOW[how], **rest))
-        if how in ("right", "outer"):
-            lost = _unmatched(comm, rall, lmine, rkeys, lkeys, nulls_equal, tagged(1), timeout)
-            if comm.rank == 0 and len(lost):
-                parts.append(local_merge(_one([], left_schema, device), take(rall, lost), how=how, **rest))
+        one_way(0, 0)
     if len(the_plan.right_stay):
-        lall = exchange_tables(comm, [[_one(laway, left_schema, device)]] * comm.size, schema=left_schema,
-                               tag=tagged(2), timeout=timeout, device=device, stats=stats)
-        rmine = _one(rstay, right_schema, device)
-        parts.append(local_merge(lall, rmine, how=_RIGHT_STAY_HOW[how], **rest))
-        if how in ("left", "outer"):
-            lost = _unmatched(comm, lall, rmine, lkeys, rkeys, nulls_equal, tagged(3), timeout)
-            if comm.rank == 0 and len(lost):
-                parts.append(local_merge(take(lall, lost), _one([], right_schema, device), how=how, **rest))
+        one_way(1, 2)
     note(stats, the_plan, lstay + rstay, laway + raway, comm.size)
     return [_conform(p, out_schema) for p in parts]

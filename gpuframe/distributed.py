@@ -92,11 +92,17 @@ def route(tables: Sequence[Table], on: Sequence[str], size: int, *, buckets: Opt
         parted, offsets = hash_partition(t, list(on), nb, seed=seed)
         if keep is not None:
             parted = parted.select(list(keep))
-        for p, (lo, hi) in enumerate(bounds):
-            start, stop = int(offsets[lo]), int(offsets[hi])
-            if stop > start:
-                out[p].append(parted.slice(start, stop - start))
+        deal(parted, offsets, bounds, out)
     return out
+
+
+def deal(parted: Table, offsets: Any, bounds: Sequence[tuple[int, int]], out: list[list[Table]]) -> None:
+    """Append to ``out[p]`` the zero-copy slice of ``parted`` holding rank ``p``'s buckets
+    ``bounds[p]`` (``offsets``: where each bucket starts), when it has rows."""
+    for p, (lo, hi) in enumerate(bounds):
+        start, stop = int(offsets[lo]), int(offsets[hi])
+        if stop > start:
+            out[p].append(parted.slice(start, stop - start))
 
 
 def _split_owned(table: Table, on: Sequence[str], comm: Communicator, buckets: int, seed: int) -> list[Table]:

@@ -20,6 +20,22 @@ def require(backend: str) -> str:
     return backend
 
 
+def mesh_fixture(configs: Sequence[tuple[str, int]]) -> Any:
+    """A module-scoped ``mesh`` fixture: connected communicators of each ``(backend, ranks)``
+    config in turn (threads of this process), closed at the end of the module."""
+    @pytest.fixture(scope="module", params=list(configs), ids=[f"{b}-{n}ranks" for b, n in configs])
+    def mesh(request):
+        from gpuframe.comm import local_mesh
+
+        backend, size = request.param
+        comms = local_mesh(size, require(backend), timeout=60)
+        yield comms
+        for c in comms:
+            c.close()
+
+    return mesh
+
+
 def run_ranks(fn: Callable[[int], Any], size: int, timeout: float = 120.0) -> list[Any]:
     """``[fn(0), ..., fn(size - 1)]`` run concurrently, one thread per rank; re-raises the first error."""
     out: list[Any] = [None] * size

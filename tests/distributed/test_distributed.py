@@ -12,20 +12,13 @@ from gpuframe.comm import local_mesh
 from gpuframe.ops.partition import partition_ids
 
 from ..common.data import DTYPES, random_table
-from .helpers import BACKENDS, concat, require, run_ranks, same_rows
+from .helpers import BACKENDS, concat, mesh_fixture, run_ranks, same_rows
 from .oracle import key_frame, merge_oracle, to_arrow
 
 pytestmark = pytest.mark.distributed
 
 
-@pytest.fixture(scope="module", params=[(b, n) for b in BACKENDS for n in (1, 2, 3)],
-                ids=[f"{b}-{n}ranks" for b in BACKENDS for n in (1, 2, 3)])
-def mesh(request):
-    backend, size = request.param
-    comms = local_mesh(size, require(backend), timeout=60)
-    yield comms
-    for c in comms:
-        c.close()
+mesh = mesh_fixture([(b, n) for b in BACKENDS for n in (1, 2, 3)])
 
 
 def split(df: pd.DataFrame, size: int) -> list[pa.Table]:

@@ -14,21 +14,14 @@ import gpuframe
 import gpuframe.distributed as gd
 from gpuframe.comm import PeerClosedError, local_mesh
 
-from .helpers import BACKENDS, concat, plain, require, run_ranks
+from .helpers import BACKENDS, concat, mesh_fixture, plain, run_ranks
 
 pytestmark = pytest.mark.distributed
 
 SIZES = (1, 2, 3)
 
 
-@pytest.fixture(scope="module", params=[(b, n) for b in BACKENDS for n in SIZES],
-                ids=[f"{b}-{n}ranks" for b in BACKENDS for n in SIZES])
-def mesh(request):
-    backend, size = request.param
-    comms = local_mesh(size, require(backend), timeout=60)
-    yield comms
-    for c in comms:
-        c.close()
+mesh = mesh_fixture([(b, n) for b in BACKENDS for n in SIZES])
 
 
 # ------------------------------------------------------------------------------ data and comparisons

@@ -21,7 +21,7 @@ import gpuframe._skew as skew
 import gpuframe.distributed as gd
 from gpuframe.comm import ProtocolError, local_mesh
 
-from .helpers import concat, plain, require, run_ranks
+from .helpers import concat, mesh_fixture, plain, run_ranks
 
 pytestmark = pytest.mark.distributed
 
@@ -32,13 +32,7 @@ HOWS = ["inner", "left", "right", "outer", "semi", "anti"]
 MESHES = [("ucx", 2), ("tcp", 3)]
 
 
-@pytest.fixture(scope="module", params=MESHES, ids=[f"{b}-{n}ranks" for b, n in MESHES])
-def mesh(request):
-    backend, size = request.param
-    comms = local_mesh(size, require(backend), timeout=60)
-    yield comms
-    for c in comms:
-        c.close()
+mesh = mesh_fixture(MESHES)
 
 
 @pytest.fixture
