@@ -281,14 +281,20 @@ def timed_persist(client: Any, build: Any, runs: int, warmup: int) -> tuple[list
 
 
 def timed_with_stats(client: Any, call: Any, cfg: BenchConfig) -> tuple[list[float], Any, list[dict]]:
-    """:func:`timed` of ``call(stats)`` (a ``gpuframe.dask`` operation filling the dict ``stats``),
+    """:func:`timed` of ``call(stats).persist()`` (a lazy ``gpuframe.dask`` operation filling the
+    dict ``stats`` when it runs),
     ``cfg.runs`` runs after ``cfg.warmup``: the times, the last result and the timed runs' stats."""
     stats_runs: list[dict] = []
 
+    from distributed import wait
+
+    from gpuframe.dask import wait_stats
+
     def once() -> Any:
         st: dict = {}
-        out = call(st)
-        stats_runs.append(st)
+        out = call(st).persist()          # lazy: persisted as a user would, and waited for
+        wait(out)
+        stats_runs.append(wait_stats(st))
         return out
 
     times, result = timed(client, once, cfg.runs, cfg.warmup)

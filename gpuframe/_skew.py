@@ -13,7 +13,9 @@ side's rows gives that rank that share of the work and of the output. :func:`gpu
    that shuffling the heavy hashes would leave some rank more than :data:`TOLERANCE` times its
    fair share of a side's rows (two hot keys may well land on two ranks). For each
    heavy hash the side with more of its rows *stays*: those rows do not move; the other side's
-   rows with that hash are sent to every rank. (``semi`` and ``anti`` joins keep only the left
+   rows with that hash are sent to every rank. (When the ranks hold very unequal numbers of the
+   staying rows, the inputs being unevenly placed, those are dealt evenly to every rank instead,
+   in the same exchange: :attr:`Plan.spread`; not for the join types joined apart, below.) (``semi`` and ``anti`` joins keep only the left
    side's heavy hashes: their output is left rows, which must each be decided once.)
 3. **Join.** One scatter per table cuts it into the hash buckets and the two heavy groups (the
    CPU backend's ``hash_partition_heavy``; other devices filter the groups out first). Light
@@ -54,6 +56,8 @@ SAMPLE_ROWS = 16384     # rows sampled per side on each rank
 CANDIDATES = 1024       # most frequent sampled hashes a rank reports per side
 TOLERANCE = 1.2         # heavy keys are handled apart only if shuffling them would give a rank more
                         # than this times its fair share of one side's rows
+SPREAD = 1.25           # the staying rows are dealt to every rank when one rank holds more than
+                        # this times the ranks' mean of them
 
 _STAY, _AWAY = 1, 2     # a row's role in split(): 0 is a light row (shuffled as usual)
 
@@ -76,6 +80,9 @@ class Plan:
 
     left_stay: np.ndarray
     right_stay: np.ndarray
+    #: the ranks hold very different numbers of the staying rows (their inputs are unevenly
+    #: placed): rather than stay, they are dealt evenly to every rank (in the shuffle's exchange)
+    spread: bool = False
 
     @property
     def keys(self) -> int:
@@ -190,9 +197,22 @@ def plan(comm: Communicator, left: Sequence[Table], lkeys: list[str], right: Seq
                            _imbalance(nr, hot, at_r, comm.size, buckets)) <= TOLERANCE:
         return _NONE
     if how in ("semi", "anti"):
-        return Plan(hot_l, _NONE.right_stay)
-    left_more = at_l >= at_r
-    return Plan(hot[left_more], hot[~left_more])
+        stay_l, stay_r = hot_l, _NONE.right_stay
+    else:
+        left_more = at_l >= at_r
+        stay_l, stay_r = hot[left_more], hot[~left_more]
+    loads = _stay_loads([s[0] for s in samples], stay_l) + _stay_loads([s[1] for s in samples], stay_r)
+    spread = bool(loads.sum() > 0 and loads.max() > SPREAD * loads.mean())
+    return Plan(stay_l, stay_r, spread)
+
+
+def _stay_loads(samples: list[tuple[int, int, np.ndarray, np.ndarray]], stay: np.ndarray) -> np.ndarray:
+    """Each rank's estimated rows of the ``stay`` hashes (from its own sample of one side)."""
+    loads = np.zeros(len(samples))
+    for rank, (n, s, hashes, counts) in enumerate(samples):
+        if s and len(stay) and len(hashes):
+            loads[rank] = counts[np.isin(hashes, stay)].sum() * (n / s)
+    return loads
 
 
 # ----------------------------------------------------------------------------- split the rows
@@ -278,9 +298,20 @@ def in_the_exchange(the_plan: Plan, how: str, buckets: int, size: int) -> bool:
     return not (len(the_plan.right_stay) and how not in ("inner", "right"))
 
 
-def fold(outgoing: list[list[Table]], rank: int, staying: list[Table], going: list[Table]) -> None:
-    """Add the staying pieces to what this rank sends itself, the broadcast ones to every rank."""
-    outgoing[rank].extend(staying)
+def fold(outgoing: list[list[Table]], rank: int, staying: list[Table], going: list[Table],
+         spread: bool = False) -> None:
+    """Add the staying pieces to what this rank sends itself (``spread``: cut into even slices,
+    one to every rank), the broadcast ones to every rank."""
+    if spread:
+        size = len(outgoing)
+        for t in staying:
+            n = t.num_rows
+            for r in range(size):
+                lo, hi = r * n // size, (r + 1) * n // size
+                if hi > lo:
+                    outgoing[r].append(t.slice(lo, hi - lo))
+    else:
+        outgoing[rank].extend(staying)
     for pieces in outgoing:
         pieces.extend(going)
 
@@ -288,6 +319,7 @@ def fold(outgoing: list[list[Table]], rank: int, staying: list[Table], going: li
 def note(stats: Optional[dict], the_plan: Plan, staying: list[Table], going: list[Table], size: int) -> None:
     if stats is not None:
         stats["heavy_keys"] = the_plan.keys
+        stats["heavy_spread"] = the_plan.spread
         stats["heavy_rows_kept"] = sum(t.num_rows for t in staying)
         stats["heavy_rows_sent"] = size * sum(t.num_rows for t in going)
 

@@ -389,12 +389,8 @@ def _warm_up(data: DataSet, client: Any, use_cudf: bool, backend: str) -> None:
     type (a tiny join probes in place, a large one radix-partitions), and a small sample left
     some of them to compile inside the timed run.
     """
-    from distributed import wait
-
     events, users, items = _read_dask(data, use_cudf)
-    joined = _join(events, users, items, backend)
-    wait(joined)  # gpuframe.dask.merge returns persisted results
-    joined[FEATURE_INPUTS].compute()
+    _join(events, users, items, backend)[FEATURE_INPUTS].compute()
 
 
 def _to_table(local: Any) -> Any:
@@ -422,16 +418,19 @@ def _gpuframe_pipeline(data: DataSet, client: Any, device: Device, protocol: str
     say(f"read {data.rows:,} events in {events.npartitions} partitions, {data.n_users:,} users, "
         f"{data.n_items:,} items")
     stats: list[dict] = []
-    with t.stage("join"):
+    with t.stage("join + collect to client"):
+        # one lazy graph: both joins and the collect, computed once; only the columns the
+        # features need travel to the client (not the two join keys)
         joined = _join(events, users, items, backend, stats)
+        table = _to_table(joined[FEATURE_INPUTS].compute()).to(device)
+    from gpuframe.dask import wait_stats
+
     for name, st in zip(("events x users", "   x items"), stats):
+        wait_stats(st)
         say(f"{name}: hash partition {st.get('partition_s', 0):.2f} s, all-to-all over {backend} "
             f"{st.get('exchange_s', 0):.2f} s ({st.get('bytes_sent', 0) / 2**20:.1f} MiB sent), "
             f"local join {st.get('merge_s', 0):.2f} s, DataFrame<->Table {st.get('convert_s', 0):.2f} s "
             "(slowest worker)")
-    with t.stage("collect to client"):
-        # only the columns the features need travel to the client (not the two join keys)
-        table = _to_table(joined[FEATURE_INPUTS].compute()).to(device)
     say(f"joined: {table.num_rows:,} rows x {table.num_columns} columns on {table.device}")
     if table.num_rows != data.rows:
         raise AssertionError(f"the inner joins should keep all {data.rows:,} events, got {table.num_rows:,} rows")
@@ -634,7 +633,7 @@ def run_demo(rows: Optional[int] = None, workers: int = 2, device: Optional[str]
     return summary
 
 
-ETL_STAGES = ["read Parquet", "join", "collect to client", "features", "hand-off to PyTorch"]
+ETL_STAGES = ["read Parquet", "join", "join + collect to client", "features", "hand-off to PyTorch"]
 
 
 def _check_zero_copy(ftable: Any, tensors: dict[str, Any]) -> bool:

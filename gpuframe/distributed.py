@@ -386,7 +386,7 @@ def merge_pieces(left: Sequence[Table], right: Sequence[Table], comm: Communicat
                                       keep=left_schema.names if lplan else None, stay=heavy.left_stay,
                                       away=heavy.right_stay)
         if folded:
-            _skew.fold(lout, comm.rank, lstay, laway)
+            _skew.fold(lout, comm.rank, lstay, laway, heavy.spread)
     t1 = time.perf_counter()
     tag2 = None if tag is None else tag + 1
     # The left side travels while this thread partitions the right side.
@@ -400,7 +400,7 @@ def merge_pieces(left: Sequence[Table], right: Sequence[Table], comm: Communicat
                                              keep=right_schema.names if rplan else None, stay=heavy.right_stay,
                                              away=heavy.left_stay)
             if folded:
-                _skew.fold(rout, comm.rank, rstay, raway)
+                _skew.fold(rout, comm.rank, rstay, raway, heavy.spread)
         t2 = time.perf_counter()
         rpending = start_exchange(comm, rout, schema=right_schema, tag=tag2, timeout=timeout, device=device,
                                   stats=stats)

@@ -10,9 +10,11 @@
     ordered = gpuframe.dask.sort(ddf, "v", descending=True)
     both = gpuframe.dask.union(a, b)                         # also intersect, difference, unique
 
-Every function runs eagerly: the result is already computed, backed by futures on the workers.
-See :mod:`gpuframe.dask.core` for how an operation runs and :mod:`gpuframe.dask._worker_comms` for
-how the communicators are bootstrapped on the workers. Needs ``pip install 'gpuframe[dask]'``
+Every function returns a lazy collection: nothing runs until ``compute``/``persist``, and the
+operation is one node of the Dask graph, composed and optimised with the others (a column
+selection after it is pushed below it). See :mod:`gpuframe.dask._lazy` for the graph,
+:mod:`gpuframe.dask.core` for how an operation runs on the workers and
+:mod:`gpuframe.dask._worker_comms` for how the communicators are bootstrapped. Needs ``pip install 'gpuframe[dask]'``
 (plus ``'gpuframe[ucx]'`` for the UCX communicator).
 """
 from __future__ import annotations
@@ -24,9 +26,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("gpuframe.dask needs dask[dataframe] and distributed: pip install 'gpuframe[dask]'") from exc
 
 from . import accessor  # noqa: F401  (registers ddf.gpuframe)
+from ._lazy import wait_stats
 from ._worker_comms import close_sessions, get_session
 from .core import WorkerLostError, merge, shuffle
 from .tableops import difference, groupby_agg, intersect, sort, union, unique
 
 __all__ = ["WorkerLostError", "close_sessions", "difference", "get_session", "groupby_agg", "intersect", "merge",
-           "shuffle", "sort", "union", "unique"]
+           "shuffle", "sort", "union", "unique", "wait_stats"]

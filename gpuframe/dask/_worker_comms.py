@@ -26,6 +26,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from distributed import WorkerPlugin
+
 from gpuframe.comm import BootstrapError, CommError, create_communicator, resolve_backend
 
 logger = logging.getLogger("gpuframe.dask")
@@ -81,25 +83,40 @@ async def _close_comm(session_id: str, dask_worker: Any = None) -> bool:
     return True
 
 
+class GpuframeCommsPlugin(WorkerPlugin):
+    """Closes this worker's gpuframe communicators when the worker closes, and drops the input
+    partitions a lazy operation keeps (:mod:`gpuframe.dask._lazy`) when Dask releases them.
+
+    At module level, so that it is pickled by reference (a worker registering it must not try to
+    pickle this module's state: its communicators)."""
+
+    idempotent = True
+    name = "gpuframe-comms"
+
+    def setup(self, worker: Any) -> None:
+        self.worker = worker
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if finish not in ("released", "forgotten"):
+            return
+        from ._lazy import _STAGED, is_stage_key, release_staged
+
+        worker = getattr(self, "worker", None)
+        if worker is not None and is_stage_key(key) and key in _STAGED:
+            worker.loop.add_callback(release_staged, worker, key)
+
+    async def teardown(self, worker: Any) -> None:
+        for session_id in list(_COMMS):
+            try:
+                await _close_comm(session_id)
+            except Exception:  # pragma: no cover - the worker is going away anyway
+                logger.debug("closing gpuframe session %s failed", session_id, exc_info=True)
+        from gpuframe.comm.ucx import shutdown
+
+        shutdown()  # ucxx's notifier thread (if we started it) would keep the process alive
+
+
 def _comms_plugin() -> Any:
-    from distributed import WorkerPlugin
-
-    class GpuframeCommsPlugin(WorkerPlugin):
-        """Closes this worker's gpuframe communicators when the worker closes."""
-
-        idempotent = True
-        name = "gpuframe-comms"
-
-        async def teardown(self, worker: Any) -> None:
-            for session_id in list(_COMMS):
-                try:
-                    await _close_comm(session_id)
-                except Exception:  # pragma: no cover - the worker is going away anyway
-                    logger.debug("closing gpuframe session %s failed", session_id, exc_info=True)
-            from gpuframe.comm.ucx import shutdown
-
-            shutdown()  # ucxx's notifier thread (if we started it) would keep the process alive
-
     return GpuframeCommsPlugin()
 
 
@@ -162,7 +179,7 @@ def _identity(workers: dict[str, Any]) -> tuple:
 
 
 def get_session(client: Any, backend: Optional[str] = None, *, timeout: Optional[float] = None,
-                connect_timeout: float = 60.0) -> Session:
+                connect_timeout: float = 60.0, shared: bool = False) -> Session:
     """The session for ``client``'s current workers, built or rebuilt when needed.
 
     Parameters
@@ -174,6 +191,9 @@ def get_session(client: Any, backend: Optional[str] = None, *, timeout: Optional
         Per-phase timeout of the communicators' operations.
     connect_timeout : float
         Seconds the workers may take to build the mesh.
+    shared : bool
+        Look for (and publish) the session in the scheduler's metadata, so that the barriers of
+        lazy operations, which run on any worker, share one set of communicators.
     """
     backend = resolve_backend(backend)
     workers = _current_workers(client)
@@ -190,17 +210,69 @@ def get_session(client: Any, backend: Optional[str] = None, *, timeout: Optional
     key = (client.id, backend)
     with _LOCK:
         old = _SESSIONS.get(key)
-        if old is not None and not old.broken and old.identity == ident:
+        if shared:
+            # the published session is the one in use (another worker's barrier may have built
+            # it, or given up on a broken one): ours is only reused while it is that one
+            published = _published(client, backend)
+            if published is not None and published.identity == ident:
+                if old is None or old.session_id != published.session_id:
+                    _SESSIONS[key] = old = published
+                return old
+            if published is not None and (old is None or published.session_id != old.session_id):
+                published.close(client)         # built for workers that have changed since
+        elif old is not None and not old.broken and old.identity == ident:
             return old
         if old is not None:
             _SESSIONS.pop(key, None)
             old.close(client)
+        ensure_plugin(client)
+        session = _build(client, backend, sorted(workers), ident, timeout, connect_timeout)
+        _SESSIONS[key] = session
+        if shared:
+            _publish(client, session)
+        return session
+
+
+def _metadata_key(backend: str) -> list[str]:
+    return ["gpuframe-session", backend]
+
+
+def _published(client: Any, backend: str) -> Optional[Session]:
+    """The session a lazy operation's barrier (on any worker) built and published on the scheduler."""
+    try:
+        desc = client.get_metadata(_metadata_key(backend), None)
+    except Exception:  # pragma: no cover - best effort: a new session is built instead
+        return None
+    if not isinstance(desc, dict):
+        return None
+    return Session(client.id, backend, desc["session_id"], list(desc["workers"]), tuple(map(tuple, desc["identity"])),
+                   ranks=dict(desc["ranks"]))
+
+
+def _publish(client: Any, session: Session) -> None:
+    desc = {"session_id": session.session_id, "workers": session.workers, "identity": [list(i) for i in session.identity],
+            "ranks": session.ranks}
+    try:
+        client.set_metadata(_metadata_key(session.backend), desc)
+    except Exception:  # pragma: no cover - best effort: the next barrier builds its own
+        logger.debug("gpuframe.dask: could not publish session %s", session.session_id, exc_info=True)
+
+
+def _unpublish(client: Any, session: Session) -> None:
+    try:
+        desc = client.get_metadata(_metadata_key(session.backend), None)
+        if isinstance(desc, dict) and desc.get("session_id") == session.session_id:
+            client.set_metadata(_metadata_key(session.backend), None)
+    except Exception:  # pragma: no cover - best effort
+        logger.debug("gpuframe.dask: could not withdraw session %s", session.session_id, exc_info=True)
+
+
+def ensure_plugin(client: Any) -> None:
+    """Register the worker plugin (once per client)."""
+    with _LOCK:
         if client.id not in _PLUGGED:
             client.register_plugin(_comms_plugin(), name="gpuframe-comms")
             _PLUGGED.add(client.id)
-        session = _build(client, backend, sorted(workers), ident, timeout, connect_timeout)
-        _SESSIONS[key] = session
-        return session
 
 
 def _build(client: Any, backend: str, workers: list[str], ident: tuple, timeout: Optional[float],
@@ -230,6 +302,7 @@ def invalidate(session: Session, client: Any) -> None:
     with _LOCK:
         if _SESSIONS.get((session.client_id, session.backend)) is session:
             _SESSIONS.pop((session.client_id, session.backend), None)
+    _unpublish(client, session)
     session.close(client)
 
 

@@ -6,25 +6,22 @@
 Dask keeps doing what it is good at (placing partitions on workers, scheduling, recovering
 lost data); the all-to-all goes directly between the workers over a gpuframe communicator (UCX
 or TCP), not through the scheduler or Dask's shuffle extension. Only supported Dask APIs are
-used: ``persist``, ``wait``, ``who_has``, ``client.run`` (to bootstrap the communicators),
-``client.submit`` pinned to the workers that hold the data, and ``from_delayed`` on the
-resulting futures.
+used (see :mod:`gpuframe.dask._lazy` for the graph).
 
 One operation, step by step:
 
-1. validate against the collections' ``_meta`` (key names, key types, ``how``...): nothing
-   reaches the cluster when this fails;
-2. ``persist`` the inputs and find which worker holds each partition (``who_has``);
-3. get the communicator session of the current workers (built once, cached, rebuilt when the
-   workers change: :mod:`gpuframe.dask._worker_comms`);
-4. submit one task per worker, pinned to it, with its local partitions as arguments. Each task
+1. validate against the collections' ``_meta`` (key names, key types, ``how``...): nothing is
+   built when this fails; the result is a lazy collection (:mod:`gpuframe.dask._lazy`);
+2. on compute, a stage task per input partition keeps it in its worker's store;
+3. the barrier task gets the communicator session of the current workers (built once, cached,
+   rebuilt when the workers change: :mod:`gpuframe.dask._worker_comms`);
+4. and submits one task per worker, pinned to it, naming its staged partitions. Each task
    converts them to Tables, hash-partitions them by key, exchanges them with every other worker
    in one all-to-all, and (merge) joins what it received with :func:`gpuframe.merge`;
-5. wait for the tasks while watching the worker set: a worker that dies fails the operation
-   within seconds (its peers see the connection drop; the client sees the worker leave), the
-   communicators are closed and the next operation builds new ones;
-6. wrap the per-bucket result futures in a Dask DataFrame (``from_delayed``), of the same
-   partition type as the input.
+5. the barrier waits for the tasks while watching the worker set: a worker that dies fails the
+   operation within seconds (its peers see the connection drop; the barrier sees the worker
+   leave), the communicators are closed and the next run builds new ones;
+6. one output task per bucket returns the piece its worker kept, of the input's partition type.
 
 Output partitions: ``npartitions`` hash buckets (default: one per worker). Bucket ``b`` holds
 every row whose key hashes to ``b`` (``partition_of(hash_rows(key), npartitions) == b``), lives
@@ -43,8 +40,8 @@ from gpuframe._skew import DEFAULT_HEAVY_SHARE, check_heavy_share
 from gpuframe.comm import CommError, PeerClosedError, resolve_backend
 from gpuframe.comm.wire import schema_from_bytes, schema_to_bytes
 
-from . import _convert
-from ._worker_comms import Session, _current_workers, get_session, invalidate, worker_comm
+from . import _convert, _lazy
+from ._worker_comms import Session, _current_workers, ensure_plugin, invalidate, worker_comm
 
 logger = logging.getLogger("gpuframe.dask")
 
@@ -108,21 +105,10 @@ def _task_comm(session_id: str, worker: str) -> Any:
     return worker_comm(session_id)
 
 
-def _shuffle_task(session_id: str, tag: int, spec: dict, worker: str, *parts: Any) -> dict:
-    comm = _task_comm(session_id, worker)
-    with _HostShare(comm):
-        return _shuffle_body(comm, tag, spec, parts)
-
-
-def _merge_task(session_id: str, tag: int, spec: dict, worker: str, n_left: int, *parts: Any) -> dict:
-    comm = _task_comm(session_id, worker)
-    with _HostShare(comm):
-        return _merge_body(comm, tag, spec, n_left, parts)
-
-
-def _shuffle_body(comm: Any, tag: int, spec: dict, parts: Sequence[Any]) -> dict:
+def _shuffle_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], layout: dict) -> dict:
     from gpuframe.distributed import shuffle_pieces
 
+    parts = sides[0]
     stats: dict = {"rank": comm.rank, "rows_in": sum(len(p) for p in parts)}
     schema = schema_from_bytes(spec["schema"])
     t0 = time.perf_counter()
@@ -137,14 +123,14 @@ def _shuffle_body(comm: Any, tag: int, spec: dict, parts: Sequence[Any]) -> dict
     return {"parts": out_parts, "stats": stats}
 
 
-def _merge_body(comm: Any, tag: int, spec: dict, n_left: int, parts: Sequence[Any]) -> dict:
+def _merge_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], layout: dict) -> dict:
     from gpuframe.distributed import merge_pieces
 
-    stats: dict = {"rank": comm.rank, "rows_in": sum(len(p) for p in parts)}
+    stats: dict = {"rank": comm.rank, "rows_in": sum(len(p) for side in sides for p in side)}
     lschema, rschema = schema_from_bytes(spec["left_schema"]), schema_from_bytes(spec["right_schema"])
     t0 = time.perf_counter()
-    left = [_convert.to_table(p, spec["kind"], lschema) for p in parts[:n_left]]
-    right = [_convert.to_table(p, spec["kind"], rschema) for p in parts[n_left:]]
+    left = [_convert.to_table(p, spec["kind"], lschema) for p in sides[0]]
+    right = [_convert.to_table(p, spec["kind"], rschema) for p in sides[1]]
     stats["convert_s"] = time.perf_counter() - t0
     out = merge_pieces(left, right, comm, left_schema=lschema, right_schema=rschema, buckets=spec["buckets"],
                        seed=spec["seed"], tag=tag, timeout=spec["timeout"], device=_device(left + right, spec["kind"]),
@@ -162,14 +148,6 @@ def _device(tables: Sequence[Any], kind: str) -> Any:
     for t in tables:
         return t.device
     return CPU if kind == _convert.PANDAS else Device("cuda", 0)
-
-
-def _part(result: dict, i: int) -> Any:
-    return result["parts"][i]
-
-
-def _stats(result: dict) -> dict:
-    return result["stats"]
 
 
 # ----------------------------------------------------------------------------- client side
@@ -206,86 +184,6 @@ def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
     return seed
-
-
-def _placement(client: Any, collections: list[Any], session: Session, backend: Optional[str],
-               timeout: Optional[float]) -> tuple[Session, list[dict[str, list[Any]]]]:
-    """Persist the collections; return the session and, per collection, worker -> its partition futures."""
-    session, placed = _placement_indexed(client, collections, session, backend, timeout)
-    return session, [{w: [f for _, f in fs] for w, fs in by_worker.items()} for by_worker in placed]
-
-
-def _placement_indexed(client: Any, collections: list[Any], session: Session, backend: Optional[str],
-                       timeout: Optional[float]) -> tuple[Session, list[dict[str, list[tuple[int, Any]]]]]:
-    """As :func:`_placement`, with each future's partition number: ``(i, future)`` in partition order."""
-    from distributed import wait
-
-    futs = [_partition_futures(client, c) for c in collections]
-    wait([f for fs in futs for f in fs])
-    for _attempt in range(3):
-        holders = client.who_has([f for fs in futs for f in fs])
-        out = []
-        for fs in futs:
-            by_worker: dict[str, list[tuple[int, Any]]] = {w: [] for w in session.workers}
-            for i, f in enumerate(fs):  # partition order
-                places = [w for w in holders.get(f.key, ()) if w in by_worker]
-                if not places:
-                    break
-                by_worker[places[0]].append((i, f))
-            else:
-                out.append(by_worker)
-                continue
-            break
-        if len(out) == len(futs):
-            return session, out
-        # Data sits on a worker the session does not know (one joined or restarted): rebuild.
-        session = get_session(client, backend, timeout=timeout)
-        wait([f for fs in futs for f in fs])
-    raise CommError("the input partitions keep moving to workers outside the gpuframe session; "
-                    "retry once the cluster is stable")
-
-
-def _partition_futures(client: Any, ddf: Any) -> list[Any]:
-    """The futures of ``ddf``'s partitions, in partition order.
-
-    A persisted collection's graph maps each partition key to an alias of a future: those futures
-    are used as they are (persisting it again would add alias tasks, which must then run on the
-    workers that hold the data, however busy they are). Anything else is persisted.
-    """
-    futures = _persisted_futures(ddf)
-    if futures is not None:
-        return futures
-    persisted = client.persist(ddf)
-    futures = _persisted_futures(persisted)
-    return futures if futures is not None else _futures_of(persisted)
-
-
-def _persisted_futures(ddf: Any) -> Optional[list[Any]]:
-    from dask.core import flatten
-    from distributed import Future
-
-    try:
-        from dask._task_spec import Alias
-    except ImportError:  # pragma: no cover - another dask: fall back to persisting
-        return None
-    graph = ddf.__dask_graph__()
-    out = []
-    for key in flatten(ddf.__dask_keys__()):
-        value = graph.get(key)
-        for _ in range(16):  # follow aliases to the future
-            if not isinstance(value, Alias):
-                break
-            value = graph.get(value.target)
-        if not isinstance(value, Future):
-            return None
-        out.append(value)
-    return out
-
-
-def _futures_of(ddf: Any) -> list[Any]:  # pragma: no cover - only without dask._task_spec
-    from distributed import futures_of
-
-    return futures_of(ddf)
 
 
 def _run(client: Any, session: Session, task: Any, tag: int, spec: dict, args_by_worker: list[list[Any]],
@@ -352,34 +250,6 @@ def _wait(client: Any, session: Session, futures: list[Any], what: str) -> None:
                                   peer=rank, address=lost[0])
 
 
-def _collect(client: Any, futures: list[Any], counts: list[int], workers: list[str], meta: Any, what: str,
-             stats: Optional[dict]) -> Any:
-    import dask.dataframe as dd
-
-    parts = []
-    for fut, n, worker in zip(futures, counts, workers):
-        for i in range(n):
-            parts.append(client.submit(_part, fut, i, key=f"{fut.key}-part-{i}", workers=[worker],
-                                       allow_other_workers=True, pure=False))
-    if stats is not None:
-        per_worker = client.gather([client.submit(_stats, f, pure=False) for f in futures])
-        stats["workers"] = per_worker
-        for k in ("partition_s", "exchange_s", "sizes_s", "data_s", "merge_s", "skew_s", "local_s", "convert_s"):
-            vals = [s.get(k, 0.0) for s in per_worker]
-            stats[k] = max(vals) if vals else 0.0
-        stats["bytes_sent"] = sum(s.get("bytes_sent", 0) for s in per_worker)
-        stats["bytes_received"] = sum(s.get("bytes_received", 0) for s in per_worker)
-    if not parts:  # pragma: no cover - npartitions >= 1 always gives a part
-        raise CommError(f"gpuframe.dask.{what} produced no partitions")
-    return dd.from_delayed(parts, meta=meta, verify_meta=False)
-
-
-def _counts(session: Session, buckets: int) -> list[int]:
-    from gpuframe.distributed import owned_buckets
-
-    return [hi - lo for lo, hi in (owned_buckets(r, session.size, buckets) for r in range(session.size))]
-
-
 # ----------------------------------------------------------------------------- shuffle
 def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any = None,
             backend: Optional[str] = None, seed: int = 0, timeout: Optional[float] = None,
@@ -393,7 +263,8 @@ def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any
     on : str or list of str
         Key columns. Every row with the same key ends in the same output partition.
     npartitions : int, optional
-        Output partitions (hash buckets); default one per worker.
+        Output partitions (hash buckets); default one per worker (the workers there are when
+        the collection is built).
     client : distributed.Client, optional
         Default: the current client.
     backend : "ucx" or "tcp", optional
@@ -403,14 +274,15 @@ def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any
     timeout : float, optional
         Seconds each phase of the exchange may wait for a peer (default ``GPUFRAME_COMM_TIMEOUT``).
     stats : dict, optional
-        Filled with the per-worker timings (``workers``) and the slowest worker's
-        ``partition_s``, ``exchange_s``, ``convert_s``, plus ``bytes_sent``.
+        Filled when the operation runs (:func:`gpuframe.dask.wait_stats` waits for it) with the
+        per-worker timings (``workers``), the slowest worker's ``partition_s``, ``exchange_s``,
+        ``convert_s``, ``bytes_sent`` and the whole operation's ``operation_s``.
 
     Returns
     -------
     dask.dataframe.DataFrame
-        Already computed (backed by futures on the workers), same partition type and dtypes as
-        ``ddf``, ``npartitions`` partitions with a default index; see the module docstring.
+        Lazy (nothing runs until it is computed), same partition type and dtypes as ``ddf``,
+        ``npartitions`` partitions with a default index; see the module docstring.
 
     Raises
     ------
@@ -427,17 +299,32 @@ def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any
     keys = _key_list(schema, on, "on")
     npartitions = _check_npartitions(npartitions)
     seed = _check_seed(seed)
+    params = _params(client, npartitions, backend, timeout, on=keys, seed=seed)
+    return _lazy.collection("shuffle", [ddf], params, stats)
+
+
+def _params(client: Any, npartitions: Optional[int], backend: Optional[str], timeout: Optional[float],
+            **op: Any) -> dict:
+    """An operation's parameters, with its output partitions fixed now (default: one per worker)."""
     backend = resolve_backend(backend)
     client = _client(client)
-    session = get_session(client, backend, timeout=timeout)
-    session, (placed,) = _placement(client, [ddf], session, backend, timeout)
-    buckets = npartitions or session.size
-    meta = _convert.shuffle_meta(ddf._meta)
-    spec = {"kind": kind, "on": keys, "buckets": buckets, "seed": seed, "timeout": timeout,
-            "schema": schema_to_bytes(schema), "meta": meta}
-    tag = uuid.uuid4().int & (2**40 - 1)
-    futures = _run(client, session, _shuffle_task, tag, spec, [placed[w] for w in session.workers], "shuffle")
-    return _collect(client, futures, _counts(session, buckets), session.workers, meta, "shuffle", stats)
+    ensure_plugin(client)      # before any input is staged: it drops them when Dask releases them
+    if npartitions is None:
+        npartitions = len(_current_workers(client)) or 1
+    return dict(op, buckets=npartitions, backend=backend, timeout=timeout, op_id=uuid.uuid4().hex)
+
+
+def _plan_shuffle(metas: list[Any], params: dict) -> tuple[dict, Any]:
+    kind = _convert.frame_kind(metas[0])
+    meta = _convert.shuffle_meta(metas[0])
+    spec = {"kind": kind, "on": params["on"], "buckets": params["buckets"], "seed": params["seed"],
+            "timeout": params["timeout"], "schema": schema_to_bytes(_convert.schema_of(metas[0], kind)),
+            "meta": meta}
+    return spec, meta
+
+
+def _project_shuffle(expr: Any, columns: list[Any]) -> list[list[Any]]:
+    return [list(expr.operand("params")["on"]) + list(columns)]
 
 
 # ----------------------------------------------------------------------------- merge
@@ -473,8 +360,7 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
     Returns
     -------
     dask.dataframe.DataFrame
-        Already computed; its rows equal ``gpuframe.merge`` of the concatenated inputs (in
-        another order). Integer and bool columns that can hold nulls (nullable inputs, or any
+        Lazy; its rows equal ``gpuframe.merge`` of the concatenated inputs (in another order). Integer and bool columns that can hold nulls (nullable inputs, or any
         column of a non-inner join) are pandas nullable dtypes (``Int64``, ``boolean``).
 
     Raises
@@ -507,18 +393,56 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
         return cross(left, right, kind=lkind, lschema=lschema, rschema=rschema, out_schema=out_schema,
                      suffixes=suffixes, npartitions=npartitions, client=client, backend=backend, timeout=timeout,
                      stats=stats)
-    backend = resolve_backend(backend)
-    meta = _convert.merge_meta(out_schema, lkind, left._meta, right._meta, how, suffixes)
+    if on is None and left_on is None and right_on is None:   # fixed now: a projection must not change them
+        kw["on"] = [n for n in lschema.names if n in rschema.names]
+    params = _params(client, npartitions, backend, timeout, merge=dict(kw, heavy_share=heavy_share), seed=seed)
+    return _lazy.collection("merge", [left, right], params, stats)
 
-    client = _client(client)
-    session = get_session(client, backend, timeout=timeout)
-    session, (lplaced, rplaced) = _placement(client, [left, right], session, backend, timeout)
-    buckets = npartitions or session.size
-    spec = {"kind": lkind, "buckets": buckets, "seed": seed, "timeout": timeout,
-            "merge": dict(kw, heavy_share=heavy_share),
-            "left_schema": schema_to_bytes(lschema), "right_schema": schema_to_bytes(rschema), "meta": meta}
-    tag = (uuid.uuid4().int & (2**40 - 1)) * 8      # merge_pieces uses tag .. tag + 6
-    args = [lplaced[w] + rplaced[w] for w in session.workers]
-    nleft = [len(lplaced[w]) for w in session.workers]
-    futures = _run(client, session, _merge_task, tag, spec, args, "merge", lead=nleft)
-    return _collect(client, futures, _counts(session, buckets), session.workers, meta, "merge", stats)
+
+def _plan_merge(metas: list[Any], params: dict) -> tuple[dict, Any]:
+    from gpuframe.distributed import check_merge
+
+    kind = _convert.frame_kind(metas[0])
+    lschema, rschema = (_convert.schema_of(m, kind) for m in metas)
+    kw = {k: v for k, v in params["merge"].items() if k != "heavy_share"}
+    out_schema = check_merge(lschema, rschema, **kw)
+    meta = _convert.merge_meta(out_schema, kind, metas[0], metas[1], kw["how"], kw["suffixes"])
+    spec = {"kind": kind, "buckets": params["buckets"], "seed": params["seed"], "timeout": params["timeout"],
+            "merge": params["merge"], "left_schema": schema_to_bytes(lschema),
+            "right_schema": schema_to_bytes(rschema), "meta": meta}
+    return spec, meta
+
+
+def _keys_of(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def project_join(expr: Any, columns: list[Any], lkeys: list[Any], rkeys: list[Any],
+                 suffixes: Sequence[str]) -> Optional[list[list[Any]]]:
+    """The columns each side of a join must keep for the output ``columns`` (Dask's rule: a
+    column is kept when it is a key, selected, or selected under its suffix, and then the
+    other side's column of that name too, so that the suffix still applies)."""
+    left, right = (f._meta for f in expr._frames)
+    wanted = set(columns)
+    keep_l = [c for c in left.columns if c in lkeys or c in wanted or f"{c}{suffixes[0]}" in wanted]
+    keep_r = [c for c in right.columns if c in rkeys or c in wanted or f"{c}{suffixes[1]}" in wanted]
+    keep_l += [c for c in left.columns if f"{c}{suffixes[1]}" in wanted and c not in keep_l]
+    keep_r += [c for c in right.columns if f"{c}{suffixes[0]}" in wanted and c not in keep_r]
+    return [keep_l, keep_r]
+
+
+def _project_merge(expr: Any, columns: list[Any]) -> Optional[list[list[Any]]]:
+    kw = expr.operand("params")["merge"]
+    lkeys = _keys_of(kw["on"]) or _keys_of(kw["left_on"])
+    rkeys = _keys_of(kw["on"]) or _keys_of(kw["right_on"])
+    needs = project_join(expr, columns, lkeys, rkeys, kw["suffixes"])
+    # only when the smaller join names the selected columns as the full one does
+    left, right = (f._meta for f in expr._frames)
+    small = _plan_merge([left[needs[0]], right[needs[1]]], expr.operand("params"))[1]
+    return needs if set(columns) <= set(small.columns) else None
+
+
+_lazy.register("shuffle", _shuffle_body, _plan_shuffle, _project_shuffle)
+_lazy.register("merge", _merge_body, _plan_merge, _project_merge)

@@ -1,13 +1,13 @@
 """Table operations on Dask DataFrames: unique, union, intersect, difference, groupby_agg, sort
 and the cross product, on the per-rank functions of :mod:`gpuframe.distributed`.
 
-They run as :func:`gpuframe.dask.merge` does (see :mod:`gpuframe.dask.core`): the arguments are
-checked on the collections' ``_meta`` (with gpuframe's own local functions on empty tables, so
-the rules and messages are the local ones) before anything reaches the cluster; the inputs are
-persisted; one task per worker, pinned to it, concatenates the partitions it holds into one
-Table per input and calls the ``gpuframe.distributed`` function over the workers' communicator;
-the result is a Dask DataFrame backed by the tasks' futures (already computed, not lazy), of
-the input's partition type, with a default index and unknown divisions.
+They run as :func:`gpuframe.dask.merge` does (see :mod:`gpuframe.dask.core` and
+:mod:`gpuframe.dask._lazy`): the arguments are checked on the collections' ``_meta`` (with
+gpuframe's own local functions on empty tables, so the rules and messages are the local ones)
+before anything is built; the result is a lazy collection, of the input's partition type, with
+a default index and unknown divisions. When it runs, one task per worker, pinned to it,
+concatenates the partitions staged there into one Table per input and calls the
+``gpuframe.distributed`` function over the workers' communicator.
 
 Order. ``gpuframe.distributed`` answers as the local function does on the ranks' tables
 concatenated in *rank* order, but a Dask DataFrame's order is its *partition* order, and a
@@ -25,19 +25,15 @@ the sorted rows: the partitions in order are the sorted table.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from gpuframe.comm import resolve_backend
 from gpuframe.comm.wire import schema_from_bytes, schema_to_bytes
 
-from . import _convert
-from .core import (_check_ddf, _check_seed, _client, _collect, _device, _HostShare, _placement_indexed, _run,
-                   _task_comm)
-from ._worker_comms import get_session
+from . import _convert, _lazy
+from .core import _check_ddf, _check_seed, _device, _params
 
 __all__ = ["unique", "union", "intersect", "difference", "groupby_agg", "sort"]
 
@@ -48,12 +44,6 @@ _NEVER_NULL = ("count", "size", "nunique")
 
 
 # ----------------------------------------------------------------------------- worker side
-def _ops_task(session_id: str, tag: int, spec: dict, worker: str, layout: dict, *parts: Any) -> dict:
-    comm = _task_comm(session_id, worker)
-    with _HostShare(comm):
-        return _ops_body(comm, tag, spec, layout, parts)
-
-
 def _hidden(name: str, taken: Sequence[str]) -> str:
     while name in taken:
         name += "_"
@@ -89,15 +79,14 @@ def _pieces(table: Any, count: int) -> list[Any]:
     return [table.slice(bounds[i], bounds[i + 1] - bounds[i]) for i in range(count)]
 
 
-def _ops_body(comm: Any, tag: int, spec: dict, layout: dict, parts: Sequence[Any]) -> dict:
+def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], layout: dict) -> dict:
     import gpuframe.distributed as gd
 
-    stats: dict = {"rank": comm.rank, "rows_in": sum(len(p) for p in parts)}
+    stats: dict = {"rank": comm.rank, "rows_in": sum(len(p) for side in sides for p in side)}
     kind, op, args = spec["kind"], spec["op"], spec["args"]
     schemas = [schema_from_bytes(s) for s in spec["schemas"]]
     hidden = spec.get("hidden")
     t0 = time.perf_counter()
-    sides = [list(parts[:layout["n_left"]]), list(parts[layout["n_left"]:])][:len(schemas)]
     tables = [[_convert.to_table(p, kind, schema) for p in side] for side, schema in zip(sides, schemas)]
     device = _device([t for side in tables for t in side], kind)
     if hidden:   # the left side's rows tagged with their place in the collection
@@ -136,7 +125,7 @@ def _ops_body(comm: Any, tag: int, spec: dict, layout: dict, parts: Sequence[Any
     else:  # pragma: no cover - the client side names only the ops above
         raise ValueError(f"internal error: unknown gpuframe.dask operation {op!r}")
     t1 = time.perf_counter()
-    out_parts = [_convert.from_table(t, kind, spec["meta"]) for t in _pieces(out, layout["count"])]
+    out_parts = [_convert.from_table(t, kind, spec["meta"]) for t in _pieces(out, len(layout["pieces"]))]
     stats["convert_s"] += time.perf_counter() - t1
     stats["rows_out"] = out.num_rows
     return {"parts": out_parts, "stats": stats}
@@ -190,29 +179,106 @@ def _same_type_meta(out_schema: pa.Schema, kind: str, source: Any, also_null: Se
     return _nullable(meta, [c for c in list(also_null) + _masked_in(source) if c in meta.columns])
 
 
-def _execute(what: str, inputs: list[Any], kind: str, schemas: list[pa.Schema], args: dict, meta: Any, *,
-             client: Any, backend: Optional[str], seed: int, timeout: Optional[float], stats: Optional[dict],
-             hidden: Optional[tuple[str, str]] = None, npartitions: Optional[int] = None) -> Any:
-    """Run ``what`` on the workers (the checks are done) and wrap the results in a collection."""
-    from gpuframe.distributed import owned_buckets
+def _launch(what: str, frames: list[Any], args: dict, *, client: Any, backend: Optional[str], seed: int,
+            timeout: Optional[float], stats: Optional[dict], npartitions: Optional[int] = None) -> Any:
+    """The lazy collection of table operation ``what`` (its arguments checked already)."""
+    params = _params(client, npartitions, backend, timeout, args=args, seed=seed)
+    return _lazy.collection(what, frames, params, stats)
 
-    backend = resolve_backend(backend)
-    client = _client(client)
-    session = get_session(client, backend, timeout=timeout)
-    session, placed = _placement_indexed(client, inputs, session, backend, timeout)
-    buckets = npartitions or session.size
-    counts = [hi - lo for lo, hi in (owned_buckets(r, session.size, buckets) for r in range(session.size))]
-    spec = {"kind": kind, "op": what, "args": args, "seed": seed, "timeout": timeout, "meta": meta,
-            "schemas": [schema_to_bytes(s) for s in schemas], "hidden": hidden}
-    tag = (uuid.uuid4().int & (2**40 - 1)) * 4      # the ops use tag .. tag + 3
-    args_by_worker, layouts = [], []
-    for rank, w in enumerate(session.workers):
-        left = placed[0][w]
-        right = placed[1][w] if len(placed) > 1 else []
-        args_by_worker.append([f for _, f in left] + [f for _, f in right])
-        layouts.append({"n_left": len(left), "index": [i for i, _ in left], "count": counts[rank]})
-    futures = _run(client, session, _ops_task, tag, spec, args_by_worker, what, lead=layouts)
-    return _collect(client, futures, counts, session.workers, meta, what, stats)
+
+def _plan(what: str) -> Any:
+    def plan(metas: list[Any], params: dict) -> tuple[dict, Any]:
+        meta, hidden = _PLANNERS[what](metas, params["args"])
+        kind = _convert.frame_kind(metas[0])
+        schemas = [_convert.schema_of(m, kind) for m in metas]
+        spec = {"kind": kind, "op": what, "args": params["args"], "seed": params["seed"],
+                "timeout": params["timeout"], "meta": meta, "schemas": [schema_to_bytes(s) for s in schemas],
+                "hidden": hidden}
+        return spec, meta
+    return plan
+
+
+def _meta_unique(metas: list[Any], args: dict) -> tuple[Any, None]:
+    return _convert.shuffle_meta(metas[0]), None
+
+
+def _meta_setop(what: str) -> Any:
+    def meta_of(metas: list[Any], args: dict) -> tuple[Any, None]:
+        from gpuframe.ops import setops
+
+        kind = _convert.frame_kind(metas[0])
+        lschema, rschema = (_convert.schema_of(m, kind) for m in metas)
+        out_schema = getattr(setops, what)(_empty(lschema), _empty(rschema), **args).schema
+        if what == "union":   # right's values land in the left's columns: nullable where either side is
+            return _same_type_meta(out_schema, kind, metas[0], _masked_in(metas[1]) + _masked_in(metas[0])), None
+        return _same_type_meta(out_schema, kind, metas[0]), None
+    return meta_of
+
+
+def _meta_groupby(metas: list[Any], args: dict) -> tuple[Any, Optional[tuple[str, str]]]:
+    from gpuframe.ops.groupby import groupby_agg as local_gb
+
+    kind = _convert.frame_kind(metas[0])
+    schema = _convert.schema_of(metas[0], kind)
+    out_schema = local_gb(_empty(schema), args["by"], args["aggs"], dropna=args["dropna"]).schema
+    # the keys keep their dtypes; integer and bool aggregates that can be null are nullable
+    meta = _same_type_meta(out_schema, kind, metas[0][list(args["by"])],
+                           [out for out, (_c, op) in args["aggs"].items() if op not in _NEVER_NULL])
+    hidden = None
+    if any(op in _ORDERED_OPS for _c, op in args["aggs"].values()):
+        hidden = (_hidden(_PART, schema.names), _hidden(_ROW, schema.names))
+    return meta, hidden
+
+
+def _meta_sort(metas: list[Any], args: dict) -> tuple[Any, tuple[str, str]]:
+    names = list(metas[0].columns)
+    return _convert.shuffle_meta(metas[0]), (_hidden(_PART, names), _hidden(_ROW, names))
+
+
+def _meta_cross(metas: list[Any], args: dict) -> tuple[Any, None]:
+    from gpuframe.distributed import check_merge
+
+    kind = _convert.frame_kind(metas[0])
+    lschema, rschema = (_convert.schema_of(m, kind) for m in metas)
+    out_schema = check_merge(lschema, rschema, how="cross", suffixes=args["suffixes"])
+    return _convert.merge_meta(out_schema, kind, metas[0], metas[1], "inner", args["suffixes"]), None
+
+
+_PLANNERS = {"unique": _meta_unique, "union": _meta_setop("union"), "intersect": _meta_setop("intersect"),
+             "difference": _meta_setop("difference"), "groupby_agg": _meta_groupby, "sort": _meta_sort,
+             "cross": _meta_cross}
+
+
+def _project_unique(expr: Any, columns: list[Any]) -> Optional[list[list[Any]]]:
+    args = expr.operand("params")["args"]
+    if not args["explicit"]:
+        return None     # every column makes rows equal: none can go
+    return [list(args["subset"]) + list(columns)]
+
+
+def _project_union(expr: Any, columns: list[Any]) -> Optional[list[list[Any]]]:
+    if expr.operand("params")["args"]["distinct"]:
+        return None     # every column makes rows equal
+    return [list(columns), list(columns)]
+
+
+def _project_sort(expr: Any, columns: list[Any]) -> list[list[Any]]:
+    return [list(expr.operand("params")["args"]["by"]) + list(columns)]
+
+
+def _project_cross(expr: Any, columns: list[Any]) -> Optional[list[list[Any]]]:
+    from .core import project_join
+
+    needs = project_join(expr, columns, [], [], expr.operand("params")["args"]["suffixes"])
+    left, right = (f._meta for f in expr._frames)
+    small, _ = _meta_cross([left[needs[0]], right[needs[1]]], expr.operand("params")["args"])
+    return needs if set(columns) <= set(small.columns) else None
+
+
+for _what, _project in (("unique", _project_unique), ("union", _project_union), ("intersect", None),
+                        ("difference", None), ("groupby_agg", None), ("sort", _project_sort),
+                        ("cross", _project_cross)):
+    _lazy.register(_what, _ops_body, _plan(_what), _project)
 
 
 # ----------------------------------------------------------------------------- operations
@@ -235,7 +301,7 @@ def unique(ddf: Any, subset: Any = None, *, client: Any = None, backend: Optiona
     Returns
     -------
     dask.dataframe.DataFrame
-        Already computed (backed by futures), one partition per worker, default index, the
+        Lazy, one partition per worker, default index, the
         input's columns and dtypes. Its rows are those of ``gpuframe.unique(t, subset)`` for
         ``t`` the concatenated partitions, up to which row of each group is kept and the order.
 
@@ -254,9 +320,8 @@ def unique(ddf: Any, subset: Any = None, *, client: Any = None, backend: Optiona
     local_unique(empty, subset)                       # gpuframe's own checks of subset
     names = _subset(empty, subset)
     seed = _check_seed(seed)
-    meta = _convert.shuffle_meta(ddf._meta)
-    return _execute("unique", [ddf], kind, [schema], {"subset": names}, meta, client=client, backend=backend,
-                    seed=seed, timeout=timeout, stats=stats)
+    return _launch("unique", [ddf], {"subset": names, "explicit": subset is not None}, client=client,
+                   backend=backend, seed=seed, timeout=timeout, stats=stats)
 
 
 def _setop(what: str, left: Any, right: Any, args: dict, client: Any, backend: Optional[str], seed: int,
@@ -264,17 +329,10 @@ def _setop(what: str, left: Any, right: Any, args: dict, client: Any, backend: O
     from gpuframe.ops import setops
 
     kind, lschema, rschema = _pair(left, right)
-    fn = getattr(setops, what)
-    out_schema = fn(_empty(lschema), _empty(rschema), **args).schema    # names, types: gpuframe's checks
+    getattr(setops, what)(_empty(lschema), _empty(rschema), **args)    # names, types: gpuframe's checks
     seed = _check_seed(seed)
-    if what == "union":
-        # right's values land in the left's columns: nullable where either side is
-        also = _masked_in(right._meta) + _masked_in(left._meta)
-        meta = _same_type_meta(out_schema, kind, left._meta, also)
-    else:
-        meta = _same_type_meta(out_schema, kind, left._meta)
-    return _execute(what, [left, right], kind, [lschema, rschema], args, meta, client=client, backend=backend,
-                    seed=seed, timeout=timeout, stats=stats)
+    return _launch(what, [left, right], args, client=client, backend=backend, seed=seed, timeout=timeout,
+                   stats=stats)
 
 
 def union(left: Any, right: Any, *, distinct: bool = True, client: Any = None, backend: Optional[str] = None,
@@ -297,7 +355,7 @@ def union(left: Any, right: Any, *, distinct: bool = True, client: Any = None, b
     Returns
     -------
     dask.dataframe.DataFrame
-        Already computed, one partition per worker, default index; its rows are those of
+        Lazy, one partition per worker, default index; its rows are those of
         ``gpuframe.union`` of the concatenated partitions of each side (in another order).
         Integer and bool columns are pandas nullable where either side's is.
 
@@ -328,7 +386,7 @@ def intersect(left: Any, right: Any, *, client: Any = None, backend: Optional[st
     Returns
     -------
     dask.dataframe.DataFrame
-        Already computed, one partition per worker, default index, the left's dtypes; its rows
+        Lazy, one partition per worker, default index, the left's dtypes; its rows
         are those of ``gpuframe.intersect`` of the concatenated partitions (in another order).
 
     Raises
@@ -355,7 +413,7 @@ def difference(left: Any, right: Any, *, client: Any = None, backend: Optional[s
     Returns
     -------
     dask.dataframe.DataFrame
-        Already computed, one partition per worker, default index, the left's dtypes; its rows
+        Lazy, one partition per worker, default index, the left's dtypes; its rows
         are those of ``gpuframe.difference`` of the concatenated partitions (in another order).
 
     Raises
@@ -402,7 +460,7 @@ def groupby_agg(ddf: Any, by: Any, aggs: Mapping[str, tuple[str, str]], *, dropn
     Returns
     -------
     dask.dataframe.DataFrame
-        Already computed, one partition per worker, default index: the key columns, then one
+        Lazy, one partition per worker, default index: the key columns, then one
         column per aggregation. Its rows are those of ``gpuframe.groupby_agg`` of the
         concatenated partitions (groups in another order; float sums and moments may differ in
         the last bits). Integer and bool results that can be null (every op but ``count``,
@@ -424,17 +482,14 @@ def groupby_agg(ddf: Any, by: Any, aggs: Mapping[str, tuple[str, str]], *, dropn
     aggs = _check_aggs_mapping(aggs)
     dropna = _check_bool(dropna, "dropna")
     empty = _empty(schema)
-    out_schema = local_gb(empty, by, aggs, dropna=dropna).schema      # every check, gpuframe's own
+    local_gb(empty, by, aggs, dropna=dropna)                           # every check, gpuframe's own
     names = _subset(empty, by, "by")
     seed = _check_seed(seed)
-    # the keys keep their dtypes; integer and bool aggregates that can be null are nullable
-    meta = _same_type_meta(out_schema, kind, ddf._meta[names],
-                           [out for out, (_c, op) in aggs.items() if op not in _NEVER_NULL])
-    hidden = None
-    if any(op in _ORDERED_OPS for _c, op in aggs.values()):
-        hidden = (_hidden(_PART, schema.names), _hidden(_ROW, schema.names))
-    return _execute("groupby_agg", [ddf], kind, [schema], {"by": names, "aggs": aggs, "dropna": dropna}, meta,
-                    client=client, backend=backend, seed=seed, timeout=timeout, stats=stats, hidden=hidden)
+    used = list(dict.fromkeys(names + [c for c, _op in aggs.values()]))
+    if len(used) < len(ddf.columns):     # only the keys and the aggregated columns travel
+        ddf = ddf[used]
+    return _launch("groupby_agg", [ddf], {"by": names, "aggs": aggs, "dropna": dropna}, client=client,
+                   backend=backend, seed=seed, timeout=timeout, stats=stats)
 
 
 def sort(ddf: Any, by: Any, *, descending: Any = False, nulls_last: bool = True, client: Any = None,
@@ -461,7 +516,7 @@ def sort(ddf: Any, by: Any, *, descending: Any = False, nulls_last: bool = True,
     Returns
     -------
     dask.dataframe.DataFrame
-        Already computed, one partition per worker, default index, the input's columns and
+        Lazy, one partition per worker, default index, the input's columns and
         dtypes: its partitions, in order, are ``gpuframe.sort`` of the concatenated input
         partitions, row for row. Divisions are unknown.
 
@@ -481,10 +536,8 @@ def sort(ddf: Any, by: Any, *, descending: Any = False, nulls_last: bool = True,
     sort_indices(empty, by, descending=descending, nulls_last=nulls_last)   # every check, gpuframe's own
     names = _check_by(empty, by)
     desc = _check_descending(descending, len(names))
-    hidden = (_hidden(_PART, schema.names), _hidden(_ROW, schema.names))
-    meta = _convert.shuffle_meta(ddf._meta)
-    return _execute("sort", [ddf], kind, [schema], {"by": names, "descending": desc, "nulls_last": nulls_last},
-                    meta, client=client, backend=backend, seed=0, timeout=timeout, stats=stats, hidden=hidden)
+    return _launch("sort", [ddf], {"by": names, "descending": desc, "nulls_last": nulls_last}, client=client,
+                   backend=backend, seed=0, timeout=timeout, stats=stats)
 
 
 def cross(left: Any, right: Any, *, kind: str, lschema: pa.Schema, rschema: pa.Schema, out_schema: pa.Schema,
@@ -492,6 +545,5 @@ def cross(left: Any, right: Any, *, kind: str, lschema: pa.Schema, rschema: pa.S
           timeout: Optional[float], stats: Optional[dict]) -> Any:
     """``gpuframe.dask.merge(how="cross")`` once checked: the side with fewer rows in all is
     gathered on every worker and crossed with the worker's rows of the other."""
-    meta = _convert.merge_meta(out_schema, kind, left._meta, right._meta, "inner", suffixes)
-    return _execute("cross", [left, right], kind, [lschema, rschema], {"suffixes": suffixes}, meta, client=client,
-                    backend=backend, seed=0, timeout=timeout, stats=stats, npartitions=npartitions)
+    return _launch("cross", [left, right], {"suffixes": tuple(suffixes)}, client=client, backend=backend, seed=0,
+                   timeout=timeout, stats=stats, npartitions=npartitions)

@@ -589,14 +589,24 @@ def test_dask_tasks_are_pinned_and_not_stealable(monkeypatch):
 
     import gpuframe.dask as gdask
     from gpuframe.dask import core as gcore
+    from gpuframe.dask._worker_comms import get_session
 
     released: list = []
-    monkeypatch.setattr(gcore, "_release_placement", lambda client, futures: released.extend(futures))
     df = pd.DataFrame({"k": np.arange(300) % 23, "v": np.arange(300)})
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, protocol="tcp",
                       dashboard_address=":0", worker_dashboard_address=None) as cluster, Client(cluster) as client:
         out = gdask.shuffle(dd.from_pandas(df, npartitions=2), "k", backend="tcp", client=client)
         assert sorted(out.compute()["v"].tolist()) == list(range(300))
+        # the per-worker tasks of an operation, as the barrier submits them (gcore._run), with the
+        # placement kept to be inspected
+        monkeypatch.setattr(gcore, "_release_placement", lambda client, futures: released.extend(futures))
+
+        def task(session_id, tag, spec, worker, *args):
+            return gcore._task_comm(session_id, worker).rank
+
+        session = get_session(client, "tcp")
+        futures = gcore._run(client, session, task, 1, {}, [[], []], "shuffle")
+        assert client.gather(futures) == [0, 1]
         keys = [f.key for f in released]
         assert len(keys) == 2
 

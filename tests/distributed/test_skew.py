@@ -201,6 +201,29 @@ def test_hot_key_output_is_spread(mesh):
     assert max(t.num_rows for t in plain_got) > 1.5 * fair   # what the heavy-key path prevents
 
 
+@pytest.mark.parametrize("how", ["inner", "left", "right", "semi", "anti"])
+def test_unevenly_placed_hot_rows_are_dealt_to_every_rank(mesh, how):
+    """Rank 0 holds most of the rows, and so of a 60% key's: its staying rows would keep the
+    output there; they are dealt evenly to every rank instead (in the same exchange)."""
+    size = len(mesh)
+    left, right = [], []
+    for r in range(size):
+        rng = np.random.default_rng(40 + r)
+        n = 12_000 if r == 0 else 1_500
+        k = rng.integers(0, 4_000, n)
+        k[rng.random(n) < 0.6] = 123
+        left.append(pa.table({"k": k, "v": rng.integers(0, 9, n)}))
+        right.append(pa.table({"k": np.arange(r, 4_000, size), "w": np.arange(r, 4_000, size) * 2}))
+    if how == "right":          # the hot key on the right side, whose rows then stay
+        left, right = ([t.rename_columns(["k", "w"]) for t in right], [t.rename_columns(["k", "v"]) for t in left])
+    expect = local_answer(left, right, on="k", how=how)
+    got, stats = run_merge(mesh, left, right, on="k", how=how)
+    assert_same(got, expect)
+    assert all(s["heavy_keys"] == 1 and s["heavy_spread"] for s in stats), stats
+    if how != "anti":
+        assert max(t.num_rows for t in got) <= 1.5 * expect.num_rows / size, [t.num_rows for t in got]
+
+
 def test_no_heavy_keys_below_the_row_floor(mesh):
     """A key with every row of a small table is not heavy: fewer than MIN_HEAVY_ROWS rows."""
     size = len(mesh)
