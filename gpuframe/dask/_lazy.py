@@ -84,8 +84,14 @@ async def release_staged(worker: Any, key: Any, delay: float = 5.0) -> None:
 def _stage(key: Any, part: Any) -> tuple:
     from distributed import get_worker
 
+    try:
+        address = get_worker().address
+    except ValueError:
+        raise RuntimeError("gpuframe.dask operations run on a distributed cluster (its workers exchange the data "
+                           "directly): compute this collection with a distributed.Client, not with Dask's "
+                           "local schedulers") from None
     _STAGED[key] = part
-    return (get_worker().address, key, len(part))
+    return (address, key, len(part))
 
 
 def _staged(key: Any) -> Any:
@@ -271,7 +277,9 @@ def _output(result: dict, name: str, bucket: int, meta: Any) -> Any:
 # ----------------------------------------------------------------------------- client side
 _BODIES: dict[str, Callable] = {}          # what -> body(comm, tag, spec, sides, layout) -> {"parts", "stats"}
 _PLANS: dict[str, Callable] = {}           # what -> plan(metas, params) -> (spec, meta)
-_PROJECT: dict[str, Callable] = {}         # what -> needs(expr, columns) -> input column lists or None
+# what -> needs(expr, columns) -> None (nothing to push), the input column lists each input must
+# keep, or (those lists, new parameters) when the operation itself can compute fewer outputs
+_PROJECT: dict[str, Callable] = {}
 
 
 def register(what: str, body: Callable, plan: Callable, project: Optional[Callable] = None) -> None:
@@ -316,11 +324,13 @@ class GpuframeOp(Expr):
         needs = project(self, columns)
         if needs is None:
             return None
-        frames = self._frames
-        if all(set(n) >= set(f.columns) for n, f in zip(needs, frames)):
-            return None
-        new = [f[[c for c in f.columns if c in n]] for n, f in zip(needs, frames)]
         params = self.operand("params")
+        if isinstance(needs, tuple):       # (input columns, the operation's parameters for fewer outputs)
+            needs, params = needs
+        frames = self._frames
+        if params is self.operand("params") and all(set(n) >= set(f.columns) for n, f in zip(needs, frames)):
+            return None
+        new = [f[[c for c in f.columns if c in n]] if set(n) < set(f.columns) else f for n, f in zip(needs, frames)]
         result = type(self)(new[0], new[1] if len(new) > 1 else None, self.operand("what"), params)
         return result[parent.operand("columns")]
 

@@ -262,6 +262,19 @@ def _project_union(expr: Any, columns: list[Any]) -> Optional[list[list[Any]]]:
     return [list(columns), list(columns)]
 
 
+def _project_groupby(expr: Any, columns: list[Any]) -> Optional[tuple[list[list[Any]], dict]]:
+    params = expr.operand("params")
+    args = params["args"]
+    kept = {out: agg for out, agg in args["aggs"].items() if out in columns}
+    if not kept:        # only keys selected: one aggregation still makes the groups
+        first = next(iter(args["aggs"]))
+        kept = {first: args["aggs"][first]}
+    if len(kept) == len(args["aggs"]):
+        return None
+    new = dict(params, args=dict(args, aggs=kept))
+    return [list(args["by"]) + [c for c, _op in kept.values()]], new
+
+
 def _project_sort(expr: Any, columns: list[Any]) -> list[list[Any]]:
     return [list(expr.operand("params")["args"]["by"]) + list(columns)]
 
@@ -276,7 +289,7 @@ def _project_cross(expr: Any, columns: list[Any]) -> Optional[list[list[Any]]]:
 
 
 for _what, _project in (("unique", _project_unique), ("union", _project_union), ("intersect", None),
-                        ("difference", None), ("groupby_agg", None), ("sort", _project_sort),
+                        ("difference", None), ("groupby_agg", _project_groupby), ("sort", _project_sort),
                         ("cross", _project_cross)):
     _lazy.register(_what, _ops_body, _plan(_what), _project)
 

@@ -158,6 +158,13 @@ def test_column_selection_below_other_ops(client, frames):
     assert len(union.compute()) == len(left[["k", "b"]].drop_duplicates())
     grouped = L.gpuframe.groupby("b").agg(t=("a", "sum"))
     assert set(_ops_in(grouped)[0]._frames[0].columns) == {"a", "b"}     # only what it aggregates
+    # a selection of some aggregates: the others are not computed, their columns not moved
+    several = L.gpuframe.groupby("b").agg(t=("a", "sum"), n=("s", "nunique"), m=("k", "max"))[["b", "m"]]
+    (op,) = _ops_in(several)
+    assert set(op._frames[0].columns) == {"b", "k"} and list(op.operand("params")["args"]["aggs"]) == ["m"]
+    got = several.compute().sort_values("b").reset_index(drop=True)
+    want = left.groupby("b").agg(m=("k", "max")).reset_index()
+    assert got["m"].tolist() == want["m"].tolist() and got["b"].tolist() == want["b"].tolist()
 
 
 def test_only_the_wanted_partitions_are_kept_and_nothing_stays(client, frames):
@@ -190,3 +197,10 @@ def test_stats_arrive_when_the_operation_runs(client, frames):
     assert len(stats["workers"]) == 2 and stats["operation_s"] > 0 and stats["merge_s"] >= 0
     with pytest.raises(TypeError, match="stats must be a dict or None, got list"):
         gdask.merge(_ddf(left, 3), _ddf(right, 2), on="k", stats=[])
+
+
+def test_local_schedulers_get_a_clear_error(client, frames):
+    left, right = frames
+    out = gdask.merge(_ddf(left, 2), _ddf(right, 2), on="k")
+    with pytest.raises(RuntimeError, match="run on a distributed cluster"):
+        out.compute(scheduler="sync")
