@@ -655,5 +655,7 @@ def _timing_table(t: Timings, tp: Timings, title: str, table_cls: Any) -> Any:
     rt.add_column("pandas", justify="right")
     for name, secs in t.stages.items():
         rt.add_row(name, f"{secs:.2f}", f"{tp.stages[name]:.2f}" if name in tp.stages else "")
+        if name == "join + collect to client" and "join" in tp.stages:   # pandas joins in its own memory
+            rt.add_row("  (pandas: join)", "", f"{tp.stages['join']:.2f}")
     rt.add_row("[bold]read -> tensors[/]", f"[bold]{t.total(ETL_STAGES):.2f}[/]", f"[bold]{tp.total(ETL_STAGES):.2f}[/]")
     return rt
