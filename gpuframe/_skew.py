@@ -15,7 +15,8 @@ side's rows gives that rank that share of the work and of the output. :func:`gpu
    heavy hash the side with more of its rows *stays*: those rows do not move; the other side's
    rows with that hash are sent to every rank. (When the ranks hold very unequal numbers of the
    staying rows, the inputs being unevenly placed, those are dealt evenly to every rank instead,
-   in the same exchange: :attr:`Plan.spread`; not for the join types joined apart, below.) (``semi`` and ``anti`` joins keep only the left
+   in the shuffle's own exchange: :attr:`Plan.spread`; for the join types joined apart, below,
+   each rank then takes them out of what it received by their hash.) (``semi`` and ``anti`` joins keep only the left
    side's heavy hashes: their output is left rows, which must each be decided once.)
 3. **Join.** One scatter per table cuts it into the hash buckets and the two heavy groups (the
    CPU backend's ``hash_partition_heavy``; other devices filter the groups out first). Light
@@ -303,17 +304,22 @@ def fold(outgoing: list[list[Table]], rank: int, staying: list[Table], going: li
     """Add the staying pieces to what this rank sends itself (``spread``: cut into even slices,
     one to every rank), the broadcast ones to every rank."""
     if spread:
-        size = len(outgoing)
-        for t in staying:
-            n = t.num_rows
-            for r in range(size):
-                lo, hi = r * n // size, (r + 1) * n // size
-                if hi > lo:
-                    outgoing[r].append(t.slice(lo, hi - lo))
+        deal_evenly(outgoing, staying)
     else:
         outgoing[rank].extend(staying)
     for pieces in outgoing:
         pieces.extend(going)
+
+
+def deal_evenly(outgoing: list[list[Table]], tables: list[Table]) -> None:
+    """Cut each of ``tables`` into even contiguous slices, one more piece for every rank."""
+    size = len(outgoing)
+    for t in tables:
+        n = t.num_rows
+        for r in range(size):
+            lo, hi = r * n // size, (r + 1) * n // size
+            if hi > lo:
+                outgoing[r].append(t.slice(lo, hi - lo))
 
 
 def note(stats: Optional[dict], the_plan: Plan, staying: list[Table], going: list[Table], size: int) -> None:

@@ -337,6 +337,15 @@ def _with_hash_keys(tables: Sequence[Table], keys: list[str], plan: list[tuple[i
     return out, hash_keys
 
 
+def _heavy_out(received: Table, keys: list[str], plan: list[tuple[int, pa.DataType]], side: str, seed: int,
+               stay: np.ndarray, away: np.ndarray) -> tuple[Table, list[Table]]:
+    """``received`` cut into its light rows and the staying heavy rows dealt to this rank."""
+    names = received.column_names
+    (view,), hash_keys = _with_hash_keys([received], keys, plan, side)
+    (light,), staying, _going = _skew.split([view], hash_keys, seed=seed, stay=stay, away=away)
+    return light.select(names), [t.select(names) for t in staying]
+
+
 def merge_pieces(left: Sequence[Table], right: Sequence[Table], comm: Communicator, *,
                  left_schema: pa.Schema, right_schema: pa.Schema, on: Any = None, left_on: Any = None,
                  right_on: Any = None, how: str = "inner", suffixes: tuple[str, str] = ("_x", "_y"),
@@ -387,6 +396,9 @@ def merge_pieces(left: Sequence[Table], right: Sequence[Table], comm: Communicat
                                       away=heavy.right_stay)
         if folded:
             _skew.fold(lout, comm.rank, lstay, laway, heavy.spread)
+        elif heavy.spread:      # dealt evenly with the light rows; taken out again on arrival
+            _skew.deal_evenly(lout, lstay)
+            lstay = []
     t1 = time.perf_counter()
     tag2 = None if tag is None else tag + 1
     # The left side travels while this thread partitions the right side.
@@ -401,6 +413,9 @@ def merge_pieces(left: Sequence[Table], right: Sequence[Table], comm: Communicat
                                              away=heavy.left_stay)
             if folded:
                 _skew.fold(rout, comm.rank, rstay, raway, heavy.spread)
+            elif heavy.spread:
+                _skew.deal_evenly(rout, rstay)
+                rstay = []
         t2 = time.perf_counter()
         rpending = start_exchange(comm, rout, schema=right_schema, tag=tag2, timeout=timeout, device=device,
                                   stats=stats)
@@ -412,6 +427,9 @@ def merge_pieces(left: Sequence[Table], right: Sequence[Table], comm: Communicat
         raise
     lrecv = lpending.result()
     rrecv = rpending.result()
+    if heavy is not None and not folded and heavy.spread:
+        lrecv, lstay = _heavy_out(lrecv, lkeys, lplan, "l", seed, heavy.left_stay, heavy.right_stay)
+        rrecv, rstay = _heavy_out(rrecv, rkeys, rplan, "r", seed, heavy.right_stay, heavy.left_stay)
     t3 = time.perf_counter()
     if nb == comm.size:
         lparts, rparts = [lrecv], [rrecv]
