@@ -24,12 +24,13 @@ has three layers:
    for that worker forever) and returns it; a piece on another worker (more workers than
    output partitions) is fetched from it.
 
-A worker lost while the barrier runs fails the computation with ``WorkerLostError``; the client
-stays usable and computing the collection again runs the operation again on the workers there
-are then. (Restarting by itself, as Dask's p2p shuffle does, would need the lost tokens
-recomputed while the barrier holds copies of them: not done.) An output lost after the barrier
-ended is recomputed by Dask: the barrier and the stages run again when their results are gone,
-and an output task whose piece went with its worker fails with ``WorkerLostError``.
+A worker lost while the barrier runs restarts the operation (the scheduler plugin
+:class:`~gpuframe.dask._worker_comms.GpuframeRestartPlugin` releases its tasks; Dask recomputes
+what was lost and runs it again on the workers there are), up to ``GPUFRAME_DASK_RESTARTS``
+times; then it fails with ``WorkerLostError`` and the client stays usable. An output lost after
+the barrier ended is recomputed by Dask: the barrier and the stages run again when their
+results are gone, and an output task whose piece went with its worker fails with
+``WorkerLostError``.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 from dask._task_spec import Task, TaskRef
+
+from gpuframe.comm import CommError
 from dask.dataframe.dask_expr._expr import Expr, Projection, determine_column_projection
 
 logger = logging.getLogger("gpuframe.dask")
@@ -66,7 +69,8 @@ async def release_staged(worker: Any, key: Any, delay: float = 5.0) -> None:
     left behind (a computation cancelled before its barrier ran). Not at once: a worker also
     releases its copy of a token when Dask's memory manager drops one of two replicas (the
     barrier's worker fetched one), while the operation still needs the partition. So the
-    scheduler is asked, after ``delay`` and again while the token is still held somewhere.
+    scheduler is asked, after ``delay`` and again while the token is still held somewhere or
+    computed again.
     """
     import asyncio
 
@@ -76,9 +80,10 @@ async def release_staged(worker: Any, key: Any, delay: float = 5.0) -> None:
             states = await worker.scheduler.get_task_status(keys=[key])
         except Exception:  # pragma: no cover - the worker is closing
             return
-        if states.get(key) != "memory":
+        if states.get(key) in (None, "released", "forgotten", "erred"):
             _STAGED.pop(key, None)
             return
+        # held elsewhere, or being computed again (a restarted operation): ask again later
 
 
 def _stage(key: Any, part: Any) -> tuple:
@@ -180,18 +185,26 @@ def _barrier(plan: dict, out_keys: list, *tokens: tuple) -> dict:
         for rank, w in enumerate(session.workers):
             layouts.append({"staged": staged[w], "index": index[w], "attempt": attempt, "wanted": wanted,
                             "pieces": _piece_buckets(plan["what"], rank, session.size, plan["buckets"])})
+        me = get_worker().get_current_task()
+        restartable = _scheduler_call(client, "gpuframe_op_start", barrier=me, workers=session.workers)
         try:
             futures = _run(client, session, _op_task, tag, plan, [[] for _ in session.workers], plan["what"],
                            lead=layouts)
             results = client.gather(futures)
             for f in futures:      # done with: Dask must not recompute one should its worker die later
                 f.release()
-        except BaseException:
+        except BaseException as exc:
             try:
                 client.run(_drop_outputs, plan["name"], attempt, on_error="ignore")
             except Exception:  # pragma: no cover - best effort; the workers may be going away
                 logger.debug("gpuframe.dask: dropping the pieces of a failed operation failed", exc_info=True)
+            if restartable and isinstance(exc, CommError) and _restarted(client, me, session):
+                from distributed import Reschedule
+
+                raise Reschedule() from exc
+            _scheduler_call(client, "gpuframe_op_end", barrier=me)
             raise
+        _scheduler_call(client, "gpuframe_op_end", barrier=me)
         owners: dict[int, list[tuple[int, str]]] = {b: [] for b in range(plan["buckets"])}
         for rank, (w, layout) in enumerate(zip(session.workers, layouts)):
             for b in layout["pieces"]:
@@ -210,6 +223,33 @@ def _barrier(plan: dict, out_keys: list, *tokens: tuple) -> dict:
         except Exception:  # pragma: no cover - statistics are best effort
             logger.debug("gpuframe.dask: could not send the operation's statistics", exc_info=True)
     return {"attempt": attempt, "owners": owners}
+
+
+def _scheduler_call(client: Any, handler: str, **kwargs: Any) -> Any:
+    """A call to the restart plugin's handler (None when the scheduler has no such plugin)."""
+    try:
+        return client.sync(getattr(client.scheduler, handler), **kwargs)
+    except Exception:
+        logger.debug("gpuframe.dask: scheduler call %s failed", handler, exc_info=True)
+        return None
+
+
+def _restarted(client: Any, barrier: Any, session: Any, wait_s: float = 10.0) -> bool:
+    """Whether the scheduler restarted this operation (a worker of it left).
+
+    A broken connection can reach a peer before the scheduler removes the dead worker: wait up
+    to ``wait_s`` for the scheduler to see a worker of the session gone, then ask the plugin.
+    """
+    from ._worker_comms import _current_workers
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        current = _current_workers(client)
+        if any(w not in current for w in session.workers):
+            return bool(_scheduler_call(client, "gpuframe_op_restarted", barrier=barrier))
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _largest(holders: list[tuple[int, str]], results: list[dict], layouts: list[dict], bucket: int) -> str:

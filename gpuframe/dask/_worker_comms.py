@@ -26,7 +26,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from distributed import WorkerPlugin
+import os
+
+from distributed import SchedulerPlugin, WorkerPlugin
 
 from gpuframe.comm import BootstrapError, CommError, create_communicator, resolve_backend
 
@@ -114,6 +116,86 @@ class GpuframeCommsPlugin(WorkerPlugin):
         from gpuframe.comm.ucx import shutdown
 
         shutdown()  # ucxx's notifier thread (if we started it) would keep the process alive
+
+
+class GpuframeRestartPlugin(SchedulerPlugin):
+    """On the scheduler: restarts a lazy gpuframe operation that loses a worker while it runs.
+
+    A barrier registers its operation (``gpuframe_op_start``: its key and workers) and
+    unregisters it when done. When one of those workers leaves, :meth:`remove_worker` releases
+    the operation's output tasks, its barrier and every stage task (so that no copy of a lost
+    input's token survives on another worker), as Dask's p2p shuffle restarts itself: Dask then
+    recomputes the lost inputs where it can and runs the operation again on the workers there
+    are. The barrier, told by its communicators or by the scheduler that a worker left, asks
+    ``gpuframe_op_restarted`` and ends with ``Reschedule`` (its result, if any, is discarded) or,
+    past ``GPUFRAME_DASK_RESTARTS`` restarts of one operation (default 3), with the clear
+    ``WorkerLostError``.
+    """
+
+    idempotent = True
+    name = "gpuframe-restart"
+
+    def __init__(self) -> None:
+        self.active: dict[Any, set[str]] = {}
+        self.restarts: dict[Any, int] = {}
+        self.restarted: set[Any] = set()
+        self.limit = int(os.environ.get("GPUFRAME_DASK_RESTARTS", "3"))
+
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        scheduler.handlers["gpuframe_op_start"] = self.op_start
+        scheduler.handlers["gpuframe_op_end"] = self.op_end
+        scheduler.handlers["gpuframe_op_restarted"] = self.op_restarted
+
+    @staticmethod
+    def _key(key: Any) -> Any:
+        return tuple(key) if isinstance(key, list) else key
+
+    def op_start(self, barrier: Any = None, workers: Any = ()) -> bool:
+        self.active[self._key(barrier)] = set(workers)
+        return True
+
+    def op_end(self, barrier: Any = None) -> None:
+        key = self._key(barrier)
+        self.active.pop(key, None)
+        self.restarts.pop(key, None)
+        self.restarted.discard(key)
+
+    def op_restarted(self, barrier: Any = None) -> bool:
+        key = self._key(barrier)
+        if key in self.restarted:
+            self.restarted.discard(key)
+            return True
+        return False
+
+    def remove_worker(self, scheduler: Any, worker: str, *, stimulus_id: str, **kwargs: Any) -> None:
+        for key, workers in list(self.active.items()):
+            if worker not in workers:
+                continue
+            del self.active[key]
+            done = self.restarts.get(key, 0)
+            ts = scheduler.tasks.get(key)
+            if ts is None or done >= self.limit:
+                continue
+            recs: dict[Any, str] = {}
+            for dt in ts.dependents:
+                if dt.state == "erred":
+                    recs = {}
+                    break
+                recs[dt.key] = "released"
+            else:
+                recs[key] = "released"
+                for dt in ts.dependencies:
+                    recs[dt.key] = "released"
+            if not recs:
+                continue
+            self.restarts[key] = done + 1
+            self.restarted.add(key)
+            scheduler.log_event("gpuframe-restart", {"operation": str(key), "worker": worker, "restart": done + 1})
+            logger.warning("gpuframe.dask: worker %s left during operation %s: restarting it (%d of at most %d)",
+                           worker, key[0] if isinstance(key, tuple) else key, done + 1, self.limit)
+            scheduler.transitions(recs, stimulus_id=stimulus_id)
+            scheduler.stimulus_queue_slots_maybe_opened(stimulus_id=stimulus_id)
 
 
 def _comms_plugin() -> Any:
@@ -268,10 +350,15 @@ def _unpublish(client: Any, session: Session) -> None:
 
 
 def ensure_plugin(client: Any) -> None:
-    """Register the worker plugin (once per client)."""
+    """Register the worker plugin and the scheduler's restart plugin (once per client)."""
     with _LOCK:
         if client.id not in _PLUGGED:
             client.register_plugin(_comms_plugin(), name="gpuframe-comms")
+            try:
+                client.register_plugin(GpuframeRestartPlugin(), name="gpuframe-restart")
+            except Exception:  # e.g. a scheduler without gpuframe installed: no restarts then
+                logger.warning("gpuframe.dask: could not register the restart plugin on the scheduler; an "
+                               "operation that loses a worker fails instead of restarting", exc_info=True)
             _PLUGGED.add(client.id)
 
 

@@ -232,71 +232,107 @@ def test_tcp_workers_with_ucx_communicators(tcp_client, frames):
 
 
 # ------------------------------------------------------------------------------ failures
-def _stall_parts() -> None:
-    """(On a worker) this worker's part of the next gpuframe operations waits 60 s before it starts."""
+def _runs_a_barrier(worker) -> bool:
+    return any(isinstance(k, tuple) and str(k[0]).startswith("gpuframe-barrier")
+               and ts.state in ("executing", "long-running") for k, ts in worker.state.tasks.items())
+
+
+def _stall_parts(stall: bool = True) -> None:
+    """(On a worker) its part of the next gpuframe operations waits 60 s before it starts, unless
+    the operation's barrier runs on this worker (``stall=False``: back to normal)."""
+    from distributed import get_worker
+
     from gpuframe.dask import _lazy
 
-    real = _lazy._op_task
+    real = getattr(_lazy._op_task, "real", _lazy._op_task)
+    if not stall:
+        _lazy._op_task = real
+        return
 
     def stalled(*args, **kwargs):
-        time.sleep(60)
+        if not _runs_a_barrier(get_worker()):
+            time.sleep(60)
         return real(*args, **kwargs)
 
+    stalled.real = real
     _lazy._op_task = stalled
 
 
+def _kill_mid_merge(client, L, R, backend: str) -> tuple[dict, float, str]:
+    """Run a merge whose victim worker's part stalls; kill the victim once the other worker is
+    inside the exchange. Returns the outcome (``res`` or ``exc``, ``end``), the kill time and
+    the victim's address."""
+    # The part of the merge on the worker without its barrier stalls before it joins the exchange:
+    # the other worker enters it and waits. Then the stalled one (the victim) dies. (A victim
+    # running the barrier would take it along, and Dask would simply run it again elsewhere.)
+    client.run(_stall_parts)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["res"] = gdask.merge(L, R, on="k", backend=backend, client=client, timeout=120).compute()
+        except BaseException as exc:  # noqa: BLE001
+            outcome["exc"] = exc
+        outcome["end"] = time.monotonic()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    survivor = None
+    while time.monotonic() < deadline and survivor is None:
+        for w, keys in client.processing().items():
+            names = [str(k) for k in keys]
+            if any(n.startswith("gpuframe-merge") for n in names) and any("gpuframe-barrier" in n for n in names):
+                survivor = w
+        time.sleep(0.1)
+    if survivor is None:
+        pytest.fail("no worker started its part of the merge")
+    (victim,) = [w for w in client.nthreads() if w != survivor]
+    pid = client.run(os.getpid, workers=[victim])[victim]
+    time.sleep(1.0)  # well inside the exchange now
+    client.run(_stall_parts, False)   # the victim's part sleeps already; nothing stalls after it
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    thread.join(120)
+    assert not thread.is_alive(), "the merge hung after a worker died"
+    return outcome, killed, victim
+
+
 @pytest.mark.parametrize("backend", ["ucx", "tcp"])
-def test_worker_killed_mid_shuffle(backend, frames):
+def test_worker_killed_mid_merge(backend, frames):
     require(backend)
     left, right = frames
+    expect = merge_oracle(left, right, "k", "inner", False)
     with _cluster(backend, 2) as c, Client(c) as client:
-        survivor, victim = sorted(client.nthreads())
+        survivor, _victim = sorted(client.nthreads())
         # the inputs on the survivor: its stage tasks run there, whatever the victim does (loosely:
         # Dask may recompute them elsewhere once the survivor is gone, below)
         L, R = (client.persist(_ddf(df, 4), workers=[survivor], allow_other_workers=True) for df in (left, right))
         wait([L, R])
         gdask.merge(L, R, on="k", backend=backend, client=client).compute()  # warm: session, kernels
-        pid = client.run(os.getpid, workers=[victim])[victim]
-        # The victim's part of the next merge stalls before it joins the exchange: the survivor
-        # enters it and waits for the victim. Then the victim dies.
-        client.run(_stall_parts, workers=[victim])
-        outcome: dict = {}
 
-        def run() -> None:
-            try:
-                gdask.merge(L, R, on="k", backend=backend, client=client, timeout=120).compute()
-            except BaseException as exc:  # noqa: BLE001
-                outcome["exc"] = exc
-            outcome["end"] = time.monotonic()
+        # A worker lost while the merge runs: the scheduler plugin restarts it, Dask recomputes
+        # what was lost and the merge runs again on the workers there are; the answer is whole.
+        outcome, killed, victim = _kill_mid_merge(client, L, R, backend)
+        assert "exc" not in outcome, repr(outcome.get("exc"))
+        assert same_rows(to_arrow(outcome["res"]), to_arrow(expect))
+        restarts = [msg for _t, msg in client.get_events("gpuframe-restart")]
+        assert [m["worker"] for m in restarts] == [victim], restarts
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            running = client.processing(workers=[survivor]).get(survivor, ())
-            if any(str(k).startswith("gpuframe-merge") for k in running):
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the survivor never started its part of the merge")
-        time.sleep(1.0)  # well inside the exchange now
-        os.kill(pid, signal.SIGKILL)
-        killed = time.monotonic()
-        thread.join(90)
-        assert not thread.is_alive(), "the merge hung after a worker died"
+        # With no restarts allowed (GPUFRAME_DASK_RESTARTS=0), the clear error comes within
+        # seconds, and the client keeps working.
+        client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler.plugins["gpuframe-restart"], "limit", 0))
+        client.wait_for_workers(2, timeout=60)
+        outcome, killed, victim = _kill_mid_merge(client, L, R, backend)
         exc = outcome.get("exc")
         assert isinstance(exc, (PeerClosedError, gdask.WorkerLostError)), repr(exc)
         assert victim in str(exc), str(exc)
+        assert isinstance(exc, CommError)
         assert outcome["end"] - killed < 30, f"the error took {outcome['end'] - killed:.1f} s (timeout is 120 s)"
-
-        # The same client keeps working: the nanny restarts the worker and the next operation
-        # builds new communicators on the new worker set.
         client.wait_for_workers(2, timeout=60)
-        expect = merge_oracle(left, right, "k", "inner", False)
         out = gdask.merge(L, R, on="k", backend=backend, client=client).persist()
         wait(out)
         assert same_rows(to_arrow(out.compute()), to_arrow(expect))
-        assert isinstance(exc, CommError)
 
         # A worker lost *after* the operation ran takes its output partition with it: Dask
         # recomputes what that needs (the lost inputs, the stages, the operation on the workers
