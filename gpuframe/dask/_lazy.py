@@ -43,9 +43,9 @@ from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 from dask._task_spec import Task, TaskRef
+from dask.dataframe.dask_expr._expr import Expr, Projection, determine_column_projection
 
 from gpuframe.comm import CommError
-from dask.dataframe.dask_expr._expr import Expr, Projection, determine_column_projection
 
 logger = logging.getLogger("gpuframe.dask")
 
@@ -99,9 +99,10 @@ def _stage(key: Any, part: Any) -> tuple:
     return (address, key, len(part))
 
 
-def _staged(key: Any) -> Any:
+def _take(key: Any) -> Any:
+    """Take a staged input partition out of the store (the operation's task reads each once)."""
     try:
-        return _STAGED[key]
+        return _STAGED.pop(key)
     except KeyError:
         from distributed import get_worker
 
@@ -117,10 +118,7 @@ def _op_task(session_id: str, tag: int, plan: dict, worker: str, layout: dict) -
     from .core import _HostShare, _task_comm
 
     comm = _task_comm(session_id, worker)
-    sides = [[_staged(k) for k in keys] for keys in layout["staged"]]
-    for keys in layout["staged"]:     # taken: the store no longer holds them
-        for k in keys:
-            _STAGED.pop(k, None)
+    sides = [[_take(k) for k in keys] for keys in layout["staged"]]
     with _HostShare(comm):
         result = _BODIES[plan["what"]](comm, tag, plan["spec"], sides, layout)
     rows = []
@@ -398,13 +396,14 @@ class GpuframeOp(Expr):
         return dsk
 
 
-def collection(what: str, frames: list[Any], params: dict, stats: Optional[dict] = None) -> Any:
-    """The lazy Dask DataFrame of operation ``what`` on ``frames`` (checked already)."""
+def collection(what: str, frames: list[Any], params: dict, stats: Optional[dict] = None, client: Any = None) -> Any:
+    """The lazy Dask DataFrame of operation ``what`` on ``frames`` (checked already); ``stats`` is
+    filled through ``client``'s event subscription (default: the current client)."""
     from dask.dataframe.dask_expr import new_collection
 
     op = GpuframeOp(frames[0].expr, frames[1].expr if len(frames) > 1 else None, what, params)
     if stats is not None:
-        watch_stats(stats, params["op_id"])
+        watch_stats(stats, params["op_id"], client)
     return new_collection(op)
 
 
@@ -414,13 +413,14 @@ _MAX_WATCHED = 1024
 _SUBSCRIBED: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
-def watch_stats(stats: dict, op_id: str) -> None:
-    """Fill ``stats`` with the figures of operation ``op_id`` when it runs (a ``gpuframe-stats`` event)."""
+def watch_stats(stats: dict, op_id: str, client: Any = None) -> None:
+    """Fill ``stats`` with the figures of operation ``op_id`` when it runs (a ``gpuframe-stats``
+    event, which ``client`` subscribes to)."""
     from .core import _client
 
     if not isinstance(stats, dict):
         raise TypeError(f"stats must be a dict or None, got {type(stats).__name__}")
-    client = _client(None)
+    client = _client(client)
     if client not in _SUBSCRIBED:
         client.subscribe_topic(STATS_TOPIC, _on_stats)
         _SUBSCRIBED.add(client)

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
-
-import os
 
 from distributed import SchedulerPlugin, WorkerPlugin
 
@@ -99,7 +98,8 @@ class GpuframeCommsPlugin(WorkerPlugin):
         self.worker = worker
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        if finish not in ("released", "forgotten"):
+        # called for every task transition on the worker: the cheap tests first
+        if finish not in ("released", "forgotten") or not isinstance(key, tuple):
             return
         from ._lazy import _STAGED, is_stage_key, release_staged
 
@@ -196,10 +196,6 @@ class GpuframeRestartPlugin(SchedulerPlugin):
                            worker, key[0] if isinstance(key, tuple) else key, done + 1, self.limit)
             scheduler.transitions(recs, stimulus_id=stimulus_id)
             scheduler.stimulus_queue_slots_maybe_opened(stimulus_id=stimulus_id)
-
-
-def _comms_plugin() -> Any:
-    return GpuframeCommsPlugin()
 
 
 def worker_comm(session_id: str) -> Any:
@@ -353,7 +349,7 @@ def ensure_plugin(client: Any) -> None:
     """Register the worker plugin and the scheduler's restart plugin (once per client)."""
     with _LOCK:
         if client.id not in _PLUGGED:
-            client.register_plugin(_comms_plugin(), name="gpuframe-comms")
+            client.register_plugin(GpuframeCommsPlugin(), name="gpuframe-comms")
             try:
                 client.register_plugin(GpuframeRestartPlugin(), name="gpuframe-restart")
             except Exception:  # e.g. a scheduler without gpuframe installed: no restarts then

@@ -300,7 +300,7 @@ def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any
     npartitions = _check_npartitions(npartitions)
     seed = _check_seed(seed)
     params = _params(client, npartitions, backend, timeout, on=keys, seed=seed)
-    return _lazy.collection("shuffle", [ddf], params, stats)
+    return _lazy.collection("shuffle", [ddf], params, stats, client)
 
 
 def _params(client: Any, npartitions: Optional[int], backend: Optional[str], timeout: Optional[float],
@@ -396,7 +396,7 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
     if on is None and left_on is None and right_on is None:   # fixed now: a projection must not change them
         kw["on"] = [n for n in lschema.names if n in rschema.names]
     params = _params(client, npartitions, backend, timeout, merge=dict(kw, heavy_share=heavy_share), seed=seed)
-    return _lazy.collection("merge", [left, right], params, stats)
+    return _lazy.collection("merge", [left, right], params, stats, client)
 
 
 def _plan_merge(metas: list[Any], params: dict) -> tuple[dict, Any]:

@@ -183,7 +183,7 @@ def _launch(what: str, frames: list[Any], args: dict, *, client: Any, backend: O
             timeout: Optional[float], stats: Optional[dict], npartitions: Optional[int] = None) -> Any:
     """The lazy collection of table operation ``what`` (its arguments checked already)."""
     params = _params(client, npartitions, backend, timeout, args=args, seed=seed)
-    return _lazy.collection(what, frames, params, stats)
+    return _lazy.collection(what, frames, params, stats, client)
 
 
 def _plan(what: str) -> Any:
