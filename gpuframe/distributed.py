@@ -1008,7 +1008,15 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
         host = np.asarray(memory.to_host(perm))
         return memory.to_device(host[picks], dev)
 
-    bounds = [0] + _guarded(comm, cuts) + [srt.num_rows]
+    def checked_cuts() -> list[int]:
+        bounds = [0] + cuts() + [srt.num_rows]
+        if any(b > c for b, c in zip(bounds, bounds[1:])):
+            # a slice of negative length would drop rows silently: fail loudly (and the peers at once)
+            raise RuntimeError(f"gpuframe.distributed.sort: internal error on rank {comm.rank}: the splitters cut "
+                               f"its {srt.num_rows} sorted rows at non-increasing positions {bounds}; please report it")
+        return bounds
+
+    bounds = _guarded(comm, checked_cuts)
     outgoing = [[srt.slice(bounds[d], bounds[d + 1] - bounds[d])] for d in range(size)]
     t3 = time.perf_counter()
     received = exchange_tables(comm, outgoing, schema=table.schema, tag=_tag(tag, 1), timeout=timeout,
