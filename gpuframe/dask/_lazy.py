@@ -175,7 +175,19 @@ def _barrier(plan: dict, out_keys: list, *tokens: tuple) -> dict:
                 staged[worker][side].append(key)
                 if side == 0:
                     index[worker].append(i)
+        me = get_worker().get_current_task()
+        # the restart plugin first releases partitions kept from an earlier run (they need not
+        # fit this run's: all of them come from this one), then no output is in memory
+        restartable = _scheduler_call(client, "gpuframe_op_start", barrier=me, workers=session.workers,
+                                      outputs=list(out_keys))
         states = client.sync(client.scheduler.get_task_status, keys=list(out_keys))
+        kept = [b for b, k in enumerate(out_keys) if states.get(k) == "memory"]
+        if kept and not restartable:
+            _scheduler_call(client, "gpuframe_op_end", barrier=me)
+            raise RuntimeError(f"gpuframe.dask.{plan['what']}: output partition(s) {kept} of an earlier run are still "
+                               "in memory and cannot be recomputed with the others (the scheduler has no "
+                               "gpuframe-restart plugin: install gpuframe where the scheduler runs); release them "
+                               "(del the futures or collections that hold them) and compute again")
         wanted = {b for b, k in enumerate(out_keys) if states.get(k) not in (None, "memory", "erred")}
         attempt = uuid.uuid4().hex[:12]
         tag = (uuid.uuid4().int & (2**40 - 1)) * 8          # merge_pieces uses tag .. tag + 6
@@ -183,8 +195,6 @@ def _barrier(plan: dict, out_keys: list, *tokens: tuple) -> dict:
         for rank, w in enumerate(session.workers):
             layouts.append({"staged": staged[w], "index": index[w], "attempt": attempt, "wanted": wanted,
                             "pieces": _piece_buckets(plan["what"], rank, session.size, plan["buckets"])})
-        me = get_worker().get_current_task()
-        restartable = _scheduler_call(client, "gpuframe_op_start", barrier=me, workers=session.workers)
         try:
             futures = _run(client, session, _op_task, tag, plan, [[] for _ in session.workers], plan["what"],
                            lead=layouts)

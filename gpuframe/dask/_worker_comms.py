@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -151,9 +152,41 @@ class GpuframeRestartPlugin(SchedulerPlugin):
     def _key(key: Any) -> Any:
         return tuple(key) if isinstance(key, list) else key
 
-    def op_start(self, barrier: Any = None, workers: Any = ()) -> bool:
+    def op_start(self, barrier: Any = None, workers: Any = (), outputs: Any = ()) -> bool:
         self.active[self._key(barrier)] = set(workers)
+        self._release_stale(outputs)
         return True
+
+    def _release_stale(self, outputs: Any) -> None:
+        """Release the output partitions of an earlier run of this operation that are still in
+        memory, and everything in memory computed from them, so Dask recomputes them from the
+        run now starting.
+
+        An operation's partitions are cut by that run's placement of the inputs (a sort's
+        splitters come from each worker's rows; the rows that stay put under skew stay where
+        they were), so a partition kept from one run and one made by another need not fit
+        together: rows would be lost or repeated. The barrier runs again while some of its
+        outputs are still in memory when a computation wants a partition the previous one
+        released (``dask.compute(*ddf.to_delayed())`` then ``ddf.compute()``: a fresh-clone CI
+        run lost 13 of 300 rows so), when the user holds some partitions, or when a worker
+        holding some was lost.
+        """
+        scheduler = self.scheduler
+        stale: list[Any] = []
+        todo = [scheduler.tasks.get(self._key(k)) for k in outputs]
+        seen: set[Any] = set()
+        while todo:
+            ts = todo.pop()
+            if ts is None or ts.key in seen or ts.state != "memory":
+                continue
+            seen.add(ts.key)
+            stale.append(ts.key)
+            todo.extend(ts.dependents)
+        if stale:
+            stimulus_id = f"gpuframe-stale-outputs-{time.time()}"
+            logger.info("gpuframe.dask: recomputing %d partition(s) kept from an earlier run", len(stale))
+            scheduler.transitions({k: "released" for k in stale}, stimulus_id=stimulus_id)
+            scheduler.stimulus_queue_slots_maybe_opened(stimulus_id=stimulus_id)
 
     def op_end(self, barrier: Any = None) -> None:
         key = self._key(barrier)
