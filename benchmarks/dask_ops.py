@@ -175,9 +175,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for rec in doc["records"]:
         line = ", ".join(f"{r['engine']}/{r['variant']} {r['median_s']:.3f} s" for r in rec["results"])
         ratio = rec["speedup_vs_dask"]
+        versus = f"x{ratio:.2f} vs Dask" if ratio is not None else "Dask not measured"
         print(f"{rec['case']} ({format_rows(rec['params']['rows'])} rows, {rec['params']['workers']} workers): {line}; "
-              f"x{ratio if ratio is not None else float('nan'):.2f} vs Dask (target x{TARGET_VS_DASK:g})",
-              file=sys.stderr)
+              f"{versus} (target x{TARGET_VS_DASK:g})", file=sys.stderr)
 
 
 if __name__ == "__main__":

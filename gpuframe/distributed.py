@@ -45,7 +45,7 @@ from .comm.exchange import start_exchange
 from .core.table import Table
 
 __all__ = ["shuffle", "merge", "route", "owned_buckets", "shuffle_pieces", "merge_pieces", "unique", "union",
-           "intersect", "difference", "groupby_agg", "sort"]
+           "intersect", "difference", "groupby_agg", "sort", "split_ordered"]
 
 
 def owned_buckets(rank: int, size: int, buckets: int) -> tuple[int, int]:
@@ -1028,6 +1028,80 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
     _add(stats, "local_s", (t1 - t0) + (t3 - t2) + (time.perf_counter() - t4))
     _add(stats, "exchange_s", (t2 - t1) + (t4 - t3))
     return out
+
+
+def split_ordered(table: Table, *, comm: Communicator, buckets: int, tag: Optional[int] = None,
+                  timeout: Optional[float] = None, stats: Optional[dict] = None) -> list[Table]:
+    """Cut rows that lie across the ranks in a global order (rank 0's rows, then rank 1's, ...;
+    e.g. :func:`sort`'s result) into ``buckets`` partitions of equal size (sizes differ by at most
+    one row), each assembled on the rank that owns it (:func:`owned_buckets`).
+
+    Partition ``b`` is rows ``[b * n // buckets, (b + 1) * n // buckets)`` of the ``n`` rows in
+    that order: what a partition holds depends on the rows and their order only, not on how
+    many each rank had, so two runs over differently spread inputs agree partition for
+    partition (gpuframe.dask relies on it: Dask may compute one partition of a collection in one
+    run and another in the next). The ranks all-to-all their row counts (tag ``tag``), then
+    only the rows on the wrong side of a cut move (tag ``tag + 1``); nothing moves when every
+    rank holds its partitions already.
+
+    Parameters
+    ----------
+    table : Table
+        This rank's rows (the same schema on every rank).
+    comm : Communicator
+        Connected; every rank calls ``split_ordered`` together.
+    buckets : int
+        The number of partitions (>= 1); a rank may own none when ``buckets < comm.size``.
+    tag, timeout
+        As in :func:`shuffle`.
+    stats : dict, optional
+        ``bytes_sent``, ``bytes_received``, ``exchange_s`` are added to it.
+
+    Returns
+    -------
+    list of Table
+        This rank's partitions in order (``owned_buckets(rank, size, buckets)``), possibly none.
+    """
+    from .comm import ProtocolError
+
+    table = _check_table(table, "table")
+    comm = _check_comm(comm)
+    if isinstance(buckets, (bool, np.bool_)) or not isinstance(buckets, (int, np.integer)) or buckets < 1:
+        raise ValueError(f"buckets must be an int >= 1, got {buckets!r}")
+    buckets = int(buckets)
+    size, rank = comm.size, comm.rank
+    t0 = time.perf_counter()
+    counts = comm.all_to_all([({"rows": table.num_rows}, [])] * size, tag=tag, timeout=timeout)
+    sizes = []
+    for peer, (header, _frames) in enumerate(counts):
+        rows = header.get("rows") if isinstance(header, dict) else None
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise ProtocolError(f"a malformed row count in a distributed split: expected an int >= 0, got {rows!r}",
+                                peer=peer)
+        sizes.append(rows)
+    total = sum(sizes)
+    starts = np.cumsum([0] + sizes).tolist()           # global position of each rank's first row
+    cut = [b * total // buckets for b in range(buckets + 1)]
+    wanted = []                                        # the global rows each rank must end with
+    for d in range(size):
+        lo, hi = owned_buckets(d, size, buckets)
+        wanted.append((cut[lo], cut[hi]) if hi > lo else (0, 0))
+
+    def rows_for(src: int, dst: int) -> tuple[int, int]:
+        a, b = max(starts[src], wanted[dst][0]), min(starts[src + 1], wanted[dst][1])
+        return (a - starts[src], b - a) if b > a else (0, 0)
+
+    moves = any(rows_for(src, dst)[1] for src in range(size) for dst in range(size) if src != dst)
+    if moves:      # every rank sees the same counts, so all of them exchange or none does
+        outgoing = [[table.slice(*rows_for(rank, d))] for d in range(size)]
+        mine = exchange_tables(comm, outgoing, schema=table.schema, tag=_tag(tag, 1), timeout=timeout,
+                               device=table.device, stats=stats)
+    else:
+        mine = table.slice(*rows_for(rank, rank))
+    _add(stats, "exchange_s", time.perf_counter() - t0)
+    lo, hi = owned_buckets(rank, size, buckets)
+    first = cut[lo] if hi > lo else 0
+    return [mine.slice(cut[b] - first, cut[b + 1] - cut[b]) for b in range(lo, hi)]
 
 
 def _rows_before(keys: Table, splitters: Table, order: list[str], desc: list[bool], nulls_last: bool,

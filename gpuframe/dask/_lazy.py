@@ -194,6 +194,7 @@ def _barrier(plan: dict, out_keys: list, *tokens: tuple) -> dict:
         layouts = []
         for rank, w in enumerate(session.workers):
             layouts.append({"staged": staged[w], "index": index[w], "attempt": attempt, "wanted": wanted,
+                            "buckets": plan["buckets"],
                             "pieces": _piece_buckets(plan["what"], rank, session.size, plan["buckets"])})
         try:
             futures = _run(client, session, _op_task, tag, plan, [[] for _ in session.workers], plan["what"],

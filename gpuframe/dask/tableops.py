@@ -120,12 +120,18 @@ def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], l
                       _ordered_tail=2 if hidden else 0, **common)
         if hidden:
             out = out.select(schemas[0].names[:-2])
+        # partitions of exactly even sizes: each a function of the input rows alone (whatever the
+        # placement), so partitions of two runs always fit together
+        common["tag"] = tag + 2
+        pieces = gd.split_ordered(out, buckets=layout["buckets"], **common) or [out.slice(0, 0)]
     elif op == "cross":
         out = gd.merge(ones[0], ones[1], how="cross", suffixes=args["suffixes"], **common)
     else:  # pragma: no cover - the client side names only the ops above
         raise ValueError(f"internal error: unknown gpuframe.dask operation {op!r}")
     t1 = time.perf_counter()
-    out_parts = [_convert.from_table(t, kind, spec["meta"]) for t in _pieces(out, len(layout["pieces"]))]
+    if op != "sort":
+        pieces = _pieces(out, len(layout["pieces"]))
+    out_parts = [_convert.from_table(t, kind, spec["meta"]) for t in pieces]
     stats["convert_s"] += time.perf_counter() - t1
     stats["rows_out"] = out.num_rows
     return {"parts": out_parts, "stats": stats}
@@ -531,7 +537,9 @@ def sort(ddf: Any, by: Any, *, descending: Any = False, nulls_last: bool = True,
     dask.dataframe.DataFrame
         Lazy, one partition per worker, default index, the input's columns and
         dtypes: its partitions, in order, are ``gpuframe.sort`` of the concatenated input
-        partitions, row for row. Divisions are unknown.
+        partitions, row for row, of equal sizes (partition ``b`` of ``p`` holds sorted rows
+        ``[b * n // p, (b + 1) * n // p)``, whatever worker held which input, so partitions
+        computed in separate runs fit together). Divisions are unknown.
 
     Raises
     ------

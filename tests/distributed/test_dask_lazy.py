@@ -206,25 +206,28 @@ def test_local_schedulers_get_a_clear_error(client, frames):
         out.compute(scheduler="sync")
 
 
-def test_partitions_kept_from_an_earlier_run_are_recomputed_with_the_others():
-    """One partition of a sort still held from an earlier run (a future, or a release that has
-    not reached the scheduler yet) while the operation runs again for the others: the split of
-    the new run (here on 3 workers, not 2) need not match the old one, so the scheduler plugin
-    recomputes the kept partition too; mixing them lost 13 of 300 rows once in CI."""
+def test_runs_on_different_workers_give_partitions_that_fit_together():
+    """A sort's partitions are its exact even cuts, whatever the placement and the number of
+    workers: partition 0 computed on 2 workers and partition 1 on 3 fit together. And a
+    partition still held from an earlier run while the operation runs again (a future, or a
+    release that has not reached the scheduler yet) is recomputed by that run (the scheduler
+    plugin releases it): mixing runs of a sort lost 13 of 300 rows once in CI."""
     rng = np.random.default_rng(5)
     df = pd.DataFrame({"a": rng.integers(0, 40, 300).astype("float64"), "i": np.arange(300)})
     want = df.sort_values("a", kind="stable").reset_index(drop=True)
     with LocalCluster(protocol="tcp", n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       worker_dashboard_address=None) as cluster, Client(cluster) as cl:
         out = gdask.sort(_ddf(df, 4), "a", client=cl)
-        kept = cl.futures_of(out.persist())[1]        # partition 1 of the 2-worker run stays in memory
-        first = kept.result()
-        assert 0 < len(first) < 300
+        p0 = out.partitions[0].compute()              # a run on 2 workers
+        kept = cl.futures_of(out.persist())[1]        # another: its partition 1 stays in memory
+        assert len(kept.result()) == 150
         cluster.scale(3)
         cl.wait_for_workers(3, timeout=60)
-        got = out.compute().reset_index(drop=True)
+        got = out.compute().reset_index(drop=True)    # a run on 3 workers, wanting partition 0
         pd.testing.assert_frame_equal(got, want)
-        again = kept.result()                         # the future now holds the new run's partition 1
-        pd.testing.assert_frame_equal(again.reset_index(drop=True), got.iloc[len(got) - len(again):]
-                                      .reset_index(drop=True))
-        assert len(again) != len(first)               # the split did change (else this proves nothing)
+        story = cl.run_on_scheduler(lambda dask_scheduler: [list(t[:3]) for t in dask_scheduler.story(kept.key)])
+        assert [kept.key, "memory", "released"] in story   # recomputed by the new run
+        pd.testing.assert_frame_equal(kept.result().reset_index(drop=True), want.iloc[150:].reset_index(drop=True))
+        del kept
+        p1 = out.partitions[1].compute()              # a run on 3 workers
+        pd.testing.assert_frame_equal(pd.concat([p0, p1], ignore_index=True), want)

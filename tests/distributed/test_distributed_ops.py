@@ -298,6 +298,43 @@ def test_sort_spreads_duplicates_and_empty_ranks(mesh):
     assert [t.num_rows for t in res] == [0] * size and res[0].schema == src[0].schema
 
 
+@pytest.mark.parametrize("buckets", [1, 2, 5])
+def test_split_ordered_cuts_equal_partitions_whatever_the_spread(mesh, buckets):
+    """The same 700 ordered rows spread over the ranks in three ways (all on one rank, uneven,
+    every rank but the last empty): partition b is always rows [b*n//buckets, (b+1)*n//buckets),
+    on the rank that owns b, and ranks that own none get none."""
+    size = len(mesh)
+    n = 700
+    ids = np.arange(n)
+    spreads = [[n] + [0] * (size - 1), [(r + 1) * n * 2 // (size * (size + 1)) for r in range(size)],
+               [0] * (size - 1) + [n]]
+    spreads[1][-1] += n - sum(spreads[1])
+    for spread in spreads:
+        bounds = np.cumsum([0] + spread)
+        src = [pa.table({"id": pa.array(ids[bounds[r]:bounds[r + 1]]),
+                         "s": pa.array([f"r{i}" for i in ids[bounds[r]:bounds[r + 1]]], pa.string())})
+               for r in range(size)]
+        stats = [{} for _ in range(size)]
+        got = run_ranks(lambda r: gd.split_ordered(gpuframe.from_arrow(src[r]), comm=mesh[r], buckets=buckets,
+                                                   stats=stats[r]), size)
+        for r in range(size):
+            lo, hi = gd.owned_buckets(r, size, buckets)
+            assert len(got[r]) == hi - lo
+            for b, part in zip(range(lo, hi), got[r]):
+                assert part.to_arrow().column("id").to_pylist() == list(range(b * n // buckets, (b + 1) * n // buckets))
+    # nothing anywhere: every owned partition empty, with the schema
+    got = run_ranks(lambda r: gd.split_ordered(gpuframe.from_arrow(src[r].slice(0, 0)), comm=mesh[r],
+                                               buckets=buckets), size)
+    assert all(p.num_rows == 0 and p.column_names == ["id", "s"] for parts in got for p in parts)
+
+
+def test_split_ordered_checks_its_arguments(mesh):
+    t = gpuframe.from_arrow(pa.table({"a": [1, 2]}))
+    for bad in (0, -1, 1.5, True, None):
+        with pytest.raises(ValueError, match=r"buckets must be an int >= 1, got"):
+            gd.split_ordered(t, comm=mesh[0], buckets=bad)
+
+
 # ------------------------------------------------------------------------------ merge(how="cross")
 @pytest.mark.parametrize("smaller", ["right", "left"])
 def test_cross_matches_local(mesh, smaller):
