@@ -189,12 +189,15 @@ def _barrier(plan: dict, out_keys: list, *tokens: tuple) -> dict:
                                "gpuframe-restart plugin: install gpuframe where the scheduler runs); release them "
                                "(del the futures or collections that hold them) and compute again")
         wanted = {b for b, k in enumerate(out_keys) if states.get(k) not in (None, "memory", "erred")}
+        # every input partition's rank and rows, per side (bodies that move whole partitions use it)
+        rank_of = {w: r for r, w in enumerate(session.workers)}
+        placement = [[(rank_of[w], rows) for w, _key, rows in tokens[start:stop]] for start, stop in plan["sides"]]
         attempt = uuid.uuid4().hex[:12]
         tag = (uuid.uuid4().int & (2**40 - 1)) * 8          # merge_pieces uses tag .. tag + 6
         layouts = []
         for rank, w in enumerate(session.workers):
             layouts.append({"staged": staged[w], "index": index[w], "attempt": attempt, "wanted": wanted,
-                            "buckets": plan["buckets"],
+                            "buckets": plan["buckets"], "placement": placement,
                             "pieces": _piece_buckets(plan["what"], rank, session.size, plan["buckets"])})
         try:
             futures = _run(client, session, _op_task, tag, plan, [[] for _ in session.workers], plan["what"],

@@ -348,14 +348,19 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
         Of the same partition type (pandas or cuDF).
     on, how, left_on, right_on, suffixes, nulls_equal
         As in :func:`gpuframe.merge`. ``how="cross"`` takes no keys: the side with fewer rows
-        in all is gathered on every worker and crossed with that worker's rows of the other side
-        (nothing is hash-partitioned; ``npartitions`` cuts each worker's result into contiguous
-        pieces; ``seed`` is unused).
+        in all is gathered on every worker that owns an output partition; output partition
+        ``b`` of ``p`` is the larger side's input partitions ``i`` with ``i * p // count == b``
+        (moved there whole), in order, crossed with it (nothing is hash-partitioned; ``seed``
+        is unused).
     npartitions, client, backend, seed, timeout, stats
         As in :func:`shuffle` (``stats`` also gets ``merge_s`` and ``skew_s``, and per worker the
         heavy-key figures of :func:`gpuframe.distributed.merge`).
     heavy_share : float or None, default 0.125
-        As in :func:`gpuframe.distributed.merge`; ``None`` shuffles every key.
+        As in :func:`gpuframe.distributed.merge`; ``None`` shuffles every key. Which keys are
+        heavy comes from a sample and where their rows stay from where the inputs sit, so with
+        heavy keys the rows an output partition holds may differ from one run to the next:
+        compute (or persist) all partitions together rather than one by one in separate
+        computations, or pass ``None``.
 
     Returns
     -------

@@ -92,9 +92,16 @@ def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], l
     if hidden:   # the left side's rows tagged with their place in the collection
         tables[0] = [_tag_rows(t, i, hidden) for t, i in zip(tables[0], layout["index"])]
         schemas[0] = schemas[0].append(pa.field(hidden[0], pa.int64())).append(pa.field(hidden[1], pa.int64()))
-    ones = [_one_table(ts, schema, device) for ts, schema in zip(tables, schemas)]
     stats["convert_s"] = time.perf_counter() - t0
     common = {"comm": comm, "tag": tag, "timeout": spec["timeout"], "stats": stats}
+    if op == "cross" or (op == "union" and not args["distinct"]):
+        # whole partitions to the worker of their output partition: what each output partition
+        # holds depends on the inputs alone, not on where Dask put them
+        pieces = _by_blocks(op, comm, tag, tables, schemas, device, layout, spec, stats)
+        out_parts = [_convert.from_table(t, kind, spec["meta"]) for t in pieces]
+        stats["rows_out"] = sum(t.num_rows for t in pieces)
+        return {"parts": out_parts, "stats": stats}
+    ones = [_one_table(ts, schema, device) for ts, schema in zip(tables, schemas)]
     if op == "unique":
         out = gd.unique(ones[0], args["subset"], keep="any", seed=spec["seed"], **common)
     elif op == "union":
@@ -124,17 +131,111 @@ def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], l
         # placement), so partitions of two runs always fit together
         common["tag"] = tag + 2
         pieces = gd.split_ordered(out, buckets=layout["buckets"], **common) or [out.slice(0, 0)]
-    elif op == "cross":
-        out = gd.merge(ones[0], ones[1], how="cross", suffixes=args["suffixes"], **common)
     else:  # pragma: no cover - the client side names only the ops above
         raise ValueError(f"internal error: unknown gpuframe.dask operation {op!r}")
     t1 = time.perf_counter()
-    if op != "sort":
+    if op != "sort":                     # hash-placed rows: the rank's result cut into its partitions
         pieces = _pieces(out, len(layout["pieces"]))
     out_parts = [_convert.from_table(t, kind, spec["meta"]) for t in pieces]
     stats["convert_s"] += time.perf_counter() - t1
     stats["rows_out"] = out.num_rows
     return {"parts": out_parts, "stats": stats}
+
+
+def _move_partitions(comm: Any, tag: int, tables: Sequence[Any], placement: Sequence[tuple[int, int]],
+                     dest: Any, schema: pa.Schema, device: Any, timeout: Optional[float], stats: dict) -> dict:
+    """Whole input partitions of one side sent to the ranks ``dest(i)`` names for partition ``i``.
+
+    ``placement[i]`` is partition ``i``'s (rank, rows) on every rank (the stage tokens), so each
+    rank knows what arrives from whom and cuts the received rows back into partitions. Returns
+    the partitions this rank gets, by index (its own without a copy).
+    """
+    from gpuframe.comm import ProtocolError, exchange_tables
+
+    size, rank = comm.size, comm.rank
+    mine = [i for i, (r, _rows) in enumerate(placement) if r == rank]     # the order ``tables`` are in
+    outgoing: list[list[Any]] = [[] for _ in range(size)]
+    got = {}
+    for i, t in zip(mine, tables):
+        for d in dest(i):
+            if d == rank:
+                got[i] = t
+            else:
+                outgoing[d].append(t)
+    received = exchange_tables(comm, outgoing, schema=schema, tag=tag, timeout=timeout, device=device, stats=stats)
+    arriving = [i for src in range(size) if src != rank
+                for i, (r, _rows) in enumerate(placement) if r == src and rank in dest(i)]
+    expected = sum(placement[i][1] for i in arriving)
+    if received.num_rows != expected:
+        raise ProtocolError(f"gpuframe.dask: expected {expected} rows of whole partitions from the peers, "
+                            f"got {received.num_rows}")
+    at = 0
+    for i in arriving:
+        got[i] = received.slice(at, placement[i][1])
+        at += placement[i][1]
+    return got
+
+
+def _by_blocks(op: str, comm: Any, tag: int, tables: list, schemas: list, device: Any, layout: dict, spec: dict,
+               stats: dict) -> list[Any]:
+    """``union(distinct=False)`` and the cross merge by whole partitions: output partition ``b``
+    of ``B`` is made from input partitions in a contiguous block (``i * B // count == b``) in
+    order, so it holds the same rows in every run whatever the placement (Dask may compute one
+    output partition in one run and another in the next).
+
+    union: partition ``b`` is its block of the left partitions, then of the right ones (the
+    left's partitions come first), united. cross: the side with fewer rows in all is gathered on
+    every worker that owns an output partition, in partition order; the other side's block is
+    crossed with it (left-major, as the local cross merge).
+    """
+    from gpuframe.distributed import owned_buckets
+    from gpuframe.ops.join import merge as local_merge
+    from gpuframe.ops.setops import union as local_union
+
+    size, rank, buckets, placement = comm.size, comm.rank, layout["buckets"], layout["placement"]
+    timeout = spec["timeout"]
+    lo, hi = owned_buckets(rank, size, buckets)
+    owners = [r for r in range(size) if owned_buckets(r, size, buckets)[1] > owned_buckets(r, size, buckets)[0]]
+    t0 = time.perf_counter()
+
+    def block(count: int, offset: int = 0) -> Any:
+        return lambda i: (offset + i) * buckets // count
+
+    def ordered(got: dict, bucket_of: Any, b: Optional[int], side: int) -> Any:
+        return _one_table([got[i] for i in sorted(got) if b is None or bucket_of(i) == b], schemas[side], device)
+
+    if op == "union":
+        count = len(placement[0]) + len(placement[1])
+        of = [block(count), block(count, len(placement[0]))]
+        got = [_move_partitions(comm, tag + side, tables[side], placement[side],
+                                lambda i, f=of[side]: [f(i) * size // buckets], schemas[side], device, timeout, stats)
+               for side in (0, 1)]
+        t1 = time.perf_counter()
+        pieces = [local_union(ordered(got[0], of[0], b, 0), ordered(got[1], of[1], b, 1), distinct=False)
+                  for b in range(lo, hi)] or [local_union(ordered({}, None, None, 0), ordered({}, None, None, 1),
+                                                          distinct=False)]
+        stats["exchange_s"] = t1 - t0
+        stats["local_s"] = time.perf_counter() - t1
+        return pieces
+    totals = [sum(rows for _r, rows in side) for side in placement]
+    big = 0 if totals[1] <= totals[0] else 1          # as gpuframe.distributed's cross merge chooses
+    small = 1 - big
+    of = block(len(placement[big]))
+    got_big = _move_partitions(comm, tag, tables[big], placement[big], lambda i: [of(i) * size // buckets],
+                               schemas[big], device, timeout, stats)
+    got_small = _move_partitions(comm, tag + 1, tables[small], placement[small], lambda i: owners, schemas[small],
+                                 device, timeout, stats)
+    t1 = time.perf_counter()
+    everything = ordered(got_small, None, None, small)
+
+    def crossed(part: Any) -> Any:
+        pair = (part, everything) if big == 0 else (everything, part)
+        return local_merge(*pair, how="cross", suffixes=spec["args"]["suffixes"])
+
+    pieces = [crossed(ordered(got_big, of, b, big)) for b in range(lo, hi)] or [crossed(ordered({}, None, None, big))]
+    stats["exchange_s"] = t1 - t0
+    stats["merge_s"] = time.perf_counter() - t1
+    return pieces
 
 
 # ----------------------------------------------------------------------------- client side
@@ -367,7 +468,10 @@ def union(left: Any, right: Any, *, distinct: bool = True, client: Any = None, b
     left, right : dask.dataframe.DataFrame
         Of the same partition type (pandas or cuDF) and the same column names.
     distinct : bool, default True
-        Keep one row per distinct row.
+        Keep one row per distinct row (both sides hashed by every column). ``False``: every
+        row; output partition ``b`` of ``p`` is the input partitions ``i`` (of all ``count``,
+        the left's first) with ``i * p // count == b``, moved there whole, in order: the same
+        rows in every run, wherever Dask put the inputs.
     client, backend, seed, timeout, stats
         As in :func:`gpuframe.dask.shuffle`.
 

@@ -261,6 +261,51 @@ def test_cross_merge(cluster, data, npartitions):
     _check(out, gpuframe.merge(_local(lt), _local(rt), how="cross"))
 
 
+# ------------------------------------------------------------------------------ partitions
+def _blocks(pieces: list[pd.DataFrame], buckets: int, offset: int, count: int) -> list[pd.DataFrame]:
+    """The input partitions of each output partition: partition ``offset + i`` of ``count`` goes
+    to ``(offset + i) * buckets // count``."""
+    out = [[] for _ in range(buckets)]
+    for i, p in enumerate(pieces):
+        out[(offset + i) * buckets // count].append(p)
+    return [pd.concat(ps, ignore_index=True) if ps else pieces[0].iloc[:0] for ps in out]
+
+
+@pytest.mark.parametrize("op", ["sort", "union_all", "cross"])
+def test_partitions_depend_on_the_inputs_alone(cluster, data, op):
+    """Each output partition of the order-keeping operations is fixed by the inputs, not by which
+    worker holds what (Dask may compute one partition in one run and the next in another): a
+    sort's exact even cuts; union(distinct=False)'s contiguous blocks of input partitions (left's
+    first); the cross merge's blocks of the larger side, each crossed with all of the other."""
+    client, backend, n = cluster
+    left, right, lp, rp = data
+    if op == "sort":
+        out = gdask.sort(_ddf(lp), "x", client=client, backend=backend)
+        whole = gpuframe.sort(_local(left), "x").to_pandas()
+        expect = [whole.iloc[b * 300 // n:(b + 1) * 300 // n] for b in range(n)]
+    elif op == "union_all":
+        rcols = [p[["v", "k"]].rename(columns={"v": "x"}) for p in rp]
+        out = gdask.union(_ddf([p[["k", "x"]] for p in lp]), _ddf(rcols), distinct=False, client=client,
+                          backend=backend)
+        lb = _blocks([p[["k", "x"]] for p in lp], n, 0, len(lp) + len(rp))
+        rb = _blocks(rcols, n, len(lp), len(lp) + len(rp))
+        expect = [gpuframe.union(_local(a), _local(b), distinct=False).to_pandas() for a, b in zip(lb, rb)]
+    else:
+        small = [p[["v"]].iloc[:3] for p in rp]          # 6 rows against 300: the left side is cut
+        out = gdask.merge(_ddf([p[["k", "s"]] for p in lp]), _ddf(small), how="cross", client=client,
+                          backend=backend)
+        blocks = _blocks([p[["k", "s"]] for p in lp], n, 0, len(lp))
+        expect = [gpuframe.merge(_local(b), _local(pd.concat(small, ignore_index=True)), how="cross").to_pandas()
+                  for b in blocks]
+    parts = dask.compute(*out.to_delayed())
+    assert len(parts) == len(expect) == n
+    for got, want in zip(parts, expect):
+        a, b = _arrow(got), pa.Table.from_pandas(want.reset_index(drop=True), preserve_index=False)
+        assert a.num_rows == b.num_rows
+        bad = [(r, q) for r, q in zip(_rows(a), _rows(b)) if not all(_close(x, y) for x, y in zip(r, q))]
+        assert not bad, f"{len(bad)} rows differ, e.g. {bad[:3]}"
+
+
 # ------------------------------------------------------------------------------ validation
 class _Untouchable:
     """A client that fails any use: the arguments are checked before the client is touched."""
