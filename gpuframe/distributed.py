@@ -557,34 +557,47 @@ def _fresh(taken: Sequence[str], stem: str) -> str:
 
 def _hash_exchange(comm: Communicator, tables: Sequence[Table], keys: list[str], schema: pa.Schema,
                    plan: list[tuple[int, pa.DataType]], side: str, *, seed: int, tag: Optional[int],
-                   timeout: Optional[float], device: Any, stats: Optional[dict]) -> Any:
-    """Start the hash exchange of ``tables`` by ``keys`` (some hashed as other types, ``plan``);
-    returns the pending exchange."""
+                   timeout: Optional[float], device: Any, stats: Optional[dict], buckets: Optional[int] = None) -> Any:
+    """Start the hash exchange of ``tables`` by ``keys`` (some hashed as other types, ``plan``;
+    to ``buckets`` buckets spread over the ranks, one per rank by default); returns the pending
+    exchange."""
     view, hkeys = _with_hash_keys(tables, keys, plan, side)
     t0 = time.perf_counter()
-    out = route(view, hkeys, comm.size, seed=seed, keep=schema.names if plan else None)
+    out = route(view, hkeys, comm.size, buckets=buckets, seed=seed, keep=schema.names if plan else None)
     _add(stats, "partition_s", time.perf_counter() - t0)
     return start_exchange(comm, out, schema=schema, tag=tag, timeout=timeout, device=device, stats=stats)
 
 
 def _exchange_both(comm: Communicator, left: Table, right: Table, names: list[str], *, seed: int,
-                   tag: Optional[int], timeout: Optional[float], stats: Optional[dict]) -> tuple[Table, Table]:
+                   tag: Optional[int], timeout: Optional[float], stats: Optional[dict],
+                   buckets: Optional[int] = None) -> list[tuple[Table, Table]]:
     """Both sides hash-shuffled by every column in ``names`` (types that differ between the sides
-    hashed as their common type, so that equal rows meet); tags ``tag`` and ``tag + 1``."""
+    hashed as their common type, so that equal rows meet); tags ``tag`` and ``tag + 1``. One
+    (left, right) pair per bucket this rank owns (``buckets``: spread over the ranks, one per
+    rank by default)."""
     lplan, rplan = hash_plan(left.schema, right.schema, names, names)
     t0 = time.perf_counter()
     lpending = _guarded(comm, _hash_exchange, comm, [left], names, left.schema, lplan, "l", seed=seed, tag=tag,
-                        timeout=timeout, device=left.device, stats=stats)
+                        timeout=timeout, device=left.device, stats=stats, buckets=buckets)
     try:
         rpending = _hash_exchange(comm, [right], names, right.schema, rplan, "r", seed=seed,
-                                  tag=_tag(tag, 1), timeout=timeout, device=left.device, stats=stats)
+                                  tag=_tag(tag, 1), timeout=timeout, device=left.device, stats=stats,
+                                  buckets=buckets)
     except BaseException:
         comm.close()
         _drain(lpending)
         raise
     lrecv, rrecv = lpending.result(), rpending.result()
     _add(stats, "exchange_s", time.perf_counter() - t0)
-    return lrecv, rrecv
+    if buckets is None:
+        return [(lrecv, rrecv)]
+    t1 = time.perf_counter()
+    sides = []
+    for recv, plan, side in ((lrecv, lplan, "l"), (rrecv, rplan, "r")):
+        (view,), hkeys = _with_hash_keys([recv], names, plan, side)
+        sides.append([t.select(recv.column_names) for t in _split_owned(view, hkeys, comm, buckets, seed)])
+    _add(stats, "partition_s", time.perf_counter() - t1)
+    return list(zip(*sides))
 
 
 def _timed_local(stats: Optional[dict], fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -595,7 +608,8 @@ def _timed_local(stats: Optional[dict], fn: Any, *args: Any, **kwargs: Any) -> A
 
 
 def unique(table: Table, subset: Any = None, *, comm: Communicator, keep: str = "any", seed: int = 0,
-           tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+           tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None,
+           _buckets: Optional[int] = None) -> Any:
     """Distributed :func:`gpuframe.unique`: shuffle by the ``subset`` columns (every column by
     default), then keep one row per distinct value locally.
 
@@ -625,10 +639,12 @@ def unique(table: Table, subset: Any = None, *, comm: Communicator, keep: str = 
     names = _subset(table, subset)
     t0 = time.perf_counter()
     pending = _guarded(comm, _hash_exchange, comm, [table], names, table.schema, [], "u", seed=seed, tag=tag,
-                       timeout=timeout, device=table.device, stats=stats)
+                       timeout=timeout, device=table.device, stats=stats, buckets=_buckets)
     received = pending.result()
     _add(stats, "exchange_s", time.perf_counter() - t0)
-    return _timed_local(stats, local_unique, received, names, keep=keep)
+    out = _timed_local(stats, local_unique, received, names, keep=keep)
+    # gpuframe.dask's partitions (``_buckets``): this rank's buckets' rows, one table each
+    return out if _buckets is None else _split_owned(out, names, comm, _buckets, seed)
 
 
 def _check_pair(left: Any, right: Any, comm: Any, op: str) -> tuple[Table, Table, Communicator]:
@@ -642,7 +658,8 @@ def _check_pair(left: Any, right: Any, comm: Any, op: str) -> tuple[Table, Table
 
 
 def union(left: Table, right: Table, *, comm: Communicator, distinct: bool = True, seed: int = 0,
-          tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+          tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None,
+          _buckets: Optional[int] = None) -> Any:
     """Distributed :func:`gpuframe.union`.
 
     ``distinct=True`` (SQL ``UNION``): both sides are shuffled by every column (tags ``tag`` and
@@ -659,36 +676,41 @@ def union(left: Table, right: Table, *, comm: Communicator, distinct: bool = Tru
     left, right, comm = _check_pair(left, right, comm, "union")
     if not distinct:
         return _timed_local(stats, local_union, left, right, distinct=False)
-    lrecv, rrecv = _exchange_both(comm, left, right, list(left.column_names), seed=seed, tag=tag,
-                                  timeout=timeout, stats=stats)
-    return _timed_local(stats, local_union, lrecv, rrecv, distinct=True)
+    return _set_op(left, right, comm, "union", seed, tag, timeout, stats, _buckets)
 
 
 def _set_op(left: Table, right: Table, comm: Communicator, op: str, seed: int, tag: Optional[int],
-            timeout: Optional[float], stats: Optional[dict]) -> Table:
+            timeout: Optional[float], stats: Optional[dict], buckets: Optional[int] = None) -> Any:
+    """``op`` of the hash-shuffled sides; with ``buckets`` (gpuframe.dask's partitions) one table
+    per bucket this rank owns, each bucket's rows set-operated apart."""
     from .ops import setops
 
     left, right, comm = _check_pair(left, right, comm, op)
-    lrecv, rrecv = _exchange_both(comm, left, right, list(left.column_names), seed=seed, tag=tag,
-                                  timeout=timeout, stats=stats)
-    return _timed_local(stats, getattr(setops, op), lrecv, rrecv)
+    pairs = _exchange_both(comm, left, right, list(left.column_names), seed=seed, tag=tag, timeout=timeout,
+                           stats=stats, buckets=buckets)
+    fn = getattr(setops, op)
+    kw = {"distinct": True} if op == "union" else {}
+    out = [_timed_local(stats, fn, lt, rt, **kw) for lt, rt in pairs]
+    return out if buckets is not None else out[0]
 
 
 def intersect(left: Table, right: Table, *, comm: Communicator, seed: int = 0, tag: Optional[int] = None,
-              timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+              timeout: Optional[float] = None, stats: Optional[dict] = None,
+              _buckets: Optional[int] = None) -> Any:
     """Distributed :func:`gpuframe.intersect`: both sides shuffled by every column (tags ``tag``
     and ``tag + 1``), then intersected locally. The union over ranks is :func:`gpuframe.intersect`
     of the concatenated inputs (the left's column types; another row order)."""
-    return _set_op(left, right, comm, "intersect", seed, tag, timeout, stats)
+    return _set_op(left, right, comm, "intersect", seed, tag, timeout, stats, _buckets)
 
 
 def difference(left: Table, right: Table, *, comm: Communicator, seed: int = 0, tag: Optional[int] = None,
-               timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+               timeout: Optional[float] = None, stats: Optional[dict] = None,
+               _buckets: Optional[int] = None) -> Any:
     """Distributed :func:`gpuframe.difference`: both sides shuffled by every column (tags ``tag``
     and ``tag + 1``), then subtracted locally. The union over ranks is
     :func:`gpuframe.difference` of the concatenated inputs (the left's column types; another row
     order)."""
-    return _set_op(left, right, comm, "difference", seed, tag, timeout, stats)
+    return _set_op(left, right, comm, "difference", seed, tag, timeout, stats, _buckets)
 
 
 # ------------------------------------------------------------------------------- groupby
@@ -702,7 +724,8 @@ _COMBINE = {"sum": "sum", "count": "sum", "size": "sum", "min": "min", "max": "m
 
 
 def groupby_agg(table: Table, by: Any, aggs: Any, *, comm: Communicator, dropna: bool = False, seed: int = 0,
-                tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+                tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None,
+                _buckets: Optional[int] = None) -> Any:
     """Distributed :func:`gpuframe.groupby_agg`: this rank gets the groups whose keys hash to it.
 
     Each rank pre-aggregates its rows per group (sum, count, size, min, max, first and last of
@@ -756,7 +779,7 @@ def groupby_agg(table: Table, by: Any, aggs: Any, *, comm: Communicator, dropna:
     if exact:   # the rows themselves: the keys and the columns of median and nunique
         rows = base.select(list(dict.fromkeys(names + [c for _, c, _ in exact])))
         rows_pending = _guarded(comm, _hash_exchange, comm, [rows], names, rows.schema, [], "g", seed=seed,
-                                tag=tag, timeout=timeout, device=table.device, stats=stats)
+                                tag=tag, timeout=timeout, device=table.device, stats=stats, buckets=_buckets)
     # the partial aggregates: one column per distinct (column, partial op)
     taken = list(table.column_names)
     pcols: dict[tuple[str, str], str] = {}
@@ -770,7 +793,7 @@ def groupby_agg(table: Table, by: Any, aggs: Any, *, comm: Communicator, dropna:
             partials = local_gb(base, names, {p: (c, op) for (c, op), p in pcols.items()})
             part_pending = _hash_exchange(comm, [partials], names, partials.schema, [], "g", seed=seed,
                                           tag=_tag(tag, 1) if exact else tag, timeout=timeout,
-                                          device=table.device, stats=stats)
+                                          device=table.device, stats=stats, buckets=_buckets)
         except BaseException:
             comm.close()
             if rows_pending is not None:
@@ -802,7 +825,8 @@ def groupby_agg(table: Table, by: Any, aggs: Any, *, comm: Communicator, dropna:
             cols.update((n, whole[n]) for n, _, _ in exact)
             out = Table([(n, cols[n]) for n in out_schema.names], out.num_rows)
     _add(stats, "local_s", time.perf_counter() - t2)
-    return out
+    # gpuframe.dask's partitions (``_buckets``): this rank's buckets' groups, one table each
+    return out if _buckets is None else _split_owned(out, names, comm, _buckets, seed)
 
 
 def _host_values(col: Any, dtype: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -121,6 +121,9 @@ def _op_task(session_id: str, tag: int, plan: dict, worker: str, layout: dict) -
     sides = [[_take(k) for k in keys] for keys in layout["staged"]]
     with _HostShare(comm):
         result = _BODIES[plan["what"]](comm, tag, plan["spec"], sides, layout)
+    if len(result["parts"]) != len(layout["pieces"]):   # pragma: no cover - a body's bug, never silent
+        raise RuntimeError(f"gpuframe.dask.{plan['what']}: internal error: {len(result['parts'])} output pieces "
+                           f"for partitions {layout['pieces']}")
     rows = []
     for bucket, piece in zip(layout["pieces"], result["parts"]):
         rows.append(len(piece))
@@ -141,19 +144,11 @@ def _drop_outputs(name: str, attempt: str) -> int:
 
 
 def _piece_buckets(what: str, rank: int, size: int, buckets: int) -> list[int]:
-    """The output partition of each piece rank ``rank`` produces, in order.
-
-    Hash-bucketed operations (shuffle, merge) produce one piece per bucket the rank owns.
-    The others cut the rank's result into its buckets' number of pieces, or into one piece
-    that joins the next rank's first partition (before that rank's rows, so the partitions
-    stay in rank order) when it owns none (more workers than output partitions).
-    """
+    """The output partition of each piece rank ``rank`` produces, in order: one per bucket it
+    owns (none when there are more workers than output partitions)."""
     from gpuframe.distributed import owned_buckets
 
-    lo, hi = owned_buckets(rank, size, buckets)
-    if hi > lo or what in ("shuffle", "merge"):
-        return list(range(lo, hi))
-    return [min(lo, buckets - 1)]
+    return list(range(*owned_buckets(rank, size, buckets)))
 
 
 def _barrier(plan: dict, out_keys: list, *tokens: tuple) -> dict:

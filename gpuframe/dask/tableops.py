@@ -72,13 +72,6 @@ def _one_table(tables: list[Any], schema: pa.Schema, device: Any) -> Any:
     return tables[0] if len(tables) == 1 else concat(tables)
 
 
-def _pieces(table: Any, count: int) -> list[Any]:
-    """``table`` cut into ``count`` contiguous, nearly equal slices (in order)."""
-    n = table.num_rows
-    bounds = [i * n // count for i in range(count + 1)]
-    return [table.slice(bounds[i], bounds[i + 1] - bounds[i]) for i in range(count)]
-
-
 def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], layout: dict) -> dict:
     import gpuframe.distributed as gd
 
@@ -98,16 +91,17 @@ def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], l
         # whole partitions to the worker of their output partition: what each output partition
         # holds depends on the inputs alone, not on where Dask put them
         pieces = _by_blocks(op, comm, tag, tables, schemas, device, layout, spec, stats)
-        out_parts = [_convert.from_table(t, kind, spec["meta"]) for t in pieces]
-        stats["rows_out"] = sum(t.num_rows for t in pieces)
-        return {"parts": out_parts, "stats": stats}
+        return _parts(pieces, kind, spec["meta"], stats)
     ones = [_one_table(ts, schema, device) for ts, schema in zip(tables, schemas)]
+    # the hash-placed operations hash rows to the output partitions (buckets), not to the
+    # workers: a partition holds the same rows whatever the number of workers of the run
+    buckets = layout["buckets"]
     if op == "unique":
-        out = gd.unique(ones[0], args["subset"], keep="any", seed=spec["seed"], **common)
+        pieces = gd.unique(ones[0], args["subset"], keep="any", seed=spec["seed"], _buckets=buckets, **common)
     elif op == "union":
-        out = gd.union(ones[0], ones[1], distinct=args["distinct"], seed=spec["seed"], **common)
+        pieces = gd.union(ones[0], ones[1], distinct=True, seed=spec["seed"], _buckets=buckets, **common)
     elif op in ("intersect", "difference"):
-        out = getattr(gd, op)(ones[0], ones[1], seed=spec["seed"], **common)
+        pieces = getattr(gd, op)(ones[0], ones[1], seed=spec["seed"], _buckets=buckets, **common)
     elif op == "groupby_agg":
         table = ones[0]
         if hidden:   # rank order made partition order: first/last then follow the collection's order
@@ -115,7 +109,8 @@ def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], l
             table = gd.sort(table.select(used + list(hidden)), list(hidden), _ordered_tail=2,
                             **common).select(used)
             common["tag"] = tag + 2
-        out = gd.groupby_agg(table, args["by"], args["aggs"], dropna=args["dropna"], seed=spec["seed"], **common)
+        pieces = gd.groupby_agg(table, args["by"], args["aggs"], dropna=args["dropna"], seed=spec["seed"],
+                                _buckets=buckets, **common)
     elif op == "sort":
         by = list(args["by"]) + (list(hidden) if hidden else [])
         desc = args["descending"]
@@ -130,16 +125,19 @@ def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], l
         # partitions of exactly even sizes: each a function of the input rows alone (whatever the
         # placement), so partitions of two runs always fit together
         common["tag"] = tag + 2
-        pieces = gd.split_ordered(out, buckets=layout["buckets"], **common) or [out.slice(0, 0)]
+        pieces = gd.split_ordered(out, buckets=buckets, **common)
     else:  # pragma: no cover - the client side names only the ops above
         raise ValueError(f"internal error: unknown gpuframe.dask operation {op!r}")
-    t1 = time.perf_counter()
-    if op != "sort":                     # hash-placed rows: the rank's result cut into its partitions
-        pieces = _pieces(out, len(layout["pieces"]))
-    out_parts = [_convert.from_table(t, kind, spec["meta"]) for t in pieces]
-    stats["convert_s"] += time.perf_counter() - t1
-    stats["rows_out"] = out.num_rows
-    return {"parts": out_parts, "stats": stats}
+    return _parts(pieces, kind, spec["meta"], stats)
+
+
+def _parts(pieces: list[Any], kind: str, meta: Any, stats: dict) -> dict:
+    """The body's answer: this worker's output partitions as the collection's partition type."""
+    t0 = time.perf_counter()
+    parts = [_convert.from_table(t, kind, meta) for t in pieces]
+    stats["convert_s"] = stats.get("convert_s", 0.0) + time.perf_counter() - t0
+    stats["rows_out"] = sum(t.num_rows for t in pieces)
+    return {"parts": parts, "stats": stats}
 
 
 def _move_partitions(comm: Any, tag: int, tables: Sequence[Any], placement: Sequence[tuple[int, int]],
@@ -212,8 +210,7 @@ def _by_blocks(op: str, comm: Any, tag: int, tables: list, schemas: list, device
                for side in (0, 1)]
         t1 = time.perf_counter()
         pieces = [local_union(ordered(got[0], of[0], b, 0), ordered(got[1], of[1], b, 1), distinct=False)
-                  for b in range(lo, hi)] or [local_union(ordered({}, None, None, 0), ordered({}, None, None, 1),
-                                                          distinct=False)]
+                  for b in range(lo, hi)]
         stats["exchange_s"] = t1 - t0
         stats["local_s"] = time.perf_counter() - t1
         return pieces
@@ -232,7 +229,7 @@ def _by_blocks(op: str, comm: Any, tag: int, tables: list, schemas: list, device
         pair = (part, everything) if big == 0 else (everything, part)
         return local_merge(*pair, how="cross", suffixes=spec["args"]["suffixes"])
 
-    pieces = [crossed(ordered(got_big, of, b, big)) for b in range(lo, hi)] or [crossed(ordered({}, None, None, big))]
+    pieces = [crossed(ordered(got_big, of, b, big)) for b in range(lo, hi)]
     stats["exchange_s"] = t1 - t0
     stats["merge_s"] = time.perf_counter() - t1
     return pieces

@@ -151,6 +151,50 @@ def test_intersect_difference_match_local(mesh, op):
     assert all(s["exchange_s"] >= 0 and s["local_s"] >= 0 and "bytes_sent" in s for s in stats)
 
 
+@pytest.mark.parametrize("op", ["union", "intersect", "difference", "unique", "groupby_agg"])
+def test_bucketed_results_depend_on_the_rows_alone(mesh, op):
+    """gpuframe.dask's form (``_buckets``): one table per bucket the rank owns, and what a bucket
+    holds depends on the rows, not on which rank had them (Dask may compute one partition in
+    one run and the next in another, on other workers): the same rows spread two ways (as made,
+    and all on the last rank) give the same buckets, together the local result. The sides' key
+    types differ (int32 and float64, string and dictionary): rows are bucketed as they were
+    hashed."""
+    size, nb = len(mesh), 5
+    left, right = set_sides(size, 4)
+
+    def on_last(tables: list[pa.Table]) -> list[pa.Table]:
+        both = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+        return [both.slice(0, 0)] * (size - 1) + [both]
+
+    def run(lsrc: list[pa.Table], rsrc: list[pa.Table]) -> tuple[dict, list]:
+        def fn(r: int) -> list:
+            lt, rt = gpuframe.from_arrow(lsrc[r]), gpuframe.from_arrow(rsrc[r])
+            if op == "unique":
+                return gd.unique(lt, comm=mesh[r], _buckets=nb)
+            if op == "groupby_agg":
+                return gd.groupby_agg(lt, "y", {"n": ("x", "size"), "t": ("x", "sum")}, comm=mesh[r], _buckets=nb)
+            return getattr(gd, op)(lt, rt, comm=mesh[r], _buckets=nb)
+
+        got = run_ranks(fn, size)
+        buckets = {}
+        for r, pieces in enumerate(got):
+            lo, hi = gd.owned_buckets(r, size, nb)
+            assert len(pieces) == hi - lo
+            buckets.update((b, sorted(rows(t))) for b, t in zip(range(lo, hi), pieces))
+        return buckets, [t.to_arrow() for pieces in got for t in pieces]
+
+    spread, parts = run(left, right)
+    assert spread == run(on_last(left), on_last(right))[0]
+    if op == "unique":
+        expect = gpuframe.unique(whole(left))
+    elif op == "groupby_agg":
+        expect = gpuframe.groupby_agg(whole(left), "y", {"n": ("x", "size"), "t": ("x", "sum")})
+    else:
+        expect = getattr(gpuframe, op)(whole(left), whole(right))
+    assert_same_rows(concat(parts), expect)
+    assert sum(1 for b in spread.values() if b) > 1          # the rows did spread over buckets
+
+
 # ------------------------------------------------------------------------------ groupby_agg
 def assert_same_groups(got: pa.Table, expect: gpuframe.Table, keys: list[str], rel_tol: float = 1e-9) -> None:
     """One row per group on one rank only; per group, equal values (floats to ``rel_tol``)."""
