@@ -15,14 +15,16 @@ has three layers:
    runs one task per worker pinned to it (the ``gpuframe.distributed`` function over that
    worker's staged partitions, as the eager operation did) and waits for them, failing within
    seconds with :class:`~gpuframe.dask.WorkerLostError` when a worker leaves. Each worker
-   keeps the output pieces that Dask still wants (``get_task_status`` of the output keys: a
-   partition culled from the graph, or already in memory, is not kept) in ``_OUTPUTS``; the
-   barrier pins each wanted output task to the worker holding its piece and returns where the
-   pieces are. Timings go to the client as a ``gpuframe-stats`` event.
+   keeps the output pieces (one per output partition it owns) that Dask still wants
+   (``get_task_status`` of the output keys: a partition culled from the graph is not kept;
+   the restart plugin first releases those an earlier run left in memory, so that all come
+   from this run) in ``_OUTPUTS``; the barrier pins each wanted output task to the worker
+   holding its piece and returns where the pieces are. Timings go to the client as a
+   ``gpuframe-stats`` event. A partition's rows depend on the inputs, not on where they sat
+   (see docs/architecture.md), except for a merge that splits heavy keys.
 3. **output** (one task per output partition): takes its piece out of the worker's store,
    lifts its own pin (should Dask ever recompute it after its worker died, it must not wait
-   for that worker forever) and returns it; a piece on another worker (more workers than
-   output partitions) is fetched from it.
+   for that worker forever) and returns it, fetching it should it run on another worker.
 
 A worker lost while the barrier runs restarts the operation (the scheduler plugin
 :class:`~gpuframe.dask._worker_comms.GpuframeRestartPlugin` releases its tasks; Dask recomputes
@@ -218,9 +220,8 @@ def _barrier(plan: dict, out_keys: list, *tokens: tuple) -> dict:
                 owners[b].append((rank, w))
         pins = {}
         for b in wanted:
-            holders = owners[b]
-            if holders:
-                pins[out_keys[b]] = [holders[0][1]] if len(holders) == 1 else [_largest(holders, results, layouts, b)]
+            if owners[b]:     # one worker owns each output partition
+                pins[out_keys[b]] = [owners[b][0][1]]
         if pins:
             client.sync(client.scheduler.set_restrictions, worker=pins)
         stats = _summary([r["stats"] for r in results])
@@ -257,16 +258,6 @@ def _restarted(client: Any, barrier: Any, session: Any, wait_s: float = 10.0) ->
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
-
-
-def _largest(holders: list[tuple[int, str]], results: list[dict], layouts: list[dict], bucket: int) -> str:
-    """The worker holding the most rows of ``bucket`` (its output task runs there)."""
-    best, best_rows = holders[0][1], -1
-    for rank, w in holders:
-        rows = sum(n for b, n in zip(layouts[rank]["pieces"], results[rank]["rows"]) if b == bucket)
-        if rows > best_rows:
-            best, best_rows = w, rows
-    return best
 
 
 _SUMMED = ("bytes_sent", "bytes_received")
