@@ -66,7 +66,7 @@ def _store_sizes(client: Client) -> dict:
 
 def _wait_stores_empty(client: Client) -> None:
     deadline = time.monotonic() + 10
-    while any(_store_sizes(client).values()) and time.monotonic() < deadline:
+    while any(any(v) for v in _store_sizes(client).values()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(any(v) for v in _store_sizes(client).values()), _store_sizes(client)
 
