@@ -60,7 +60,7 @@ for lane in "${lanes[@]}"; do
             tests/cudasim/test_gpu_scripts_sim.py tests/cudasim/test_keyprep_sim.py
             tests/cudasim/test_core_review_sim.py tests/cudasim/test_validation_sim.py
             tests/cudasim/test_interop_sim.py tests/cudasim/test_partition_sim.py
-            tests/cudasim/test_join_table_sim.py tests/cudasim/test_streams_sim.py)
+            tests/cudasim/test_join_table_sim.py tests/cudasim/test_streams_sim.py tests/cudasim/test_gather_sim.py)
       simB=()
       for f in tests/cudasim/test_*.py; do
         case " ${simA[*]} " in *" $f "*) ;; *) simB+=("$f") ;; esac
