@@ -11,7 +11,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 
 lanes=("$@")
-[ ${#lanes[@]} -eq 0 ] && lanes=(cpu cudasim ptx distributed gpu bench-smoke)
+# ptx just before bench-smoke: it then runs beside it (see the ptx lane)
+[ ${#lanes[@]} -eq 0 ] && lanes=(cpu cudasim distributed gpu ptx bench-smoke)
 launches="$(mktemp -d)/launches.json"  # kernel signatures the cudasim lane records for the ptx lane
 export GPUFRAME_RAISE_ON_FALLBACK=1
 results=()
@@ -27,7 +28,9 @@ run_pytest() {  # name, then pytest args; pytest's exit 5 (no tests collected) i
   [ $rc -eq 0 ] || fail=1
 }
 
-for lane in "${lanes[@]}"; do
+ptx_pid=""
+for i in "${!lanes[@]}"; do
+  lane="${lanes[$i]}"
   case "$lane" in
     cpu)
       # two processes, one per core: most of a cold lane is numba compiling kernels, one core
@@ -59,8 +62,8 @@ for lane in "${lanes[@]}"; do
       simA=(tests/cudasim/test_transfers_sim.py tests/cudasim/test_exchange_device_sim.py
             tests/cudasim/test_gpu_scripts_sim.py tests/cudasim/test_keyprep_sim.py
             tests/cudasim/test_core_review_sim.py tests/cudasim/test_validation_sim.py
-            tests/cudasim/test_interop_sim.py tests/cudasim/test_partition_sim.py
-            tests/cudasim/test_join_table_sim.py tests/cudasim/test_streams_sim.py tests/cudasim/test_gather_sim.py)
+            tests/cudasim/test_interop_sim.py
+            tests/cudasim/test_join_table_sim.py tests/cudasim/test_streams_sim.py)
       simB=()
       for f in tests/cudasim/test_*.py; do
         case " ${simA[*]} " in *" $f "*) ;; *) simB+=("$f") ;; esac
@@ -90,9 +93,19 @@ PY
     ptx)
       t0=$SECONDS; rc=0
       echo "== lane ptx: python ci/ptx_lane.py (NVVM + ptxas, sm_80 and sm_90)"
-      python ci/ptx_lane.py --signatures "$launches" || rc=$?
-      results+=("ptx: exit $rc in $((SECONDS - t0)) s")
-      [ $rc -eq 0 ] || fail=1 ;;
+      if [ "${lanes[$((i + 1))]:-}" = bench-smoke ]; then
+        # NVVM compiles on one core; the bench-smoke lane (answers checked, no timing asserted)
+        # leaves one idle much of the time: the two run side by side, the ptx output after
+        ptx_t0=$SECONDS
+        ptx_log="$(mktemp)"
+        python ci/ptx_lane.py --signatures "$launches" >"$ptx_log" 2>&1 &
+        ptx_pid=$!
+        echo "(runs beside bench-smoke; its output follows that lane's)"
+      else
+        python ci/ptx_lane.py --signatures "$launches" || rc=$?
+        results+=("ptx: exit $rc in $((SECONDS - t0)) s")
+        [ $rc -eq 0 ] || fail=1
+      fi ;;
     distributed) run_pytest distributed tests/distributed tests/test_demo.py -m distributed ;;
     gpu)
       if python -c "import sys; from gpuframe.core.device import gpu_count; sys.exit(0 if gpu_count() else 1)"; then
@@ -113,6 +126,14 @@ PY
     *) echo "unknown lane $lane (expected cpu, cudasim, ptx, distributed, gpu, bench-smoke)"; exit 2 ;;
   esac
 done
+
+if [ -n "$ptx_pid" ]; then
+  rc=0
+  wait "$ptx_pid" || rc=$?
+  echo "-- lane ptx (beside bench-smoke):"; cat "$ptx_log"; rm -f "$ptx_log"
+  results+=("ptx: exit $rc in $((SECONDS - ptx_t0)) s, beside bench-smoke")
+  [ $rc -eq 0 ] || fail=1
+fi
 
 echo "== summary"
 printf '  %s\n' "${results[@]}"
