@@ -214,14 +214,10 @@ def _barrier(plan: dict, out_keys: list, *tokens: tuple) -> dict:
             _scheduler_call(client, "gpuframe_op_end", barrier=me)
             raise
         _scheduler_call(client, "gpuframe_op_end", barrier=me)
-        owners: dict[int, list[tuple[int, str]]] = {b: [] for b in range(plan["buckets"])}
-        for rank, (w, layout) in enumerate(zip(session.workers, layouts)):
-            for b in layout["pieces"]:
-                owners[b].append((rank, w))
-        pins = {}
-        for b in wanted:
-            if owners[b]:     # one worker owns each output partition
-                pins[out_keys[b]] = [owners[b][0][1]]
+        # one worker owns each output partition: its output task runs there
+        owners = {b: (rank, w) for rank, (w, layout) in enumerate(zip(session.workers, layouts))
+                  for b in layout["pieces"]}
+        pins = {out_keys[b]: [owners[b][1]] for b in wanted}
         if pins:
             client.sync(client.scheduler.set_restrictions, worker=pins)
         stats = _summary([r["stats"] for r in results])
@@ -274,42 +270,33 @@ def _summary(per_worker: list[dict]) -> dict:
     return stats
 
 
-def _output(result: dict, name: str, bucket: int, meta: Any) -> Any:
+def _output(result: dict, name: str, bucket: int) -> Any:
     from distributed import get_client, get_worker
 
     from .core import WorkerLostError
 
     worker = get_worker()
-    here = worker.address
-    pieces = []
-    for rank, w in result["owners"][bucket]:
-        key = (name, bucket, rank, result["attempt"])
-        if w == here:
-            piece = _pop_output(key)
-        else:
-            try:
-                piece = get_client().run(_pop_output, key, workers=[w], on_error="return").get(w)
-            except Exception:
-                piece = None
-            if isinstance(piece, BaseException):
-                piece = None
-        if piece is None:
-            raise WorkerLostError(f"gpuframe.dask: output partition {bucket} of {name} is gone (worker {w}, which "
-                                  "held it, left or restarted after the operation ran); compute the collection "
-                                  "again", address=w)
-        pieces.append(piece)
+    rank, w = result["owners"][bucket]
+    key = (name, bucket, rank, result["attempt"])
+    if w == worker.address:
+        piece = _pop_output(key)
+    else:     # not where the barrier pinned it (a recomputation): fetched from its owner
+        try:
+            piece = get_client().run(_pop_output, key, workers=[w], on_error="return").get(w)
+        except Exception:
+            piece = None
+        if isinstance(piece, BaseException):
+            piece = None
+    if piece is None:
+        raise WorkerLostError(f"gpuframe.dask: output partition {bucket} of {name} is gone (worker {w}, which "
+                              "held it, left or restarted after the operation ran); compute the collection "
+                              "again", address=w)
     try:
         client = get_client()
         client.sync(client.scheduler.set_restrictions, worker={worker.get_current_task(): None})
     except Exception:  # pragma: no cover - only a recomputation after a worker's death would wait
         logger.warning("gpuframe.dask: could not lift the placement of an output task", exc_info=True)
-    if len(pieces) == 1:
-        return pieces[0]
-    if not pieces:
-        return meta
-    from dask.dataframe.methods import concat
-
-    return concat(pieces, ignore_index=True)
+    return piece
 
 
 # ----------------------------------------------------------------------------- client side
@@ -373,7 +360,7 @@ class GpuframeOp(Expr):
         return result[parent.operand("columns")]
 
     def _layer(self) -> dict:
-        spec, meta = self._planned
+        spec, _meta = self._planned
         params = self.operand("params")
         name = self._name
         stage = STAGE + name
@@ -392,7 +379,7 @@ class GpuframeOp(Expr):
         barrier = ("gpuframe-barrier-" + name,)
         dsk[barrier] = Task(barrier, _barrier, plan, out_keys, *tokens)
         for b, key in enumerate(out_keys):
-            dsk[key] = Task(key, _output, TaskRef(barrier), name, b, meta)
+            dsk[key] = Task(key, _output, TaskRef(barrier), name, b)
         return dsk
 
 

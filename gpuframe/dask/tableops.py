@@ -193,7 +193,7 @@ def _by_blocks(op: str, comm: Any, tag: int, tables: list, schemas: list, device
     size, rank, buckets, placement = comm.size, comm.rank, layout["buckets"], layout["placement"]
     timeout = spec["timeout"]
     lo, hi = owned_buckets(rank, size, buckets)
-    owners = [r for r in range(size) if owned_buckets(r, size, buckets)[1] > owned_buckets(r, size, buckets)[0]]
+    owners = sorted({b * size // buckets for b in range(buckets)})      # the ranks that own an output partition
     t0 = time.perf_counter()
 
     def block(count: int, offset: int = 0) -> Any:
