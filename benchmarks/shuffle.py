@@ -10,6 +10,13 @@ workers and persisted before anything is timed. Cases (records):
   time is kept: same rows as the input (row count and order-free checksums of every column and
   of the rows). gpuframe's time is split into partitioning, the exchange (its first phase, which
   also absorbs the wait for the slowest worker, and the data transfer), and conversions.
+* ``bounded``: the shuffle under a memory budget (``--memory-budget``, default a quarter of the
+  data each worker holds, so that it must run in rounds and spill): each worker's peak resident
+  memory while the exchange runs (until the operation's task on that worker ends; the inputs
+  persisted before; sampled every 2 ms by a thread in the worker), over its resident memory
+  just before, against the budget (issue 12's target: within 1.2x); then the peak while the
+  output partitions are made (read back from disk) and checked one by one, the rounds, the
+  bytes spilled, and the same figures for the one-shot shuffle (``memory_budget=0``) beside it.
 * ``wire``: the raw ucxx point-to-point bandwidth between the same worker processes, measured in
   the same run with bare ucxx endpoints (64 MiB messages, one way and both ways at once), and the
   shuffle's throughput per worker (bytes each worker sends to the others / the data-transfer
@@ -43,6 +50,7 @@ except ImportError:  # pragma: no cover - script mode
 
 BENCHMARK = "shuffle"
 TARGET_WIRE_FRACTION = 0.5
+TARGET_BUDGET_RATIO = 1.2
 PARTITION_ROWS = 2_500_000
 MESSAGE_BYTES = 64 * 2**20
 DASK_VARIANTS = [("p2p", {"distributed.p2p.storage.disk": True}, "p2p-disk"),
@@ -307,6 +315,84 @@ def split_summary(stats_runs: list[dict]) -> dict:
     return {k: statistics.median(s.get(k, 0.0) for s in stats_runs) for k in keys if any(k in s for s in stats_runs)}
 
 
+# ------------------------------------------------------------------------------ memory under a budget
+def _rss_start(dask_worker: Any = None) -> int:
+    """Free what can be freed, then sample this process's resident memory every 2 ms (a thread)."""
+    import ctypes
+    import threading
+
+    import psutil
+
+    from gpuframe.core.hostalloc import get_host_allocator
+
+    gc.collect()
+    get_host_allocator().release()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    proc = psutil.Process()
+    state = {"base": proc.memory_info().rss, "timeline": [], "stop": False}
+
+    def sample() -> None:
+        while not state["stop"]:
+            state["timeline"].append((time.time(), proc.memory_info().rss))
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    dask_worker.gpuframe_rss_sampler = (state, thread)   # on the worker: this module may be __main__
+    return state["base"]
+
+
+def _rss_stop(dask_worker: Any = None) -> tuple[int, list]:
+    state, thread = dask_worker.gpuframe_rss_sampler
+    del dask_worker.gpuframe_rss_sampler
+    state["stop"] = True
+    thread.join()
+    return state["base"], state["timeline"]
+
+
+def _peaks(base: int, timeline: list, ended_at: float) -> tuple[int, int]:
+    """The most resident memory over ``base`` until the operation's task ended (the exchange),
+    and after it (the output partitions made and checked one by one)."""
+    during = max((rss for t, rss in timeline if t <= ended_at), default=base)
+    after = max((rss for t, rss in timeline if t > ended_at), default=base)
+    return max(during - base, 0), max(after - base, 0)
+
+
+def bounded_memory(cfg: BenchConfig, client: Any, ddf: Any, expect: dict, budget: int) -> dict:
+    """The ``bounded`` case: time and per-worker peak memory of the shuffle under ``budget`` and of
+    the one-shot shuffle, each computed through the order-free checksums partition by partition."""
+    import gpuframe.dask as gdask
+
+    out: dict = {}
+    for label, setting in (("bounded", budget), ("one-shot", 0)):
+        times, during, after, stats_runs = [], [], [], []
+        for i in range(cfg.warmup + cfg.runs):
+            st: dict = {}
+            client.run(_rss_start)
+            t0 = time.perf_counter()
+            got = fingerprint(gdask.shuffle(ddf, "key", client=client, memory_budget=setting, stats=st))
+            elapsed = time.perf_counter() - t0
+            rss = client.run(_rss_stop)
+            check(f"gpuframe ({label})", got, expect)
+            gdask.wait_stats(st)
+            if i >= cfg.warmup:
+                times.append(elapsed)
+                ended = {w["worker"]: w["ended_at"] for w in st["workers"]}
+                peaks = [_peaks(base, line, ended[addr]) for addr, (base, line) in rss.items()]
+                during.append(max(p[0] for p in peaks))
+                after.append(max(p[1] for p in peaks))
+                stats_runs.append(st)
+        out[label] = {"times": times, "peak_over_base": max(during), "outputs_peak_over_base": max(after),
+                      "rounds": max(s["rounds"] for s in stats_runs),
+                      "spilled_bytes": statistics.median(s["spilled_bytes"] for s in stats_runs)}
+        cfg.say(f"shuffle ({label}, budget {setting / 2**20:.0f} MiB): {statistics.median(times):.3f} s, peak "
+                f"{out[label]['peak_over_base'] / 2**20:.0f} MiB over the resident memory before while exchanging, "
+                f"{out[label]['outputs_peak_over_base'] / 2**20:.0f} MiB while the outputs were made and checked, "
+                f"{out[label]['rounds']} rounds, {out[label]['spilled_bytes'] / 2**20:.0f} MiB spilled")
+    return out
+
+
 # ------------------------------------------------------------------------------ raw ucxx
 _BW: dict = {}
 
@@ -439,6 +525,19 @@ def run(cfg: BenchConfig) -> list[dict]:
                   "partition_rows": PARTITION_ROWS}
         records.append(make_record(BENCHMARK, "shuffle", params, results, checked=True))
 
+        setting = getattr(cfg, "memory_budget", "auto")
+        if setting != "none":
+            per_worker = cfg.rows * 16 // workers
+            budget = max(per_worker // 4, 1) if setting == "auto" else _parse_budget(setting)
+            mem = bounded_memory(cfg, client, ddf, expect, budget)
+            ratio = mem["bounded"]["peak_over_base"] / budget
+            records.append(make_record(
+                BENCHMARK, "bounded", dict(params, memory_budget=budget, input_bytes_per_worker=per_worker),
+                [summarize("gpuframe", mem["bounded"]["times"], cfg.rows, "budget"),
+                 summarize("gpuframe-one-shot", mem["one-shot"]["times"], cfg.rows, "no budget")],
+                checked=True, memory=mem, peak_budget_ratio=ratio, target_budget_ratio=TARGET_BUDGET_RATIO,
+                budget_target_met=ratio <= TARGET_BUDGET_RATIO))
+
         # The wire: bytes each worker sends to the others, over the data-transfer phase.
         bytes_per_worker = statistics.median(s["bytes_sent"] / workers for s in timed_stats)
         data_s = split.get("data_s") or float("nan")
@@ -484,15 +583,41 @@ def apply_cluster_args(args: Any) -> None:
     DASK_COMM = args.dask_comm
 
 
+def _parse_budget(text: str) -> int:
+    from gpuframe.config import parse_memory_size
+
+    value = parse_memory_size(text, "--memory-budget")
+    if not isinstance(value, int) or value <= 0:
+        raise SystemExit(f"--memory-budget must be a size in bytes (e.g. 64MiB), auto or none; got {text!r}")
+    return value
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = arg_parser("gpuframe.dask.shuffle against Dask's p2p and tasks shuffles, and the raw ucxx bandwidth.",
                    default_rows="small")
     add_cluster_args(p)
+    p.add_argument("--memory-budget", default="auto",
+                   help="the bounded case's budget per worker: a size (64MiB), auto (a quarter of the data each "
+                        "worker holds) or none (skip the case)")
     args = p.parse_args(argv)
     apply_cluster_args(args)
+    if args.memory_budget not in ("auto", "none"):
+        _parse_budget(args.memory_budget)
     cfg = config_from_args(args)
+    cfg.memory_budget = args.memory_budget
     doc = write_results(run(cfg), cfg.out)
     for rec in doc["records"]:
+        if rec["case"] == "bounded":
+            m = rec["memory"]
+            print(f"bounded (budget {rec['params']['memory_budget'] / 2**20:.0f} MiB a worker, "
+                  f"{rec['params']['input_bytes_per_worker'] / 2**20:.0f} MiB of input a worker): "
+                  f"{statistics.median(m['bounded']['times']):.3f} s, peak {m['bounded']['peak_over_base'] / 2**20:.0f} MiB "
+                  f"= {rec['peak_budget_ratio']:.2f}x the budget (target {TARGET_BUDGET_RATIO}x) while exchanging, "
+                  f"{m['bounded']['outputs_peak_over_base'] / 2**20:.0f} MiB making the outputs, "
+                  f"{m['bounded']['rounds']} rounds, {m['bounded']['spilled_bytes'] / 2**20:.0f} MiB spilled; "
+                  f"one-shot {statistics.median(m['one-shot']['times']):.3f} s, peak "
+                  f"{m['one-shot']['peak_over_base'] / 2**20:.0f} MiB", file=sys.stderr)
+            continue
         if rec["case"] == "wire":
             w = rec["wire"]
             print(f"wire: shuffle {_gb(w['shuffle_transfer_bytes_per_s'])} per worker (transfer phase), "

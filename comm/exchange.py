@@ -525,10 +525,14 @@ class PendingExchange:
         self._assembler = assembler
         self._future = future
         self._stats = stats
+        #: after :meth:`result`: whether any rank (this one included) said it has more to send
+        #: (the ``more`` flag of :func:`start_exchange`); False when no rank set it
+        self.more = False
 
     def result(self) -> Table:
         """The received table (everything sent to this rank, concatenated in rank order)."""
         received = self._future.result()
+        self.more = _any_more(received)
         if self._stats is not None:
             comm, stats = self._comm, self._stats
             others = [p for p in range(comm.size) if p != comm.rank]
@@ -539,15 +543,30 @@ class PendingExchange:
         return self._assembler.finish()
 
 
+def _any_more(received: list) -> bool:
+    """Whether any rank's message carries ``more=True`` (checked: a bool when present)."""
+    more = False
+    for peer, (header, _frames) in enumerate(received):
+        flag = header.get("more", False) if isinstance(header, dict) else False
+        if not isinstance(flag, bool):
+            raise MalformedMessageError(f"the message from rank {peer}: 'more' must be a bool, got "
+                                        f"{type(flag).__name__}", peer=peer)
+        more = more or flag
+    return more
+
+
 def start_exchange(comm: Communicator, outgoing: Sequence[Sequence[Table]], *,
                    schema: Optional[pa.Schema] = None, tag: Optional[int] = None,
                    timeout: Optional[float] = None, device: Optional[Device] = None,
-                   stats: Optional[dict] = None) -> PendingExchange:
+                   stats: Optional[dict] = None, more: Optional[bool] = None) -> PendingExchange:
     """Start :func:`exchange_tables` and return at once; call ``.result()`` for the table.
 
     Exchanges in flight together on one communicator need distinct tags (or none at all, the
     same number of them started in the same order on every rank). The outgoing tables must
     stay alive and unchanged until ``.result()`` returns.
+
+    ``more`` (an exchange in rounds): sent with every message; after ``.result()``, the pending
+    exchange's ``more`` attribute says whether any rank set it, the same answer on every rank.
     """
     if len(outgoing) != comm.size:
         raise ValueError(f"outgoing must hold one list of tables per rank ({comm.size}), got {len(outgoing)}")
@@ -559,6 +578,9 @@ def start_exchange(comm: Communicator, outgoing: Sequence[Sequence[Table]], *,
     if device is None:
         device = first.device if first is not None else CPU
     messages = [pack_tables(list(ts), schema) for ts in outgoing]
+    if more is not None:
+        for header, _frames in messages:
+            header["more"] = bool(more)
     assembler = _Assembler(schema, device)
     coro = comm.aall_to_all(messages, tag=tag, allocator=assembler.allocate, timeout=timeout, stats=stats)
     return PendingExchange(comm, messages, assembler, comm.submit(coro), stats)

@@ -22,6 +22,14 @@ the kernel hands out huge pages freely, first touches are several times faster; 
 common ``defrag=madvise`` setting a page fault in such a mapping compacts memory synchronously,
 and on the benchmark VM, with memory fragmented by other work, that made the 10M x 100M join's
 fresh output 3x slower (5.4 s against 1.9 s with the setting off, same session).
+
+``exchange_memory_budget`` (``GPUFRAME_EXCHANGE_MEMORY_BUDGET``): the memory a shuffle's exchange
+may hold on each worker (:mod:`gpuframe._bounded`: its send queues, receive buffers and the
+received rows it keeps; the rest spills to disk). A byte count or a size string as above, a
+fraction of the worker's memory (a Dask worker's ``memory_limit``; outside Dask, the memory this
+process may use), or ``0``: no budget (one exchange, everything in memory). ``None`` (the
+default): a quarter of the worker's memory limit in ``gpuframe.dask.shuffle``, no budget in
+``gpuframe.distributed.shuffle``. Read when the operation is built (``gpuframe.dask``) or called.
 """
 from __future__ import annotations
 
@@ -120,6 +128,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "host_pool_limit": parse_memory_size,
     "host_pool_idle_s": _parse_seconds,
     "host_huge_pages": _parse_bool,
+    "exchange_memory_budget": parse_memory_size,
 }
 
 _settings: dict[str, Any] = {
@@ -128,6 +137,7 @@ _settings: dict[str, Any] = {
     "host_pool_idle_s": _from_env("GPUFRAME_HOST_POOL_IDLE_S", _parse_seconds, 5.0),
     "host_huge_pages": _env_flag("GPUFRAME_HOST_HUGE_PAGES") if os.environ.get("GPUFRAME_HOST_HUGE_PAGES")
     else False,
+    "exchange_memory_budget": _from_env("GPUFRAME_EXCHANGE_MEMORY_BUDGET", parse_memory_size, None),
 }
 
 

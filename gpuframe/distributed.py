@@ -223,14 +223,26 @@ def _add(stats: Optional[dict], key: str, value: float) -> None:
 def shuffle_pieces(tables: Sequence[Table], on: Any, comm: Communicator, *, schema: pa.Schema,
                    buckets: Optional[int] = None, seed: int = 0, tag: Optional[int] = None,
                    timeout: Optional[float] = None, device: Any = None,
-                   stats: Optional[dict] = None) -> list[Table]:
+                   stats: Optional[dict] = None, memory_budget: Any = None) -> list[Table]:
     """Shuffle several local tables at once; one result table per bucket this rank owns.
 
     See :func:`shuffle`; ``schema`` is the schema of every table (needed when a rank holds none).
     """
+    from ._bounded import BucketStore, budget_bytes, budget_setting, shuffle_rounds
+    from .core.hostalloc import _memory_total
+
     comm = _check_comm(comm)
     nb = _check_buckets(buckets, comm.size)
     keys = _key_list(schema, on, "on")
+    budget = budget_bytes(budget_setting(memory_budget), _memory_total(), None)
+    if budget:
+        if device is None:
+            device = next((t.device for t in tables), None)
+        lo, hi = owned_buckets(comm.rank, comm.size, nb)
+        store = BucketStore(range(lo, hi), schema, device)   # no folder: the result is returned in memory
+        shuffle_rounds(list(tables), keys, comm, schema=schema, buckets=nb, seed=seed, budget=budget, store=store,
+                       tag=tag, timeout=timeout, device=device, stats=stats)
+        return [store.take(b) for b in range(lo, hi)]
     t0 = time.perf_counter()
     outgoing = route(tables, keys, comm.size, buckets=nb, seed=seed)
     t1 = time.perf_counter()
@@ -244,7 +256,7 @@ def shuffle_pieces(tables: Sequence[Table], on: Any, comm: Communicator, *, sche
 
 
 def shuffle(table: Table, on: Any, comm: Communicator, *, seed: int = 0, tag: Optional[int] = None,
-            timeout: Optional[float] = None, stats: Optional[dict] = None) -> Table:
+            timeout: Optional[float] = None, stats: Optional[dict] = None, memory_budget: Any = None) -> Table:
     """Hash-shuffle rows across ranks: each rank gets the rows whose key hashes to it.
 
     Parameters
@@ -262,13 +274,21 @@ def shuffle(table: Table, on: Any, comm: Communicator, *, seed: int = 0, tag: Op
     timeout : float, optional
         Seconds each phase of the exchange may wait for a peer.
     stats : dict, optional
-        Filled with ``partition_s``, ``exchange_s``, ``bytes_sent``, ``bytes_received``.
+        Filled with ``partition_s``, ``exchange_s``, ``bytes_sent``, ``bytes_received`` (and
+        ``rounds`` under a budget).
+    memory_budget : int, float or str, optional
+        Exchange in rounds so that the partitioned copies and receive buffers in flight stay
+        under this many bytes (a size string, or a fraction of the memory this process may
+        use); the same on every rank. Default: the ``exchange_memory_budget`` setting
+        (:mod:`gpuframe.config`), else none (one exchange). The result itself is in memory
+        whatever the budget; ``gpuframe.dask.shuffle`` spills it to disk instead.
 
     Returns
     -------
     Table
         Every rank's rows with ``partition_of(hash_rows(key), comm.size) == comm.rank``, on this
-        rank's device (rank 0's rows first, then rank 1's, ...).
+        rank's device (rank 0's rows first, then rank 1's, ...; in rounds, round by round, each
+        round's in that rank order).
 
     Raises
     ------
@@ -277,7 +297,7 @@ def shuffle(table: Table, on: Any, comm: Communicator, *, seed: int = 0, tag: Op
     """
     table = _check_table(table, "table")
     (out,) = shuffle_pieces([table], on, comm, schema=table.schema, seed=seed, tag=tag, timeout=timeout,
-                            device=table.device, stats=stats)
+                            device=table.device, stats=stats, memory_budget=memory_budget)
     return out
 
 

@@ -42,7 +42,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from dask._task_spec import Task, TaskRef
 from dask.dataframe.dask_expr._expr import Expr, Projection, determine_column_projection
@@ -131,11 +131,33 @@ def _op_task(session_id: str, tag: int, plan: dict, worker: str, layout: dict) -
         rows.append(len(piece))
         if bucket in layout["wanted"]:
             _OUTPUTS[(plan["name"], bucket, comm.rank, layout["attempt"])] = piece
+    result["stats"]["worker"] = worker
+    result["stats"]["ended_at"] = time.time()      # wall clock: a benchmark's memory timeline splits here
     return {"stats": result["stats"], "rows": rows}
 
 
+class Deferred:
+    """An output partition not yet converted: bucket ``bucket`` of a :class:`gpuframe._bounded.BucketStore`
+    (in memory, or on disk where the bounded exchange spilled it), made a partition of ``kind``
+    when its output task takes it."""
+
+    __slots__ = ("store", "bucket", "kind", "meta")
+
+    def __init__(self, store: Any, bucket: int, kind: str, meta: Any) -> None:
+        self.store, self.bucket, self.kind, self.meta = store, bucket, kind, meta
+
+    def __len__(self) -> int:
+        return self.store.rows(self.bucket)
+
+    def load(self) -> Any:
+        from . import _convert
+
+        return _convert.from_table(self.store.take(self.bucket), self.kind, self.meta)
+
+
 def _pop_output(key: tuple) -> Any:
-    return _OUTPUTS.pop(key, None)
+    piece = _OUTPUTS.pop(key, None)
+    return piece.load() if isinstance(piece, Deferred) else piece
 
 
 def _drop_outputs(name: str, attempt: str) -> int:
@@ -191,10 +213,11 @@ def _barrier(plan: dict, out_keys: list, *tokens: tuple) -> dict:
         placement = [[(rank_of[w], rows) for w, _key, rows in tokens[start:stop]] for start, stop in plan["sides"]]
         attempt = uuid.uuid4().hex[:12]
         tag = (uuid.uuid4().int & (2**40 - 1)) * 8          # merge_pieces uses tag .. tag + 6
+        budget = _budget(client, session.workers, plan["spec"]) if "memory_budget" in plan["spec"] else 0
         layouts = []
         for rank, w in enumerate(session.workers):
             layouts.append({"staged": staged[w], "index": index[w], "attempt": attempt, "wanted": wanted,
-                            "buckets": plan["buckets"], "placement": placement,
+                            "buckets": plan["buckets"], "placement": placement, "budget": budget,
                             "pieces": _piece_buckets(plan["what"], rank, session.size, plan["buckets"])})
         try:
             futures = _run(client, session, _op_task, tag, plan, [[] for _ in session.workers], plan["what"],
@@ -229,6 +252,29 @@ def _barrier(plan: dict, out_keys: list, *tokens: tuple) -> dict:
     return {"attempt": attempt, "owners": owners}
 
 
+def _budget(client: Any, workers: Sequence[str], spec: dict) -> int:
+    """The exchange's memory budget in bytes (0: none), one for every worker: a fraction is of
+    the smallest ``memory_limit`` among them (a worker without one: its host's memory shared
+    among the workers on it)."""
+    from distributed.comm import get_address_host
+
+    from gpuframe._bounded import DEFAULT_FRACTION, budget_bytes
+    from gpuframe.core.memlimits import system_memory
+
+    from ._worker_comms import _current_workers
+
+    setting = spec["memory_budget"]
+    if setting == 0:
+        return 0
+    info = _current_workers(client)
+    limits = [int(info.get(w, {}).get("memory_limit") or 0) for w in workers]
+    if not all(limits):
+        hosts = [get_address_host(w) for w in workers]
+        total = system_memory()[0]
+        limits = [lim or total // hosts.count(h) for lim, h in zip(limits, hosts)]
+    return budget_bytes(setting, min(limits), DEFAULT_FRACTION)
+
+
 def _scheduler_call(client: Any, handler: str, **kwargs: Any) -> Any:
     """A call to the restart plugin's handler (None when the scheduler has no such plugin)."""
     try:
@@ -256,8 +302,9 @@ def _restarted(client: Any, barrier: Any, session: Any, wait_s: float = 10.0) ->
         time.sleep(0.1)
 
 
-_SUMMED = ("bytes_sent", "bytes_received")
-_MAXED = ("partition_s", "exchange_s", "sizes_s", "data_s", "merge_s", "skew_s", "local_s", "convert_s")
+_SUMMED = ("bytes_sent", "bytes_received", "spilled_bytes")
+_MAXED = ("partition_s", "exchange_s", "sizes_s", "data_s", "merge_s", "skew_s", "local_s", "convert_s", "rounds",
+          "budget")
 
 
 def _summary(per_worker: list[dict]) -> dict:

@@ -111,6 +111,8 @@ def _shuffle_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]
     parts = sides[0]
     stats: dict = {"rank": comm.rank, "rows_in": sum(len(p) for p in parts)}
     schema = schema_from_bytes(spec["schema"])
+    if layout.get("budget"):
+        return _bounded_shuffle_body(comm, tag, spec, parts, layout, schema, stats)
     t0 = time.perf_counter()
     tables = [_convert.to_table(p, spec["kind"], schema) for p in parts]
     stats["convert_s"] = time.perf_counter() - t0
@@ -120,6 +122,54 @@ def _shuffle_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]
     out_parts = [_convert.from_table(t, spec["kind"], spec["meta"]) for t in out]
     stats["convert_s"] += time.perf_counter() - t1
     stats["rows_out"] = sum(t.num_rows for t in out)
+    return {"parts": out_parts, "stats": stats}
+
+
+def _bounded_shuffle_body(comm: Any, tag: int, spec: dict, parts: list, layout: dict, schema: Any,
+                          stats: dict) -> dict:
+    """The shuffle under ``layout["budget"]`` bytes (:mod:`gpuframe._bounded`): the input
+    partitions converted a slice at a time and let go once sent, the exchange in rounds, the
+    received rows past what the rounds leave of the budget spilled to the worker's local
+    directory; every output
+    partition is converted (and read back from disk) only when its output task asks for it."""
+    import os
+
+    from distributed import get_worker
+
+    from gpuframe._bounded import BucketStore, keep_bytes, round_bytes, shuffle_rounds
+    from gpuframe.distributed import owned_buckets
+
+    kind = spec["kind"]
+    budget = int(layout["budget"])
+    cap = round_bytes(budget)
+    stats["convert_s"] = 0.0
+    device = _device([], kind)
+
+    def sources() -> Any:
+        while parts:
+            df = parts.pop(0)           # the task's last reference: freed once its rows are sent
+            n = len(df)
+            if not n:
+                continue
+            t0 = time.perf_counter()
+            probe = _convert.to_table(df.iloc[:min(n, 4096)], kind, schema)
+            step = max(1, cap * probe.num_rows // max(probe.nbytes, 1))
+            stats["convert_s"] += time.perf_counter() - t0
+            for start in range(0, n, step):
+                t0 = time.perf_counter()
+                table = _convert.to_table(df.iloc[start:start + step], kind, schema)
+                stats["convert_s"] += time.perf_counter() - t0
+                yield table
+            del df
+
+    lo, hi = owned_buckets(comm.rank, comm.size, spec["buckets"])
+    store = BucketStore(range(lo, hi), schema, device, memory=keep_bytes(budget),
+                        directory=os.path.join(get_worker().local_directory, "gpuframe-spill"))
+    shuffle_rounds(sources(), spec["on"], comm, schema=schema, buckets=spec["buckets"], seed=spec["seed"],
+                   budget=budget, store=store, tag=tag, timeout=spec["timeout"], device=device, stats=stats)
+    stats["budget"] = budget
+    out_parts = [_lazy.Deferred(store, b, kind, spec["meta"]) for b in range(lo, hi)]
+    stats["rows_out"] = sum(len(p) for p in out_parts)
     return {"parts": out_parts, "stats": stats}
 
 
@@ -253,7 +303,7 @@ def _wait(client: Any, session: Session, futures: list[Any], what: str) -> None:
 # ----------------------------------------------------------------------------- shuffle
 def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any = None,
             backend: Optional[str] = None, seed: int = 0, timeout: Optional[float] = None,
-            stats: Optional[dict] = None) -> Any:
+            memory_budget: Any = None, stats: Optional[dict] = None) -> Any:
     """Hash-shuffle a Dask DataFrame by ``on`` with gpuframe's all-to-all between the workers.
 
     Parameters
@@ -273,10 +323,19 @@ def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any
         Hash seed.
     timeout : float, optional
         Seconds each phase of the exchange may wait for a peer (default ``GPUFRAME_COMM_TIMEOUT``).
+    memory_budget : int, float or str, optional
+        The memory the exchange may hold on each worker: bytes (``"2GiB"``), a fraction of the
+        smallest ``memory_limit`` among the workers (``0.25``), or ``0`` for none (one exchange,
+        everything in memory). Default: the ``exchange_memory_budget`` setting
+        (:mod:`gpuframe.config`), else a quarter of the memory limit. Under a budget the exchange
+        runs in rounds, and the received rows past 3/8 of the budget wait on disk (the worker's
+        local directory) until their output partition is computed: a shuffle of more data than
+        the workers' memory completes. See :mod:`gpuframe._bounded`.
     stats : dict, optional
         Filled when the operation runs (:func:`gpuframe.dask.wait_stats` waits for it) with the
         per-worker timings (``workers``), the slowest worker's ``partition_s``, ``exchange_s``,
-        ``convert_s``, ``bytes_sent`` and the whole operation's ``operation_s``.
+        ``convert_s``, ``bytes_sent``, the whole operation's ``operation_s``, and under a budget
+        ``rounds``, ``spilled_bytes`` (summed over the workers) and ``budget`` (bytes).
 
     Returns
     -------
@@ -299,7 +358,10 @@ def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any
     keys = _key_list(schema, on, "on")
     npartitions = _check_npartitions(npartitions)
     seed = _check_seed(seed)
-    params = _params(client, npartitions, backend, timeout, on=keys, seed=seed)
+    from gpuframe._bounded import budget_setting
+
+    params = _params(client, npartitions, backend, timeout, on=keys, seed=seed,
+                     memory_budget=budget_setting(memory_budget))
     return _lazy.collection("shuffle", [ddf], params, stats, client)
 
 
@@ -319,7 +381,7 @@ def _plan_shuffle(metas: list[Any], params: dict) -> tuple[dict, Any]:
     meta = _convert.shuffle_meta(metas[0])
     spec = {"kind": kind, "on": params["on"], "buckets": params["buckets"], "seed": params["seed"],
             "timeout": params["timeout"], "schema": schema_to_bytes(_convert.schema_of(metas[0], kind)),
-            "meta": meta}
+            "meta": meta, "memory_budget": params.get("memory_budget")}
     return spec, meta
 
 

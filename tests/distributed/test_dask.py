@@ -156,6 +156,44 @@ def test_shuffle_invariants(cluster, frames, npartitions):
             assert set(np.asarray(partition_ids(gpuframe.from_pandas(part), "k", nparts)).tolist()) == {i}
 
 
+def _spill_folders(client) -> dict:
+    import os
+
+    def listing(dask_worker):
+        root = os.path.join(dask_worker.local_directory, "gpuframe-spill")
+        return sorted(os.listdir(root)) if os.path.isdir(root) else []
+
+    return client.run(listing)
+
+
+def test_shuffle_under_a_small_memory_budget_spills_and_loses_nothing(cluster):
+    """A budget far below the data: many rounds, received rows spilled to disk and read back by
+    the output tasks; every partition holds the rows of the shuffle without a budget."""
+    client, backend, n = cluster
+    rng = np.random.default_rng(5)
+    rows = 20_000
+    df = pd.DataFrame({"k": rng.integers(0, 5000, rows), "a": rng.random(rows),
+                       "s": pd.array([None if i % 13 == 0 else f"v{i % 977}" for i in range(rows)], dtype=object)})
+    df.loc[rng.random(rows) < 0.3, "k"] = 7          # a heavy key: one bucket gets 30% of the rows
+    ddf = _ddf(df, 4)
+    nparts = 2 * n + 1
+    stats: dict = {}
+    out = gdask.shuffle(ddf, "k", nparts, backend=backend, client=client, memory_budget="512KiB", stats=stats)
+    parts = dask.compute(*out.to_delayed())
+    gdask.wait_stats(stats)
+    assert stats["budget"] == 512 * 1024
+    assert stats["rounds"] > 3 and stats["spilled_bytes"] > 0, {k: v for k, v in stats.items() if k != "workers"}
+    # no round received more than a round's share (64 KiB a round from each rank), give or take a row
+    assert max(w["round_received_max"] for w in stats["workers"]) <= 64 * 1024 * 1.05
+    plain_out = gdask.shuffle(ddf, "k", nparts, backend=backend, client=client, memory_budget=0)
+    expect = dask.compute(*plain_out.to_delayed())
+    assert [len(p) for p in parts] == [len(p) for p in expect]
+    for got, exp in zip(parts, expect):
+        assert same_rows(to_arrow(got), to_arrow(exp))
+    assert dict(pd.concat(parts).dtypes) == dict(ddf.dtypes)
+    assert not any(_spill_folders(client).values()), "spill files outlived the output tasks that read them"
+
+
 def test_accessor_is_registered_through_dask_api(cluster, frames):
     client, backend, _n = cluster
     left, right = frames

@@ -87,6 +87,46 @@ def test_shuffle_pieces_more_buckets_than_ranks(mesh):
     assert same_rows(concat([p.to_arrow() for parts in res for p in parts]), concat(src))
 
 
+@pytest.mark.parametrize("buckets", [None, 5])
+def test_shuffle_in_rounds_under_a_memory_budget(mesh, buckets):
+    """Under a budget the exchange runs in rounds of at most budget / 8 bytes a rank (64 KiB at
+    the least), a heavy key making more rounds, not bigger ones; the result has the rows of the
+    one-shot shuffle, and with one round, in the same order."""
+    size = len(mesh)
+    cols = {f"c{i}": t for i, t in enumerate(DTYPES)}
+    inputs = [random_table(3000 + 500 * r, cols, nulls=True, seed=r, cardinality=40) for r in range(size)]
+    if size > 1:
+        inputs[0] = inputs[0].slice(0, 0)                   # a rank with nothing to send
+    heavy = pa.table({n: pa.concat_arrays([c.combine_chunks()] * 40) for n, c in zip(inputs[-1].column_names,
+                                                                                      inputs[-1].slice(0, 1).columns)})
+    inputs[-1] = pa.concat_tables([inputs[-1], heavy])      # one key's rows: a bucket gets many more
+    key = ["c3", "c11"]
+
+    def rank(r, budget):
+        stats = {}
+        t = gpuframe.from_arrow(inputs[r])
+        out = gd.shuffle_pieces([t.slice(0, 1000), t.slice(1000)], key, mesh[r], schema=t.schema, buckets=buckets,
+                                memory_budget=budget, stats=stats)
+        return [o.to_arrow() for o in out], stats
+
+    one_shot = run_ranks(lambda r: rank(r, 0), size)
+    rounds = run_ranks(lambda r: rank(r, "512KiB"), size)
+    assert len({s["rounds"] for _o, s in rounds}) == 1 and rounds[0][1]["rounds"] > 2
+    for (expect, _s), (got, stats) in zip(one_shot, rounds):
+        assert "rounds" not in _s
+        assert stats["round_received_max"] <= 64 * 1024 * 1.05 + 200
+        assert [g.num_rows for g in got] == [e.num_rows for e in expect]
+        for g, e in zip(got, expect):
+            assert same_rows(g, e)
+    # a budget that holds everything: one round, the one-shot order
+    whole = run_ranks(lambda r: rank(r, "1GiB"), size)
+    for (expect, _s), (got, stats) in zip(one_shot, whole):
+        assert stats["rounds"] == 1
+        assert all(g.equals(e) for g, e in zip(got, expect))
+    with pytest.raises(ValueError, match="memory_budget must be"):
+        gd.shuffle(gpuframe.from_arrow(inputs[0]), key, mesh[0], memory_budget="lots")
+
+
 # ------------------------------------------------------------------------------ merge
 @pytest.mark.parametrize("how", ["inner", "left", "right", "outer"])
 @pytest.mark.parametrize("nulls_equal", [False, True], ids=["nulls_differ", "nulls_equal"])
