@@ -6,7 +6,9 @@ buffers of everything sent to it, and (for several output buckets a rank) a copy
 buckets: about three times the data. :func:`shuffle_rounds` instead
 
 1. cuts its input into chunks of at most ``budget / ROUND_SHARE`` bytes and hash-partitions one
-   chunk at a time, only when the queues of rows waiting to go out run low;
+   chunk at a time, only when some destination has less than a round's share queued and the
+   partitioned copies still held (a copy is held until its last slice has gone out) are under
+   a round's worth, so at most two rounds' worth of copies however unevenly the keys fall;
 2. sends in rounds: in each, at most ``budget / (ROUND_SHARE * size)`` bytes to every rank, so
    that no rank receives more than ``budget / ROUND_SHARE`` bytes a round however the keys fall
    (a heavy key makes more rounds, not bigger ones). Every message says whether its sender has
@@ -16,16 +18,19 @@ buckets: about three times the data. :func:`shuffle_rounds` instead
    rounds in flight leave of the budget (:func:`keep_bytes`: the budget less five round sizes)
    and writes later rounds to Arrow IPC files, one per bucket.
 
-So the transient memory (chunk, its partitioned copy, the queues, one round's receive buffers
-and its bucket cut: about five round sizes, 5/8 of the budget) and the kept rows (the other 3/8)
-stay within the budget.
-Each bucket's rows come back by :meth:`BucketStore.take` (in round order, and within a round in
-rank order), once; ``gpuframe.dask.shuffle`` calls it in the output partition's task, so the
-outputs are read from disk one by one as Dask asks for them.
+So the transient memory (the converted chunk, up to two rounds' worth of partitioned copies,
+one round's receive buffers and their cut into buckets: five round sizes, 5/8 of the budget)
+and the kept rows (the other 3/8) stay within the budget. Bytes are row bytes: a dictionary
+column's dictionary (sent with every piece) is not counted. A round moves ``MIN_ROUND`` bytes
+at least, so budgets under ``8 * MIN_ROUND`` (512 KiB) behave as that much.
+Each bucket's rows come back by :meth:`BucketStore.read` (in round order, and within a round in
+rank order) and go with :meth:`BucketStore.drop`; ``gpuframe.dask.shuffle`` does both in the
+output partition's task, so the outputs are read from disk one by one as Dask asks for them.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shutil
 import tempfile
@@ -160,40 +165,50 @@ class BucketStore:
     def rows(self, bucket: int) -> int:
         return self._rows[bucket]
 
-    def take(self, bucket: int) -> Table:
-        """Bucket ``bucket``'s rows as one table (read back from disk where spilled); once.
-        Buckets may be taken from several threads at once (Dask's output tasks)."""
+    def read(self, bucket: int) -> Table:
+        """Bucket ``bucket``'s rows as one table (read back, memory-mapped, where spilled),
+        leaving the bucket in the store (:meth:`drop` it once its output is made, so that a
+        failure in between can read it again). Different buckets may be read from several
+        threads at once (Dask's output tasks)."""
         from .ops.select import concat
 
         with self._lock:
             if bucket not in self._pieces:
-                raise KeyError(f"bucket {bucket} is not in this store (it holds {sorted(self._pieces)}), or was taken")
-            pieces = self._pieces.pop(bucket)
-            path = self._files.pop(bucket, None)
-            source = None
-            if path is not None:
-                # memory-mapped, then unlinked: the batches read the page cache until released
-                source = pa.memory_map(path)
-                os.unlink(path)
-            last = not self._pieces
+                raise KeyError(f"bucket {bucket} is not in this store (it holds {sorted(self._pieces)}), or was dropped")
+            pieces = list(self._pieces[bucket])
+            path = self._files.get(bucket)
         tables: list[Table] = []
-        if source is not None:
+        if path is not None:
             from .interop.arrow_import import from_arrow
 
-            spilled = iter(list(pa.ipc.open_stream(source)))
+            # the batches read the page cache: no copy until the concatenation
+            spilled = iter(list(pa.ipc.open_stream(pa.memory_map(path))))
         for p in pieces:
             if isinstance(p, Table):
                 tables.append(p)
             else:
                 tables.append(from_arrow(pa.Table.from_batches([next(spilled)]), self.device))
         if not tables:
-            out = _empty(self.schema, self.device)
-        elif len(tables) == 1:
-            out = tables[0]
-        else:
-            out = concat(tables)
+            return _empty(self.schema, self.device)
+        return tables[0] if len(tables) == 1 else concat(tables)
+
+    def drop(self, bucket: int) -> None:
+        """Forget bucket ``bucket`` (its file goes; a memory-mapped read of it stays valid); the
+        last one closes the store."""
+        with self._lock:
+            self._pieces.pop(bucket, None)
+            path = self._files.pop(bucket, None)
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            last = not self._pieces
         if last:
             self.close()
+
+    def take(self, bucket: int) -> Table:
+        """:meth:`read`, then :meth:`drop`."""
+        out = self.read(bucket)
+        self.drop(bucket)
         return out
 
     def close(self) -> None:
@@ -210,13 +225,20 @@ def _empty(schema: pa.Schema, device: Any) -> Table:
     return from_arrow(schema.empty_table(), device)
 
 
+def data_bytes(table: Table) -> int:
+    """The bytes of ``table``'s rows: :attr:`Table.nbytes` without the dictionaries of dictionary
+    columns (a slice reports its whole dictionary; the wire sends it with every piece, outside
+    the budget's reckoning, which sizes rounds by rows)."""
+    return sum(c.nbytes - (c.dictionary.nbytes if c.dictionary is not None else 0) for c in table.columns)
+
+
 def chunks(tables: Iterable[Table], nbytes: int) -> Iterator[Table]:
     """Zero-copy row slices of ``tables`` of about ``nbytes`` bytes each (one row at least)."""
     for t in tables:
         n = t.num_rows
         if not n:
             continue
-        size = t.nbytes
+        size = data_bytes(t)
         if size <= nbytes:
             yield t
             continue
@@ -225,28 +247,42 @@ def chunks(tables: Iterable[Table], nbytes: int) -> Iterator[Table]:
             yield t.slice(start, step)
 
 
-def _take(queue: collections.deque, cap: int) -> tuple[list[Table], int]:
-    """Pop up to ``cap`` bytes of rows (one row at least) from the front of ``queue``."""
+class _Copy:
+    """A chunk's partitioned copy: its bytes stay held until every slice of it has been sent."""
+
+    __slots__ = ("nbytes", "slices")
+
+    def __init__(self, nbytes: int, slices: int) -> None:
+        self.nbytes, self.slices = nbytes, slices
+
+
+def _take(queue: collections.deque, cap: int) -> tuple[list[Table], int, list[_Copy]]:
+    """Pop up to ``cap`` bytes of rows (one row at least) from the front of ``queue`` (entries
+    ``(table, bytes, copy)``); the copies whose last slice went out are returned too."""
     out: list[Table] = []
+    done: list[_Copy] = []
     taken = 0
     while queue and taken < cap:
-        t, nb = queue[0]
+        t, nb, copy = queue[0]
         if taken + nb <= cap:
             queue.popleft()
             out.append(t)
             taken += nb
+            copy.slices -= 1
+            if not copy.slices:
+                done.append(copy)
             continue
         rows = (cap - taken) * t.num_rows // max(nb, 1)
         if not out:
             rows = max(rows, 1)
         if rows > 0:
             head = t.slice(0, rows)
-            hb = head.nbytes
-            queue[0] = (t.slice(rows), max(nb - hb, 0))
+            hb = data_bytes(head)
+            queue[0] = (t.slice(rows), max(nb - hb, 0), copy)
             out.append(head)
             taken += hb
         break
-    return out, taken
+    return out, taken, done
 
 
 def shuffle_rounds(sources: Iterable[Table], keys: Sequence[str], comm: Any, *, schema: pa.Schema, buckets: int,
@@ -258,8 +294,22 @@ def shuffle_rounds(sources: Iterable[Table], keys: Sequence[str], comm: Any, *, 
     Every rank calls it together with the same ``keys``, ``buckets``, ``seed`` and ``budget``
     (the per-round limits must agree for the receive bound to hold). ``stats`` gains
     ``partition_s``, ``exchange_s``, ``rounds``, ``spilled_bytes``, ``round_received_max`` (the
-    most bytes this rank received in one round) and the exchange's byte counts.
+    most bytes this rank received in one round) and the exchange's byte counts. A failure here
+    (a full disk, a peer lost) closes ``comm``, so that the peers fail at once instead of at
+    their timeout, and the store.
     """
+    try:
+        return _rounds(sources, keys, comm, schema=schema, buckets=buckets, seed=seed, budget=budget, store=store,
+                       tag=tag, timeout=timeout, device=device, stats=stats)
+    except BaseException:
+        store.close()
+        comm.close()
+        raise
+
+
+def _rounds(sources: Iterable[Table], keys: Sequence[str], comm: Any, *, schema: pa.Schema, buckets: int, seed: int,
+            budget: int, store: BucketStore, tag: Optional[int], timeout: Optional[float], device: Any,
+            stats: Optional[dict]) -> int:
     from .distributed import _split_owned, owned_buckets, route
 
     size = comm.size
@@ -268,6 +318,7 @@ def shuffle_rounds(sources: Iterable[Table], keys: Sequence[str], comm: Any, *, 
     lo, hi = owned_buckets(comm.rank, size, buckets)
     queues: list[collections.deque] = [collections.deque() for _ in range(size)]
     queued = [0] * size
+    held = 0            # bytes of the partitioned copies with a slice still queued or in flight
     source = chunks(sources, send_cap)
     exhausted = False
     rnd = 0
@@ -275,33 +326,42 @@ def shuffle_rounds(sources: Iterable[Table], keys: Sequence[str], comm: Any, *, 
     most = 0            # the most bytes received in a round
     while True:
         t0 = time.perf_counter()
-        # refill: a chunk at a time, while some destination has less than a round's share waiting
-        while not exhausted and sum(queued) < send_cap and any(q < per_dest for q in queued):
+        # refill, a chunk at a time, while some destination has less than a round's share waiting
+        # and the copies held stay under a round's worth: at most two rounds' worth of copies,
+        # however unevenly the keys fall
+        while not exhausted and held < send_cap and any(q < per_dest for q in queued):
             chunk = next(source, None)
             if chunk is None:
                 exhausted = True
                 break
-            for p, pieces in enumerate(route([chunk], keys, size, buckets=buckets, seed=seed)):
-                for t in pieces:
-                    nb = t.nbytes
-                    queues[p].append((t, nb))
+            routed = route([chunk], keys, size, buckets=buckets, seed=seed)
+            sizes = [[data_bytes(t) for t in pieces] for pieces in routed]
+            copy = _Copy(sum(map(sum, sizes)), sum(map(len, sizes)))
+            held += copy.nbytes
+            for p, (pieces, nbs) in enumerate(zip(routed, sizes)):
+                for t, nb in zip(pieces, nbs):
+                    queues[p].append((t, nb, copy))
                     queued[p] += nb
-            del chunk
+            del chunk, routed
         outgoing = []
+        sent: list[_Copy] = []
         for p in range(size):
-            tables, nb = _take(queues[p], per_dest)
+            tables, nb, done = _take(queues[p], per_dest)
             queued[p] -= nb
             outgoing.append(tables)
+            sent += done
         more = not exhausted or any(queues)
         t1 = time.perf_counter()
         pending = start_exchange(comm, outgoing, schema=schema, tag=_round_tag(tag, rnd), timeout=timeout,
                                  device=device, stats=stats, more=more)
         received = pending.result()
         del outgoing
+        held -= sum(c.nbytes for c in sent)     # their last slices have gone: the copies are free
         t2 = time.perf_counter()
-        most = max(most, received.nbytes)
+        got = data_bytes(received)
+        most = max(most, got)
         pieces = _split_owned(received, keys, comm, buckets, seed)
-        store.add_round(dict(zip(range(lo, hi), pieces)), received.nbytes)
+        store.add_round(dict(zip(range(lo, hi), pieces)), got)
         del received, pieces
         part_s += (t1 - t0) + (time.perf_counter() - t2)
         exch_s += t2 - t1

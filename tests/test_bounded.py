@@ -91,13 +91,68 @@ def test_chunks_and_take_cover_every_row_once():
     parts = list(chunks([t, t.slice(0, 0), t.slice(10, 5)], 3000))
     assert all(p.nbytes <= 3000 + 64 for p in parts) and len(parts) > 3
     assert sum(p.num_rows for p in parts) == 1005
-    queue = collections.deque((p, p.nbytes) for p in parts)
-    seen = []
+    copies = [_bounded._Copy(p.nbytes, 1) for p in parts]
+    queue = collections.deque((p, p.nbytes, c) for p, c in zip(parts, copies))
+    seen, freed = [], []
     while queue:
-        taken, nb = _bounded._take(queue, 700)
+        taken, nb, done = _bounded._take(queue, 700)
         assert taken and nb <= 700 + 64     # at least a row; a cap, give or take a row
         seen += [v for p in taken for v in p.to_arrow().column("k").to_pylist()]
+        freed += done
     assert seen == list(range(1000)) + list(range(10, 15))
+    assert freed == copies                  # each copy freed once, when its last rows went
+
+
+def test_row_bytes_leave_out_dictionaries():
+    # a slice reports its whole dictionary in nbytes: sizing rounds by it would send a row a round
+    big = pa.array([f"entry-{i:06d}" for i in range(50_000)]).dictionary_encode()
+    t = gpuframe.from_arrow(pa.table({"d": big, "v": np.arange(50_000)}))
+    few = t.slice(0, 10)
+    assert few.nbytes > 500_000
+    assert _bounded.data_bytes(few) == 10 * 4 + 10 * 8
+    assert sum(p.num_rows for p in chunks([t], 64 << 10)) == 50_000
+    assert len(list(chunks([t], 64 << 10))) <= 10
+
+
+def test_a_failed_read_leaves_the_bucket_for_a_retry(tmp_path, monkeypatch):
+    t = piece(30, 1)
+    store = BucketStore([0, 1], t.schema, CPU, memory=0, directory=str(tmp_path))
+    store.add_round({0: t, 1: t}, 2 * t.nbytes)
+    store.finish()
+
+    def broken(*_a, **_k):
+        raise MemoryError("no room to read it back")
+
+    monkeypatch.setattr(_bounded.pa, "memory_map", broken)
+    with pytest.raises(MemoryError):
+        store.read(0)
+    monkeypatch.undo()
+    assert values(store.read(0)) == values(t)       # still there
+    store.drop(0)
+    assert values(store.take(1)) == values(t)
+    assert not os.listdir(tmp_path)
+
+
+def test_a_failure_mid_rounds_closes_the_communicator_and_the_store(tmp_path):
+    class Comm:
+        rank, size, closed = 0, 1, False
+
+        def close(self):
+            self.closed = True
+
+    def sources():
+        yield piece(10, 1)
+        raise OSError("No space left on device")
+
+    t = piece(10, 1)
+    store = BucketStore([0], t.schema, CPU, memory=0, directory=str(tmp_path))
+    store.add_round({0: t}, t.nbytes)           # a spilled round already on disk
+    comm = Comm()
+    with pytest.raises(OSError, match="No space left"):
+        _bounded.shuffle_rounds(sources(), ["k"], comm, schema=t.schema, buckets=1, seed=0, budget=1 << 20,
+                                store=store)
+    assert comm.closed
+    assert not os.listdir(tmp_path), "the spill folder outlived the failed shuffle"
 
 
 def test_budget_settings():

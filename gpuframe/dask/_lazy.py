@@ -150,14 +150,23 @@ class Deferred:
         return self.store.rows(self.bucket)
 
     def load(self) -> Any:
+        """The partition (the bucket stays in the store until :meth:`release`)."""
         from . import _convert
 
-        return _convert.from_table(self.store.take(self.bucket), self.kind, self.meta)
+        return _convert.from_table(self.store.read(self.bucket), self.kind, self.meta)
+
+    def release(self) -> None:
+        self.store.drop(self.bucket)
 
 
 def _pop_output(key: tuple) -> Any:
-    piece = _OUTPUTS.pop(key, None)
-    return piece.load() if isinstance(piece, Deferred) else piece
+    piece = _OUTPUTS.get(key)
+    if isinstance(piece, Deferred):
+        out = piece.load()        # a failure here (memory, disk) leaves the piece for a retry
+        if _OUTPUTS.pop(key, None) is not None:
+            piece.release()
+        return out
+    return _OUTPUTS.pop(key, None)
 
 
 def _drop_outputs(name: str, attempt: str) -> int:

@@ -117,7 +117,8 @@ def _shuffle_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]
     tables = [_convert.to_table(p, spec["kind"], schema) for p in parts]
     stats["convert_s"] = time.perf_counter() - t0
     out = shuffle_pieces(tables, spec["on"], comm, schema=schema, buckets=spec["buckets"], seed=spec["seed"],
-                         tag=tag, timeout=spec["timeout"], device=_device(tables, spec["kind"]), stats=stats)
+                         tag=tag, timeout=spec["timeout"], device=_device(tables, spec["kind"]), stats=stats,
+                         memory_budget=0)
     t1 = time.perf_counter()
     out_parts = [_convert.from_table(t, spec["kind"], spec["meta"]) for t in out]
     stats["convert_s"] += time.perf_counter() - t1
@@ -128,45 +129,54 @@ def _shuffle_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]
 def _bounded_shuffle_body(comm: Any, tag: int, spec: dict, parts: list, layout: dict, schema: Any,
                           stats: dict) -> dict:
     """The shuffle under ``layout["budget"]`` bytes (:mod:`gpuframe._bounded`): the input
-    partitions converted a slice at a time and let go once sent, the exchange in rounds, the
-    received rows past what the rounds leave of the budget spilled to the worker's local
-    directory; every output
-    partition is converted (and read back from disk) only when its output task asks for it."""
+    partitions converted a slice at a time (the task drops its reference to each once its rows
+    are sent), the exchange in rounds, the received rows past what the rounds leave of the
+    budget spilled to the worker's local directory; every output partition is converted (and
+    read back from disk) only when its output task asks for it."""
+    import itertools
     import os
 
     from distributed import get_worker
 
-    from gpuframe._bounded import BucketStore, keep_bytes, round_bytes, shuffle_rounds
+    from gpuframe._bounded import BucketStore, data_bytes, keep_bytes, round_bytes, shuffle_rounds
     from gpuframe.distributed import owned_buckets
 
     kind = spec["kind"]
     budget = int(layout["budget"])
     cap = round_bytes(budget)
     stats["convert_s"] = 0.0
-    device = _device([], kind)
+
+    def convert(df: Any) -> Any:
+        t0 = time.perf_counter()
+        table = _convert.to_table(df, kind, schema)
+        stats["convert_s"] += time.perf_counter() - t0
+        return table
 
     def sources() -> Any:
         while parts:
-            df = parts.pop(0)           # the task's last reference: freed once its rows are sent
+            df = parts.pop(0)
             n = len(df)
-            if not n:
-                continue
-            t0 = time.perf_counter()
-            probe = _convert.to_table(df.iloc[:min(n, 4096)], kind, schema)
-            step = max(1, cap * probe.num_rows // max(probe.nbytes, 1))
-            stats["convert_s"] += time.perf_counter() - t0
-            for start in range(0, n, step):
-                t0 = time.perf_counter()
-                table = _convert.to_table(df.iloc[start:start + step], kind, schema)
-                stats["convert_s"] += time.perf_counter() - t0
+            start, step = 0, min(n, 4096)
+            while start < n:
+                table = convert(df.iloc[start:start + step])
+                start += step
                 yield table
+                # the next slice's rows from this one's size (strings vary along a partition),
+                # growing at most fourfold a slice
+                per_row = max(data_bytes(table) // max(table.num_rows, 1), 1)
+                step = max(1, min(cap // per_row, 4 * step))
+                del table
             del df
 
+    gen = sources()
+    first = next(gen, None)          # the device of the converted partitions
+    device = first.device if first is not None else _device([], kind)
     lo, hi = owned_buckets(comm.rank, comm.size, spec["buckets"])
     store = BucketStore(range(lo, hi), schema, device, memory=keep_bytes(budget),
                         directory=os.path.join(get_worker().local_directory, "gpuframe-spill"))
-    shuffle_rounds(sources(), spec["on"], comm, schema=schema, buckets=spec["buckets"], seed=spec["seed"],
-                   budget=budget, store=store, tag=tag, timeout=spec["timeout"], device=device, stats=stats)
+    shuffle_rounds(itertools.chain([first] if first is not None else [], gen), spec["on"], comm, schema=schema,
+                   buckets=spec["buckets"], seed=spec["seed"], budget=budget, store=store, tag=tag,
+                   timeout=spec["timeout"], device=device, stats=stats)
     stats["budget"] = budget
     out_parts = [_lazy.Deferred(store, b, kind, spec["meta"]) for b in range(lo, hi)]
     stats["rows_out"] = sum(len(p) for p in out_parts)
