@@ -13,6 +13,9 @@
 6. Train a small model for a few steps and print the loss falling.
 7. Print the time of each stage, and the same pipeline with pandas for comparison (the two
    pipelines' features are compared value by value).
+8. The same pipeline with gpuframe in this one process (``gpuframe.read_parquet``,
+   ``gpuframe.merge``, the features, ``to_torch``), against the same pandas run: what the
+   kernels do without the cluster's overheads (its features are checked against pandas' too).
 
 The temporary folder and the cluster are removed on the way out, also on an error or Ctrl-C.
 """
@@ -435,12 +438,7 @@ def _gpuframe_pipeline(data: DataSet, client: Any, device: Device, protocol: str
     if table.num_rows != data.rows:
         raise AssertionError(f"the inner joins should keep all {data.rows:,} events, got {table.num_rows:,} rows")
     with t.stage("features"):
-        xp = _xp(device)
-        cols = {name: table[name].values() for name in FEATURE_INPUTS if name not in ("event_id", LABEL)}
-        cols[LABEL] = table[LABEL].bool_bytes()
-        feats = build_features(cols, xp)
-        feats["event_id"] = xp.ascontiguousarray(table["event_id"].values())
-        return _table_from_arrays(feats, device)
+        return _features_table(table, device)
 
 
 def _pandas_pipeline(data: DataSet, t: Timings) -> tuple[Any, dict]:
@@ -465,6 +463,44 @@ def _pandas_pipeline(data: DataSet, t: Timings) -> tuple[Any, dict]:
         codes = torch.from_numpy(fdf[CODE_FEATURES].to_numpy())
         y = torch.from_numpy(fdf[LABEL].to_numpy())
     return df["event_id"].to_numpy(), {"x": x, "codes": codes, "y": y, **feats}
+
+
+def _features_table(table: Any, device: Device) -> Any:
+    """The feature columns (and ``event_id``) of the joined ``table``, as a Table on ``device``."""
+    xp = _xp(device)
+    cols = {name: table[name].values() for name in FEATURE_INPUTS if name not in ("event_id", LABEL)}
+    cols[LABEL] = table[LABEL].bool_bytes()
+    feats = build_features(cols, xp)
+    feats["event_id"] = xp.ascontiguousarray(table["event_id"].values())
+    return _table_from_arrays(feats, device)
+
+
+def _single_process_pipeline(data: DataSet, device: Device, t: Timings) -> Any:
+    """Read -> gpuframe.merge -> features -> tensors in this process (no Dask), after one untimed
+    warm-up run (numba loads the kernels from its cache, or compiles them). Returns the features."""
+    import gpuframe
+
+    def once(t: Timings) -> tuple[Any, dict]:
+        with t.stage("read Parquet"):
+            events = gpuframe.read_parquet(data.events, columns=["event_id", "user_id", "item_id", "ts", "dwell_s",
+                                                                 LABEL], device=device)
+            users, items = dimension_codes(pq.read_table(data.users), pq.read_table(data.items))
+            users, items = gpuframe.from_arrow(users, device), gpuframe.from_arrow(items, device)
+        with t.stage("join"):
+            joined = gpuframe.merge(gpuframe.merge(events, users, on="user_id"), items, on="item_id")
+        with t.stage("features"):
+            ftable = _features_table(joined, device)
+        with t.stage("hand-off to PyTorch"):
+            tensors = ftable.to_torch()
+        return ftable, tensors
+
+    with t.stage("warm up (imports, JIT)"):
+        once(Timings())               # its stages untimed (and no second live display)
+    ftable, tensors = once(t)
+    _check_zero_copy(ftable, tensors)
+    if ftable.num_rows != data.rows:
+        raise AssertionError(f"the inner joins should keep all {data.rows:,} events, got {ftable.num_rows:,} rows")
+    return ftable
 
 
 def _compare(gf_table: Any, pd_event_ids: np.ndarray, pd_feats: dict) -> None:
@@ -615,15 +651,23 @@ def run_demo(rows: Optional[int] = None, workers: int = 2, device: Optional[str]
         _compare(ftable, pd_ids, pd_feats)
         say("gpuframe's features equal pandas' (rows matched by event_id)")
 
-        con.print(_timing_table(t, tp, f"gpuframe ({dev}, {workers} workers, {used})", RichTable))
-        gf_etl, pd_etl = t.total(ETL_STAGES), tp.total(ETL_STAGES)
-        ratio = pd_etl / gf_etl if gf_etl > 0 else math.inf
-        con.print(f"read -> join -> features -> tensors: gpuframe {gf_etl:.2f} s, pandas {pd_etl:.2f} s "
-                  f"(gpuframe takes {1 / ratio:.2f}x pandas' time)" if ratio < 1 else
-                  f"read -> join -> features -> tensors: gpuframe {gf_etl:.2f} s, pandas {pd_etl:.2f} s "
-                  f"({ratio:.2f}x faster than pandas)", soft_wrap=True)
+        head("7. the same pipeline with gpuframe in this one process (no Dask)")
+        ts = Timings(spinner=(lambda text: con.status(f"gpuframe, one process: {text}")) if spinner else None)
+        single = _single_process_pipeline(data, dev, ts)
+        _compare(single, pd_ids, pd_feats)
+        say("gpuframe's features (one process) equal pandas' too; its tensors share its memory as well")
+
+        con.print(_timing_table(t, tp, f"gpuframe ({dev}, {workers} workers, {used})", RichTable, ts))
+        pd_etl = tp.total(ETL_STAGES)
+        for what, timings in ((f"gpuframe.dask ({workers} workers)", t), ("gpuframe, one process", ts)):
+            gf_etl = timings.total(ETL_STAGES)
+            ratio = pd_etl / gf_etl if gf_etl > 0 else math.inf
+            con.print(f"read -> join -> features -> tensors: {what} {gf_etl:.2f} s, pandas {pd_etl:.2f} s "
+                      + (f"({what} takes {1 / ratio:.2f}x pandas' time)" if ratio < 1 else
+                         f"({ratio:.2f}x faster than pandas)"), soft_wrap=True)
         summary["timings"] = dict(t.stages)
         summary["pandas_timings"] = dict(tp.stages)
+        summary["single_process_timings"] = dict(ts.stages)
     finally:
         if keep:
             summary["data_dir"] = root
@@ -648,14 +692,23 @@ def _check_zero_copy(ftable: Any, tensors: dict[str, Any]) -> bool:
     return True
 
 
-def _timing_table(t: Timings, tp: Timings, title: str, table_cls: Any) -> Any:
+def _timing_table(t: Timings, tp: Timings, title: str, table_cls: Any, ts: Optional[Timings] = None) -> Any:
+    """Seconds per stage: the Dask pipeline, pandas and (``ts``) gpuframe in one process."""
+    ts = ts or Timings()
     rt = table_cls(title="time per stage (seconds)", title_justify="left")
     rt.add_column("stage")
     rt.add_column(title, justify="right")
+    rt.add_column("gpuframe, one process", justify="right")
     rt.add_column("pandas", justify="right")
+
+    def cell(timings: Timings, name: str) -> str:
+        return f"{timings.stages[name]:.2f}" if name in timings.stages else ""
+
     for name, secs in t.stages.items():
-        rt.add_row(name, f"{secs:.2f}", f"{tp.stages[name]:.2f}" if name in tp.stages else "")
-        if name == "join + collect to client" and "join" in tp.stages:   # pandas joins in its own memory
-            rt.add_row("  (pandas: join)", "", f"{tp.stages['join']:.2f}")
-    rt.add_row("[bold]read -> tensors[/]", f"[bold]{t.total(ETL_STAGES):.2f}[/]", f"[bold]{tp.total(ETL_STAGES):.2f}[/]")
+        one = cell(ts, "warm up (imports, JIT)") if name.startswith("warm up") else cell(ts, name)
+        rt.add_row(name, f"{secs:.2f}", one, cell(tp, name))
+        if name == "join + collect to client" and "join" in tp.stages:   # joins in the process's own memory
+            rt.add_row("  (in one process: join)", "", cell(ts, "join"), cell(tp, "join"))
+    rt.add_row("[bold]read -> tensors[/]", f"[bold]{t.total(ETL_STAGES):.2f}[/]",
+               f"[bold]{ts.total(ETL_STAGES):.2f}[/]" if ts.stages else "", f"[bold]{tp.total(ETL_STAGES):.2f}[/]")
     return rt

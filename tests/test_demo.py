@@ -148,5 +148,10 @@ def test_demo_tiny_end_to_end(tmp_path, monkeypatch):
                   "join + collect to client", "features", "hand-off to PyTorch", "train (20 steps)"):
         assert stage in summary["timings"]
     assert "join" in summary["pandas_timings"]
+    # the same pipeline with gpuframe in one process, checked against pandas too
+    assert "gpuframe's features (one process) equal pandas' too" in out
+    assert set(summary["single_process_timings"]) >= {"warm up (imports, JIT)", "read Parquet", "join", "features",
+                                                      "hand-off to PyTorch"}
+    assert "gpuframe, one process" in out and out.count("read -> join -> features -> tensors:") == 2
     assert summary["data_dir"] is None
     assert os.listdir(tmp_path) == []  # the temporary folder is gone
