@@ -62,7 +62,7 @@ for i in "${!lanes[@]}"; do
       simA=(tests/cudasim/test_transfers_sim.py tests/cudasim/test_exchange_device_sim.py
             tests/cudasim/test_gpu_scripts_sim.py tests/cudasim/test_keyprep_sim.py
             tests/cudasim/test_core_review_sim.py tests/cudasim/test_validation_sim.py
-            tests/cudasim/test_interop_sim.py
+            tests/cudasim/test_interop_sim.py tests/cudasim/test_partition_sim.py tests/cudasim/test_groups_sim.py
             tests/cudasim/test_join_table_sim.py tests/cudasim/test_streams_sim.py)
       simB=()
       for f in tests/cudasim/test_*.py; do
