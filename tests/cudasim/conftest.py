@@ -1,6 +1,7 @@
 """Under ``GPUFRAME_RECORD_LAUNCHES=FILE`` (set by ``ci/test.sh`` for the ptx lane), record the
 argument types of every kernel launch the simulator runs, and write them to FILE as JSON at the
-end of the session: ``ci/ptx_lane.py`` compiles each recorded signature with the real NVVM."""
+end of the session (under pytest-xdist, each worker to ``FILE.<worker id>``): ``ci/ptx_lane.py``
+compiles each recorded signature with the real NVVM."""
 from __future__ import annotations
 
 import json
@@ -39,6 +40,11 @@ def pytest_configure(config):
     path = os.environ.get("GPUFRAME_RECORD_LAUNCHES")
     if not path:
         return
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        path = f"{path}.{worker}"          # each pytest-xdist worker its own file; ci/test.sh merges them
+    elif getattr(config.option, "numprocesses", None):
+        return                             # the xdist controller runs no test: nothing to record
     from gpuframe.core.device import cudasim_enabled
 
     if not cudasim_enabled():
