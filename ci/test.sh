@@ -49,7 +49,7 @@ lane_cudasim() {
   NUMBA_ENABLE_CUDASIM=1 GPUFRAME_RECORD_LAUNCHES="$launches" \
     python -m pytest -q -p no:cacheprovider -n 2 --dist worksteal tests/cudasim || rc=$?
   if [ $rc -eq 5 ]; then echo "lane cudasim collected no tests: failing"; fi
-  python - "$launches" "$launches".gw* <<'PY' || rc=${rc/#0/1}
+  python - "$launches" "$launches".gw* <<'PY' || { [ $rc -ne 0 ] || rc=1; }
 import json, os, sys
 out, parts = sys.argv[1], sys.argv[2:]
 merged = {}

@@ -114,7 +114,6 @@ class BucketStore:
         self._rows = {b: 0 for b in self._pieces}
         self._writers: dict[int, tuple[Any, Any, int]] = {}   # bucket -> (file, writer, batches)
         self._files: dict[int, str] = {}
-        self.rounds = 0
         self.kept_bytes = 0          # kept in memory (until taken)
         self.spilled_bytes = 0       # written to disk (Arrow IPC bytes)
         self.spilled_rounds = 0
@@ -122,7 +121,6 @@ class BucketStore:
     # ------------------------------------------------------------------ filling
     def add_round(self, pieces: dict[int, Table], nbytes: int) -> None:
         """One round's rows, cut into buckets (``pieces[b]``); ``nbytes``: the memory they hold."""
-        self.rounds += 1
         if self._memory is None or self._parent is None or self.kept_bytes + nbytes <= self._memory:
             for b, t in pieces.items():
                 if t.num_rows:

@@ -482,8 +482,7 @@ def _single_process_pipeline(data: DataSet, device: Device, t: Timings) -> Any:
 
     def once(t: Timings) -> tuple[Any, dict]:
         with t.stage("read Parquet"):
-            events = gpuframe.read_parquet(data.events, columns=["event_id", "user_id", "item_id", "ts", "dwell_s",
-                                                                 LABEL], device=device)
+            events = gpuframe.read_parquet(data.events, device=device)
             users, items = dimension_codes(pq.read_table(data.users), pq.read_table(data.items))
             users, items = gpuframe.from_arrow(users, device), gpuframe.from_arrow(items, device)
         with t.stage("join"):
