@@ -15,23 +15,34 @@ file for :class:`LockedCacheFile`, which holds an exclusive ``flock`` on ``<inde
 it reads and rewrites the index and writes the data file, and a shared one while it reads them:
 a reader sees an index and data files written by one writer, and no writer loses another's
 entry. Where locking is impossible (no ``fcntl``, a read-only cache folder) it behaves as numba.
+
+Processes on one machine that start on a cold cache also compile the same kernels, each its own
+copy: :func:`share_compiles` has one of them compile each signature and the others load it.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import numba
+from numba.core import sigutils
 from numba.core.caching import IndexDataCacheFile
+from numba.core.dispatcher import Dispatcher
 
 try:
     import fcntl as _fcntl
 except ImportError:  # pragma: no cover - Windows: numba's own behaviour
     _fcntl = None
 
-__all__ = ["LockedCacheFile", "njit", "harden_cache"]
+__all__ = ["LockedCacheFile", "njit", "harden_cache", "share_compiles", "shared_compiles"]
+
+_WAIT_S = 180.0      # longest wait for a signature another process claimed; then it compiles here
+_POLL_S = 0.02
 
 
 @contextlib.contextmanager
@@ -88,3 +99,85 @@ def njit(*args: Any, **options: Any) -> Any:
         return harden_cache(numba.njit(*args, **options))
     decorate = numba.njit(*args, **options)
     return lambda func: harden_cache(decorate(func))
+
+
+
+
+def share_compiles(folder: str) -> None:
+    """Share this process's numba compiles with the other processes that call this with the same
+    ``folder`` (and the same numba cache): of a kernel signature several of them need, the first
+    to create ``<key>.claim`` in ``folder`` compiles it (numba saves it in its cache) and then
+    creates ``<key>.done``; the others wait for ``.done`` and let numba load it from the cache
+    (compiling it themselves if loading fails, or after ``_WAIT_S`` seconds). Only compiles
+    called from Python are shared (a kernel's callees compile inside it).
+
+    ``gpuframe compile`` uses it, and so does every process whose environment names a folder in
+    ``GPUFRAME_COMPILE_CLAIMS`` when it first imports a kernel (the test lanes; the workers of a
+    Dask cluster starting on a cold cache). A claim left by a process that died while compiling
+    holds the others up to ``_WAIT_S`` seconds: give each group of processes a fresh folder.
+    Once a process, one folder."""
+    # the state hangs on the patched method, not on this module: it can be imported under two
+    # names (gpuframe.kernels.jit_cache and cuda_kernels.jit_cache), and two patches, one inside
+    # the other, would wait for their own claims
+    installed = getattr(Dispatcher.compile, "_gpuframe_claims", None)
+    if installed is not None:
+        if installed["folder"] != folder:
+            raise RuntimeError(f"share_compiles: already sharing through {installed['folder']!r}, "
+                               f"asked for {folder!r}")
+        return
+    os.makedirs(folder, exist_ok=True)
+    original = Dispatcher.compile
+    local = threading.local()
+    state = {"folder": folder, "compiled": 0, "loaded": 0}
+
+    def compile(disp: Any, sig: Any) -> Any:
+        depth = getattr(local, "depth", 0)
+        cache = getattr(disp, "_cache", None)
+        if depth or cache is None or type(cache).__name__ == "NullCache":
+            return original(disp, sig)
+        args, _ = sigutils.normalize_signature(sig)
+        if args in disp.overloads:
+            return original(disp, sig)
+        fn = disp.py_func
+        where = getattr(getattr(cache, "_cache_file", None), "_index_path", "")
+        text = f"{where}:{fn.__module__}.{fn.__qualname__}:{args!r}"
+        path = os.path.join(folder, hashlib.sha256(text.encode()).hexdigest()[:32])
+        mine = _create(path + ".claim")
+        if not mine:
+            _wait_for(path + ".done")
+        local.depth = depth + 1
+        try:
+            return original(disp, sig)
+        finally:
+            local.depth = depth
+            state["compiled" if mine else "loaded"] += 1
+            if mine:   # also when compiling failed: the others then fail as this one did
+                _create(path + ".done")
+
+    compile._gpuframe_claims = state  # type: ignore[attr-defined]
+    Dispatcher.compile = compile
+
+
+def _create(path: str) -> bool:
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _wait_for(path: str) -> None:
+    end = time.monotonic() + _WAIT_S
+    while not os.path.exists(path) and time.monotonic() < end:
+        time.sleep(_POLL_S)
+
+
+def shared_compiles() -> dict[str, int]:
+    """Signatures this process compiled under :func:`share_compiles` (``compiled``) and loaded
+    after another process compiled them (``loaded``)."""
+    state = getattr(Dispatcher.compile, "_gpuframe_claims", None) or {}
+    return {"compiled": state.get("compiled", 0), "loaded": state.get("loaded", 0)}
+
+
+if os.environ.get("GPUFRAME_COMPILE_CLAIMS"):
+    share_compiles(os.environ["GPUFRAME_COMPILE_CLAIMS"])

@@ -65,7 +65,7 @@ def test_version(capsys):
 
 # ------------------------------------------------------------------------------ usage errors: one line, exit 2
 @pytest.mark.parametrize("argv, message", [
-    ([], "gpuframe: error: choose a command: info, bench or demo (see 'gpuframe --help')"),
+    ([], "gpuframe: error: choose a command: info, bench, demo or compile (see 'gpuframe --help')"),
     (["bench"], "gpuframe: error: choose a benchmark or 'report' (see 'gpuframe bench --help')"),
     (["frobnicate"], "gpuframe: error: argument <command>: invalid choice: 'frobnicate'"),
     (["bench", "join", "--rows", "banana"], "gpuframe: error: argument --rows: rows must be an int, a size like"),

@@ -95,3 +95,84 @@ def test_every_cached_kernel_has_the_locked_cache():
                 assert isinstance(cache_file, LockedCacheFile), f"{module.__name__}.{name}"
                 hardened.append(name)
     assert len(hardened) > 40, hardened  # the join, partition, sort, group, gather and hash drivers
+
+
+SHARED_TOY = '''
+from cuda_kernels.jit_cache import njit
+
+@njit(cache=True)
+def times_two(x):
+    return x * 2
+
+@njit(cache=True)
+def no_strings(x):
+    return x - 1
+'''
+
+
+def _share_one(folder, barrier, q):
+    # GPUFRAME_COMPILE_CLAIMS (inherited) has the kernel import install the sharing
+    sys.path.insert(0, folder)
+    import toy_shared_jit
+    from cuda_kernels.jit_cache import shared_compiles
+
+    barrier.wait()
+    got = [float(toy_shared_jit.times_two(np.int64(3))), float(toy_shared_jit.times_two(np.float64(1.5)))]
+    t0 = time.monotonic()
+    try:
+        toy_shared_jit.no_strings("a")
+        failed = ""
+    except Exception as exc:  # noqa: BLE001 - the typing error every process must see
+        failed = type(exc).__name__
+    q.put((got, shared_compiles(), failed, time.monotonic() - t0))
+
+
+@pytest.mark.timeout(180)
+def test_processes_sharing_compiles_compile_each_signature_once(tmp_path, monkeypatch):
+    (tmp_path / "toy_shared_jit.py").write_text(SHARED_TOY)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GPUFRAME_COMPILE_CLAIMS", str(tmp_path / "claims"))
+    ctx = mp.get_context("spawn")
+    n = 3
+    barrier, q = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_share_one, args=(str(tmp_path), barrier, q)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    out = [q.get(timeout=150) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0] * n
+    assert [o[0] for o in out] == [[6.0, 3.0]] * n
+    # three signatures (two that compile, one that fails typing), each compiled by one process
+    assert sum(o[1]["compiled"] for o in out) == 3
+    assert sum(o[1]["loaded"] for o in out) == 3 * (n - 1)
+    # a compile that fails releases its claim: every process fails the same way, none waits it out
+    assert {o[2] for o in out} == {"TypingError"}
+    assert max(o[3] for o in out) < 60
+
+
+def _share_under_both_names(folder, q):
+    import cuda_kernels.jit_cache as one
+    import gpuframe.kernels.jit_cache as other
+
+    assert one is not other  # the package-dir mapping: two module objects, one source
+    one.share_compiles(folder + "/claims")
+    other.share_compiles(folder + "/claims")
+    sys.path.insert(0, folder)
+    import toy_shared_jit
+
+    q.put((float(toy_shared_jit.times_two(np.int64(4))), one.shared_compiles(), other.shared_compiles()))
+
+
+@pytest.mark.timeout(120)
+def test_sharing_installed_under_both_module_names_compiles_once(tmp_path, monkeypatch):
+    (tmp_path / "toy_shared_jit.py").write_text(SHARED_TOY)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("GPUFRAME_COMPILE_CLAIMS", raising=False)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_share_under_both_names, args=(str(tmp_path), q))
+    p.start()
+    got, one, other = q.get(timeout=100)   # a second patch inside the first would wait on its own claim
+    p.join(30)
+    assert got == 8.0 and one == other == {"compiled": 1, "loaded": 0}

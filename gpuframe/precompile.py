@@ -1,0 +1,270 @@
+"""Compile the CPU kernels into numba's on-disk cache ahead of their first use (``gpuframe compile``).
+
+Every CPU kernel is ``cache=True``: compiled once per machine, then loaded in about a
+millisecond. The first use on a fresh machine pays the compile, 15-25 s on 2 cores for the
+first join alone. :func:`compile_kernels` pays it at install time instead (``ci/env.sh`` runs it
+after installing), for every kernel the library's operations reach: it runs a fixed list of small
+jobs (every operation, every stored type, the sizes that pick each kernel path) in several
+processes at once, each walking the jobs from a different place, and a kernel signature one
+process claims is compiled there only: the others wait for it to reach the cache and load it.
+A kernel or type the jobs miss still compiles on first use, as before.
+
+It only fills a cache: nothing it does changes a result, and with a warm cache it takes as long
+as the jobs' imports and runs (a few seconds).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Optional
+
+from .kernels.jit_cache import share_compiles, shared_compiles
+
+__all__ = ["JOBS", "compile_kernels", "run_jobs"]
+
+
+
+# --------------------------------------------------------------------------- the jobs
+def _np():
+    import numpy as np
+    return np
+
+
+def _numbers(n: int, seed: int, nulls: bool = True) -> Any:
+    """A pyarrow table of ``n`` rows: every fixed-width stored type, with nulls (``nulls``)."""
+    import pyarrow as pa
+    np = _np()
+    rng = np.random.default_rng(seed)
+    k = rng.integers(0, max(n // 3, 1), n)
+    mask = (rng.random(n) < 0.1) if nulls else None
+    cols = {}
+    for t in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"):
+        cols[t] = pa.array((k % min(np.iinfo(t).max, 1 << 40)).astype(t), mask=mask)
+    cols["float32"] = pa.array((k * 0.5).astype("float32"), mask=mask)
+    cols["float64"] = pa.array(k * 0.25, mask=mask)
+    cols["bool"] = pa.array(k % 2 == 0, mask=mask)
+    cols["date32"] = pa.array(k.astype("int32"), mask=mask).view(pa.date32())
+    cols["timestamp"] = pa.array(k.astype("int64"), mask=mask).view(pa.timestamp("us"))
+    cols["key"] = pa.array(k, mask=mask)
+    return pa.table(cols)
+
+
+def _strings(n: int, seed: int, nulls: bool = True) -> Any:
+    """A pyarrow table of ``n`` rows with string, large_string and dictionary columns and an
+    int64 key."""
+    import pyarrow as pa
+    np = _np()
+    rng = np.random.default_rng(seed)
+    k = rng.integers(0, max(n // 3, 1), n)
+    mask = (rng.random(n) < 0.1) if nulls else None
+    words = np.array([f"w{i}é" if i % 7 else f"long-key-{i:012d}" for i in range(max(n // 3, 1))], dtype=object)
+    s = pa.array(words[k], pa.string(), mask=mask)
+    return pa.table({"s": s, "ls": s.cast(pa.large_string()), "d": s.dictionary_encode(),
+                     "key": pa.array(k, mask=mask), "v": pa.array(rng.random(n))})
+
+
+# a small table (the serial and in-cache paths) and one past every size switch of the CPU backend
+# (parallel kernels, a partitioned join build, radix sort passes)
+SIZES = (2_000, 300_000)
+
+
+def job_join_int(sizes: tuple[int, int]) -> None:
+    import gpuframe
+    small, big = sizes
+    for n in (small, big):
+        left = gpuframe.from_arrow(_numbers(n, 1))
+        right = gpuframe.from_arrow(_numbers(n // 2 + 1, 2).select(["key", "float64", "int32"]))
+        for how in ("inner", "left", "right", "outer", "semi", "anti"):
+            gpuframe.merge(left, right, on="key", how=how)
+        unique_right = gpuframe.from_arrow(_numbers(n, 3, nulls=False).select(["key", "int16"]))
+        unique_right = gpuframe.unique(unique_right, "key")
+        for how in ("inner", "left", "outer"):
+            gpuframe.merge(left, unique_right, on="key", how=how)
+        if n == small:   # a null key matches every null key: quadratic in the nulls
+            gpuframe.merge(left, right, on="key", nulls_equal=True)
+        gpuframe.join_indices(left, right, on="key")
+        gpuframe.join_size(left, right, on="key")
+
+
+def job_join_keys(sizes: tuple[int, int]) -> None:
+    import gpuframe
+    small, big = sizes
+    for n in (small, big):
+        nums = gpuframe.from_arrow(_numbers(n, 4))
+        other = gpuframe.from_arrow(_numbers(n // 2 + 1, 5))
+        narrow = ("int8", "bool") if n == small else ()   # few values: quadratic joins at the large size
+        for key in narrow + ("int16", "int32", "uint64", "float32", "float64", "date32", "timestamp"):
+            gpuframe.merge(nums.select([key, "key"]), other.select([key, "float64"]) if key != "float64"
+                           else other.select([key, "int8"]), on=key)
+        gpuframe.merge(nums, other.select(["int32", "key", "uint8"]), on=["key", "int32"], suffixes=("_l", "_r"))
+        strs = gpuframe.from_arrow(_strings(n, 6))
+        sother = gpuframe.from_arrow(_strings(n // 2 + 1, 7))
+        for key in ("s", "ls", "d"):
+            for how in ("inner", "left", "outer"):
+                gpuframe.merge(strs, sother.select([key, "v"]), on=key, how=how, suffixes=("_l", "_r"))
+        gpuframe.merge(strs, sother.select(["s", "key", "ls"]), on=["s", "key"], how="left")
+        gpuframe.merge(strs, sother.select(["key", "s", "d"]), on="key")
+    tiny = gpuframe.from_arrow(_numbers(50, 8))
+    gpuframe.merge(tiny.select(["key", "int8"]), tiny.select(["int16", "float64"]), how="cross")
+
+
+def job_partition(sizes: tuple[int, int]) -> None:
+    import gpuframe
+    small, big = sizes
+    for n in (small, big):
+        nums = gpuframe.from_arrow(_numbers(n, 9))
+        strs = gpuframe.from_arrow(_strings(n, 10))
+        # Arrow's buffers are read-only to numba, pandas' writable: kernels compile for each
+        pandas_nums = gpuframe.from_pandas(nums.to_pandas())
+        for parts in (2, 7, 64, 300):
+            for t in (nums, pandas_nums):
+                gpuframe.hash_partition(t, "key", parts)
+                gpuframe.hash_partition(t, ["key", "int32"], parts)
+            gpuframe.hash_partition(strs, "s", parts)
+            gpuframe.hash_partition(strs, ["key", "d"], parts)
+        for key in nums.column_names:
+            gpuframe.hash_partition(nums, key, 8)
+            gpuframe.hash_partition(pandas_nums, key, 8)
+        gpuframe.take(nums, _np().arange(0, n, 3))
+        gpuframe.take(strs, _np().arange(n - 1, -1, -2))
+
+
+def job_sort(sizes: tuple[int, int]) -> None:
+    import gpuframe
+    small, big = sizes
+    for n in (small, big):
+        nums = gpuframe.from_arrow(_numbers(n, 11))
+        strs = gpuframe.from_arrow(_strings(n, 12))
+        for key in nums.column_names:
+            gpuframe.sort(nums, key)
+        gpuframe.sort(nums, "int64", descending=True, nulls_last=False)
+        gpuframe.sort(nums, ["int32", "float64"], descending=[False, True])
+        for key in ("s", "ls", "d"):
+            gpuframe.sort(strs, key)
+        gpuframe.sort(strs, ["s", "key"], descending=[True, False])
+        gpuframe.sort_indices(nums, ["key", "uint8"])
+
+
+def job_groupby(sizes: tuple[int, int]) -> None:
+    import gpuframe
+    from gpuframe.ops.groupby import OPS
+    small, big = sizes
+    for n in (small, big):
+        nums = gpuframe.from_arrow(_numbers(n, 13))
+        for values in ("int64", "int32", "uint8", "float64", "float32", "bool"):
+            aggs = {f"{op}": (values, op) for op in OPS}
+            nums.groupby("key").agg(**aggs)
+        nums.groupby(["int8", "uint16"], sort=True).agg(s=("float64", "sum"), m=("int64", "max"))
+        nums.groupby("key", dropna=True).agg(n=("timestamp", "min"), d=("date32", "max"), c=("bool", "count"))
+        strs = gpuframe.from_arrow(_strings(n, 14))
+        for key in ("s", "d", ["s", "key"]):
+            strs.groupby(key).agg(v_sum=("v", "sum"), v_mean=("v", "mean"), v_std=("v", "std"),
+                                  v_med=("v", "median"), k_u=("key", "nunique"), ls_first=("ls", "first"),
+                                  s_max=("s", "max"), d_min=("d", "min"))
+
+
+def job_setops(sizes: tuple[int, int]) -> None:
+    import gpuframe
+    small, big = sizes
+    for n in (small, big):
+        a = gpuframe.from_arrow(_numbers(n, 15))
+        b = gpuframe.from_arrow(_numbers(n, 16))
+        one_a, one_b = a.select(["key"]), b.select(["key"])
+        for x, y in ((a, b), (one_a, one_b)):
+            gpuframe.union(x, y)
+            gpuframe.union(x, y, distinct=False)
+            gpuframe.intersect(x, y)
+            gpuframe.difference(x, y)
+            for keep in ("any", "first", "last"):
+                gpuframe.unique(x, keep=keep)
+        sa = gpuframe.from_arrow(_strings(n, 17))
+        sb = gpuframe.from_arrow(_strings(n, 18))
+        gpuframe.union(sa, sb)
+        gpuframe.intersect(sa, sb)
+        gpuframe.difference(sa, sb)
+        gpuframe.unique(sa, ["s"], keep="first")
+        gpuframe.concat([a, b])
+        gpuframe.filter(a, _np().arange(n) % 3 == 0)
+
+
+# slowest first: the processes start at different places in this list
+JOBS: list[tuple[str, Callable[[tuple[int, int]], None]]] = [
+    ("join (int64 keys)", job_join_int),
+    ("join (other keys)", job_join_keys),
+    ("groupby", job_groupby),
+    ("sort", job_sort),
+    ("union / intersect / difference / unique", job_setops),
+    ("hash_partition, take", job_partition),
+]
+
+
+# --------------------------------------------------------------------------- running
+def run_jobs(start: int = 0, claims_folder: Optional[str] = None,
+             sizes: tuple[int, int] = SIZES) -> list[tuple[str, float]]:
+    """Run every job in this process, from job ``start`` on (wrapping round), on tables of the
+    two ``sizes``; with ``claims_folder``, share the compiles out with the other processes using
+    that folder. Returns each job's name and seconds."""
+    if claims_folder is not None:
+        share_compiles(claims_folder)
+    times = []
+    order = JOBS[start % len(JOBS):] + JOBS[:start % len(JOBS)]
+    for name, job in order:
+        t0 = time.perf_counter()
+        job(sizes)
+        times.append((name, time.perf_counter() - t0))
+    return times
+
+
+def compile_kernels(processes: Optional[int] = None, *, say: Callable[[str], None] = lambda s: None,
+                    sizes: tuple[int, int] = SIZES) -> dict:
+    """Compile the CPU kernels into numba's on-disk cache in ``processes`` processes at once
+    (default: one per core, at most one per job), each running the jobs on tables of the two
+    ``sizes`` (rows). Returns ``{"seconds", "processes", "jobs"}``; raises ``RuntimeError``
+    with the failing process's output if one fails."""
+    if processes is None:
+        processes = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                        len(JOBS))
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        raise ValueError(f"processes: expected an int >= 1, got {processes!r}")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gpuframe-compile-") as folder:
+        procs = []
+        for i in range(processes):
+            start = (i * len(JOBS)) // processes
+            cmd = [sys.executable, "-m", "gpuframe.precompile", "--start", str(start), "--claims", folder,
+                   "--sizes", f"{sizes[0]},{sizes[1]}"]
+            env = dict(os.environ, GPUFRAME_COMPILE_CLAIMS=folder)   # shared from the first kernel import
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+        outputs = [p.communicate()[0] for p in procs]
+    failed = [(p.returncode, out) for p, out in zip(procs, outputs) if p.returncode != 0]
+    if failed:
+        rc, out = failed[0]
+        raise RuntimeError(f"compiling the kernels failed (a process exited with {rc}):\n{out[-4000:]}")
+    for i, out in enumerate(outputs):
+        for line in out.strip().splitlines():
+            say(f"process {i}: {line}")
+    return {"seconds": time.perf_counter() - t0, "processes": processes, "jobs": len(JOBS)}
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m gpuframe.precompile")
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--claims", default=None)
+    p.add_argument("--sizes", default=f"{SIZES[0]},{SIZES[1]}")
+    a = p.parse_args(argv)
+    small, big = (int(x) for x in a.sizes.split(","))
+    t0 = time.perf_counter()
+    times = run_jobs(a.start, a.claims, (small, big))
+    print(" ".join(f"{name} {s:.1f} s;" for name, s in times) + f" total {time.perf_counter() - t0:.1f} s; "
+          f"{shared_compiles()['compiled']} kernel signatures compiled here, "
+          f"{shared_compiles()['loaded']} by another process")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

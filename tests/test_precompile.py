@@ -1,0 +1,44 @@
+"""``gpuframe compile`` (gpuframe/precompile.py): its jobs run every operation they name, and the
+processes it starts share their compiles."""
+from __future__ import annotations
+
+import pytest
+
+from gpuframe import precompile
+from gpuframe.cli import main
+
+
+def test_every_job_runs_in_process():
+    times = precompile.run_jobs(sizes=(60, 600))
+    assert [name for name, _ in times] == [name for name, _ in precompile.JOBS]
+
+
+def test_jobs_start_where_asked():
+    seen = []
+    jobs = [(f"job{i}", lambda sizes, i=i: seen.append((i, sizes))) for i in range(4)]
+    original = precompile.JOBS
+    precompile.JOBS = jobs
+    try:
+        precompile.run_jobs(start=2, sizes=(1, 2))
+    finally:
+        precompile.JOBS = original
+    assert seen == [(2, (1, 2)), (3, (1, 2)), (0, (1, 2)), (1, (1, 2))]
+
+
+@pytest.mark.timeout(300)
+def test_compile_kernels_runs_its_processes(capsys):
+    lines = []
+    res = precompile.compile_kernels(2, say=lines.append, sizes=(60, 600))
+    assert res["processes"] == 2 and res["jobs"] == len(precompile.JOBS)
+    assert len(lines) == 2 and all("total" in line and "compiled here" in line for line in lines)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_compile_kernels_rejects_a_bad_process_count(bad):
+    with pytest.raises(ValueError, match=r"processes: expected an int >= 1, got"):
+        precompile.compile_kernels(bad)
+
+
+def test_cli_compile_rejects_a_bad_process_count(capsys):
+    assert main(["compile", "--processes", "0"]) == 2
+    assert "--processes" in capsys.readouterr().err
