@@ -110,9 +110,9 @@ for i in "${!lanes[@]}"; do
       done
       echo "== lane cpu: pytest in two processes: ${cpuA[*]} | the other ${#cpuB[@]} files"
       logA="$(mktemp)"; logB="$(mktemp)"
-      python -m pytest -q -p no:cacheprovider -m "not distributed" "${cpuA[@]}" >"$logA" 2>&1 &
+      python -m pytest -q -p no:cacheprovider -m "not distributed and not warm_cache" "${cpuA[@]}" >"$logA" 2>&1 &
       pidA=$!
-      python -m pytest -q -p no:cacheprovider -m "not distributed" "${cpuB[@]}" >"$logB" 2>&1 &
+      python -m pytest -q -p no:cacheprovider -m "not distributed and not warm_cache" "${cpuB[@]}" >"$logB" 2>&1 &
       pidB=$!
       if [ "${lanes[$((i + 1))]:-}" = cudasim ]; then
         wait -n "$pidA" "$pidB" || true        # the statuses are collected below
@@ -141,7 +141,10 @@ for i in "${!lanes[@]}"; do
       [ $rc -eq 0 ] || fail=1 ;;
     ptx) run_lane ptx lane_ptx "$i" ;;           # NVVM + ptxas, sm_80 and sm_90
     bench-smoke) run_lane bench-smoke lane_bench_smoke "$i" ;;   # every benchmark, smoke size, answers checked
-    distributed) run_pytest distributed tests/distributed tests/test_demo.py -m distributed ;;
+    # with the tests that run gpuframe compile's jobs (marked warm_cache): by now the cpu lane has
+    # compiled most of their kernels, and this lane leaves a third of the cores idle
+    distributed) run_pytest distributed tests/distributed tests/test_demo.py tests/test_precompile.py \
+                   -m "distributed or warm_cache" ;;
     gpu)
       if python -c "import sys; from gpuframe.core.device import gpu_count; sys.exit(0 if gpu_count() else 1)"; then
         run_pytest gpu tests/gpu tests -m gpu

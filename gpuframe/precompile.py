@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 from .kernels.jit_cache import share_compiles, shared_compiles
@@ -202,15 +203,27 @@ JOBS: list[tuple[str, Callable[[tuple[int, int]], None]]] = [
 
 
 # --------------------------------------------------------------------------- running
-def run_jobs(start: int = 0, claims_folder: Optional[str] = None,
-             sizes: tuple[int, int] = SIZES) -> list[tuple[str, float]]:
-    """Run every job in this process, from job ``start`` on (wrapping round), on tables of the
-    two ``sizes``; with ``claims_folder``, share the compiles out with the other processes using
-    that folder. Returns each job's name and seconds."""
+def _chosen(jobs: Optional[Sequence[str]]) -> list[tuple[str, Callable[[tuple[int, int]], None]]]:
+    if jobs is None:
+        return list(JOBS)
+    names = [name for name, _ in JOBS]
+    unknown = [j for j in jobs if j not in names]
+    if unknown or isinstance(jobs, str):
+        raise ValueError(f"jobs: expected a list of job names from {names}, got {jobs!r}")
+    return [(name, fn) for name, fn in JOBS if name in jobs]
+
+
+def run_jobs(start: int = 0, claims_folder: Optional[str] = None, sizes: tuple[int, int] = SIZES,
+             jobs: Optional[Sequence[str]] = None) -> list[tuple[str, float]]:
+    """Run the jobs (every one, or those named in ``jobs``) in this process, from job ``start``
+    on (wrapping round), on tables of the two ``sizes``; with ``claims_folder``, share the
+    compiles out with the other processes using that folder. Returns each job's name and
+    seconds."""
     if claims_folder is not None:
         share_compiles(claims_folder)
     times = []
-    order = JOBS[start % len(JOBS):] + JOBS[:start % len(JOBS)]
+    chosen = _chosen(jobs)
+    order = chosen[start % len(chosen):] + chosen[:start % len(chosen)]
     for name, job in order:
         t0 = time.perf_counter()
         job(sizes)
@@ -219,23 +232,27 @@ def run_jobs(start: int = 0, claims_folder: Optional[str] = None,
 
 
 def compile_kernels(processes: Optional[int] = None, *, say: Callable[[str], None] = lambda s: None,
-                    sizes: tuple[int, int] = SIZES) -> dict:
+                    sizes: tuple[int, int] = SIZES, jobs: Optional[Sequence[str]] = None) -> dict:
     """Compile the CPU kernels into numba's on-disk cache in ``processes`` processes at once
-    (default: one per core, at most one per job), each running the jobs on tables of the two
-    ``sizes`` (rows). Returns ``{"seconds", "processes", "jobs"}``; raises ``RuntimeError``
-    with the failing process's output if one fails."""
+    (default: one per core, at most one per job), each running the jobs (every one, or those
+    named in ``jobs``) on tables of the two ``sizes`` (rows). The processes share their
+    compiles through ``GPUFRAME_COMPILE_CLAIMS`` when it is set (with the processes already
+    sharing there), else through a folder of their own. Returns ``{"seconds", "processes",
+    "jobs"}``; raises ``RuntimeError`` with the failing process's output if one fails."""
+    chosen = [name for name, _ in _chosen(jobs)]
     if processes is None:
         processes = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-                        len(JOBS))
+                        len(chosen))
     if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
         raise ValueError(f"processes: expected an int >= 1, got {processes!r}")
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="gpuframe-compile-") as folder:
+    with tempfile.TemporaryDirectory(prefix="gpuframe-compile-") as own:
+        folder = os.environ.get("GPUFRAME_COMPILE_CLAIMS") or own
         procs = []
         for i in range(processes):
-            start = (i * len(JOBS)) // processes
+            start = (i * len(chosen)) // processes
             cmd = [sys.executable, "-m", "gpuframe.precompile", "--start", str(start), "--claims", folder,
-                   "--sizes", f"{sizes[0]},{sizes[1]}"]
+                   "--sizes", f"{sizes[0]},{sizes[1]}", *[a for name in chosen for a in ("--job", name)]]
             env = dict(os.environ, GPUFRAME_COMPILE_CLAIMS=folder)   # shared from the first kernel import
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
         outputs = [p.communicate()[0] for p in procs]
@@ -246,7 +263,7 @@ def compile_kernels(processes: Optional[int] = None, *, say: Callable[[str], Non
     for i, out in enumerate(outputs):
         for line in out.strip().splitlines():
             say(f"process {i}: {line}")
-    return {"seconds": time.perf_counter() - t0, "processes": processes, "jobs": len(JOBS)}
+    return {"seconds": time.perf_counter() - t0, "processes": processes, "jobs": len(chosen)}
 
 
 def _main(argv: list[str]) -> int:
@@ -256,10 +273,11 @@ def _main(argv: list[str]) -> int:
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--claims", default=None)
     p.add_argument("--sizes", default=f"{SIZES[0]},{SIZES[1]}")
+    p.add_argument("--job", action="append", default=None)
     a = p.parse_args(argv)
     small, big = (int(x) for x in a.sizes.split(","))
     t0 = time.perf_counter()
-    times = run_jobs(a.start, a.claims, (small, big))
+    times = run_jobs(a.start, a.claims, (small, big), a.job)
     print(" ".join(f"{name} {s:.1f} s;" for name, s in times) + f" total {time.perf_counter() - t0:.1f} s; "
           f"{shared_compiles()['compiled']} kernel signatures compiled here, "
           f"{shared_compiles()['loaded']} by another process")
