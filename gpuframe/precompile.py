@@ -2,15 +2,16 @@
 
 Every CPU kernel is ``cache=True``: compiled once per machine, then loaded in about a
 millisecond. The first use on a fresh machine pays the compile, 15-25 s on 2 cores for the
-first join alone. :func:`compile_kernels` pays it at install time instead (``ci/env.sh`` runs it
-after installing), for every kernel the library's operations reach: it runs a fixed list of small
-jobs (every operation, every stored type, the sizes that pick each kernel path) in several
-processes at once, each walking the jobs from a different place, and a kernel signature one
-process claims is compiled there only: the others wait for it to reach the cache and load it.
+first join alone. :func:`compile_kernels` pays it at install time instead (``gpuframe compile``;
+``ci/demo.sh`` runs it when the kernel sources changed), for the kernels the library's
+operations reach: it runs a fixed list of jobs (every operation, every stored type, both sides
+of the size switches that pick a kernel path) in one process per core, each walking the jobs
+from a different place, sharing their compiles (:func:`~gpuframe.kernels.jit_cache.share_compiles`:
+a kernel signature is compiled by the process that claims it first and loaded by the others).
 A kernel or type the jobs miss still compiles on first use, as before.
 
-It only fills a cache: nothing it does changes a result, and with a warm cache it takes as long
-as the jobs' imports and runs (a few seconds).
+It only fills a cache: nothing it does changes a result. With a warm cache it takes as long as
+the jobs' imports and runs (about 13 s on 2 cores).
 """
 from __future__ import annotations
 
@@ -24,8 +25,7 @@ from typing import Any, Callable, Optional
 
 from .kernels.jit_cache import share_compiles, shared_compiles
 
-__all__ = ["JOBS", "compile_kernels", "run_jobs"]
-
+__all__ = ["JOBS", "SIZES", "compile_kernels", "run_jobs"]
 
 
 # --------------------------------------------------------------------------- the jobs
@@ -231,7 +231,7 @@ def run_jobs(start: int = 0, claims_folder: Optional[str] = None, sizes: tuple[i
     return times
 
 
-def compile_kernels(processes: Optional[int] = None, *, say: Callable[[str], None] = lambda s: None,
+def compile_kernels(processes: Optional[int] = None, *, say: Optional[Callable[[str], None]] = None,
                     sizes: tuple[int, int] = SIZES, jobs: Optional[Sequence[str]] = None) -> dict:
     """Compile the CPU kernels into numba's on-disk cache in ``processes`` processes at once
     (default: one per core, at most one per job), each running the jobs (every one, or those
@@ -262,7 +262,8 @@ def compile_kernels(processes: Optional[int] = None, *, say: Callable[[str], Non
         raise RuntimeError(f"compiling the kernels failed (a process exited with {rc}):\n{out[-4000:]}")
     for i, out in enumerate(outputs):
         for line in out.strip().splitlines():
-            say(f"process {i}: {line}")
+            if say is not None:
+                say(f"process {i}: {line}")
     return {"seconds": time.perf_counter() - t0, "processes": processes, "jobs": len(chosen)}
 
 
