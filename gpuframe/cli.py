@@ -224,11 +224,24 @@ def build_parser() -> argparse.ArgumentParser:
                                       "cache is already warm).")
     comp.add_argument("--processes", type=_positive("--processes"), default=None, metavar="N",
                       help="compiling processes (default: one per core)")
+    comp.add_argument("--jobs", type=_job_names, default=None, metavar="LIST",
+                      help="comma-separated jobs, from " + ",".join(_JOB_NAMES) + " (default: all)")
     comp.set_defaults(func=_cmd_compile)
 
     bench.set_defaults(func=lambda a: _missing_sub(bench, "a benchmark or 'report'"))
     p.set_defaults(func=lambda a: _missing_sub(p, "a command: info, bench, demo or compile"))
     return p
+
+
+_JOB_NAMES = ("join-int", "join-keys", "groupby", "sort", "setops", "partition")   # gpuframe.precompile.JOBS
+
+
+def _job_names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in _JOB_NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"expected job names from {','.join(_JOB_NAMES)}, got {text!r}")
+    return names
 
 
 def _missing_sub(parser: argparse.ArgumentParser, what: str) -> NoReturn:
@@ -388,7 +401,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
     con = _stderr_console()
     con.print("gpuframe: compiling the CPU kernels into numba's cache", markup=False)
-    res = compile_kernels(args.processes, say=lambda line: con.print("  " + line, markup=False, soft_wrap=True))
+    res = compile_kernels(args.processes, jobs=args.jobs,
+                          say=lambda line: con.print("  " + line, markup=False, soft_wrap=True))
     con.print(f"gpuframe: kernels ready in {res['seconds']:.1f} s ({res['processes']} processes)", markup=False)
     return 0
 

@@ -88,6 +88,11 @@ def job_join_int(sizes: tuple[int, int]) -> None:
             gpuframe.merge(left, right, on="key", nulls_equal=True)
         gpuframe.join_indices(left, right, on="key")
         gpuframe.join_size(left, right, on="key")
+        # string and dictionary payloads on an int64 key
+        strs = gpuframe.from_arrow(_strings(n, 19))
+        gpuframe.merge(strs, gpuframe.from_arrow(_strings(n // 4 + 1, 20)).select(["key", "s", "d"]), on="key",
+                       how="left", suffixes=("_l", "_r"))
+        gpuframe.merge(unique_right, strs, on="key", how="inner")
 
 
 def job_join_keys(sizes: tuple[int, int]) -> None:
@@ -193,12 +198,12 @@ def job_setops(sizes: tuple[int, int]) -> None:
 
 # slowest first: the processes start at different places in this list
 JOBS: list[tuple[str, Callable[[tuple[int, int]], None]]] = [
-    ("join (int64 keys)", job_join_int),
-    ("join (other keys)", job_join_keys),
-    ("groupby", job_groupby),
-    ("sort", job_sort),
-    ("union / intersect / difference / unique", job_setops),
-    ("hash_partition, take", job_partition),
+    ("join-int", job_join_int),          # merge on int64 keys, every how, join_indices, join_size
+    ("join-keys", job_join_keys),        # merge on every other key type, string and multi-column keys
+    ("groupby", job_groupby),            # every op on every value type, string keys
+    ("sort", job_sort),                  # every type, descending, multi-key
+    ("setops", job_setops),              # union, intersect, difference, unique, concat, filter
+    ("partition", job_partition),        # hash_partition of every type, take
 ]
 
 

@@ -31,9 +31,9 @@ def test_compile_kernels_runs_its_processes():
     # the int64 join job, small tables, in two processes sharing their compiles: kernels the
     # join tests compile too (every job runs in process above, in the compile lane)
     lines = []
-    res = precompile.compile_kernels(2, say=lines.append, sizes=(60, 600), jobs=["join (int64 keys)"])
+    res = precompile.compile_kernels(2, say=lines.append, sizes=(60, 600), jobs=["join-int"])
     assert res["processes"] == 2 and res["jobs"] == 1
-    assert len(lines) == 2 and all("join (int64 keys)" in line and "compiled here" in line for line in lines)
+    assert len(lines) == 2 and all("join-int" in line and "compiled here" in line for line in lines)
 
 
 @pytest.mark.parametrize("bad", [["nope"], "sort", ["sort", 3]])
@@ -51,3 +51,15 @@ def test_compile_kernels_rejects_a_bad_process_count(bad):
 def test_cli_compile_rejects_a_bad_process_count(capsys):
     assert main(["compile", "--processes", "0"]) == 2
     assert "--processes" in capsys.readouterr().err
+
+
+def test_cli_job_names_are_the_jobs():
+    from gpuframe import cli
+
+    assert list(cli._JOB_NAMES) == [name for name, _ in precompile.JOBS]
+
+
+def test_cli_compile_rejects_an_unknown_job(capsys):
+    assert main(["compile", "--jobs", "join-int,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--jobs" in err and "nope" in err
