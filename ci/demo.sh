@@ -8,7 +8,7 @@ cd "$ROOT"
 stamp="$ROOT/cuda_kernels/__pycache__/.gpuframe-compiled"   # goes with numba's cache
 want="$(cat cuda_kernels/*.py gpuframe/precompile.py | sha256sum | cut -c1-16)-$(python -V 2>&1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  gpuframe compile --jobs join-int,partition
+  gpuframe compile --jobs join-inner,partition
   echo "$want" > "$stamp"
 fi
 exec gpuframe demo "$@"

@@ -28,12 +28,12 @@ def test_jobs_start_where_asked():
 
 @pytest.mark.timeout(300)
 def test_compile_kernels_runs_its_processes():
-    # the int64 join job, small tables, in two processes sharing their compiles: kernels the
+    # the inner int64 join job, small tables, in two processes sharing their compiles: kernels the
     # join tests compile too (every job runs in process above, in the compile lane)
     lines = []
-    res = precompile.compile_kernels(2, say=lines.append, sizes=(60, 600), jobs=["join-int"])
+    res = precompile.compile_kernels(2, say=lines.append, sizes=(60, 600), jobs=["join-inner"])
     assert res["processes"] == 2 and res["jobs"] == 1
-    assert len(lines) == 2 and all("join-int" in line and "compiled here" in line for line in lines)
+    assert len(lines) == 2 and all("join-inner" in line and "compiled here" in line for line in lines)
 
 
 @pytest.mark.parametrize("bad", [["nope"], "sort", ["sort", 3]])
