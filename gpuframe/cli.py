@@ -233,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_JOB_NAMES = ("join-inner", "partition", "join-outer", "join-semi", "join-keys", "groupby", "sort",
-              "setops")   # gpuframe.precompile.JOBS
+_JOB_NAMES = ("join-inner", "partition", "join-outer", "join-semi", "join-keys", "partition-keys", "groupby",
+              "sort", "setops")   # gpuframe.precompile.JOBS
 
 
 def _job_names(text: str) -> list[str]:

@@ -151,23 +151,35 @@ def job_join_keys(sizes: tuple[int, int]) -> None:
 
 def job_partition(sizes: tuple[int, int]) -> None:
     import gpuframe
-    small, big = sizes
-    for n in (small, big):
+    for n in sizes:
         nums = gpuframe.from_arrow(_numbers(n, 9))
         strs = gpuframe.from_arrow(_strings(n, 10))
         # Arrow's buffers are read-only to numba, pandas' writable: kernels compile for each
         pandas_nums = gpuframe.from_pandas(nums.to_pandas())
+        pandas_strs = gpuframe.from_pandas(strs.to_pandas())
         for parts in (2, 7, 64, 300):
             for t in (nums, pandas_nums):
                 gpuframe.hash_partition(t, "key", parts)
+            for t in (strs, pandas_strs):
+                gpuframe.hash_partition(t, "key", parts)
+        gpuframe.take(nums, _np().arange(0, n, 3))
+        gpuframe.take(strs, _np().arange(n - 1, -1, -2))
+
+
+def job_partition_keys(sizes: tuple[int, int]) -> None:
+    import gpuframe
+    for n in sizes:
+        nums = gpuframe.from_arrow(_numbers(n, 23))
+        strs = gpuframe.from_arrow(_strings(n, 24))
+        pandas_nums = gpuframe.from_pandas(nums.to_pandas())
+        for parts in (7, 300):
+            for t in (nums, pandas_nums):
                 gpuframe.hash_partition(t, ["key", "int32"], parts)
             gpuframe.hash_partition(strs, "s", parts)
             gpuframe.hash_partition(strs, ["key", "d"], parts)
         for key in nums.column_names:
             gpuframe.hash_partition(nums, key, 8)
             gpuframe.hash_partition(pandas_nums, key, 8)
-        gpuframe.take(nums, _np().arange(0, n, 3))
-        gpuframe.take(strs, _np().arange(n - 1, -1, -2))
 
 
 def job_sort(sizes: tuple[int, int]) -> None:
@@ -231,10 +243,11 @@ def job_setops(sizes: tuple[int, int]) -> None:
 # the processes start at different places in this list (ci/demo.sh runs the first two)
 JOBS: list[tuple[str, Callable[[tuple[int, int]], None]]] = [
     ("join-inner", job_join_inner),      # inner merges on int64 keys, string payloads
-    ("partition", job_partition),        # hash_partition of every type, take
+    ("partition", job_partition),        # hash_partition on int64 keys, every payload type; take
     ("join-outer", job_join_outer),      # left, right and outer merges
     ("join-semi", job_join_semi),        # semi and anti merges, join_indices, join_size
     ("join-keys", job_join_keys),        # merge on every other key type, string and multi-column keys
+    ("partition-keys", job_partition_keys),   # hash_partition on every key type, string and multi-column keys
     ("groupby", job_groupby),            # every op on every value type, string keys
     ("sort", job_sort),                  # every type, descending, multi-key
     ("setops", job_setops),              # union, intersect, difference, unique, concat, filter
