@@ -70,6 +70,7 @@ def _strings(n: int, seed: int, nulls: bool = True) -> Any:
 # a small table (the serial and in-cache paths) and one past every size switch of the CPU backend
 # (parallel kernels, a partitioned join build, radix sort passes)
 SIZES = (2_000, 400_000)
+_QUADRATIC_MAX = 10_000   # joins whose output grows with the square of the rows run below this
 
 
 def _join_sides(n: int) -> tuple[Any, Any, Any]:
@@ -84,164 +85,151 @@ def _join_sides(n: int) -> tuple[Any, Any, Any]:
     return left, right, unique_right
 
 
-def job_join_inner(sizes: tuple[int, int]) -> None:
+def job_join_inner(n: int) -> None:
     import gpuframe
-    for n in sizes:
-        left, right, unique_right = _join_sides(n)
-        gpuframe.merge(left, right, on="key")
-        gpuframe.merge(left, unique_right, on="key")
-        gpuframe.merge(unique_right, left, on="key")
-        # string and dictionary payloads on an int64 key
-        strs = gpuframe.from_arrow(_strings(n, 19))
-        gpuframe.merge(strs, unique_right, on="key")
-        gpuframe.merge(unique_right, strs, on="key")
-        gpuframe.merge(strs, gpuframe.from_arrow(_strings(n // 4 + 1, 20)).select(["key", "s", "d"]), on="key",
-                       suffixes=("_l", "_r"))
+    left, right, unique_right = _join_sides(n)
+    gpuframe.merge(left, right, on="key")
+    gpuframe.merge(left, unique_right, on="key")
+    gpuframe.merge(unique_right, left, on="key")
+    # string and dictionary payloads on an int64 key
+    strs = gpuframe.from_arrow(_strings(n, 19))
+    gpuframe.merge(strs, unique_right, on="key")
+    gpuframe.merge(unique_right, strs, on="key")
+    gpuframe.merge(strs, gpuframe.from_arrow(_strings(n // 4 + 1, 20)).select(["key", "s", "d"]), on="key",
+                   suffixes=("_l", "_r"))
 
 
-def job_join_outer(sizes: tuple[int, int]) -> None:
+def job_join_outer(n: int) -> None:
     import gpuframe
-    small, _ = sizes
-    for n in sizes:
-        left, right, unique_right = _join_sides(n)
-        for how in ("left", "right", "outer"):
-            gpuframe.merge(left, right, on="key", how=how)
-            gpuframe.merge(left, unique_right, on="key", how=how)
-        if n == small:   # a null key matches every null key: quadratic in the nulls
-            gpuframe.merge(left, right, on="key", nulls_equal=True)
-        strs = gpuframe.from_arrow(_strings(n, 21))
-        gpuframe.merge(strs, gpuframe.from_arrow(_strings(n // 4 + 1, 22)).select(["key", "s", "d"]), on="key",
-                       how="left", suffixes=("_l", "_r"))
+    left, right, unique_right = _join_sides(n)
+    for how in ("left", "right", "outer"):
+        gpuframe.merge(left, right, on="key", how=how)
+        gpuframe.merge(left, unique_right, on="key", how=how)
+    if n <= _QUADRATIC_MAX:   # a null key matches every null key: quadratic in the nulls
+        gpuframe.merge(left, right, on="key", nulls_equal=True)
+    strs = gpuframe.from_arrow(_strings(n, 21))
+    gpuframe.merge(strs, gpuframe.from_arrow(_strings(n // 4 + 1, 22)).select(["key", "s", "d"]), on="key",
+                   how="left", suffixes=("_l", "_r"))
 
 
-def job_join_semi(sizes: tuple[int, int]) -> None:
+def job_join_semi(n: int) -> None:
     import gpuframe
-    for n in sizes:
-        left, right, unique_right = _join_sides(n)
-        for how in ("semi", "anti"):
-            gpuframe.merge(left, right, on="key", how=how)
-            gpuframe.merge(left, unique_right, on="key", how=how)
-        gpuframe.join_indices(left, right, on="key")
-        gpuframe.join_indices(left, unique_right, on="key", how="left")
-        gpuframe.join_size(left, right, on="key")
-        gpuframe.join_size(left, unique_right, on="key", how="outer")
+    left, right, unique_right = _join_sides(n)
+    for how in ("semi", "anti"):
+        gpuframe.merge(left, right, on="key", how=how)
+        gpuframe.merge(left, unique_right, on="key", how=how)
+    gpuframe.join_indices(left, right, on="key")
+    gpuframe.join_indices(left, unique_right, on="key", how="left")
+    gpuframe.join_size(left, right, on="key")
+    gpuframe.join_size(left, unique_right, on="key", how="outer")
 
 
-def job_join_keys(sizes: tuple[int, int]) -> None:
+def job_join_keys(n: int) -> None:
     import gpuframe
-    small, big = sizes
-    for n in (small, big):
-        nums = gpuframe.from_arrow(_numbers(n, 4))
-        other = gpuframe.from_arrow(_numbers(n // 2 + 1, 5))
-        narrow = ("int8", "bool") if n == small else ()   # few values: quadratic joins at the large size
-        for key in narrow + ("int16", "int32", "uint64", "float32", "float64", "date32", "timestamp"):
-            gpuframe.merge(nums.select([key, "key"]), other.select([key, "float64"]) if key != "float64"
-                           else other.select([key, "int8"]), on=key)
-        gpuframe.merge(nums, other.select(["int32", "key", "uint8"]), on=["key", "int32"], suffixes=("_l", "_r"))
-        strs = gpuframe.from_arrow(_strings(n, 6))
-        sother = gpuframe.from_arrow(_strings(n // 2 + 1, 7))
-        for key in ("s", "ls", "d"):
-            for how in ("inner", "left", "outer"):
-                gpuframe.merge(strs, sother.select([key, "v"]), on=key, how=how, suffixes=("_l", "_r"))
-        gpuframe.merge(strs, sother.select(["s", "key", "ls"]), on=["s", "key"], how="left")
-        gpuframe.merge(strs, sother.select(["key", "s", "d"]), on="key")
+    nums = gpuframe.from_arrow(_numbers(n, 4))
+    other = gpuframe.from_arrow(_numbers(n // 2 + 1, 5))
+    narrow = ("int8", "bool") if n <= _QUADRATIC_MAX else ()   # few values: quadratic joins
+    for key in narrow + ("int16", "int32", "uint64", "float32", "float64", "date32", "timestamp"):
+        gpuframe.merge(nums.select([key, "key"]), other.select([key, "float64"]) if key != "float64"
+                       else other.select([key, "int8"]), on=key)
+    gpuframe.merge(nums, other.select(["int32", "key", "uint8"]), on=["key", "int32"], suffixes=("_l", "_r"))
+    strs = gpuframe.from_arrow(_strings(n, 6))
+    sother = gpuframe.from_arrow(_strings(n // 2 + 1, 7))
+    for key in ("s", "ls", "d"):
+        for how in ("inner", "left", "outer"):
+            gpuframe.merge(strs, sother.select([key, "v"]), on=key, how=how, suffixes=("_l", "_r"))
+    gpuframe.merge(strs, sother.select(["s", "key", "ls"]), on=["s", "key"], how="left")
+    gpuframe.merge(strs, sother.select(["key", "s", "d"]), on="key")
     tiny = gpuframe.from_arrow(_numbers(50, 8))
     gpuframe.merge(tiny.select(["key", "int8"]), tiny.select(["int16", "float64"]), how="cross")
 
 
-def job_partition(sizes: tuple[int, int]) -> None:
+def job_partition(n: int) -> None:
     import gpuframe
-    for n in sizes:
-        nums = gpuframe.from_arrow(_numbers(n, 9))
-        strs = gpuframe.from_arrow(_strings(n, 10))
-        # Arrow's buffers are read-only to numba, pandas' writable: kernels compile for each
-        pandas_nums = gpuframe.from_pandas(nums.to_pandas())
-        pandas_strs = gpuframe.from_pandas(strs.to_pandas())
-        for parts in (2, 7, 64, 300):
-            for t in (nums, pandas_nums):
-                gpuframe.hash_partition(t, "key", parts)
-            for t in (strs, pandas_strs):
-                gpuframe.hash_partition(t, "key", parts)
-        gpuframe.take(nums, _np().arange(0, n, 3))
-        gpuframe.take(strs, _np().arange(n - 1, -1, -2))
+    nums = gpuframe.from_arrow(_numbers(n, 9))
+    strs = gpuframe.from_arrow(_strings(n, 10))
+    # Arrow's buffers are read-only to numba, pandas' writable: kernels compile for each (and
+    # pandas holds an integer column with nulls as float64: these have none)
+    pandas_nums = gpuframe.from_pandas(_numbers(n, 25, nulls=False).to_pandas())
+    pandas_strs = gpuframe.from_pandas(_strings(n, 26, nulls=False).to_pandas())
+    for parts in (2, 7, 64, 300):
+        for t in (nums, pandas_nums):
+            gpuframe.hash_partition(t, "key", parts)
+        for t in (strs, pandas_strs):
+            gpuframe.hash_partition(t, "key", parts)
+    gpuframe.take(nums, _np().arange(0, n, 3))
+    gpuframe.take(strs, _np().arange(n - 1, -1, -2))
 
 
-def job_partition_keys(sizes: tuple[int, int]) -> None:
+def job_partition_keys(n: int) -> None:
     import gpuframe
-    for n in sizes:
-        nums = gpuframe.from_arrow(_numbers(n, 23))
-        strs = gpuframe.from_arrow(_strings(n, 24))
-        pandas_nums = gpuframe.from_pandas(nums.to_pandas())
-        for parts in (7, 300):
-            for t in (nums, pandas_nums):
-                gpuframe.hash_partition(t, ["key", "int32"], parts)
-            gpuframe.hash_partition(strs, "s", parts)
-            gpuframe.hash_partition(strs, ["key", "d"], parts)
-        for key in nums.column_names:
-            gpuframe.hash_partition(nums, key, 8)
-            gpuframe.hash_partition(pandas_nums, key, 8)
+    nums = gpuframe.from_arrow(_numbers(n, 23))
+    strs = gpuframe.from_arrow(_strings(n, 24))
+    pandas_nums = gpuframe.from_pandas(_numbers(n, 27, nulls=False).to_pandas())
+    for parts in (7, 300):
+        for t in (nums, pandas_nums):
+            gpuframe.hash_partition(t, ["key", "int32"], parts)
+        gpuframe.hash_partition(strs, "s", parts)
+        gpuframe.hash_partition(strs, ["key", "d"], parts)
+    for key in nums.column_names:
+        gpuframe.hash_partition(nums, key, 8)
+        gpuframe.hash_partition(pandas_nums, key, 8)
 
 
-def job_sort(sizes: tuple[int, int]) -> None:
+def job_sort(n: int) -> None:
     import gpuframe
-    small, big = sizes
-    for n in (small, big):
-        nums = gpuframe.from_arrow(_numbers(n, 11))
-        strs = gpuframe.from_arrow(_strings(n, 12))
-        for key in nums.column_names:
-            gpuframe.sort(nums, key)
-        gpuframe.sort(nums, "int64", descending=True, nulls_last=False)
-        gpuframe.sort(nums, ["int32", "float64"], descending=[False, True])
-        for key in ("s", "ls", "d"):
-            gpuframe.sort(strs, key)
-        gpuframe.sort(strs, ["s", "key"], descending=[True, False])
-        gpuframe.sort_indices(nums, ["key", "uint8"])
+    nums = gpuframe.from_arrow(_numbers(n, 11))
+    strs = gpuframe.from_arrow(_strings(n, 12))
+    for key in nums.column_names:
+        gpuframe.sort(nums, key)
+    gpuframe.sort(nums, "int64", descending=True, nulls_last=False)
+    gpuframe.sort(nums, ["int32", "float64"], descending=[False, True])
+    for key in ("s", "ls", "d"):
+        gpuframe.sort(strs, key)
+    gpuframe.sort(strs, ["s", "key"], descending=[True, False])
+    gpuframe.sort_indices(nums, ["key", "uint8"])
 
 
-def job_groupby(sizes: tuple[int, int]) -> None:
+def job_groupby(n: int) -> None:
     import gpuframe
     from gpuframe.ops.groupby import OPS
-    small, big = sizes
-    for n in (small, big):
-        nums = gpuframe.from_arrow(_numbers(n, 13))
-        for values in ("int64", "int32", "uint8", "float64", "float32", "bool"):
-            aggs = {f"{op}": (values, op) for op in OPS}
-            nums.groupby("key").agg(**aggs)
-        nums.groupby(["int8", "uint16"], sort=True).agg(s=("float64", "sum"), m=("int64", "max"))
-        nums.groupby("key", dropna=True).agg(n=("timestamp", "min"), d=("date32", "max"), c=("bool", "count"))
-        strs = gpuframe.from_arrow(_strings(n, 14))
-        for key in ("s", "d", ["s", "key"]):
-            strs.groupby(key).agg(v_sum=("v", "sum"), v_mean=("v", "mean"), v_std=("v", "std"),
-                                  v_med=("v", "median"), k_u=("key", "nunique"), ls_first=("ls", "first"),
-                                  s_max=("s", "max"), d_min=("d", "min"))
+    nums = gpuframe.from_arrow(_numbers(n, 13))
+    for values in ("int64", "int32", "uint8", "float64", "float32", "bool"):
+        aggs = {f"{op}": (values, op) for op in OPS}
+        nums.groupby("key").agg(**aggs)
+    nums.groupby(["int8", "uint16"], sort=True).agg(s=("float64", "sum"), m=("int64", "max"))
+    nums.groupby("key", dropna=True).agg(n=("timestamp", "min"), d=("date32", "max"), c=("bool", "count"))
+    strs = gpuframe.from_arrow(_strings(n, 14))
+    for key in ("s", "d", ["s", "key"]):
+        strs.groupby(key).agg(v_sum=("v", "sum"), v_mean=("v", "mean"), v_std=("v", "std"),
+                              v_med=("v", "median"), k_u=("key", "nunique"), ls_first=("ls", "first"),
+                              s_max=("s", "max"), d_min=("d", "min"))
 
 
-def job_setops(sizes: tuple[int, int]) -> None:
+def job_setops(n: int) -> None:
     import gpuframe
-    small, big = sizes
-    for n in (small, big):
-        a = gpuframe.from_arrow(_numbers(n, 15))
-        b = gpuframe.from_arrow(_numbers(n, 16))
-        one_a, one_b = a.select(["key"]), b.select(["key"])
-        for x, y in ((a, b), (one_a, one_b)):
-            gpuframe.union(x, y)
-            gpuframe.union(x, y, distinct=False)
-            gpuframe.intersect(x, y)
-            gpuframe.difference(x, y)
-            for keep in ("any", "first", "last"):
-                gpuframe.unique(x, keep=keep)
-        sa = gpuframe.from_arrow(_strings(n, 17))
-        sb = gpuframe.from_arrow(_strings(n, 18))
-        gpuframe.union(sa, sb)
-        gpuframe.intersect(sa, sb)
-        gpuframe.difference(sa, sb)
-        gpuframe.unique(sa, ["s"], keep="first")
-        gpuframe.concat([a, b])
-        gpuframe.filter(a, _np().arange(n) % 3 == 0)
+    a = gpuframe.from_arrow(_numbers(n, 15))
+    b = gpuframe.from_arrow(_numbers(n, 16))
+    one_a, one_b = a.select(["key"]), b.select(["key"])
+    for x, y in ((a, b), (one_a, one_b)):
+        gpuframe.union(x, y)
+        gpuframe.union(x, y, distinct=False)
+        gpuframe.intersect(x, y)
+        gpuframe.difference(x, y)
+        for keep in ("any", "first", "last"):
+            gpuframe.unique(x, keep=keep)
+    sa = gpuframe.from_arrow(_strings(n, 17))
+    sb = gpuframe.from_arrow(_strings(n, 18))
+    gpuframe.union(sa, sb)
+    gpuframe.intersect(sa, sb)
+    gpuframe.difference(sa, sb)
+    gpuframe.unique(sa, ["s"], keep="first")
+    gpuframe.concat([a, b])
+    gpuframe.filter(a, _np().arange(n) % 3 == 0)
 
 
 # the processes start at different places in this list (ci/demo.sh runs the first two)
-JOBS: list[tuple[str, Callable[[tuple[int, int]], None]]] = [
+JOBS: list[tuple[str, Callable[[int], None]]] = [
     ("join-inner", job_join_inner),      # inner merges on int64 keys, string payloads
     ("partition", job_partition),        # hash_partition on int64 keys, every payload type; take
     ("join-outer", job_join_outer),      # left, right and outer merges
@@ -255,7 +243,7 @@ JOBS: list[tuple[str, Callable[[tuple[int, int]], None]]] = [
 
 
 # --------------------------------------------------------------------------- running
-def _chosen(jobs: Optional[Sequence[str]]) -> list[tuple[str, Callable[[tuple[int, int]], None]]]:
+def _chosen(jobs: Optional[Sequence[str]]) -> list[tuple[str, Callable[[int], None]]]:
     if jobs is None:
         return list(JOBS)
     names = [name for name, _ in JOBS]
@@ -265,46 +253,47 @@ def _chosen(jobs: Optional[Sequence[str]]) -> list[tuple[str, Callable[[tuple[in
     return [(name, fn) for name, fn in JOBS if name in jobs]
 
 
-def run_jobs(start: int = 0, claims_folder: Optional[str] = None, sizes: tuple[int, int] = SIZES,
+def run_jobs(start: int = 0, claims_folder: Optional[str] = None, sizes: tuple[int, ...] = SIZES,
              jobs: Optional[Sequence[str]] = None) -> list[tuple[str, float]]:
-    """Run the jobs (every one, or those named in ``jobs``) in this process, from job ``start``
-    on (wrapping round), on tables of the two ``sizes``; with ``claims_folder``, share the
-    compiles out with the other processes using that folder. Returns each job's name and
-    seconds."""
+    """Run the jobs (every one, or those named in ``jobs``) in this process, each on tables of
+    every size in ``sizes``: all jobs at the first size, then at the next..., from unit ``start``
+    of that list on (wrapping round), so that processes starting at different places compile
+    different kernels. With ``claims_folder``, share the compiles with the other processes using
+    that folder. Returns each unit's name (``job@rows``) and seconds."""
     if claims_folder is not None:
         share_compiles(claims_folder)
+    units = [(f"{name}@{n}", fn, n) for n in sizes for name, fn in _chosen(jobs)]
     times = []
-    chosen = _chosen(jobs)
-    order = chosen[start % len(chosen):] + chosen[:start % len(chosen)]
-    for name, job in order:
+    for name, job, n in units[start % len(units):] + units[:start % len(units)]:
         t0 = time.perf_counter()
-        job(sizes)
+        job(n)
         times.append((name, time.perf_counter() - t0))
     return times
 
 
 def compile_kernels(processes: Optional[int] = None, *, say: Optional[Callable[[str], None]] = None,
-                    sizes: tuple[int, int] = SIZES, jobs: Optional[Sequence[str]] = None) -> dict:
+                    sizes: tuple[int, ...] = SIZES, jobs: Optional[Sequence[str]] = None) -> dict:
     """Compile the CPU kernels into numba's on-disk cache in ``processes`` processes at once
-    (default: one per core, at most one per job), each running the jobs (every one, or those
-    named in ``jobs``) on tables of the two ``sizes`` (rows). The processes share their
+    (default: one per core, at most one per job and size), each running the jobs (every one, or
+    those named in ``jobs``) on tables of each of the ``sizes`` (rows), from its own place. The processes share their
     compiles through ``GPUFRAME_COMPILE_CLAIMS`` when it is set (with the processes already
     sharing there), else through a folder of their own. Returns ``{"seconds", "processes",
     "jobs"}``; raises ``RuntimeError`` with the failing process's output if one fails."""
     chosen = [name for name, _ in _chosen(jobs)]
     if processes is None:
         processes = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-                        len(chosen))
+                        len(chosen) * len(sizes))
     if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
         raise ValueError(f"processes: expected an int >= 1, got {processes!r}")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpuframe-compile-") as own:
         folder = os.environ.get("GPUFRAME_COMPILE_CLAIMS") or own
         procs = []
+        units = len(chosen) * len(sizes)
         for i in range(processes):
-            start = (i * len(chosen)) // processes
+            start = (i * units) // processes
             cmd = [sys.executable, "-m", "gpuframe.precompile", "--start", str(start), "--claims", folder,
-                   "--sizes", f"{sizes[0]},{sizes[1]}", *[a for name in chosen for a in ("--job", name)]]
+                   "--sizes", ",".join(str(n) for n in sizes), *[a for name in chosen for a in ("--job", name)]]
             env = dict(os.environ, GPUFRAME_COMPILE_CLAIMS=folder)   # shared from the first kernel import
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
         outputs = [p.communicate()[0] for p in procs]
@@ -328,9 +317,8 @@ def _main(argv: list[str]) -> int:
     p.add_argument("--sizes", default=f"{SIZES[0]},{SIZES[1]}")
     p.add_argument("--job", action="append", default=None)
     a = p.parse_args(argv)
-    small, big = (int(x) for x in a.sizes.split(","))
     t0 = time.perf_counter()
-    times = run_jobs(a.start, a.claims, (small, big), a.job)
+    times = run_jobs(a.start, a.claims, tuple(int(x) for x in a.sizes.split(",")), a.job)
     print(" ".join(f"{name} {s:.1f} s;" for name, s in times) + f" total {time.perf_counter() - t0:.1f} s; "
           f"{shared_compiles()['compiled']} kernel signatures compiled here, "
           f"{shared_compiles()['loaded']} by another process")

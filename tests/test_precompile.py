@@ -11,19 +11,22 @@ from gpuframe.cli import main
 @pytest.mark.compile_jobs
 def test_every_job_runs_in_process():
     times = precompile.run_jobs(sizes=(60, 600))
-    assert [name for name, _ in times] == [name for name, _ in precompile.JOBS]
+    names = [name for name, _ in precompile.JOBS]
+    assert [name for name, _ in times] == [f"{j}@{n}" for n in (60, 600) for j in names]
 
 
 def test_jobs_start_where_asked():
     seen = []
-    jobs = [(f"job{i}", lambda sizes, i=i: seen.append((i, sizes))) for i in range(4)]
+    jobs = [(f"job{i}", lambda n, i=i: seen.append((i, n))) for i in range(2)]
     original = precompile.JOBS
     precompile.JOBS = jobs
     try:
-        precompile.run_jobs(start=2, sizes=(1, 2))
+        times = precompile.run_jobs(start=1, sizes=(1, 2))
     finally:
         precompile.JOBS = original
-    assert seen == [(2, (1, 2)), (3, (1, 2)), (0, (1, 2)), (1, (1, 2))]
+    # every job at the first size, then at the second: the second process starts at a large size
+    assert seen == [(1, 1), (0, 2), (1, 2), (0, 1)]
+    assert [name for name, _ in times] == ["job1@1", "job0@2", "job1@2", "job0@1"]
 
 
 @pytest.mark.timeout(300)
@@ -33,7 +36,7 @@ def test_compile_kernels_runs_its_processes():
     lines = []
     res = precompile.compile_kernels(2, say=lines.append, sizes=(60, 600), jobs=["join-inner"])
     assert res["processes"] == 2 and res["jobs"] == 1
-    assert len(lines) == 2 and all("join-inner" in line and "compiled here" in line for line in lines)
+    assert len(lines) == 2 and all("join-inner@60" in line and "join-inner@600" in line and "compiled here" in line for line in lines)
 
 
 @pytest.mark.parametrize("bad", [["nope"], "sort", ["sort", 3]])
