@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_JOB_NAMES = ("join-inner", "partition", "join-outer", "join-semi", "join-keys", "partition-keys", "groupby",
+_JOB_NAMES = ("join-inner", "partition", "join-outer", "join-semi", "join-keys", "partition-types", "groupby",
               "sort", "setops")   # gpuframe.precompile.JOBS
 
 

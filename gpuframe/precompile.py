@@ -144,36 +144,44 @@ def job_join_keys(n: int) -> None:
     gpuframe.merge(tiny.select(["key", "int8"]), tiny.select(["int16", "float64"]), how="cross")
 
 
+_FRAME_TYPES = ["key", "int64", "float64", "bool", "timestamp"]   # what a DataFrame's columns mostly are
+
+
 def job_partition(n: int) -> None:
     import gpuframe
-    nums = gpuframe.from_arrow(_numbers(n, 9))
-    strs = gpuframe.from_arrow(_strings(n, 10))
-    # Arrow's buffers are read-only to numba, pandas' writable: kernels compile for each (and
-    # pandas holds an integer column with nulls as float64: these have none)
-    pandas_nums = gpuframe.from_pandas(_numbers(n, 25, nulls=False).to_pandas())
-    pandas_strs = gpuframe.from_pandas(_strings(n, 26, nulls=False).to_pandas())
-    for parts in (2, 7, 64, 300):
-        for t in (nums, pandas_nums):
-            gpuframe.hash_partition(t, "key", parts)
-        for t in (strs, pandas_strs):
+    # int64 keys, the common payload types; Arrow's buffers are read-only to numba, pandas'
+    # writable: kernels compile for each (pandas holds an integer column with nulls as float64:
+    # its tables have none)
+    nums = gpuframe.from_arrow(_numbers(n, 9).select(_FRAME_TYPES))
+    pandas_nums = gpuframe.from_pandas(_numbers(n, 25, nulls=False).select(_FRAME_TYPES).to_pandas())
+    strs = gpuframe.from_arrow(_strings(n, 10).select(["key", "s", "v"]))
+    pandas_strs = gpuframe.from_pandas(_strings(n, 26, nulls=False).select(["key", "s", "v"]).to_pandas())
+    for parts in (2, 64, 300):
+        for t in (nums, pandas_nums, strs, pandas_strs):
             gpuframe.hash_partition(t, "key", parts)
     gpuframe.take(nums, _np().arange(0, n, 3))
     gpuframe.take(strs, _np().arange(n - 1, -1, -2))
 
 
-def job_partition_keys(n: int) -> None:
+def job_partition_types(n: int) -> None:
     import gpuframe
     nums = gpuframe.from_arrow(_numbers(n, 23))
     strs = gpuframe.from_arrow(_strings(n, 24))
     pandas_nums = gpuframe.from_pandas(_numbers(n, 27, nulls=False).to_pandas())
+    pandas_strs = gpuframe.from_pandas(_strings(n, 28, nulls=False).to_pandas())
     for parts in (7, 300):
         for t in (nums, pandas_nums):
+            gpuframe.hash_partition(t, "key", parts)
             gpuframe.hash_partition(t, ["key", "int32"], parts)
-        gpuframe.hash_partition(strs, "s", parts)
+        for t in (strs, pandas_strs):
+            gpuframe.hash_partition(t, "key", parts)
+            gpuframe.hash_partition(t, "s", parts)
         gpuframe.hash_partition(strs, ["key", "d"], parts)
     for key in nums.column_names:
         gpuframe.hash_partition(nums, key, 8)
         gpuframe.hash_partition(pandas_nums, key, 8)
+    gpuframe.take(nums, _np().arange(0, n, 3))
+    gpuframe.take(strs, _np().arange(n - 1, -1, -2))
 
 
 def job_sort(n: int) -> None:
@@ -231,11 +239,11 @@ def job_setops(n: int) -> None:
 # the processes start at different places in this list (ci/demo.sh runs the first two)
 JOBS: list[tuple[str, Callable[[int], None]]] = [
     ("join-inner", job_join_inner),      # inner merges on int64 keys, string payloads
-    ("partition", job_partition),        # hash_partition on int64 keys, every payload type; take
+    ("partition", job_partition),        # hash_partition on int64 keys, a DataFrame's usual types; take
     ("join-outer", job_join_outer),      # left, right and outer merges
     ("join-semi", job_join_semi),        # semi and anti merges, join_indices, join_size
     ("join-keys", job_join_keys),        # merge on every other key type, string and multi-column keys
-    ("partition-keys", job_partition_keys),   # hash_partition on every key type, string and multi-column keys
+    ("partition-types", job_partition_types),   # hash_partition of every type, string and multi-column keys
     ("groupby", job_groupby),            # every op on every value type, string keys
     ("sort", job_sort),                  # every type, descending, multi-key
     ("setops", job_setops),              # union, intersect, difference, unique, concat, filter
