@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="compile the CPU kernels now (run once after installing)",
                           description="Compile every CPU kernel the operations reach into numba's on-disk "
                                       "cache, in several processes at once, so that no first call waits "
-                                      "for the compiler (about 2 minutes on 2 cores; seconds when the "
+                                      "for the compiler (about 4 minutes on 2 cores; seconds when the "
                                       "cache is already warm).")
     comp.add_argument("--processes", type=_positive("--processes"), default=None, metavar="N",
                       help="compiling processes (default: one per core)")

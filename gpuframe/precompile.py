@@ -11,7 +11,7 @@ a kernel signature is compiled by the process that claims it first and loaded by
 A kernel or type the jobs miss still compiles on first use, as before.
 
 It only fills a cache: nothing it does changes a result. With a warm cache it takes as long as
-the jobs' imports and runs (about 13 s on 2 cores).
+the jobs' imports and runs (seconds).
 """
 from __future__ import annotations
 
