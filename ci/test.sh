@@ -17,12 +17,6 @@ lanes=("$@")
 [ ${#lanes[@]} -eq 0 ] && lanes=(cpu cudasim ptx bench-smoke distributed gpu)
 launches="$(mktemp -d)/launches.json"  # kernel signatures the cudasim lane records for the ptx lane
 export GPUFRAME_RAISE_ON_FALLBACK=1
-# every process of every lane (pytest, xdist workers, Dask workers, benchmark subprocesses) shares
-# its numba compiles through this folder: a kernel signature is compiled by the first process
-# that needs it and loaded by the others (cuda_kernels/jit_cache.py share_compiles)
-claims="$(mktemp -d)"
-export GPUFRAME_COMPILE_CLAIMS="$claims"
-trap 'rm -rf "$claims"' EXIT
 results=()
 fail=0
 

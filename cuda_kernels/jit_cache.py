@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - Windows: numba's own behaviour
 
 __all__ = ["LockedCacheFile", "njit", "harden_cache", "share_compiles", "shared_compiles"]
 
-_WAIT_S = 180.0      # longest wait for a signature another process claimed; then it compiles here
+_WAIT_S = 180.0      # longest wait for a signature another process is compiling; then it compiles here
 _POLL_S = 0.02
 
 
@@ -106,16 +106,19 @@ def njit(*args: Any, **options: Any) -> Any:
 def share_compiles(folder: str) -> None:
     """Share this process's numba compiles with the other processes that call this with the same
     ``folder`` (and the same numba cache): of a kernel signature several of them need, the first
-    to create ``<key>.claim`` in ``folder`` compiles it (numba saves it in its cache) and then
-    creates ``<key>.done``; the others wait for ``.done`` and let numba load it from the cache
-    (compiling it themselves if loading fails, or after ``_WAIT_S`` seconds). Only compiles
-    called from Python are shared (a kernel's callees compile inside it).
+    to take the ``flock`` on ``<key>.lock`` in ``folder`` compiles it (numba saves it in its
+    cache), creates ``<key>.done`` and lets the lock go; the others wait for the lock and, with
+    ``.done`` there, let numba load the signature from the cache (compiling it themselves if
+    loading fails). A process that dies while compiling releases its lock with it: the next one
+    compiles. Only compiles called from Python are shared (a kernel's callees compile inside it);
+    where the folder cannot be used (no ``fcntl``, removed, read-only) a compile is not shared.
 
     ``gpuframe compile`` uses it, and so does every process whose environment names a folder in
-    ``GPUFRAME_COMPILE_CLAIMS`` when it first imports a kernel (the test lanes; the workers of a
-    Dask cluster starting on a cold cache). A claim left by a process that died while compiling
-    holds the others up to ``_WAIT_S`` seconds: give each group of processes a fresh folder.
-    Once a process, one folder."""
+    ``GPUFRAME_COMPILE_CLAIMS`` when it first imports a kernel (the workers of a
+    Dask cluster starting on a cold cache). Once a process, one folder."""
+    if _fcntl is None:  # pragma: no cover - Windows: compiles are not shared
+        return
+    folder = os.path.realpath(folder)
     # the state hangs on the patched method, not on this module: it can be imported under two
     # names (gpuframe.kernels.jit_cache and cuda_kernels.jit_cache), and two patches, one inside
     # the other, would wait for their own claims
@@ -125,7 +128,10 @@ def share_compiles(folder: str) -> None:
             raise RuntimeError(f"share_compiles: already sharing through {installed['folder']!r}, "
                                f"asked for {folder!r}")
         return
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        pass   # each compile then finds no folder and is not shared
     original = Dispatcher.compile
     local = threading.local()
     state = {"folder": folder, "compiled": 0, "loaded": 0}
@@ -142,34 +148,49 @@ def share_compiles(folder: str) -> None:
         where = getattr(getattr(cache, "_cache_file", None), "_index_path", "")
         text = f"{where}:{fn.__module__}.{fn.__qualname__}:{args!r}"
         path = os.path.join(folder, hashlib.sha256(text.encode()).hexdigest()[:32])
-        mine = _create(path + ".claim")
-        if not mine:
-            _wait_for(path + ".done")
+        try:
+            fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return original(disp, sig)
         local.depth = depth + 1
         try:
-            return original(disp, sig)
+            _lock_or_wait(fd, path + ".done")
+            mine = not os.path.exists(path + ".done")
+            try:
+                return original(disp, sig)
+            finally:
+                state["compiled" if mine else "loaded"] += 1
+                if mine:   # also when compiling failed: the others then fail as this one did
+                    _create(path + ".done")
         finally:
             local.depth = depth
-            state["compiled" if mine else "loaded"] += 1
-            if mine:   # also when compiling failed: the others then fail as this one did
-                _create(path + ".done")
+            os.close(fd)   # lets the lock go
 
     compile._gpuframe_claims = state  # type: ignore[attr-defined]
     Dispatcher.compile = compile
 
 
-def _create(path: str) -> bool:
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        return True
-    except FileExistsError:
-        return False
-
-
-def _wait_for(path: str) -> None:
+def _lock_or_wait(fd: int, done: str) -> None:
+    """Take the ``flock`` on ``fd``, waiting while another process holds it (at most ``_WAIT_S``
+    seconds, then go on without it)."""
     end = time.monotonic() + _WAIT_S
-    while not os.path.exists(path) and time.monotonic() < end:
-        time.sleep(_POLL_S)
+    while True:
+        try:
+            _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= end:
+                return
+            time.sleep(_POLL_S)
+        except OSError:
+            return
+
+
+def _create(path: str) -> None:
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+    except OSError:
+        pass
 
 
 def shared_compiles() -> dict[str, int]:

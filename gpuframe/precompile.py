@@ -3,7 +3,7 @@
 Every CPU kernel is ``cache=True``: compiled once per machine, then loaded in about a
 millisecond. The first use on a fresh machine pays the compile, 15-25 s on 2 cores for the
 first join alone. :func:`compile_kernels` pays it at install time instead (``gpuframe compile``;
-``ci/demo.sh`` runs it when the kernel sources changed), for the kernels the library's
+``ci/demo.sh`` runs the demo's jobs before the demo), for the kernels the library's
 operations reach: it runs a fixed list of jobs (every operation, every stored type, both sides
 of the size switches that pick a kernel path) in one process per core, each walking the jobs
 from a different place, sharing their compiles (:func:`~gpuframe.kernels.jit_cache.share_compiles`:
@@ -296,15 +296,30 @@ def compile_kernels(processes: Optional[int] = None, *, say: Optional[Callable[[
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpuframe-compile-") as own:
         folder = os.environ.get("GPUFRAME_COMPILE_CLAIMS") or own
-        procs = []
+        procs, logs = [], []
         units = len(chosen) * len(sizes)
         for i in range(processes):
             start = (i * units) // processes
             cmd = [sys.executable, "-m", "gpuframe.precompile", "--start", str(start), "--claims", folder,
                    "--sizes", ",".join(str(n) for n in sizes), *[a for name in chosen for a in ("--job", name)]]
             env = dict(os.environ, GPUFRAME_COMPILE_CLAIMS=folder)   # shared from the first kernel import
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
-        outputs = [p.communicate()[0] for p in procs]
+            # output to a file, not a pipe: a child that fills a pipe nobody reads yet would stop,
+            # perhaps holding a signature the others wait for
+            logs.append(open(os.path.join(own, f"process-{i}.log"), "w+"))
+            procs.append(subprocess.Popen(cmd, stdout=logs[-1], stderr=subprocess.STDOUT, text=True, env=env))
+        outputs = []
+        try:
+            for p, log in zip(procs, logs):
+                p.wait()
+                log.seek(0)
+                outputs.append(log.read())
+        except BaseException:   # interrupted: no compiling process outlives the command
+            for p in procs:
+                p.kill()
+            raise
+        finally:
+            for log in logs:
+                log.close()
     failed = [(p.returncode, out) for p, out in zip(procs, outputs) if p.returncode != 0]
     if failed:
         rc, out = failed[0]

@@ -117,14 +117,16 @@ def _share_one(folder, barrier, q):
     from cuda_kernels.jit_cache import shared_compiles
 
     barrier.wait()
-    got = [float(toy_shared_jit.times_two(np.int64(3))), float(toy_shared_jit.times_two(np.float64(1.5)))]
+    f = toy_shared_jit.times_two
+    got = [float(f(np.int64(3))), float(f(np.float64(1.5)))]
     t0 = time.monotonic()
     try:
         toy_shared_jit.no_strings("a")
         failed = ""
     except Exception as exc:  # noqa: BLE001 - the typing error every process must see
         failed = type(exc).__name__
-    q.put((got, shared_compiles(), failed, time.monotonic() - t0))
+    q.put((got, shared_compiles(), failed, time.monotonic() - t0,
+           len(f.stats.cache_hits), len(f.stats.cache_misses)))
 
 
 @pytest.mark.timeout(180)
@@ -146,6 +148,8 @@ def test_processes_sharing_compiles_compile_each_signature_once(tmp_path, monkey
     # three signatures (two that compile, one that fails typing), each compiled by one process
     assert sum(o[1]["compiled"] for o in out) == 3
     assert sum(o[1]["loaded"] for o in out) == 3 * (n - 1)
+    # numba's own account: two compiles in all, every other process loaded both from the cache
+    assert sum(o[5] for o in out) == 2 and sum(o[4] for o in out) == 2 * (n - 1)
     # a compile that fails releases its claim: every process fails the same way, none waits it out
     assert {o[2] for o in out} == {"TypingError"}
     assert max(o[3] for o in out) < 60
@@ -176,3 +180,48 @@ def test_sharing_installed_under_both_module_names_compiles_once(tmp_path, monke
     got, one, other = q.get(timeout=100)   # a second patch inside the first would wait on its own claim
     p.join(30)
     assert got == 8.0 and one == other == {"compiled": 1, "loaded": 0}
+
+
+def _die_compiling(folder, q):
+    import numba.core.compiler as compiler
+
+    def stuck(*args, **kwargs):
+        q.put("compiling")
+        time.sleep(600)
+
+    compiler.compile_extra = stuck
+    sys.path.insert(0, folder)
+    import toy_shared_jit
+
+    toy_shared_jit.times_two(np.int64(3))
+
+
+def _compile_after(folder, q):
+    sys.path.insert(0, folder)
+    import toy_shared_jit
+    from cuda_kernels.jit_cache import shared_compiles
+
+    t0 = time.monotonic()
+    got = float(toy_shared_jit.times_two(np.int64(3)))
+    q.put((got, time.monotonic() - t0, shared_compiles()))
+
+
+@pytest.mark.timeout(120)
+def test_a_process_killed_while_compiling_holds_nobody_up(tmp_path, monkeypatch):
+    (tmp_path / "toy_shared_jit.py").write_text(SHARED_TOY)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GPUFRAME_COMPILE_CLAIMS", str(tmp_path / "claims"))
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    dying = ctx.Process(target=_die_compiling, args=(str(tmp_path), q))
+    dying.start()
+    assert q.get(timeout=60) == "compiling"   # it holds the signature's lock now
+    dying.kill()
+    dying.join(30)
+    q = ctx.Queue()   # a new one: the killed process may have died holding the first one's lock
+    later = ctx.Process(target=_compile_after, args=(str(tmp_path), q))
+    later.start()
+    got, seconds, counts = q.get(timeout=90)
+    later.join(30)
+    assert got == 6.0 and counts == {"compiled": 1, "loaded": 0}
+    assert seconds < 30, "the dead process's claim went with it (the wait would be 180 s)"

@@ -2,6 +2,8 @@
 processes it starts share their compiles."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gpuframe import precompile
@@ -36,7 +38,12 @@ def test_compile_kernels_runs_its_processes():
     lines = []
     res = precompile.compile_kernels(2, say=lines.append, sizes=(60, 600), jobs=["join-inner"])
     assert res["processes"] == 2 and res["jobs"] == 1
-    assert len(lines) == 2 and all("join-inner@60" in line and "join-inner@600" in line and "compiled here" in line for line in lines)
+    assert len(lines) == 2
+    assert all("join-inner@60" in line and "join-inner@600" in line and "compiled here" in line for line in lines)
+    # both run the same units: whatever one compiled the other loaded (or both loaded what the
+    # processes of an enclosing GPUFRAME_COMPILE_CLAIMS compiled)
+    loaded = [int(re.search(r"(\d+) by another process", line).group(1)) for line in lines]
+    assert sum(loaded) > 0
 
 
 @pytest.mark.parametrize("bad", [["nope"], "sort", ["sort", 3]])
