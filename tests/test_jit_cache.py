@@ -129,11 +129,19 @@ def _share_one(folder, barrier, q):
            len(f.stats.cache_hits), len(f.stats.cache_misses)))
 
 
-@pytest.mark.timeout(180)
-def test_processes_sharing_compiles_compile_each_signature_once(tmp_path, monkeypatch):
+@pytest.fixture
+def shared_toy(tmp_path, monkeypatch):
+    """``toy_shared_jit`` in ``tmp_path``, a numba cache and a claims folder of its own (the
+    children inherit the environment)."""
     (tmp_path / "toy_shared_jit.py").write_text(SHARED_TOY)
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("GPUFRAME_COMPILE_CLAIMS", str(tmp_path / "claims"))
+    return tmp_path
+
+
+@pytest.mark.timeout(180)
+def test_processes_sharing_compiles_compile_each_signature_once(shared_toy):
+    tmp_path = shared_toy
     ctx = mp.get_context("spawn")
     n = 3
     barrier, q = ctx.Barrier(n), ctx.Queue()
@@ -207,10 +215,8 @@ def _compile_after(folder, q):
 
 
 @pytest.mark.timeout(120)
-def test_a_process_killed_while_compiling_holds_nobody_up(tmp_path, monkeypatch):
-    (tmp_path / "toy_shared_jit.py").write_text(SHARED_TOY)
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("GPUFRAME_COMPILE_CLAIMS", str(tmp_path / "claims"))
+def test_a_process_killed_while_compiling_holds_nobody_up(shared_toy):
+    tmp_path = shared_toy
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     dying = ctx.Process(target=_die_compiling, args=(str(tmp_path), q))
