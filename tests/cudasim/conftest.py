@@ -1,7 +1,11 @@
 """Under ``GPUFRAME_RECORD_LAUNCHES=FILE`` (set by ``ci/test.sh`` for the ptx lane), record the
 argument types of every kernel launch the simulator runs, and write them to FILE as JSON at the
 end of the session (under pytest-xdist, each worker to ``FILE.<worker id>``): ``ci/ptx_lane.py``
-compiles each recorded signature with the real NVVM."""
+compiles each recorded signature with the real NVVM.
+
+Blocks run on pooled threads (:mod:`tests.common.sim_blocks`: the simulator's own thread
+creation and polling took most of this lane's time); ``GPUFRAME_SIM_BLOCKS=numba`` keeps the
+simulator's own ``BlockManager``."""
 from __future__ import annotations
 
 import json
@@ -37,6 +41,12 @@ def _describe(arg) -> list:
 
 
 def pytest_configure(config):
+    from gpuframe.core.device import cudasim_enabled
+
+    if cudasim_enabled() and os.environ.get("GPUFRAME_SIM_BLOCKS", "pooled") != "numba":
+        from ..common import sim_blocks
+
+        sim_blocks.install()
     path = os.environ.get("GPUFRAME_RECORD_LAUNCHES")
     if not path:
         return
@@ -45,8 +55,6 @@ def pytest_configure(config):
         path = f"{path}.{worker}"          # each pytest-xdist worker its own file; ci/test.sh merges them
     elif getattr(config.option, "numprocesses", None):
         return                             # the xdist controller runs no test: nothing to record
-    from gpuframe.core.device import cudasim_enabled
-
     if not cudasim_enabled():
         raise pytest.UsageError("GPUFRAME_RECORD_LAUNCHES needs NUMBA_ENABLE_CUDASIM=1")
     from numba.cuda.simulator import kernel as simkernel

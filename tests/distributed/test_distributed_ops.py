@@ -472,6 +472,8 @@ def test_local_failure_fails_the_peers_at_once():
 
 # ------------------------------------------------------------------------------ device tables (simulator)
 SIM_SCRIPT = """
+from tests.common import sim_blocks
+sim_blocks.install()   # pooled simulator threads (tests/common/sim_blocks.py)
 import numpy as np, pyarrow as pa, gpuframe
 import gpuframe.distributed as gd
 from gpuframe.comm import local_mesh
