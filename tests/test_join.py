@@ -356,6 +356,23 @@ def test_unique_build_keys_one_pass(how, keys, cpu_path, monkeypatch):
     assert calls and set(calls) == {"small" if cpu_path == "inplace" else "direct"}, calls
 
 
+@pytest.mark.parametrize("how", ROW_HOWS)
+@pytest.mark.parametrize("build_payloads", [1, 2])
+def test_unique_build_keys_fixed_payloads(how, build_payloads, cpu_path):
+    # fixed-width columns only: the one-pass path writes whole probe batches a column at a
+    # time, misses among them (a left join's fill and null validity) included, and probe rows
+    # out of their positions after a miss (an inner join's packed rows)
+    rng = np.random.default_rng(23)
+    bk = rng.permutation(300)[:200]
+    pk = rng.integers(0, 330, 700)
+    right = pa.table({"k": bk, **{f"b{c}": rng.integers(0, 1000, 200) for c in range(build_payloads)}})
+    pnull = rng.random(700) < 0.03
+    left = pa.table({"k": pa.array(pk, pa.int64(), mask=pnull), "a": np.arange(700),
+                     "f": rng.random(700)})
+    check_join(left, right, how, on="k")
+    check_join(right, left, how, on="k")
+
+
 # --------------------------------------------------------------------------- small build sides
 def _addresses(arr) -> list:
     if isinstance(arr, pa.ChunkedArray):
