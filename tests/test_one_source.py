@@ -51,7 +51,7 @@ PER_ROW = {
     keys: {
         "canon_word": (u64, i64), "word_hash": (u64,), "orig_row": (_arr(i64), i64),
         "spans_equal": (CH, i64, i64, CH, i64, i64), "rows_equal": (W2, S2, S2, CH, i64, W2, S2, S2, CH, i64),
-        "row_hash": (W2, S2, S2, CH, i64),
+        "row_hash": (W2, S2, S2, CH, i64), "key_bytes_hash": (CH, i64, i64),
         "key_word_row": (_arr(u64), i64, CH, b1, _arr(u64), _arr(u64), b1, CH, b1, i64),
         "string_span_row": (_arr(types.int32), CH, b1, _arr(i64), _arr(i64), _arr(u64), b1, CH, b1, i64),
     },
