@@ -588,7 +588,7 @@ def _emit_strings(o, i, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, sof
         d = spos[c]
         copy_short(schars[c] + d, src, n)
         spos[c] = d + n
-        store_i64_nt(soffs[c], o + 1, d + n)
+        store_i64(soffs[c], o + 1, d + n)
 
 
 @njit(parallel=True, **_OPTS)
