@@ -819,19 +819,12 @@ def probe_direct(probe, build, out, tally):
                         cnt += 1
                         if g >= 0 and eub:
                             bmatched[g] = 1
-                if o == i0 and cnt == nk:
-                    for k in range(na):
-                        r = active[k]
-                        for c in range(cnt):
-                            i = i0 + sel[c]
-                            store_i64(outs[r], o + c, _emit_value(r, i, gs[sel[c]], porig, borig, pcols, bcols,
-                                                                  bkeys, src_p, src_b, fill))
-                else:
-                    for r in range(nrows):
-                        for c in range(cnt):
-                            i = i0 + sel[c]
-                            store_i64(outs[r], o + c, _emit_value(r, i, gs[sel[c]], porig, borig, pcols, bcols,
-                                                                  bkeys, src_p, src_b, fill))
+                in_place = o == i0 and cnt == nk      # then only the active rows need writing
+                for k in range(na if in_place else nrows):
+                    r = active[k] if in_place else k
+                    for c in range(cnt):
+                        store_i64(outs[r], o + c, _emit_value(r, i0 + sel[c], gs[sel[c]], porig, borig, pcols,
+                                                              bcols, bkeys, src_p, src_b, fill))
                 if nstr != 0:
                     for c in range(cnt):
                         _emit_strings(o + c, i0 + sel[c], gs[sel[c]], from_build, op_st, op_en, pch, ob_st, ob_en,
