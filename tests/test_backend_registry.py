@@ -76,8 +76,9 @@ def test_implemented_lists_both_backends():
     cpu, cuda = registry.implemented("cpu"), registry.implemented("cuda")
     assert {"join", "join_size", "merged_key", "gather_column", "check_indices", "hash_rows",
             "partition_ids", "hash_partition"} <= set(cuda)
-    # the CPU's capabilities: the fused join, and the skewed merge's split in one scatter
-    assert set(cpu) == set(cuda) | {"join_fused", "hash_partition_heavy"}
+    # the CPU's capabilities: the fused join, the skewed merge's split in one scatter, and the
+    # set operations' rows without group ids
+    assert set(cpu) == set(cuda) | {"join_fused", "hash_partition_heavy", "first_rows", "distinct_rows"}
 
 
 def test_capability_never_falls_back():

@@ -5,7 +5,9 @@ each group's first row, exactly. Each path is taken on purpose: strings kept in 
 dictionaries (repeated and null entries, null indices), several columns grouped with the group
 ids of the columns before them (or, past the per-chunk group limit, their ids combined into one
 word, regrouped when the product of the group counts would not fit, and grouped by the join's
-tables), and the join's tables for one column past that limit."""
+tables), and the join's tables for one column past that limit. ``first_rows`` (the groups' first rows
+alone, the tables' chain heads past the limit) is checked beside every case, and
+``distinct_rows`` (intersect's and difference's rows) against the same reference."""
 from __future__ import annotations
 
 import math
@@ -45,6 +47,8 @@ def _check(*arrays: pa.Array) -> int:
     assert gid.dtype in (np.int32, np.int64)
     np.testing.assert_array_equal(np.asarray(gid, np.int64), want_gid)
     np.testing.assert_array_equal(np.asarray(first, np.int64), want_first)
+    # unique's rows without the group ids (the partitioned tables' chain heads past the limit)
+    np.testing.assert_array_equal(G.first_rows(cols, pairs), want_first)
     return len(want_first)
 
 
@@ -184,3 +188,71 @@ def test_median_by_selection_matches_a_sort(seed):
         k = len(v)
         want = v[k // 2] if k % 2 else (v[k // 2 - 1] + v[k // 2]) / 2.0
         assert (math.isnan(want) and math.isnan(got[g])) or got[g] == want, (g, got[g], want)
+
+
+# --------------------------------------------------------------------------- distinct_rows
+def _check_distinct(left: list, right: list, expect_path: bool = True) -> None:
+    """``distinct_rows`` of the left arrays against the right ones, both hows, against the
+    reference: the first row of every left group whose row is (semi) / is not (anti) a right
+    row, rows compared as the promoted join keys compare them (null == null, NaN == NaN)."""
+    import gpuframe
+    from gpuframe.ops.join import _keys
+
+    lt = gpuframe.from_arrow(pa.table({f"c{i}": a for i, a in enumerate(left)}))
+    rt = gpuframe.from_arrow(pa.table({f"c{i}": a for i, a in enumerate(right)}))
+    names = lt.column_names
+    pairs, lkeys, rkeys = _keys(lt, rt, names, names, lt.device)
+    _, first = _reference(list(left))
+    promoted = [a.cast(p.out_type) if not pa.types.is_dictionary(a.type) else a.cast(pa.string())
+                for a, p in zip(left, pairs)]
+    rprom = [a.cast(p.out_type) if not pa.types.is_dictionary(a.type) else a.cast(pa.string())
+             for a, p in zip(right, pairs)]
+    lrows = list(zip(*[[set_key(v) for v in a.to_pylist()] for a in promoted]))
+    rset = set(zip(*[[set_key(v) for v in a.to_pylist()] for a in rprom]))
+    for how in ("semi", "anti"):
+        got = G.distinct_rows(lkeys, rkeys, pairs, how)
+        if got is None:
+            assert not expect_path, "distinct_rows declined"
+            continue
+        want = [int(i) for i in first if (lrows[i] in rset) == (how == "semi")]
+        np.testing.assert_array_equal(got, np.array(want, np.int64), err_msg=how)
+
+
+def test_distinct_rows_against_the_reference(monkeypatch):
+    monkeypatch.setattr(G, "_FEW_GROUPS_SHARE", 0.0)     # the tables of every left row, always
+    rng = np.random.default_rng(21)
+    n, m = 70_000, 30_000                                  # partitioned tables (thousands of rows a side)
+    li = pa.array([None if x == 0 else int(x) for x in rng.integers(0, 9000, n)], pa.int32())
+    ri = pa.array([None if x == 0 else int(x) for x in rng.integers(4000, 13000, m)], pa.int64())
+    ls = pa.array(_strings(rng, n, 60))
+    rs = pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 40, m), pa.int32()),
+                                        pa.array(_strings(rng, 40, 60, null_share=0.2)))
+    fv = rng.integers(-3, 3, n).astype(np.float64)
+    fv[rng.random(n) < 0.05] = np.nan
+    fv[rng.random(n) < 0.05] = -0.0
+    lf = pa.array(fv, mask=rng.random(n) < 0.03)
+    rfv = rng.integers(-3, 3, m).astype(np.float32)
+    rfv[rng.random(m) < 0.05] = np.nan
+    rf = pa.array(rfv, mask=rng.random(m) < 0.03)
+    _check_distinct([li], [ri])                            # int32 with int64
+    _check_distinct([li, ls], [ri, rs.cast(pa.string())])
+    _check_distinct([ls, li], [rs, ri])                    # strings with a dictionary
+    _check_distinct([lf, li], [rf, ri])                    # float64 with float32: NaN, -0.0
+    # one key holding half the left rows (a chain of 35,000 rows, probed by every right row)
+    heavy = pa.array(np.where(rng.random(n) < 0.5, 7, rng.integers(0, 50_000, n)))
+    _check_distinct([heavy], [pa.array(rng.integers(0, 20, m))])
+    _check_distinct([heavy[:1]], [pa.array([7, 7])])       # one row, no partitions
+    _check_distinct([heavy], [pa.array([], pa.int64())])   # nothing to match
+
+
+def test_distinct_rows_declines_few_groups():
+    """A first column with few groups: ``None`` (the caller's ``unique`` and a join on the few
+    rows); a bad ``how`` is refused."""
+    import gpuframe
+    from gpuframe.ops.join import _keys
+
+    t = gpuframe.from_arrow(pa.table({"k": np.random.default_rng(4).integers(0, 5, 20_000)}))
+    pairs, lk, rk = _keys(t, t, ["k"], ["k"], t.device)
+    assert G.distinct_rows(lk, rk, pairs, "semi") is None
+    with pytest.raises(ValueError, match="how must be 'semi' or 'anti', got 'inner'"):
+        G.distinct_rows(lk, rk, pairs, "inner")

@@ -184,6 +184,39 @@ def test_set_ops_bad_input():
         gpuframe.union(g, None)
 
 
+@pytest.mark.parametrize("op", ["unique", "union", "intersect", "difference"])
+def test_set_ops_many_groups_one_pass_path(monkeypatch, op):
+    """Many distinct rows (the CPU's one-pass paths: the chain heads of the join's partitioned
+    tables, the left rows' tables marked by the right rows) against DuckDB and, row for row and
+    in order, against the general path (``unique`` then a semi or anti join)."""
+    import gpuframe.ops.setops as S
+    from gpuframe.backends.cpu import groups as G
+
+    monkeypatch.setattr(G, "_LOCAL_GROUPS", 64)       # past the chunk tables' limit at this size
+    a = _table(30_000, 7, 12_000, (pa.int64(), pa.string(), pa.float64()))
+    b = _table(20_000, 8, 12_000, (pa.int32(), pa.dictionary(pa.int16(), pa.string()), pa.float32()))
+    ga, gb = gpuframe.from_arrow(a), gpuframe.from_arrow(b)
+    f = getattr(gpuframe, op)
+    from gpuframe.backends import registry
+
+    calls = []
+    for name in ("first_rows", "distinct_rows"):
+        real = getattr(G, name)
+        monkeypatch.setitem(registry._IMPLS["cpu"], name,
+                            lambda *args, _real=real, _name=name: calls.append(_name) or _real(*args))
+    got = (f(ga) if op == "unique" else f(ga, gb)).to_arrow()
+    assert calls, "the one-pass path was not taken"
+    with monkeypatch.context() as m:
+        m.setattr(S, "capability", lambda *args, **kw: None)
+        general = (f(ga) if op == "unique" else f(ga, gb)).to_arrow()
+    assert _same(got, general)
+    schema = got.schema
+    sql = {"unique": "SELECT DISTINCT * FROM a", "union": "SELECT * FROM a UNION SELECT * FROM b",
+           "intersect": "SELECT * FROM a INTERSECT SELECT * FROM b",
+           "difference": "SELECT * FROM a EXCEPT SELECT * FROM b"}[op]
+    assert Counter(_rows(got)) == _duck(sql, a=a.cast(schema), b=b.cast(schema))
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.one_of(st.none(), st.integers(-3, 3)),
                           st.one_of(st.none(), st.sampled_from(["", "a", "ß", "aa"])),

@@ -20,6 +20,14 @@ The backend operations and their signatures (every registered name is listed in
     *Optional* (CPU only): ``hash_partition`` with rows whose hash is in ``heavy`` (sorted uint64)
     sent to the extra partitions ``num_partitions - 1 + code`` (the skewed merge's split, see
     :mod:`gpuframe._skew`).
+``first_rows(columns, pairs) -> rows``
+    *Optional* (CPU only): ``group_ids(columns, pairs)[1]`` (every group's first row, ascending
+    int64) without the group ids (``unique``).
+``distinct_rows(left_keys, right_keys, pairs, how) -> rows or None``
+    *Optional* (CPU only): the first row of every distinct left row (rows compared as
+    ``group_ids`` compares them) with an equal right row (``how="semi"``: ``intersect``) or
+    without one (``"anti"``: ``difference``), ascending int64, in one pass over each side;
+    ``None`` where the backend's general path is the faster one (``unique``, then the join).
 ``gather_column(column, indices, missing) -> Column``, ``check_indices(indices, num_rows)``,
 ``hash_rows``, ``partition_ids``, ``hash_partition``: see :mod:`gpuframe.ops.gather`,
 :mod:`gpuframe.ops.hashing` and :mod:`gpuframe.ops.partition`.

@@ -4,6 +4,9 @@ Rows compare equal when every column does, with null == null, NaN == NaN and -0.
 SQL's set operations and DISTINCT do. Rows are grouped by the backend's ``group_ids`` (the
 join's key preparation and hash tables with ``nulls_equal``), ``intersect`` and ``difference``
 are the distinct rows of a semi and an anti join on every column (:mod:`gpuframe.ops.join`).
+A backend may do better with its optional ``first_rows`` (the groups' first rows without group
+ids) and ``distinct_rows`` (intersect's and difference's rows in one pass over each side: the
+left rows' hash tables marked by the right rows); the CPU backend has both.
 
 Order: ``unique`` keeps the rows in input order (``keep="first"``/``"any"``: the groups' first
 rows; ``"last"``: their last rows, in input order); ``union`` lists the left table's distinct
@@ -11,11 +14,11 @@ rows first; ``intersect`` and ``difference`` keep the left table's order.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..backends.registry import resolve
+from ..backends.registry import capability, resolve
 from ..core import memory
 from ..core.table import Table
 from .gather import take
@@ -95,16 +98,25 @@ def unique(table: Table, subset: Any = None, *, keep: str = "any") -> Table:
         raise ValueError(f"keep must be one of {list(KEEP)}, got {keep!r}")
     if table.num_rows <= 1:
         return table
-    gid, first = group_keys(table, names)
-    ngroups = int(first.shape[0])
-    if ngroups == table.num_rows:
-        return table
     if keep == "last":
+        gid, first = group_keys(table, names)
         fn, run_dev = resolve("last_rows", table.device)
-        rows = fn(gid, ngroups)
+        rows = fn(gid, int(first.shape[0]))
     else:
-        rows = first
+        rows = _first_rows(table, names)
+    if int(rows.shape[0]) == table.num_rows:
+        return table
     return take(table, memory.to_device(rows, table.device))
+
+
+def _first_rows(table: Table, names: Sequence[str]) -> Any:
+    """The first row of every group of equal rows of columns ``names`` (ascending): the
+    backend's ``first_rows`` where it has one (no group ids made), else ``group_ids``'."""
+    fn = capability("first_rows", table.device)
+    if fn is None:
+        return group_keys(table, names)[1]
+    cols = [table[n] for n in names]
+    return fn(cols, [pair_for(n, c.dtype) for n, c in zip(names, cols)])
 
 
 def _pair_tables(left: Table, right: Table, op: str) -> tuple[Table, Table]:
@@ -145,6 +157,10 @@ def _set_join(left: Table, right: Table, how: str) -> Table:
     _pair_tables(left, right, op)    # the same names, types that can be compared (the join promotes them)
     lt, rt = left, right
     names = list(lt.column_names)
+    if lt.num_rows and rt.num_rows:
+        got = _distinct_join(lt, rt, names, how)
+        if got is not None:
+            return got
     # distinct left rows first: the join then probes each once
     lu = unique(lt, keep="first")
     if lu.num_rows == 0 or (how == "anti" and rt.num_rows == 0):
@@ -155,6 +171,23 @@ def _set_join(left: Table, right: Table, how: str) -> Table:
     if int(rows.shape[0]) == lu.num_rows:
         return lu
     return take(lu, rows)
+
+
+def _distinct_join(left: Table, right: Table, names: list[str], how: str) -> Optional[Table]:
+    """``_set_join`` in one pass over each side by the backend's ``distinct_rows`` (the left rows
+    in the join's tables, their groups marked by the right rows), or ``None`` without it."""
+    fn = capability("distinct_rows", left.device)
+    if fn is None:
+        return None
+    from .join import _keys
+
+    pairs, lkeys, rkeys = _keys(left, right, names, names, left.device)
+    rows = fn(lkeys, rkeys, pairs, how)
+    if rows is None:
+        return None
+    if int(rows.shape[0]) == left.num_rows:
+        return left
+    return take(left, memory.to_device(rows, left.device))
 
 
 def intersect(left: Table, right: Table) -> Table:

@@ -6,7 +6,8 @@ NaN == NaN, -0.0 == 0.0; the contract is in :mod:`gpuframe.backends.contract`).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -19,10 +20,10 @@ from ...core.dtypes import Layout
 from ...core.hostalloc import host_empty
 from .._keys import fast_key_words, prepare_side
 from ..contract import KeyPair
-from .join import (_E8, _EU64, _build_side, _key_word, _partition_bits, _ro, _ro_side, _row_hash_cpu,
-                   _string_span, _widen_words)
+from .join import (_E8, _EU64, _build_side, _count, _index_dtype, _key_word, _partition_bits, _prepare,
+                   _probe_side, _ro, _ro_side, _row_hash_cpu, _string_span, _use_inplace, _widen_words)
 
-__all__ = ["group_ids", "group_reduce", "last_rows"]
+__all__ = ["group_ids", "first_rows", "distinct_rows", "group_reduce", "last_rows"]
 
 
 def _kernels():
@@ -31,9 +32,11 @@ def _kernels():
     return group_cpu
 
 
-def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.ndarray, np.ndarray]:
+def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], need_gid: bool = True
+              ) -> tuple[Optional[np.ndarray], np.ndarray]:
     """``(gid, first)``: every row's dense group id (groups numbered in the order of their first
     rows; int32 below 2**31 rows, else int64) and each group's first row (ascending, int64).
+    Without ``need_gid`` ``gid`` may be ``None`` (:func:`first_rows`).
 
     One key column is grouped with its key in the table's slots (:func:`_column_ids`). Several
     are grouped one at a time, each with the group ids of the columns before it in the slots
@@ -55,7 +58,12 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> tuple[np.n
     for col, pair in zip(columns, pairs):
         if words is None:
             if codes is None:
-                got = _column_ids(col, pair, local_only=True)
+                got = _column_ids(col, pair, local_only=True, fixed_local_only=not need_gid)
+                if got is None and not need_gid:
+                    # the first column has too many groups for a chunk's table, and so have
+                    # the rows: every column at once in the partitioned tables, whose chains'
+                    # heads are the groups' first rows
+                    return None, _prepared_ids(columns, pairs, chunk_tables=False, heads_only=True)[1]
                 if got is None:
                     if pair.is_string and len(columns) > 1:
                         # a string key with too many groups for a chunk's table: the join's
@@ -105,14 +113,16 @@ def _word_ids(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _prepared_ids([col], [KeyPair("<group ids>", "<group ids>", pa.int64(), pa.int64(), "int", pa.int64())])
 
 
-def _column_ids(col: Column, pair: KeyPair, prev: Any = None, local_only: bool = False) -> Any:
+def _column_ids(col: Column, pair: KeyPair, prev: Any = None, local_only: bool = False,
+                fixed_local_only: bool = False) -> Any:
     """``(gid, first)`` of one key column (with ``prev``, the rows' group ids by the columns
     before, of the (previous group, key) pairs): the key in the slots of a table per chunk of
     rows (a string's bytes when it has at most 15, its hash and then its bytes when longer; a
     null one group), merged in row order. Past :data:`_LOCAL_GROUPS` groups in a chunk ``None``
     with ``local_only``, else the join's prepared keys and partitioned tables
     (:func:`_prepared_ids`), which also take a key without ``prev`` or nulls (its word alone in
-    the slots: faster) and the layouts the slots do not."""
+    the slots: faster; its chunk tables alone too with ``fixed_local_only``, ``None`` past
+    their limit) and the layouts the slots do not."""
     n = len(col)
     valid = _valid(col) if col.has_nulls else _E8
     got = None
@@ -123,7 +133,7 @@ def _column_ids(col: Column, pair: KeyPair, prev: Any = None, local_only: bool =
     elif col.layout == Layout.DICTIONARY and col.dictionary is not None:
         got = _dictionary_ids(col, prev)
     elif prev is None and not col.has_nulls:
-        return _prepared_ids([col], [pair])
+        return _prepared_ids([col], [pair], local_only=fixed_local_only)
     elif col.layout == Layout.FIXED or pair.family == "bool":
         words = fast_key_words(col, pair, CPU, _widen_words)
         kmode = KMODE_F64 if pair.family == "float" else KMODE_BITS
@@ -180,11 +190,13 @@ def _column_kernel_ids(keys: Any, kmode: int, valid: np.ndarray, offs: Any, char
     return gid, first[:ngroups]
 
 
-def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair],
-                  chunk_tables: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], chunk_tables: bool = True,
+                  heads_only: bool = False, local_only: bool = False) -> Any:
     """``(gid, first)`` through the join's key preparation: a table per chunk of rows, or past
     :data:`_LOCAL_GROUPS` groups in a chunk (or without ``chunk_tables``: the caller's chunk
-    tables of the first key already found too many) the join's partitioned tables."""
+    tables of the first key already found too many) the join's partitioned tables
+    (``local_only``: ``None`` instead). ``heads_only``: ``(None, first)`` from the partitioned
+    tables, the heads of their chains (no group ids)."""
     K = _kernels()
     n = len(columns[0])
     sk = prepare_side(columns, pairs, CPU, _widen_words, _key_word, _string_span)
@@ -193,19 +205,101 @@ def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair],
     _row_hash_cpu(sk)
     sk = _ro_side(sk)
     local = _local_group_ids(sk, n) if chunk_tables else None
-    if local is not None:
+    if local is not None or local_only:
         return local
     pbits = _partition_bits(n, 0)
     B = _build_side(sk, pbits, [], need_orig=pbits > 0)
     if B.unique:
         return _every_row_a_group(n)
     nparts = 1 << pbits
+    if heads_only:
+        return None, _heads(B, nparts, n)
     rep = host_empty(n, np.int64)
     K.group_first(B.starts, nparts, B.toffs, B.tables, B.nxt, B.orig, rep, np.zeros(nparts, np.int64))
     gid = host_empty(n, _id_dtype(n))
     first = host_empty(n, np.int64)
     ngroups = int(K.dense_ids(_ro(rep), K.nchunks_for(n), gid, first))
     return gid, first[:ngroups]
+
+
+def _heads(B: Any, nparts: int, n: int, flags: np.ndarray = _E8, want: int = 1) -> np.ndarray:
+    """The first rows (ascending int64) of the groups of the partitioned tables ``B`` (with
+    ``flags``: those whose head has ``flags[pos] == want``)."""
+    K = _kernels()
+    keep = np.zeros(n, np.uint8)
+    K.head_rows(B.starts, nparts, B.nxt, B.orig, flags, want, keep)
+    nch = K.nchunks_for(n)
+    cnt = np.zeros(nch + 1, np.int64)
+    K.count_flags(keep, nch, cnt)
+    rows = host_empty(int(cnt[nch]), np.int64)
+    K.flagged_rows(keep, nch, cnt, rows)
+    return rows
+
+
+def first_rows(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> np.ndarray:
+    """The first row of every group of equal rows of ``columns`` (ascending int64): ``unique``'s
+    rows. As ``group_ids(...)[1]``, without the group ids where making them costs (many groups:
+    the heads of the partitioned tables' chains)."""
+    return group_ids(columns, pairs, need_gid=False)[1]
+
+
+def distinct_rows(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: Sequence[KeyPair],
+                  how: str) -> Optional[np.ndarray]:
+    """The first row (ascending int64) of every distinct row of ``left_keys`` that has an equal
+    row in ``right_keys`` (``how="semi"``: ``intersect``) or has none (``"anti"``:
+    ``difference``), rows compared as ``group_ids`` compares them (null == null, NaN == NaN,
+    -0.0 == 0.0).
+
+    One pass over each side: the left rows in the join's partitioned tables (every chain a
+    group, its head the group's first row), the right rows probed against them marking the
+    chains they match (the chain's head), then the heads with (or without) a mark. ``None``
+    (the caller's general path then: ``unique`` and a semi or anti join) where the first column
+    has few groups, or where the key preparation leaves rows out of the tables (a uint64 key
+    paired with a signed one, whose values past int64's range never match but still form
+    groups)."""
+    if how not in ("semi", "anti"):
+        raise ValueError(f"how must be 'semi' or 'anti', got {how!r}")
+    if _few_groups(left_keys[0], pairs[0]):
+        # the left rows' groups found by ``unique``'s chunk tables and a join on those few rows
+        # beat a table of every left row
+        return None
+    lk, rk = _prepare(left_keys, right_keys, pairs, True)
+    if lk.valid.shape[0] != 0 or rk.valid.shape[0] != 0:
+        return None
+    n = lk.n
+    if n == 0:
+        return np.zeros(0, np.int64)
+    _row_hash_cpu(lk)
+    _row_hash_cpu(rk)
+    lk, rk = _ro_side(lk), _ro_side(rk)
+    pbits = _partition_bits(n, rk.n)
+    B = _build_side(lk, pbits, [], need_orig=pbits > 0)
+    if rk.n == 0:
+        bmatched = np.zeros(n, np.uint8)
+    else:
+        P = _probe_side(rk, pbits, _use_inplace(lk, pbits), False)
+        # only the heads' marks are read: the probe marks the head of the chain it finds and
+        # never walks the chain (``unique``), however many rows a group has
+        _c, _s, bmatched = _count(rk, lk, P, dataclasses.replace(B, unique=True), pbits, False, True,
+                                  np.zeros(0, _index_dtype(n)))
+    # read-only, as the empty flags of ``first_rows``: one compiled signature of the kernel
+    return _heads(B, 1 << pbits, n, _ro(bmatched), 1 if how == "semi" else 0)
+
+
+# the rows that :func:`_few_groups` groups, and the share of them that are groups there
+_SAMPLE_ROWS = 1 << 16
+_FEW_GROUPS_SHARE = 1 / 16
+
+
+def _few_groups(col: Column, pair: KeyPair) -> bool:
+    """Whether the column looks like it has few groups: its first :data:`_SAMPLE_ROWS` rows
+    form fewer than :data:`_FEW_GROUPS_SHARE` of them as many groups (a guess: only the speed
+    of :func:`distinct_rows` depends on it)."""
+    if pair.left_type != pair.right_type:
+        return False
+    m = min(len(col), _SAMPLE_ROWS)
+    got = _column_ids(col.slice(0, m), pair, local_only=True, fixed_local_only=True)
+    return got is not None and len(got[1]) < m * _FEW_GROUPS_SHARE
 
 
 def _ids(gid: Any) -> np.ndarray:
