@@ -58,6 +58,12 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], need_gid: boo
     for col, pair in zip(columns, pairs):
         if words is None:
             if codes is None:
+                if not need_gid and col.layout == Layout.FIXED and not col.has_nulls:
+                    # a fixed-width first column would take the join's key preparation alone
+                    # (:func:`_column_ids`): every column takes it at once instead, the chunk
+                    # tables and, past their limit, the partitioned tables' chain heads
+                    local = _prepared_ids(columns, pairs, heads_only=True)
+                    return local[0], local[1]
                 got = _column_ids(col, pair, local_only=True, fixed_local_only=not need_gid)
                 if got is None and not need_gid:
                     # the first column has too many groups for a chunk's table, and so have
