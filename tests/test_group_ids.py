@@ -161,6 +161,24 @@ def test_past_the_per_chunk_group_limit(monkeypatch):
     _check(pa.array(rng.integers(0, 5000, n)), pa.array(rng.integers(0, 5000, n)))
 
 
+def test_first_rows_after_a_sample(monkeypatch):
+    """``first_rows`` guesses from the first rows whether a column has many groups (then every
+    column goes straight to the partitioned tables' chain heads) or few: both guesses, right
+    and wrong (rows sorted so that the sample misleads), give the reference's rows."""
+    monkeypatch.setattr(G, "_SAMPLE_ROWS", 2048)
+    rng = np.random.default_rng(17)
+    n = 70_000
+    many = pa.array([f"k{x}-{'z' * (x % 20)}" for x in rng.integers(0, 60_000, n)])
+    few = pa.array(_strings(rng, n, 10))
+    ints = pa.array([None if x == 0 else int(x) for x in rng.integers(0, 40, n)])
+    # the first 8192 rows all distinct, the rest a few values: a sample that says "many"
+    misleading = pa.array([f"u{i}" for i in range(8192)] + [f"r{x}" for x in rng.integers(0, 5, n - 8192)])
+    for cols in ([many], [many, ints], [few, ints], [ints, many], [misleading, ints],
+                 [pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 3, n), pa.int32()), pa.array(["a", "b", "a"])),
+                  many]):
+        _check(*cols)
+
+
 def test_empty():
     gid, first = G.group_ids([Column.from_arrow(pa.array([], pa.string()))], [pair_for("s", pa.string())])
     assert len(gid) == 0 and len(first) == 0

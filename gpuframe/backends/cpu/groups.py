@@ -50,6 +50,15 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], need_gid: boo
     n = len(columns[0])
     if n == 0:
         return np.zeros(0, np.int32), np.zeros(0, np.int64)
+    if not need_gid:
+        many = _sample_share(columns[0], pairs[0]) > _MANY_GROUPS_SHARE
+        if many or (columns[0].layout == Layout.FIXED and not columns[0].has_nulls):
+            # a first column with many groups (its chunk tables would give up part way), or
+            # one that would take the join's key preparation alone (:func:`_column_ids`):
+            # every column takes it at once, the chunk tables unless the first rows have many
+            # groups and, past their limit, the partitioned tables' chain heads
+            got = _prepared_ids(columns, pairs, chunk_tables=not many, heads_only=True)
+            return got[0], got[1]
     K = _kernels()
     codes: Any = None        # the group ids of the columns so far (dense, by first rows)
     first: Any = None        # their groups' first rows
@@ -58,12 +67,6 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], need_gid: boo
     for col, pair in zip(columns, pairs):
         if words is None:
             if codes is None:
-                if not need_gid and col.layout == Layout.FIXED and not col.has_nulls:
-                    # a fixed-width first column would take the join's key preparation alone
-                    # (:func:`_column_ids`): every column takes it at once instead, the chunk
-                    # tables and, past their limit, the partitioned tables' chain heads
-                    local = _prepared_ids(columns, pairs, heads_only=True)
-                    return local[0], local[1]
                 got = _column_ids(col, pair, local_only=True, fixed_local_only=not need_gid)
                 if got is None and not need_gid:
                     # the first column has too many groups for a chunk's table, and so have
@@ -292,15 +295,25 @@ def distinct_rows(left_keys: Sequence[Column], right_keys: Sequence[Column], pai
     return _heads(B, 1 << pbits, n, _ro(bmatched), 1 if how == "semi" else 0)
 
 
-# the rows that :func:`_few_groups` groups, and the share of them that are groups there
+# the rows that :func:`_sample_share` groups; the shares of them that are groups below which
+# a column has few groups (:func:`distinct_rows`) and above which it has many (``first_rows``)
 _SAMPLE_ROWS = 1 << 16
 _FEW_GROUPS_SHARE = 1 / 16
+_MANY_GROUPS_SHARE = 1 / 2
+
+
+def _sample_share(col: Column, pair: KeyPair) -> float:
+    """The groups of the column's first :data:`_SAMPLE_ROWS` rows over their number (0.0 for a
+    column of fewer than 4 times as many rows, whose chunk tables are cheap to try): a guess at
+    how many groups the column has, on which only the speed of a path depends."""
+    if len(col) < 4 * _SAMPLE_ROWS:
+        return 0.0
+    got = _column_ids(col.slice(0, _SAMPLE_ROWS), pair, local_only=True, fixed_local_only=True)
+    return 1.0 if got is None else len(got[1]) / _SAMPLE_ROWS
 
 
 def _few_groups(col: Column, pair: KeyPair) -> bool:
-    """Whether the column looks like it has few groups: its first :data:`_SAMPLE_ROWS` rows
-    form fewer than :data:`_FEW_GROUPS_SHARE` of them as many groups (a guess: only the speed
-    of :func:`distinct_rows` depends on it)."""
+    """Whether the column looks like it has few groups (:func:`_sample_share`)."""
     if pair.left_type != pair.right_type:
         return False
     m = min(len(col), _SAMPLE_ROWS)
