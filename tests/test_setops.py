@@ -280,6 +280,25 @@ def test_filter_masks():
         g.filter("yes")
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 40_000, 100_001])
+def test_flagged_rows_matches_flatnonzero(n):
+    """The CPU's row numbers of a mask (filter, valid rows, the set operations' kept rows),
+    counted and written per thread, against numpy: sparse, dense, empty and full masks, and
+    masks whose chunks end in unflagged rows (no write may land in the next chunk's room)."""
+    from gpuframe.backends.cpu.select import flagged_rows
+
+    rng = np.random.default_rng(n)
+    masks = [rng.random(n) < p for p in (0.0, 0.01, 0.5, 0.99, 1.0)]
+    tail = np.ones(n, np.bool_)
+    tail[n // 2 - 100:n // 2] = False      # the end of the first of two chunks unflagged
+    tail[-50:] = False
+    masks += [tail, tail.view(np.uint8)]
+    for m in masks:
+        got = flagged_rows(m)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, np.flatnonzero(m))
+
+
 def test_csv_round_trip(tmp_path):
     t = pa.table({"k": pa.array([1, None, 3, 4]), "s": ["a", "b,c", None, ""], "f": [1.5, None, -0.0, 2.0]})
     p = tmp_path / "t.csv"

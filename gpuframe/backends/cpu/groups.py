@@ -22,6 +22,7 @@ from .._keys import fast_key_words, prepare_side
 from ..contract import KeyPair
 from .join import (_E8, _EU64, _build_side, _count, _index_dtype, _key_word, _partition_bits, _prepare,
                    _probe_side, _ro, _ro_side, _row_hash_cpu, _string_span, _use_inplace, _widen_words)
+from .select import flagged_rows
 
 __all__ = ["group_ids", "first_rows", "distinct_rows", "group_reduce", "last_rows"]
 
@@ -234,15 +235,9 @@ def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], chunk_tab
 def _heads(B: Any, nparts: int, n: int, flags: np.ndarray = _E8, want: int = 1) -> np.ndarray:
     """The first rows (ascending int64) of the groups of the partitioned tables ``B`` (with
     ``flags``: those whose head has ``flags[pos] == want``)."""
-    K = _kernels()
     keep = np.zeros(n, np.uint8)
-    K.head_rows(B.starts, nparts, B.nxt, B.orig, flags, want, keep)
-    nch = K.nchunks_for(n)
-    cnt = np.zeros(nch + 1, np.int64)
-    K.count_flags(keep, nch, cnt)
-    rows = host_empty(int(cnt[nch]), np.int64)
-    K.flagged_rows(keep, nch, cnt, rows)
-    return rows
+    _kernels().head_rows(B.starts, nparts, B.nxt, B.orig, flags, want, keep)
+    return flagged_rows(keep)
 
 
 def first_rows(columns: Sequence[Column], pairs: Sequence[KeyPair]) -> np.ndarray:
