@@ -30,7 +30,7 @@ def flagged_rows(flags: np.ndarray) -> np.ndarray:
 
 def mask_rows(mask: Column) -> np.ndarray:
     """The int64 row numbers where the bool column ``mask`` is true (a null counts as false)."""
-    keep = np.asarray(mask.bool_bytes()).view(np.uint8)
+    keep = np.asarray(mask.bool_bytes()).view(np.uint8)      # 0/1 bytes, as validity_bytes()
     valid = mask.validity_bytes()
     if valid is not None:
         keep = keep & np.asarray(valid).view(np.uint8)
