@@ -217,6 +217,39 @@ def test_set_ops_many_groups_one_pass_path(monkeypatch, op):
     assert Counter(_rows(got)) == _duck(sql, a=a.cast(schema), b=b.cast(schema))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_one_pass_paths_every_type(monkeypatch, dtype):
+    """Every stored type first (the sample, the key preparation and the tables of each), with
+    nulls: the one-pass paths give the general path's rows, in order."""
+    import gpuframe.ops.setops as S
+    from gpuframe.backends import registry
+    from gpuframe.backends.cpu import groups as G
+
+    monkeypatch.setattr(G, "_LOCAL_GROUPS", 64)
+    monkeypatch.setattr(G, "_FEW_GROUPS_SHARE", 0.0)
+
+    def side(seed: int, n: int) -> pa.Table:
+        return pa.table({"k": random_array(dtype, n, nulls=True, seed=seed, cardinality=3000),
+                         "v": random_array(pa.int64(), n, nulls=True, seed=seed + 1, cardinality=3)})
+
+    a, b = side(1, 6000), side(2, 5000)
+    ga, gb = gpuframe.from_arrow(a), gpuframe.from_arrow(b)
+    calls = []
+    for name in ("first_rows", "distinct_rows"):
+        real = getattr(G, name)
+        monkeypatch.setitem(registry._IMPLS["cpu"], name,
+                            lambda *args, _real=real: (lambda r: calls.append(r is not None) or r)(_real(*args)))
+    for op in ("unique", "intersect", "difference"):
+        f = getattr(gpuframe, op)
+        calls.clear()
+        got = (f(ga) if op == "unique" else f(ga, gb)).to_arrow()
+        assert calls and all(calls), op        # taken, and not declined
+        with monkeypatch.context() as m:
+            m.setattr(S, "capability", lambda *args, **kw: None)
+            general = (f(ga) if op == "unique" else f(ga, gb)).to_arrow()
+        assert _same(got, general), op
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.one_of(st.none(), st.integers(-3, 3)),
                           st.one_of(st.none(), st.sampled_from(["", "a", "ß", "aa"])),
