@@ -520,8 +520,8 @@ def head_rows(starts, nparts, nxt, orig, flags, want, keep):
     """``keep[row] = 1`` for the first row of every group: the head of every chain of the
     partitioned tables (a chain is a group in position order: its head is the one position of
     the chain no ``nxt`` points to); with ``flags`` (one per build position; empty: every
-    group) only the groups whose head has ``flags[pos] == want`` (the probe's ``bmatched``: a
-    match marks every row of the chain). ``orig`` maps build positions to rows (empty: the
+    group) only the groups whose head has ``flags[pos] == want`` (the probe's ``bmatched``,
+    which marks the head of the chain a probe row finds). ``orig`` maps build positions to rows (empty: the
     identity). (Reading a partition's ``nxt`` measured 2x faster than scanning its table's
     slots, which are 2-4 times as many.)"""
     check_flags = flags.shape[0] != 0
