@@ -218,7 +218,10 @@ def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], chunk_tab
     if local is not None or local_only:
         return local
     pbits = _partition_bits(n, 0)
-    B = _build_side(sk, pbits, [], need_orig=pbits > 0)
+    # string keys' bytes stay where they are: only the build's own comparisons read them (no
+    # probe follows), and copying them in partition order cost more than it saved (unique of
+    # 10M string rows in a fresh process: 1.52-1.70 s -> 1.20-1.21 s, 296 MB less at the peak)
+    B = _build_side(sk, pbits, [], need_orig=pbits > 0, copy_bytes=False)
     if B.unique:
         return _every_row_a_group(n)
     nparts = 1 << pbits

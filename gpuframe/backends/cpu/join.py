@@ -452,10 +452,12 @@ class _Build:
     unique: bool              # no key repeats: every chain has one row
 
 
-def _build_side(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], need_orig: bool) -> _Build:
+def _build_side(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], need_orig: bool,
+                copy_bytes: bool = True) -> _Build:
     """Partition (``pbits > 0``) the build side with its payload and, for general keys, its
-    key words, byte spans and bytes (so that verifying a match reads partition-local memory),
-    then build every partition's table."""
+    key words, byte spans and bytes (so that verifying a match reads partition-local memory;
+    without ``copy_bytes`` the spans keep pointing into the input's bytes), then build every
+    partition's table."""
     K = _cpu_kernels()
     nparts = 1 << pbits
     n = sk.n
@@ -475,7 +477,7 @@ def _build_side(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], need_orig
             src += vsrc
             dst += vdst
         _scatter(sk, pbits, cursors, keys, orig, src, dst)
-        if sk.verify and st.shape[0]:
+        if sk.verify and st.shape[0] and copy_bytes:
             lens = en - st
             new_st = np.empty(lens.size, np.int64)
             np.cumsum(lens.ravel(), out=new_st)
