@@ -52,14 +52,14 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], need_gid: boo
     if n == 0:
         return np.zeros(0, np.int32), np.zeros(0, np.int64)
     if not need_gid:
-        many = _sample_share(columns[0], pairs[0]) > _MANY_GROUPS_SHARE
+        # (a column of fewer than 4 samples' rows: its chunk tables are cheap to try)
+        many = n >= 4 * _SAMPLE_ROWS and _sample_share(columns[0], pairs[0]) > _MANY_GROUPS_SHARE
         if many or (columns[0].layout == Layout.FIXED and not columns[0].has_nulls):
             # a first column with many groups (its chunk tables would give up part way), or
             # one that would take the join's key preparation alone (:func:`_column_ids`):
             # every column takes it at once, the chunk tables unless the first rows have many
             # groups and, past their limit, the partitioned tables' chain heads
-            got = _prepared_ids(columns, pairs, chunk_tables=not many, heads_only=True)
-            return got[0], got[1]
+            return _prepared_ids(columns, pairs, chunk_tables=not many, heads_only=True)
     K = _kernels()
     codes: Any = None        # the group ids of the columns so far (dense, by first rows)
     first: Any = None        # their groups' first rows
@@ -68,7 +68,7 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], need_gid: boo
     for col, pair in zip(columns, pairs):
         if words is None:
             if codes is None:
-                got = _column_ids(col, pair, local_only=True, fixed_local_only=not need_gid)
+                got = _column_ids(col, pair, local_only=True)
                 if got is None and not need_gid:
                     # the first column has too many groups for a chunk's table, and so have
                     # the rows: every column at once in the partitioned tables, whose chains'
@@ -226,7 +226,7 @@ def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], chunk_tab
         return _every_row_a_group(n)
     nparts = 1 << pbits
     if heads_only:
-        return None, _heads(B, nparts, n)
+        return None, _heads(B)
     rep = host_empty(n, np.int64)
     K.group_first(B.starts, nparts, B.toffs, B.tables, B.nxt, B.orig, rep, np.zeros(nparts, np.int64))
     gid = host_empty(n, _id_dtype(n))
@@ -235,11 +235,11 @@ def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], chunk_tab
     return gid, first[:ngroups]
 
 
-def _heads(B: Any, nparts: int, n: int, flags: np.ndarray = _E8, want: int = 1) -> np.ndarray:
+def _heads(B: Any, flags: np.ndarray = _E8, want: int = 1) -> np.ndarray:
     """The first rows (ascending int64) of the groups of the partitioned tables ``B`` (with
     ``flags``: those whose head has ``flags[pos] == want``)."""
-    keep = np.zeros(n, np.uint8)
-    _kernels().head_rows(B.starts, nparts, B.nxt, B.orig, flags, want, keep)
+    keep = np.zeros(len(B.keys), np.uint8)
+    _kernels().head_rows(B.starts, len(B.starts) - 2, B.nxt, B.orig, flags, want, keep)
     return flagged_rows(keep)
 
 
@@ -290,7 +290,7 @@ def distinct_rows(left_keys: Sequence[Column], right_keys: Sequence[Column], pai
         _c, _s, bmatched = _count(rk, lk, P, dataclasses.replace(B, unique=True), pbits, False, True,
                                   np.zeros(0, _index_dtype(n)))
     # read-only, as the empty flags of ``first_rows``: one compiled signature of the kernel
-    return _heads(B, 1 << pbits, n, _ro(bmatched), 1 if how == "semi" else 0)
+    return _heads(B, _ro(bmatched), 1 if how == "semi" else 0)
 
 
 # the rows that :func:`_sample_share` groups; the shares of them that are groups below which
@@ -301,22 +301,17 @@ _MANY_GROUPS_SHARE = 1 / 2
 
 
 def _sample_share(col: Column, pair: KeyPair) -> float:
-    """The groups of the column's first :data:`_SAMPLE_ROWS` rows over their number (0.0 for a
-    column of fewer than 4 times as many rows, whose chunk tables are cheap to try): a guess at
-    how many groups the column has, on which only the speed of a path depends."""
-    if len(col) < 4 * _SAMPLE_ROWS:
-        return 0.0
-    got = _column_ids(col.slice(0, _SAMPLE_ROWS), pair, local_only=True, fixed_local_only=True)
-    return 1.0 if got is None else len(got[1]) / _SAMPLE_ROWS
+    """The groups of the column's first (at most :data:`_SAMPLE_ROWS`) rows over their number
+    (1.0 past the chunk tables' limit): a guess at how many groups the column has, on which only
+    the speed of a path depends."""
+    m = min(len(col), _SAMPLE_ROWS)
+    got = _column_ids(col.slice(0, m), pair, local_only=True, fixed_local_only=True)
+    return 1.0 if got is None else len(got[1]) / max(m, 1)
 
 
 def _few_groups(col: Column, pair: KeyPair) -> bool:
     """Whether the column looks like it has few groups (:func:`_sample_share`)."""
-    if pair.left_type != pair.right_type:
-        return False
-    m = min(len(col), _SAMPLE_ROWS)
-    got = _column_ids(col.slice(0, m), pair, local_only=True, fixed_local_only=True)
-    return got is not None and len(got[1]) < m * _FEW_GROUPS_SHARE
+    return pair.left_type == pair.right_type and _sample_share(col, pair) < _FEW_GROUPS_SHARE
 
 
 def _ids(gid: Any) -> np.ndarray:
