@@ -14,7 +14,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["address", "copy_bytes", "copy_short", "load_i64", "load_u64_at", "load_u8_at", "prefetch",
+__all__ = ["address", "copy_bytes", "copy_short", "load_f64", "load_i64", "load_u64_at", "load_u8_at", "prefetch",
            "store_fence", "store_i64", "store_i64_nt", "store_u64_at", "store_u8_at", "stream_line",
            "LINE_BYTES"]
 
@@ -43,6 +43,18 @@ def load_i64(typingctx, addr, idx):
 
     def codegen(context, builder, signature, args):
         return builder.load(_ptr_codegen(builder, args[0], args[1], 64))
+
+    return sig, codegen
+
+
+@intrinsic
+def load_f64(typingctx, addr, idx):
+    """The float64 at ``addr + 8 * idx``."""
+    sig = types.float64(types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.DoubleType().as_pointer())
+        return builder.load(builder.gep(ptr, [args[1]]))
 
     return sig, codegen
 

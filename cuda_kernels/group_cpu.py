@@ -13,12 +13,16 @@ limit the join's radix-partitioned chained tables, each chain a group in input o
 groups' first rows are wanted (``unique``, ``intersect``, ``difference``), the chains' heads
 (:func:`head_rows`, :func:`flagged_rows`).
 
-The aggregations take the dense group id of every row (``gid``) and the number of groups:
+The aggregations take ``groups``, a row's group as :func:`group_of` reads it: the dense group
+id of every row, or integer keys that span few values read as their slots (no group ids: see
+"row groups" below), and the number of groups (or slots):
 
 * sums, counts, means, variances, minima and maxima run over chunks of rows, one chunk per
-  thread with its own accumulators, merged at the end (the order of values and strings is the
-  per-row :func:`gpuframe.kernels.group.value_less` / ``span_cmp`` the CUDA kernels use too) (a variance takes a second pass over the
-  squared deviations from the group means, for accuracy);
+  thread with its own accumulators (rows a cache line apart), merged at the end (the order of
+  values and strings is the per-row :func:`gpuframe.kernels.group.value_less` / ``span_cmp``
+  the CUDA kernels use too) (a variance takes a second pass over the squared deviations from
+  the group means, for accuracy); :func:`group_sums` makes the sizes, sums and non-null counts
+  of up to four columns in one pass, a group's accumulators side by side;
 * a median lays the values out by group with a stable counting sort (:func:`group_values`),
   then selects each group's middle rank(s) with a quickselect, one group per iteration of a
   parallel loop.
@@ -30,13 +34,15 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from . import hashing as _hashing
 from . import keys as _keys
 from . import loads as _loads
 from .group import span_cmp, value_less
 from .hashing import canonical_f64_bits
+from .cpu_intrinsics import load_f64, load_i64, load_u8_at
 from .hashtable import EMPTY
 from .jit_cache import njit
 from .per_row import cpu
@@ -614,6 +620,144 @@ def last_rows(gid, ngroups, out):
         out[gid[j]] = j
 
 
+# --------------------------------------------------------------------------- row groups
+# The reductions take ``groups``, a row's group found by :func:`group_of`: either dense group
+# ids (a 1-d int32 or int64 array, one per row), or the key columns themselves where they are
+# integers whose values span a small range (:func:`gpuframe.backends.cpu.groups.dense_groups`):
+# a 2-d int64 array with a row ``(address of the values as int64 words, lowest value, slots,
+# address of the validity bytes or 0, rows)`` per key column (addresses, as the CPU join's
+# column tables: numba's parallel loops take no tuples of arrays; the caller keeps the arrays
+# alive). Column ``i``'s slot is ``word - lowest`` (``slots - 1`` for a null), a row's group is
+# ``((x0 * slots1) + x1) * slots2 + ...``: no hashing, no group id array, and the groups are
+# in the keys' order.
+DENSE_WORDS, DENSE_LOW, DENSE_SLOTS, DENSE_VALID, DENSE_ROWS, DENSE_FIELDS = 0, 1, 2, 3, 4, 5
+
+
+def group_of(groups, j):
+    """The group (id or slot) of row ``j`` (compiled code only: see :func:`_group_of`)."""
+    raise NotImplementedError("group_of runs in compiled code only")
+
+
+def group_rows(groups):
+    """The number of rows of ``groups`` (compiled code only)."""
+    raise NotImplementedError("group_rows runs in compiled code only")
+
+
+def _dense_slot(groups, j):
+    s = np.int64(0)
+    for i in range(groups.shape[0]):
+        va = groups[i, DENSE_VALID]
+        k = groups[i, DENSE_SLOTS]
+        if va != 0 and load_u8_at(va + j) == 0:
+            x = k - 1
+        else:
+            x = load_i64(groups[i, DENSE_WORDS], j) - groups[i, DENSE_LOW]
+        s = s * k + x
+    return s
+
+
+def _gid_of(groups, j):
+    return groups[j]
+
+
+@overload(group_of, target="cpu")
+def _group_of(groups, j):
+    if isinstance(groups, types.Array) and groups.ndim == 1:
+        return _gid_of
+    if isinstance(groups, types.Array) and groups.ndim == 2:
+        return _dense_slot
+    return None
+
+
+@overload(group_rows, target="cpu")
+def _group_rows(groups):
+    if isinstance(groups, types.Array) and groups.ndim == 1:
+        return lambda groups: groups.shape[0]
+    if isinstance(groups, types.Array) and groups.ndim == 2:
+        return lambda groups: groups[0, DENSE_ROWS]
+    return None
+
+
+@njit(inline="always")
+def _stride(ngroups):
+    # the row length of the per-chunk accumulators: one cache line more than the groups, so that
+    # two threads never write the same line (with few groups, the last group of one chunk and the
+    # first of the next shared a line: a sum of 10M rows by 100 groups took 25 ms, 17 ms padded)
+    return ngroups + 8
+
+
+@njit(parallel=True, **_OPTS)
+def key_range(words, valid, nchunks, out):
+    """``out = [lowest, highest]`` of the int64 ``words`` of non-null rows (``valid`` empty: no
+    nulls); ``lowest > highest`` when there are none."""
+    n = words.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    lo = np.empty(nchunks, np.int64)
+    hi = np.empty(nchunks, np.int64)
+    for c in prange(nchunks):
+        a = np.int64(np.iinfo(np.int64).max)
+        b = np.int64(np.iinfo(np.int64).min)
+        if valid.shape[0] == 0:
+            for j in range(c * step, min(n, (c + 1) * step)):
+                x = words[j]
+                a = min(a, x)
+                b = max(b, x)
+        else:
+            for j in range(c * step, min(n, (c + 1) * step)):
+                if valid[j] != 0:
+                    x = words[j]
+                    a = min(a, x)
+                    b = max(b, x)
+        lo[c] = a
+        hi[c] = b
+    out[0] = lo.min()
+    out[1] = hi.max()
+
+
+@njit(parallel=True, **_OPTS)
+def row_groups(groups, nchunks, out):
+    """``out[row]`` = the row's group (:func:`group_of`): dense keys' slots as an array."""
+    n = group_rows(groups)
+    step = (n + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            out[j] = group_of(groups, j)
+
+
+@njit(parallel=True, **_OPTS)
+def dense_first(groups, slots, most, nchunks, first):
+    """``first[s]`` = the first row in slot ``s`` (-1: none). Each chunk of rows stops as soon
+    as it has found ``most`` slots, as many as there can be (keys that fill their range are
+    found in the first rows)."""
+    n = group_rows(groups)
+    step = (n + nchunks - 1) // nchunks
+    st = _stride(slots)
+    best = np.full((nchunks, st), -1, np.int64)
+    for c in prange(nchunks):
+        found = 0
+        for j in range(c * step, min(n, (c + 1) * step)):
+            g = group_of(groups, j)
+            if best[c, g] < 0:
+                best[c, g] = j
+                found += 1
+                if found == most:
+                    break
+    for g in prange(slots):
+        b = np.int64(-1)
+        for c in range(nchunks):
+            if best[c, g] >= 0:
+                b = best[c, g]
+                break
+        first[g] = b
+
+
+@njit(**_OPTS)
+def row_groups_at(groups, rows, out):
+    """``out[i]`` = the group of row ``rows[i]``."""
+    for i in range(rows.shape[0]):
+        out[i] = group_of(groups, rows[i])
+
+
 # --------------------------------------------------------------------------- reductions
 @njit(inline="always")
 def _ok(valid, j):
@@ -621,15 +765,15 @@ def _ok(valid, j):
 
 
 @njit(parallel=True, **_OPTS)
-def count_rows(gid, ngroups, valid, nchunks, out):
+def count_rows(groups, ngroups, valid, nchunks, out):
     """Non-null rows per group (every row when ``valid`` is empty)."""
-    n = gid.shape[0]
+    n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
-    acc = np.zeros((nchunks, ngroups), np.int64)
+    acc = np.zeros((nchunks, _stride(ngroups)), np.int64)
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
-                acc[c, gid[j]] += 1
+                acc[c, group_of(groups, j)] += 1
     for g in prange(ngroups):
         s = 0
         for c in range(nchunks):
@@ -645,18 +789,18 @@ def _wrap_add(a, b):
 
 
 @njit(parallel=True, **_OPTS)
-def sum_int(gid, ngroups, vals, valid, nchunks, out, counts):
+def sum_int(groups, ngroups, vals, valid, nchunks, out, counts):
     """Integer sums per group (int64, wrapping) and non-null counts; returns 1 when a sum
     overflowed int64, else 0."""
-    n = gid.shape[0]
+    n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
-    acc = np.zeros((nchunks, ngroups), np.int64)
-    cnt = np.zeros((nchunks, ngroups), np.int64)
+    acc = np.zeros((nchunks, _stride(ngroups)), np.int64)
+    cnt = np.zeros((nchunks, _stride(ngroups)), np.int64)
     over = np.zeros(nchunks, np.int64)
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
-                g = gid[j]
+                g = group_of(groups, j)
                 a = acc[c, g]
                 v = vals[j]
                 s = _wrap_add(a, v)
@@ -688,16 +832,16 @@ def sum_int(gid, ngroups, vals, valid, nchunks, out, counts):
 
 
 @njit(parallel=True, **_OPTS)
-def sum_float(gid, ngroups, vals, valid, nchunks, out, counts):
+def sum_float(groups, ngroups, vals, valid, nchunks, out, counts):
     """Float sums per group (float64) and non-null counts."""
-    n = gid.shape[0]
+    n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
-    acc = np.zeros((nchunks, ngroups), np.float64)
-    cnt = np.zeros((nchunks, ngroups), np.int64)
+    acc = np.zeros((nchunks, _stride(ngroups)), np.float64)
+    cnt = np.zeros((nchunks, _stride(ngroups)), np.int64)
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
-                g = gid[j]
+                g = group_of(groups, j)
                 acc[c, g] += vals[j]
                 cnt[c, g] += 1
     for g in prange(ngroups):
@@ -710,16 +854,144 @@ def sum_float(gid, ngroups, vals, valid, nchunks, out, counts):
         counts[g] = k
 
 
+# the columns of :func:`group_sums`: one row per column, these fields
+SUM_VALUES, SUM_KIND, SUM_VALID, SUM_SLOT, SUM_COUNT, SUM_FIELDS = 0, 1, 2, 3, 4, 5
+# its kinds: an exact int64 sum of int64 values, a float64 sum of float64 values or of int64
+# values (each converted as it is read), or no sum (the non-null values counted only)
+SUM_INT, SUM_FLOAT, SUM_INT_AS_FLOAT, SUM_NONE = 0, 1, 2, 3
+
+
+# the columns one call of :func:`group_sums` takes
+SUM_COLUMNS = 4
+
+
+@njit(inline="always")
+def _sum_one(acc, accf, c, g, j, kind, addr, va, at, r):
+    # one column's value of row ``j`` added to group ``g``'s sum at field ``at`` (an int sum
+    # unchecked: an overflow test here made every column's loop 1.5x slower, taken or not)
+    if va != 0 and load_u8_at(va + j) == 0:
+        return
+    if r >= 0:
+        acc[c, g, r] += 1
+    if kind == SUM_FLOAT:
+        accf[c, g, at] += load_f64(addr, j)
+    elif kind == SUM_INT_AS_FLOAT:
+        accf[c, g, at] += np.float64(load_i64(addr, j))
+    elif kind == SUM_INT:
+        acc[c, g, at] += load_i64(addr, j)
+
+
+@njit(inline="always")
+def _sum_field(cols, i, f, default):
+    return cols[i, f] if i < cols.shape[0] else default
+
+
+@njit(inline="always")
+def _sum_at(cols, i, base, nints):
+    # the field of column ``i``'s sum in a group's accumulators: the size (``base`` 1, else
+    # none), the int sums, the float sums, the counts
+    if i >= cols.shape[0] or cols[i, SUM_KIND] == SUM_NONE:
+        return 0
+    k = cols[i, SUM_SLOT]
+    return base + k if cols[i, SUM_KIND] == SUM_INT else base + nints + k
+
+
+@njit(inline="always")
+def _count_at(cols, i, base, nints, nfloats):
+    if i >= cols.shape[0] or cols[i, SUM_COUNT] < 0:
+        return -1
+    return base + nints + nfloats + cols[i, SUM_COUNT]
+
+
 @njit(parallel=True, **_OPTS)
-def sq_dev(gid, ngroups, vals, valid, mean, nchunks, out):
-    """Sums of squared deviations from each group's ``mean`` (the variance's second pass)."""
-    n = gid.shape[0]
+def group_sums(groups, ngroups, cols, nints, nfloats, ncounts, nchunks, size, isums, fsums, counts):
+    """Up to :data:`SUM_COLUMNS` columns' sums per group in one pass over the rows (a row's
+    group is found once for all): ``size[g]`` the rows of group ``g`` (``size`` empty: not
+    counted); per column ``i`` of
+    ``cols`` (a row ``(address of its values as int64 or float64 words, kind, address of its
+    validity bytes or 0, its row in the sums of its kind, its row in ``counts`` or -1)``): its
+    sum of non-null values in ``isums[slot, g]`` (kind :data:`SUM_INT`: the caller has made
+    sure that no sum overflows int64, e.g. from the values' range) or ``fsums[slot, g]``, and
+    its non-null values in ``counts[row, g]`` (a column with nulls).
+
+    A group's accumulators (size, sums, counts) lie side by side, so that a row touches one
+    cache line however many columns there are (with 100k groups, one array per accumulator
+    missed the cache once for each; the caller keeps a pass's accumulators within a core's L2
+    by giving it fewer columns). The columns are read into scalars before the loop over
+    the rows, each added by code of its own: a loop over the columns' table inside it ran twice
+    as long, as did a loop per column over blocks of rows."""
+    n = group_rows(groups)
+    m = cols.shape[0]
     step = (n + nchunks - 1) // nchunks
-    acc = np.zeros((nchunks, ngroups), np.float64)
+    base = 1 if size.shape[0] else 0
+    acc = np.zeros((nchunks, _stride(ngroups), max(base + nints + nfloats + ncounts, 1)), np.int64)
+    accf = acc.view(np.float64)
+    for c in prange(nchunks):
+        kind0 = _sum_field(cols, 0, SUM_KIND, SUM_NONE)
+        addr0 = _sum_field(cols, 0, SUM_VALUES, 0)
+        va0 = _sum_field(cols, 0, SUM_VALID, 0)
+        at0 = _sum_at(cols, 0, base, nints)
+        r0 = _count_at(cols, 0, base, nints, nfloats)
+        kind1 = _sum_field(cols, 1, SUM_KIND, SUM_NONE)
+        addr1 = _sum_field(cols, 1, SUM_VALUES, 0)
+        va1 = _sum_field(cols, 1, SUM_VALID, 0)
+        at1 = _sum_at(cols, 1, base, nints)
+        r1 = _count_at(cols, 1, base, nints, nfloats)
+        kind2 = _sum_field(cols, 2, SUM_KIND, SUM_NONE)
+        addr2 = _sum_field(cols, 2, SUM_VALUES, 0)
+        va2 = _sum_field(cols, 2, SUM_VALID, 0)
+        at2 = _sum_at(cols, 2, base, nints)
+        r2 = _count_at(cols, 2, base, nints, nfloats)
+        kind3 = _sum_field(cols, 3, SUM_KIND, SUM_NONE)
+        addr3 = _sum_field(cols, 3, SUM_VALUES, 0)
+        va3 = _sum_field(cols, 3, SUM_VALID, 0)
+        at3 = _sum_at(cols, 3, base, nints)
+        r3 = _count_at(cols, 3, base, nints, nfloats)
+        for j in range(c * step, min(n, (c + 1) * step)):
+            g = group_of(groups, j)
+            if base:
+                acc[c, g, 0] += 1
+            if m > 0:
+                _sum_one(acc, accf, c, g, j, kind0, addr0, va0, at0, r0)
+            if m > 1:
+                _sum_one(acc, accf, c, g, j, kind1, addr1, va1, at1, r1)
+            if m > 2:
+                _sum_one(acc, accf, c, g, j, kind2, addr2, va2, at2, r2)
+            if m > 3:
+                _sum_one(acc, accf, c, g, j, kind3, addr3, va3, at3, r3)
+    for g in prange(ngroups):
+        if base:
+            s = np.int64(0)
+            for c in range(nchunks):
+                s += acc[c, g, 0]
+            size[g] = s
+        for k in range(nints):
+            s = np.int64(0)
+            for c in range(nchunks):
+                s += acc[c, g, base + k]
+            isums[k, g] = s
+        for k in range(nfloats):
+            f = 0.0
+            for c in range(nchunks):
+                f += accf[c, g, base + nints + k]
+            fsums[k, g] = f
+        for k in range(ncounts):
+            s = np.int64(0)
+            for c in range(nchunks):
+                s += acc[c, g, base + nints + nfloats + k]
+            counts[k, g] = s
+
+
+@njit(parallel=True, **_OPTS)
+def sq_dev(groups, ngroups, vals, valid, mean, nchunks, out):
+    """Sums of squared deviations from each group's ``mean`` (the variance's second pass)."""
+    n = group_rows(groups)
+    step = (n + nchunks - 1) // nchunks
+    acc = np.zeros((nchunks, _stride(ngroups)), np.float64)
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
-                g = gid[j]
+                g = group_of(groups, j)
                 d = vals[j] - mean[g]
                 acc[c, g] += d * d
     for g in prange(ngroups):
@@ -730,16 +1002,16 @@ def sq_dev(gid, ngroups, vals, valid, mean, nchunks, out):
 
 
 @njit(parallel=True, **_OPTS)
-def arg_extreme(gid, ngroups, vals, valid, nchunks, want_max, out):
+def arg_extreme(groups, ngroups, vals, valid, nchunks, want_max, out):
     """The row of each group's minimum (``want_max`` false) or maximum over non-null rows
     (-1: none), ties to the first row; ``vals`` int64 or float64 (NaN above every number)."""
-    n = gid.shape[0]
+    n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
-    best = np.full((nchunks, ngroups), -1, np.int64)
+    best = np.full((nchunks, _stride(ngroups)), -1, np.int64)
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
-                g = gid[j]
+                g = group_of(groups, j)
                 b = best[c, g]
                 if b < 0 or _better(vals[j], vals[b], want_max):
                     best[c, g] = j
@@ -759,15 +1031,15 @@ def _better(a, b, want_max):
 
 
 @njit(parallel=True, **_OPTS)
-def arg_extreme_string(gid, ngroups, offs, chars, valid, nchunks, want_max, out):
+def arg_extreme_string(groups, ngroups, offs, chars, valid, nchunks, want_max, out):
     """:func:`arg_extreme` of a string column (bytewise order, as UTF-8 sorts code points)."""
-    n = gid.shape[0]
+    n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
-    best = np.full((nchunks, ngroups), -1, np.int64)
+    best = np.full((nchunks, _stride(ngroups)), -1, np.int64)
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
-                g = gid[j]
+                g = group_of(groups, j)
                 b = best[c, g]
                 if b < 0 or _str_better(offs, chars, j, b, want_max):
                     best[c, g] = j
@@ -787,15 +1059,15 @@ def _str_better(offs, chars, i, j, want_max):
 
 
 @njit(parallel=True, **_OPTS)
-def first_last(gid, ngroups, valid, nchunks, want_last, out):
+def first_last(groups, ngroups, valid, nchunks, want_last, out):
     """The first (or last) non-null row of each group (-1: none)."""
-    n = gid.shape[0]
+    n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
-    best = np.full((nchunks, ngroups), -1, np.int64)
+    best = np.full((nchunks, _stride(ngroups)), -1, np.int64)
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
-                g = gid[j]
+                g = group_of(groups, j)
                 if want_last or best[c, g] < 0:
                     best[c, g] = j
     for g in prange(ngroups):
@@ -809,16 +1081,16 @@ def first_last(gid, ngroups, valid, nchunks, want_last, out):
 
 
 @njit(parallel=True, **_OPTS)
-def group_values(gid, ngroups, nchunks, valid, vals, gstart, out):
+def group_values(groups, ngroups, nchunks, valid, vals, gstart, out):
     """The non-null values (``valid[row] != 0``; empty: all) laid out by group with a stable
     counting sort: group ``g``'s values are ``out[gstart[g]:gstart[g + 1]]``, in input order."""
-    n = gid.shape[0]
+    n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
-    hist = np.zeros((nchunks, ngroups), np.int64)
+    hist = np.zeros((nchunks, _stride(ngroups)), np.int64)
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if valid.shape[0] == 0 or valid[j] != 0:
-                hist[c, gid[j]] += 1
+                hist[c, group_of(groups, j)] += 1
     total = 0
     for g in range(ngroups):
         gstart[g] = total
@@ -830,7 +1102,7 @@ def group_values(gid, ngroups, nchunks, valid, vals, gstart, out):
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if valid.shape[0] == 0 or valid[j] != 0:
-                g = gid[j]
+                g = group_of(groups, j)
                 out[hist[c, g]] = vals[j]
                 hist[c, g] += 1
 

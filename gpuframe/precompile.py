@@ -207,6 +207,11 @@ def job_groupby(n: int) -> None:
         nums.groupby("key").agg(**aggs)
     nums.groupby(["int8", "uint16"], sort=True).agg(s=("float64", "sum"), m=("int64", "max"))
     nums.groupby("key", dropna=True).agg(n=("timestamp", "min"), d=("date32", "max"), c=("bool", "count"))
+    # keys without nulls from 0 (ids): their values are the groups (dense keys read as group ids)
+    ids = gpuframe.from_arrow(_numbers(n, 19, nulls=False))
+    ids.groupby("key").agg(s=("int64", "sum"), m=("float64", "mean"), c=("int32", "count"), sd=("float32", "std"),
+                           md=("float64", "median"), u=("int8", "nunique"), x=("int16", "max"), f=("uint8", "first"),
+                           z=("int8", "size"), lm=("int32", "min"))
     strs = gpuframe.from_arrow(_strings(n, 14))
     for key in ("s", "d", ["s", "key"]):
         strs.groupby(key).agg(v_sum=("v", "sum"), v_mean=("v", "mean"), v_std=("v", "std"),

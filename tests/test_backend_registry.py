@@ -76,9 +76,10 @@ def test_implemented_lists_both_backends():
     cpu, cuda = registry.implemented("cpu"), registry.implemented("cuda")
     assert {"join", "join_size", "merged_key", "gather_column", "check_indices", "hash_rows",
             "partition_ids", "hash_partition"} <= set(cuda)
-    # the CPU's capabilities: the fused join, the skewed merge's split in one scatter, and the
-    # set operations' rows without group ids
-    assert set(cpu) == set(cuda) | {"join_fused", "hash_partition_heavy", "first_rows", "distinct_rows"}
+    # the CPU's capabilities: the fused join, the skewed merge's split in one scatter, the
+    # set operations' rows without group ids, and groupby's dense integer keys and one pass
+    assert set(cpu) == set(cuda) | {"join_fused", "hash_partition_heavy", "first_rows", "distinct_rows",
+                                    "dense_groups", "group_reduce_many"}
 
 
 def test_capability_never_falls_back():

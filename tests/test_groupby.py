@@ -210,3 +210,149 @@ def test_groupby_property(rows):
         _check(t, ["a", "b"], aggs)
     else:
         assert gpuframe.groupby_agg(gpuframe.from_arrow(t), ["a", "b"], aggs).num_rows == 0
+
+
+# --------------------------------------------------------------------------- the CPU's fast paths
+from gpuframe.backends import registry  # noqa: E402
+from gpuframe.backends.cpu import groups as G  # noqa: E402
+from gpuframe.ops import groupby as GB  # noqa: E402
+from gpuframe.ops.keys import pair_for  # noqa: E402
+
+
+def _general_path(monkeypatch_context):
+    """Within the context, groupby takes group ids and one kernel per aggregation (neither the
+    dense integer keys nor the one pass over the rows)."""
+    monkeypatch_context.setattr(GB, "capability", lambda *args, **kw: None)
+
+
+def _dense(t: pa.Table, by: list[str]):
+    g = gpuframe.from_arrow(t)
+    return G.dense_groups([g[k] for k in by], [pair_for(k, g[k].dtype) for k in by])
+
+
+DENSE_KEYS = {
+    "int8": pa.array(np.arange(-60, 60, dtype=np.int8)),
+    "int16": pa.array(np.arange(-500, 1500, 7, dtype=np.int16)),
+    "int32": pa.array(np.arange(-3, 9, dtype=np.int32)),
+    "int64": pa.array(np.arange(10**12, 10**12 + 300, dtype=np.int64)),
+    "uint8": pa.array(np.arange(0, 250, 3, dtype=np.uint8)),
+    "uint64-past-int64": pa.array((np.arange(40, dtype=np.uint64) + np.uint64(2**63 + 5))),
+    "ids": pa.array(np.arange(1, 101, dtype=np.int64)),
+    "date32": pa.array(np.arange(18000, 18400, 9, dtype=np.int32)).cast(pa.date32()),
+    "timestamp": pa.array(np.arange(0, 70, dtype=np.int64) + 1_700_000_000_000_000).cast(pa.timestamp("us")),
+}
+
+
+@pytest.mark.parametrize("nulls", [False, True], ids=["no-nulls", "nulls"])
+@pytest.mark.parametrize("kind", list(DENSE_KEYS))
+def test_dense_integer_keys_match_duckdb_and_the_general_path(monkeypatch, kind, nulls):
+    """Integer keys spanning few values take the dense path (every op, every value type there,
+    nulls in keys and values); DuckDB agrees, and so does the general path, group order included
+    (first rows), with and without ``sort``."""
+    n = 3000
+    rng = np.random.default_rng(len(kind) + nulls)
+    values = DENSE_KEYS[kind]
+    key = values.take(pa.array(rng.integers(0, len(values), n)))
+    if nulls:
+        key = pa.array(key.to_pylist(), key.type, mask=rng.random(n) < 0.1)
+    t = pa.table({"k": key, "i": random_array(pa.int32(), n, nulls=True, seed=8, cardinality=500),
+                  "f": random_array(pa.float64(), n, nulls=nulls, seed=9, cardinality=900),
+                  "s": random_array(pa.string(), n, nulls=True, seed=10, cardinality=50)})
+    assert _dense(t, ["k"]) is not None
+    aggs = {f"{op}_i": ("i", op) for op in OPS}
+    aggs.update({f"{op}_f": ("f", op) for op in ("sum", "mean", "std", "count", "min", "median")})
+    aggs.update({"min_s": ("s", "min"), "last_s": ("s", "last"), "n_s": ("s", "count")})
+    got = _check(t, ["k"], aggs)
+    for sort in (False, True):
+        dense = gpuframe.groupby_agg(gpuframe.from_arrow(t), "k", aggs, sort=sort).to_arrow()
+        with monkeypatch.context() as m:
+            _general_path(m)
+            general = gpuframe.groupby_agg(gpuframe.from_arrow(t), "k", aggs, sort=sort).to_arrow()
+        assert dense.column_names == general.column_names
+        for name in dense.column_names:
+            a, b = dense.column(name).to_pylist(), general.column(name).to_pylist()
+            assert all(_close(x, y, None) for x, y in zip(a, b)) and len(a) == len(b), name
+    assert got.column("k").to_pylist() == list(dict.fromkeys(key.to_pylist()))
+
+
+def test_dense_two_keys_and_key_order(monkeypatch):
+    """Two integer keys with nulls: slots in the keys' order (nulls last) for ``sort=True``,
+    first rows otherwise; ``dropna``; the general path agrees."""
+    n = 4000
+    rng = np.random.default_rng(3)
+    a = pa.array(rng.integers(-5, 5, n), pa.int64(), mask=rng.random(n) < 0.05)
+    b = pa.array(rng.integers(100, 140, n).astype(np.int16), pa.int16(), mask=rng.random(n) < 0.05)
+    t = pa.table({"a": a, "b": b, "v": random_array(pa.float64(), n, nulls=True, seed=11),
+                  "w": random_array(pa.int64(), n, seed=12, cardinality=10**6)})
+    assert _dense(t, ["a", "b"]) is not None
+    aggs = {"s": ("v", "sum"), "m": ("w", "mean"), "n": ("v", "size"), "sw": ("w", "sum"), "u": ("w", "nunique"),
+            "md": ("v", "median"), "x": ("w", "max"), "c": ("v", "count")}
+    _check(t, ["a", "b"], aggs)
+    _check(t, ["a", "b"], aggs, dropna=True)
+    srt = gpuframe.groupby_agg(gpuframe.from_arrow(t), ["a", "b"], aggs, sort=True).to_arrow()
+    keys = list(zip(srt.column("a").to_pylist(), srt.column("b").to_pylist()))
+    assert keys == sorted(keys, key=lambda k: tuple((x is None, x if x is not None else 0) for x in k))
+    first = gpuframe.groupby_agg(gpuframe.from_arrow(t), ["a", "b"], aggs).to_arrow()
+    assert list(zip(first.column("a").to_pylist(), first.column("b").to_pylist())) == list(
+        dict.fromkeys(zip(a.to_pylist(), b.to_pylist())))
+    with monkeypatch.context() as m:
+        _general_path(m)
+        assert gpuframe.groupby_agg(gpuframe.from_arrow(t), ["a", "b"], aggs, sort=True).to_arrow().equals(srt)
+
+
+def test_dense_declines_other_keys():
+    n = 1000
+    wide = pa.table({"k": pa.array(np.arange(n, dtype=np.int64) * 10**9)})
+    assert _dense(wide, ["k"]) is None                        # a range far wider than the rows
+    assert _dense(pa.table({"k": random_array(pa.float64(), n, cardinality=5)}), ["k"]) is None
+    assert _dense(pa.table({"k": random_array(pa.string(), n, cardinality=5)}), ["k"]) is None
+    assert _dense(pa.table({"k": random_array(pa.bool_(), n)}), ["k"]) is None
+    straddle = pa.table({"k": pa.array([2**63 - 1, 2**63], pa.uint64())})   # as int64 words: -2**63 .. 2**63-1
+    assert _dense(straddle, ["k"]) is None
+    assert gpuframe.groupby_agg(gpuframe.from_arrow(straddle), "k", {"n": ("k", "size")}).num_rows == 2
+    # two keys whose ranges multiply past the limit
+    ab = pa.table({"a": pa.array(np.arange(n) % 1000), "b": pa.array(np.arange(n) * 7 % 997)})
+    assert _dense(ab, ["a", "b"]) is None
+
+
+@pytest.mark.parametrize("groups", [7, 300_000], ids=["few-groups", "many-groups"])
+def test_one_pass_sums_match_one_kernel_each(monkeypatch, groups):
+    """``group_reduce_many``: more columns than one pass takes (several passes), a column with
+    several ops (sum, mean, var, count), nulls, ints and floats, and with many groups one column
+    per pass (the L2 budget) — equal to the kernels run one by one."""
+    n = 600_000
+    rng = np.random.default_rng(5)
+    cols = {"k": pa.array(rng.integers(0, groups, n) * 3 + 11)}
+    for i in range(6):
+        cols[f"i{i}"] = random_array(pa.int64(), n, nulls=i % 2 == 1, seed=20 + i, cardinality=10**5)
+        cols[f"f{i}"] = random_array(pa.float32() if i == 3 else pa.float64(), n, nulls=i % 2 == 0, seed=40 + i)
+    t = pa.table(cols)
+    aggs = {}
+    for i in range(6):
+        aggs.update({f"s_i{i}": (f"i{i}", "sum"), f"m_f{i}": (f"f{i}", "mean"), f"c_f{i}": (f"f{i}", "count")})
+    aggs.update({"m_i0": ("i0", "mean"), "v_i0": ("i0", "var"), "sd_i0": ("i0", "std"), "z": ("i0", "size"),
+                 "c_i1": ("i1", "count"), "s_f1": ("f1", "sum"), "x": ("f2", "max")})
+    fast = gpuframe.groupby_agg(gpuframe.from_arrow(t), "k", aggs).to_arrow()
+    with monkeypatch.context() as m:
+        _general_path(m)
+        slow = gpuframe.groupby_agg(gpuframe.from_arrow(t), "k", aggs).to_arrow()
+    assert fast.column_names == slow.column_names
+    assert fast.schema.types == slow.schema.types
+    for name in fast.column_names:
+        a, b = fast.column(name).to_pylist(), slow.column(name).to_pylist()
+        if name.startswith(("s_i", "c_", "z", "k")):
+            assert a == b, name                              # integers exactly
+        else:
+            assert all(_close(x, y, None) for x, y in zip(a, b)), name
+
+
+def test_one_pass_integer_sums_that_may_overflow_are_checked():
+    """An int sum joins the one pass only when its values' range rules out an overflow; big
+    values take the checked kernel: an overflow raises, a sum that fits is exact."""
+    big = 2**62
+    ok = pa.table({"k": [1, 1, 2, 2], "v": pa.array([big, -big, big, 5], pa.int64()), "w": [1.0, 2.0, 3.0, 4.0]})
+    got = gpuframe.groupby_agg(gpuframe.from_arrow(ok), "k", {"s": ("v", "sum"), "m": ("w", "mean")})
+    assert got.to_arrow().to_pylist() == [{"k": 1, "s": 0, "m": 1.5}, {"k": 2, "s": big + 5, "m": 3.5}]
+    bad = pa.table({"k": [1, 1, 2], "v": pa.array([big, big, 1], pa.int64()), "w": [1.0, 2.0, 3.0]})
+    with pytest.raises(OverflowError, match="sum of column 'v' overflows int64"):
+        gpuframe.groupby_agg(gpuframe.from_arrow(bad), "k", {"s": ("v", "sum"), "m": ("w", "mean")})

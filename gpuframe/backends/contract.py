@@ -28,6 +28,12 @@ The backend operations and their signatures (every registered name is listed in
     ``group_ids`` compares them) with an equal right row (``how="semi"``: ``intersect``) or
     without one (``"anti"``: ``difference``), ascending int64, in one pass over each side;
     ``None`` where the backend's general path is the faster one (``unique``, then the join).
+``dense_groups(columns, pairs, key_order) -> DenseGroups or None``
+    *Optional* (CPU only): the groups of integer key columns whose values span few slots,
+    without group ids: ``groups`` and ``slots`` go to ``group_reduce`` in place of the group ids
+    and their number (one value per slot), ``order`` picks the slots that hold rows in the
+    output's order (the first rows' order, or the keys' with ``key_order``), ``first`` their
+    first rows, ``row_groups()`` every row's slot; ``None`` for other keys (``group_ids`` then).
 ``gather_column(column, indices, missing) -> Column``, ``check_indices(indices, num_rows)``,
 ``hash_rows``, ``partition_ids``, ``hash_partition``: see :mod:`gpuframe.ops.gather`,
 :mod:`gpuframe.ops.hashing` and :mod:`gpuframe.ops.partition`.

@@ -55,6 +55,8 @@ LAZY: Dict[Tuple[str, str], str] = {
     ("cpu", "last_rows"): "gpuframe.backends.cpu.groups:last_rows",
     ("cpu", "first_rows"): "gpuframe.backends.cpu.groups:first_rows",
     ("cpu", "distinct_rows"): "gpuframe.backends.cpu.groups:distinct_rows",
+    ("cpu", "dense_groups"): "gpuframe.backends.cpu.groups:dense_groups",
+    ("cpu", "group_reduce_many"): "gpuframe.backends.cpu.groups:group_reduce_many",
     ("cpu", "mask_rows"): "gpuframe.backends.cpu.select:mask_rows",
     ("cpu", "concat_columns"): "gpuframe.backends.cpu.select:concat_columns",
     ("cuda", "group_ids"): "gpuframe.backends.cuda.groups:group_ids",

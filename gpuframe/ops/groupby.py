@@ -2,6 +2,9 @@
 
 Rows are grouped by the backend's ``group_ids`` (null keys form one group unless ``dropna``;
 NaN == NaN, -0.0 == 0.0), then every aggregation runs over the group ids (``group_reduce``).
+Where the backend offers them (the CPU's capabilities): integer keys that span few values are
+grouped by their slots instead of group ids (``dense_groups``: no hashing), and the
+aggregations that allow it share one pass over the rows (``group_reduce_many``).
 
 Semantics, as SQL's: nulls in the values are skipped; an aggregate over a group whose values are
 all null is null (``count`` is 0), ``var`` and ``std`` (ddof 1) of a single value are null,
@@ -19,12 +22,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..backends.registry import resolve
+from ..backends.registry import capability, resolve
 from ..core import memory
 from ..core.buffer import Buffer
 from ..core.column import Column
 from ..core.table import Table
-from .gather import take
+from .gather import gather_column, take
+from .keys import pair_for
 from .setops import _check_table, _subset, group_keys
 
 __all__ = ["GroupBy", "groupby_agg", "OPS"]
@@ -120,16 +124,36 @@ def groupby_agg(table: Table, by: Any, aggs: Mapping[str, tuple[str, str]], *, d
     t = table.to(run_dev)
     if dropna:
         t = _drop_null_keys(t, names)
-    gid, first = group_keys(t, names)
-    ngroups = int(first.shape[0])
+    dense = capability("dense_groups", run_dev)
+    grouping = None
+    if dense is not None and t.num_rows:
+        grouping = dense([t[n] for n in names], [pair_for(n, t[n].dtype) for n in names], sort)
+    if grouping is not None:
+        # integer keys spanning few values: every reduction reads the keys' slots (one value
+        # per slot), and the slots that hold rows are picked in the output's order
+        gid, nids, select, first = grouping.groups, grouping.slots, grouping.order, grouping.first
+        ngroups = grouping.ngroups
+    else:
+        gid, first = group_keys(t, names)
+        nids = ngroups = int(first.shape[0])
+        select = None
     out: list[tuple[str, Column]] = list(take(t.select(names), first).items())
+    many = capability("group_reduce_many", run_dev)
+    plain = [(t[column], op, column) for _, column, op in specs if op != "nunique"]
+    if many is not None:
+        # the backend's one pass over the rows for the aggregations that allow it
+        reduced = iter(many(gid, nids, plain))
+    else:
+        reduced = (reduce(gid, nids, c, op, column) for c, op, column in plain)
     for name, column, op in specs:
         if op == "nunique":
-            out.append((name, _nunique(t, gid, ngroups, column, reduce)))
+            ids = gid if grouping is None else grouping.row_groups()
+            col = _nunique(t, ids, nids, column, reduce)
         else:
-            out.append((name, reduce(gid, ngroups, t[column], op, column)))
+            col = next(reduced)
+        out.append((name, col if select is None else gather_column(col, select, check_bounds=False)))
     result = Table([(n, c.to(dev)) for n, c in out], ngroups)
-    if sort and ngroups > 1:
+    if sort and ngroups > 1 and not (grouping is not None and grouping.in_key_order):
         from .sort import sort as sort_table
 
         result = sort_table(result, names)
