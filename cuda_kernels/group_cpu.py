@@ -916,8 +916,7 @@ def group_sums(groups, ngroups, cols, nints, nfloats, ncounts, nchunks, size, is
 
     A group's accumulators (size, sums, counts) lie side by side, so that a row touches one
     cache line however many columns there are (with 100k groups, one array per accumulator
-    missed the cache once for each; the caller keeps a pass's accumulators within a core's L2
-    by giving it fewer columns). The columns are read into scalars before the loop over
+    missed the cache once for each). The columns are read into scalars before the loop over
     the rows, each added by code of its own: a loop over the columns' table inside it ran twice
     as long, as did a loop per column over blocks of rows."""
     n = group_rows(groups)

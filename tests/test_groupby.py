@@ -318,8 +318,8 @@ def test_dense_declines_other_keys():
 @pytest.mark.parametrize("groups", [7, 300_000], ids=["few-groups", "many-groups"])
 def test_one_pass_sums_match_one_kernel_each(monkeypatch, groups):
     """``group_reduce_many``: more columns than one pass takes (several passes), a column with
-    several ops (sum, mean, var, count), nulls, ints and floats, and with many groups one column
-    per pass (the L2 budget) — equal to the kernels run one by one."""
+    several ops (sum, mean, var, count), nulls, ints and floats (with many groups a kernel
+    each) — equal to the kernels run one by one."""
     n = 600_000
     rng = np.random.default_rng(5)
     cols = {"k": pa.array(rng.integers(0, groups, n) * 3 + 11)}

@@ -616,18 +616,19 @@ def group_reduce(gid: Any, ngroups: int, column: Column, op: str, name: str = "<
 
 # the ops :func:`group_reduce_many` computes in one pass over the rows
 _SUM_OPS = ("size", "count", "sum", "mean", "var", "std")
-# groups up to which the one pass uses more chunks of rows than threads (measured faster: 3 means
-# of 10M rows by 100 groups took 20 ms in 8 chunks, 28-38 ms in 2, on 2 threads)
-_SUM_MANY_CHUNKS_GROUPS = 1 << 14
-# the bytes of a pass's accumulators per chunk, at most (a core's L2 is 2 MiB here): with 100k
-# groups, a size and two sums per group (2.4 MB) made the pass 1.5x slower than a pass a sum
-_SUM_PASS_BYTES = 1 << 20
+# groups up to which the aggregations share one pass (past them a kernel each was as fast or
+# faster: a sum and a count of 1M rows by 900k groups, 13.3 ms in one pass, 10.5 ms apart; by
+# 100k groups, 4.0 and 3.1 ms; a sum and a mean of 10M rows by 100k groups, 54 and 35 ms); the
+# pass runs in more chunks of rows than threads (3 means of 10M rows by 100 groups: 20 ms in 8
+# chunks, 28-38 ms in 2, on 2 threads)
+_SUM_PASS_GROUPS = 1 << 14
 
 
 def group_reduce_many(gid: Any, ngroups: int, specs: Sequence[tuple[Column, str, str]]) -> list[Column]:
     """``[group_reduce(gid, ngroups, column, op, name) for column, op, name in specs]``, with
     the ``size``, ``count``, ``sum``, ``mean`` (and the means of ``var`` and ``std``) of up to
-    four columns at a time made by one pass over the rows
+    four columns at a time made by one pass over the rows where the groups are few
+    (:data:`_SUM_PASS_GROUPS`)
     (:func:`gpuframe.kernels.group_cpu.group_sums`): a row's group is read once for all of
     them, and a column's values once for its sum and mean. An integer sum joins the pass when
     its values' range shows it cannot overflow int64; otherwise it takes ``group_reduce``'s
@@ -638,13 +639,15 @@ def group_reduce_many(gid: Any, ngroups: int, specs: Sequence[tuple[Column, str,
     else:
         gid = _ro(_ids(gid))
         n = len(gid)
+    if ngroups > _SUM_PASS_GROUPS:
+        # many groups: a kernel per aggregation (the one pass's accumulators leave the cache
+        # as its columns add up, and merging the chunks' accumulators costs as much as the pass)
+        return [group_reduce(gid, ngroups, c, op, name) for c, op, name in specs]
     plan = _SumPlan(K, n)
     fused = [plan.add(col, op, name) if op in _SUM_OPS else False for col, op, name in specs]
     if sum(1 for f in fused if f) < 2:
         return [group_reduce(gid, ngroups, c, op, name) for c, op, name in specs]
-    nch = K.nchunks_for(n)
-    if ngroups <= _SUM_MANY_CHUNKS_GROUPS:
-        nch = max(1, min(4 * nch, n // 16384 + 1))
+    nch = max(1, min(4 * K.nchunks_for(n), n // 16384 + 1))
     size, sums, counts = plan.run(gid, ngroups, nch)
     out: list[Column] = []
     m2_of: dict[str, np.ndarray] = {}
@@ -737,9 +740,8 @@ class _SumPlan:
         size = np.empty(ngroups, np.int64)
         sums: dict[tuple[str, str], np.ndarray] = {}
         counts: dict[str, np.ndarray] = {}
-        per_pass = max(1, min(K.SUM_COLUMNS, _SUM_PASS_BYTES // (8 * max(ngroups, 1))))
-        for at in range(0, max(len(keys), 1), per_pass):
-            part = keys[at:at + per_pass]
+        for at in range(0, max(len(keys), 1), K.SUM_COLUMNS):
+            part = keys[at:at + K.SUM_COLUMNS]
             table = np.zeros((len(part), K.SUM_FIELDS), np.int64)
             nint = nfloat = ncount = 0
             for r, key in enumerate(part):
