@@ -639,9 +639,10 @@ def group_reduce_many(gid: Any, ngroups: int, specs: Sequence[tuple[Column, str,
     else:
         gid = _ro(_ids(gid))
         n = len(gid)
-    if ngroups > _SUM_PASS_GROUPS:
+    if ngroups > _SUM_PASS_GROUPS or sum(1 for _, op, _ in specs if op in _SUM_OPS) < 2:
         # many groups: a kernel per aggregation (the one pass's accumulators leave the cache
-        # as its columns add up, and merging the chunks' accumulators costs as much as the pass)
+        # as its columns add up, and merging the chunks' accumulators costs as much as the
+        # pass); or nothing to share a pass with
         return [group_reduce(gid, ngroups, c, op, name) for c, op, name in specs]
     plan = _SumPlan(K, n)
     fused = [plan.add(col, op, name) if op in _SUM_OPS else False for col, op, name in specs]
