@@ -356,3 +356,25 @@ def test_one_pass_integer_sums_that_may_overflow_are_checked():
     bad = pa.table({"k": [1, 1, 2], "v": pa.array([big, big, 1], pa.int64()), "w": [1.0, 2.0, 3.0]})
     with pytest.raises(OverflowError, match="sum of column 'v' overflows int64"):
         gpuframe.groupby_agg(gpuframe.from_arrow(bad), "k", {"s": ("v", "sum"), "m": ("w", "mean")})
+
+
+def test_dense_keys_of_a_slice_and_all_null_keys():
+    """A sliced table (offsets into the key's values and validity) and a key whose every value is
+    null take the dense path with the right groups."""
+    n = 5000
+    rng = np.random.default_rng(9)
+    key = pa.array(rng.integers(0, 30, n), pa.int32(), mask=rng.random(n) < 0.2)
+    t = pa.table({"k": key, "v": random_array(pa.int64(), n, nulls=True, seed=13, cardinality=100)})
+    part = t.slice(1237, 2000)
+    assert _dense(part, ["k"]) is not None
+    got = gpuframe.groupby_agg(gpuframe.from_arrow(t).slice(1237, 2000), "k",
+                               {"s": ("v", "sum"), "n": ("v", "size"), "m": ("v", "mean")}).to_arrow()
+    want = _duck(part, ["k"], {"s": ("v", "sum"), "n": ("v", "size"), "m": ("v", "mean")})
+    assert got.column("k").to_pylist() == list(dict.fromkeys(part.column("k").to_pylist()))
+    for k, s, c, m in zip(*[got.column(x).to_pylist() for x in ("k", "s", "n", "m")]):
+        ws, wc, wm = want[(set_key(k),)]
+        assert (s, c) == (ws, wc) and _close(m, wm, "mean")
+    nulls = pa.table({"k": pa.array([None] * 300, pa.int64()), "v": np.arange(300)})
+    assert _dense(nulls, ["k"]) is not None
+    assert gpuframe.groupby_agg(gpuframe.from_arrow(nulls), "k", {"s": ("v", "sum"), "n": ("v", "size")},
+                                sort=True).to_arrow().to_pylist() == [{"k": None, "s": 44850, "n": 300}]
