@@ -208,13 +208,44 @@ def merge_groups(keys, kmode, verify, w, st, en, ch, nchunks, lfirst, lcount, gm
 
 
 @njit(parallel=True, **_OPTS)
-def global_ids(nchunks, gmap, gid):
-    """``gid[row]``, a chunk's own group id, becomes the merged group (in place)."""
+def global_ids(nchunks, lcount, gmap, gid, pieces):
+    """``gid[row]``, a chunk's own group id, becomes the merged group (in place). A chunk whose
+    groups keep their numbers (the first chunk's always do: its groups are the first ones) is
+    left as it is; the other chunks' rows go in about ``pieces`` ranges (a few per thread: with
+    two chunks on two threads, the second chunk's rows alone took as long as both)."""
     n = gid.shape[0]
     step = (n + nchunks - 1) // nchunks
-    for c in prange(nchunks):
+    todo = 0                             # rows to renumber
+    moved = np.zeros(nchunks, np.uint8)
+    for c in range(nchunks):
         base = c * step
-        for j in range(base, min(n, base + step)):
+        for g in range(lcount[c]):
+            if gmap[base + g] != g:
+                moved[c] = 1
+                todo += min(n, base + step) - base
+                break
+    if todo == 0:
+        return
+    span = max(4096, (todo + pieces - 1) // pieces)
+    npieces = 0
+    for c in range(nchunks):
+        if moved[c]:
+            npieces += (min(n, c * step + step) - c * step + span - 1) // span
+    lo = np.empty(npieces, np.int64)
+    hi = np.empty(npieces, np.int64)
+    at = np.empty(npieces, np.int64)
+    k = 0
+    for c in range(nchunks):
+        if moved[c]:
+            end = min(n, c * step + step)
+            for a in range(c * step, end, span):
+                lo[k] = a
+                hi[k] = min(end, a + span)
+                at[k] = c * step
+                k += 1
+    for p in prange(npieces):
+        base = at[p]
+        for j in range(lo[p], hi[p]):
             gid[j] = gmap[base + gid[j]]
 
 

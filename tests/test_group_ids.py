@@ -274,3 +274,28 @@ def test_distinct_rows_declines_few_groups():
     assert G.distinct_rows(lk, rk, pairs, "semi") is None
     with pytest.raises(ValueError, match="how must be 'semi' or 'anti', got 'inner'"):
         G.distinct_rows(lk, rk, pairs, "inner")
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_chunks_renumbered_or_left_as_they_are(threads):
+    """Chunks whose groups keep their numbers (values repeating in one order: every chunk sees
+    them as the first does) are left as they are, the others' rows renumbered in pieces: the
+    group ids equal the reference either way (strings and a fixed-width key with nulls)."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < threads:
+        pytest.skip(f"numba has {numba.config.NUMBA_NUM_THREADS} threads")
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        n = 100_000
+        periodic = [f"v{i % 37}" for i in range(n)]
+        rng = np.random.default_rng(4)
+        shuffled = [f"v{int(i)}" for i in rng.integers(0, 37, n)]
+        late = [f"v{i % 5}" if i < n // 2 else f"w{int(i) % 11}" for i in range(n)]   # new groups later
+        for values in (periodic, shuffled, late):
+            assert _check(pa.array(values, pa.string())) == len(set(values))
+        ints = pa.array(np.arange(n) % 91 * 1000, pa.int64(), mask=rng.random(n) < 0.1)
+        _check(ints, pa.array(shuffled, pa.string()))
+    finally:
+        numba.set_num_threads(before)

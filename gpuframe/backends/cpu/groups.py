@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Sequence
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -198,7 +199,7 @@ def _column_kernel_ids(keys: Any, kmode: int, valid: np.ndarray, offs: Any, char
     ngroups = int(K.column_merge_groups(*args, lfirst, lcount, gmap, first))
     if ngroups == n:
         return _every_row_a_group(n)
-    K.global_ids(nch, gmap, gid)
+    K.global_ids(nch, lcount, gmap, gid, 4 * numba.get_num_threads())
     return gid, first[:ngroups]
 
 
@@ -367,7 +368,7 @@ def _local_group_ids(sk: Any, n: int) -> Any:
     ngroups = int(K.merge_groups(*args, nch, lfirst, lcount, gmap, first))
     if ngroups == n:
         return _every_row_a_group(n)
-    K.global_ids(nch, gmap, gid)
+    K.global_ids(nch, lcount, gmap, gid, 4 * numba.get_num_threads())
     return gid, first[:ngroups]
 
 
