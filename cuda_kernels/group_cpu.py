@@ -1032,19 +1032,26 @@ def sq_dev(groups, ngroups, vals, valid, mean, nchunks, out):
 
 
 @njit(parallel=True, **_OPTS)
-def arg_extreme(groups, ngroups, vals, valid, nchunks, want_max, out):
+def arg_extreme(groups, ngroups, vals, valid, nchunks, want_max, kept, out):
     """The row of each group's minimum (``want_max`` false) or maximum over non-null rows
-    (-1: none), ties to the first row; ``vals`` int64 or float64 (NaN above every number)."""
+    (-1: none), ties to the first row; ``vals`` int64 or float64 (NaN above every number).
+    With ``kept`` each chunk keeps its groups' best values beside their rows (for many groups:
+    reading the best row's value back from ``vals`` missed the cache, 40.7 -> 25.0 ms for 10M
+    int64 rows by 100k groups; by 100 groups the read hits and keeping cost 15.7 -> 18.5 ms)."""
     n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
     best = np.full((nchunks, _stride(ngroups)), -1, np.int64)
+    bestv = np.empty((nchunks, _stride(ngroups) if kept else 0), vals.dtype)
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
                 g = group_of(groups, j)
+                v = vals[j]
                 b = best[c, g]
-                if b < 0 or _better(vals[j], vals[b], want_max):
+                if b < 0 or _better(v, bestv[c, g] if kept else vals[b], want_max):
                     best[c, g] = j
+                    if kept:
+                        bestv[c, g] = v
     for g in prange(ngroups):
         b = np.int64(-1)
         for c in range(nchunks):

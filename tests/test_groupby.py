@@ -378,3 +378,20 @@ def test_dense_keys_of_a_slice_and_all_null_keys():
     assert _dense(nulls, ["k"]) is not None
     assert gpuframe.groupby_agg(gpuframe.from_arrow(nulls), "k", {"s": ("v", "sum"), "n": ("v", "size")},
                                 sort=True).to_arrow().to_pylist() == [{"k": None, "s": 44850, "n": 300}]
+
+
+def test_min_max_of_many_groups_keep_values_beside_rows():
+    """Past 16k groups min/max keep each group's best value beside its row: DuckDB agrees
+    (integers, floats with NaN, nulls; string min/max unchanged)."""
+    n = 200_000
+    rng = np.random.default_rng(21)
+    f = rng.random(n)
+    f[rng.random(n) < 0.01] = np.nan
+    t = pa.table({"k": pa.array(rng.integers(0, 40_000, n) * 7919),
+                  "i": random_array(pa.int64(), n, nulls=True, seed=22, cardinality=10**6),
+                  "u": random_array(pa.uint64(), n, nulls=False, seed=23),
+                  "f": pa.array(f, mask=rng.random(n) < 0.05)})
+    assert _dense(t, ["k"]) is None
+    got = _check(t, ["k"], {"mx_i": ("i", "max"), "mn_i": ("i", "min"), "mx_f": ("f", "max"), "mn_f": ("f", "min"),
+                            "mx_u": ("u", "max")})
+    assert got.num_rows > 16_384

@@ -578,7 +578,7 @@ def group_reduce(gid: Any, ngroups: int, column: Column, op: str, name: str = "<
             return group_reduce(gid, ngroups, _decoded(column), op, name)
         else:
             vals, _ = _ordered_words(column, name, op)
-            K.arg_extreme(gid, ngroups, vals, valid, nch, op == "max", rows)
+            K.arg_extreme(gid, ngroups, vals, valid, nch, op == "max", ngroups > _KEPT_VALUES_GROUPS, rows)
         return _gather(column, rows)
     vals = _numeric(column, op, name)
     counts = np.empty(ngroups, np.int64)
@@ -615,6 +615,9 @@ def group_reduce(gid: Any, ngroups: int, column: Column, op: str, name: str = "<
     raise ValueError(f"unknown aggregation {op!r}")
 
 
+# groups past which min/max keep each group's best value beside its row (``arg_extreme``'s
+# ``kept``: by 100k groups reading it back from the column missed the cache; by 100 it hit)
+_KEPT_VALUES_GROUPS = 1 << 14
 # the ops :func:`group_reduce_many` computes in one pass over the rows
 _SUM_OPS = ("size", "count", "sum", "mean", "var", "std")
 # groups up to which the aggregations share one pass (past them a kernel each was as fast or
