@@ -822,23 +822,23 @@ def _wrap_add(a, b):
 @njit(parallel=True, **_OPTS)
 def sum_int(groups, ngroups, vals, valid, nchunks, out, counts):
     """Integer sums per group (int64, wrapping) and non-null counts; returns 1 when a sum
-    overflowed int64, else 0."""
+    overflowed int64, else 0. A group's sum and count lie side by side (one cache line a row:
+    with 100k groups, two arrays missed the cache twice)."""
     n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
-    acc = np.zeros((nchunks, _stride(ngroups)), np.int64)
-    cnt = np.zeros((nchunks, _stride(ngroups)), np.int64)
+    acc = np.zeros((nchunks, _stride(ngroups), 2), np.int64)
     over = np.zeros(nchunks, np.int64)
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
                 g = group_of(groups, j)
-                a = acc[c, g]
+                a = acc[c, g, 0]
                 v = vals[j]
                 s = _wrap_add(a, v)
                 if ((a ^ s) & (v ^ s)) < 0:
                     over[c] = 1
-                acc[c, g] = s
-                cnt[c, g] += 1
+                acc[c, g, 0] = s
+                acc[c, g, 1] += 1
     bad = 0
     for c in range(nchunks):
         bad |= over[c]
@@ -848,12 +848,12 @@ def sum_int(groups, ngroups, vals, valid, nchunks, out, counts):
         k = np.int64(0)
         f = 0
         for c in range(nchunks):
-            a = acc[c, g]
+            a = acc[c, g, 0]
             t = _wrap_add(s, a)
             if ((a ^ t) & (s ^ t)) < 0:
                 f = 1
             s = t
-            k += cnt[c, g]
+            k += acc[c, g, 1]
         out[g] = s
         counts[g] = k
         flags[g] = f
@@ -864,25 +864,25 @@ def sum_int(groups, ngroups, vals, valid, nchunks, out, counts):
 
 @njit(parallel=True, **_OPTS)
 def sum_float(groups, ngroups, vals, valid, nchunks, out, counts):
-    """Float sums per group (float64) and non-null counts."""
+    """Float sums per group (float64) and non-null counts (side by side, as :func:`sum_int`'s:
+    the count as a float64, exact below 2**53 rows)."""
     n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
-    acc = np.zeros((nchunks, _stride(ngroups)), np.float64)
-    cnt = np.zeros((nchunks, _stride(ngroups)), np.int64)
+    acc = np.zeros((nchunks, _stride(ngroups), 2), np.float64)
     for c in prange(nchunks):
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
                 g = group_of(groups, j)
-                acc[c, g] += vals[j]
-                cnt[c, g] += 1
+                acc[c, g, 0] += vals[j]
+                acc[c, g, 1] += 1.0
     for g in prange(ngroups):
         s = 0.0
-        k = 0
+        k = 0.0
         for c in range(nchunks):
-            s += acc[c, g]
-            k += cnt[c, g]
+            s += acc[c, g, 0]
+            k += acc[c, g, 1]
         out[g] = s
-        counts[g] = k
+        counts[g] = np.int64(k)
 
 
 # the columns of :func:`group_sums`: one row per column, these fields
