@@ -21,8 +21,9 @@ id of every row, or integer keys that span few values read as their slots (no gr
   thread with its own accumulators (rows a cache line apart), merged at the end (the order of
   values and strings is the per-row :func:`gpuframe.kernels.group.value_less` / ``span_cmp``
   the CUDA kernels use too) (a variance takes a second pass over the squared deviations from
-  the group means, for accuracy); :func:`group_sums` makes the sizes, sums and non-null counts
-  of up to four columns in one pass, a group's accumulators side by side;
+  the group means, for accuracy); a group's sum and count lie side by side, and with many
+  groups min/max keep the best value beside its row; :func:`group_sums` makes the sizes, sums
+  and non-null counts of up to four columns in one pass, a group's accumulators side by side;
 * a median lays the values out by group with a stable counting sort (:func:`group_values`),
   then selects each group's middle rank(s) with a quickselect, one group per iteration of a
   parallel loop.
