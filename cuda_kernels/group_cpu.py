@@ -919,6 +919,14 @@ def _sum_field(cols, i, f, default):
 
 
 @njit(inline="always")
+def _sum_column(cols, i, base, nints, nfloats):
+    # column ``i``'s (kind, address of its values, of its validity, field of its sum, field of
+    # its count or -1), read once a chunk; a column past the table's end is of kind none
+    return (_sum_field(cols, i, SUM_KIND, SUM_NONE), _sum_field(cols, i, SUM_VALUES, 0),
+            _sum_field(cols, i, SUM_VALID, 0), _sum_at(cols, i, base, nints), _count_at(cols, i, base, nints, nfloats))
+
+
+@njit(inline="always")
 def _sum_at(cols, i, base, nints):
     # the field of column ``i``'s sum in a group's accumulators: the size (``base`` 1, else
     # none), the int sums, the float sums, the counts
@@ -958,26 +966,10 @@ def group_sums(groups, ngroups, cols, nints, nfloats, ncounts, nchunks, size, is
     acc = np.zeros((nchunks, _stride(ngroups), max(base + nints + nfloats + ncounts, 1)), np.int64)
     accf = acc.view(np.float64)
     for c in prange(nchunks):
-        kind0 = _sum_field(cols, 0, SUM_KIND, SUM_NONE)
-        addr0 = _sum_field(cols, 0, SUM_VALUES, 0)
-        va0 = _sum_field(cols, 0, SUM_VALID, 0)
-        at0 = _sum_at(cols, 0, base, nints)
-        r0 = _count_at(cols, 0, base, nints, nfloats)
-        kind1 = _sum_field(cols, 1, SUM_KIND, SUM_NONE)
-        addr1 = _sum_field(cols, 1, SUM_VALUES, 0)
-        va1 = _sum_field(cols, 1, SUM_VALID, 0)
-        at1 = _sum_at(cols, 1, base, nints)
-        r1 = _count_at(cols, 1, base, nints, nfloats)
-        kind2 = _sum_field(cols, 2, SUM_KIND, SUM_NONE)
-        addr2 = _sum_field(cols, 2, SUM_VALUES, 0)
-        va2 = _sum_field(cols, 2, SUM_VALID, 0)
-        at2 = _sum_at(cols, 2, base, nints)
-        r2 = _count_at(cols, 2, base, nints, nfloats)
-        kind3 = _sum_field(cols, 3, SUM_KIND, SUM_NONE)
-        addr3 = _sum_field(cols, 3, SUM_VALUES, 0)
-        va3 = _sum_field(cols, 3, SUM_VALID, 0)
-        at3 = _sum_at(cols, 3, base, nints)
-        r3 = _count_at(cols, 3, base, nints, nfloats)
+        kind0, addr0, va0, at0, r0 = _sum_column(cols, 0, base, nints, nfloats)
+        kind1, addr1, va1, at1, r1 = _sum_column(cols, 1, base, nints, nfloats)
+        kind2, addr2, va2, at2, r2 = _sum_column(cols, 2, base, nints, nfloats)
+        kind3, addr3, va3, at3, r3 = _sum_column(cols, 3, base, nints, nfloats)
         for j in range(c * step, min(n, (c + 1) * step)):
             g = group_of(groups, j)
             if base:

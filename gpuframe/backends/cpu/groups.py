@@ -545,17 +545,21 @@ def _gather(col: Column, rows: np.ndarray) -> Column:
     return gather_column(col, rows, None)
 
 
+def _groups_of(gid: Any) -> tuple[Any, int]:
+    """``(groups, rows)``: group ids as the kernels take them, or a dense groups' table as it is."""
+    if getattr(gid, "ndim", 1) == 2:
+        return gid, int(gid[0, _kernels().DENSE_ROWS])
+    gid = _ro(_ids(gid))
+    return gid, len(gid)
+
+
 def group_reduce(gid: Any, ngroups: int, column: Column, op: str, name: str = "<column>") -> Column:
     """Aggregate ``column`` per group: one row per group ``0..ngroups-1`` (see
     :func:`gpuframe.ops.groupby.groupby_agg` for the ops and their types; ``nunique`` is made
     there, from ``group_ids`` and ``count``). ``gid``: every row's group id, or the ``groups``
     of :class:`DenseGroups` with ``ngroups`` its slots (one row per slot, empty ones too)."""
     K = _kernels()
-    if getattr(gid, "ndim", 1) == 2:
-        n = int(gid[0, K.DENSE_ROWS])
-    else:
-        gid = _ro(_ids(gid))
-        n = len(gid)
+    gid, n = _groups_of(gid)
     nch = K.nchunks_for(n)
     valid = _valid(column)
     if op == "size":
@@ -638,11 +642,7 @@ def group_reduce_many(gid: Any, ngroups: int, specs: Sequence[tuple[Column, str,
     its values' range shows it cannot overflow int64; otherwise it takes ``group_reduce``'s
     checked sum."""
     K = _kernels()
-    if getattr(gid, "ndim", 1) == 2:
-        n = int(gid[0, K.DENSE_ROWS])
-    else:
-        gid = _ro(_ids(gid))
-        n = len(gid)
+    gid, n = _groups_of(gid)
     if ngroups > _SUM_PASS_GROUPS or sum(1 for _, op, _ in specs if op in _SUM_OPS) < 2:
         # many groups: a kernel per aggregation (the one pass's accumulators leave the cache
         # as its columns add up, and merging the chunks' accumulators costs as much as the
