@@ -695,7 +695,6 @@ class _SumPlan:
         self.n = n
         self.rows: dict[tuple[str, str], list[int]] = {}   # (name, "int"/"float"/"count") -> row
         self.keep: list[np.ndarray] = []                     # the arrays at the rows' addresses
-        self.counted: dict[str, np.ndarray] = {}             # name -> validity (a column with nulls)
 
     def add(self, col: Column, op: str, name: str) -> bool:
         """Whether ``op`` of ``col`` joins the pass (adding the rows it needs)."""
@@ -731,8 +730,6 @@ class _SumPlan:
             self.keep.append(vals)
         if has_nulls:
             self.keep.append(valid)
-        if count:
-            self.counted[name] = valid
         self.rows[(name, what)] = [0 if vals is None else vals.ctypes.data, kind,
                                    valid.ctypes.data if has_nulls else 0, 0, 1 if count else -1]
 
