@@ -756,33 +756,6 @@ def row_groups(groups, nchunks, out):
             out[j] = group_of(groups, j)
 
 
-@njit(parallel=True, **_OPTS)
-def dense_first(groups, slots, most, nchunks, first):
-    """``first[s]`` = the first row in slot ``s`` (-1: none). Each chunk of rows stops as soon
-    as it has found ``most`` slots, as many as there can be (keys that fill their range are
-    found in the first rows)."""
-    n = group_rows(groups)
-    step = (n + nchunks - 1) // nchunks
-    st = _stride(slots)
-    best = np.full((nchunks, st), -1, np.int64)
-    for c in prange(nchunks):
-        found = 0
-        for j in range(c * step, min(n, (c + 1) * step)):
-            g = group_of(groups, j)
-            if best[c, g] < 0:
-                best[c, g] = j
-                found += 1
-                if found == most:
-                    break
-    for g in prange(slots):
-        b = np.int64(-1)
-        for c in range(nchunks):
-            if best[c, g] >= 0:
-                b = best[c, g]
-                break
-        first[g] = b
-
-
 @njit(**_OPTS)
 def row_groups_at(groups, rows, out):
     """``out[i]`` = the group of row ``rows[i]``."""
@@ -1089,17 +1062,25 @@ def _str_better(offs, chars, i, j, want_max):
 
 
 @njit(parallel=True, **_OPTS)
-def first_last(groups, ngroups, valid, nchunks, want_last, out):
-    """The first (or last) non-null row of each group (-1: none)."""
+def first_last(groups, ngroups, valid, nchunks, want_last, most, out):
+    """The first (or last) non-null row of each group (-1: none). For the first rows, each
+    chunk of rows stops once it has found ``most`` groups (0: never), as many as there can be
+    (dense keys that fill their range are all found in the first rows)."""
     n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
     best = np.full((nchunks, _stride(ngroups)), -1, np.int64)
     for c in prange(nchunks):
+        found = 0
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
                 g = group_of(groups, j)
-                if want_last or best[c, g] < 0:
+                if want_last:
                     best[c, g] = j
+                elif best[c, g] < 0:
+                    best[c, g] = j
+                    found += 1
+                    if found == most:
+                        break
     for g in prange(ngroups):
         b = np.int64(-1)
         for cc in range(nchunks):

@@ -145,9 +145,11 @@ def groupby_agg(table: Table, by: Any, aggs: Mapping[str, tuple[str, str]], *, d
         reduced = iter(many(gid, nids, plain))
     else:
         reduced = (reduce(gid, nids, c, op, column) for c, op, column in plain)
+    ids = None               # every row's group id, for nunique (dense keys: their slots)
     for name, column, op in specs:
         if op == "nunique":
-            ids = gid if grouping is None else grouping.row_groups()
+            if ids is None:
+                ids = gid if grouping is None else grouping.row_groups()
             col = _nunique(t, ids, nids, column, reduce)
         else:
             col = next(reduced)

@@ -446,6 +446,7 @@ def dense_groups(columns: Sequence[Column], pairs: Sequence[KeyPair], key_order:
         lows.append(lo if hi >= lo else 0)
         cards.append(k)
     groups: np.ndarray
+    most = slots             # the groups there can be (slots may grow below)
     if len(columns) == 1 and not valids[0].shape[0] and 0 <= lows[0] <= cards[0] and lows[0] + cards[0] <= limit:
         # one key without nulls whose values start near 0 (ids): the values are the slots
         # (the reductions then read them as they read group ids: 1.2-1.5x faster than slots
@@ -461,7 +462,7 @@ def dense_groups(columns: Sequence[Column], pairs: Sequence[KeyPair], key_order:
             groups[i, K.DENSE_ROWS] = n
         groups = _ro(groups)
     firsts = np.empty(slots, np.int64)
-    K.dense_first(groups, slots, int(np.prod(cards)), nch, firsts)
+    K.first_last(groups, slots, _E8, nch, False, most, firsts)
     held = np.flatnonzero(firsts >= 0)
     if key_order:
         order = held
@@ -572,7 +573,7 @@ def group_reduce(gid: Any, ngroups: int, column: Column, op: str, name: str = "<
         return Column.from_numpy(out, pa.int64())
     if op in ("first", "last"):
         rows = np.empty(ngroups, np.int64)
-        K.first_last(gid, ngroups, valid, nch, op == "last", rows)
+        K.first_last(gid, ngroups, valid, nch, op == "last", 0, rows)
         return _gather(column, rows)
     if op in ("min", "max"):
         rows = np.empty(ngroups, np.int64)
@@ -591,10 +592,10 @@ def group_reduce(gid: Any, ngroups: int, column: Column, op: str, name: str = "<
             out = np.empty(ngroups, np.int64)
             if K.sum_int(gid, ngroups, vals, valid, nch, out, counts):
                 _overflow(name, op)
-            return Column.from_numpy(out, pa.int64(), valid=None if (counts > 0).all() else counts > 0)
+            return _sum_column(out, counts)
         outf = np.empty(ngroups, np.float64)
         K.sum_float(gid, ngroups, vals, valid, nch, outf, counts)
-        return _float_column(outf, counts > 0)
+        return _sum_column(outf, counts)
     # vals are int64 or float64: the kernels below convert each value to float64 as they read it
     if op == "median":
         gstart = np.empty(ngroups + 1, np.int64)
@@ -613,10 +614,22 @@ def group_reduce(gid: Any, ngroups: int, column: Column, op: str, name: str = "<
     if op in ("var", "std"):
         m2 = np.empty(ngroups, np.float64)
         K.sq_dev(gid, ngroups, vals, valid, mean, nch, m2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = m2 / (counts - 1)
-        return _float_column(np.sqrt(var) if op == "std" else var, counts > 1)
+        return _spread_column(op, m2, counts)
     raise ValueError(f"unknown aggregation {op!r}")
+
+
+def _sum_column(total: np.ndarray, counts: np.ndarray) -> Column:
+    """Sums (int64 or float64) with their groups' non-null counts: null where there are none."""
+    if total.dtype == np.int64:
+        return Column.from_numpy(total, pa.int64(), valid=None if (counts > 0).all() else counts > 0)
+    return _float_column(total, counts > 0)
+
+
+def _spread_column(op: str, m2: np.ndarray, counts: np.ndarray) -> Column:
+    """``var`` or ``std`` (ddof 1) from the sums of squared deviations: null below two values."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = m2 / (counts - 1)
+    return _float_column(np.sqrt(var) if op == "std" else var, counts > 1)
 
 
 # groups past which min/max keep each group's best value beside its row (``arg_extreme``'s
@@ -666,10 +679,7 @@ def group_reduce_many(gid: Any, ngroups: int, specs: Sequence[tuple[Column, str,
             continue
         total = sums[(name, "int") if op == "sum" and (name, "int") in sums else (name, "float")]
         if op == "sum":
-            if total.dtype == np.int64:
-                out.append(Column.from_numpy(total, pa.int64(), valid=None if (cnt > 0).all() else cnt > 0))
-            else:
-                out.append(_float_column(total, cnt > 0))
+            out.append(_sum_column(total, cnt))
             continue
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = total / cnt
@@ -678,11 +688,10 @@ def group_reduce_many(gid: Any, ngroups: int, specs: Sequence[tuple[Column, str,
             continue
         if name not in m2_of:
             m2 = np.empty(ngroups, np.float64)
-            K.sq_dev(gid, ngroups, _numeric(col, op, name), _valid(col), mean, K.nchunks_for(n), m2)
+            vals, valid = plan.inputs(col, op, name)
+            K.sq_dev(gid, ngroups, vals, valid, mean, K.nchunks_for(n), m2)
             m2_of[name] = m2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = m2_of[name] / (cnt - 1)
-        out.append(_float_column(np.sqrt(var) if op == "std" else var, cnt > 1))
+        out.append(_spread_column(op, m2_of[name], cnt))
     return out
 
 
@@ -695,18 +704,35 @@ class _SumPlan:
         self.n = n
         self.rows: dict[tuple[str, str], list[int]] = {}   # (name, "int"/"float"/"count") -> row
         self.keep: list[np.ndarray] = []                     # the arrays at the rows' addresses
+        self._valids: dict[str, np.ndarray] = {}
+        self._values: dict[tuple[str, bool], np.ndarray] = {}
+
+    def inputs(self, col: Column, op: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(values as _numeric reads them for op, validity bytes)`` of column ``name``, made
+        once for every op that reads them the same way."""
+        valid = self.validity(col, name)
+        key = (name, op == "sum")        # a uint64 column's sum reads int64 words, others floats
+        if key not in self._values:
+            self._values[key] = np.ascontiguousarray(_numeric(col, "sum" if op == "sum" else "mean", name))
+        return self._values[key], valid
+
+    def validity(self, col: Column, name: str) -> np.ndarray:
+        """Column ``name``'s validity bytes (empty: no nulls), unpacked once."""
+        if name not in self._valids:
+            self._valids[name] = _valid(col)
+        return self._valids[name]
 
     def add(self, col: Column, op: str, name: str) -> bool:
         """Whether ``op`` of ``col`` joins the pass (adding the rows it needs)."""
         K = self.K
         if op == "size":
             return True
-        valid = _valid(col)
         if op == "count":
+            valid = self.validity(col, name)
             if valid.shape[0] and (name, "count") not in self.rows and not self._counted(name):
                 self._row(name, "count", K.SUM_NONE, None, valid)
             return True
-        vals = _numeric(col, "sum" if op == "sum" else "mean", name)
+        vals, valid = self.inputs(col, op, name)
         if vals.dtype == np.int64 and op == "sum":
             if (name, "int") not in self.rows:
                 if not _int_sum_fits(K, vals, valid, self.n):
@@ -726,7 +752,6 @@ class _SumPlan:
         # a column's non-null values are counted by its first row only
         count = has_nulls and not self._counted(name)
         if vals is not None:
-            vals = np.ascontiguousarray(vals)
             self.keep.append(vals)
         if has_nulls:
             self.keep.append(valid)
