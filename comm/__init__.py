@@ -18,7 +18,8 @@ import os
 from typing import Any, Optional
 
 from .communicator import Communicator
-from .errors import BootstrapError, CommClosedError, CommError, CommTimeoutError, PeerClosedError, ProtocolError
+from .errors import (BootstrapError, CommClosedError, CommError, CommTimeoutError, MismatchError, PeerClosedError,
+                     ProtocolError)
 from .exchange import exchange_tables
 from .frames import ALLOWED_FRAME_DTYPES, FrameSpec
 from .handshake import new_token
@@ -96,7 +97,7 @@ def local_mesh(size: int, backend: Optional[str] = None, *, host: str = "127.0.0
 
 __all__ = [
     "ALLOWED_FRAME_DTYPES", "BACKENDS", "BootstrapError", "CommClosedError", "CommError", "CommTimeoutError",
-    "Communicator", "EventLoopThread", "FrameSpec", "PeerClosedError", "ProtocolError", "TCPCommunicator",
+    "Communicator", "EventLoopThread", "FrameSpec", "MismatchError", "PeerClosedError", "ProtocolError", "TCPCommunicator",
     "UCXCommunicator", "create_communicator", "default_backend", "default_timeout", "exchange_tables",
     "local_mesh", "new_token",
     "pack_table", "pack_tables", "resolve_backend", "unpack_table", "unpack_tables",

@@ -30,7 +30,8 @@ Failure model: every wait is bounded by ``timeout`` seconds per phase, and a pee
 connection breaks fails the waits on it at once with :class:`PeerClosedError`. After any
 error the communicator closes itself (transfers may still be posted into buffers that the
 caller is about to free; closing the connections cancels them) and later calls raise
-:class:`CommClosedError`: build a new one.
+:class:`CommClosedError`: build a new one; except after a :class:`MismatchError` (e.g. tables of
+different schemas), which every rank raises before any data is posted.
 
 
 Trust model: nothing that arrives from the network is unpickled or evaluated. A connection

@@ -63,6 +63,13 @@ class ProtocolError(CommError):
     every other rank of the operation fails quickly too."""
 
 
+class MismatchError(CommError):
+    """The ranks' messages disagree in a way that every rank sees from the first (sizes) phase of
+    an exchange, such as tables of different schemas: if any two ranks' schemas differ, every
+    rank receives at least one schema unlike its own. Every rank raises it before any data is
+    posted, so the communicator stays open and usable (unlike after the other errors)."""
+
+
 class CommClosedError(CommError):
     """The local communicator is closed (by :meth:`close`, or after an earlier error left it
     in an undefined state); build a new one."""

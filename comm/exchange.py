@@ -35,7 +35,7 @@ from gpuframe.core.table import Table
 
 from . import device_assembly
 from .communicator import Communicator
-from .errors import CommError
+from .errors import CommError, MismatchError
 from .frames import FrameSpec
 from .wire import (MalformedMessageError, _unpack_column, check_header, check_received_column, check_received_table,
                    column_frame_kinds, describe_schema_difference, pack_tables, same_schema)
@@ -114,7 +114,7 @@ class _Assembler:
         for peer, (header, specs) in enumerate(incoming):
             schema, pieces = check_header(header, f"the message from rank {peer}")
             if not same_schema(schema, self.schema):
-                raise CommError(f"rank {peer} sent tables with another schema: "
+                raise MismatchError(f"rank {peer} sent tables with another schema: "
                                 f"{describe_schema_difference(self.schema, schema)}", peer=peer)
             messages.append((pieces, specs))
         total = sum(int(p["n"]) for pieces, _ in messages for p in pieces)

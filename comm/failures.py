@@ -4,7 +4,9 @@ Every wait is bounded by ``timeout`` seconds per phase, and a peer whose connect
 the waits on it at once with :class:`PeerClosedError`. A peer that sends something malformed
 raises :class:`ProtocolError` naming it. After any error the communicator closes itself
 (transfers may still be posted into buffers that the caller is about to free; closing the
-connections cancels them) and later calls raise :class:`CommClosedError`: build a new one.
+connections cancels them) and later calls raise :class:`CommClosedError`: build a new one. The
+exception: a :class:`MismatchError` (e.g. tables of different schemas), which every rank sees
+before any data is posted and raises without closing.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from gpuframe.core import memory
 from gpuframe.core.device import CPU
 
 from .envelope import check_tag, encode_envelope
-from .errors import CommError
+from .errors import CommError, MismatchError
 from .frames import Allocator, Frame, FrameSpec, Message, as_frame, copy_into, frame_spec
 from .limits import check_timeout
 
@@ -128,13 +128,18 @@ class Messaging:
         t1 = loop.time()
 
         # Allocate every destination before any data moves. A failure here leaves the peers
-        # waiting for our data: close, so that they learn it at once instead of timing out.
+        # waiting for our data: close, so that they learn it at once instead of timing out;
+        # except for a mismatch that every rank sees in the sizes (MismatchError): every rank
+        # raises it before posting any data, and closing here could break a peer's sizes phase
+        # before it has seen the mismatch itself (it would then report our closing instead).
         try:
             if allocator is not None:
                 dest = allocator(incoming)
                 _check_destinations(dest, incoming)
             else:
                 dest = [[self._allocate(s) for s in specs] for _h, specs in incoming]
+        except MismatchError:
+            raise
         except BaseException as exc:
             await self._break(exc)
             raise

@@ -287,6 +287,12 @@ def test_exchange_tables_schema_mismatch_names_the_peer(backend):
 
     msgs = run_ranks(rank, 3)
     assert "rank 1 sent tables with another schema" in msgs[0] and "'k': int64 vs int32" in msgs[0]
+    assert "rank 1 sent tables with another schema" in msgs[2] and "another schema" in msgs[1]
+    # every rank saw the mismatch before any data moved: the communicators stay usable
+    same = [gpuframe.from_arrow(pa.table({"k": pa.array([r], pa.int64())})) for r in range(3)]
+    got = run_ranks(lambda r: exchange_tables(mesh3[r], [[same[r]] for _ in range(3)], timeout=10), 3)
+    for r in range(3):
+        assert got[r].to_arrow().column("k").to_pylist() == [0, 1, 2]
     for c in mesh3:
         c.close()
 
