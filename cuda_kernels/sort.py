@@ -19,7 +19,11 @@ or none.
 
 CPU (``@njit(parallel=True)``): the rows are cut into one contiguous chunk per thread; each chunk
 counts its digits, the cursors are a bucket-major scan of the chunks' counts, and each chunk
-scatters its rows in order (stable, no atomics), as the hash partition does.
+scatters its rows in order (stable, no atomics), as the hash partition does. A pass over memory
+costs about 5.5 ns a row here, a pass over rows in the cache about 2.5: a large single key is
+sorted by one such pass over its top digit into buckets that fit the cache, then each bucket by
+its LSD passes in per-thread scratch (:func:`bucket_passes`; the driver in
+:mod:`gpuframe.backends.cpu.sort`).
 
 CUDA (built lazily by :func:`cuda_kernels`): each block owns a contiguous range of rows;
 ``block_counts`` writes each block's digit histogram (``counts[d * nblocks + block]``), the
@@ -48,7 +52,7 @@ KIND_F32 = 2
 KIND_F64 = 3
 
 # digit bits of a pass: the GPU ranks a tile's digits in shared memory (256 buckets); the CPU
-# scatters with 2048 (fewer passes: a 64-bit key takes 6)
+# scatters with 256 too (11 bits took as long in all: fewer passes, each slower)
 RADIX_BITS = 8
 BUCKETS = 1 << RADIX_BITS
 DIGIT_MASK = BUCKETS - 1
@@ -344,10 +348,168 @@ def scatter_pass(w_in, p_in, ident, base, shift, mask, cursors, w_out, p_out, wa
                 p_out[k] = p_in[i]
 
 
+@register_jitable
+def _scatter_local(src_w, src_p, base, shift, mask, cur, dst_w, dst_p, want_w):
+    """One stable pass over a bucket held in cache: row ``i`` goes to its digit's cursor."""
+    for i in range(src_w.shape[0]):
+        w = src_w[i]
+        d = _digit_of(w, base, shift, mask)
+        k = cur[d]
+        cur[d] = k + 1
+        if want_w:
+            dst_w[k] = w
+        dst_p[k] = src_p[i]
+
+
+@njit(parallel=True, cache=True)
+def bucket_passes(w_in, p_in, starts, groups, base, low_bits, digit_bits, perm_out, w_out, want_w):
+    """The second half of the CPU's large sorts: rows already ordered by the bits of
+    ``word - base`` above ``low_bits`` (a bucket per value of them, ``starts``: its first row),
+    each bucket sorted by the rest, from the lowest ``digit_bits`` digit up, in scratch that
+    stays in the cache (stable, so ties keep the order of ``p_in``); the final pass writes the
+    sorted rows' numbers (``perm_out[j] = p_in`` of the row that goes to ``j``) and, with
+    ``want_w``, their words. ``groups``: where each thread's run of buckets starts. Digits that
+    are the same on every row of a bucket cost no pass."""
+    npass = (low_bits + digit_bits - 1) // digit_bits
+    nd = 1 << digit_bits
+    mask = (1 << digit_bits) - 1
+    for g in prange(groups.shape[0] - 1):
+        b0 = groups[g]
+        b1 = groups[g + 1]
+        cap = 1
+        for b in range(b0, b1):
+            cap = max(cap, starts[b + 1] - starts[b])
+        wa = np.empty(cap, w_in.dtype)
+        wb = np.empty(cap, w_in.dtype)
+        pa = np.empty(cap, p_in.dtype)
+        pb = np.empty(cap, p_in.dtype)
+        hist = np.empty((max(npass, 1), nd), np.int64)
+        live = np.empty(max(npass, 1), np.int64)
+        cur = np.empty(nd, np.int64)
+        for b in range(b0, b1):
+            s = starts[b]
+            m = starts[b + 1] - s
+            if m == 0:
+                continue
+            # every pass's counts from the bucket as it is (they do not depend on the order); a
+            # loop per pass (a loop over the passes inside the row loop took 1.5x as long)
+            nlive = 0
+            for q in range(npass):
+                h = hist[q]
+                h[:] = 0
+                for i in range(s, s + m):
+                    h[_digit_of(w_in[i], base, q * digit_bits, mask)] += 1
+                if h[_digit_of(w_in[s], base, q * digit_bits, mask)] != m:
+                    live[nlive] = q
+                    nlive += 1
+            if nlive == 0:
+                for i in range(m):
+                    perm_out[s + i] = p_in[s + i]
+                    if want_w:
+                        w_out[s + i] = w_in[s + i]
+                continue
+            # every pass within the scratch, then one sequential copy out: a last pass that
+            # scattered straight into the outputs wrote to memory a row at a time (0.3-0.4 s
+            # more for 100M rows)
+            for j in range(nlive):
+                q = live[j]
+                total = 0
+                for d in range(nd):
+                    cur[d] = total
+                    total += hist[q, d]
+                shift = q * digit_bits
+                if j == 0:
+                    _scatter_local(w_in[s:s + m], p_in[s:s + m], base, shift, mask, cur, wa, pa, True)
+                elif j % 2 == 1:
+                    _scatter_local(wa[:m], pa[:m], base, shift, mask, cur, wb, pb, True)
+                else:
+                    _scatter_local(wb[:m], pb[:m], base, shift, mask, cur, wa, pa, True)
+            if nlive % 2 == 1:
+                for i in range(m):
+                    perm_out[s + i] = pa[i]
+                if want_w:
+                    for i in range(m):
+                        w_out[s + i] = wa[i]
+            else:
+                for i in range(m):
+                    perm_out[s + i] = pb[i]
+                if want_w:
+                    for i in range(m):
+                        w_out[s + i] = wb[i]
+
+
+@njit(cache=True)
+def position_ranks(perm, flags, lc, ranks, todo):
+    """The CPU's string ranks after the first sort (of every row by its first eight bytes and
+    length class): ``ranks[perm[i]]`` the sorted position where row ``perm[i]``'s group starts
+    (``flags``: 1 at a group's start), so that a later refinement of one group leaves every
+    other rank as it is; ``todo`` gets the rows of the groups that need the next eight bytes
+    (in sorted order); returns how many."""
+    n = perm.shape[0]
+    start = 0
+    m = 0
+    for i in range(n):
+        if flags[i]:
+            start = i
+        r = perm[i]
+        ranks[r] = start
+        if _unresolved_row(flags, lc, perm, n, i):
+            todo[m] = r
+            m += 1
+    return m
+
+
+@njit(parallel=True, cache=True)
+def prefix_words_of(offsets, chars, depth, rows, w, lc):
+    """:func:`prefix_words` of the rows ``rows`` only."""
+    for j in prange(rows.shape[0]):
+        w[j] = _string_prefix(offsets, chars, depth, rows[j])
+        lc[j] = _length_class(offsets, depth, rows[j])
+
+
+@njit(cache=True)
+def refine_ranks(sub, rank, w, lc, ranks, todo):
+    """One refinement of the CPU's string ranks: rows ``todo`` (all the rows of the groups that
+    needed more bytes), ``sub`` their order by (old rank, next eight bytes, length class),
+    ``rank`` their old ranks: a group that started at position ``p`` splits into groups ranked
+    ``p`` plus their offset in it. ``todo`` is overwritten with the rows that still tie and go
+    on (their number is returned); ``ranks`` is updated in place."""
+    m = sub.shape[0]
+    rows = todo[:m].copy()
+    g0 = 0
+    s0 = 0
+    k = 0
+    for i in range(m):
+        a = sub[i]
+        if i > 0:
+            b = sub[i - 1]
+            if rank[a] != rank[b]:
+                g0 = i
+                s0 = i
+            elif w[a] != w[b] or lc[a] != lc[b]:
+                s0 = i
+        ranks[rows[a]] = rank[a] + (s0 - g0)
+        if lc[a] == LONGER:
+            alone = s0 == i and (i + 1 == m or rank[sub[i + 1]] != rank[a] or w[sub[i + 1]] != w[a]
+                                 or lc[sub[i + 1]] != lc[a])
+            if not alone:
+                todo[k] = rows[a]
+                k += 1
+    return k
+
+
 @njit(parallel=True, cache=True)
 def gather_words(words, perm, out):
     for i in prange(out.shape[0]):
         out[i] = words[perm[i]]
+
+
+@njit(parallel=True, cache=True)
+def decode_words(words, flip, out):
+    """An integer key's values from its sort words (``out``: an unsigned view of the values;
+    it may share ``words``' memory): the words with the bits ``flip`` inverted."""
+    for i in prange(out.shape[0]):
+        out[i] = np.uint64(words[i]) ^ flip
 
 
 @njit(parallel=True, cache=True)

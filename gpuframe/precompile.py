@@ -196,6 +196,10 @@ def job_sort(n: int) -> None:
         gpuframe.sort(strs, key)
     gpuframe.sort(strs, ["s", "key"], descending=[True, False])
     gpuframe.sort_indices(nums, ["key", "uint8"])
+    # keys without nulls: the bucket sort of one large key and its values decoded from the words
+    plain = gpuframe.from_arrow(_numbers(n, 14, nulls=False))
+    for key in plain.column_names:
+        gpuframe.sort(plain, key, descending=key == "int64")
 
 
 def job_groupby(n: int) -> None:

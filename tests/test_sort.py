@@ -127,6 +127,77 @@ def test_large_parallel_int64_and_strings():
     assert perm_of(strings, "s") == expected
 
 
+def _large_sort_calls(monkeypatch) -> list:
+    from gpuframe.backends.cpu import sort as cpu_sort
+
+    calls: list = []
+    real = cpu_sort.CpuSorter.large_sort
+
+    def spy(self, *args, **kwargs):
+        calls.append(real(self, *args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(cpu_sort.CpuSorter, "large_sort", spy)
+    return calls
+
+
+@pytest.mark.parametrize("shape", ["full", "narrow", "dups", "skewed"])
+def test_bucket_sort_of_large_keys(monkeypatch, shape):
+    # past LARGE_MIN_ROWS one key sorts by its top digit into buckets, then each bucket in the
+    # cache; keys piled into one bucket (skewed) decline to the passes over memory
+    calls = _large_sort_calls(monkeypatch)
+    n = 400_000
+    rng = np.random.default_rng(5)
+    a = {"full": rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, n, dtype=np.int64),
+         "narrow": rng.integers(-300_000, 300_000, n) * 7 + 11,
+         "dups": rng.integers(0, 40, n) << 50,
+         "skewed": np.where(rng.random(n) < 0.8, 7, rng.integers(0, 1 << 40, n))}[shape]
+    table = pa.table({"a": pa.array(a, pa.int64()), "v": pa.array(np.arange(n) % 1000)})
+    order = np.argsort(a, kind="stable")
+    assert perm_of(table, "a") == order.tolist()
+    ranks = np.empty(n, np.int64)
+    ranks[order] = np.concatenate(([0], np.cumsum(a[order][1:] != a[order][:-1])))
+    assert perm_of(table, "a", descending=True) == np.lexsort((np.arange(n), -ranks)).tolist()
+    assert calls == ([False, False] if shape == "skewed" else [True, True])
+
+
+@pytest.mark.parametrize("dtype", [pa.int8(), pa.uint16(), pa.int32(), pa.uint32(), pa.int64(), pa.uint64(),
+                                   pa.date32(), pa.timestamp("ns", tz="Europe/Paris")], ids=str)
+@pytest.mark.parametrize("n", [2, 1000, 300_000])
+def test_sorted_table_with_the_key_decoded_from_its_words(dtype, n):
+    # one integer key without nulls comes out of the sort already sorted (no gather): the table
+    # must equal the stable sort's, in both directions, whatever the payloads
+    rng = np.random.default_rng(n)
+    info = np.iinfo(dtype.to_pandas_dtype()) if pa.types.is_integer(dtype) else np.iinfo(
+        np.int32 if pa.types.is_date32(dtype) else np.int64)
+    raw = rng.integers(info.min, info.max, n, dtype=np.int64 if info.min < 0 or info.bits < 64 else np.uint64,
+                       endpoint=True)
+    raw[: min(n, 3)] = [info.min, info.max, info.min][: min(n, 3)]
+    key = pa.array(raw.astype(info.dtype)).cast(dtype) if pa.types.is_integer(dtype) else \
+        pa.array(raw.astype(info.dtype)).view(dtype) if False else pa.array(raw.astype(info.dtype)).cast(dtype)
+    table = pa.table({"p": pa.array(np.arange(n)), "k": key, "s": pa.array([str(i % 97) for i in range(n)])})
+    for desc in (False, True):
+        got = gpuframe.sort(gpuframe.from_arrow(table), "k", descending=desc).to_arrow()
+        assert got.equals(table.sort_by([("k", "descending" if desc else "ascending")])), desc
+        only = gpuframe.sort(gpuframe.from_arrow(table.select(["k"])), ["k"], descending=desc).to_arrow()
+        assert only.equals(got.select(["k"]))
+
+
+def test_sort_keyed_declines_nulls_floats_and_many_keys():
+    from gpuframe.backends.cpu.sort import sort_keyed
+
+    col = gpuframe.from_arrow(pa.table({"k": pa.array([3, None, 1], pa.int64())}))["k"]
+    perm, key = sort_keyed([col], [False], True)
+    assert perm.tolist() == [2, 0, 1] and key is None
+    f = gpuframe.from_arrow(pa.table({"k": pa.array([3.0, -0.0, 0.0])}))["k"]
+    assert sort_keyed([f], [False], True)[1] is None
+    two = gpuframe.from_arrow(pa.table({"a": [2, 1], "b": [1, 2]}))
+    assert sort_keyed([two["a"], two["b"]], [False, False], True)[1] is None
+    k = gpuframe.from_arrow(pa.table({"k": pa.array([5, -2, 5, 0], pa.int16())}))["k"]
+    perm, key = sort_keyed([k], [True], True)
+    assert perm.tolist() == [0, 2, 3, 1] and key.to_arrow().to_pylist() == [5, 5, 0, -2]
+
+
 # --------------------------------------------------------------------------- edge cases
 @pytest.mark.parametrize("dtype", [pa.int64(), pa.string(), pa.float64(), pa.bool_(),
                                    pa.dictionary(pa.int32(), pa.string())], ids=str)

@@ -34,6 +34,10 @@ The backend operations and their signatures (every registered name is listed in
     and their number (one value per slot), ``order`` picks the slots that hold rows in the
     output's order (the first rows' order, or the keys' with ``key_order``), ``first`` their
     first rows, ``row_groups()`` every row's slot; ``None`` for other keys (``group_ids`` then).
+``sort_keyed(columns, descending, nulls_last) -> (perm, Column or None)``
+    *Optional* (CPU only): ``sort_indices``, and the first key column already in sorted order
+    where the sort yields it without a gather (a single integer key without nulls), else
+    ``None``.
 ``gather_column(column, indices, missing) -> Column``, ``check_indices(indices, num_rows)``,
 ``hash_rows``, ``partition_ids``, ``hash_partition``: see :mod:`gpuframe.ops.gather`,
 :mod:`gpuframe.ops.hashing` and :mod:`gpuframe.ops.partition`.

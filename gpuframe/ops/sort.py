@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backends.registry import resolve
+from ..backends.registry import capability, resolve
 from ..core import memory, streams
 from ..core.column import Column
 from ..core.dtypes import SUPPORTED_DESCRIPTION, Layout, is_supported
@@ -130,17 +130,26 @@ def sort_indices(table: Table, by: Any, *, descending: Any = False, nulls_last: 
     ValueError
         ``by`` is empty; ``descending`` is a list of another length than ``by``.
     """
+    return _sort_perm(table, by, descending, nulls_last, keyed=False)[0]
+
+
+def _sort_perm(table: Table, by: Any, descending: Any, nulls_last: Any, keyed: bool) -> tuple[Any, Any]:
+    """The permutation, and with ``keyed`` the sorted first key column where the backend yields
+    it without a gather (``sort_keyed``), else ``None``."""
     cols, desc = _key_columns(table, by, descending, nulls_last)
     dev = table.device
     with streams.operation(None, dev):
         n = table.num_rows
         memory.ensure_available("sort", n * _scratch_per_row(cols), dev, rows=n,
                                 what="the sort's keys and permutations")
+        both = capability("sort_keyed", dev) if keyed else None
+        if both is not None:
+            return both(cols, desc, bool(nulls_last))
         fn, run_device = resolve("sort_indices", dev)
         if run_device != dev:
             perm = fn([c.to(run_device) for c in cols], desc, bool(nulls_last))
-            return memory.to_device(perm, dev)
-        return fn(cols, desc, bool(nulls_last))
+            return memory.to_device(perm, dev), None
+        return fn(cols, desc, bool(nulls_last)), None
 
 
 def sort(table: Table, by: Any, *, descending: Any = False, nulls_last: bool = True) -> Table:
@@ -171,5 +180,11 @@ def sort(table: Table, by: Any, *, descending: Any = False, nulls_last: bool = T
     MemoryError
         The sorted table would not fit in the memory available on its device.
     """
-    perm = sort_indices(table, by, descending=descending, nulls_last=nulls_last)
-    return take(table, perm)
+    perm, key = _sort_perm(table, by, descending, nulls_last, keyed=True)
+    if key is None:
+        return take(table, perm)
+    # the key column came sorted out of the sort: gather only the others
+    name = by if isinstance(by, str) else by[0]
+    rest = [c for c in table.column_names if c != name]
+    others = take(table.select(rest), perm) if rest else None
+    return Table([(c, key if c == name else others[c]) for c in table.column_names], num_rows=table.num_rows)

@@ -26,7 +26,7 @@ from ...core.dtypes import Layout
 from ...core.hostalloc import host_empty
 from ._target import _cpu_threads
 
-__all__ = ["sort_indices", "sort_indices_with", "string_ranks", "radix_argsort", "CpuSorter"]
+__all__ = ["sort_indices", "sort_keyed", "sort_indices_with", "string_ranks", "radix_argsort", "CpuSorter"]
 
 
 
@@ -61,9 +61,11 @@ def _validity(s: Any, col: Column) -> tuple[Any, bool, int]:
     return col.validity.array, True, col.offset
 
 
-def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False) -> Any:
+def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False, sorted_words: bool = False) -> Any:
     """The stable permutation (int64) that orders rows by ``keys`` (most significant first).
-    With ``consume`` the key arrays may be overwritten (used as scratch)."""
+    With ``consume`` the key arrays may be overwritten (used as scratch). With ``sorted_words``
+    (one key, on a sorter with ``large_sort``): ``(perm, words)``, the key's words in sorted
+    order as well (``None`` where the sort did not produce them: a key without a range)."""
     # the passes cover each key's range only: digits of (word - least word), nulls left out (they
     # tie: all their words are 0, so their digits are equal in every pass)
     bits = s.radix_bits
@@ -73,18 +75,25 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False)
         if lo <= hi:      # else nothing but nulls
             npass = -(-(hi - lo).bit_length() // bits)
             if npass:
-                plan.append((words, np.uint64(lo), npass))
-    total = sum(npass for _, _, npass in plan)
+                plan.append((words, np.uint64(lo), npass, (hi - lo).bit_length()))
+    total = sum(p[2] for p in plan)
     final = s.empty(n, np.int64)
     if total == 0:
         s.iota(final)
-        return final
+        return (final, keys[0].words if len(keys) == 1 else None) if sorted_words else final
+    large = getattr(s, "large_sort", None)
+    if large is not None and len(plan) == 1:
+        # the sorted words go over the key's own (consumed) array
+        w_out = plan[0][0] if sorted_words else None
+        if large(plan[0][0], plan[0][1], plan[0][3], final, w_out):
+            return (final, w_out) if sorted_words else final
     # intermediate permutations in 32 bits where the rows allow (fewer bytes a pass)
     pdt = np.uint32 if n < (1 << 32) else np.int64
     perm = None
     spare: list[Any] = []
     done = 0
-    for words, base, npass in plan:
+    out_words = None
+    for words, base, npass, _bits in plan:
         # the key arrays are written only when consumed (the caller may read them again)
         src = words if perm is None else s.gather_words(words, perm)
         free: list[Any] = []
@@ -93,7 +102,10 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False)
         for p in range(npass):
             done += 1
             last = p == npass - 1
-            dst = None if last else (free.pop() if free else s.empty(n, src.dtype))
+            if last and sorted_words:
+                dst = out_words = free.pop() if free else s.empty(n, src.dtype)
+            else:
+                dst = None if last else (free.pop() if free else s.empty(n, src.dtype))
             p_out = final if done == total else (spare.pop() if spare else s.empty(n, pdt))
             s.radix_pass(src, perm, base, p * bits, dst, p_out)
             if perm is not None:
@@ -103,7 +115,7 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False)
                 free.append(src)
             src = dst
         del src, free
-    return perm
+    return (perm, out_words) if sorted_words else perm
 
 
 def string_ranks(s: Any, col: Column) -> tuple[Any, int]:
@@ -133,6 +145,12 @@ def string_ranks(s: Any, col: Column) -> tuple[Any, int]:
         depth += 8
 
 
+def _ranks(s: Any, col: Column) -> tuple[Any, int]:
+    """The sorter's own ranking of a string column where it has one, else :func:`string_ranks`."""
+    own = getattr(s, "string_ranks", None)
+    return own(col) if own is not None else string_ranks(s, col)
+
+
 def column_keys(s: Any, col: Column, desc: bool, nulls_last: bool) -> list[Key]:
     """The words of one key column, most significant first: its null flags when it may hold
     nulls, then its values."""
@@ -146,14 +164,14 @@ def column_keys(s: Any, col: Column, desc: bool, nulls_last: bool) -> list[Key]:
         values = s.view(vals, np.dtype(f"u{itemsize}"))
         kind = _kind_width(col.dtype, itemsize)
     elif lay == Layout.STRING:
-        values, groups = string_ranks(s, col)
+        values, groups = _ranks(s, col)
         width, kind = _bits_for(groups), SK.KIND_UNSIGNED
     elif lay == Layout.BOOL:
         values, width, kind = None, 1, SK.KIND_UNSIGNED
     else:
         dictionary = col.dictionary
         if len(dictionary):
-            dranks, groups = string_ranks(s, dictionary)
+            dranks, groups = _ranks(s, dictionary)
         else:
             dranks, groups = s.empty(1, np.int64), 1
         width = _bits_for(groups)
@@ -194,6 +212,11 @@ class CpuSorter:
     """Runs the sort kernels of :mod:`gpuframe.kernels.sort` on host arrays."""
 
     radix_bits = SK.CPU_RADIX_BITS
+    # large_sort: from how many rows, about how many rows a bucket, and the top digit's bits
+    LARGE_MIN_ROWS = 1 << 17
+    LARGE_MIN_PASSES = 3
+    BUCKET_ROWS = 1 << 17
+    LARGE_TOP_MAX = 12
     _EMPTY_U8 = np.empty(0, np.uint8)
     _EMPTY_I64 = np.empty(0, np.int64)
     _EMPTY_U32 = np.empty(0, np.uint32)
@@ -234,6 +257,72 @@ class CpuSorter:
         SK.scatter_pass(w_in, p_out[:0] if p_in is None else p_in, p_in is None, base, shift, mask, cursors,
                         w_in[:0] if w_out is None else w_out, p_out, w_out is not None)
 
+    def large_sort(self, words, base, nbits: int, out, w_out=None) -> bool:
+        """Sort a large single word array (``nbits``: the bits of its range) most significant
+        digit first: one pass over memory by the top digit into buckets of about
+        :data:`BUCKET_ROWS` rows, then each bucket by the rest in the cache
+        (:func:`~gpuframe.kernels.sort.bucket_passes`); ``out``: the permutation. Declines
+        (returns False) where the radix passes over memory are as cheap: few rows or few passes,
+        or keys so skewed that one bucket would hold a large share of the rows. ``w_out``: where
+        the sorted words go (it may be ``words``), or ``None``."""
+        n = len(words)
+        if n < self.LARGE_MIN_ROWS or -(-nbits // SK.CPU_RADIX_BITS) < self.LARGE_MIN_PASSES:
+            return False
+        top = min(max((n // self.BUCKET_ROWS).bit_length(), 1), self.LARGE_TOP_MAX, nbits - 1)
+        shift = nbits - top
+        mask = (1 << top) - 1
+        nt = numba.get_num_threads()
+        cursors = SK.chunk_counts(words, base, shift, mask, nt)
+        starts = np.empty(mask + 2, np.int64)
+        starts[:-1] = cursors[0]
+        starts[-1] = n
+        if int(np.diff(starts).max()) > max(n // 16, 1 << 18):
+            return False
+        w_mid = host_empty(n, words.dtype)
+        p_mid = host_empty(n, np.uint32 if n < (1 << 32) else np.int64)
+        SK.scatter_pass(words, p_mid[:0], True, base, shift, mask, cursors, w_mid, p_mid, True)
+        # each thread's buckets: runs of about equal rows, a few per thread
+        cuts = np.searchsorted(starts, np.linspace(0, n, 4 * nt + 1)[1:-1].astype(np.int64))
+        groups = np.unique(np.concatenate(([0], cuts, [mask + 1]))).astype(np.int64)
+        want_w = w_out is not None
+        SK.bucket_passes(w_mid, p_mid, starts, groups, base, shift, SK.CPU_RADIX_BITS, out,
+                         w_out if want_w else words[:0], want_w)
+        return True
+
+    def string_ranks(self, col: Column) -> tuple[np.ndarray, int]:
+        """Ranks of a string column in byte order (int64, one per row, equal strings equal; the
+        rank bound returned in place of a count): :func:`string_ranks`' first sort of every row
+        by its first eight bytes, then each refinement sorts only the rows still tied (with
+        :func:`string_ranks`, every round sorted every row again, and random words of 9 letters
+        or more tie somewhere in their first eight bytes at ten million rows). The ranks are
+        where a row's group starts in the sorted order, so a refined group's new ranks leave
+        the others unchanged."""
+        n = len(col)
+        offsets = col.offsets_view()
+        chars = col.chars()
+        w = host_empty(n, np.uint64)
+        lc = host_empty(n, np.uint32)
+        SK.prefix_words(offsets, chars, 0, w, lc)
+        perm = radix_argsort(self, [Key(w), Key(lc)], n)
+        flags = host_empty(n, np.int64)
+        self.group_flags(perm, None, w, lc, flags)
+        del w
+        ranks = host_empty(n, np.int64)
+        todo = host_empty(n, np.int64)
+        m = int(SK.position_ranks(perm, flags, lc, ranks, todo))
+        del perm, flags, lc
+        depth = 8
+        while m:
+            rows = todo[:m]
+            ws = np.empty(m, np.uint64)
+            lcs = np.empty(m, np.uint32)
+            SK.prefix_words_of(offsets, chars, depth, rows, ws, lcs)
+            rank = ranks[rows]
+            sub = radix_argsort(self, [Key(rank), Key(ws), Key(lcs)], m)
+            m = int(SK.refine_ranks(sub, rank, ws, lcs, ranks, todo))
+            depth += 8
+        return ranks, n
+
     def gather_words(self, words, perm):
         out = host_empty(len(perm), words.dtype)
         SK.gather_words(words, perm, out)
@@ -257,6 +346,42 @@ class CpuSorter:
 CPU_SORTER = CpuSorter()
 
 
+def _decodable(columns: Sequence[Column]) -> bool:
+    """One integer-like key (any width, date32, timestamp) without nulls: its sort words are
+    its values with some bits flipped."""
+    if len(columns) != 1:
+        return False
+    col = columns[0]
+    return (col.layout == Layout.FIXED and col.null_count == 0 and not pa.types.is_floating(col.dtype)
+            and len(col) > 1)
+
+
 def sort_indices(columns: Sequence[Column], descending: Sequence[bool], nulls_last: bool) -> np.ndarray:
     with _cpu_threads(len(columns[0])):
         return sort_indices_with(CPU_SORTER, columns, descending, nulls_last)
+
+
+def sort_keyed(columns: Sequence[Column], descending: Sequence[bool], nulls_last: bool) -> tuple[np.ndarray, Optional[Column]]:
+    """``sort_indices``, and the first key column sorted where the sort yields it without a
+    gather: a single integer key without nulls (date32 and timestamp too), whose sorted words
+    decode to its values (a flip of the sign bit, of every bit when descending); else ``None``.
+    A gather of a large column reads it at random (100M int64 values: about 1 s here), the
+    decoding is one sequential pass over the words, in place."""
+    if not _decodable(columns):
+        return sort_indices(columns, descending, nulls_last), None
+    col = columns[0]
+    n = len(col)
+    with _cpu_threads(n):
+        (key,) = column_keys(CPU_SORTER, col, bool(descending[0]), bool(nulls_last))
+        perm, words = radix_argsort(CPU_SORTER, [key], n, consume=True, sorted_words=True)
+        if words is None:
+            return perm, None
+        vals = col.values()
+        itemsize = np.dtype(vals.dtype).itemsize
+        width = 8 * itemsize
+        flip = int(SK.width_mask(width)) if descending[0] else 0
+        if pa.types.is_signed_integer(col.dtype) or pa.types.is_date32(col.dtype) or pa.types.is_timestamp(col.dtype):
+            flip ^= 1 << (width - 1)
+        out = words.view(vals.dtype) if words.dtype.itemsize == itemsize else host_empty(n, vals.dtype)
+        SK.decode_words(words, np.uint64(flip), out.view(f"u{itemsize}"))
+    return perm, Column.from_numpy(out, col.dtype)
