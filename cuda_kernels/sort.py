@@ -505,6 +505,18 @@ def gather_words(words, perm, out):
 
 
 @njit(parallel=True, cache=True)
+def pack_words(packed, first, words, base, mask, shift):
+    """``packed |= ((words - base) & mask) << shift`` (``=`` when ``first``): keys whose ranges
+    fit one word together, the most significant in the highest bits."""
+    for i in prange(packed.shape[0]):
+        v = ((np.uint64(words[i]) - base) & mask) << shift
+        if first:
+            packed[i] = v
+        else:
+            packed[i] |= v
+
+
+@njit(parallel=True, cache=True)
 def decode_words(words, flip, out):
     """An integer key's values from its sort words (``out``: an unsigned view of the values;
     it may share ``words``' memory): the words with the bits ``flip`` inverted."""

@@ -81,6 +81,16 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False,
     if total == 0:
         s.iota(final)
         return (final, keys[0].words if len(keys) == 1 else None) if sorted_words else final
+    pack = getattr(s, "pack_words", None)
+    if pack is not None and len(plan) > 1 and sum(p[3] for p in plan) <= 64:
+        # keys whose ranges fit one 64-bit word together sort as that word: no gather of each
+        # key's words between its passes, and the large sort's buckets apply
+        packed, shift = None, 0
+        for words, base, _npass, nbits in plan:
+            packed = pack(packed, words, base, nbits, shift, n)
+            shift += nbits
+        plan = [(packed, np.uint64(0), -(-shift // bits), shift)]
+        total = plan[0][2]
     large = getattr(s, "large_sort", None)
     if large is not None and len(plan) == 1:
         # the sorted words go over the key's own (consumed) array
@@ -322,6 +332,17 @@ class CpuSorter:
             m = int(SK.refine_ranks(sub, rank, ws, lcs, ranks, todo))
             depth += 8
         return ranks, n
+
+    def pack_words(self, packed, words, base, nbits: int, shift: int, n: int) -> np.ndarray:
+        """``packed`` (a new zeroed word array when ``None``) with the ``nbits`` bits of
+        ``words - base`` put in at bit ``shift``; a null's word, outside the key's range, is
+        cut to those bits as well (every null has the same word, so nulls still tie, and the
+        key's null flags, higher up in the word, order them)."""
+        first = packed is None
+        if first:
+            packed = host_empty(n, np.uint64)
+        SK.pack_words(packed, first, words, base, np.uint64(int(SK.width_mask(nbits))), np.uint64(shift))
+        return packed
 
     def gather_words(self, words, perm):
         out = host_empty(len(perm), words.dtype)
