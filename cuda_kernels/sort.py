@@ -334,31 +334,29 @@ def scatter_pass(w_in, p_in, ident, base, shift, mask, cursors, w_out, p_out, wa
     nchunks = cursors.shape[0]
     for c in prange(nchunks):
         lo, hi = _bounds(n, c, nchunks)
-        cur = cursors[c].copy()
-        for i in range(lo, hi):
-            w = w_in[i]
-            d = _digit_of(w, base, shift, mask)
-            k = cur[d]
-            cur[d] = k + 1
-            if want_w:
-                w_out[k] = w
-            if ident:
-                p_out[k] = i
-            else:
-                p_out[k] = p_in[i]
+        _scatter_rows(w_in, p_in, ident, lo, hi, base, shift, mask, cursors[c].copy(), w_out, p_out, want_w)
 
 
 @register_jitable
-def _scatter_local(src_w, src_p, base, shift, mask, cur, dst_w, dst_p, want_w):
-    """One stable pass over a bucket held in cache: row ``i`` goes to its digit's cursor."""
-    for i in range(src_w.shape[0]):
-        w = src_w[i]
+def _scatter_rows(w_in, p_in, ident, lo, hi, base, shift, mask, cur, w_out, p_out, want_w):
+    """Rows ``lo:hi`` of one stable pass: row ``i`` goes to its digit's cursor in ``cur``."""
+    for i in range(lo, hi):
+        w = w_in[i]
         d = _digit_of(w, base, shift, mask)
         k = cur[d]
         cur[d] = k + 1
         if want_w:
-            dst_w[k] = w
-        dst_p[k] = src_p[i]
+            w_out[k] = w
+        if ident:
+            p_out[k] = i
+        else:
+            p_out[k] = p_in[i]
+
+
+@register_jitable
+def _scatter_local(src_w, src_p, base, shift, mask, cur, dst_w, dst_p):
+    """One stable pass over a bucket held in the cache."""
+    _scatter_rows(src_w, src_p, False, 0, src_w.shape[0], base, shift, mask, cur, dst_w, dst_p, True)
 
 
 @njit(parallel=True, cache=True)
@@ -419,11 +417,11 @@ def bucket_passes(w_in, p_in, starts, groups, base, low_bits, digit_bits, perm_o
                     total += hist[q, d]
                 shift = q * digit_bits
                 if j == 0:
-                    _scatter_local(w_in[s:s + m], p_in[s:s + m], base, shift, mask, cur, wa, pa, True)
+                    _scatter_local(w_in[s:s + m], p_in[s:s + m], base, shift, mask, cur, wa, pa)
                 elif j % 2 == 1:
-                    _scatter_local(wa[:m], pa[:m], base, shift, mask, cur, wb, pb, True)
+                    _scatter_local(wa[:m], pa[:m], base, shift, mask, cur, wb, pb)
                 else:
-                    _scatter_local(wb[:m], pb[:m], base, shift, mask, cur, wa, pa, True)
+                    _scatter_local(wb[:m], pb[:m], base, shift, mask, cur, wa, pa)
             if nlive % 2 == 1:
                 for i in range(m):
                     perm_out[s + i] = pa[i]
