@@ -77,9 +77,10 @@ def test_implemented_lists_both_backends():
     assert {"join", "join_size", "merged_key", "gather_column", "check_indices", "hash_rows",
             "partition_ids", "hash_partition"} <= set(cuda)
     # the CPU's capabilities: the fused join, the skewed merge's split in one scatter, the
-    # set operations' rows without group ids, and groupby's dense integer keys and one pass
+    # set operations' rows without group ids, groupby's dense integer keys and one pass, and the
+    # sort's key column without a gather
     assert set(cpu) == set(cuda) | {"join_fused", "hash_partition_heavy", "first_rows", "distinct_rows",
-                                    "dense_groups", "group_reduce_many"}
+                                    "dense_groups", "group_reduce_many", "sort_keyed"}
 
 
 def test_capability_never_falls_back():
