@@ -100,6 +100,7 @@ class _Assembler:
         self.schema = schema
         self.device = device
         self.total = 0
+        self.rows_from: list[int] = []
         self.parts: list[list[_Part]] = [[] for _ in schema]
         self.data: list[Any] = [None] * len(schema)   # assembled values / indices / text
         # a device table: bitmaps and offsets go to device scratch, assembled by kernels
@@ -117,7 +118,9 @@ class _Assembler:
                 raise MismatchError(f"rank {peer} sent tables with another schema: "
                                 f"{describe_schema_difference(self.schema, schema)}", peer=peer)
             messages.append((pieces, specs))
-        total = sum(int(p["n"]) for pieces, _ in messages for p in pieces)
+        #: rows received from each rank (the received table holds them in rank order)
+        self.rows_from = [sum(int(p["n"]) for p in pieces) for pieces, _ in messages]
+        total = sum(self.rows_from)
         self.total = total
 
         # Lay every frame out without allocating: values and text go to slices of one buffer per
@@ -528,6 +531,9 @@ class PendingExchange:
         #: after :meth:`result`: whether any rank (this one included) said it has more to send
         #: (the ``more`` flag of :func:`start_exchange`); False when no rank set it
         self.more = False
+        #: after :meth:`result`: the rows received from each rank, in rank order (the received
+        #: table's rows ``sum(rows_from[:p])`` on came from rank ``p``)
+        self.rows_from: list[int] = []
 
     def result(self) -> Table:
         """The received table (everything sent to this rank, concatenated in rank order)."""
@@ -540,7 +546,9 @@ class PendingExchange:
                                                                    for f in self._messages[p][1])
             stats["bytes_received"] = stats.get("bytes_received", 0) + sum(f.nbytes for p in others
                                                                            for f in received[p][1])
-        return self._assembler.finish()
+        table = self._assembler.finish()
+        self.rows_from = list(self._assembler.rows_from)
+        return table
 
 
 def _any_more(received: list) -> bool:

@@ -528,6 +528,91 @@ def iota(out):
         out[i] = i
 
 
+# --------------------------------------------------------------------------- merging sorted runs
+# Rows that are sorted runs already (a distributed sort's pieces, one per rank) are merged, not
+# sorted again: ``keys`` is a (k, n) uint64 array of every row's sort words, most significant
+# first, compared lexicographically (one row when the keys pack into one word).
+@register_jitable
+def _row_le(keys, a, b, desc):
+    # row a's words <= row b's (>= with ``desc``)
+    for c in range(keys.shape[0]):
+        x = keys[c, a]
+        y = keys[c, b]
+        if x != y:
+            return (x > y) if desc else (x < y)
+    return True
+
+
+@register_jitable
+def _run_row(src, ident, q):
+    # the row at position q of the runs being merged
+    return np.int64(q) if ident else np.int64(src[q])
+
+
+@njit(parallel=True, cache=True)
+def merge_round(keys, src, ident, tasks, dst, desc):
+    """One round of stable pairwise merges: each task ``(a_lo, a_hi, b_hi, k0, k1)`` writes
+    outputs ``k0..k1-1`` of the merge of run A (positions ``a_lo..a_hi-1`` of ``src``) and run
+    B (``a_hi..b_hi-1``) to ``dst[a_lo + k]``; on ties A's rows come first. ``src[q]`` is the
+    row at position ``q`` (``ident``: ``q`` itself). A task finds where its outputs start in
+    both runs by a binary search (the merge path), so a large pair's merge splits over threads.
+    ``keys`` may also be one row of an integer key's own values (signed or not, as their type
+    orders them), in descending order with ``desc`` (sort words are always ascending)."""
+    for t in prange(tasks.shape[0]):
+        a_lo = tasks[t, 0]
+        a_hi = tasks[t, 1]
+        b_hi = tasks[t, 2]
+        k0 = tasks[t, 3]
+        k1 = tasks[t, 4]
+        na = a_hi - a_lo
+        nb = b_hi - a_hi
+        # the least i (A's rows among the first k0 outputs) whose next A row sorts after the
+        # last B row taken
+        lo = max(0, k0 - nb)
+        hi = min(k0, na)
+        while lo < hi:
+            i = (lo + hi) >> 1
+            if _row_le(keys, _run_row(src, ident, a_lo + i), _run_row(src, ident, a_hi + k0 - i - 1), desc):
+                lo = i + 1
+            else:
+                hi = i
+        a = a_lo + lo
+        b = a_hi + k0 - lo
+        k = k0
+        if keys.shape[0] == 1:
+            # one word a row: without branches on the comparison (half of them would be
+            # mispredicted where the runs interleave at random)
+            w = keys[0]
+            while k < k1 and a < a_hi and b < b_hi:
+                ra = _run_row(src, ident, a)
+                rb = _run_row(src, ident, b)
+                ta = np.int64(w[ra] >= w[rb]) if desc else np.int64(w[ra] <= w[rb])
+                dst[a_lo + k] = rb + (ra - rb) * ta
+                a += ta
+                b += 1 - ta
+                k += 1
+        else:
+            while k < k1 and a < a_hi and b < b_hi:
+                ra = _run_row(src, ident, a)
+                rb = _run_row(src, ident, b)
+                if _row_le(keys, ra, rb, desc):
+                    dst[a_lo + k] = ra
+                    a += 1
+                else:
+                    dst[a_lo + k] = rb
+                    b += 1
+                k += 1
+        # one run is used up (or the task's outputs are written): the other's rows follow
+        while k < k1 and a < a_hi:
+            dst[a_lo + k] = _run_row(src, ident, a)
+            a += 1
+            k += 1
+        while k < k1:
+            dst[a_lo + k] = _run_row(src, ident, b)
+            b += 1
+            k += 1
+
+
 @njit(parallel=True, cache=True)
 def group_flags(perm, ranks, has_ranks, w, lc, flags):
     for i in prange(flags.shape[0]):

@@ -945,7 +945,7 @@ SAMPLES_PER_RANK = 32   # regular samples each rank contributes per rank of the 
 
 def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, nulls_last: bool = True,
          tag: Optional[int] = None, timeout: Optional[float] = None, stats: Optional[dict] = None,
-         _ordered_tail: int = 0) -> Table:
+         _ordered_tail: int = 0, _drop_tail: bool = False) -> Table:
     """Distributed :func:`gpuframe.sort` (sample sort): rank ``r``'s rows all precede rank
     ``r + 1``'s, so the ranks' results concatenated in rank order are :func:`gpuframe.sort` of
     the concatenated inputs, row for row (stable: rows with equal keys keep the global order,
@@ -958,7 +958,8 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
     search of the sorted rows for every splitter at once, each step sorting the pairs (splitter,
     middle row) with that order), so rows with equal keys are cut by their global position:
     duplicates spread over ranks and stability holds. The ranges are exchanged (tag
-    ``tag + 1``) and sorted locally. Keys order as in :func:`gpuframe.sort`
+    ``tag + 1``), and the pieces each rank receives, one sorted run from every rank, merged
+    locally (ties in rank order). Keys order as in :func:`gpuframe.sort`
     (NaN after every number, before them when descending; ``-0.0`` ties ``0.0``; nulls last
     unless ``nulls_last=False``; strings by UTF-8 bytes; dictionaries by their values).
 
@@ -986,7 +987,8 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
     from .core.column import Column
     from .ops.gather import take
     from .ops.select import concat
-    from .ops.sort import _check_by, _check_descending, sort_indices
+    from .ops.sort import _check_by, _check_descending, _merge_runs, sort_indices
+    from .ops.sort import sort as local_sort
 
     table = _check_table(table, "table")
     comm = _check_comm(comm)
@@ -1016,10 +1018,11 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
     # ascending in the table's row order already, so the stable local sort by the others gives
     # the order by all of them, at the price of a one-key sort
     lead = len(names) - _ordered_tail
+    if _drop_tail and (_ordered_tail != 2 or lead < 0):
+        raise ValueError("internal error: _drop_tail needs the (partition, row) tail of two keys")
 
     def local_sort_and_sample() -> tuple[Table, Table]:
-        srt = take(table, sort_indices(table, names[:lead], descending=desc[:lead], nulls_last=nulls_last)) \
-            if lead else table
+        srt = local_sort(table, names[:lead], descending=desc[:lead], nulls_last=nulls_last) if lead else table
         n = srt.num_rows
         k = min(n, SAMPLES_PER_RANK * size)
         pos = ((2 * np.arange(k, dtype=np.int64) + 1) * n) // (2 * k) if k else np.zeros(0, np.int64)
@@ -1032,10 +1035,15 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
                               device=dev, stats=stats)
     t2 = time.perf_counter()
     m = samples.num_rows
+    # gpuframe.dask's tail, with ``_drop_tail``: (partition, row in it), and a partition lives on
+    # one rank. Each rank's run is in (keys, partition, row) order, so the runs merged by (keys,
+    # partition) are too: the row positions are not sent, and neither tail key is returned
+    body = [c for c in table.column_names if c not in names[lead:]] if _drop_tail else table.column_names
+    sent = [c for c in table.column_names if c != names[-1]] if _drop_tail else table.column_names
     if m == 0:   # no rows anywhere (every rank sees the same samples)
         _add(stats, "local_s", t1 - t0)
         _add(stats, "exchange_s", t2 - t1)
-        return srt
+        return srt.select(body)
 
     def cuts() -> list[int]:
         # every rank picks the same splitters from the same samples
@@ -1061,14 +1069,17 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
         return bounds
 
     bounds = _guarded(comm, checked_cuts)
-    outgoing = [[srt.slice(bounds[d], bounds[d + 1] - bounds[d])] for d in range(size)]
+    send = srt.select(sent)
+    outgoing = [[send.slice(bounds[d], bounds[d + 1] - bounds[d])] for d in range(size)]
     t3 = time.perf_counter()
-    received = exchange_tables(comm, outgoing, schema=table.schema, tag=_tag(tag, 1), timeout=timeout,
-                               device=dev, stats=stats)
+    pending = start_exchange(comm, outgoing, schema=send.schema, tag=_tag(tag, 1), timeout=timeout, device=dev,
+                             stats=stats)
+    received = pending.result()
     t4 = time.perf_counter()
-    from .ops.sort import sort as local_sort
-
-    out = local_sort(received, names, descending=desc[:-2], nulls_last=nulls_last)
+    # each rank's piece is a sorted run (and rank order breaks ties): merged, not sorted again
+    merge_by = names[:-1] if _drop_tail else names
+    out = _merge_runs(received, merge_by, np.cumsum([0] + pending.rows_from).tolist(),
+                      descending=desc[:len(merge_by)], nulls_last=nulls_last, columns=body)
     _add(stats, "local_s", (t1 - t0) + (t3 - t2) + (time.perf_counter() - t4))
     _add(stats, "exchange_s", (t2 - t1) + (t4 - t3))
     return out

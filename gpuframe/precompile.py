@@ -200,6 +200,12 @@ def job_sort(n: int) -> None:
     plain = gpuframe.from_arrow(_numbers(n, 14, nulls=False))
     for key in plain.column_names:
         gpuframe.sort(plain, key, descending=key == "int64")
+    # the distributed sort's merge of sorted runs: an int64 key's own values, and sort words
+    from gpuframe.ops.sort import _merge_runs
+    half = n // 2
+    for by in (["int64"], ["int64", "key"]):
+        runs = gpuframe.concat([gpuframe.sort(plain.slice(0, half), by), gpuframe.sort(plain.slice(half, n - half), by)])
+        _merge_runs(runs, by, [0, half, n])
 
 
 def job_groupby(n: int) -> None:

@@ -78,9 +78,10 @@ def test_implemented_lists_both_backends():
             "partition_ids", "hash_partition"} <= set(cuda)
     # the CPU's capabilities: the fused join, the skewed merge's split in one scatter, the
     # set operations' rows without group ids, groupby's dense integer keys and one pass, and the
-    # sort's key column without a gather
+    # sort's key column without a gather and its merge of sorted runs
     assert set(cpu) == set(cuda) | {"join_fused", "hash_partition_heavy", "first_rows", "distinct_rows",
-                                    "dense_groups", "group_reduce_many", "sort_keyed"}
+                                    "dense_groups", "group_reduce_many", "sort_keyed",
+                                    "merge_indices"}
 
 
 def test_capability_never_falls_back():

@@ -494,3 +494,107 @@ def test_per_row_word_functions_agree_on_cpu_and_in_python():
     assert int(SK.string_prefix(offsets, chars, 0, 0)) == int.from_bytes(b"abc" + bytes(5), "big")
     assert [int(SK.length_class(offsets, 0, i)) for i in range(3)] == [3, 0, 8]
     assert int(SK.length_class(np.array([0, 11], np.int32), 0, 0)) == SK.LONGER
+
+
+# --------------------------------------------------------------------------- merging sorted runs
+def _runs_table(parts: list, by, desc, nulls_last) -> tuple[pa.Table, list[int]]:
+    """Every part sorted by ``by`` (stable, by DuckDB), then concatenated; the runs' starts."""
+    runs, starts = [], [0]
+    for part in parts:
+        runs.append(part.take(pa.array(duckdb_order(part, by, descending=desc, nulls_last=nulls_last), pa.int64())))
+        starts.append(starts[-1] + part.num_rows)
+    return pa.concat_tables(runs), starts
+
+
+@pytest.mark.parametrize("types, by", [
+    ({"k": pa.int64()}, ["k"]),
+    ({"k": pa.int32(), "v": pa.int64()}, ["k"]),
+    ({"k": pa.float64()}, ["k"]),
+    ({"s": pa.string(), "k": pa.int16()}, ["s", "k"]),
+    ({"a": pa.int64(), "b": pa.uint64()}, ["a", "b"]),          # 128 bits: compared key by key
+    ({"d": pa.dictionary(pa.int32(), pa.string()), "t": pa.timestamp("us")}, ["d", "t"]),
+    ({"b": pa.bool_(), "k": pa.date32()}, ["b", "k"]),
+], ids=["int64", "int32+payload", "float64", "string+int16", "two-int64", "dict+timestamp", "bool+date"])
+@pytest.mark.parametrize("nruns", [1, 2, 3, 5])
+@pytest.mark.parametrize("nulls", [False, True], ids=["nonull", "nulls"])
+def test_merge_of_sorted_runs_is_the_stable_sort(types, by, nruns, nulls):
+    """``merge_indices`` of runs sorted apart (empty runs among them) equals the stable sort
+    of their concatenation, both directions, nulls first and last, with many duplicates."""
+    from gpuframe.backends.cpu.sort import merge_indices
+    from gpuframe.ops.sort import _merge_runs
+
+    rng = np.random.default_rng(nruns)
+    sizes = [int(x) for x in rng.integers(0, 700, nruns)]
+    if nruns > 2:
+        sizes[1] = 0
+    for desc, nulls_last in ((False, True), (True, False)):
+        parts = [pa.table({name: random_array(t, m, nulls=nulls, seed=int(rng.integers(1 << 30)), cardinality=40)
+                           for name, t in types.items()}) for m in sizes]
+        table, starts = _runs_table(parts, by, desc, nulls_last)
+        t = gpuframe.from_arrow(table)
+        expect = perm_of(table, by, descending=desc, nulls_last=nulls_last)
+        cols = [t[name] for name in by]
+        assert merge_indices(cols, [desc] * len(by), nulls_last, starts).tolist() == expect
+        merged = _merge_runs(t, by, starts, descending=desc, nulls_last=nulls_last)
+        assert merged.to_arrow().equals(table.take(pa.array(expect, pa.int64())))
+
+
+def test_merge_of_large_runs_splits_each_pair_over_tasks(monkeypatch):
+    """Runs past a merge task's rows: each pair's merge cut into tasks at binary-searched
+    places (long stretches of one run, then ties across runs), equal to the stable sort."""
+    from gpuframe.backends.cpu import sort as cpu_sort
+
+    monkeypatch.setattr(cpu_sort, "_MERGE_TASK_ROWS", 64)
+    rng = np.random.default_rng(7)
+    keys = [np.sort(rng.integers(0, 50, 3000)), np.sort(rng.integers(40, 90, 2000)),
+            np.arange(2500) // 100, np.full(10, 45)]
+    vals = np.concatenate(keys).astype(np.int64)
+    t = gpuframe.from_arrow(pa.table({"k": vals}))
+    starts = np.cumsum([0] + [len(k) for k in keys]).tolist()
+    perm = cpu_sort.merge_indices([t["k"]], [False], True, starts)
+    assert perm.tolist() == np.argsort(vals, kind="stable").tolist()
+
+
+def test_merge_runs_rejects_bad_starts():
+    from gpuframe.backends.cpu.sort import merge_indices
+
+    t = gpuframe.from_arrow(pa.table({"k": pa.array([1, 2, 3], pa.int64())}))
+    for starts in ([0, 2], [1, 3], [0, 2, 1, 3]):
+        with pytest.raises(ValueError, match="starts must run from 0 to the row count"):
+            merge_indices([t["k"]], [False], True, starts)
+
+
+@pytest.mark.parametrize("nulls", [False, True], ids=["nonull", "nulls"])
+def test_merge_of_keys_too_wide_for_one_word(nulls):
+    """Keys whose ranges need more than 64 bits together (INT64 min/max in both, a uint64 and a
+    float64 beside) are compared key by key, not packed; equal to the stable sort."""
+    from gpuframe.backends.cpu import sort as cpu_sort
+
+    rng = np.random.default_rng(3)
+    edge = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max, 0, -1, 1], np.int64)
+    parts = []
+    for m in (400, 0, 333, 250):
+        a = edge[rng.integers(0, 5, m)]
+        b = rng.integers(0, 2**64, m, dtype=np.uint64) // np.uint64(2**58)  # few distinct, full-width range
+        b[rng.random(m) < 0.2] = np.iinfo(np.uint64).max
+        f = rng.choice(np.array([np.nan, -0.0, 0.0, np.inf, -np.inf, 1.5]), m)
+        mask = (rng.random(m) < 0.15) if nulls else None
+        parts.append(pa.table({"a": pa.array(a, mask=mask), "b": pa.array(b), "f": pa.array(f, mask=mask)}))
+    seen_unpacked = []
+    real_packed = cpu_sort._packed
+
+    def spy(s, plan, n):
+        got = real_packed(s, plan, n)
+        seen_unpacked.append(got is None)
+        return got
+
+    for desc, nulls_last in ((False, True), (True, False), ([True, False, False], True)):
+        table, starts = _runs_table(parts, ["a", "b", "f"], desc, nulls_last)
+        t = gpuframe.from_arrow(table)
+        expect = perm_of(table, ["a", "b", "f"], descending=desc, nulls_last=nulls_last)
+        d = desc if isinstance(desc, list) else [desc] * 3
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cpu_sort, "_packed", spy)
+            got = cpu_sort.merge_indices([t["a"], t["b"], t["f"]], d, nulls_last, starts)
+        assert got.tolist() == expect
+    assert all(seen_unpacked) and seen_unpacked

@@ -38,6 +38,10 @@ The backend operations and their signatures (every registered name is listed in
     *Optional* (CPU only): ``sort_indices``, and the first key column already in sorted order
     where the sort yields it without a gather (a single integer key without nulls), else
     ``None``.
+``merge_indices(columns, descending, nulls_last, starts) -> perm``
+    *Optional* (CPU only): ``sort_indices`` of rows that are sorted runs already (rows
+    ``starts[r]`` to ``starts[r + 1] - 1``, each sorted stably), by merging them (ties: the
+    earlier run's rows first); a distributed sort's received pieces.
 ``gather_column(column, indices, missing) -> Column``, ``check_indices(indices, num_rows)``,
 ``hash_rows``, ``partition_ids``, ``hash_partition``: see :mod:`gpuframe.ops.gather`,
 :mod:`gpuframe.ops.hashing` and :mod:`gpuframe.ops.partition`.

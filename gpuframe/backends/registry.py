@@ -51,6 +51,7 @@ LAZY: Dict[Tuple[str, str], str] = {
     ("cuda", "merged_key"): "gpuframe.backends.cuda.join:merged_key",
     ("cpu", "sort_indices"): "gpuframe.backends.cpu.sort:sort_indices",
     ("cpu", "sort_keyed"): "gpuframe.backends.cpu.sort:sort_keyed",
+    ("cpu", "merge_indices"): "gpuframe.backends.cpu.sort:merge_indices",
     ("cpu", "group_ids"): "gpuframe.backends.cpu.groups:group_ids",
     ("cpu", "group_reduce"): "gpuframe.backends.cpu.groups:group_reduce",
     ("cpu", "last_rows"): "gpuframe.backends.cpu.groups:last_rows",

@@ -106,8 +106,8 @@ def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], l
         table = ones[0]
         if hidden:   # rank order made partition order: first/last then follow the collection's order
             used = list(dict.fromkeys(list(args["by"]) + [c for c, _op in args["aggs"].values()]))
-            table = gd.sort(table.select(used + list(hidden)), list(hidden), _ordered_tail=2,
-                            **common).select(used)
+            table = gd.sort(table.select(used + list(hidden)), list(hidden), _ordered_tail=2, _drop_tail=True,
+                            **common)
             common["tag"] = tag + 2
         pieces = gd.groupby_agg(table, args["by"], args["aggs"], dropna=args["dropna"], seed=spec["seed"],
                                 _buckets=buckets, **common)
@@ -118,10 +118,9 @@ def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], l
             desc = (list(desc) if isinstance(desc, (list, tuple)) else [bool(desc)] * len(args["by"])) + [False] * 2
         # a worker's partitions are concatenated in partition order: the hidden (partition,
         # row) columns ascend along its rows, and its local sort can leave them out
+        # (the hidden columns are not returned: the row positions are not even sent)
         out = gd.sort(ones[0], by, descending=desc, nulls_last=args["nulls_last"],
-                      _ordered_tail=2 if hidden else 0, **common)
-        if hidden:
-            out = out.select(schemas[0].names[:-2])
+                      _ordered_tail=2 if hidden else 0, _drop_tail=bool(hidden), **common)
         # partitions of exactly even sizes: each a function of the input rows alone (whatever the
         # placement), so partitions of two runs always fit together
         common["tag"] = tag + 2

@@ -7,7 +7,7 @@ strings by their UTF-8 bytes, dictionary columns by their string values.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -188,3 +188,23 @@ def sort(table: Table, by: Any, *, descending: Any = False, nulls_last: bool = T
     rest = [c for c in table.column_names if c != name]
     others = take(table.select(rest), perm) if rest else None
     return Table([(c, key if c == name else others[c]) for c in table.column_names], num_rows=table.num_rows)
+
+
+def _merge_runs(table: Table, by: Any, starts: Sequence[int], *, descending: Any = False,
+                nulls_last: bool = True, columns: Optional[Sequence[str]] = None) -> Table:
+    """:func:`sort` of a table whose rows are sorted runs already (rows ``starts[r]`` to
+    ``starts[r + 1] - 1`` each sorted stably by the same keys, e.g. the pieces a distributed
+    sort receives, one per rank): the same table (its ``columns`` only, when given), the runs
+    merged where the backend can (``merge_indices``: ties take the earlier run's rows first, as
+    a stable sort does), else sorted."""
+    merge = capability("merge_indices", table.device)
+    keep = table if columns is None else table.select(list(columns))
+    if merge is None:
+        return take(keep, sort_indices(table, by, descending=descending, nulls_last=nulls_last))
+    cols, desc = _key_columns(table, by, descending, nulls_last)
+    n = table.num_rows
+    with streams.operation(None, table.device):
+        memory.ensure_available("sort", n * (_scratch_per_row(cols) + 8), table.device, rows=n,
+                                what="the merge's keys and permutations")
+        perm = merge(cols, desc, bool(nulls_last), starts)
+    return take(keep, perm)

@@ -17,6 +17,7 @@ import gpuframe
 from gpuframe.comm import (BootstrapError, CommClosedError, CommError, CommTimeoutError, PeerClosedError,
                            create_communicator, exchange_tables, local_mesh, pack_table, pack_tables,
                            resolve_backend, unpack_table, unpack_tables)
+from gpuframe.comm.exchange import start_exchange
 from gpuframe.comm.frames import FrameSpec
 
 from ..common.data import DTYPES, random_table
@@ -232,13 +233,15 @@ def test_exchange_tables_every_type(backend, size):
                     c[p + 1] - c[p] - (c[p + 1] - c[p]) // 2)] + ([t.slice(0, 0)] if p == 0 else [])
                    for p in range(size)]
             stats = {}
-            return exchange_tables(comms[r], out, stats=stats), stats
+            pending = start_exchange(comms[r], out, stats=stats)
+            return pending.result(), stats, pending.rows_from
 
         res = run_ranks(rank, size)
-        for r, (got, stats) in enumerate(res):
-            expect = concat([s.slice(cuts(s.num_rows)[r], cuts(s.num_rows)[r + 1] - cuts(s.num_rows)[r])
-                             for s in sources])
-            assert_same_columns(got, expect)
+        for r, (got, stats, rows_from) in enumerate(res):
+            pieces = [s.slice(cuts(s.num_rows)[r], cuts(s.num_rows)[r + 1] - cuts(s.num_rows)[r]) for s in sources]
+            assert_same_columns(got, concat(pieces))
+            # the rows that came from each rank, in rank order (a distributed sort's runs)
+            assert rows_from == [p.num_rows for p in pieces]
             if size == 1:
                 assert stats["bytes_sent"] == stats["bytes_received"] == 0
             else:

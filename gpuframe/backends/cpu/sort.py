@@ -26,7 +26,7 @@ from ...core.dtypes import Layout
 from ...core.hostalloc import host_empty
 from ._target import _cpu_threads
 
-__all__ = ["sort_indices", "sort_keyed", "sort_indices_with", "string_ranks", "radix_argsort", "CpuSorter"]
+__all__ = ["sort_indices", "sort_keyed", "merge_indices", "sort_indices_with", "string_ranks", "radix_argsort", "CpuSorter"]
 
 
 
@@ -61,13 +61,12 @@ def _validity(s: Any, col: Column) -> tuple[Any, bool, int]:
     return col.validity.array, True, col.offset
 
 
-def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False, sorted_words: bool = False) -> Any:
-    """The stable permutation (int64) that orders rows by ``keys`` (most significant first).
-    With ``consume`` the key arrays may be overwritten (used as scratch). With ``sorted_words``
-    (one key, on a sorter with ``large_sort``): ``(perm, words)``, the key's words in sorted
-    order as well (``None`` where the sort did not produce them: a key without a range)."""
-    # the passes cover each key's range only: digits of (word - least word), nulls left out (they
-    # tie: all their words are 0, so their digits are equal in every pass)
+def _key_plan(s: Any, keys: Sequence[Key]) -> list[tuple[Any, np.uint64, int, int]]:
+    """``(words, least word, passes, bits of the range)`` of every key that orders anything,
+    least significant first. The passes cover each key's range only: digits of (word - least
+    word), nulls left out (they tie: all their words are 0, so their digits are equal in every
+    pass); a key that is all nulls, or one value, is left out (its null flags, a key of their
+    own, still order its nulls)."""
     bits = s.radix_bits
     plan = []
     for words, flags, null_flag in reversed(keys):
@@ -76,20 +75,41 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False,
             npass = -(-(hi - lo).bit_length() // bits)
             if npass:
                 plan.append((words, np.uint64(lo), npass, (hi - lo).bit_length()))
+    return plan
+
+
+def _packed(s: Any, plan: list, n: int) -> Optional[tuple[Any, np.uint64, int, int]]:
+    """The plan's keys packed into one 64-bit word a row, as a plan entry, where their ranges
+    fit one word together and the sorter packs (else ``None``); a single key as it is."""
+    if len(plan) == 1:
+        return plan[0]
+    pack = getattr(s, "pack_words", None)
+    if pack is None or sum(p[3] for p in plan) > 64:
+        return None
+    packed, shift = None, 0
+    for words, base, _npass, nbits in plan:
+        packed = pack(packed, words, base, nbits, shift, n)
+        shift += nbits
+    return packed, np.uint64(0), -(-shift // s.radix_bits), shift
+
+
+def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False, sorted_words: bool = False) -> Any:
+    """The stable permutation (int64) that orders rows by ``keys`` (most significant first).
+    With ``consume`` the key arrays may be overwritten (used as scratch). With ``sorted_words``
+    (one key, on a sorter with ``large_sort``): ``(perm, words)``, the key's words in sorted
+    order as well (``None`` where the sort did not produce them: a key without a range)."""
+    bits = s.radix_bits
+    plan = _key_plan(s, keys)
     total = sum(p[2] for p in plan)
     final = s.empty(n, np.int64)
     if total == 0:
         s.iota(final)
         return (final, keys[0].words if len(keys) == 1 else None) if sorted_words else final
-    pack = getattr(s, "pack_words", None)
-    if pack is not None and len(plan) > 1 and sum(p[3] for p in plan) <= 64:
+    packed = _packed(s, plan, n)
+    if packed is not None and len(plan) > 1:
         # keys whose ranges fit one 64-bit word together sort as that word: no gather of each
         # key's words between its passes, and the large sort's buckets apply
-        packed, shift = None, 0
-        for words, base, _npass, nbits in plan:
-            packed = pack(packed, words, base, nbits, shift, n)
-            shift += nbits
-        plan = [(packed, np.uint64(0), -(-shift // bits), shift)]
+        plan = [packed]
         total = plan[0][2]
     large = getattr(s, "large_sort", None)
     if large is not None and len(plan) == 1:
@@ -406,3 +426,72 @@ def sort_keyed(columns: Sequence[Column], descending: Sequence[bool], nulls_last
         out = words.view(vals.dtype) if words.dtype.itemsize == itemsize else host_empty(n, vals.dtype)
         SK.decode_words(words, np.uint64(flip), out.view(f"u{itemsize}"))
     return perm, Column.from_numpy(out, col.dtype)
+
+
+# rows a merge task writes at least: smaller pieces cost more in binary searches and scheduling
+_MERGE_TASK_ROWS = 1 << 16
+
+
+def merge_indices(columns: Sequence[Column], descending: Sequence[bool], nulls_last: bool,
+                  starts: Sequence[int]) -> np.ndarray:
+    """``sort_indices`` of rows that are sorted runs already: rows ``starts[r]`` to
+    ``starts[r + 1] - 1`` sorted (stably) by ``columns``; the runs are merged, not sorted again,
+    ties taking the earlier run's rows first, so the permutation is the one ``sort_indices``
+    gives (stable). ``starts`` runs from 0 to the row count, non-decreasing.
+
+    The keys' sort words (as the sort makes them: strings ranked first) are packed into one
+    64-bit word a row where their ranges fit one (else compared key by key; a single integer key
+    without nulls compares its values as they are), and pairs of runs
+    merged in rounds (:func:`gpuframe.kernels.sort.merge_round`), each pair's merge split over
+    the threads."""
+    n = len(columns[0])
+    bounds = [int(b) for b in starts]
+    if bounds[0] != 0 or bounds[-1] != n or any(a > b for a, b in zip(bounds, bounds[1:])):
+        raise ValueError(f"starts must run from 0 to the row count ({n}) without decreasing, got {bounds}")
+    runs = [b for i, b in enumerate(bounds) if i == 0 or b != bounds[i - 1]]   # empty runs dropped
+    with _cpu_threads(n):
+        if len(runs) <= 2:      # one run: sorted already
+            perm = host_empty(n, np.int64)
+            SK.iota(perm)
+            return perm
+        desc = False
+        if _decodable(columns):
+            # one integer key without nulls: its values compare as they are (no words to make)
+            words = np.ascontiguousarray(columns[0].values()).reshape(1, n)
+            desc = bool(descending[0])
+        else:
+            keys: list[Key] = []
+            for col, d in zip(columns, descending):
+                keys += column_keys(CPU_SORTER, col, bool(d), bool(nulls_last))
+            plan = _key_plan(CPU_SORTER, keys)
+            if not plan:            # every row ties
+                perm = host_empty(n, np.int64)
+                SK.iota(perm)
+                return perm
+            packed = _packed(CPU_SORTER, plan, n)
+            if packed is not None:
+                words = packed[0].astype(np.uint64, copy=False).reshape(1, n)
+            else:
+                words = np.empty((len(plan), n), np.uint64)
+                for row, (w, _base, _npass, _nbits) in enumerate(reversed(plan)):   # most significant first
+                    words[row] = w
+            del keys, plan, packed
+        threads = numba.get_num_threads()
+        src, dst = None, host_empty(n, np.int64)
+        while len(runs) > 2:
+            tasks = []
+            merged = [0]
+            for p in range(0, len(runs) - 1, 2):
+                a_lo, a_hi = runs[p], runs[p + 1]
+                b_hi = runs[p + 2] if p + 2 < len(runs) else a_hi     # the odd run out: copied
+                rows = b_hi - a_lo
+                pieces = max(1, min(4 * threads, rows // _MERGE_TASK_ROWS))
+                cuts = [rows * k // pieces for k in range(pieces + 1)]
+                tasks += [(a_lo, a_hi, b_hi, k0, k1) for k0, k1 in zip(cuts, cuts[1:])]
+                merged.append(b_hi)
+            SK.merge_round(words, dst[:0] if src is None else src, src is None, np.array(tasks, np.int64), dst, desc)
+            if src is None and len(merged) > 2:
+                src = host_empty(n, np.int64)
+            src, dst = dst, src
+            runs = merged
+        return src
