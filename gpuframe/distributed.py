@@ -1018,8 +1018,8 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
     # ascending in the table's row order already, so the stable local sort by the others gives
     # the order by all of them, at the price of a one-key sort
     lead = len(names) - _ordered_tail
-    if _drop_tail and (_ordered_tail != 2 or lead < 0):
-        raise ValueError("internal error: _drop_tail needs the (partition, row) tail of two keys")
+    if _drop_tail and not 0 < _ordered_tail <= len(names):
+        raise ValueError("internal error: _drop_tail needs an ordered tail of keys")
 
     def local_sort_and_sample() -> tuple[Table, Table]:
         srt = local_sort(table, names[:lead], descending=desc[:lead], nulls_last=nulls_last) if lead else table
@@ -1035,11 +1035,8 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
                               device=dev, stats=stats)
     t2 = time.perf_counter()
     m = samples.num_rows
-    # gpuframe.dask's tail, with ``_drop_tail``: (partition, row in it), and a partition lives on
-    # one rank. Each rank's run is in (keys, partition, row) order, so the runs merged by (keys,
-    # partition) are too: the row positions are not sent, and neither tail key is returned
+    # ``_drop_tail``: the tail keys (gpuframe.dask's partition numbers) are not returned
     body = [c for c in table.column_names if c not in names[lead:]] if _drop_tail else table.column_names
-    sent = [c for c in table.column_names if c != names[-1]] if _drop_tail else table.column_names
     if m == 0:   # no rows anywhere (every rank sees the same samples)
         _add(stats, "local_s", t1 - t0)
         _add(stats, "exchange_s", t2 - t1)
@@ -1069,17 +1066,15 @@ def sort(table: Table, by: Any, *, comm: Communicator, descending: Any = False, 
         return bounds
 
     bounds = _guarded(comm, checked_cuts)
-    send = srt.select(sent)
-    outgoing = [[send.slice(bounds[d], bounds[d + 1] - bounds[d])] for d in range(size)]
+    outgoing = [[srt.slice(bounds[d], bounds[d + 1] - bounds[d])] for d in range(size)]
     t3 = time.perf_counter()
-    pending = start_exchange(comm, outgoing, schema=send.schema, tag=_tag(tag, 1), timeout=timeout, device=dev,
+    pending = start_exchange(comm, outgoing, schema=table.schema, tag=_tag(tag, 1), timeout=timeout, device=dev,
                              stats=stats)
     received = pending.result()
     t4 = time.perf_counter()
     # each rank's piece is a sorted run (and rank order breaks ties): merged, not sorted again
-    merge_by = names[:-1] if _drop_tail else names
-    out = _merge_runs(received, merge_by, np.cumsum([0] + pending.rows_from).tolist(),
-                      descending=desc[:len(merge_by)], nulls_last=nulls_last, columns=body)
+    out = _merge_runs(received, names, np.cumsum([0] + pending.rows_from).tolist(), descending=desc[:-2],
+                      nulls_last=nulls_last, columns=body)
     _add(stats, "local_s", (t1 - t0) + (t3 - t2) + (time.perf_counter() - t4))
     _add(stats, "exchange_s", (t2 - t1) + (t4 - t3))
     return out

@@ -13,10 +13,13 @@ Order. ``gpuframe.distributed`` answers as the local function does on the ranks'
 concatenated in *rank* order, but a Dask DataFrame's order is its *partition* order, and a
 worker's partitions are not a contiguous range of it. Where the order shows in the answer
 (``sort``'s ties, ``first``/``last`` aggregations), every row is tagged with its partition
-number and its position in the partition: ``sort`` breaks ties by those two hidden columns
-(so it is stable in partition order, as :func:`gpuframe.sort` is on the concatenated
-partitions), and a ``groupby_agg`` with ``first`` or ``last`` first sample-sorts the rows by
-them, so that rank order is partition order. The hidden columns never leave the tasks.
+number: ``sort`` breaks ties by that hidden column (a partition lies on one worker, where the
+distributed sort keeps its rows in order; so it is stable in partition order, as
+:func:`gpuframe.sort` is on the concatenated partitions), and a ``groupby_agg`` with ``first``
+or ``last`` first sample-sorts the rows by it, so that rank order is partition order. The
+hidden column never leaves the tasks, and is not made at all when the partitions lie on the
+workers in order (each worker a contiguous range of them, the workers in rank order): rank
+order is partition order then.
 
 Output partitions: one per worker (workers sorted by address, rank order), except
 ``merge(how="cross", npartitions=n)``. For ``sort``, partition ``r`` holds the ``r``-th range of
@@ -38,7 +41,6 @@ from .core import _check_ddf, _check_seed, _device, _params
 __all__ = ["unique", "union", "intersect", "difference", "groupby_agg", "sort"]
 
 _PART = "__gpuframe_dask_part"
-_ROW = "__gpuframe_dask_row"
 _ORDERED_OPS = ("first", "last")       # groupby ops whose answer depends on the row order
 _NEVER_NULL = ("count", "size", "nunique")
 
@@ -50,15 +52,22 @@ def _hidden(name: str, taken: Sequence[str]) -> str:
     return name
 
 
-def _tag_rows(table: Any, part: int, names: tuple[str, str]) -> Any:
-    """``table`` with its partition number and row positions as two more columns."""
+def _tag_rows(table: Any, part: int, names: tuple[str]) -> Any:
+    """``table`` with its partition number as one more column (int32)."""
     from gpuframe.core.column import Column
 
     n = table.num_rows
-    dev = table.device
-    pcol = Column.from_numpy(np.full(n, part, dtype=np.int64), pa.int64()).to(dev)
-    rcol = Column.from_numpy(np.arange(n, dtype=np.int64), pa.int64()).to(dev)
-    return table.with_column(names[0], pcol).with_column(names[1], rcol)
+    pcol = Column.from_numpy(np.full(n, part, dtype=np.int32), pa.int32()).to(table.device)
+    return table.with_column(names[0], pcol)
+
+
+def _in_rank_order(placement: Sequence[tuple[int, int]]) -> bool:
+    """Whether the partitions that hold rows lie on the ranks in partition order (each rank's
+    a contiguous range of them, the ranks in order): then the ranks' rows concatenated in rank
+    order are the collection's rows in order, and nothing needs the hidden columns.
+    ``placement[i]``: partition ``i``'s (rank, rows), the same on every rank."""
+    ranks = [r for r, rows in placement if rows]
+    return all(a <= b for a, b in zip(ranks, ranks[1:]))
 
 
 def _one_table(tables: list[Any], schema: pa.Schema, device: Any) -> Any:
@@ -79,12 +88,15 @@ def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], l
     kind, op, args = spec["kind"], spec["op"], spec["args"]
     schemas = [schema_from_bytes(s) for s in spec["schemas"]]
     hidden = spec.get("hidden")
+    if hidden and _in_rank_order(layout["placement"][0]):
+        hidden = None     # rank order is partition order already: no tie-breakers to carry
+    stats["order_columns"] = bool(hidden)
     t0 = time.perf_counter()
     tables = [[_convert.to_table(p, kind, schema) for p in side] for side, schema in zip(sides, schemas)]
     device = _device([t for side in tables for t in side], kind)
     if hidden:   # the left side's rows tagged with their place in the collection
         tables[0] = [_tag_rows(t, i, hidden) for t, i in zip(tables[0], layout["index"])]
-        schemas[0] = schemas[0].append(pa.field(hidden[0], pa.int64())).append(pa.field(hidden[1], pa.int64()))
+        schemas[0] = schemas[0].append(pa.field(hidden[0], pa.int32()))
     stats["convert_s"] = time.perf_counter() - t0
     common = {"comm": comm, "tag": tag, "timeout": spec["timeout"], "stats": stats}
     if op == "cross" or (op == "union" and not args["distinct"]):
@@ -106,7 +118,7 @@ def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], l
         table = ones[0]
         if hidden:   # rank order made partition order: first/last then follow the collection's order
             used = list(dict.fromkeys(list(args["by"]) + [c for c, _op in args["aggs"].values()]))
-            table = gd.sort(table.select(used + list(hidden)), list(hidden), _ordered_tail=2, _drop_tail=True,
+            table = gd.sort(table.select(used + list(hidden)), list(hidden), _ordered_tail=1, _drop_tail=True,
                             **common)
             common["tag"] = tag + 2
         pieces = gd.groupby_agg(table, args["by"], args["aggs"], dropna=args["dropna"], seed=spec["seed"],
@@ -115,12 +127,12 @@ def _ops_body(comm: Any, tag: int, spec: dict, sides: Sequence[Sequence[Any]], l
         by = list(args["by"]) + (list(hidden) if hidden else [])
         desc = args["descending"]
         if hidden:
-            desc = (list(desc) if isinstance(desc, (list, tuple)) else [bool(desc)] * len(args["by"])) + [False] * 2
-        # a worker's partitions are concatenated in partition order: the hidden (partition,
-        # row) columns ascend along its rows, and its local sort can leave them out
-        # (the hidden columns are not returned: the row positions are not even sent)
+            desc = (list(desc) if isinstance(desc, (list, tuple)) else [bool(desc)] * len(args["by"])) + [False]
+        # a worker's partitions are concatenated in partition order: the hidden partition
+        # column ascends along its rows, and its local sort can leave it out (within a
+        # partition, all on one worker, the sort's own tie-breakers keep the row order)
         out = gd.sort(ones[0], by, descending=desc, nulls_last=args["nulls_last"],
-                      _ordered_tail=2 if hidden else 0, _drop_tail=bool(hidden), **common)
+                      _ordered_tail=1 if hidden else 0, _drop_tail=bool(hidden), **common)
         # partitions of exactly even sizes: each a function of the input rows alone (whatever the
         # placement), so partitions of two runs always fit together
         common["tag"] = tag + 2
@@ -318,7 +330,7 @@ def _meta_setop(what: str) -> Any:
     return meta_of
 
 
-def _meta_groupby(metas: list[Any], args: dict) -> tuple[Any, Optional[tuple[str, str]]]:
+def _meta_groupby(metas: list[Any], args: dict) -> tuple[Any, Optional[tuple[str]]]:
     from gpuframe.ops.groupby import groupby_agg as local_gb
 
     kind = _convert.frame_kind(metas[0])
@@ -329,13 +341,13 @@ def _meta_groupby(metas: list[Any], args: dict) -> tuple[Any, Optional[tuple[str
                            [out for out, (_c, op) in args["aggs"].items() if op not in _NEVER_NULL])
     hidden = None
     if any(op in _ORDERED_OPS for _c, op in args["aggs"].values()):
-        hidden = (_hidden(_PART, schema.names), _hidden(_ROW, schema.names))
+        hidden = (_hidden(_PART, schema.names),)
     return meta, hidden
 
 
-def _meta_sort(metas: list[Any], args: dict) -> tuple[Any, tuple[str, str]]:
+def _meta_sort(metas: list[Any], args: dict) -> tuple[Any, tuple[str]]:
     names = list(metas[0].columns)
-    return _convert.shuffle_meta(metas[0]), (_hidden(_PART, names), _hidden(_ROW, names))
+    return _convert.shuffle_meta(metas[0]), (_hidden(_PART, names),)
 
 
 def _meta_cross(metas: list[Any], args: dict) -> tuple[Any, None]:

@@ -232,6 +232,32 @@ def test_sort_row_for_row(cluster, data, by, descending, nulls_last):
     _check(out, expect, ordered=True)
 
 
+@pytest.mark.parametrize("placed", ["in_order", "reversed"])
+def test_sort_and_first_last_wherever_the_partitions_lie(cluster, data, placed):
+    """Partitions pinned to the workers in rank order (rank order is partition order: no hidden
+    order columns are made) and in reverse (the hidden (partition, row) columns break ties):
+    the same answers as the local functions on the concatenated partitions, row for row."""
+    client, backend, n = cluster
+    if n < 2:
+        pytest.skip("one worker holds every partition in order")
+    left, _, lp, _ = data
+    workers = sorted(client.scheduler_info()["workers"])           # rank order
+    owner = [min(i * n // len(lp), n - 1) for i in range(len(lp))]
+    if placed == "reversed":
+        owner = [n - 1 - r for r in owner]
+    futures = [client.submit(lambda p: p, p, workers=[workers[r]], allow_other_workers=False, pure=False)
+               for p, r in zip(lp, owner)]
+    ddf = dd.from_delayed(futures, meta=lp[0].iloc[:0], verify_meta=False)
+    stats: dict = {}
+    _check(gdask.sort(ddf, "k", client=client, backend=backend, stats=stats),
+           gpuframe.sort(_local(left), "k"), ordered=True)
+    used = {w["order_columns"] for w in gdask.wait_stats(stats)["workers"]}
+    assert used == {placed == "reversed"}
+    aggs = {"first": ("v", "first"), "last": ("s", "last")}
+    _check(gdask.groupby_agg(ddf, "k", aggs, client=client, backend=backend),
+           gpuframe.groupby_agg(_local(left), "k", aggs))
+
+
 def test_one_partition_on_many_workers(cluster, data):
     """Every worker but one holds nothing: the others still take part (empty tables)."""
     client, backend, n = cluster
