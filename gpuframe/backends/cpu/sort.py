@@ -148,6 +148,21 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False,
     return (perm, out_words) if sorted_words else perm
 
 
+def _prefix_round(s: Any, offsets: Any, chars: Any, depth: int, n: int, ranks: Any) -> tuple[Any, Any, Any, Any]:
+    """One round of ranking strings: every row's eight bytes from ``depth`` on (big-endian,
+    zero-padded) and its length class, sorted after ``ranks`` (the previous round's, or
+    ``None``). Returns ``(perm, words, length classes, flags)``, ``flags[i]`` set where sorted
+    row ``i`` starts a group of equal (rank, words, length class)."""
+    w = s.empty(n, np.uint64)
+    lc = s.empty(n, np.uint32)
+    s.prefix_words(offsets, chars, depth, w, lc)
+    keys = [] if ranks is None else [Key(ranks)]
+    perm = radix_argsort(s, keys + [Key(w), Key(lc)], n)
+    flags = s.empty(n, np.int64)
+    s.group_flags(perm, ranks, w, lc, flags)
+    return perm, w, lc, flags
+
+
 def string_ranks(s: Any, col: Column) -> tuple[Any, int]:
     """Dense ranks (int64, one per row, in byte order of the strings; validity ignored) and how
     many distinct strings there are."""
@@ -158,14 +173,7 @@ def string_ranks(s: Any, col: Column) -> tuple[Any, int]:
     groups = 1
     depth = 0
     while True:
-        w = s.empty(n, np.uint64)
-        lc = s.empty(n, np.uint32)
-        s.prefix_words(offsets, chars, depth, w, lc)
-        keys = [] if ranks is None else [Key(ranks)]
-        keys += [Key(w), Key(lc)]
-        perm = radix_argsort(s, keys, n)
-        flags = s.empty(n, np.int64)
-        s.group_flags(perm, ranks, w, lc, flags)
+        perm, w, lc, flags = _prefix_round(s, offsets, chars, depth, n, ranks)
         new = s.empty(n, np.int64)
         groups, unresolved = s.group_ranks(perm, flags, lc, new)
         ranks = new
@@ -330,12 +338,7 @@ class CpuSorter:
         n = len(col)
         offsets = col.offsets_view()
         chars = col.chars()
-        w = host_empty(n, np.uint64)
-        lc = host_empty(n, np.uint32)
-        SK.prefix_words(offsets, chars, 0, w, lc)
-        perm = radix_argsort(self, [Key(w), Key(lc)], n)
-        flags = host_empty(n, np.int64)
-        self.group_flags(perm, None, w, lc, flags)
+        perm, w, lc, flags = _prefix_round(self, offsets, chars, 0, n, None)
         del w
         ranks = host_empty(n, np.int64)
         todo = host_empty(n, np.int64)
