@@ -200,6 +200,10 @@ def job_sort(n: int) -> None:
     plain = gpuframe.from_arrow(_numbers(n, 14, nulls=False))
     for key in plain.column_names:
         gpuframe.sort(plain, key, descending=key == "int64")
+    # a string key of few distinct values (past 64k rows): grouped by its bytes, the distinct
+    # strings ranked
+    import pyarrow as pa
+    gpuframe.sort(gpuframe.from_arrow(pa.table({"c": pa.array([f"category-{i % 40}" for i in range(n)])})), "c")
     # the distributed sort's merge of sorted runs: an int64 key's own values, and sort words
     from gpuframe.ops.sort import _merge_runs
     half = n // 2

@@ -598,3 +598,50 @@ def test_merge_of_keys_too_wide_for_one_word(nulls):
             got = cpu_sort.merge_indices([t["a"], t["b"], t["f"]], d, nulls_last, starts)
         assert got.tolist() == expect
     assert all(seen_unpacked) and seen_unpacked
+
+
+# --------------------------------------------------------------------------- categories
+def _category_strings(n: int, k: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    # empty, non-ASCII, NUL-carrying, and long strings that share 20-byte prefixes (past the
+    # chunk tables' 15 bytes kept in a slot: hashed, then compared byte by byte)
+    words = ["", "a", "a\x00", "ß", "日本語", "zz"] + [f"shared-prefix-{'x' * 6}-{i:05d}" for i in range(k)]
+    vals = [words[i] for i in rng.integers(0, len(words), n)]
+    for i in rng.choice(n, n // 10, replace=False):
+        vals[i] = None
+    return vals
+
+
+@pytest.mark.parametrize("desc, nulls_last", [(False, True), (True, False)])
+def test_category_strings_ranked_by_their_distinct_values(desc, nulls_last):
+    """A string key of few distinct values past 64k rows is ranked through its distinct strings
+    (grouped by their bytes): the same stable order as DuckDB's, as a single key and as the
+    first of two."""
+    from gpuframe.backends.cpu.sort import CPU_SORTER
+
+    n = 70_000
+    table = pa.table({"c": pa.array(_category_strings(n, 300, 1), pa.string()),
+                      "v": pa.array(np.random.default_rng(2).integers(0, 50, n))})
+    col = gpuframe.from_arrow(table)["c"]
+    _ranks, bound = CPU_SORTER.string_ranks(col)
+    # the distinct strings' ranks, not the rows' (a null row's bytes are empty: "" is a word too)
+    assert bound == len({v for v in table["c"].to_pylist() if v is not None})
+    for by in ("c", ["c", "v"]):
+        assert perm_of(table, by, descending=desc, nulls_last=nulls_last) == \
+            duckdb_order(table, by, descending=desc, nulls_last=nulls_last)
+
+
+def test_category_path_falls_back_when_a_chunk_has_too_many_strings(monkeypatch):
+    """Few distinct strings in the sample but more than a chunk table holds further on: every
+    row is ranked the general way, with the same answer."""
+    from gpuframe.backends.cpu import groups
+    from gpuframe.backends.cpu.sort import CPU_SORTER
+
+    monkeypatch.setattr(groups, "_LOCAL_GROUPS", 64)
+    n = 70_000
+    vals = [f"w{i % 50}" for i in range(1 << 16)] + [f"many-{i}" for i in range(n - (1 << 16))]
+    table = pa.table({"c": pa.array(vals, pa.string())})
+    assert groups.string_groups(gpuframe.from_arrow(table)["c"]) is None
+    _ranks, bound = CPU_SORTER.string_ranks(gpuframe.from_arrow(table)["c"])
+    assert bound == n          # the general path's positional ranks
+    assert perm_of(table, "c") == duckdb_order(table, "c")

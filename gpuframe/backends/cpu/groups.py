@@ -26,7 +26,7 @@ from .join import (_E8, _EU64, _build_side, _count, _index_dtype, _key_word, _pa
 from .select import flagged_rows
 
 __all__ = ["group_ids", "first_rows", "distinct_rows", "dense_groups", "DenseGroups", "group_reduce", "group_reduce_many",
-           "last_rows"]
+           "last_rows", "string_groups"]
 
 
 def _kernels():
@@ -310,6 +310,22 @@ def _sample_share(col: Column, pair: KeyPair) -> float:
     m = min(len(col), _SAMPLE_ROWS)
     got = _column_ids(col.slice(0, m), pair, local_only=True, fixed_local_only=True)
     return 1.0 if got is None else len(got[1]) / max(m, 1)
+
+
+def string_groups(col: Column) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """``(gid, first)`` of a string column's rows by their bytes alone (validity ignored: a
+    null row is grouped by the bytes under it), by the chunk tables of :func:`_column_ids`,
+    where the column looks like it has few distinct strings (under :data:`_FEW_GROUPS_SHARE`
+    of its first :data:`_SAMPLE_ROWS` rows) and no chunk of rows holds more than
+    :data:`_LOCAL_GROUPS` of them; else ``None`` (the sort then ranks every row)."""
+    n = len(col)
+    offs = _ro(col.offsets_view())
+    chars = _ro(np.ascontiguousarray(col.chars()))
+    m = min(n, _SAMPLE_ROWS)
+    sample = _column_kernel_ids(_EU64, KMODE_BITS, _E8, offs[:m + 1], chars, None, m)
+    if sample is None or len(sample[1]) >= _FEW_GROUPS_SHARE * m:
+        return None
+    return _column_kernel_ids(_EU64, KMODE_BITS, _E8, offs, chars, None, n)
 
 
 def _few_groups(col: Column, pair: KeyPair) -> bool:

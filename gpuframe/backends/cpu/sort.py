@@ -255,6 +255,8 @@ class CpuSorter:
     LARGE_MIN_PASSES = 3
     BUCKET_ROWS = 1 << 17
     LARGE_TOP_MAX = 12
+    # string_ranks: from how many rows a column is tried as a category (few distinct strings)
+    CATEGORY_MIN_ROWS = 1 << 16
     _EMPTY_U8 = np.empty(0, np.uint8)
     _EMPTY_I64 = np.empty(0, np.int64)
     _EMPTY_U32 = np.empty(0, np.uint32)
@@ -336,6 +338,10 @@ class CpuSorter:
         where a row's group starts in the sorted order, so a refined group's new ranks leave
         the others unchanged."""
         n = len(col)
+        if n >= self.CATEGORY_MIN_ROWS:
+            got = self._category_ranks(col)
+            if got is not None:
+                return got
         offsets = col.offsets_view()
         chars = col.chars()
         perm, w, lc, flags = _prefix_round(self, offsets, chars, 0, n, None)
@@ -355,6 +361,25 @@ class CpuSorter:
             m = int(SK.refine_ranks(sub, rank, ws, lcs, ranks, todo))
             depth += 8
         return ranks, n
+
+    def _category_ranks(self, col: Column) -> Optional[tuple[np.ndarray, int]]:
+        """:meth:`string_ranks` of a column of few distinct strings (a category): its rows
+        grouped by their bytes (:func:`~gpuframe.backends.cpu.groups.string_groups`, a hash
+        table per chunk of rows, ``None`` where the strings look many), the distinct strings
+        ranked, and every row given its string's rank (the rank bound: their number). Ranking
+        every row sorted ten million rows of 1000 words of 6-14 letters in 1.66 s here, most
+        of it refining the groups that tie in their first eight bytes, each holding many rows."""
+        from .gather import gather_column
+        from .groups import string_groups
+
+        got = string_groups(col)
+        if got is None:
+            return None
+        gid, first = got
+        dranks, bound = self.string_ranks(gather_column(col, first, None))
+        ranks = host_empty(len(col), np.int64)
+        SK.gather_words(dranks, gid, ranks)
+        return ranks, bound
 
     def pack_words(self, packed, words, base, nbits: int, shift: int, n: int) -> np.ndarray:
         """``packed`` (a new zeroed word array when ``None``) with the ``nbits`` bits of
