@@ -436,25 +436,46 @@ def bucket_passes(w_in, p_in, starts, groups, base, low_bits, digit_bits, perm_o
                         w_out[s + i] = wb[i]
 
 
-@njit(cache=True)
-def position_ranks(perm, flags, lc, ranks, todo):
+@njit(parallel=True, cache=True)
+def position_ranks(perm, flags, lc, ranks, todo, nchunks):
     """The CPU's string ranks after the first sort (of every row by its first eight bytes and
     length class): ``ranks[perm[i]]`` the sorted position where row ``perm[i]``'s group starts
     (``flags``: 1 at a group's start), so that a later refinement of one group leaves every
     other rank as it is; ``todo`` gets the rows of the groups that need the next eight bytes
-    (in sorted order); returns how many."""
+    (in sorted order); returns how many.
+
+    In ``nchunks`` chunks of sorted rows at once (each finds where the group of its first row
+    starts by looking back for its flag), the rows to refine counted first and then written at
+    their chunk's offset: the ranks' stores land at random, and one thread stored ten million
+    of them in 0.5 s."""
     n = perm.shape[0]
-    start = 0
-    m = 0
-    for i in range(n):
-        if flags[i]:
-            start = i
-        r = perm[i]
-        ranks[r] = start
-        if _unresolved_row(flags, lc, perm, n, i):
-            todo[m] = r
-            m += 1
-    return m
+    step = (n + nchunks - 1) // nchunks
+    counts = np.zeros(nchunks, np.int64)
+    for c in prange(nchunks):
+        lo = min(n, c * step)
+        hi = min(n, lo + step)
+        start = lo
+        while start > 0 and flags[start] == 0:
+            start -= 1
+        k = 0
+        for i in range(lo, hi):
+            if flags[i]:
+                start = i
+            ranks[perm[i]] = start
+            k += _unresolved_row(flags, lc, perm, n, i)
+        counts[c] = k
+    offs = np.zeros(nchunks + 1, np.int64)
+    for c in range(nchunks):
+        offs[c + 1] = offs[c] + counts[c]
+    for c in prange(nchunks):
+        if counts[c] == 0:
+            continue
+        o = offs[c]
+        for i in range(min(n, c * step), min(n, c * step + step)):
+            if _unresolved_row(flags, lc, perm, n, i):
+                todo[o] = perm[i]
+                o += 1
+    return offs[nchunks]
 
 
 @njit(parallel=True, cache=True)

@@ -348,7 +348,7 @@ class CpuSorter:
         del w
         ranks = host_empty(n, np.int64)
         todo = host_empty(n, np.int64)
-        m = int(SK.position_ranks(perm, flags, lc, ranks, todo))
+        m = int(SK.position_ranks(perm, flags, lc, ranks, todo, numba.get_num_threads()))
         del perm, flags, lc
         depth = 8
         while m:
