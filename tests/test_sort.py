@@ -645,3 +645,22 @@ def test_category_path_falls_back_when_a_chunk_has_too_many_strings(monkeypatch)
     _ranks, bound = CPU_SORTER.string_ranks(gpuframe.from_arrow(table)["c"])
     assert bound == n          # the general path's positional ranks
     assert perm_of(table, "c") == duckdb_order(table, "c")
+
+
+def test_string_ranks_with_groups_across_the_threads_chunks():
+    """Many distinct strings (no category path) whose first eight bytes tie in groups of tens
+    of thousands of rows, so that groups straddle the threads' chunks of sorted rows and are
+    refined over several rounds; equal strings too. Row order breaks ties (stable)."""
+    rng = np.random.default_rng(11)
+    n = 200_000
+    ids = rng.integers(0, 150_000, n)
+    words = [f"group-{i // 40_000}-{'y' * (i % 3)}{i:07d}" for i in ids.tolist()]
+    table = pa.table({"s": pa.array(words, pa.string())})
+    expected = sorted(range(n), key=lambda i: (words[i].encode(), i))
+    assert perm_of(table, "s") == expected
+    assert perm_of(table, "s", descending=True) == sorted(range(n), key=lambda i: (_neg_bytes(words[i]), i))
+
+
+def _neg_bytes(s: str) -> tuple:
+    """A key that orders byte strings descending (a longer string after its prefix reversed)."""
+    return tuple(255 - b for b in s.encode()) + (256,)

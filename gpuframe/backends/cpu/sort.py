@@ -344,12 +344,14 @@ class CpuSorter:
                 return got
         offsets = col.offsets_view()
         chars = col.chars()
-        perm, w, lc, flags = _prefix_round(self, offsets, chars, 0, n, None)
-        del w
+        w = host_empty(n, np.uint64)
+        lc = host_empty(n, np.uint32)
+        SK.prefix_words(offsets, chars, 0, w, lc)
+        perm = radix_argsort(self, [Key(w), Key(lc)], n)
         ranks = host_empty(n, np.int64)
         todo = host_empty(n, np.int64)
-        m = int(SK.position_ranks(perm, flags, lc, ranks, todo, numba.get_num_threads()))
-        del perm, flags, lc
+        m = int(SK.first_ranks(perm, w, lc, ranks, todo, numba.get_num_threads()))
+        del perm, w, lc
         depth = 8
         while m:
             rows = todo[:m]
