@@ -559,7 +559,7 @@ def test_merge_runs_rejects_bad_starts():
     from gpuframe.backends.cpu.sort import merge_indices
 
     t = gpuframe.from_arrow(pa.table({"k": pa.array([1, 2, 3], pa.int64())}))
-    for starts in ([0, 2], [1, 3], [0, 2, 1, 3]):
+    for starts in ([], [0, 2], [1, 3], [0, 2, 1, 3]):
         with pytest.raises(ValueError, match="starts must run from 0 to the row count"):
             merge_indices([t["k"]], [False], True, starts)
 

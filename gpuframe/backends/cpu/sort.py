@@ -476,7 +476,7 @@ def merge_indices(columns: Sequence[Column], descending: Sequence[bool], nulls_l
     the threads."""
     n = len(columns[0])
     bounds = [int(b) for b in starts]
-    if bounds[0] != 0 or bounds[-1] != n or any(a > b for a, b in zip(bounds, bounds[1:])):
+    if not bounds or bounds[0] != 0 or bounds[-1] != n or any(a > b for a, b in zip(bounds, bounds[1:])):
         raise ValueError(f"starts must run from 0 to the row count ({n}) without decreasing, got {bounds}")
     runs = [b for i, b in enumerate(bounds) if i == 0 or b != bounds[i - 1]]   # empty runs dropped
     with _cpu_threads(n):
