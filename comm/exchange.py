@@ -531,9 +531,6 @@ class PendingExchange:
         #: after :meth:`result`: whether any rank (this one included) said it has more to send
         #: (the ``more`` flag of :func:`start_exchange`); False when no rank set it
         self.more = False
-        #: after :meth:`result`: the rows received from each rank, in rank order (the received
-        #: table's rows ``sum(rows_from[:p])`` on came from rank ``p``)
-        self.rows_from: list[int] = []
 
     def result(self) -> Table:
         """The received table (everything sent to this rank, concatenated in rank order)."""
@@ -546,9 +543,13 @@ class PendingExchange:
                                                                    for f in self._messages[p][1])
             stats["bytes_received"] = stats.get("bytes_received", 0) + sum(f.nbytes for p in others
                                                                            for f in received[p][1])
-        table = self._assembler.finish()
-        self.rows_from = list(self._assembler.rows_from)
-        return table
+        return self._assembler.finish()
+
+    @property
+    def rows_from(self) -> list[int]:
+        """After :meth:`result`: the rows received from each rank, in rank order (the received
+        table's rows ``sum(rows_from[:p])`` on came from rank ``p``)."""
+        return list(self._assembler.rows_from)
 
 
 def _any_more(received: list) -> bool:

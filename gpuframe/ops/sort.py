@@ -133,15 +133,21 @@ def sort_indices(table: Table, by: Any, *, descending: Any = False, nulls_last: 
     return _sort_perm(table, by, descending, nulls_last, keyed=False)[0]
 
 
-def _sort_perm(table: Table, by: Any, descending: Any, nulls_last: Any, keyed: bool) -> tuple[Any, Any]:
+def _sort_perm(table: Table, by: Any, descending: Any, nulls_last: Any, keyed: bool,
+               starts: Optional[Sequence[int]] = None) -> tuple[Any, Any]:
     """The permutation, and with ``keyed`` the sorted first key column where the backend yields
-    it without a gather (``sort_keyed``), else ``None``."""
+    it without a gather (``sort_keyed``), else ``None``. ``starts``: the rows are sorted runs
+    already (see :func:`_merge_runs`), merged where the backend can (``merge_indices``)."""
     cols, desc = _key_columns(table, by, descending, nulls_last)
     dev = table.device
+    merge = capability("merge_indices", dev) if starts is not None else None
     with streams.operation(None, dev):
         n = table.num_rows
-        memory.ensure_available("sort", n * _scratch_per_row(cols), dev, rows=n,
-                                what="the sort's keys and permutations")
+        memory.ensure_available("sort", n * (_scratch_per_row(cols) + (8 if merge is not None else 0)), dev, rows=n,
+                                what="the merge's keys and permutations" if merge is not None else
+                                "the sort's keys and permutations")
+        if merge is not None:
+            return merge(cols, desc, bool(nulls_last), starts), None
         both = capability("sort_keyed", dev) if keyed else None
         if both is not None:
             return both(cols, desc, bool(nulls_last))
@@ -197,14 +203,5 @@ def _merge_runs(table: Table, by: Any, starts: Sequence[int], *, descending: Any
     sort receives, one per rank): the same table (its ``columns`` only, when given), the runs
     merged where the backend can (``merge_indices``: ties take the earlier run's rows first, as
     a stable sort does), else sorted."""
-    merge = capability("merge_indices", table.device)
-    keep = table if columns is None else table.select(list(columns))
-    if merge is None:
-        return take(keep, sort_indices(table, by, descending=descending, nulls_last=nulls_last))
-    cols, desc = _key_columns(table, by, descending, nulls_last)
-    n = table.num_rows
-    with streams.operation(None, table.device):
-        memory.ensure_available("sort", n * (_scratch_per_row(cols) + 8), table.device, rows=n,
-                                what="the merge's keys and permutations")
-        perm = merge(cols, desc, bool(nulls_last), starts)
-    return take(keep, perm)
+    perm = _sort_perm(table, by, descending, nulls_last, keyed=False, starts=starts)[0]
+    return take(table if columns is None else table.select(list(columns)), perm)

@@ -148,21 +148,6 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False,
     return (perm, out_words) if sorted_words else perm
 
 
-def _prefix_round(s: Any, offsets: Any, chars: Any, depth: int, n: int, ranks: Any) -> tuple[Any, Any, Any, Any]:
-    """One round of ranking strings: every row's eight bytes from ``depth`` on (big-endian,
-    zero-padded) and its length class, sorted after ``ranks`` (the previous round's, or
-    ``None``). Returns ``(perm, words, length classes, flags)``, ``flags[i]`` set where sorted
-    row ``i`` starts a group of equal (rank, words, length class)."""
-    w = s.empty(n, np.uint64)
-    lc = s.empty(n, np.uint32)
-    s.prefix_words(offsets, chars, depth, w, lc)
-    keys = [] if ranks is None else [Key(ranks)]
-    perm = radix_argsort(s, keys + [Key(w), Key(lc)], n)
-    flags = s.empty(n, np.int64)
-    s.group_flags(perm, ranks, w, lc, flags)
-    return perm, w, lc, flags
-
-
 def string_ranks(s: Any, col: Column) -> tuple[Any, int]:
     """Dense ranks (int64, one per row, in byte order of the strings; validity ignored) and how
     many distinct strings there are."""
@@ -173,7 +158,13 @@ def string_ranks(s: Any, col: Column) -> tuple[Any, int]:
     groups = 1
     depth = 0
     while True:
-        perm, w, lc, flags = _prefix_round(s, offsets, chars, depth, n, ranks)
+        w = s.empty(n, np.uint64)
+        lc = s.empty(n, np.uint32)
+        s.prefix_words(offsets, chars, depth, w, lc)
+        keys = [] if ranks is None else [Key(ranks)]
+        perm = radix_argsort(s, keys + [Key(w), Key(lc)], n)
+        flags = s.empty(n, np.int64)
+        s.group_flags(perm, ranks, w, lc, flags)
         new = s.empty(n, np.int64)
         groups, unresolved = s.group_ranks(perm, flags, lc, new)
         ranks = new
@@ -458,6 +449,12 @@ def sort_keyed(columns: Sequence[Column], descending: Sequence[bool], nulls_last
     return perm, Column.from_numpy(out, col.dtype)
 
 
+def _identity(n: int) -> np.ndarray:
+    perm = host_empty(n, np.int64)
+    SK.iota(perm)
+    return perm
+
+
 # rows a merge task writes at least: smaller pieces cost more in binary searches and scheduling
 _MERGE_TASK_ROWS = 1 << 16
 
@@ -481,9 +478,7 @@ def merge_indices(columns: Sequence[Column], descending: Sequence[bool], nulls_l
     runs = [b for i, b in enumerate(bounds) if i == 0 or b != bounds[i - 1]]   # empty runs dropped
     with _cpu_threads(n):
         if len(runs) <= 2:      # one run: sorted already
-            perm = host_empty(n, np.int64)
-            SK.iota(perm)
-            return perm
+            return _identity(n)
         desc = False
         if _decodable(columns):
             # one integer key without nulls: its values compare as they are (no words to make)
@@ -495,9 +490,7 @@ def merge_indices(columns: Sequence[Column], descending: Sequence[bool], nulls_l
                 keys += column_keys(CPU_SORTER, col, bool(d), bool(nulls_last))
             plan = _key_plan(CPU_SORTER, keys)
             if not plan:            # every row ties
-                perm = host_empty(n, np.int64)
-                SK.iota(perm)
-                return perm
+                return _identity(n)
             packed = _packed(CPU_SORTER, plan, n)
             if packed is not None:
                 words = packed[0].astype(np.uint64, copy=False).reshape(1, n)
