@@ -154,18 +154,31 @@ def copy_bytes(typingctx, dst, src, n):
 def copy_short(dst, src, n):
     """Copy ``n`` bytes between non-overlapping addresses: words inline for short strings (a
     call to ``memmove`` costs more than the copy), :func:`copy_bytes` for long ones. Never
-    touches a byte outside either range."""
+    touches a byte outside either range. A string of 8 to 32 bytes is four word copies at fixed
+    places (0, 8 and 16, each at most the last word's place, and the last word, overlapping
+    its neighbour), with no branch on its length: strings whose lengths vary row to row then
+    do not mispredict a loop's exit each."""
     if n > 64:
         copy_bytes(dst, src, n)
         return
     if n >= 8:
+        last = n - 8
+        if n <= 32:
+            w0 = load_u64_at(src)
+            w1 = load_u64_at(src + min(8, last))
+            w2 = load_u64_at(src + min(16, last))
+            w3 = load_u64_at(src + last)
+            store_u64_at(dst, w0)
+            store_u64_at(dst + min(8, last), w1)
+            store_u64_at(dst + min(16, last), w2)
+            store_u64_at(dst + last, w3)
+            return
         k = 0
-        while k + 8 <= n:
+        while k < last:
             store_u64_at(dst + k, load_u64_at(src + k))
             k += 8
-        if k < n:
-            # the last 8 bytes, overlapping the ones just copied: one load and store for the tail
-            store_u64_at(dst + n - 8, load_u64_at(src + n - 8))
+        # the last 8 bytes, overlapping the ones just copied: one load and store for the tail
+        store_u64_at(dst + last, load_u64_at(src + last))
         return
     k = 0
     while k < n:

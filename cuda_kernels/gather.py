@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
-from .cpu_intrinsics import address, copy_bytes
+from .cpu_intrinsics import address, copy_short
 from .hashing import bit_is_set
 from .jit_cache import njit
 from .kernel_set import KernelSet
@@ -151,7 +151,7 @@ def string_chars(starts, chars, out_offsets, out_chars):
     out = address(out_chars)
     for i in prange(starts.shape[0]):
         dst = np.int64(out_offsets[i])
-        copy_bytes(out + dst, src + starts[i], np.int64(out_offsets[i + 1]) - dst)
+        copy_short(out + dst, src + starts[i], np.int64(out_offsets[i + 1]) - dst)
 
 
 @njit(cache=True)

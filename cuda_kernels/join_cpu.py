@@ -236,7 +236,7 @@ def copy_spans(src_st, src_en, src_ch, dst_st, dst_ch):
     for k in prange(src_st.shape[0]):
         n = src_en[k] - src_st[k]
         if n > 0:
-            copy_bytes(d + dst_st[k], s + src_st[k], n)
+            copy_short(d + dst_st[k], s + src_st[k], n)
 
 
 @njit(parallel=True, **_OPTS)
@@ -894,10 +894,10 @@ def small_match(probe, build, out, tally):
     """The count pass for a build side whose tables stay in cache, probe rows in place (work
     items of partition ``-1``): ``tally.match[i]`` (the head of probe position ``i``'s chain,
     or ``-1``), ``tally.counts[item]`` (output rows: the chains' lengths, and 1 for an
-    unmatched row with ``out.eup``), ``tally.sbytes[item, c]`` (output bytes of string key
-    column ``c``, probe spans ``out.pst``/``out.pen``) and ``tally.bmatched`` (``out.eub``).
-    A general key's probe rows may come unhashed (``probe.keys`` empty): each row's
-    :func:`~gpuframe.kernels.keys.row_hash` is taken here, as it is probed.
+    unmatched row with ``out.eup``) and ``tally.bmatched`` (``out.eub``); the output bytes of
+    string keys are :func:`small_string_bytes`'s. A general key's probe rows may come unhashed
+    (``probe.keys`` empty): each row's :func:`~gpuframe.kernels.keys.row_hash` is taken here,
+    as it is probed.
 
     One row at a time: with the tables in cache there are no misses for :func:`probe_count`'s
     batches to overlap, and its loop measured 2.5x slower here on a ten-row build side."""
@@ -925,13 +925,9 @@ def small_match(probe, build, out, tally):
     vb_ch = build.ch
     eup = out.eup
     eub = out.eub
-    op_st = out.pst
-    op_en = out.pen
     match = tally.match
     bmatched = tally.bmatched
     counts = tally.counts
-    sbytes = tally.sbytes
-    nstr = sbytes.shape[1]
     nulls = pvalid.shape[0] != 0
     hashed = pkeys.shape[0] != 0
     for it in prange(ilo.shape[0]):
@@ -956,8 +952,30 @@ def small_match(probe, build, out, tally):
             match[i] = g
         c = np.int64(0)
         for i in range(lo, hi):
-            c += _tally_row(it, i, np.int64(match[i]), unique, nxt, eup, eub, bmatched, nstr, sbytes, op_st, op_en)
+            c += _tally_row(it, i, np.int64(match[i]), unique, nxt, eup, eub, bmatched, 0, _EI2, _EI2, _EI2)
         counts[it] = c
+
+
+@njit(parallel=True, **_OPTS)
+def small_string_bytes(probe, build, out, tally):
+    """``tally.sbytes[item, c]``, the output bytes of string key column ``c`` (probe spans
+    ``out.pst``/``out.pen``) of every work item, from ``tally.match`` as :func:`small_match`
+    left it. A pass of its own, run only when those bytes are written: a join whose output is
+    the probe side in its own order takes the probe's string columns, and the sums, kept in
+    :func:`small_match`'s loop, cost the 10M x 10k string-key join a sixth of its probe."""
+    ilo = probe.ilo
+    ihi = probe.ihi
+    nxt = build.nxt
+    unique = build.unique
+    eup = out.eup
+    op_st = out.pst
+    op_en = out.pen
+    match = tally.match
+    sbytes = tally.sbytes
+    nstr = sbytes.shape[1]
+    for it in prange(ilo.shape[0]):
+        for i in range(ilo[it], ihi[it]):
+            _tally_row(it, i, np.int64(match[i]), unique, nxt, eup, False, _E8, nstr, sbytes, op_st, op_en)
 
 
 @njit(parallel=True, **_OPTS)
@@ -1069,6 +1087,6 @@ def span_copy(ast, ach, ia, bst, bch, ib, out_off, out_chars):
         if n <= 0:
             continue
         if ia[o] >= 0:
-            copy_bytes(dst + d, a + ast[ia[o]], n)
+            copy_short(dst + d, a + ast[ia[o]], n)
         elif ib[o] >= 0:
-            copy_bytes(dst + d, b + bst[ib[o]], n)
+            copy_short(dst + d, b + bst[ib[o]], n)

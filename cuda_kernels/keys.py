@@ -17,14 +17,14 @@ null flags included as extra rows; ``st``/``en``: int64 ``[n_strings, rows]`` by
 ``chars``, uint8).
 
 The join hashes with its own seed (:data:`JOIN_SEED`), independent of the seed a distributed
-shuffle used (:mod:`gpuframe.kernels.hashing`), through the same ``hash_u64`` and
-``hash_combine``; its string bytes through its own cheaper :func:`key_bytes_hash`.
+shuffle used (:mod:`gpuframe.kernels.hashing`), through the same ``hash_u64`` for a key word;
+the general path's rows and string bytes through its own cheaper :func:`key_bytes_step`.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .hashing import canonical_f64_bits, fmix64, hash_combine, hash_u64
+from .hashing import canonical_f64_bits, hash_u64
 from .loads import load_tail, load_word
 from .per_row import per_row
 
@@ -58,23 +58,38 @@ def orig_row(orig, pos):
 
 @per_row
 def spans_equal(ach, a0, a1, bch, b0, b1):
-    """``ach[a0:a1] == bch[b0:b1]``, compared eight bytes at a time."""
+    """``ach[a0:a1] == bch[b0:b1]``, compared eight bytes at a time. A span of 8 to 32 bytes
+    takes four word loads a side at fixed places (0, 8 and 16, each at most the last word's
+    place, and the last word, overlapping its neighbour) with no branch on the length, so the
+    join's verify of short string keys, whose lengths vary row to row, does not mispredict a
+    loop's exit on every row. Longer spans go word by word (the last word overlapping),
+    shorter ones as one zero-padded tail."""
     n = a1 - a0
     if n != b1 - b0:
         return False
+    if n < 8:
+        return n <= 0 or load_tail(ach, a0, a1) == load_tail(bch, b0, b1)
+    last = n - 8
+    if n <= 32:
+        k1 = min(8, last)
+        k2 = min(16, last)
+        d = (load_word(ach, a0) ^ load_word(bch, b0)) | (load_word(ach, a0 + k1) ^ load_word(bch, b0 + k1)) \
+            | (load_word(ach, a0 + k2) ^ load_word(bch, b0 + k2)) | (load_word(ach, a0 + last) ^ load_word(bch, b0 + last))
+        return d == 0
     k = 0
-    while k + 8 <= n:
+    while k < last:
         if load_word(ach, a0 + k) != load_word(bch, b0 + k):
             return False
         k += 8
-    if k < n:
-        return load_tail(ach, a0 + k, a1) == load_tail(bch, b0 + k, b1)
-    return True
+    return load_word(ach, a0 + last) == load_word(bch, b0 + last)
 
 
 @per_row
 def rows_equal(aw, ast, aen, ach, ia, bw, bst, ben, bch, ib):
-    """Whether row ``ia`` of side A and row ``ib`` of side B have equal general keys."""
+    """Whether row ``ia`` of side A and row ``ib`` of side B have equal general keys (one
+    string column alone, the commonest general key, without the loops)."""
+    if aw.shape[0] == 0 and ast.shape[0] == 1:
+        return spans_equal(ach, ast[0, ia], aen[0, ia], bch, bst[0, ib], ben[0, ib])
     for c in range(aw.shape[0]):
         if aw[c, ia] != bw[c, ib]:
             return False
@@ -84,44 +99,72 @@ def rows_equal(aw, ast, aen, ach, ia, bw, bst, ben, bch, ib):
     return True
 
 
-# key_bytes_hash's constants: odd multipliers (bijections of uint64) and a rotation
+# key_bytes_step's constants: an odd multiplier (a bijection of uint64) and a shift
 _KB_LEN = np.uint64(0x9E3779B97F4A7C15)
 _KB_MUL = np.uint64(0xC2B2AE3D27D4EB4F)
-_KB_ROT = np.uint64(29)
-_KB_ROT_C = np.uint64(35)
+_KB_SHIFT = np.uint64(32)
+
+
+@per_row
+def key_bytes_step(h, w):
+    """One step of :func:`key_bytes_hash` and :func:`row_hash`: ``w`` xored in, its high half
+    xored into its low half, multiplied by an odd constant (a bijection of ``h`` for a given
+    ``w`` and of ``w`` for a given ``h``). The xor-shift comes before the multiply so that no
+    difference passes through a step unchanged: a multiply by an odd constant turns a flip of
+    bit 63, and only that, into the same flip, which the next word could undo (the rotate and
+    multiply this replaces hashed two strings with one flip each, bit 34 of one word and bit 63
+    of the next, to one value)."""
+    x = h ^ w
+    x ^= x >> _KB_SHIFT
+    return x * _KB_MUL
 
 
 @per_row
 def key_bytes_hash(chars, start, end):
     """The join's hash of the bytes ``chars[start:end]`` (one string key): from the length,
-    every little-endian 8-byte word (the tail zero-padded) xored in, rotated and multiplied by
-    an odd constant. One rotate and multiply a word where :func:`hash_bytes` runs a whole
-    ``fmix64`` (measured 2x faster over 10M 21-byte keys): each step is a bijection of the
-    running value for a given word and of the word for a given value, so strings of one length
-    that differ in one word never collide; :func:`row_hash`'s final ``fmix64`` spreads the bits
-    for the tables, and :func:`rows_equal` confirms every match, so the hash decides speed only.
-    (The shuffle's and groupby's string hashes are :func:`hash_bytes`.)"""
-    h = (np.uint64(end - start) * _KB_LEN) ^ JOIN_SEED
+    a :func:`key_bytes_step` per 8-byte little-endian word. One rotate and multiply a word
+    where :func:`hash_bytes` runs a whole ``fmix64`` (2x faster over 10M 21-byte keys).
+
+    The words, as :func:`spans_equal` loads them: a key of 8 to 32 bytes always takes four,
+    at 0, 8 and 16 (each at most the last word's place) and the last word (overlapping its
+    neighbour), so that keys whose lengths vary row to row take no branch on the length; a
+    longer key every word, the last one overlapping; a shorter one its bytes zero-padded
+    (nothing for the empty key). The value is a function of the bytes alone, the same on
+    every target; :func:`word_hash` spreads the bits for the tables and partitions, and
+    :func:`rows_equal` confirms every match, so the hash decides speed only. (The shuffle's
+    and groupby's string hashes are :func:`hash_bytes`.)"""
+    n = end - start
+    h = (np.uint64(n) * _KB_LEN) ^ JOIN_SEED
+    if n < 8:
+        if n > 0:
+            h = key_bytes_step(h, load_tail(chars, start, end))
+        return h
+    last = end - 8
+    if n <= 32:
+        h = key_bytes_step(h, load_word(chars, start))
+        h = key_bytes_step(h, load_word(chars, min(start + 8, last)))
+        h = key_bytes_step(h, load_word(chars, min(start + 16, last)))
+        return key_bytes_step(h, load_word(chars, last))
     p = start
-    while p + 8 <= end:
-        x = h ^ load_word(chars, p)
-        h = ((x << _KB_ROT) | (x >> _KB_ROT_C)) * _KB_MUL
+    while p < last:
+        h = key_bytes_step(h, load_word(chars, p))
         p += 8
-    if p < end:
-        x = h ^ load_tail(chars, p, end)
-        h = ((x << _KB_ROT) | (x >> _KB_ROT_C)) * _KB_MUL
-    return h
+    return key_bytes_step(h, load_word(chars, last))
 
 
 @per_row
 def row_hash(words, st, en, chars, i):
-    """64-bit hash of row ``i`` of a general key (fixed words, then string spans)."""
-    h = hash_u64(np.uint64(words.shape[0] + st.shape[0]), JOIN_SEED)
+    """The key word of row ``i`` of a general key (fixed words, then string spans): a
+    :func:`key_bytes_step` per word and per string's :func:`key_bytes_hash`, from the column
+    count. It is not finalised: the tables and partitions place a key word by
+    :func:`word_hash`, a whole ``fmix64``, and compare the words themselves only as a filter
+    before :func:`rows_equal`."""
+    h = (np.uint64(words.shape[0] + st.shape[0]) * _KB_LEN) ^ JOIN_SEED
     for c in range(words.shape[0]):
-        h = hash_combine(h, word_hash(words[c, i]))
+        h = key_bytes_step(h, words[c, i])
     for c in range(st.shape[0]):
-        h = hash_combine(h, key_bytes_hash(chars, st[c, i], en[c, i]))
-    return fmix64(h)
+        h = key_bytes_step(h, key_bytes_hash(chars, st[c, i], en[c, i]))
+    return h
 
 
 @per_row

@@ -42,7 +42,7 @@ import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
-from .cpu_intrinsics import LINE_BYTES, address, copy_bytes, store_fence, stream_line  # noqa: F401
+from .cpu_intrinsics import LINE_BYTES, address, copy_bytes, copy_short, store_fence, stream_line  # noqa: F401
 from .hashing import bit_is_set, hash_fixed, null_hash, partition_of  # noqa: F401  (re-exported)
 from .jit_cache import njit
 from .kernel_set import KernelSet
@@ -402,7 +402,7 @@ def scatter_string_chars(offsets, chars, pids, cursors, out_offsets, out_chars):
             k = cur[p]
             cur[p] = k + U1
             dst = np.int64(out_offsets[k])
-            copy_bytes(out + dst, src + np.int64(offsets[i]), np.int64(out_offsets[k + U1]) - dst)
+            copy_short(out + dst, src + np.int64(offsets[i]), np.int64(out_offsets[k + U1]) - dst)
 
 
 # --------------------------------------------------------------------------- CUDA kernels

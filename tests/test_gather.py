@@ -158,3 +158,25 @@ def test_hypothesis(data):
     m = tbl.num_rows
     idx = data.draw(st.lists(st.integers(-1, m - 1), max_size=50))
     check_equal(take(gpuframe.from_arrow(tbl), idx), oracle(tbl, idx))
+
+
+def test_copy_short_copies_every_length_exactly():
+    # the byte copy of every CPU string gather, join and partition: four overlapping words for
+    # 8 to 32 bytes, words then an overlapping last one up to 64, memmove beyond; never a byte
+    # outside the destination's range
+    from numba import njit
+
+    from gpuframe.kernels.cpu_intrinsics import address, copy_short
+
+    @njit
+    def copy(dst, d, src, s, n):
+        copy_short(address(dst) + d, address(src) + s, n)
+
+    rng = np.random.default_rng(9)
+    src = rng.integers(0, 256, 200, dtype=np.uint8)
+    for n in list(range(0, 70)) + [95, 96, 97, 130]:
+        for s0, d0 in ((0, 0), (3, 5), (7, 1)):
+            dst = np.full(n + 16, 0xAB, np.uint8)
+            copy(dst, d0, src, s0, n)
+            assert dst[d0:d0 + n].tolist() == src[s0:s0 + n].tolist(), (n, s0, d0)
+            assert (dst[:d0] == 0xAB).all() and (dst[d0 + n:] == 0xAB).all(), (n, s0, d0)

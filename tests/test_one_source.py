@@ -51,7 +51,7 @@ PER_ROW = {
     keys: {
         "canon_word": (u64, i64), "word_hash": (u64,), "orig_row": (_arr(i64), i64),
         "spans_equal": (CH, i64, i64, CH, i64, i64), "rows_equal": (W2, S2, S2, CH, i64, W2, S2, S2, CH, i64),
-        "row_hash": (W2, S2, S2, CH, i64), "key_bytes_hash": (CH, i64, i64),
+        "row_hash": (W2, S2, S2, CH, i64), "key_bytes_hash": (CH, i64, i64), "key_bytes_step": (u64, u64),
         "key_word_row": (_arr(u64), i64, CH, b1, _arr(u64), _arr(u64), b1, CH, b1, i64),
         "string_span_row": (_arr(types.int32), CH, b1, _arr(i64), _arr(i64), _arr(u64), b1, CH, b1, i64),
     },
@@ -203,6 +203,40 @@ def test_key_equality_and_row_hash_cpu_equal_python():
             want = strs[ia] == strs[ib] and words[0, ia] == words[0, ib]
             args = (words, st, en, chars, ia, words, st, en, chars, ib)
             assert eq(*args) == keys.rows_equal(*args) == want
+
+
+def test_spans_equal_and_key_bytes_hash_at_every_length_and_byte():
+    # spans of 8 to 32 bytes compare and hash four words at fixed places (the last overlapping
+    # its neighbour), longer ones word by word, shorter ones as a tail: every length around
+    # those bounds, a one-byte difference at every position, the same bytes at another offset
+    rng = np.random.default_rng(6)
+    eq = _cpu_wrapper(cpu(keys.spans_equal), 6)
+    kh = _cpu_wrapper(cpu(keys.key_bytes_hash), 3)
+    rows_eq = _cpu_wrapper(cpu(keys.rows_equal), 10)
+    for n in list(range(0, 42)) + [47, 48, 49, 63, 64, 65]:
+        base = rng.integers(0, 256, n, dtype=np.uint8)
+        variants = [base.copy()]
+        for k in range(n):
+            v = base.copy()
+            v[k] ^= np.uint8(1 << int(rng.integers(0, 8)))
+            variants.append(v)
+        # the base again at an odd offset, then every variant; a one-byte pad ends the array
+        chars = np.concatenate([np.zeros(3, np.uint8), base] + variants + [np.zeros(1, np.uint8)])
+        starts = [3] + [3 + n * (j + 1) for j in range(len(variants))]
+        st = np.array(starts, np.int64).reshape(1, -1)
+        en = st + n
+        w0 = np.zeros((0, st.shape[1]), np.uint64)
+        hashes = [int(kh(chars, s0, s0 + n)) for s0 in starts]
+        for j, s0 in enumerate(starts):
+            assert hashes[j] == int(_quiet(keys.key_bytes_hash, chars, s0, s0 + n))
+            want = j <= 1   # the base twice, then one-byte variants
+            assert eq(chars, 3, 3 + n, chars, s0, s0 + n) == keys.spans_equal(chars, 3, 3 + n, chars, s0, s0 + n) \
+                == want, (n, j)
+            assert rows_eq(w0, st, en, chars, 0, w0, st, en, chars, j) == want, (n, j)
+            if n:   # a span one byte shorter or longer is never equal
+                assert not eq(chars, 3, 3 + n, chars, s0, s0 + n - 1)
+        assert hashes[0] == hashes[1]
+        assert len(set(hashes[1:])) == len(hashes) - 1, n   # one flipped bit changes the hash
 
 
 def test_hash_table_cpu_equal_python():

@@ -815,11 +815,11 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
     match = host_empty(probe.n, _index_dtype(build.n))
     bmatched = np.zeros(build.n if eub else 0, dtype=np.uint8)
     counts = np.zeros(len(P.ilo), np.int64)
-    sbytes = np.zeros((len(P.ilo), nstr), np.int64)
-    # a general key's probe rows come unhashed (keys None): small_match hashes them
+    # a general key's probe rows come unhashed (keys None): small_match hashes them; the string
+    # keys' output bytes are summed afterwards, where they are written
     K.small_match(_probe_record(P, probe, keys=_EU64 if P.keys is None else None), _build_record(B, build, pbits),
-                  _output_record(eup=eup, eub=eub, pst=pst, pen=pen),
-                  _tally(match=match, bmatched=bmatched, counts=counts, sbytes=sbytes))
+                  _output_record(eup=eup, eub=eub),
+                  _tally(match=match, bmatched=bmatched, counts=counts))
     item_off, total = _exclusive(counts)
     probe_rows = total
     if eub:
@@ -834,6 +834,11 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
     identity = bool(views or sviews) and B.unique and probe_rows == probe.n and total == probe.n
     skip = set(views) if identity else set()
     sskip = set(sviews) if identity else set()
+    sbytes = np.zeros((len(P.ilo), nstr), np.int64)
+    if set(range(nstr)) - sskip:
+        K.small_string_bytes(_probe_record(P, probe, keys=_EU64 if P.keys is None else None),
+                             _build_record(B, build, pbits, tables=_EI32),
+                             _output_record(eup=eup, eub=eub, pst=pst, pen=pen), _tally(match=match, sbytes=sbytes))
     outs = [None if r in skip else host_empty(total, np.int64) for r in range(len(src_p))]
     item_bytes, soffs, schars = _string_room(sbytes, ub_bytes if eub else None, total, sskip)
     if total and len(src_p) + nstr:
