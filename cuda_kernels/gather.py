@@ -126,21 +126,24 @@ def gather_bits(bits, bit_off, has_bits, idx, out):
 def string_lengths(offsets, idx, out_offsets, starts):
     """``out_offsets[i + 1] = len(string idx[i])`` (0 for -1), ``out_offsets[0] = 0`` and
     ``starts[i]`` = where that string starts (so the copy does not read the offsets at random
-    again); returns the total number of bytes."""
+    again); returns the total number of bytes and the number of -1 indices (so that a gather
+    with none, of a column without nulls, makes no validity)."""
     total = 0
+    missing = 0
     out_offsets[0] = 0
     for i in prange(idx.shape[0]):
         j = idx[i]
         if j < 0:
             ln = 0
             starts[i] = 0
+            missing += 1
         else:
             s0 = np.int64(offsets[j])
             ln = np.int64(offsets[j + 1]) - s0
             starts[i] = s0
         out_offsets[i + 1] = ln
         total += ln
-    return total
+    return total, missing
 
 
 @njit(parallel=True, cache=True)

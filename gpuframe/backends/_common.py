@@ -122,7 +122,8 @@ def gather_column(t: Any, col: Column, idx: Any, missing: Optional[int]) -> Colu
     else:
         odt = offsets_dtype(col.dtype)
         src_offs = col.offsets_view()
-        offs, starts, total = t.gather_string_offsets(src_offs, idx, odt, odt == np.int64)
+        offs, starts, total, miss = t.gather_string_offsets(src_offs, idx, odt, odt == np.int64)
+        missing = miss if missing is None else missing
         chars = t.empty(total, np.uint8)
         t.gather_string_chars(src_offs, col.chars(), idx, offs, starts, chars)
         offsets = Buffer(offs, t.device)

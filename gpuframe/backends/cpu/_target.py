@@ -5,7 +5,7 @@ Host outputs and scratch come from the host allocator (:func:`gpuframe.core.host
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numba
 import numpy as np
@@ -68,16 +68,19 @@ class CpuTarget:
     def gather_bits(self, bits, bit_off, has_bits, idx, out) -> int:
         return int(GK.gather_bits(bits if has_bits else _EMPTY_U8, bit_off, has_bits, idx, out))
 
-    def gather_string_offsets(self, offsets, idx, odt: np.dtype, large: bool) -> tuple[np.ndarray, Any, int]:
-        """Offsets of the gathered strings, where each one starts in the source, total bytes."""
+    def gather_string_offsets(self, offsets, idx, odt: np.dtype, large: bool
+                              ) -> tuple[np.ndarray, Any, int, Optional[int]]:
+        """Offsets of the gathered strings, where each one starts in the source, total bytes,
+        the number of -1 indices."""
         m = len(idx)
         out = host_empty(m + 1, odt)
         starts = host_empty(m, np.int64)
-        total = int(GK.string_lengths(offsets, idx, out, starts))
+        total, missing = GK.string_lengths(offsets, idx, out, starts)
+        total = int(total)
         _check_string_size(total, large)
         memory.ensure_available("gather_column", total, CPU, rows=m, what="the gathered string bytes")
         GK.inclusive_scan_inplace(out)
-        return out, starts, total
+        return out, starts, total, int(missing)
 
     def gather_string_chars(self, offsets, chars, idx, out_offsets, starts, out_chars) -> None:
         GK.string_chars(starts, chars, out_offsets, out_chars)

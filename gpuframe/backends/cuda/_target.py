@@ -2,7 +2,7 @@
 (a real GPU with CuPy memory, or numba's simulator under ``NUMBA_ENABLE_CUDASIM=1``)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -73,7 +73,9 @@ class CudaTarget:
         self._launch(GK.cuda_kernels()["bits"], len(out), bits, bit_off, has_bits, idx, out, count)
         return self.scalar(count)
 
-    def gather_string_offsets(self, offsets, idx, odt: np.dtype, large: bool) -> tuple[Any, Any, int]:
+    def gather_string_offsets(self, offsets, idx, odt: np.dtype, large: bool) -> tuple[Any, Any, int, Optional[int]]:
+        """Offsets of the gathered strings (no starts: the copy reads the source offsets), total
+        bytes; the number of -1 indices is not counted here (``None``)."""
         m = len(idx)
         k = GK.cuda_kernels()
         lengths = self.empty(m, np.int64)
@@ -83,10 +85,10 @@ class CudaTarget:
         _check_string_size(total, large)
         memory.ensure_available("gather_column", total, self.device, rows=m, what="the gathered string bytes")
         if np.dtype(odt) == np.int64:
-            return offs64, None, total
+            return offs64, None, total, None
         out = self.empty(m + 1, odt)
         self._launch(k["cast_copy"], m + 1, offs64, out)
-        return out, None, total
+        return out, None, total, None
 
     def gather_string_chars(self, offsets, chars, idx, out_offsets, starts, out_chars) -> None:
         self._launch(GK.cuda_kernels()["chars"], len(idx), offsets, chars, idx, out_offsets, out_chars)
