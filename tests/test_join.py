@@ -185,6 +185,30 @@ def test_string_keys(how, cpu_path):
 
 
 @pytest.mark.parametrize("how", HOWS)
+def test_string_keys_of_every_length_differing_in_one_byte(how, cpu_path):
+    # a key of 8 to 32 bytes is hashed and compared as four words at fixed places (the last
+    # overlapping its neighbour), longer ones word by word, shorter ones as a tail: keys of
+    # every length to 70 bytes, each with neighbours one byte (at every position) away, a
+    # prefix and an extension, on both sides with repeats, and a string payload, end to end
+    # (keys that differ hash apart here, so the comparison of equal hashes itself is
+    # test_one_source's test_spans_equal_and_key_bytes_hash_at_every_length_and_byte)
+    rng = np.random.default_rng(11)
+    base = bytes(rng.integers(97, 123, 70, dtype=np.uint8))
+    keys = set()
+    for n in range(71):
+        k = base[:n]
+        keys.add(k)
+        for pos in range(0, n, 3 if n > 40 else 1):
+            keys.add(k[:pos] + bytes([k[pos] ^ 0x20]) + k[pos + 1:])
+    keys = sorted(keys)
+    lk = [keys[i].decode() for i in rng.integers(0, len(keys), 900)]
+    rk = [keys[i].decode() for i in rng.integers(0, len(keys), 500)] + [keys[7].decode()] * 3
+    left = pa.table({"k": pa.array(lk, pa.string()), "a": pa.array(range(len(lk)), pa.int64())})
+    right = pa.table({"k": pa.array(rk, pa.string()), "b": pa.array([s[::-1] for s in rk], pa.string())})
+    check_join(left, right, how, on="k")
+
+
+@pytest.mark.parametrize("how", HOWS)
 def test_left_on_right_on(how, cpu_path):
     left = pa.table({"id": [1, 2, 3, 3], "v": [1, 2, 3, 4]})
     right = pa.table({"key": [3, 1, 1, 9], "v": [10, 20, 30, 40]})
