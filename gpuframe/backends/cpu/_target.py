@@ -63,7 +63,7 @@ class CpuTarget:
         return (-1 if bad == len(idx) else int(bad)), int(missing)
 
     def gather_fixed(self, values, idx, out) -> int:
-        return int(GK.gather_fixed(values, idx, out))
+        return int(GK.gather_fixed(values, idx, out, _ahead(values.nbytes)))
 
     def gather_bits(self, bits, bit_off, has_bits, idx, out) -> int:
         return int(GK.gather_bits(bits if has_bits else _EMPTY_U8, bit_off, has_bits, idx, out))
@@ -83,7 +83,17 @@ class CpuTarget:
         return out, starts, total, int(missing)
 
     def gather_string_chars(self, offsets, chars, idx, out_offsets, starts, out_chars) -> None:
-        GK.string_chars(starts, chars, out_offsets, out_chars)
+        GK.string_chars(starts, chars, out_offsets, out_chars, _ahead(chars.nbytes))
+
+
+# A random gather from a source of more than this many bytes prefetches PREFETCH_AHEAD rows
+# ahead (a cache-sized source gains nothing and pays for the prefetches).
+PREFETCH_MIN_BYTES = 4 << 20
+PREFETCH_AHEAD = 32
+
+
+def _ahead(source_bytes: int) -> int:
+    return PREFETCH_AHEAD if source_bytes > PREFETCH_MIN_BYTES else 0
 
 
 CPU_TARGET = CpuTarget()
