@@ -45,7 +45,9 @@ lookups whose cache misses overlap, fused output) and the raw-memory intrinsics 
 :mod:`gpuframe.kernels.cpu_intrinsics`.
 
 Columns are passed as tables of addresses (int64 ``ptrs``, one int64 word per row, or bytes for
-string data) so that one compiled kernel serves every number of columns. The caller keeps the
+string data) so that one compiled kernel serves every number of columns. An output row whose
+values are only ever 0 or 1 (a validity: ``SRC_ONE`` or nothing on each side, fill 0 or 1) may
+be one byte per row instead: its address is given negated (:func:`_put`, :func:`_row_width`). The caller keeps the
 arrays alive during the call. Every kernel is ``cache=True`` and every argument type is fixed
 (read-only arrays, int64 words), so each compiles once per machine.
 """
@@ -57,7 +59,7 @@ import numpy as np
 from numba import prange
 
 from .cpu_intrinsics import (address, copy_bytes, copy_short, load_i64, prefetch, store_i64,  # noqa: F401
-                             store_i64_nt)
+                             store_i64_nt, store_u8_at)
 from . import hashtable as _ht
 from . import keys as _keys
 from .hashtable import EMPTY
@@ -145,8 +147,8 @@ def probe_side(*, keys, valid, kmode, verify, w, st, en, ch, orig, cols, ilo, ih
 def output_rows(*, eup, eub, src_p, src_b, fill, outs, active, from_build, pst, pen, bst, ben, soffs,
                 schars) -> OutputRows:
     """What the output holds: unmatched probe (``eup``) and build (``eub``) rows or not; the
-    row codes ``src_p``/``src_b``/``fill`` and the address table ``outs`` of the int64 output
-    rows (``active``: the rows :func:`probe_direct` still writes at a row's own position);
+    row codes ``src_p``/``src_b``/``fill`` and the address table ``outs`` of the output rows
+    (int64 words; a negated address: a 0/1 row of bytes) (``active``: the rows :func:`probe_direct` still writes at a row's own position);
     the string key columns' probe and build spans and the addresses of their offsets and
     bytes (``from_build``: a matched row takes the build row's bytes)."""
     c = "OutputRows"
@@ -524,9 +526,35 @@ def probe_count(probe, build, out, tally):
 
 
 @njit(inline="always")
+def _put(a, o, v):
+    # value v into row o of the output row at address a: int64 words, or (a < 0) bytes at -a
+    if a < 0:
+        store_u8_at(o - a, np.uint64(v))
+    else:
+        store_i64(a, o, v)
+
+
+@njit(inline="always")
+def _put_nt(a, o, v):
+    # _put with a non-temporal store into an int64 row
+    if a < 0:
+        store_u8_at(o - a, np.uint64(v))
+    else:
+        store_i64_nt(a, o, v)
+
+
+@njit(inline="always")
+def _row_width(a):
+    # bytes per row of the output row at address a (see _put), and its data address
+    if a < 0:
+        return np.int64(1), -a
+    return np.int64(8), a
+
+
+@njit(inline="always")
 def _emit_row(r, o, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs):
     # output row r of probe position i (or -1) and global build position j (or -1)
-    store_i64_nt(outs[r], o, _emit_value(r, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill))
+    _put_nt(outs[r], o, _emit_value(r, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill))
 
 
 @njit(inline="always")
@@ -599,7 +627,8 @@ def unmatched_build_write(probe, build, out, tally):
     (:class:`BuildSide`: its partitions, keys, original rows, columns and key bytes;
     :class:`OutputRows`.)
 
-    Output row ``r`` is the int64 array at address ``outs[r]``; a row with a probe side takes
+    Output row ``r`` is the int64 array at address ``outs[r]`` (the uint8 array at
+    ``-outs[r]`` when negative); a row with a probe side takes
     ``src_p[r]`` (a probe column, ``SRC_MATCH_KEY``, ``SRC_ONE``, ``SRC_ROW``); otherwise, or
     with ``SRC_NONE``, a row with a build side takes ``src_b[r]`` (a build column,
     ``SRC_BUILD_KEY``, ``SRC_ONE``, ``SRC_ROW``); else ``fill[r]``. String key column ``c``
@@ -645,6 +674,21 @@ def unmatched_build_write(probe, build, out, tally):
                     _emit_strings(o, -1, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
                                   soffs, schars, spos)
                 o += 1
+
+
+@njit(inline="always")
+def _copy_value(kind, src, i, g, fillv, bkeys):
+    # probe_direct's copy of one value (kind 0: probe column src at i, 1: build column src at
+    # g, 2: the build key at g, 3: one; a build-side kind without a match, g < 0: fillv)
+    if kind == 0:
+        return load_i64(src, i)
+    if g < 0:
+        return fillv
+    if kind == 1:
+        return load_i64(src, g)
+    if kind == 2:
+        return np.int64(bkeys[g])
+    return np.int64(1)
 
 
 @njit(parallel=True, **_OPTS)
@@ -788,19 +832,13 @@ def probe_direct(probe, build, out, tally):
                     kind = a_kind[k]
                     src = a_src[k]
                     dst = a_out[k]
-                    for kk in range(nk):
-                        g = gs[kk]
-                        if kind == 0:
-                            v = load_i64(src, i0 + kk)
-                        elif g < 0:
-                            v = a_fill[k]
-                        elif kind == 1:
-                            v = load_i64(src, g)
-                        elif kind == 2:
-                            v = np.int64(bkeys[g])
-                        else:
-                            v = np.int64(1)
-                        store_i64(dst, o + kk, v)
+                    if dst < 0:
+                        for kk in range(nk):
+                            store_u8_at(o + kk - dst, np.uint64(_copy_value(kind, src, i0 + kk, gs[kk], a_fill[k],
+                                                                            bkeys)))
+                    else:
+                        for kk in range(nk):
+                            store_i64(dst, o + kk, _copy_value(kind, src, i0 + kk, gs[kk], a_fill[k], bkeys))
                 if nstr != 0:
                     for kk in range(nk):
                         _emit_strings(o + kk, i0 + kk, gs[kk], from_build, op_st, op_en, pch, ob_st, ob_en, bch,
@@ -823,7 +861,7 @@ def probe_direct(probe, build, out, tally):
                 for k in range(na if in_place else nrows):
                     r = active[k] if in_place else k
                     for c in range(cnt):
-                        store_i64(outs[r], o + c, _emit_value(r, i0 + sel[c], gs[sel[c]], porig, borig, pcols,
+                        _put(outs[r], o + c, _emit_value(r, i0 + sel[c], gs[sel[c]], porig, borig, pcols,
                                                               bcols, bkeys, src_p, src_b, fill))
                 if nstr != 0:
                     for c in range(cnt):
@@ -842,16 +880,7 @@ def probe_direct(probe, build, out, tally):
                     continue
                 if copy_only and g >= 0 and o == i:
                     for k in range(na):
-                        kind = a_kind[k]
-                        if kind == 1:
-                            v = load_i64(a_src[k], g)
-                        elif kind == 0:
-                            v = load_i64(a_src[k], i)
-                        elif kind == 2:
-                            v = np.int64(bkeys[g])
-                        else:
-                            v = np.int64(1)
-                        store_i64_nt(a_out[k], o, v)
+                        _put_nt(a_out[k], o, _copy_value(a_kind[k], a_src[k], i, g, a_fill[k], bkeys))
                 else:
                     _emit(o, i, g, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, True, active)
                 if nstr != 0:
@@ -876,7 +905,8 @@ def compact_items(ilo, counts, item_off, outs, cap_bytes, sbytes, item_bytes, so
             continue
         if src != dst:
             for r in range(outs.shape[0]):
-                copy_bytes(outs[r] + 8 * dst, outs[r] + 8 * src, 8 * n)
+                wd, a = _row_width(outs[r])
+                copy_bytes(a + wd * dst, a + wd * src, wd * n)
         for c in range(soffs.shape[0]):
             sb = cap_bytes[it, c]
             db = item_bytes[it, c]

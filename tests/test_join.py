@@ -217,6 +217,37 @@ def test_left_on_right_on(how, cpu_path):
         assert out.column_names == ["id", "v_x", "key", "v_y"]
 
 
+@pytest.mark.parametrize("how", ["left", "right", "outer"])
+@pytest.mark.parametrize("dup", [False, True])
+def test_missing_side_validity_is_one_byte_a_row(how, dup, cpu_path, monkeypatch):
+    # the validity of a side's columns where that side can be missing is an output row of
+    # bytes (0 or 1), not of int64 words, on every CPU path (direct: unique build keys; two
+    # passes and in place: repeated ones), through compaction and the unmatched build rows
+    from gpuframe.backends.cpu import join as cpu_join
+
+    rng = np.random.default_rng(5 + dup)
+    nk = 300
+    lk = rng.integers(0, 2 * nk, 700)
+    rk = rng.permutation(np.arange(nk) * 2 + 1 - (np.arange(nk) % 2))[:nk]
+    if dup:
+        rk = np.concatenate([rk, rk[:40]])
+    left = pa.table({"k": lk, "a": rng.integers(0, 9, len(lk)),
+                     "an": pa.array([None if x % 7 == 0 else int(x) for x in lk], pa.int64())})
+    right = pa.table({"k": rk, "b": rng.integers(0, 9, len(rk)),
+                      "bf": pa.array(rng.random(len(rk)), pa.float64())})
+    seen = []
+    result = cpu_join._result
+
+    def spy(total, outs, *args, **kwargs):
+        seen.extend(o.dtype for o in outs if o is not None)
+        return result(total, outs, *args, **kwargs)
+
+    monkeypatch.setattr(cpu_join, "_result", spy)
+    check_join(left, right, how, on="k")
+    check_join(right, left, how, on="k")
+    assert np.dtype(np.uint8) in seen, seen
+
+
 def test_payload_types_and_nulls(cpu_path):
     left = random_table(200, {"k": pa.int32(), "i8": pa.int8(), "u16": pa.uint16(), "f32": pa.float32(),
                               "b": pa.bool_(), "s": pa.string(), "d": pa.date32(),

@@ -259,18 +259,23 @@ def join_fused(left: Table, right: Table, pairs: Sequence[KeyPair], how: str, nu
                 result.append((spec.name, Column(spec.dtype, total, Buffer(vals, CPU), None, None, None, 0, 0)))
                 continue
             vals = words_to_values(res.rows[o.value_row], spec.dtype, o.encoding, o.family)
-            valid = None if o.valid_row < 0 else res.rows[o.valid_row] != 0
+            valid = None if o.valid_row < 0 else _as_bool(res.rows[o.valid_row])
             if valid is not None and bool(valid.all()):
                 valid = None
             result.append((spec.name, Column.from_numpy(vals, spec.dtype, valid)))
         elif o.kind == "string_key":
             offsets, chars = next(strings)
-            valid = None if o.valid_row < 0 else res.rows[o.valid_row] != 0
+            valid = None if o.valid_row < 0 else _as_bool(res.rows[o.valid_row])
             result.append((spec.name, _string_column(spec.dtype, offsets, chars, valid)))
         else:
             idx = res.left_idx if spec.source == "left" else res.right_idx
             result.append((spec.name, gather_column(o.column, idx, None)))
     return result, total
+
+
+def _as_bool(row: np.ndarray) -> np.ndarray:
+    """A validity output row as bools (a byte row holds only 0 and 1: a view)."""
+    return row.view(np.bool_) if row.dtype == np.uint8 else row != 0
 
 
 def _own_column(left: Table, right: Table, pairs: Sequence[KeyPair], o: _Out, side: Optional[str]
@@ -599,7 +604,7 @@ def _output_record(*, eup: bool, eub: bool, pst: np.ndarray = _E2, pen: np.ndarr
     """The kernels' :class:`~gpuframe.kernels.join_cpu.OutputRows` (address tables of ``outs``,
     ``soffs`` and ``schars``); what a pass does not read may be left out."""
     return _cpu_kernels().output_rows(
-        eup=eup, eub=eub, src_p=src_p, src_b=src_b, fill=fill, outs=_ptrs(outs), active=active,
+        eup=eup, eub=eub, src_p=src_p, src_b=src_b, fill=fill, outs=_row_addresses(outs), active=active,
         from_build=from_build, pst=pst, pen=pen, bst=bst, ben=ben, soffs=_addresses(soffs),
         schars=_addresses(schars))
 
@@ -790,6 +795,30 @@ def _result(total: int, outs: list, want_idx: bool, soffs: list, schars: list,
     return JoinResult(total, rows, lidx, ridx, list(zip(soffs, schars)), identity)
 
 
+def _row_dtypes(src_p: Sequence[int], src_b: Sequence[int], fill: Sequence[int]) -> list[np.dtype]:
+    """Each output row's dtype: uint8 for a row that only ever holds 0 or 1 (a validity: one,
+    or nothing, on each side, and a fill of 0 or 1), int64 words for the rest. A left join's
+    validity of the build side's columns is then 1 byte a row, not 8."""
+    K = _cpu_kernels()
+    flag = (K.SRC_ONE, K.SRC_NONE)
+    return [np.dtype(np.uint8) if sp in flag and sb in flag and f in (0, 1) else np.dtype(np.int64)
+            for sp, sb, f in zip(src_p, src_b, fill)]
+
+
+def _row_addresses(outs: Sequence[Optional[np.ndarray]]) -> np.ndarray:
+    """The address table of output rows as the write kernels take it: an int64 row's address,
+    a byte row's negated, 0 for one left out (``None``)."""
+    addr = []
+    for a in outs:
+        if a is None:
+            addr.append(0)
+            continue
+        if not a.flags.c_contiguous or a.dtype.itemsize not in (1, 8):
+            raise AssertionError(f"join output row must be contiguous int64 or uint8, got {a.dtype} {a.strides}")
+        addr.append(-a.ctypes.data if a.dtype.itemsize == 1 else a.ctypes.data)
+    return _ro(np.array(addr, np.int64))
+
+
 def _addresses_or_0(arrays: Sequence[Optional[np.ndarray]]) -> np.ndarray:
     """The address table of output arrays, 0 for one left out (``None``)."""
     for a in arrays:
@@ -839,12 +868,13 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
         K.small_string_bytes(_probe_record(P, probe, keys=_EU64 if P.keys is None else None),
                              _build_record(B, build, pbits, tables=_EI32),
                              _output_record(eup=eup, eub=eub, pst=pst, pen=pen), _tally(match=match, sbytes=sbytes))
-    outs = [None if r in skip else host_empty(total, np.int64) for r in range(len(src_p))]
+    rdt = _row_dtypes(src_p, src_b, fill)
+    outs = [None if r in skip else host_empty(total, rdt[r]) for r in range(len(src_p))]
     item_bytes, soffs, schars = _string_room(sbytes, ub_bytes if eub else None, total, sskip)
     if total and len(src_p) + nstr:
         out = K.output_rows(eup=eup, eub=eub, src_p=_ro(np.array(src_p, np.int64)),
                             src_b=_ro(np.array(src_b, np.int64)), fill=_ro(np.array(fill, np.int64)),
-                            outs=_addresses_or_0(outs), active=_E64, from_build=False, pst=pst, pen=pen, bst=bst,
+                            outs=_row_addresses(outs), active=_E64, from_build=False, pst=pst, pen=pen, bst=bst,
                             ben=ben, soffs=_addresses_or_0(soffs), schars=_addresses_or_0(schars))
         _write(P, probe, pcarry, B, build, pbits, out, match, item_off, item_bytes, eub, ub_counts, bmatched, ub_off,
                ub_bytes)
@@ -858,7 +888,7 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
     """The one-pass join of a partitioned probe side (in-place probes take :func:`_cpu_small`)."""
     K = _cpu_kernels()
     nrows = len(src_p)
-    outs = [host_empty(cap, np.int64) for _ in range(nrows)]
+    outs = [host_empty(cap, dt) for dt in _row_dtypes(src_p, src_b, fill)]
     placed = np.zeros(nrows, np.uint8)
     # every probe column goes straight to the first output row that takes it
     home: dict[int, int] = {}
@@ -916,7 +946,7 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
         item_bytes[:, c], tb = _exclusive(sbytes[:, c])
         tbytes.append(tb)
     if not (np.array_equal(item_off, P.ilo) and np.array_equal(item_bytes, cap_bytes)):
-        K.compact_items(P.ilo, counts, item_off, _ptrs(outs), _ro(cap_bytes), _ro(sbytes), _ro(item_bytes),
+        K.compact_items(P.ilo, counts, item_off, _row_addresses(outs), _ro(cap_bytes), _ro(sbytes), _ro(item_bytes),
                         _addresses(soffs), _addresses(schars))
     if eub:
         ub_counts, ub_bytes = _unmatched_build(B, bst, ben, bmatched)
@@ -981,7 +1011,7 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
         _scatter(probe, pbits, P.cursors, None, None, pcarry, pcols)
     P.keys_buf = None
     nrows = len(src_p)
-    outs = [host_empty(total, np.int64) for _ in range(nrows)]
+    outs = [host_empty(total, dt) for dt in _row_dtypes(src_p, src_b, fill)]
     item_bytes, soffs, schars = _string_room(sbytes, ub_bytes if eub else None, total)
     if total and nrows + nstr:
         out = _output_record(eup=eup, eub=eub, pst=pst, pen=pen, bst=bst, ben=ben,
