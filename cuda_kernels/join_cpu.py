@@ -299,6 +299,10 @@ def build_tables(build):
     toffs = build.toffs
     nxt = build.nxt
     chained = 0
+    # a general key's bytes lie in row order, not in partition order: the bytes of the row
+    # _PREFETCH_ROWS inserts on are prefetched (a repeated key compares them)
+    pf = verify and vb_st.shape[0] != 0
+    bch = _addr(vb_ch)
     for p in prange(nparts):
         b0 = bstarts[p]
         nb = bstarts[p + 1] - b0
@@ -310,6 +314,8 @@ def build_tables(build):
         # insert in reverse so that every chain lists its rows in position order
         for j in range(nb - 1, -1, -1):
             pos = b0 + j
+            if pf and j >= _PREFETCH_ROWS:
+                prefetch(bch + vb_st[0, pos - _PREFETCH_ROWS])
             nxt[pos] = EMPTY
             if bvalid.shape[0] != 0 and bvalid[pos] == 0:
                 continue
