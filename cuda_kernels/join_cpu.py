@@ -47,8 +47,8 @@ lookups whose cache misses overlap, fused output) and the raw-memory intrinsics 
 Columns are passed as tables of addresses (int64 ``ptrs``, one int64 word per row, or bytes for
 string data) so that one compiled kernel serves every number of columns. An output row whose
 values are only ever 0 or 1 (a validity: ``SRC_ONE`` or nothing on each side, fill 0 or 1) may
-be one byte per row instead: its address is given negated (:func:`_put`, :func:`_row_width`). The caller keeps the
-arrays alive during the call. Every kernel is ``cache=True`` and every argument type is fixed
+be one byte per row instead: its address is given negated (:func:`_put`, :func:`_row_width`).
+The caller keeps the arrays alive during the call. Every kernel is ``cache=True`` and every argument type is fixed
 (read-only arrays, int64 words), so each compiles once per machine.
 """
 from __future__ import annotations
@@ -148,7 +148,8 @@ def output_rows(*, eup, eub, src_p, src_b, fill, outs, active, from_build, pst, 
                 schars) -> OutputRows:
     """What the output holds: unmatched probe (``eup``) and build (``eub``) rows or not; the
     row codes ``src_p``/``src_b``/``fill`` and the address table ``outs`` of the output rows
-    (int64 words; a negated address: a 0/1 row of bytes) (``active``: the rows :func:`probe_direct` still writes at a row's own position);
+    (int64 words; a negated address: a 0/1 row of bytes; ``active``: the rows
+    :func:`probe_direct` still writes at a row's own position);
     the string key columns' probe and build spans and the addresses of their offsets and
     bytes (``from_build``: a matched row takes the build row's bytes)."""
     c = "OutputRows"
@@ -532,21 +533,15 @@ def probe_count(probe, build, out, tally):
 
 
 @njit(inline="always")
-def _put(a, o, v):
-    # value v into row o of the output row at address a: int64 words, or (a < 0) bytes at -a
+def _put(a, o, v, nt):
+    # value v into row o of the output row at address a: int64 words (a non-temporal store
+    # with nt, a constant at every call), or (a < 0) bytes at -a
     if a < 0:
         store_u8_at(o - a, np.uint64(v))
+    elif nt:
+        store_i64_nt(a, o, v)
     else:
         store_i64(a, o, v)
-
-
-@njit(inline="always")
-def _put_nt(a, o, v):
-    # _put with a non-temporal store into an int64 row
-    if a < 0:
-        store_u8_at(o - a, np.uint64(v))
-    else:
-        store_i64_nt(a, o, v)
 
 
 @njit(inline="always")
@@ -560,7 +555,7 @@ def _row_width(a):
 @njit(inline="always")
 def _emit_row(r, o, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs):
     # output row r of probe position i (or -1) and global build position j (or -1)
-    _put_nt(outs[r], o, _emit_value(r, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill))
+    _put(outs[r], o, _emit_value(r, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill), True)
 
 
 @njit(inline="always")
@@ -838,13 +833,8 @@ def probe_direct(probe, build, out, tally):
                     kind = a_kind[k]
                     src = a_src[k]
                     dst = a_out[k]
-                    if dst < 0:
-                        for kk in range(nk):
-                            store_u8_at(o + kk - dst, np.uint64(_copy_value(kind, src, i0 + kk, gs[kk], a_fill[k],
-                                                                            bkeys)))
-                    else:
-                        for kk in range(nk):
-                            store_i64(dst, o + kk, _copy_value(kind, src, i0 + kk, gs[kk], a_fill[k], bkeys))
+                    for kk in range(nk):
+                        _put(dst, o + kk, _copy_value(kind, src, i0 + kk, gs[kk], a_fill[k], bkeys), False)
                 if nstr != 0:
                     for kk in range(nk):
                         _emit_strings(o + kk, i0 + kk, gs[kk], from_build, op_st, op_en, pch, ob_st, ob_en, bch,
@@ -868,7 +858,7 @@ def probe_direct(probe, build, out, tally):
                     r = active[k] if in_place else k
                     for c in range(cnt):
                         _put(outs[r], o + c, _emit_value(r, i0 + sel[c], gs[sel[c]], porig, borig, pcols,
-                                                              bcols, bkeys, src_p, src_b, fill))
+                                                         bcols, bkeys, src_p, src_b, fill), False)
                 if nstr != 0:
                     for c in range(cnt):
                         _emit_strings(o + c, i0 + sel[c], gs[sel[c]], from_build, op_st, op_en, pch, ob_st, ob_en,
@@ -886,7 +876,7 @@ def probe_direct(probe, build, out, tally):
                     continue
                 if copy_only and g >= 0 and o == i:
                     for k in range(na):
-                        _put_nt(a_out[k], o, _copy_value(a_kind[k], a_src[k], i, g, a_fill[k], bkeys))
+                        _put(a_out[k], o, _copy_value(a_kind[k], a_src[k], i, g, a_fill[k], bkeys), True)
                 else:
                     _emit(o, i, g, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, True, active)
                 if nstr != 0:

@@ -811,17 +811,10 @@ def _row_dtypes(src_p: Sequence[int], src_b: Sequence[int], fill: Sequence[int])
 
 
 def _row_addresses(outs: Sequence[Optional[np.ndarray]]) -> np.ndarray:
-    """The address table of output rows as the write kernels take it: an int64 row's address,
-    a byte row's negated, 0 for one left out (``None``)."""
-    addr = []
-    for a in outs:
-        if a is None:
-            addr.append(0)
-            continue
-        if not a.flags.c_contiguous or a.dtype.itemsize not in (1, 8):
-            raise AssertionError(f"join output row must be contiguous int64 or uint8, got {a.dtype} {a.strides}")
-        addr.append(-a.ctypes.data if a.dtype.itemsize == 1 else a.ctypes.data)
-    return _ro(np.array(addr, np.int64))
+    """The address table of output rows as the write kernels take it: :func:`_addresses_or_0`
+    with a byte row's address negated."""
+    sign = [-1 if a is not None and a.dtype.itemsize == 1 else 1 for a in outs]
+    return _ro(_addresses_or_0(outs) * np.array(sign, np.int64))
 
 
 def _addresses_or_0(arrays: Sequence[Optional[np.ndarray]]) -> np.ndarray:
