@@ -61,12 +61,14 @@ def run(cfg: BenchConfig, skew: str = "none") -> list[dict]:
         expect: Optional[dict] = None
         split: dict = {}
         # with skewed keys, also the plain shuffle (heavy keys not handled apart): the balance the
-        # heavy-key path buys, and what it costs
+        # heavy-key path buys, and what it costs; both sides shuffled even when one is a single
+        # partition (a small run on one worker), which a merge would otherwise broadcast
         variants = [("dask.merge", {})] + ([("no-heavy-keys", {"heavy_share": None})] if skew != "none" else [])
         for variant, extra in variants:
             cfg.say(f"dask_merge: gpuframe {variant}")
             times, result, timed_runs = timed_with_stats(
-                client, lambda st, extra=extra: gdask.merge(left, right, on="key", client=client, stats=st, **extra),
+                client, lambda st, extra=extra: gdask.merge(left, right, on="key", client=client, stats=st, broadcast=False,
+                                                         **extra),
                 cfg)
             got = fingerprint(result)
             if got["rows"] != cfg.rows:

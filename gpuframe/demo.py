@@ -392,24 +392,18 @@ def _warm_up(data: DataSet, client: Any, use_cudf: bool, backend: str) -> None:
     type (a tiny join probes in place, a large one radix-partitions), and a small sample left
     some of them to compile inside the timed run.
     """
+    from gpuframe.dask import to_table
+
     events, users, items = _read_dask(data, use_cudf)
-    _join(events, users, items, backend)[FEATURE_INPUTS].compute()
-
-
-def _to_table(local: Any) -> Any:
-    import gpuframe
-
-    if isinstance(local, gpuframe.Table):
-        return local
-    if type(local).__module__.startswith("cudf"):
-        return gpuframe.from_cudf(local)
-    return gpuframe.from_pandas(local)
+    to_table(_join(events, users, items, backend)[FEATURE_INPUTS])
 
 
 def _gpuframe_pipeline(data: DataSet, client: Any, device: Device, protocol: str, use_cudf: bool, t: Timings,
                        say: Callable[[str], None]) -> Any:
     """Read -> distributed join -> collect -> features on ``device``. Returns the features Table."""
     from distributed import wait
+
+    from gpuframe.dask import to_table
 
     backend = "ucx" if protocol == "ucxx" else "tcp"
     with t.stage("warm up (imports, JIT, connect)"):
@@ -425,11 +419,15 @@ def _gpuframe_pipeline(data: DataSet, client: Any, device: Device, protocol: str
         # one lazy graph: both joins and the collect, computed once; only the columns the
         # features need travel to the client (not the two join keys)
         joined = _join(events, users, items, backend, stats)
-        table = _to_table(joined[FEATURE_INPUTS].compute()).to(device)
+        table = to_table(joined[FEATURE_INPUTS]).to(device)
     from gpuframe.dask import wait_stats
 
-    for name, st in zip(("events x users", "   x items"), stats):
+    for name, st, small in zip(("events x users", "   x items"), stats, ("users", "items")):
         wait_stats(st)
+        if "broadcast" in st:
+            say(f"{name}: broadcast join: {small} (one partition) sent to the workers, each events partition "
+                "joined with it where it lies, nothing shuffled")
+            continue
         say(f"{name}: hash partition {st.get('partition_s', 0):.2f} s, all-to-all over {backend} "
             f"{st.get('exchange_s', 0):.2f} s ({st.get('bytes_sent', 0) / 2**20:.1f} MiB sent), "
             f"local join {st.get('merge_s', 0):.2f} s, DataFrame<->Table {st.get('convert_s', 0):.2f} s "

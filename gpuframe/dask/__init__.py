@@ -9,6 +9,7 @@
     totals = ddf.gpuframe.groupby("key").agg(total=("v", "sum"))   # the same
     ordered = gpuframe.dask.sort(ddf, "v", descending=True)
     both = gpuframe.dask.union(a, b)                         # also intersect, difference, unique
+    table = gpuframe.dask.to_table(joined)                   # computed, as one gpuframe.Table here
 
 Every function returns a lazy collection: nothing runs until ``compute``/``persist``, and the
 operation is one node of the Dask graph, composed and optimised with the others (a column
@@ -28,8 +29,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from . import accessor  # noqa: F401  (registers ddf.gpuframe)
 from ._lazy import wait_stats
 from ._worker_comms import close_sessions, get_session
-from .core import WorkerLostError, merge, shuffle
+from .core import WorkerLostError, merge, shuffle, to_table
 from .tableops import difference, groupby_agg, intersect, sort, union, unique
 
 __all__ = ["WorkerLostError", "close_sessions", "difference", "get_session", "groupby_agg", "intersect", "merge",
-           "shuffle", "sort", "union", "unique", "wait_stats"]
+           "shuffle", "sort", "to_table", "union", "unique", "wait_stats"]

@@ -9,14 +9,15 @@ from typing import Any, Mapping, Optional
 
 from dask.dataframe.extensions import register_dataframe_accessor
 
-from .core import merge, shuffle
+from .core import merge, shuffle, to_table
 from .tableops import difference, groupby_agg, intersect, sort, union, unique
 
 
 @register_dataframe_accessor("gpuframe")
 class GpuframeAccessor:
     """``ddf.gpuframe.shuffle(on)``, ``.merge(right, on=...)``, ``.union(other)``, ``.intersect(other)``,
-    ``.difference(other)``, ``.unique(subset)``, ``.groupby(by).agg(**aggs)`` and ``.sort(by)``.
+    ``.difference(other)``, ``.unique(subset)``, ``.groupby(by).agg(**aggs)``, ``.sort(by)`` and
+    ``.to_table()``.
 
     Keyword arguments (``client``, ``backend``, ``seed``, ``timeout``, ``stats``...) are passed on
     to the :mod:`gpuframe.dask` function of the same name.
@@ -28,6 +29,10 @@ class GpuframeAccessor:
     def shuffle(self, on: Any, npartitions: Optional[int] = None, **kwargs: Any) -> Any:
         """:func:`gpuframe.dask.shuffle` of this DataFrame."""
         return shuffle(self._ddf, on, npartitions, **kwargs)
+
+    def to_table(self, **kwargs: Any) -> Any:
+        """:func:`gpuframe.dask.to_table` of this DataFrame (computed, as one gpuframe.Table here)."""
+        return to_table(self._ddf, **kwargs)
 
     def merge(self, right: Any, on: Any = None, **kwargs: Any) -> Any:
         """:func:`gpuframe.dask.merge` with this DataFrame as the left side."""

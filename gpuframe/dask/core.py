@@ -41,11 +41,12 @@ from gpuframe.comm import CommError, PeerClosedError, resolve_backend
 from gpuframe.comm.wire import schema_from_bytes, schema_to_bytes
 
 from . import _convert, _lazy
+from ._broadcast import BroadcastMerge, broadcast_side
 from ._worker_comms import Session, _current_workers, ensure_plugin, invalidate, worker_comm
 
 logger = logging.getLogger("gpuframe.dask")
 
-__all__ = ["shuffle", "merge", "WorkerLostError"]
+__all__ = ["shuffle", "merge", "to_table", "WorkerLostError"]
 
 _POLL_S = 0.25
 
@@ -310,6 +311,36 @@ def _wait(client: Any, session: Session, futures: list[Any], what: str) -> None:
                                   peer=rank, address=lost[0])
 
 
+# ----------------------------------------------------------------------------- to_table
+def to_table(ddf: Any, *, client: Any = None) -> Any:
+    """Compute ``ddf`` and bring it to this process as one :class:`gpuframe.Table`.
+
+    The graph is optimised and computed once, as ``ddf.compute()`` does, but each partition
+    comes straight from the worker that made it, and the partitions are concatenated once, here
+    (``ddf.compute()`` first gathers every partition on one worker to concatenate them there,
+    and its DataFrame then still has to become a Table). The Table's rows are the partitions'
+    in partition order, its columns those of :func:`gpuframe.from_pandas` (or
+    :func:`gpuframe.from_cudf`) of ``ddf._meta``, on the device the partitions convert to
+    (CPU for pandas partitions, the GPU for cuDF ones; ``Table.to`` moves it).
+
+    Raises ``TypeError`` for anything but a Dask DataFrame of pandas or cuDF partitions, and
+    ``ValueError`` without a distributed client.
+    """
+    from gpuframe.ops.select import concat
+
+    kind = _check_ddf(ddf, "ddf")
+    client = _client(client)
+    schema = _convert.schema_of(ddf._meta, kind)
+    futures = client.compute(ddf.to_delayed(optimize_graph=True))
+    try:
+        parts = client.gather(futures)
+    finally:
+        del futures
+    tables = [_convert.to_table(df, kind, schema) for df in parts]
+    del parts
+    return concat(tables)
+
+
 # ----------------------------------------------------------------------------- shuffle
 def shuffle(ddf: Any, on: Any, npartitions: Optional[int] = None, *, client: Any = None,
             backend: Optional[str] = None, seed: int = 0, timeout: Optional[float] = None,
@@ -404,7 +435,7 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
           right_on: Any = None, suffixes: tuple[str, str] = ("_x", "_y"), nulls_equal: bool = False,
           npartitions: Optional[int] = None, client: Any = None, backend: Optional[str] = None,
           seed: int = 0, timeout: Optional[float] = None, stats: Optional[dict] = None,
-          heavy_share: Optional[float] = DEFAULT_HEAVY_SHARE) -> Any:
+          heavy_share: Optional[float] = DEFAULT_HEAVY_SHARE, broadcast: Optional[bool] = None) -> Any:
     """Join two Dask DataFrames with :func:`gpuframe.merge` semantics, shuffled by gpuframe.
 
     Both sides are hash-partitioned by their keys on the workers that hold them and exchanged
@@ -426,13 +457,24 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
         is unused).
     npartitions, client, backend, seed, timeout, stats
         As in :func:`shuffle` (``stats`` also gets ``merge_s`` and ``skew_s``, and per worker the
-        heavy-key figures of :func:`gpuframe.distributed.merge`).
+        heavy-key figures of :func:`gpuframe.distributed.merge`; a broadcast merge fills it at once
+        with ``{"broadcast": "left" or "right", "workers": []}`` and no timings).
     heavy_share : float or None, default 0.125
         As in :func:`gpuframe.distributed.merge`; ``None`` shuffles every key. Which keys are
         heavy comes from a sample and where their rows stay from where the inputs sit, so with
         heavy keys the rows an output partition holds may differ from one run to the next:
         compute (or persist) all partitions together rather than one by one in separate
         computations, or pass ``None``.
+    broadcast : bool or None, default None
+        ``None``: a side in a single partition that ``how`` lets be broadcast (``inner`` either
+        side, ``left``, ``semi`` and ``anti`` the right side, ``right`` the left side; any
+        ``how`` when both sides are single partitions) is sent whole to the other side's
+        partitions, each joined with it where it lies, and nothing is shuffled (the output has
+        the other side's partitions, in order; ``npartitions``, ``backend``, ``seed`` and
+        ``heavy_share`` do not apply; see :mod:`gpuframe.dask._broadcast`), unless
+        ``npartitions`` is given. ``True``: the side ``how`` lets be broadcast (``inner``: the
+        one with fewer partitions) is, gathered into one partition first if it has more
+        (``ValueError`` for ``how="outer"`` or with ``npartitions``). ``False``: always shuffle.
 
     Returns
     -------
@@ -472,8 +514,38 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
                      stats=stats)
     if on is None and left_on is None and right_on is None:   # fixed now: a projection must not change them
         kw["on"] = [n for n in lschema.names if n in rschema.names]
+    if broadcast is not None and not isinstance(broadcast, bool):
+        raise TypeError(f"broadcast must be True, False or None, got {broadcast!r}")
+    if broadcast and npartitions is not None:
+        raise ValueError(f"npartitions={npartitions} names the buckets of a shuffle; broadcast=True keeps the "
+                         "other side's partitions: pass one of them")
+    small = broadcast_side(how, (left.npartitions, right.npartitions), broadcast) if npartitions is None else None
+    if small is not None:
+        return _broadcast_merge(left, right, kw, small, client, stats)
     params = _params(client, npartitions, backend, timeout, merge=dict(kw, heavy_share=heavy_share), seed=seed)
     return _lazy.collection("merge", [left, right], params, stats, client)
+
+
+def _broadcast_merge(left: Any, right: Any, kw: dict, small: int, client: Any, stats: Optional[dict]) -> Any:
+    from dask.dataframe.dask_expr import new_collection
+
+    from distributed.comm import get_address_host
+
+    frames = [left, right]
+    if frames[small].npartitions > 1:
+        frames[small] = frames[small].repartition(npartitions=1)
+    hosts: dict[str, int] = {}
+    try:
+        for w in _current_workers(_client(client)):
+            hosts[get_address_host(w)] = hosts.get(get_address_host(w), 0) + 1
+    except ValueError:       # no distributed client: Dask's local schedulers run it too
+        pass
+    if stats is not None:
+        if not isinstance(stats, dict):
+            raise TypeError(f"stats must be a dict or None, got {type(stats).__name__}")
+        stats.clear()
+        stats.update({"broadcast": ("left", "right")[small], "workers": []})
+    return new_collection(BroadcastMerge(frames[0].expr, frames[1].expr, kw, small, hosts))
 
 
 def _plan_merge(metas: list[Any], params: dict) -> tuple[dict, Any]:

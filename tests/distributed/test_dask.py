@@ -380,3 +380,83 @@ def test_worker_killed_mid_merge(backend, frames):
         t0 = time.monotonic()
         assert same_rows(to_arrow(out.compute()), to_arrow(expect))
         assert time.monotonic() - t0 < 60
+
+
+# ------------------------------------------------------------------------------ broadcast merge
+def _has_barrier(collection) -> bool:
+    graph = collection.__dask_graph__()
+    return any("gpuframe-barrier" in str(k) for k in graph)
+
+
+@pytest.mark.parametrize("how, small", [("inner", 1), ("inner", 0), ("left", 1), ("semi", 1), ("anti", 1),
+                                        ("right", 0)])
+def test_a_single_partition_side_is_broadcast_not_shuffled(tcp_client, frames, how, small):
+    """The side in one partition goes whole to the other side's partitions: no exchange, the
+    other side's partitions kept in order, the rows and dtypes of the shuffled merge."""
+    client = tcp_client
+    left, right = frames
+    L = _ddf(left, 1 if small == 0 else 3)
+    R = _ddf(right, 1 if small == 1 else 3)
+    stats = {}
+    out = gdask.merge(L, R, on="k", how=how, client=client, stats=stats)
+    assert stats == {"broadcast": ("left", "right")[small], "workers": []}
+    assert out.npartitions == 3 and not _has_barrier(out)
+    shuffled = gdask.merge(L, R, on="k", how=how, client=client, broadcast=False)
+    assert _has_barrier(shuffled)
+    assert dict(out.dtypes) == dict(shuffled.dtypes) and list(out.columns) == list(shuffled.columns)
+    res = out.compute()
+    check_meta(out, res)
+    expect = merge_oracle(left, right, "k", how, False)
+    assert len(res) == len(expect)
+    assert same_rows(to_arrow(res), to_arrow(expect))
+    if how in ("semi", "anti"):      # the left rows, filtered, in the left's partition order
+        assert list(res["a"]) == list(expect["a"])
+
+
+def test_broadcast_true_gathers_the_side_and_false_shuffles(tcp_client, frames):
+    client = tcp_client
+    left, right = frames
+    L, R = _ddf(left, 3), _ddf(right, 2)
+    assert _has_barrier(gdask.merge(L, R, on="k", client=client))          # no single-partition side
+    out = gdask.merge(L, R, on="k", how="inner", client=client, broadcast=True)
+    assert out.npartitions == 3 and not _has_barrier(out)                    # R, fewer partitions, gathered
+    assert same_rows(to_arrow(out.compute()), to_arrow(merge_oracle(left, right, "k", "inner", False)))
+    # both sides single partitions: one task, whatever how
+    both = gdask.merge(_ddf(left, 1), _ddf(right, 1), on="k", how="outer", client=client)
+    assert both.npartitions == 1 and not _has_barrier(both)
+    assert same_rows(to_arrow(both.compute()), to_arrow(merge_oracle(left, right, "k", "outer", False)))
+    # npartitions asks for a shuffle's buckets
+    assert _has_barrier(gdask.merge(L, _ddf(right, 1), on="k", client=client, npartitions=2))
+    with pytest.raises(ValueError, match="broadcast=True needs how in .* got how='outer'"):
+        gdask.merge(L, R, on="k", how="outer", client=client, broadcast=True)
+    with pytest.raises(ValueError, match="npartitions=2 names the buckets of a shuffle"):
+        gdask.merge(L, R, on="k", client=client, broadcast=True, npartitions=2)
+    with pytest.raises(TypeError, match="broadcast must be True, False or None, got 'yes'"):
+        gdask.merge(L, R, on="k", client=client, broadcast="yes")
+
+
+def test_broadcast_merge_pushes_a_column_selection_into_both_sides(tcp_client, frames):
+    client = tcp_client
+    left, right = frames
+    out = gdask.merge(_ddf(left, 3), _ddf(right, 1), on="k", client=client)[["a"]]
+    expr = out.optimize().expr
+    reads = [e for e in expr.walk() if type(e).__name__ == "FromPandas"]
+    assert sorted(tuple(e.columns) for e in reads) == [("k",), ("k", "a")]
+    expect = merge_oracle(left, right, "k", "inner", False)[["a"]]
+    assert same_rows(to_arrow(out.compute()), to_arrow(expect))
+
+
+def test_to_table_gathers_the_partitions_in_order(tcp_client, frames):
+    import gpuframe
+
+    client = tcp_client
+    left, right = frames
+    joined = gdask.merge(_ddf(left, 3), _ddf(right, 1), on="k", how="left", client=client)
+    table = gdask.to_table(joined, client=client)
+    assert isinstance(table, gpuframe.Table)
+    expect = joined.compute()
+    assert table.num_rows == len(expect)
+    assert table.to_arrow().equals(gpuframe.from_pandas(expect).to_arrow())
+    assert _ddf(left, 2).gpuframe.to_table(client=client).to_arrow().equals(gpuframe.from_pandas(left).to_arrow())
+    with pytest.raises(TypeError, match="ddf must be a dask.dataframe.DataFrame, got DataFrame"):
+        gdask.to_table(left, client=client)
