@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
-from .cpu_intrinsics import address, copy_short, prefetch
+from .cpu_intrinsics import address, copy_bytes, copy_short, prefetch
 from .hashing import bit_is_set
 from .jit_cache import njit
 from .kernel_set import KernelSet
@@ -168,6 +168,15 @@ def string_chars(starts, chars, out_offsets, out_chars, ahead):
             prefetch(src + starts[i + ahead])
         dst = np.int64(out_offsets[i])
         copy_short(out + dst, src + starts[i], np.int64(out_offsets[i + 1]) - dst)
+
+
+@njit(parallel=True, cache=True)
+def copy_blocks(src, dst, nbytes):
+    """Copy ``nbytes[k]`` bytes from address ``src[k]`` to address ``dst[k]`` for every ``k``,
+    the blocks spread over the threads (ranges must not overlap): a concatenation's copy, whose
+    first touches of fresh output pages then fault on every thread."""
+    for k in prange(src.shape[0]):
+        copy_bytes(dst[k], src[k], nbytes[k])
 
 
 @njit(cache=True)

@@ -161,6 +161,9 @@ def job_partition(n: int) -> None:
             gpuframe.hash_partition(t, "key", parts)
     gpuframe.take(nums, _np().arange(0, n, 3))
     gpuframe.take(strs, _np().arange(n - 1, -1, -2))
+    # partitions gathered into one table (gpuframe.dask.to_table, a multi-file read_parquet): at
+    # the large size past the parallel block copy's threshold
+    gpuframe.concat([pandas_nums, pandas_nums])
 
 
 def job_partition_types(n: int) -> None:
@@ -182,6 +185,9 @@ def job_partition_types(n: int) -> None:
         gpuframe.hash_partition(pandas_nums, key, 8)
     gpuframe.take(nums, _np().arange(0, n, 3))
     gpuframe.take(strs, _np().arange(n - 1, -1, -2))
+    # partitions gathered into one table (gpuframe.dask.to_table, a multi-file read_parquet): at
+    # the large size past the parallel block copy's threshold
+    gpuframe.concat([pandas_nums, pandas_nums])
 
 
 def job_sort(n: int) -> None:
@@ -258,7 +264,7 @@ def job_setops(n: int) -> None:
 # the processes start at different places in this list (ci/demo.sh runs the first two)
 JOBS: list[tuple[str, Callable[[int], None]]] = [
     ("join-inner", job_join_inner),      # inner merges on int64 keys, string payloads
-    ("partition", job_partition),        # hash_partition on int64 keys, a DataFrame's usual types; take
+    ("partition", job_partition),        # hash_partition on int64 keys, a DataFrame's usual types; take, concat
     ("join-outer", job_join_outer),      # left, right and outer merges
     ("join-semi", job_join_semi),        # semi and anti merges, join_indices, join_size
     ("join-keys", job_join_keys),        # merge on every other key type, string and multi-column keys

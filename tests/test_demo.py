@@ -144,8 +144,9 @@ def test_demo_tiny_end_to_end(tmp_path, monkeypatch):
     assert summary["losses"][-1] < summary["losses"][0]
     assert "gpuframe's features equal pandas'" in out
     assert "time per stage" in out and "read -> tensors" in out
-    for stage in ("generate data", "start cluster", "warm up (imports, JIT, connect)", "read Parquet",
-                  "join + collect to client", "features", "hand-off to PyTorch", "train (20 steps)"):
+    for stage in ("generate data", "start cluster", "warm up (imports, JIT, connect)",
+                  "read + join + collect to client (one Dask graph)", "features", "hand-off to PyTorch",
+                  "train (20 steps)"):
         assert stage in summary["timings"]
     assert "join" in summary["pandas_timings"]
     # the same pipeline with gpuframe in one process, checked against pandas too

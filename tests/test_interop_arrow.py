@@ -68,6 +68,28 @@ def test_from_arrow_multichunk_table_is_combined():
     assert t.to_arrow().equals(src.combine_chunks())
 
 
+def test_large_multichunk_fixed_columns_are_combined_in_parallel_blocks():
+    """Past PARALLEL_CONCAT_BYTES, fixed-width chunks without nulls (a Parquet file's row
+    groups) are copied into host-allocator memory on every thread; sliced chunks, every width;
+    the nullable and bool columns take pyarrow's way. Same answer either way."""
+    import numpy as np
+
+    rng = np.random.default_rng(9)
+
+    def chunk(rows: int) -> pa.Table:
+        return pa.table({"i64": pa.array(rng.integers(-2**62, 2**62, rows)),
+                         "f32": pa.array(rng.random(rows, dtype=np.float32)),
+                         "u16": pa.array(rng.integers(0, 2**16, rows).astype(np.uint16)),
+                         "ts": pa.array(rng.integers(0, 2**40, rows), pa.timestamp("us")),
+                         "d": pa.array(rng.integers(0, 20_000, rows).astype(np.int32), pa.date32()),
+                         "b": pa.array(rng.random(rows) < 0.5),
+                         "n": pa.array(np.where(rng.random(rows) < 0.2, None, rng.random(rows)), pa.float64())})
+    src = pa.concat_tables([chunk(300_000).slice(7, 290_000), chunk(250_001), chunk(3)])
+    assert src["i64"].num_chunks == 3 and src["i64"].nbytes >= 4 << 20
+    t = gf.from_arrow(src)
+    assert t.to_arrow().equals(src.combine_chunks())
+
+
 @pytest.mark.parametrize("case", SLICES, ids=SLICE_IDS)
 def test_from_arrow_zero_copy_every_dtype(dtype, with_nulls, case):
     arr = sliced_array(dtype, case, with_nulls)

@@ -291,6 +291,34 @@ def test_concat_matches_pyarrow_and_checks():
         gpuframe.concat([gpuframe.from_arrow(a), 3])
 
 
+@pytest.mark.parametrize("small_blocks", [False, True])
+def test_concat_of_large_fixed_columns_copies_in_parallel_blocks(monkeypatch, small_blocks):
+    """Fixed-width columns without nulls past PARALLEL_CONCAT_BYTES are copied block by block on
+    every thread (slices, every width, a promoted type); a column with nulls takes pyarrow's way."""
+    from gpuframe.backends.cpu import select as S
+
+    if small_blocks:    # blocks that split every part at odd places, and the parallel path for all
+        monkeypatch.setattr(S, "COPY_BLOCK_BYTES", 4093)
+        monkeypatch.setattr(S, "PARALLEL_CONCAT_BYTES", 0)
+    rng = np.random.default_rng(4)
+    n = 300_000
+
+    def part(seed_shift: int, rows: int) -> pa.Table:
+        return pa.table({"i8": pa.array(rng.integers(-100, 100, rows).astype(np.int8)),
+                         "i16": pa.array(rng.integers(-9, 9, rows).astype(np.int16)),
+                         "f32": pa.array(rng.random(rows, dtype=np.float32)),
+                         "i64": pa.array(np.arange(rows, dtype=np.int64) + seed_shift),
+                         "ts": pa.array(np.arange(rows, dtype=np.int64), pa.timestamp("ms")),
+                         "n": pa.array(np.where(rng.random(rows) < 0.1, None, rng.random(rows)), pa.float64())})
+    a, b, c = part(0, n), part(10**9, n + 7), part(5, 1001)
+    c = c.set_column(3, "i64", c.column("i64").cast(pa.int32()))          # promoted to int64
+    tables = [gpuframe.from_arrow(a.slice(11, n - 20)), gpuframe.from_arrow(b), gpuframe.from_arrow(c)]
+    got = gpuframe.concat(tables).to_arrow()
+    want = pa.concat_tables([a.slice(11, n - 20), b, c.cast(a.schema)])
+    assert got.equals(want)
+    assert S.concat_arrays([np.arange(5), np.arange(3)], np.int64).tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+
+
 def test_filter_masks():
     t = pa.table({"k": np.arange(10), "s": [str(i) for i in range(10)]})
     g = gpuframe.from_arrow(t)

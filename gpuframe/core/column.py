@@ -33,6 +33,24 @@ def pack_bits(values: np.ndarray) -> np.ndarray:
     return np.packbits(np.asarray(values, dtype=bool), bitorder="little")
 
 
+
+def _combine_fixed(arr: pa.ChunkedArray) -> pa.Array:
+    """``arr.combine_chunks()``; the chunks of a large fixed-width array without nulls (a
+    Parquet file's row groups) copied on every thread into host-allocator memory
+    (:func:`gpuframe.backends.cpu.select.concat_arrays`) instead of on one."""
+    from gpuframe.backends.cpu.select import PARALLEL_CONCAT_BYTES, concat_arrays
+
+    dtype = arr.type
+    try:
+        npdt = np.dtype(physical_numpy_dtype(dtype)) if layout_of(dtype) == Layout.FIXED else None
+    except TypeError:        # a type gpuframe does not store: check_supported says so next
+        npdt = None
+    if npdt is None or arr.null_count or len(arr) * npdt.itemsize < PARALLEL_CONCAT_BYTES:
+        return arr.combine_chunks()
+    parts = [np.frombuffer(c.buffers()[1], npdt)[c.offset:c.offset + len(c)] for c in arr.chunks]
+    data = concat_arrays(parts, npdt)
+    return pa.Array.from_buffers(dtype, len(data), [None, pa.py_buffer(data)])
+
 class Column:
     """An Arrow-layout column on a device.
 
@@ -271,7 +289,7 @@ class Column:
         """``from_arrow`` without the checks (the caller runs them)."""
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.chunk(0) if arr.num_chunks == 1 else (
-                arr.combine_chunks() if arr.num_chunks else pa.array([], type=arr.type))
+                _combine_fixed(arr) if arr.num_chunks else pa.array([], type=arr.type))
         if not isinstance(arr, pa.Array):
             raise TypeError(f"column {name!r}: expected a pyarrow Array or ChunkedArray, got {type(arr).__name__}")
         dtype = arr.type

@@ -312,7 +312,7 @@ def _wait(client: Any, session: Session, futures: list[Any], what: str) -> None:
 
 
 # ----------------------------------------------------------------------------- to_table
-def to_table(ddf: Any, *, client: Any = None) -> Any:
+def to_table(ddf: Any, *, client: Any = None, direct: Optional[bool] = None) -> Any:
     """Compute ``ddf`` and bring it to this process as one :class:`gpuframe.Table`.
 
     The graph is optimised and computed once, as ``ddf.compute()`` does, but each partition
@@ -323,22 +323,56 @@ def to_table(ddf: Any, *, client: Any = None) -> Any:
     :func:`gpuframe.from_cudf`) of ``ddf._meta``, on the device the partitions convert to
     (CPU for pandas partitions, the GPU for cuDF ones; ``Table.to`` moves it).
 
-    Raises ``TypeError`` for anything but a Dask DataFrame of pandas or cuDF partitions, and
-    ``ValueError`` without a distributed client.
+    ``direct``: whether the partitions come from the workers straight to this process (``True``)
+    or through the scheduler (``False``, Dask's default for a client outside the cluster, which
+    moves every byte twice). Default: the client's ``direct_to_workers`` where it was set, else
+    ``True`` when every worker is on this host (a ``LocalCluster``: the workers' addresses are
+    this machine's), else ``False`` (the workers may not accept connections from here).
+
+    Raises ``TypeError`` for anything but a Dask DataFrame of pandas or cuDF partitions or a
+    ``direct`` that is not a bool or None, and ``ValueError`` without a distributed client.
     """
     from gpuframe.ops.select import concat
 
     kind = _check_ddf(ddf, "ddf")
+    if direct is not None and not isinstance(direct, bool):
+        raise TypeError(f"direct must be True, False or None, got {direct!r}")
     client = _client(client)
+    if direct is None:
+        direct = client.direct_to_workers
+    if direct is None:
+        direct = _workers_are_local(client)
     schema = _convert.schema_of(ddf._meta, kind)
     futures = client.compute(ddf.to_delayed(optimize_graph=True))
     try:
-        parts = client.gather(futures)
+        parts = client.gather(futures, direct=direct)
     finally:
         del futures
     tables = [_convert.to_table(df, kind, schema) for df in parts]
     del parts
     return concat(tables)
+
+
+def _local_hosts() -> set[str]:
+    import socket
+
+    import psutil
+
+    hosts = {"localhost", socket.gethostname()}
+    for addrs in psutil.net_if_addrs().values():
+        hosts.update(a.address.split("%")[0] for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6))
+    return hosts
+
+
+def _workers_are_local(client: Any) -> bool:
+    """Whether every worker listens on an address of this machine."""
+    from distributed.comm import get_address_host
+
+    workers = _current_workers(client)
+    try:
+        return bool(workers) and {get_address_host(w) for w in workers} <= _local_hosts()
+    except (ValueError, OSError):         # an address scheme without a host (inproc): ask the scheduler
+        return False
 
 
 # ----------------------------------------------------------------------------- shuffle

@@ -457,6 +457,11 @@ def test_to_table_gathers_the_partitions_in_order(tcp_client, frames):
     expect = joined.compute()
     assert table.num_rows == len(expect)
     assert table.to_arrow().equals(gpuframe.from_pandas(expect).to_arrow())
+    assert gcore._workers_are_local(client)       # a LocalCluster's: straight from the workers
+    via_scheduler = gdask.to_table(joined, client=client, direct=False)
+    assert via_scheduler.to_arrow().equals(table.to_arrow())
     assert _ddf(left, 2).gpuframe.to_table(client=client).to_arrow().equals(gpuframe.from_pandas(left).to_arrow())
     with pytest.raises(TypeError, match="ddf must be a dask.dataframe.DataFrame, got DataFrame"):
         gdask.to_table(left, client=client)
+    with pytest.raises(TypeError, match="direct must be True, False or None, got 'yes'"):
+        gdask.to_table(joined, client=client, direct="yes")
