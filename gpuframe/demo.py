@@ -445,8 +445,8 @@ def _gpuframe_pipeline(data: DataSet, client: Any, device: Device, protocol: str
                 "(slowest worker)")
         say(f"joined: {table.num_rows:,} rows x {table.num_columns} columns on {table.device}")
     t.stages.update(_median_round(rounds).stages)
-    say(f"each of the {COMPARE_ROUNDS} rounds above took {', '.join(f'{r.total(ETL_STAGES):.2f}' for r in rounds)} s "
-        "from Parquet to features; the median one is in the table below")
+    say(f"{COMPARE_ROUNDS} rounds from Parquet to features took {', '.join(f'{r.total(ETL_STAGES):.2f}' for r in rounds)} s "
+        "(the table below shows the median one)")
     return ftable
 
 
