@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main-job command: installs gpuframe, compiles the CPU kernels the demo runs (its
-# joins on int64 keys and hash partitions: `gpuframe compile`, the install-time step; 80 s on a
+# joins on int64 keys and hash partitions: `gpuframe compile`, the install-time step; 80-128 s on a
 # fresh 2-core machine, seconds once numba's cache holds them), then runs `gpuframe demo` (extra
 # args pass through). A failed compile step only costs the demo its warm-up time.
 set -euo pipefail
