@@ -344,10 +344,8 @@ def to_table(ddf: Any, *, client: Any = None, direct: Optional[bool] = None) -> 
         direct = _workers_are_local(client)
     schema = _convert.schema_of(ddf._meta, kind)
     futures = client.compute(ddf.to_delayed(optimize_graph=True))
-    try:
-        parts = client.gather(futures, direct=direct)
-    finally:
-        del futures
+    parts = client.gather(futures, direct=direct)
+    del futures             # the workers may drop the partitions while they are converted here
     tables = [_convert.to_table(df, kind, schema) for df in parts]
     del parts
     return concat(tables)
