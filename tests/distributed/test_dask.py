@@ -435,6 +435,25 @@ def test_broadcast_true_gathers_the_side_and_false_shuffles(tcp_client, frames):
         gdask.merge(L, R, on="k", client=client, broadcast="yes")
 
 
+def test_broadcast_merge_partitions_head_and_filters(tcp_client, frames):
+    """Dask's optimiser handles the Blockwise broadcast merge like its own: one partition (the
+    small side stays whole), head, a filter after it."""
+    import gpuframe
+
+    client = tcp_client
+    left, right = frames
+    L, R = _ddf(left, 3), _ddf(right, 1)
+    joined = gdask.merge(L, R, on="k", how="left", client=client)
+    part = joined.partitions[1].compute()
+    expect = gpuframe.merge(gpuframe.from_pandas(L.partitions[1].compute()), gpuframe.from_pandas(right), on="k",
+                            how="left").to_pandas()
+    assert same_rows(to_arrow(part), to_arrow(expect))
+    assert len(joined.head(5, npartitions=-1)) == 5
+    full = joined.compute()
+    kept = joined[joined["a"] > 0].compute()
+    assert same_rows(to_arrow(kept), to_arrow(full[full["a"] > 0]))
+
+
 def test_broadcast_merge_pushes_a_column_selection_into_both_sides(tcp_client, frames):
     client = tcp_client
     left, right = frames
