@@ -53,6 +53,8 @@ LABEL = "clicked"
 FEATURE_INPUTS = ["event_id", "ts", "dwell_s", "age", "price", "country_code", "category_code", LABEL]
 # The Dask pipeline's one stage from Parquet to the joined table on the client (a lazy graph).
 READ_JOIN_COLLECT = "read + join + collect to client (one Dask graph)"
+WARM_UP = "warm up (imports, JIT, connect)"
+SLOW_WARM_UP_S = 30.0   # past this the demo says how to compile the kernels ahead (2-12 s once compiled)
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -408,7 +410,7 @@ def _gpuframe_pipeline(data: DataSet, client: Any, device: Device, protocol: str
     from gpuframe.dask import to_table, wait_stats
 
     backend = "ucx" if protocol == "ucxx" else "tcp"
-    with t.stage("warm up (imports, JIT, connect)"):
+    with t.stage(WARM_UP):
         _warm_up(data, client, use_cudf, backend)
     rounds: list[Timings] = []
     kept: list[Any] = []
@@ -667,6 +669,10 @@ def run_demo(rows: Optional[int] = None, workers: int = 2, device: Optional[str]
 
             head("3. join events x users x items with gpuframe.dask.merge, build features")
             ftable = _gpuframe_pipeline(data, client, dev, used, use_cudf, t, say)
+            if t.stages.get(WARM_UP, 0.0) > SLOW_WARM_UP_S and not dev.is_cuda:
+                note(f"the warm-up took {t.stages[WARM_UP]:.0f} s: numba compiled the kernels at their first use "
+                     "(its cache was empty). `gpuframe compile --jobs join-inner,partition` once after "
+                     "installing compiles them ahead, two processes sharing the work (ci/demo.sh does)")
         say(f"features: {', '.join(NUMERIC_FEATURES)} (standardised float32), {', '.join(CODE_FEATURES)} "
             "(integer codes), label clicked")
 
