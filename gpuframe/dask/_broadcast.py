@@ -16,16 +16,17 @@ partition), and a column selection after it is pushed into both inputs.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-import os
 from typing import Any, Optional
 
 from dask._task_spec import Task
 from dask.dataframe.dask_expr._expr import Blockwise, Projection, determine_column_projection
 
-from gpuframe.comm.wire import schema_from_bytes, schema_to_bytes
+from gpuframe.comm.wire import schema_from_bytes
 
 from . import _convert
+from .core import host_share, merge_needs, plan_join
 
 __all__ = ["BroadcastMerge", "broadcast_side"]
 
@@ -55,50 +56,25 @@ def broadcast_side(how: str, nparts: tuple[int, int], broadcast: Optional[bool])
     return min(sides, key=lambda s: nparts[s])
 
 
-def _plan(left_meta: Any, right_meta: Any, merge_kw: dict) -> tuple[dict, Any]:
-    from gpuframe.distributed import check_merge
-
-    kind = _convert.frame_kind(left_meta)
-    lschema, rschema = _convert.schema_of(left_meta, kind), _convert.schema_of(right_meta, kind)
-    out_schema = check_merge(lschema, rschema, **merge_kw)
-    meta = _convert.merge_meta(out_schema, kind, left_meta, right_meta, merge_kw["how"], merge_kw["suffixes"])
-    spec = {"kind": kind, "merge": merge_kw, "left_schema": schema_to_bytes(lschema),
-            "right_schema": schema_to_bytes(rschema), "meta": meta}
-    return spec, meta
-
-
-def _threads_share(hosts: dict) -> Optional[int]:
-    """This task's share of the host's cores: ``hosts`` counts the worker processes on each
-    host (when the graph was built), and each of their threads runs a task of its own.
-    ``None`` outside a Dask worker."""
-    try:
-        from distributed import get_worker
-        from distributed.comm import get_address_host
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return None
-    local = max(1, hosts.get(get_address_host(worker.address), 1))
-    return max(1, (os.cpu_count() or 1) // (local * max(1, worker.state.nthreads)))
-
-
 def _chunk(left: Any, right: Any, spec: dict, hosts: dict) -> Any:
-    """One output partition: a partition of one side joined with the whole other side."""
-    import numba
-
+    """One output partition: a partition of one side joined with the whole other side, on the
+    task's share of its host's cores (``hosts``: worker processes per host when the graph was
+    built; each of a worker's threads runs a task of its own)."""
     from gpuframe.ops.join import merge
 
     kind = spec["kind"]
     lt = _convert.to_table(left, kind, schema_from_bytes(spec["left_schema"]))
     rt = _convert.to_table(right, kind, schema_from_bytes(spec["right_schema"]))
-    share = _threads_share(hosts)
-    old = numba.get_num_threads()
-    if share is not None:
-        numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
     try:
+        from distributed import get_worker
+        from distributed.comm import get_address_host
+
+        worker = get_worker()
+        share = host_share(hosts.get(get_address_host(worker.address), 1), worker.state.nthreads)
+    except (ImportError, ValueError):      # not in a Dask worker (a local scheduler): all cores
+        share = contextlib.nullcontext()
+    with share:
         out = merge(lt, rt, **spec["merge"])
-    finally:
-        numba.set_num_threads(old)
     return _convert.from_table(out, kind, spec["meta"])
 
 
@@ -115,7 +91,7 @@ class BroadcastMerge(Blockwise):
 
     @functools.cached_property
     def _planned(self) -> tuple[dict, Any]:
-        return _plan(self.left._meta, self.right._meta, self.operand("merge_kw"))
+        return plan_join(self.left._meta, self.right._meta, self.operand("merge_kw"))
 
     @functools.cached_property
     def _meta(self) -> Any:
@@ -141,22 +117,14 @@ class BroadcastMerge(Blockwise):
                     self._planned[0], self.operand("hosts"))
 
     def _simplify_up(self, parent: Any, dependents: Any) -> Any:
-        from .core import _keys_of, project_join
-
         if not isinstance(parent, Projection):
             return None
         columns = determine_column_projection(self, parent, dependents)
         columns = [columns] if not isinstance(columns, list) else columns
-        kw = self.operand("merge_kw")
-        lkeys = _keys_of(kw["on"]) or _keys_of(kw["left_on"])
-        rkeys = _keys_of(kw["on"]) or _keys_of(kw["right_on"])
-        needs = project_join(self, columns, lkeys, rkeys, kw["suffixes"])
+        needs = merge_needs(self, columns, self.operand("merge_kw"))
         frames = [self.left, self.right]
-        if all(set(n) >= set(f.columns) for n, f in zip(needs, frames)):
+        if needs is None or all(set(n) >= set(f.columns) for n, f in zip(needs, frames)):
             return None
         new = [f[[c for c in f.columns if c in n]] if set(n) < set(f.columns) else f for n, f in zip(needs, frames)]
-        # only when the smaller join names the selected columns as the full one does
-        if not set(columns) <= set(_plan(new[0]._meta, new[1]._meta, kw)[1].columns):
-            return None
-        result = type(self)(new[0], new[1], kw, self.operand("small"), self.operand("hosts"))
+        result = type(self)(new[0], new[1], self.operand("merge_kw"), self.operand("small"), self.operand("hosts"))
         return result[parent.operand("columns")]

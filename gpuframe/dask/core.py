@@ -31,17 +31,17 @@ unknown.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from gpuframe._skew import DEFAULT_HEAVY_SHARE, check_heavy_share
 from gpuframe.comm import CommError, PeerClosedError, resolve_backend
 from gpuframe.comm.wire import schema_from_bytes, schema_to_bytes
 
 from . import _convert, _lazy
-from ._broadcast import BroadcastMerge, broadcast_side
 from ._worker_comms import Session, _current_workers, ensure_plugin, invalidate, worker_comm
 
 logger = logging.getLogger("gpuframe.dask")
@@ -56,37 +56,37 @@ class WorkerLostError(PeerClosedError):
 
 
 # ----------------------------------------------------------------------------- worker tasks
-class _HostShare:
-    """Run the task's numba kernels on this worker's share of the host's cores.
+@contextlib.contextmanager
+def host_share(local: int, nthreads: int = 1) -> Iterator[None]:
+    """Run this thread's numba kernels on its share of the host's cores: ``local`` worker
+    processes on the host, ``nthreads`` task threads in each.
 
     Every worker process would otherwise start a parallel region on all cores of the host, so
     ``k`` workers on one host oversubscribe it ``k`` times (and spinning OpenMP threads of one
     process steal the cores the other needs). ``numba.set_num_threads`` is per thread, so this
     only affects the task's own thread.
     """
+    import os
 
-    def __init__(self, comm: Any) -> None:
-        self.comm = comm
-        self.old: Optional[int] = None
+    import numba
 
-    def __enter__(self) -> None:
-        import os
+    share = max(1, (os.cpu_count() or 1) // (max(1, local) * max(1, nthreads)))
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
 
-        import numba
-        from distributed.comm import get_address_host
 
-        labels = self.comm.labels or []
-        mine = get_address_host(labels[self.comm.rank]) if labels else None
-        local = sum(1 for w in labels if get_address_host(w) == mine) or 1
-        share = max(1, (os.cpu_count() or 1) // local)
-        self.old = numba.get_num_threads()
-        numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
+def _HostShare(comm: Any) -> Any:
+    """:func:`host_share` for a task of an operation over ``comm`` (the workers on this host
+    counted from its labels)."""
+    from distributed.comm import get_address_host
 
-    def __exit__(self, *exc: Any) -> None:
-        import numba
-
-        if self.old is not None:
-            numba.set_num_threads(self.old)
+    labels = comm.labels or []
+    mine = get_address_host(labels[comm.rank]) if labels else None
+    return host_share(sum(1 for w in labels if get_address_host(w) == mine) or 1)
 
 
 def _task_comm(session_id: str, worker: str) -> Any:
@@ -548,6 +548,8 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
         kw["on"] = [n for n in lschema.names if n in rschema.names]
     if broadcast is not None and not isinstance(broadcast, bool):
         raise TypeError(f"broadcast must be True, False or None, got {broadcast!r}")
+    from ._broadcast import broadcast_side
+
     if broadcast and npartitions is not None:
         raise ValueError(f"npartitions={npartitions} names the buckets of a shuffle; broadcast=True keeps the "
                          "other side's partitions: pass one of them")
@@ -560,8 +562,9 @@ def merge(left: Any, right: Any, on: Any = None, *, how: str = "inner", left_on:
 
 def _broadcast_merge(left: Any, right: Any, kw: dict, small: int, client: Any, stats: Optional[dict]) -> Any:
     from dask.dataframe.dask_expr import new_collection
-
     from distributed.comm import get_address_host
+
+    from ._broadcast import BroadcastMerge
 
     frames = [left, right]
     if frames[small].npartitions > 1:
@@ -580,17 +583,27 @@ def _broadcast_merge(left: Any, right: Any, kw: dict, small: int, client: Any, s
     return new_collection(BroadcastMerge(frames[0].expr, frames[1].expr, kw, small, hosts))
 
 
-def _plan_merge(metas: list[Any], params: dict) -> tuple[dict, Any]:
+def plan_join(left_meta: Any, right_meta: Any, kw: dict) -> tuple[dict, Any]:
+    """The spec of a join's task (partition kind, both sides' schemas, the output meta) and its
+    output meta, for :func:`gpuframe.merge` arguments ``kw`` (checked by its own rules)."""
     from gpuframe.distributed import check_merge
 
-    kind = _convert.frame_kind(metas[0])
-    lschema, rschema = (_convert.schema_of(m, kind) for m in metas)
-    kw = {k: v for k, v in params["merge"].items() if k != "heavy_share"}
+    kind = _convert.frame_kind(left_meta)
+    lschema, rschema = _convert.schema_of(left_meta, kind), _convert.schema_of(right_meta, kind)
     out_schema = check_merge(lschema, rschema, **kw)
-    meta = _convert.merge_meta(out_schema, kind, metas[0], metas[1], kw["how"], kw["suffixes"])
-    spec = {"kind": kind, "buckets": params["buckets"], "seed": params["seed"], "timeout": params["timeout"],
-            "merge": params["merge"], "left_schema": schema_to_bytes(lschema),
+    meta = _convert.merge_meta(out_schema, kind, left_meta, right_meta, kw["how"], kw["suffixes"])
+    spec = {"kind": kind, "merge": kw, "left_schema": schema_to_bytes(lschema),
             "right_schema": schema_to_bytes(rschema), "meta": meta}
+    return spec, meta
+
+
+def _join_kw(merge_params: dict) -> dict:
+    return {k: v for k, v in merge_params.items() if k != "heavy_share"}
+
+
+def _plan_merge(metas: list[Any], params: dict) -> tuple[dict, Any]:
+    spec, meta = plan_join(metas[0], metas[1], _join_kw(params["merge"]))
+    spec.update(buckets=params["buckets"], seed=params["seed"], timeout=params["timeout"], merge=params["merge"])
     return spec, meta
 
 
@@ -614,15 +627,20 @@ def project_join(expr: Any, columns: list[Any], lkeys: list[Any], rkeys: list[An
     return [keep_l, keep_r]
 
 
-def _project_merge(expr: Any, columns: list[Any]) -> Optional[list[list[Any]]]:
-    kw = expr.operand("params")["merge"]
+def merge_needs(expr: Any, columns: list[Any], kw: dict) -> Optional[list[list[Any]]]:
+    """The columns each input of the join ``expr`` (its ``_frames``; :func:`gpuframe.merge`
+    arguments ``kw``) must keep for the output ``columns``, or ``None`` where the join of fewer
+    columns would not name the selected ones as the full one does."""
     lkeys = _keys_of(kw["on"]) or _keys_of(kw["left_on"])
     rkeys = _keys_of(kw["on"]) or _keys_of(kw["right_on"])
     needs = project_join(expr, columns, lkeys, rkeys, kw["suffixes"])
-    # only when the smaller join names the selected columns as the full one does
     left, right = (f._meta for f in expr._frames)
-    small = _plan_merge([left[needs[0]], right[needs[1]]], expr.operand("params"))[1]
+    small = plan_join(left[needs[0]], right[needs[1]], kw)[1]
     return needs if set(columns) <= set(small.columns) else None
+
+
+def _project_merge(expr: Any, columns: list[Any]) -> Optional[list[list[Any]]]:
+    return merge_needs(expr, columns, _join_kw(expr.operand("params")["merge"]))
 
 
 _lazy.register("shuffle", _shuffle_body, _plan_shuffle, _project_shuffle)

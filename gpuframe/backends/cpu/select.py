@@ -91,9 +91,9 @@ def concat_arrays(parts: Sequence[np.ndarray], dtype: Any) -> np.ndarray:
 def concat_columns(columns: Sequence[Column], dtype: pa.DataType) -> Column:
     """The columns (all of ``dtype``) one after another: fixed-width columns without nulls by
     :func:`concat_arrays`, the others by pyarrow's concatenation (dictionaries unified)."""
-    if (columns[0].layout == Layout.FIXED and all(c.null_count == 0 for c in columns)
-            and sum(len(c) for c in columns) * physical_numpy_dtype(dtype).itemsize >= PARALLEL_CONCAT_BYTES):
-        npdt = physical_numpy_dtype(dtype)
+    npdt = np.dtype(physical_numpy_dtype(dtype)) if columns[0].layout == Layout.FIXED else None
+    if (npdt is not None and all(c.null_count == 0 for c in columns)
+            and sum(len(c) for c in columns) * npdt.itemsize >= PARALLEL_CONCAT_BYTES):
         data = concat_arrays([c.values() for c in columns], npdt)
         return Column(dtype, len(data), Buffer(data, CPU), None, None, None, 0, 0)
     arrays = [c.to_arrow() for c in columns]
