@@ -77,6 +77,15 @@ ht_find, ht_insert, ht_walk, slot_of = (cpu(_ht.ht_find), cpu(_ht.ht_insert), cp
 from .join import SRC_KEY as SRC_BUILD_KEY, SRC_MATCH_KEY, SRC_NONE, SRC_ONE, SRC_ROW  # noqa: F401
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
+# _ITEM_KERNELS: the largest parallel kernels (small_match, build_tables, write_items) run each
+# work item by a function of its own, ``_ITEM_OPTS`` (no reference counting: it allocates
+# nothing; its scratch comes from the parallel loop), called from the ``prange`` loop. Numba
+# types a parallel loop's body twice (the kernel, then the parfor's gufunc); the body inlined
+# into the loop made these three kernels 30 s of a first join's compile. 2026-12-06, an empty
+# cache, the first in-place join: small_match 16.1 -> 10.6 s, the join 31 -> s (see README).
+# Without ``_nrt=False`` the item function increfs and decrefs its arrays at every inlined
+# per-row call: the 10M x 10k string-key probe ran 3x slower (150 -> 450 ms); with it 136-143 ms.
+_ITEM_OPTS = dict(_OPTS, _nrt=False)
 
 
 _E64 = np.zeros(0, np.int64)
@@ -274,6 +283,45 @@ def general_row_hash(words, st, en, chars, out):
 
 
 # --------------------------------------------------------------------------- build
+@njit(**_ITEM_OPTS)
+def _build_item(build, p):
+    # build_tables' partition ``p`` (see _ITEM_KERNELS); returns its rows that joined a chain
+    bkeys = build.keys
+    bvalid = build.valid
+    bstarts = build.starts
+    kmode = build.kmode
+    pshift = build.pshift
+    verify = build.verify
+    vb_w = build.w
+    vb_st = build.st
+    vb_en = build.en
+    vb_ch = build.ch
+    tables = build.tables
+    toffs = build.toffs
+    nxt = build.nxt
+    pf = verify and vb_st.shape[0] != 0
+    bch = _addr(vb_ch)
+    chained = 0
+    b0 = bstarts[p]
+    nb = bstarts[p + 1] - b0
+    t0 = toffs[p]
+    size = toffs[p + 1] - t0
+    for s in range(size):
+        tables[t0 + s] = EMPTY
+    tmask = np.uint64(size - 1)
+    # insert in reverse so that every chain lists its rows in position order
+    for j in range(nb - 1, -1, -1):
+        pos = b0 + j
+        if pf and j >= _PREFETCH_ROWS:
+            prefetch(bch + vb_st[0, pos - _PREFETCH_ROWS])
+        nxt[pos] = EMPTY
+        if bvalid.shape[0] != 0 and bvalid[pos] == 0:
+            continue
+        chained += ht_insert(tables, t0, tmask, pshift, nxt, bkeys, b0, j, kmode, verify, _E64,
+                             vb_w, vb_st, vb_en, vb_ch)
+    return chained
+
+
 @njit(parallel=True, **_OPTS)
 def build_tables(build):
     """Build the table of every partition ``p < build.nparts`` (build positions
@@ -285,43 +333,9 @@ def build_tables(build):
     With ``verify`` the normalised key words ``w`` and byte spans ``st``/``en`` (into ``ch``)
     are indexed by build position, like every per-position array here. Returns the number of
     rows that joined a chain (0: every key is unique)."""
-    bkeys = build.keys
-    bvalid = build.valid
-    bstarts = build.starts
-    nparts = build.nparts
-    kmode = build.kmode
-    pshift = build.pshift
-    verify = build.verify
-    vb_w = build.w
-    vb_st = build.st
-    vb_en = build.en
-    vb_ch = build.ch
-    tables = build.tables
-    toffs = build.toffs
-    nxt = build.nxt
     chained = 0
-    # a general key's bytes lie in row order, not in partition order: the bytes of the row
-    # _PREFETCH_ROWS inserts on are prefetched (a repeated key compares them)
-    pf = verify and vb_st.shape[0] != 0
-    bch = _addr(vb_ch)
-    for p in prange(nparts):
-        b0 = bstarts[p]
-        nb = bstarts[p + 1] - b0
-        t0 = toffs[p]
-        size = toffs[p + 1] - t0
-        for s in range(size):
-            tables[t0 + s] = EMPTY
-        tmask = np.uint64(size - 1)
-        # insert in reverse so that every chain lists its rows in position order
-        for j in range(nb - 1, -1, -1):
-            pos = b0 + j
-            if pf and j >= _PREFETCH_ROWS:
-                prefetch(bch + vb_st[0, pos - _PREFETCH_ROWS])
-            nxt[pos] = EMPTY
-            if bvalid.shape[0] != 0 and bvalid[pos] == 0:
-                continue
-            chained += ht_insert(tables, t0, tmask, pshift, nxt, bkeys, b0, j, kmode, verify, _E64,
-                                 vb_w, vb_st, vb_en, vb_ch)
+    for p in prange(build.nparts):
+        chained += _build_item(build, np.int64(p))
     return chained
 
 
@@ -444,18 +458,9 @@ def _tally_row(it, i, g, unique, nxt, eup, eub, bmatched, nstr, sbytes, op_st, o
     return k
 
 
-@njit(parallel=True, **_OPTS)
-def probe_count(probe, build, out, tally):
-    """Output rows of every work item of ``probe`` (``tally.counts[item]``) and, per output
-    string column ``c`` (probe byte spans ``out.pst[c]``/``out.pen[c]``; there may be none),
-    their output bytes ``tally.sbytes[item, c]`` (a row with a probe side has the probe's key
-    bytes). Every array is indexed by position (probe or build).
-
-    ``tally.match[pos]`` (one per probe position; empty to skip) receives the global build
-    position heading the row's matches, or ``-1``; ``tally.bmatched[pos] = 1`` for matched
-    build positions when ``out.eub``. ``out.eup``: unmatched probe rows are output rows too.
-    (:class:`ProbeSide`, :class:`BuildSide`, :class:`OutputRows`, :class:`Tally`.)
-    """
+@njit(**_ITEM_OPTS)
+def _count_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms):
+    # probe_count's work item ``it`` (see _ITEM_KERNELS), with its batch scratch
     pkeys = probe.keys
     pvalid = probe.valid
     kmode = probe.kmode
@@ -492,44 +497,55 @@ def probe_count(probe, build, out, tally):
     nstr = sbytes.shape[1]
     pch = _addr(vp_ch)
     pf = verify and vp_st.shape[0] != 0
-    for it in prange(ilo.shape[0]):
-        c = np.int64(0)
-        part = ipart[it]
-        hi = ihi[it]
-        ib0, inb, it0, itmask = _item_partition(part, nparts, bstarts, toffs)
-        lo = ilo[it]
-        batched = part >= 0 and inb != 0 and not verify   # general keys: measured slower batched here
-        batched_any = part < 0 and not verify
-        ws = np.empty(_BATCH, np.uint64)
-        ss = np.empty(_BATCH, np.int64)
-        gs = np.empty(_BATCH, np.int64)
-        bs = np.empty(_BATCH, np.int64)
-        ts = np.empty(_BATCH, np.int64)
-        ms = np.empty(_BATCH, np.uint64)
-        i0 = lo
-        while i0 < hi:
-            if batched and i0 + _BATCH <= hi:
-                _find_batch(i0, hi, pkeys, kmode, pshift, ib0, it0, itmask, bkeys, tables, ws, ss, gs, verify,
-                            vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch, pf, pch)
-                nk = _BATCH
-            elif batched_any and i0 + _BATCH <= hi:
-                _find_batch_any(i0, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
-                                ws, ss, gs, bs, ts, ms)
-                nk = _BATCH
-            else:
-                if pf and i0 + _PREFETCH_ROWS < hi:
-                    prefetch(pch + vp_st[0, i0 + _PREFETCH_ROWS])
-                gs[0] = _find(i0, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, bkeys,
-                              bstarts, tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch)
-                nk = 1
-            for kk in range(nk):
-                i = i0 + kk
-                g = gs[kk]
-                if store:
-                    match[i] = g
-                c += _tally_row(it, i, g, unique, nxt, eup, eub, bmatched, nstr, sbytes, op_st, op_en)
-            i0 += nk
-        counts[it] = c
+    c = np.int64(0)
+    part = ipart[it]
+    hi = ihi[it]
+    ib0, inb, it0, itmask = _item_partition(part, nparts, bstarts, toffs)
+    lo = ilo[it]
+    batched = part >= 0 and inb != 0 and not verify   # general keys: measured slower batched here
+    batched_any = part < 0 and not verify
+    i0 = lo
+    while i0 < hi:
+        if batched and i0 + _BATCH <= hi:
+            _find_batch(i0, hi, pkeys, kmode, pshift, ib0, it0, itmask, bkeys, tables, ws, ss, gs, verify,
+                        vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch, pf, pch)
+            nk = _BATCH
+        elif batched_any and i0 + _BATCH <= hi:
+            _find_batch_any(i0, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
+                            ws, ss, gs, bs, ts, ms)
+            nk = _BATCH
+        else:
+            if pf and i0 + _PREFETCH_ROWS < hi:
+                prefetch(pch + vp_st[0, i0 + _PREFETCH_ROWS])
+            gs[0] = _find(i0, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, bkeys,
+                          bstarts, tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch)
+            nk = 1
+        for kk in range(nk):
+            i = i0 + kk
+            g = gs[kk]
+            if store:
+                match[i] = g
+            c += _tally_row(it, i, g, unique, nxt, eup, eub, bmatched, nstr, sbytes, op_st, op_en)
+        i0 += nk
+    counts[it] = c
+
+
+@njit(parallel=True, **_OPTS)
+def probe_count(probe, build, out, tally):
+    """Output rows of every work item of ``probe`` (``tally.counts[item]``) and, per output
+    string column ``c`` (probe byte spans ``out.pst[c]``/``out.pen[c]``; there may be none),
+    their output bytes ``tally.sbytes[item, c]`` (a row with a probe side has the probe's key
+    bytes). Every array is indexed by position (probe or build).
+
+    ``tally.match[pos]`` (one per probe position; empty to skip) receives the global build
+    position heading the row's matches, or ``-1``; ``tally.bmatched[pos] = 1`` for matched
+    build positions when ``out.eub``. ``out.eup``: unmatched probe rows are output rows too.
+    (:class:`ProbeSide`, :class:`BuildSide`, :class:`OutputRows`, :class:`Tally`.)
+    """
+    for it in prange(probe.ilo.shape[0]):
+        _count_item(probe, build, out, tally, np.int64(it), np.empty(_BATCH, np.uint64),
+                    np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64),
+                    np.empty(_BATCH, np.int64), np.empty(_BATCH, np.uint64))
 
 
 @njit(inline="always")
@@ -692,22 +708,11 @@ def _copy_value(kind, src, i, g, fillv, bkeys):
     return np.int64(1)
 
 
-@njit(parallel=True, **_OPTS)
-def probe_direct(probe, build, out, tally):
-    """Probe and write in one pass, for build sides whose keys are all distinct (at most one
-    output row per probe row) and a probe side scattered into partitions (every work item of
-    one partition; in-place probes take :func:`small_match`). (:class:`ProbeSide`,
-    :class:`BuildSide`, :class:`OutputRows`; :class:`Tally`: ``cap_bytes`` in, ``counts``,
-    ``sbytes`` and ``bmatched`` out.)
-
-    Item ``it`` writes its rows from row ``ilo[it]`` on (its rows never outgrow its positions)
-    and its string bytes from ``cap_bytes[it, c]`` on (the bytes of all its probe keys fit
-    there); ``counts[it]`` and ``sbytes[it, c]`` receive what it wrote, and
-    :func:`compact_items` closes the gaps. Only the output rows listed in ``active`` need
-    writing where a row stays at its probe position: the others already hold their probe value
-    at every probe position (the scatter put it there). The output string columns take
-    the spans ``op_*`` (probe) and ``ob_*`` (build); see :func:`unmatched_build_write` for the rest.
-    """
+@njit(**_ITEM_OPTS)
+def _direct_item(probe, build, out, tally, it, a_out, a_src, a_kind, a_fill, copy_only, misses_fill, spos,
+                 ws, ss, gs, sel):
+    # probe_direct's work item ``it`` (see _ITEM_KERNELS), with the kernel's row plan (a_*,
+    # copy_only, misses_fill) and the item's scratch (spos: one word a string column; the batch's)
     pkeys = probe.keys
     pvalid = probe.valid
     kmode = probe.kmode
@@ -757,6 +762,125 @@ def probe_direct(probe, build, out, tally):
     pch = _addr(vp_ch)
     bch = _addr(vb_ch)
     pf = verify and vp_st.shape[0] != 0
+    na = active.shape[0]
+    part = ipart[it]
+    lo = ilo[it]
+    hi = ihi[it]
+    ib0, inb, it0, itmask = _item_partition(part, nparts, bstarts, toffs)
+    for c in range(nstr):
+        spos[c] = cap_bytes[it, c]
+    o = lo
+    batched = part >= 0 and inb != 0
+    i0 = lo
+    while i0 < hi:
+        if batched and i0 + _BATCH <= hi:
+            _find_batch(i0, hi, pkeys, kmode, pshift, ib0, it0, itmask, bkeys, tables, ws, ss, gs, verify,
+                        vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch, pf, pch)
+            nk = _BATCH
+        else:
+            if pf and i0 + _PREFETCH_ROWS < hi:
+                prefetch(pch + vp_st[0, i0 + _PREFETCH_ROWS])
+            gs[0] = _find(i0, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, bkeys,
+                          bstarts, tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch)
+            nk = 1
+        # a batch of rows that all match, in their probe positions: written a column at a
+        # time (a line of each column in turn; row by row, the non-temporal stores of two or
+        # more columns interleaved measured 3-4x slower here)
+        whole = copy_only and nk > 1 and o == i0
+        if whole:
+            for kk in range(nk):
+                if gs[kk] < 0 and not misses_fill:
+                    whole = False
+                    break
+        if whole:
+            if eub:
+                for kk in range(nk):
+                    if gs[kk] >= 0:
+                        bmatched[gs[kk]] = 1
+            for k in range(na):
+                kind = a_kind[k]
+                src = a_src[k]
+                dst = a_out[k]
+                for kk in range(nk):
+                    _put(dst, o + kk, _copy_value(kind, src, i0 + kk, gs[kk], a_fill[k], bkeys), False)
+            if nstr != 0:
+                for kk in range(nk):
+                    _emit_strings(o + kk, i0 + kk, gs[kk], from_build, op_st, op_en, pch, ob_st, ob_en, bch,
+                                  soffs, schars, spos)
+            o += nk
+            i0 += nk
+            continue
+        if nk > 1:
+            # the batch's output rows (matched, or every one with eup), packed from o on, a
+            # column at a time: every output row where a row is not in its probe position
+            cnt = 0
+            for kk in range(nk):
+                g = gs[kk]
+                if g >= 0 or eup:
+                    sel[cnt] = kk
+                    cnt += 1
+                    if g >= 0 and eub:
+                        bmatched[g] = 1
+            in_place = o == i0 and cnt == nk      # then only the active rows need writing
+            for k in range(na if in_place else nrows):
+                r = active[k] if in_place else k
+                for c in range(cnt):
+                    _put(outs[r], o + c, _emit_value(r, i0 + sel[c], gs[sel[c]], porig, borig, pcols,
+                                                     bcols, bkeys, src_p, src_b, fill), False)
+            if nstr != 0:
+                for c in range(cnt):
+                    _emit_strings(o + c, i0 + sel[c], gs[sel[c]], from_build, op_st, op_en, pch, ob_st, ob_en,
+                                  bch, soffs, schars, spos)
+            o += cnt
+            i0 += nk
+            continue
+        for kk in range(nk):
+            i = i0 + kk
+            g = gs[kk]
+            if g >= 0:
+                if eub:
+                    bmatched[g] = 1
+            elif not eup:
+                continue
+            if copy_only and g >= 0 and o == i:
+                for k in range(na):
+                    _put(a_out[k], o, _copy_value(a_kind[k], a_src[k], i, g, a_fill[k], bkeys), True)
+            else:
+                _emit(o, i, g, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, True, active)
+            if nstr != 0:
+                _emit_strings(o, i, g, from_build, op_st, op_en, pch, ob_st, ob_en, bch, soffs, schars, spos)
+            o += 1
+        i0 += nk
+    counts[it] = o - lo
+    for c in range(nstr):
+        sbytes[it, c] = spos[c] - cap_bytes[it, c]
+
+
+@njit(parallel=True, **_OPTS)
+def probe_direct(probe, build, out, tally):
+    """Probe and write in one pass, for build sides whose keys are all distinct (at most one
+    output row per probe row) and a probe side scattered into partitions (every work item of
+    one partition; in-place probes take :func:`small_match`). (:class:`ProbeSide`,
+    :class:`BuildSide`, :class:`OutputRows`; :class:`Tally`: ``cap_bytes`` in, ``counts``,
+    ``sbytes`` and ``bmatched`` out.)
+
+    Item ``it`` writes its rows from row ``ilo[it]`` on (its rows never outgrow its positions)
+    and its string bytes from ``cap_bytes[it, c]`` on (the bytes of all its probe keys fit
+    there); ``counts[it]`` and ``sbytes[it, c]`` receive what it wrote, and
+    :func:`compact_items` closes the gaps. Only the output rows listed in ``active`` need
+    writing where a row stays at its probe position: the others already hold their probe value
+    at every probe position (the scatter put it there). The output string columns take
+    the spans ``op_*`` (probe) and ``ob_*`` (build); see :func:`unmatched_build_write` for the rest.
+    """
+    pcols = probe.cols
+    bcols = build.cols
+    eup = out.eup
+    src_p = out.src_p
+    src_b = out.src_b
+    fill = out.fill
+    outs = out.outs
+    active = out.active
+    nstr = out.soffs.shape[0]
     # the common case: every output row still to write at a matched row in its probe position
     # is a probe column, a build column, the key or a build side's validity (a left join's):
     # copy those without decoding the row codes (a_kind 0: probe column a_src at i, 1: build
@@ -766,7 +890,7 @@ def probe_direct(probe, build, out, tally):
     a_src = np.zeros(na, np.int64)
     a_kind = np.full(na, -1, np.int64)
     a_fill = np.empty(na, np.int64)
-    copy_only = True
+    copy_only = na >= 0           # True, typed as a plain bool: one compile of _direct_item
     for k in range(na):
         r = active[k]
         a_out[k] = outs[r]
@@ -789,103 +913,10 @@ def probe_direct(probe, build, out, tally):
     for k in range(na):
         if a_kind[k] == 2:
             misses_fill = False
-    for it in prange(ilo.shape[0]):
-        part = ipart[it]
-        lo = ilo[it]
-        hi = ihi[it]
-        ib0, inb, it0, itmask = _item_partition(part, nparts, bstarts, toffs)
-        spos = np.empty(nstr, np.int64)
-        for c in range(nstr):
-            spos[c] = cap_bytes[it, c]
-        o = lo
-        batched = part >= 0 and inb != 0
-        ws = np.empty(_BATCH, np.uint64)
-        ss = np.empty(_BATCH, np.int64)
-        gs = np.empty(_BATCH, np.int64)
-        sel = np.empty(_BATCH, np.int64)
-        i0 = lo
-        while i0 < hi:
-            if batched and i0 + _BATCH <= hi:
-                _find_batch(i0, hi, pkeys, kmode, pshift, ib0, it0, itmask, bkeys, tables, ws, ss, gs, verify,
-                            vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch, pf, pch)
-                nk = _BATCH
-            else:
-                if pf and i0 + _PREFETCH_ROWS < hi:
-                    prefetch(pch + vp_st[0, i0 + _PREFETCH_ROWS])
-                gs[0] = _find(i0, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, bkeys,
-                              bstarts, tables, toffs, verify, vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch)
-                nk = 1
-            # a batch of rows that all match, in their probe positions: written a column at a
-            # time (a line of each column in turn; row by row, the non-temporal stores of two or
-            # more columns interleaved measured 3-4x slower here)
-            whole = copy_only and nk > 1 and o == i0
-            if whole:
-                for kk in range(nk):
-                    if gs[kk] < 0 and not misses_fill:
-                        whole = False
-                        break
-            if whole:
-                if eub:
-                    for kk in range(nk):
-                        if gs[kk] >= 0:
-                            bmatched[gs[kk]] = 1
-                for k in range(na):
-                    kind = a_kind[k]
-                    src = a_src[k]
-                    dst = a_out[k]
-                    for kk in range(nk):
-                        _put(dst, o + kk, _copy_value(kind, src, i0 + kk, gs[kk], a_fill[k], bkeys), False)
-                if nstr != 0:
-                    for kk in range(nk):
-                        _emit_strings(o + kk, i0 + kk, gs[kk], from_build, op_st, op_en, pch, ob_st, ob_en, bch,
-                                      soffs, schars, spos)
-                o += nk
-                i0 += nk
-                continue
-            if nk > 1:
-                # the batch's output rows (matched, or every one with eup), packed from o on, a
-                # column at a time: every output row where a row is not in its probe position
-                cnt = 0
-                for kk in range(nk):
-                    g = gs[kk]
-                    if g >= 0 or eup:
-                        sel[cnt] = kk
-                        cnt += 1
-                        if g >= 0 and eub:
-                            bmatched[g] = 1
-                in_place = o == i0 and cnt == nk      # then only the active rows need writing
-                for k in range(na if in_place else nrows):
-                    r = active[k] if in_place else k
-                    for c in range(cnt):
-                        _put(outs[r], o + c, _emit_value(r, i0 + sel[c], gs[sel[c]], porig, borig, pcols,
-                                                         bcols, bkeys, src_p, src_b, fill), False)
-                if nstr != 0:
-                    for c in range(cnt):
-                        _emit_strings(o + c, i0 + sel[c], gs[sel[c]], from_build, op_st, op_en, pch, ob_st, ob_en,
-                                      bch, soffs, schars, spos)
-                o += cnt
-                i0 += nk
-                continue
-            for kk in range(nk):
-                i = i0 + kk
-                g = gs[kk]
-                if g >= 0:
-                    if eub:
-                        bmatched[g] = 1
-                elif not eup:
-                    continue
-                if copy_only and g >= 0 and o == i:
-                    for k in range(na):
-                        _put(a_out[k], o, _copy_value(a_kind[k], a_src[k], i, g, a_fill[k], bkeys), True)
-                else:
-                    _emit(o, i, g, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, True, active)
-                if nstr != 0:
-                    _emit_strings(o, i, g, from_build, op_st, op_en, pch, ob_st, ob_en, bch, soffs, schars, spos)
-                o += 1
-            i0 += nk
-        counts[it] = o - lo
-        for c in range(nstr):
-            sbytes[it, c] = spos[c] - cap_bytes[it, c]
+    for it in prange(probe.ilo.shape[0]):
+        _direct_item(probe, build, out, tally, np.int64(it), a_out, a_src, a_kind, a_fill, copy_only,
+                     misses_fill, np.empty(nstr, np.int64), np.empty(_BATCH, np.uint64),
+                     np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64))
 
 
 @njit(**_OPTS)
@@ -915,22 +946,9 @@ def compact_items(ilo, counts, item_off, outs, cap_bytes, sbytes, item_bytes, so
 
 
 # --------------------------------------------------------------------------- small build sides
-@njit(parallel=True, **_OPTS)
-def small_match(probe, build, out, tally):
-    """The count pass for a build side whose tables stay in cache, probe rows in place (work
-    items of partition ``-1``): ``tally.match[i]`` (the head of probe position ``i``'s chain,
-    or ``-1``), ``tally.counts[item]`` (output rows: the chains' lengths, and 1 for an
-    unmatched row with ``out.eup``) and ``tally.bmatched`` (``out.eub``); the output bytes of
-    string keys are :func:`small_string_bytes`'s. A general key's probe rows may come unhashed
-    (``probe.keys`` empty): each row's :func:`~gpuframe.kernels.keys.row_hash` is taken here,
-    as it is probed.
-
-    Word keys are found :data:`_BATCH` rows at a time (:func:`_find_batch_any`, as
-    :func:`probe_count` does): the loads of a batch are independent, so they overlap even where
-    the tables sit in L2. 2026-12-06, 10M probe rows, int64 keys, in-place: 55 -> 41-47 ms on a
-    ten-row build side, 99 -> 75 ms at 20k build rows, 150 -> 113 ms at 100k; a 1M-row build
-    side's lookups 360 -> 242 ms (it is partitioned instead: :data:`_INPLACE_BUILD_BYTES`).
-    General keys (verified against their bytes) go one row at a time."""
+@njit(**_ITEM_OPTS)
+def _small_match_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms):
+    # small_match's work item ``it`` (see _ITEM_KERNELS)
     pkeys = probe.keys
     pvalid = probe.valid
     kmode = probe.kmode
@@ -961,44 +979,59 @@ def small_match(probe, build, out, tally):
     nulls = pvalid.shape[0] != 0
     hashed = pkeys.shape[0] != 0
     batched = hashed and not verify
-    for it in prange(ilo.shape[0]):
-        lo = ilo[it]
-        hi = ihi[it]
-        start = lo
-        if batched:
-            ws = np.empty(_BATCH, np.uint64)
-            ss = np.empty(_BATCH, np.int64)
-            gs = np.empty(_BATCH, np.int64)
-            bs = np.empty(_BATCH, np.int64)
-            ts = np.empty(_BATCH, np.int64)
-            ms = np.empty(_BATCH, np.uint64)
-            while start + _BATCH <= hi:
-                _find_batch_any(start, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
-                                ws, ss, gs, bs, ts, ms)
-                for k in range(_BATCH):
-                    match[start + k] = gs[k]
-                start += _BATCH
-        for i in range(start, hi):
-            g = np.int64(-1)
-            if not nulls or pvalid[i] != 0:
-                if hashed:
-                    w = canon_word(pkeys[i], kmode)
-                else:
-                    w = row_hash(vp_w, vp_st, vp_en, vp_ch, i)
-                h = word_hash(w)
-                p = np.int64(h & pmask)
-                b0 = bstarts[p]
-                if bstarts[p + 1] != b0:
-                    t0 = toffs[p]
-                    tmask = np.uint64(toffs[p + 1] - t0 - 1)
-                    s = slot_of(h, pshift, tmask)
-                    g = ht_walk(tables, t0, tmask, s, tables[t0 + s], bkeys, b0, w, kmode, verify, _E64,
-                                vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, i)
-            match[i] = g
-        c = np.int64(0)
-        for i in range(lo, hi):
-            c += _tally_row(it, i, np.int64(match[i]), unique, nxt, eup, eub, bmatched, 0, _EI2, _EI2, _EI2)
-        counts[it] = c
+    lo = ilo[it]
+    hi = ihi[it]
+    start = lo
+    if batched:
+        while start + _BATCH <= hi:
+            _find_batch_any(start, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
+                            ws, ss, gs, bs, ts, ms)
+            for k in range(_BATCH):
+                match[start + k] = gs[k]
+            start += _BATCH
+    for i in range(start, hi):
+        g = np.int64(-1)
+        if not nulls or pvalid[i] != 0:
+            if hashed:
+                w = canon_word(pkeys[i], kmode)
+            else:
+                w = row_hash(vp_w, vp_st, vp_en, vp_ch, i)
+            h = word_hash(w)
+            p = np.int64(h & pmask)
+            b0 = bstarts[p]
+            if bstarts[p + 1] != b0:
+                t0 = toffs[p]
+                tmask = np.uint64(toffs[p + 1] - t0 - 1)
+                s = slot_of(h, pshift, tmask)
+                g = ht_walk(tables, t0, tmask, s, tables[t0 + s], bkeys, b0, w, kmode, verify, _E64,
+                            vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, i)
+        match[i] = g
+    c = np.int64(0)
+    for i in range(lo, hi):
+        c += _tally_row(it, i, np.int64(match[i]), unique, nxt, eup, eub, bmatched, 0, _EI2, _EI2, _EI2)
+    counts[it] = c
+
+
+@njit(parallel=True, **_OPTS)
+def small_match(probe, build, out, tally):
+    """The count pass for a build side whose tables stay in cache, probe rows in place (work
+    items of partition ``-1``): ``tally.match[i]`` (the head of probe position ``i``'s chain,
+    or ``-1``), ``tally.counts[item]`` (output rows: the chains' lengths, and 1 for an
+    unmatched row with ``out.eup``) and ``tally.bmatched`` (``out.eub``); the output bytes of
+    string keys are :func:`small_string_bytes`'s. A general key's probe rows may come unhashed
+    (``probe.keys`` empty): each row's :func:`~gpuframe.kernels.keys.row_hash` is taken here,
+    as it is probed.
+
+    Word keys are found :data:`_BATCH` rows at a time (:func:`_find_batch_any`, as
+    :func:`probe_count` does): the loads of a batch are independent, so they overlap even where
+    the tables sit in L2. 2026-12-06, 10M probe rows, int64 keys, in-place: 55 -> 41-47 ms on a
+    ten-row build side, 99 -> 75 ms at 20k build rows, 150 -> 113 ms at 100k; a 1M-row build
+    side's lookups 360 -> 242 ms (it is partitioned instead: :data:`_INPLACE_BUILD_BYTES`).
+    General keys (verified against their bytes) go one row at a time."""
+    for it in prange(probe.ilo.shape[0]):
+        _small_match_item(probe, build, out, tally, np.int64(it), np.empty(_BATCH, np.uint64),
+                          np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64),
+                          np.empty(_BATCH, np.int64), np.empty(_BATCH, np.uint64))
 
 
 @njit(parallel=True, **_OPTS)
@@ -1023,19 +1056,9 @@ def small_string_bytes(probe, build, out, tally):
             _tally_row(it, i, np.int64(match[i]), unique, nxt, eup, False, _E8, nstr, sbytes, op_st, op_en)
 
 
-@njit(parallel=True, **_OPTS)
-def write_items(probe, build, out, tally):
-    """The write pass after :func:`probe_count` or :func:`small_match`: every work item's
-    output rows from ``tally.item_off[item]`` on (each probe row's match chain from
-    ``tally.match``), one output row (column) at a time, then its string key bytes from
-    ``tally.item_bytes[item, c]`` on. An output row whose address in ``out.outs`` is 0 is left
-    out (the caller needs none: the output is the probe side in its own order). The unmatched
-    build rows of ``out.eub`` are :func:`unmatched_build_write`'s. (Row codes, string spans and
-    the rest as there.)
-
-    A column at a time: one row code for a whole loop, and an item's probe rows, its
-    partition's build rows and chains stay in cache while each column is written (the
-    many-to-many int64 join at 1M rows wrote 3.2x faster than row by row)."""
+@njit(**_ITEM_OPTS)
+def _write_item(probe, build, out, tally, it, spos):
+    # write_items' work item ``it`` (see _ITEM_KERNELS); ``spos``: scratch, one word a string column
     ilo = probe.ilo
     ihi = probe.ihi
     porig = probe.orig
@@ -1066,44 +1089,60 @@ def write_items(probe, build, out, tally):
     bch = _addr(vb_ch)
     nstr = soffs.shape[0]
     nrows = src_p.shape[0]
-    for it in prange(ilo.shape[0]):
-        lo = ilo[it]
-        hi = ihi[it]
-        for r in range(nrows):
-            if outs[r] == 0:
-                continue
-            o = item_off[it]
-            for i in range(lo, hi):
-                t = np.int64(match[i])
-                if t < 0:
-                    if eup:
-                        _emit_row(r, o, i, -1, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
-                        o += 1
-                elif unique:
+    lo = ilo[it]
+    hi = ihi[it]
+    for r in range(nrows):
+        if outs[r] == 0:
+            continue
+        o = item_off[it]
+        for i in range(lo, hi):
+            t = np.int64(match[i])
+            if t < 0:
+                if eup:
+                    _emit_row(r, o, i, -1, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
+                    o += 1
+            elif unique:
+                _emit_row(r, o, i, t, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
+                o += 1
+            else:
+                while t >= 0:
                     _emit_row(r, o, i, t, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
                     o += 1
-                else:
-                    while t >= 0:
-                        _emit_row(r, o, i, t, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
-                        o += 1
-                        t = nxt[t]
-        if nstr != 0:
-            spos = np.zeros(nstr, np.int64)
-            for c in range(nstr):
-                spos[c] = item_bytes[it, c]
-            o = item_off[it]
-            for i in range(lo, hi):
-                t = np.int64(match[i])
-                if t < 0:
-                    if eup:
-                        _emit_strings(o, i, -1, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, soffs, schars,
-                                      spos)
-                        o += 1
-                    continue
-                while t >= 0:
-                    _emit_strings(o, i, t, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, soffs, schars, spos)
+                    t = nxt[t]
+    if nstr != 0:
+        for c in range(nstr):
+            spos[c] = item_bytes[it, c]
+        o = item_off[it]
+        for i in range(lo, hi):
+            t = np.int64(match[i])
+            if t < 0:
+                if eup:
+                    _emit_strings(o, i, -1, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, soffs, schars,
+                                  spos)
                     o += 1
-                    t = -1 if unique else nxt[t]
+                continue
+            while t >= 0:
+                _emit_strings(o, i, t, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, soffs, schars, spos)
+                o += 1
+                t = -1 if unique else nxt[t]
+
+
+@njit(parallel=True, **_OPTS)
+def write_items(probe, build, out, tally):
+    """The write pass after :func:`probe_count` or :func:`small_match`: every work item's
+    output rows from ``tally.item_off[item]`` on (each probe row's match chain from
+    ``tally.match``), one output row (column) at a time, then its string key bytes from
+    ``tally.item_bytes[item, c]`` on. An output row whose address in ``out.outs`` is 0 is left
+    out (the caller needs none: the output is the probe side in its own order). The unmatched
+    build rows of ``out.eub`` are :func:`unmatched_build_write`'s. (Row codes, string spans and
+    the rest as there.)
+
+    A column at a time: one row code for a whole loop, and an item's probe rows, its
+    partition's build rows and chains stay in cache while each column is written (the
+    many-to-many int64 join at 1M rows wrote 3.2x faster than row by row)."""
+    nstr = out.soffs.shape[0]
+    for it in prange(probe.ilo.shape[0]):
+        _write_item(probe, build, out, tally, np.int64(it), np.zeros(nstr, np.int64))
 
 
 # --------------------------------------------------------------------------- CUDA string keys
