@@ -916,6 +916,32 @@ def _count_at(cols, i, base, nints, nfloats):
     return base + nints + nfloats + cols[i, SUM_COUNT]
 
 
+@njit(_nrt=False, **_OPTS)
+def _sums_chunk(groups, cols, c, n, step, base, nints, nfloats, acc, accf):
+    # group_sums' chunk ``c`` of rows, a function of its own called from the parallel loop:
+    # inlined into it, its four columns' code made numba's parfor passes the kernel's compile
+    # time; compiled without reference counting (it allocates nothing), as the join's item
+    # kernels are (see gpuframe.kernels.join_cpu's _ITEM_KERNELS): with it, the function ran
+    # 4x slower
+    m = cols.shape[0]
+    kind0, addr0, va0, at0, r0 = _sum_column(cols, 0, base, nints, nfloats)
+    kind1, addr1, va1, at1, r1 = _sum_column(cols, 1, base, nints, nfloats)
+    kind2, addr2, va2, at2, r2 = _sum_column(cols, 2, base, nints, nfloats)
+    kind3, addr3, va3, at3, r3 = _sum_column(cols, 3, base, nints, nfloats)
+    for j in range(c * step, min(n, (c + 1) * step)):
+        g = group_of(groups, j)
+        if base:
+            acc[c, g, 0] += 1
+        if m > 0:
+            _sum_one(acc, accf, c, g, j, kind0, addr0, va0, at0, r0)
+        if m > 1:
+            _sum_one(acc, accf, c, g, j, kind1, addr1, va1, at1, r1)
+        if m > 2:
+            _sum_one(acc, accf, c, g, j, kind2, addr2, va2, at2, r2)
+        if m > 3:
+            _sum_one(acc, accf, c, g, j, kind3, addr3, va3, at3, r3)
+
+
 @njit(parallel=True, **_OPTS)
 def group_sums(groups, ngroups, cols, nints, nfloats, ncounts, nchunks, size, isums, fsums, counts):
     """Up to :data:`SUM_COLUMNS` columns' sums per group in one pass over the rows (a row's
@@ -933,28 +959,12 @@ def group_sums(groups, ngroups, cols, nints, nfloats, ncounts, nchunks, size, is
     the rows, each added by code of its own: a loop over the columns' table inside it ran twice
     as long, as did a loop per column over blocks of rows."""
     n = group_rows(groups)
-    m = cols.shape[0]
     step = (n + nchunks - 1) // nchunks
     base = 1 if size.shape[0] else 0
     acc = np.zeros((nchunks, _stride(ngroups), max(base + nints + nfloats + ncounts, 1)), np.int64)
     accf = acc.view(np.float64)
     for c in prange(nchunks):
-        kind0, addr0, va0, at0, r0 = _sum_column(cols, 0, base, nints, nfloats)
-        kind1, addr1, va1, at1, r1 = _sum_column(cols, 1, base, nints, nfloats)
-        kind2, addr2, va2, at2, r2 = _sum_column(cols, 2, base, nints, nfloats)
-        kind3, addr3, va3, at3, r3 = _sum_column(cols, 3, base, nints, nfloats)
-        for j in range(c * step, min(n, (c + 1) * step)):
-            g = group_of(groups, j)
-            if base:
-                acc[c, g, 0] += 1
-            if m > 0:
-                _sum_one(acc, accf, c, g, j, kind0, addr0, va0, at0, r0)
-            if m > 1:
-                _sum_one(acc, accf, c, g, j, kind1, addr1, va1, at1, r1)
-            if m > 2:
-                _sum_one(acc, accf, c, g, j, kind2, addr2, va2, at2, r2)
-            if m > 3:
-                _sum_one(acc, accf, c, g, j, kind3, addr3, va3, at3, r3)
+        _sums_chunk(groups, cols, np.int64(c), n, step, base, nints, nfloats, acc, accf)
     for g in prange(ngroups):
         if base:
             s = np.int64(0)

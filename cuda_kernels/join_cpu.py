@@ -77,14 +77,17 @@ ht_find, ht_insert, ht_walk, slot_of = (cpu(_ht.ht_find), cpu(_ht.ht_insert), cp
 from .join import SRC_KEY as SRC_BUILD_KEY, SRC_MATCH_KEY, SRC_NONE, SRC_ONE, SRC_ROW  # noqa: F401
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
-# _ITEM_KERNELS: the largest parallel kernels (small_match, build_tables, write_items) run each
-# work item by a function of its own, ``_ITEM_OPTS`` (no reference counting: it allocates
-# nothing; its scratch comes from the parallel loop), called from the ``prange`` loop. Numba
-# types a parallel loop's body twice (the kernel, then the parfor's gufunc); the body inlined
-# into the loop made these three kernels 30 s of a first join's compile. 2026-12-06, an empty
-# cache, the first in-place join: small_match 16.1 -> 10.6 s, the join 31 -> s (see README).
-# Without ``_nrt=False`` the item function increfs and decrefs its arrays at every inlined
-# per-row call: the 10M x 10k string-key probe ran 3x slower (150 -> 450 ms); with it 136-143 ms.
+# _ITEM_KERNELS: the largest parallel kernels (small_match, build_tables, write_items,
+# probe_direct, probe_count) run each work item by a function of its own, ``_ITEM_OPTS`` (no
+# reference counting: it allocates nothing; its scratch comes from the parallel loop), called
+# from the ``prange`` loop with an int64 item number and arguments of one type each (a literal
+# or a differently typed index compiles the item function twice). Numba types and transforms a
+# parallel loop's body in its parfor passes as well as in the kernel: with the whole per-row
+# path inlined into the loop these kernels took most of a first join's compile. 2026-12-06, an
+# empty numba cache, the first join: in place 30.6 -> 22.3 s (small_match 16.1 -> 11.1 s), one
+# pass 69.8 -> 29.0 s (probe_direct 62.5 -> 21.6 s), two passes 45.6 -> 29.5 s (probe_count 33.1
+# -> 16.3 s). Without ``_nrt=False`` the item function increfs and decrefs its arrays at every
+# inlined per-row call: the 10M x 10k string-key probe ran 3x slower (150 -> 450 ms).
 _ITEM_OPTS = dict(_OPTS, _nrt=False)
 
 
