@@ -30,7 +30,11 @@ def test_narrow_host_equals_astype(dtype):
 
 def test_join_output_of_narrow_columns_past_the_kernel_threshold(monkeypatch):
     import gpuframe.backends._common as common
+    from gpuframe.backends.cpu import join as cpu_join
 
+    # the partitioned path: in place (a build side of up to 3 MiB of tables) every key matching
+    # makes the output the probe side in its own order, whose columns come back zero-copy
+    monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
     seen = []
     real = common.narrow_host
     monkeypatch.setattr(common, "narrow_host", lambda src, dtype: seen.append(np.dtype(dtype)) or real(src, dtype))
