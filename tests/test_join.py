@@ -477,3 +477,28 @@ def test_small_build_repeated_keys_and_nulls(how):
     left = pa.table({"k": pk, "a": np.arange(400), "s": pa.array([f"s{i}" for i in range(400)])})
     for nulls_equal in (False, True):
         check_join(left, right, how, on="k", nulls_equal=nulls_equal)
+
+
+def test_item_kernels_compile_one_item_function_per_kernel_signature(monkeypatch):
+    # the largest parallel join kernels call one function per work item (join_cpu's
+    # _ITEM_KERNELS); a differently typed call (a literal, the prange index untyped) would
+    # compile that function twice for one kernel signature, doubling a first join's compile
+    from gpuframe.backends.cpu import join as cpu_join
+    from gpuframe.kernels import join_cpu as K
+
+    rng = np.random.default_rng(8)
+    pk = rng.integers(0, 3000, 20_000)
+    unique = pa.table({"k": np.arange(2000), "b": np.arange(2000)})
+    repeated = pa.table({"k": np.arange(4000) % 1500, "b": np.arange(4000)})
+    probe = pa.table({"k": pk, "a": np.arange(20_000)})
+    for inplace in (True, False):
+        if not inplace:
+            monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
+            monkeypatch.setattr(cpu_join, "_ROWS_PER_PARTITION", 64)
+        for build in (unique, repeated):
+            for how in ("inner", "left", "outer"):
+                check_join(probe, build, how, on="k")
+    pairs = [(K.small_match, K._small_match_item), (K.build_tables, K._build_item),
+             (K.write_items, K._write_item), (K.probe_direct, K._direct_item), (K.probe_count, K._count_item)]
+    for kernel, item in pairs:
+        assert len(item.signatures) <= len(kernel.signatures), (kernel.py_func.__name__, item.signatures)
