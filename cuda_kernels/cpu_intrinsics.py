@@ -1,5 +1,6 @@
 """LLVM intrinsics of the CPU drivers (``njit`` only): raw loads and stores at addresses,
-non-temporal (streaming) stores, prefetch, and the one byte copy.
+non-temporal (streaming) stores, prefetch, the one byte copy, and the atomic add from which the
+join's threaded kernels claim their work items.
 
 The CPU join passes its columns as tables of addresses (one compiled kernel then serves every
 number of columns), writes large outputs with non-temporal stores and prefetches the string bytes
@@ -14,8 +15,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["address", "copy_bytes", "copy_short", "load_f64", "load_i64", "load_u64_at", "load_u8_at", "prefetch",
-           "store_fence", "store_i64", "store_i64_nt", "store_u64_at", "store_u8_at", "stream_line",
+__all__ = ["address", "copy_bytes", "copy_short", "fetch_add_at", "load_f64", "load_i64", "load_u64_at", "load_u8_at",
+           "prefetch", "store_fence", "store_i64", "store_i64_nt", "store_u64_at", "store_u8_at", "stream_line",
            "LINE_BYTES"]
 
 LINE_BYTES = 64
@@ -219,6 +220,19 @@ def stream_line(typingctx, dst, dst_idx, src, src_idx):
                               align=LINE_BYTES)
         _nontemporal(builder, store)
         return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def fetch_add_at(typingctx, addr, val):
+    """Add ``val`` to the int64 at (aligned) address ``addr`` atomically; returns the value
+    before (``atomicrmw add``, monotonic: a counter that threads claim work from, no more)."""
+    sig = types.int64(types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        return builder.atomic_rmw("add", ptr, args[1], "monotonic")
 
     return sig, codegen
 

@@ -58,14 +58,14 @@ from collections import namedtuple
 import numpy as np
 from numba import prange
 
-from .cpu_intrinsics import (address, copy_bytes, copy_short, load_i64, prefetch, store_i64,  # noqa: F401
-                             store_i64_nt, store_u8_at)
+from .cpu_intrinsics import (address, copy_bytes, copy_short, fetch_add_at, load_i64, prefetch,  # noqa: F401
+                             store_fence, store_i64, store_i64_nt, store_u8_at)
 from . import hashtable as _ht
 from . import keys as _keys
 from .hashtable import EMPTY
 from .jit_cache import njit
 from .keys import JOIN_SEED  # noqa: F401
-from .per_row import cpu
+from .per_row import cpu, cpu_variant
 
 # the per-row functions the CUDA kernels run too, as their CPU copies (inlined into the loops)
 canon_word, orig_row, row_hash, word_hash = (cpu(_keys.canon_word), cpu(_keys.orig_row), cpu(_keys.row_hash),
@@ -77,18 +77,22 @@ ht_find, ht_insert, ht_walk, slot_of = (cpu(_ht.ht_find), cpu(_ht.ht_insert), cp
 from .join import SRC_KEY as SRC_BUILD_KEY, SRC_MATCH_KEY, SRC_NONE, SRC_ONE, SRC_ROW  # noqa: F401
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
-# _ITEM_KERNELS: the largest parallel kernels (small_match, build_tables, write_items,
-# probe_direct, probe_count) run each work item by a function of its own, ``_ITEM_OPTS`` (no
-# reference counting: it allocates nothing; its scratch comes from the parallel loop), called
-# from the ``prange`` loop with an int64 item number and arguments of one type each (a literal
-# or a differently typed index compiles the item function twice). Numba types and transforms a
-# parallel loop's body in its parfor passes as well as in the kernel: with the whole per-row
-# path inlined into the loop these kernels took most of a first join's compile. 2026-12-06, an
-# empty numba cache, the first join: in place 30.6 -> 22.3 s (small_match 16.1 -> 11.1 s), one
-# pass 69.8 -> 29.0 s (probe_direct 62.5 -> 21.6 s), two passes 45.6 -> 29.5 s (probe_count 33.1
-# -> 16.3 s). Without ``_nrt=False`` the item function increfs and decrefs its arrays at every
-# inlined per-row call: the 10M x 10k string-key probe ran 3x slower (150 -> 450 ms).
-_ITEM_OPTS = dict(_OPTS, _nrt=False)
+# _ITEM_KERNELS: the largest kernels (small_match, build_tables, write_items, probe_direct,
+# probe_count) run each work item (chunk, partition) by a function of its own, ``_ITEM_OPTS`` (no
+# reference counting: it allocates nothing, its scratch comes from the caller; no Python
+# wrapper: only kernels call it), called with an int64 item number and arguments of one type
+# each (a literal or a differently typed index compiles the item function twice). The kernels
+# themselves are *threaded*, not numba parallel loops: each is a plain loop that claims the
+# next item from ``cursor`` (an atomic add, _claim) until none is left, and
+# gpuframe.backends.cpu._target.run_threads runs it on several threads at once. Numba types and
+# transforms a parallel loop's body in its parfor passes as well as in the kernel: with the
+# whole per-row path inlined into the loop these kernels took most of a first join's compile
+# (2026-12-06, an empty numba cache, the first join: in place 30.6 -> 22.3 s with item
+# functions in prange loops; 2026-12-07 a first inner + outer join of 1k rows 21.7 -> 7.3 s with
+# threaded kernels, the word-key variants of for_keys and _write_item's one _emit_row). Without
+# ``_nrt=False`` the item function increfs and decrefs its arrays at every inlined per-row call:
+# the 10M x 10k string-key probe ran 3x slower (150 -> 450 ms).
+_ITEM_OPTS = dict(_OPTS, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
 
 _E64 = np.zeros(0, np.int64)
@@ -325,8 +329,8 @@ def _build_item(build, p):
     return chained
 
 
-@njit(parallel=True, **_OPTS)
-def build_tables(build):
+@njit(**_OPTS)
+def build_tables(build, cursor):
     """Build the table of every partition ``p < build.nparts`` (build positions
     ``[starts[p], starts[p + 1])``) into ``tables[toffs[p]:toffs[p + 1]]`` (a power of two of
     slots, at least twice the rows) and chain equal keys through ``nxt`` (global positions,
@@ -334,11 +338,14 @@ def build_tables(build):
     :class:`BuildSide`; its ``unique``, ``orig`` and ``cols`` are not read).
 
     With ``verify`` the normalised key words ``w`` and byte spans ``st``/``en`` (into ``ch``)
-    are indexed by build position, like every per-position array here. Returns the number of
-    rows that joined a chain (0: every key is unique)."""
+    are indexed by build position, like every per-position array here. A threaded kernel (see
+    _ITEM_KERNELS): builds the partitions it claims through ``cursor``, and returns the number
+    of their rows that joined a chain (summed over the threads, 0: every key is unique)."""
     chained = 0
-    for p in prange(build.nparts):
-        chained += _build_item(build, np.int64(p))
+    p = _claim(cursor)
+    while p < build.nparts:
+        chained += _build_item(build, p)
+        p = _claim(cursor)
     return chained
 
 
@@ -382,6 +389,60 @@ def _find(i, part, pkeys, pvalid, kmode, pmask, pshift, ib0, inb, it0, itmask, b
 
 
 _BATCH = 8
+
+
+# --------------------------------------------------------------------------- word-key variants
+@njit(inline="always")
+def _no_rows_equal(aw, ast, aen, ach, ia, bw, bst, ben, bch, ib):
+    # keys.rows_equal in the word-key variants: never called there (verify is false)
+    return False
+
+
+@njit(inline="always")
+def _no_row_hash(words, st, en, chars, i):
+    # keys.row_hash in the word-key variants: never called there (the probe keys are words)
+    return np.uint64(0)
+
+
+@njit(inline="always")
+def _no_match_rows(lo, hi, pkeys, pvalid, kmode, verify, vp_w, vp_st, vp_en, vp_ch, bkeys, bstarts, tables,
+                   toffs, pmask, pshift, vb_w, vb_st, vb_en, vb_ch, match):
+    # _match_rows in the word-key variants: never called there (word keys are found in batches)
+    return
+
+
+@njit(inline="always")
+def _no_emit_strings(o, i, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, soffs, schars, spos):
+    # _emit_strings in the word-key variants: never called there (only general keys have
+    # string key columns to write)
+    return
+
+
+_WORD_KEYS = {"rows_equal": _no_rows_equal, "row_hash": _no_row_hash, "_match_rows": _no_match_rows,
+              "_emit_strings": _no_emit_strings}
+
+
+def for_keys(kernel, verify: bool):
+    """``kernel`` itself for general keys (``verify``: matches are checked against the key
+    words and bytes), else its word-key variant (:func:`~gpuframe.kernels.per_row.cpu_variant`),
+    which leaves out the general keys' comparison and hash: the join of an integer key (the
+    commonest) compiles about half as much (2026-12-07, an empty cache: ``_build_item`` 3.1 ->
+    0.6 s, ``_small_match_item`` 6.2 -> 3.5 s)."""
+    return kernel if verify else cpu_variant(kernel, "words", _WORD_KEYS)
+
+
+@njit(inline="always")
+def _batch_scratch():
+    # a threaded kernel's scratch for the lookups of one batch of _BATCH rows
+    return (np.empty(_BATCH, np.uint64), np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64),
+            np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64), np.empty(_BATCH, np.uint64))
+
+
+@njit(inline="always")
+def _claim(cursor):
+    # the next work item of a threaded kernel (every thread running it shares ``cursor``)
+    return fetch_add_at(_addr(cursor), np.int64(1))
+
 # empty verify arrays for lookups that never verify (in-place probes take only word keys)
 _EW = np.zeros((0, 0), np.uint64)
 _EI2 = np.zeros((0, 0), np.int64)
@@ -410,11 +471,12 @@ def _find_batch(i, hi, pkeys, kmode, pshift, b0, t0, tmask, bkeys, tables, ws, s
 
 
 @njit(inline="always")
-def _find_batch_any(i, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables, ws, ss, gs, bs,
-                    ts, ms):
-    """:func:`_find_batch` for unpartitioned (in-place) probe positions: each row finds its own
-    partition's table; a null key (``pvalid``) or an empty partition has no match."""
-    for k in range(_BATCH):
+def _find_batch_any(i, nb, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables, ws, ss, gs,
+                    bs, ts, ms):
+    """:func:`_find_batch` for ``nb <= _BATCH`` unpartitioned (in-place) probe positions from
+    ``i`` on: each row finds its own partition's table; a null key (``pvalid``) or an empty
+    partition has no match."""
+    for k in range(nb):
         w = canon_word(pkeys[i + k], kmode)
         ws[k] = w
         h = word_hash(w)
@@ -432,7 +494,7 @@ def _find_batch_any(i, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkey
             s = slot_of(h, pshift, tmask)
             ss[k] = s
             gs[k] = tables[t0 + s]
-    for k in range(_BATCH):
+    for k in range(nb):
         gs[k] = ht_walk(tables, ts[k], ms[k], ss[k], gs[k], bkeys, bs[k], ws[k], kmode, False, _E64,
                         _EW, _EI2, _EI2, _E8, _EW, _EI2, _EI2, _E8, i + k)
 
@@ -514,7 +576,7 @@ def _count_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms):
                         vp_w, vp_st, vp_en, vp_ch, vb_w, vb_st, vb_en, vb_ch, pf, pch)
             nk = _BATCH
         elif batched_any and i0 + _BATCH <= hi:
-            _find_batch_any(i0, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
+            _find_batch_any(i0, _BATCH, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
                             ws, ss, gs, bs, ts, ms)
             nk = _BATCH
         else:
@@ -533,8 +595,8 @@ def _count_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms):
     counts[it] = c
 
 
-@njit(parallel=True, **_OPTS)
-def probe_count(probe, build, out, tally):
+@njit(**_OPTS)
+def probe_count(probe, build, out, tally, cursor):
     """Output rows of every work item of ``probe`` (``tally.counts[item]``) and, per output
     string column ``c`` (probe byte spans ``out.pst[c]``/``out.pen[c]``; there may be none),
     their output bytes ``tally.sbytes[item, c]`` (a row with a probe side has the probe's key
@@ -543,12 +605,14 @@ def probe_count(probe, build, out, tally):
     ``tally.match[pos]`` (one per probe position; empty to skip) receives the global build
     position heading the row's matches, or ``-1``; ``tally.bmatched[pos] = 1`` for matched
     build positions when ``out.eub``. ``out.eup``: unmatched probe rows are output rows too.
-    (:class:`ProbeSide`, :class:`BuildSide`, :class:`OutputRows`, :class:`Tally`.)
+    (:class:`ProbeSide`, :class:`BuildSide`, :class:`OutputRows`, :class:`Tally`.) A threaded
+    kernel (see _ITEM_KERNELS): the work items it claims through ``cursor``.
     """
-    for it in prange(probe.ilo.shape[0]):
-        _count_item(probe, build, out, tally, np.int64(it), np.empty(_BATCH, np.uint64),
-                    np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64),
-                    np.empty(_BATCH, np.int64), np.empty(_BATCH, np.uint64))
+    ws, ss, gs, bs, ts, ms = _batch_scratch()
+    it = _claim(cursor)
+    while it < probe.ilo.shape[0]:
+        _count_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms)
+        it = _claim(cursor)
 
 
 @njit(inline="always")
@@ -859,8 +923,8 @@ def _direct_item(probe, build, out, tally, it, a_out, a_src, a_kind, a_fill, cop
         sbytes[it, c] = spos[c] - cap_bytes[it, c]
 
 
-@njit(parallel=True, **_OPTS)
-def probe_direct(probe, build, out, tally):
+@njit(**_OPTS)
+def probe_direct(probe, build, out, tally, cursor):
     """Probe and write in one pass, for build sides whose keys are all distinct (at most one
     output row per probe row) and a probe side scattered into partitions (every work item of
     one partition; in-place probes take :func:`small_match`). (:class:`ProbeSide`,
@@ -916,10 +980,14 @@ def probe_direct(probe, build, out, tally):
     for k in range(na):
         if a_kind[k] == 2:
             misses_fill = False
-    for it in prange(probe.ilo.shape[0]):
-        _direct_item(probe, build, out, tally, np.int64(it), a_out, a_src, a_kind, a_fill, copy_only,
-                     misses_fill, np.empty(nstr, np.int64), np.empty(_BATCH, np.uint64),
-                     np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64))
+    spos = np.empty(nstr, np.int64)
+    ws, ss, gs, bs, ts, ms = _batch_scratch()
+    it = _claim(cursor)
+    while it < probe.ilo.shape[0]:
+        _direct_item(probe, build, out, tally, it, a_out, a_src, a_kind, a_fill, copy_only, misses_fill,
+                     spos, ws, ss, gs, bs)
+        it = _claim(cursor)
+    store_fence()
 
 
 @njit(**_OPTS)
@@ -949,6 +1017,30 @@ def compact_items(ilo, counts, item_off, outs, cap_bytes, sbytes, item_bytes, so
 
 
 # --------------------------------------------------------------------------- small build sides
+@njit(inline="always")
+def _match_rows(lo, hi, pkeys, pvalid, kmode, verify, vp_w, vp_st, vp_en, vp_ch, bkeys, bstarts, tables, toffs,
+                pmask, pshift, vb_w, vb_st, vb_en, vb_ch, match):
+    # small_match's rows [lo, hi) one at a time: general keys (verified; unhashed when pkeys
+    # is empty), which the word-key variants never have (they bind this name to a stub)
+    for i in range(lo, hi):
+        g = np.int64(-1)
+        if pvalid.shape[0] == 0 or pvalid[i] != 0:
+            if pkeys.shape[0] != 0:
+                w = canon_word(pkeys[i], kmode)
+            else:
+                w = row_hash(vp_w, vp_st, vp_en, vp_ch, i)
+            h = word_hash(w)
+            p = np.int64(h & pmask)
+            b0 = bstarts[p]
+            if bstarts[p + 1] != b0:
+                t0 = toffs[p]
+                tmask = np.uint64(toffs[p + 1] - t0 - 1)
+                s = slot_of(h, pshift, tmask)
+                g = ht_walk(tables, t0, tmask, s, tables[t0 + s], bkeys, b0, w, kmode, verify, _E64,
+                            vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, i)
+        match[i] = g
+
+
 @njit(**_ITEM_OPTS)
 def _small_match_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms):
     # small_match's work item ``it`` (see _ITEM_KERNELS)
@@ -984,39 +1076,26 @@ def _small_match_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms):
     batched = hashed and not verify
     lo = ilo[it]
     hi = ihi[it]
-    start = lo
     if batched:
-        while start + _BATCH <= hi:
-            _find_batch_any(start, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
+        start = lo
+        while start < hi:
+            nb = min(_BATCH, hi - start)
+            _find_batch_any(start, nb, pkeys, pvalid, kmode, pmask, pshift, bstarts, toffs, bkeys, tables,
                             ws, ss, gs, bs, ts, ms)
-            for k in range(_BATCH):
+            for k in range(nb):
                 match[start + k] = gs[k]
-            start += _BATCH
-    for i in range(start, hi):
-        g = np.int64(-1)
-        if not nulls or pvalid[i] != 0:
-            if hashed:
-                w = canon_word(pkeys[i], kmode)
-            else:
-                w = row_hash(vp_w, vp_st, vp_en, vp_ch, i)
-            h = word_hash(w)
-            p = np.int64(h & pmask)
-            b0 = bstarts[p]
-            if bstarts[p + 1] != b0:
-                t0 = toffs[p]
-                tmask = np.uint64(toffs[p + 1] - t0 - 1)
-                s = slot_of(h, pshift, tmask)
-                g = ht_walk(tables, t0, tmask, s, tables[t0 + s], bkeys, b0, w, kmode, verify, _E64,
-                            vb_w, vb_st, vb_en, vb_ch, vp_w, vp_st, vp_en, vp_ch, i)
-        match[i] = g
+            start += nb
+    else:
+        _match_rows(lo, hi, pkeys, pvalid, kmode, verify, vp_w, vp_st, vp_en, vp_ch, bkeys, bstarts, tables,
+                    toffs, pmask, pshift, vb_w, vb_st, vb_en, vb_ch, match)
     c = np.int64(0)
     for i in range(lo, hi):
         c += _tally_row(it, i, np.int64(match[i]), unique, nxt, eup, eub, bmatched, 0, _EI2, _EI2, _EI2)
     counts[it] = c
 
 
-@njit(parallel=True, **_OPTS)
-def small_match(probe, build, out, tally):
+@njit(**_OPTS)
+def small_match(probe, build, out, tally, cursor):
     """The count pass for a build side whose tables stay in cache, probe rows in place (work
     items of partition ``-1``): ``tally.match[i]`` (the head of probe position ``i``'s chain,
     or ``-1``), ``tally.counts[item]`` (output rows: the chains' lengths, and 1 for an
@@ -1030,11 +1109,13 @@ def small_match(probe, build, out, tally):
     the tables sit in L2. 2026-12-06, 10M probe rows, int64 keys, in-place: 55 -> 41-47 ms on a
     ten-row build side, 99 -> 75 ms at 20k build rows, 150 -> 113 ms at 100k; a 1M-row build
     side's lookups 360 -> 242 ms (it is partitioned instead: :data:`_INPLACE_BUILD_BYTES`).
-    General keys (verified against their bytes) go one row at a time."""
-    for it in prange(probe.ilo.shape[0]):
-        _small_match_item(probe, build, out, tally, np.int64(it), np.empty(_BATCH, np.uint64),
-                          np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64),
-                          np.empty(_BATCH, np.int64), np.empty(_BATCH, np.uint64))
+    General keys (verified against their bytes) go one row at a time. A threaded kernel (see
+    _ITEM_KERNELS): the work items it claims through ``cursor``."""
+    ws, ss, gs, bs, ts, ms = _batch_scratch()
+    it = _claim(cursor)
+    while it < probe.ilo.shape[0]:
+        _small_match_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms)
+        it = _claim(cursor)
 
 
 @njit(parallel=True, **_OPTS)
@@ -1100,38 +1181,34 @@ def _write_item(probe, build, out, tally, it, spos):
         o = item_off[it]
         for i in range(lo, hi):
             t = np.int64(match[i])
-            if t < 0:
-                if eup:
-                    _emit_row(r, o, i, -1, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
-                    o += 1
-            elif unique:
+            if t < 0 and not eup:
+                continue
+            # the row's matches in chain order; one row for a miss (t < 0) or a unique key. One
+            # call site of the inlined _emit_row (three took 3x its compile, no faster)
+            while True:
                 _emit_row(r, o, i, t, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
                 o += 1
-            else:
-                while t >= 0:
-                    _emit_row(r, o, i, t, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
-                    o += 1
-                    t = nxt[t]
+                t = -1 if t < 0 or unique else np.int64(nxt[t])
+                if t < 0:
+                    break
     if nstr != 0:
         for c in range(nstr):
             spos[c] = item_bytes[it, c]
         o = item_off[it]
         for i in range(lo, hi):
             t = np.int64(match[i])
-            if t < 0:
-                if eup:
-                    _emit_strings(o, i, -1, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, soffs, schars,
-                                  spos)
-                    o += 1
+            if t < 0 and not eup:
                 continue
-            while t >= 0:
+            while True:
                 _emit_strings(o, i, t, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, soffs, schars, spos)
                 o += 1
-                t = -1 if unique else nxt[t]
+                t = -1 if t < 0 or unique else np.int64(nxt[t])
+                if t < 0:
+                    break
 
 
-@njit(parallel=True, **_OPTS)
-def write_items(probe, build, out, tally):
+@njit(**_OPTS)
+def write_items(probe, build, out, tally, cursor):
     """The write pass after :func:`probe_count` or :func:`small_match`: every work item's
     output rows from ``tally.item_off[item]`` on (each probe row's match chain from
     ``tally.match``), one output row (column) at a time, then its string key bytes from
@@ -1142,10 +1219,14 @@ def write_items(probe, build, out, tally):
 
     A column at a time: one row code for a whole loop, and an item's probe rows, its
     partition's build rows and chains stay in cache while each column is written (the
-    many-to-many int64 join at 1M rows wrote 3.2x faster than row by row)."""
-    nstr = out.soffs.shape[0]
-    for it in prange(probe.ilo.shape[0]):
-        _write_item(probe, build, out, tally, np.int64(it), np.zeros(nstr, np.int64))
+    many-to-many int64 join at 1M rows wrote 3.2x faster than row by row). A threaded kernel
+    (see _ITEM_KERNELS): the work items it claims through ``cursor``."""
+    spos = np.zeros(out.soffs.shape[0], np.int64)
+    it = _claim(cursor)
+    while it < probe.ilo.shape[0]:
+        _write_item(probe, build, out, tally, it, spos)
+        it = _claim(cursor)
+    store_fence()
 
 
 # --------------------------------------------------------------------------- CUDA string keys

@@ -29,12 +29,13 @@ from typing import Any, Callable
 from numba import njit
 from numba.extending import overload, register_jitable
 
-__all__ = ["cpu", "per_row", "per_target", "register_cuda_bodies"]
+__all__ = ["cpu", "cpu_variant", "per_row", "per_target", "register_cuda_bodies"]
 
 _DEFINED: dict[str, Callable] = {}   # name -> the one definition
 _CPU_IMPL: dict[str, Callable] = {}  # name -> CPU implementation of a per-target name
 _CPU: dict[str, Any] = {}            # name -> its CPU copy (njit, inline="always")
 _CUDA_BODIES: set[str] = set()       # per-target names whose own body is registered for CUDA
+_VARIANTS: dict[tuple[int, str], Any] = {}   # (id of a dispatcher, variant) -> its variant
 
 
 def _register(fn: Callable) -> None:
@@ -108,3 +109,44 @@ def cpu(fn: Callable) -> Any:
         if _is_per_row(value):
             env[key] = cpu(value)
     return disp
+
+
+def cpu_variant(disp: Any, variant: str, replace: dict[str, Any]) -> Any:
+    """A copy of CPU dispatcher ``disp`` (a kernel, an item function or an inlined helper) in
+    which the global names ``replace`` lists are bound to other functions, in its own code and
+    in every dispatcher it calls that reaches one of them (copied the same way, inlined as
+    before); ``disp`` itself if nothing it reaches uses those names.
+
+    The join's kernels compile a word-key variant this way: the general-key comparison
+    (``rows_equal``) and hash (``row_hash``) bound to stubs, which a word key never calls (its
+    ``verify`` is false), so that numba types and inlines none of that code. The copy is named
+    ``<name>__<variant>``: a caching kernel's copy has a disk cache of its own."""
+    key = (id(disp), variant)
+    if key in _VARIANTS:
+        return _VARIANTS[key]
+    py = disp.py_func
+    env = dict(py.__globals__)
+    changed = False
+    for name in py.__code__.co_names:
+        if name in replace:
+            env[name] = replace[name]
+            changed = True
+        elif hasattr(env.get(name), "py_func") and hasattr(env[name], "targetoptions"):
+            sub = cpu_variant(env[name], variant, replace)
+            if sub is not env[name]:
+                env[name] = sub
+                changed = True
+    if not changed:
+        _VARIANTS[key] = disp
+        return disp
+    copy = types.FunctionType(py.__code__, env, f"{py.__name__}__{variant}", py.__defaults__, py.__closure__)
+    copy.__qualname__ = f"{py.__qualname__}__{variant}"
+    copy.__doc__ = py.__doc__
+    opts = {k: v for k, v in disp.targetoptions.items() if k not in ("nopython", "boundscheck")}
+    if type(getattr(disp, "_cache", None)).__name__ != "NullCache":
+        from .jit_cache import njit as cached_njit
+        out = cached_njit(cache=True, **opts)(copy)
+    else:
+        out = njit(**opts)(copy)
+    _VARIANTS[key] = out
+    return out

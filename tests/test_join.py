@@ -480,9 +480,10 @@ def test_small_build_repeated_keys_and_nulls(how):
 
 
 def test_item_kernels_compile_one_item_function_per_kernel_signature(monkeypatch):
-    # the largest parallel join kernels call one function per work item (join_cpu's
-    # _ITEM_KERNELS); a differently typed call (a literal, the prange index untyped) would
-    # compile that function twice for one kernel signature, doubling a first join's compile
+    # the largest join kernels call one function per work item (join_cpu's _ITEM_KERNELS); a
+    # differently typed call (a literal, an untyped index) would compile that function twice
+    # for one kernel signature, doubling a first join's compile. Integer keys take the word-key
+    # variants (join_cpu.for_keys), string keys the kernels themselves: both are checked
     from gpuframe.backends.cpu import join as cpu_join
     from gpuframe.kernels import join_cpu as K
 
@@ -491,6 +492,10 @@ def test_item_kernels_compile_one_item_function_per_kernel_signature(monkeypatch
     unique = pa.table({"k": np.arange(2000), "b": np.arange(2000)})
     repeated = pa.table({"k": np.arange(4000) % 1500, "b": np.arange(4000)})
     probe = pa.table({"k": pk, "a": np.arange(20_000)})
+
+    def strings(t):
+        return t.set_column(0, "k", pa.array([f"key{x}" for x in t.column("k").to_pylist()]))
+
     for inplace in (True, False):
         if not inplace:
             monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
@@ -498,7 +503,17 @@ def test_item_kernels_compile_one_item_function_per_kernel_signature(monkeypatch
         for build in (unique, repeated):
             for how in ("inner", "left", "outer"):
                 check_join(probe, build, how, on="k")
+                check_join(strings(probe.slice(0, 3000)), strings(build), how, on="k")
     pairs = [(K.small_match, K._small_match_item), (K.build_tables, K._build_item),
              (K.write_items, K._write_item), (K.probe_direct, K._direct_item), (K.probe_count, K._count_item)]
     for kernel, item in pairs:
-        assert len(item.signatures) <= len(kernel.signatures), (kernel.py_func.__name__, item.signatures)
+        for verify in (True, False):
+            k, i = K.for_keys(kernel, verify), K.cpu_variant(item, "words", K._WORD_KEYS) if not verify else item
+            assert len(k.signatures) >= 1, (k.py_func.__name__, verify)
+            assert len(i.signatures) <= len(k.signatures), (k.py_func.__name__, i.signatures)
+    # each kernel has a word-key variant of its own (the general keys' code left out: what makes
+    # them compile less); general keys run the kernel itself
+    for kernel, _ in pairs:
+        assert K.for_keys(kernel, True) is kernel
+        assert K.for_keys(kernel, False) is not kernel
+        assert K.for_keys(kernel, False).py_func.__qualname__ == kernel.py_func.__qualname__ + "__words"

@@ -5,7 +5,10 @@ Host outputs and scratch come from the host allocator (:func:`gpuframe.core.host
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional
+import os
+import threading
+from concurrent import futures
+from typing import Any, Callable, Iterator, Optional
 
 import numba
 import numpy as np
@@ -115,3 +118,55 @@ def _cpu_threads(rows: int) -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- threaded kernels
+# The join's largest kernels are not numba parallel loops (a ``prange`` loop's own compile, its
+# parfor passes and gufunc, took 1-5 s of a first join for each of them) but plain ``njit``
+# loops that claim work items from a shared counter (``cursor``, an atomic add): run_threads
+# runs one on several threads at once, the calling thread and the pool's. Each kernel releases
+# the GIL (``nogil``); no thread waits for another's items, so skewed items even out.
+_POOL: Optional[futures.ThreadPoolExecutor] = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> futures.ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = futures.ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1),
+                                               thread_name_prefix="gpuframe-cpu")
+        return _POOL
+
+
+def _forget_pool() -> None:   # a forked child has none of the parent's threads
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def run_threads(kernel: Callable[..., Any], items: int, *args: Any) -> list[Any]:
+    """Run ``kernel(*args, cursor)`` on ``min(numba.get_num_threads(), items)`` threads at once,
+    this one among them, and return their results (this thread's first; a helper thread that
+    had not started when this one found no items left is not started). ``cursor`` is a fresh
+    one-element int64 array from which the kernel claims its ``items`` work items (see
+    :func:`~gpuframe.kernels.cpu_intrinsics.fetch_add_at`). ``numba.get_num_threads()`` is
+    this thread's setting, as for numba's parallel loops (a Dask task's share of the host, one
+    thread below :data:`PARALLEL_MIN_ROWS`). Returns when every thread is done, also when one
+    raised (then it raises that error)."""
+    cursor = np.zeros(1, np.int64)
+    nthreads = max(1, min(numba.get_num_threads(), items))
+    if nthreads == 1:
+        return [kernel(*args, cursor)]
+    pool = _pool()
+    others = [pool.submit(kernel, *args, cursor) for _ in range(nthreads - 1)]
+    try:
+        mine = kernel(*args, cursor)
+    finally:
+        # every item is claimed now: a helper not started yet has nothing left to do
+        running = [f for f in others if not f.cancel()]
+        futures.wait(running)
+    return [mine] + [f.result() for f in running]

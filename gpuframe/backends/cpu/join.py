@@ -41,6 +41,7 @@ from .._common import is_word_type, narrow_host, words_to_values
 from .._join import SRC_KEY, SRC_NONE, SRC_ONE, JoinRequest, JoinResult, _sides
 from .._keys import SideKeys, host_valid, key_words, merged_key_host, prepare_keys
 from ..contract import KeyPair, OutputColumn
+from ._target import run_threads
 from .gather import gather_column
 
 __all__ = ["join", "join_size", "join_fused", "merged_key"]
@@ -322,6 +323,12 @@ def _cpu_kernels():
     return join_cpu
 
 
+def _threaded(kernel: Any, probe: SideKeys, build: SideKeys, items: int, *records: Any) -> list:
+    """Run the threaded probe or write kernel ``kernel`` (its word-key variant for word keys,
+    :func:`~gpuframe.kernels.join_cpu.for_keys`) over ``items`` work items."""
+    return run_threads(_cpu_kernels().for_keys(kernel, probe.verify or build.verify), items, *records)
+
+
 def _ro(a: np.ndarray) -> np.ndarray:
     """A read-only view: every input reaches the kernels with one numba type (arrays wrapping
     Arrow buffers are read-only already), so each kernel compiles once."""
@@ -515,10 +522,9 @@ def _build_side(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], need_orig
     np.cumsum(slots, out=toffs[1:])
     tables = host_empty(int(toffs[-1]), np.int32)
     nxt = host_empty(n, _index_dtype(n))
-    chained = K.build_tables(K.build_side(keys=keys, valid=valid, starts=starts, nparts=nparts, pbits=pbits,
-                                          kmode=sk.kmode, verify=sk.verify, w=w, st=st, en=en, ch=ch,
-                                          tables=tables, toffs=toffs, nxt=nxt, unique=False, orig=_E64,
-                                          cols=_E64))
+    chained = sum(run_threads(K.for_keys(K.build_tables, sk.verify), nparts, K.build_side(
+        keys=keys, valid=valid, starts=starts, nparts=nparts, pbits=pbits, kmode=sk.kmode, verify=sk.verify,
+        w=w, st=st, en=en, ch=ch, tables=tables, toffs=toffs, nxt=nxt, unique=False, orig=_E64, cols=_E64)))
     return _Build(keys, valid, starts, orig, cols, w, st, en, ch, tables, toffs, _ro(nxt), chained == 0)
 
 
@@ -635,8 +641,9 @@ def _count(probe: SideKeys, build: SideKeys, P: _Probe, B: _Build, pbits: int, e
     bmatched = np.zeros(len(B.keys) if eub else 0, dtype=np.uint8)
     counts = np.zeros(len(P.ilo), np.int64)
     sbytes = np.zeros((len(P.ilo), ost.shape[0]), np.int64)
-    K.probe_count(_probe_record(P, probe), _build_record(B, build, pbits), _output_record(eup=eup, eub=eub, pst=ost, pen=oen),
-                  _tally(match=match, bmatched=bmatched, counts=counts, sbytes=sbytes))
+    _threaded(K.probe_count, probe, build, len(P.ilo), _probe_record(P, probe), _build_record(B, build, pbits),
+              _output_record(eup=eup, eub=eub, pst=ost, pen=oen),
+              _tally(match=match, bmatched=bmatched, counts=counts, sbytes=sbytes))
     return counts, sbytes, bmatched
 
 
@@ -848,9 +855,9 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
     counts = np.zeros(len(P.ilo), np.int64)
     # a general key's probe rows come unhashed (keys None): small_match hashes them; the string
     # keys' output bytes are summed afterwards, where they are written
-    K.small_match(_probe_record(P, probe, keys=_EU64 if P.keys is None else None), _build_record(B, build, pbits),
-                  _output_record(eup=eup, eub=eub),
-                  _tally(match=match, bmatched=bmatched, counts=counts))
+    _threaded(K.small_match, probe, build, len(P.ilo), _probe_record(P, probe, keys=_EU64 if P.keys is None else None),
+              _build_record(B, build, pbits), _output_record(eup=eup, eub=eub),
+              _tally(match=match, bmatched=bmatched, counts=counts))
     item_off, total = _exclusive(counts)
     probe_rows = total
     if eub:
@@ -937,8 +944,8 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
     out = _output_record(eup=eup, eub=eub, pst=pst, pen=pen, bst=bst, ben=ben, src_p=sp_arr, src_b=sb_arr,
                          fill=fill_arr, outs=outs, active=_ro(np.flatnonzero(placed == 0).astype(np.int64)),
                          from_build=True, soffs=soffs, schars=schars)
-    K.probe_direct(_probe_record(P, probe, pcols), _build_record(B, build, pbits), out,
-                   _tally(bmatched=bmatched, counts=counts, sbytes=sbytes, cap_bytes=_ro(cap_bytes)))
+    _threaded(K.probe_direct, probe, build, nitems, _probe_record(P, probe, pcols), _build_record(B, build, pbits),
+              out, _tally(bmatched=bmatched, counts=counts, sbytes=sbytes, cap_bytes=_ro(cap_bytes)))
     B.tables = None
     P.keys = P.keys_buf = None
     item_off, total = _exclusive(counts)
@@ -1034,8 +1041,8 @@ def _write(P: _Probe, probe: SideKeys, pcols: list, B: _Build, build: SideKeys, 
     K = _cpu_kernels()
     nstr = item_bytes.shape[1]
     build_rec = _build_record(B, build, pbits, tables=_EI32)
-    K.write_items(_probe_record(P, probe, pcols, keys=_EU64), build_rec, out,
-                  _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes)))
+    _threaded(K.write_items, probe, build, len(P.ilo), _probe_record(P, probe, pcols, keys=_EU64), build_rec, out,
+              _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes)))
     if eub and int(ub_counts.sum()):
         K.unmatched_build_write(_probe_record(P, probe, pcols, keys=_EU64, items=False), build_rec, out,
                       _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
