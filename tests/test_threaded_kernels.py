@@ -12,24 +12,39 @@ from numba import njit
 
 from gpuframe.backends.cpu._target import run_threads
 from gpuframe.kernels.cpu_intrinsics import address, fetch_add_at
+from gpuframe.kernels.join_cpu import _claim
 from gpuframe.kernels.per_row import cpu_variant
 
 
 @njit(nogil=True)
 def _claim_all(n, seen, cursor):
-    mine = 0
+    # the join's threaded kernels' loop: items claimed in blocks (join_cpu._claim)
+    count = 0
+    mine = np.zeros(2, np.int64)
+    it = _claim(cursor, mine)
+    while it < n:
+        seen[it] += 1
+        count += 1
+        it = _claim(cursor, mine)
+    return count
+
+
+@njit(nogil=True)
+def _add_one_each(n, seen, cursor):
+    count = 0
     it = fetch_add_at(address(cursor), np.int64(1))
     while it < n:
         seen[it] += 1
-        mine += 1
+        count += 1
         it = fetch_add_at(address(cursor), np.int64(1))
-    return mine
+    return count
 
 
-@pytest.mark.parametrize("items", [0, 1, 3, 100_000])
-def test_every_item_is_claimed_once(items):
+@pytest.mark.parametrize("kernel", [_claim_all, _add_one_each])
+@pytest.mark.parametrize("items", [0, 1, 3, 7, 100_000])
+def test_every_item_is_claimed_once(kernel, items):
     seen = np.zeros(items, np.int64)
-    counts = run_threads(_claim_all, items, items, seen)
+    counts = run_threads(kernel, items, items, seen)
     assert (seen == 1).all()
     assert sum(counts) == items
     # a helper not started yet when the items ran out is not started at all
