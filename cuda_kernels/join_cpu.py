@@ -205,19 +205,22 @@ def _pid(keys, valid, kmode, pmask, npart, i):
     return np.int64(word_hash(canon_word(keys[i], kmode)) & pmask)
 
 
-@njit(parallel=True, **_OPTS)
-def part_hist(keys, valid, kmode, pmask, nchunks):
-    """Rows per (chunk, partition); partition ``pmask + 1`` holds the rows that never match
-    (``valid[i] == 0``; an empty ``valid`` means every row may match)."""
+@njit(**_OPTS)
+def part_hist(keys, valid, kmode, pmask, hist, cursor):
+    """Rows per (chunk, partition) into ``hist`` (zeros, ``[chunks, pmask + 2]``); partition
+    ``pmask + 1`` holds the rows that never match (``valid[i] == 0``; an empty ``valid`` means
+    every row may match). A threaded kernel (see _ITEM_KERNELS): the chunks it claims through
+    ``cursor``."""
     n = keys.shape[0]
-    npart = np.int64(pmask) + 2
-    hist = np.zeros((nchunks, npart), dtype=np.int64)
+    nchunks, npart = hist.shape
     step = (n + nchunks - 1) // nchunks
-    for c in prange(nchunks):
+    mine = np.zeros(2, np.int64)
+    c = _claim(cursor, mine)
+    while c < nchunks:
         h = hist[c]
         for i in range(c * step, min(n, (c + 1) * step)):
             h[_pid(keys, valid, kmode, pmask, npart, i)] += 1
-    return hist
+        c = _claim(cursor, mine)
 
 
 @njit(parallel=True, **_OPTS)
@@ -227,7 +230,10 @@ def scatter(keys, valid, kmode, pmask, cursors, keys_dst, iota_dst, src, dst):
     ``iota_dst`` (0: skip) and the int64 column at address ``src[k]`` to ``dst[k]``.
 
     (Plain stores: buffering a cache line per partition and streaming it out with
-    non-temporal stores measured slower here.)
+    non-temporal stores measured slower here.) A numba parallel loop, not a threaded kernel:
+    the same loop as a plain ``njit`` loop (or calling a function per chunk) ran 2.6x slower on
+    one thread (10M rows, 417 against 160 ms, 2026-12-07): the parallel loop's gufunc is
+    compiled into better code here, for reasons not found.
     """
     n = keys.shape[0]
     nchunks, npart = cursors.shape

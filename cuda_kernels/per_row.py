@@ -117,10 +117,11 @@ def cpu_variant(disp: Any, variant: str, replace: dict[str, Any]) -> Any:
     in every dispatcher it calls that reaches one of them (copied the same way, inlined as
     before); ``disp`` itself if nothing it reaches uses those names.
 
-    The join's kernels compile a word-key variant this way: the general-key comparison
-    (``rows_equal``) and hash (``row_hash``) bound to stubs, which a word key never calls (its
-    ``verify`` is false), so that numba types and inlines none of that code. The copy is named
-    ``<name>__<variant>``: a caching kernel's copy has a disk cache of its own."""
+    The join's kernels compile a word-key variant this way (``join_cpu.for_keys``): the general
+    keys' comparison, hash, one-row lookups and string-key output (``join_cpu._WORD_KEYS``)
+    bound to stubs, which a word key never calls (its ``verify`` is false), so that numba types
+    and inlines none of that code. The copy is named ``<name>__<variant>``: a caching kernel's
+    copy has a disk cache of its own (numba names the cache files after the qualified name)."""
     key = (id(disp), variant)
     if key in _VARIANTS:
         return _VARIANTS[key]

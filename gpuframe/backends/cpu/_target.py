@@ -159,10 +159,10 @@ def run_threads(kernel: Callable[..., Any], items: int, *args: Any) -> list[Any]
     this one among them, and return their results (this thread's first; a helper thread that
     had not started when this one found no items left is not started). ``cursor`` is a fresh
     int64 array ``[0, block]``: the kernel claims its ``items`` work items from ``cursor[0]``,
-    ``block`` consecutive ones at a time (``join_cpu._claim``, an atomic add). ``numba.get_num_threads()`` is
-    this thread's setting, as for numba's parallel loops (a Dask task's share of the host, one
-    thread below :data:`PARALLEL_MIN_ROWS`). Returns when every thread is done, also when one
-    raised (then it raises that error)."""
+    ``block`` consecutive ones at a time (``join_cpu._claim``, an atomic add).
+    ``numba.get_num_threads()`` is this thread's setting, as for numba's parallel loops (a Dask
+    task's share of the host); one item (the join's small inputs) runs on this thread alone.
+    Returns when every thread is done, also when one raised (then it raises that error)."""
     nthreads = max(1, min(numba.get_num_threads(), items))
     cursor = np.array([0, max(1, -(-items // (nthreads * BLOCKS_PER_THREAD)))], np.int64)
     if nthreads == 1:

@@ -427,7 +427,8 @@ def _cursors(sk: SideKeys, pbits: int) -> tuple[np.ndarray, np.ndarray]:
 
     K = _cpu_kernels()
     nchunks = max(1, min(numba.get_num_threads() * 4, sk.n // 65536 + 1))
-    hist = K.part_hist(sk.keys, sk.valid, sk.kmode, np.uint64((1 << pbits) - 1), nchunks)
+    hist = np.zeros((nchunks, (1 << pbits) + 1), np.int64)
+    run_threads(K.part_hist, nchunks, sk.keys, sk.valid, sk.kmode, np.uint64((1 << pbits) - 1), hist)
     flat = hist.T.ravel()                       # partition-major
     cum = np.cumsum(flat)
     cursors = np.ascontiguousarray((cum - flat).reshape(hist.shape[1], nchunks).T)
