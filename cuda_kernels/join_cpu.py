@@ -433,9 +433,10 @@ _WORD_KEYS = {"rows_equal": _no_rows_equal, "row_hash": _no_row_hash, "_match_ro
 def for_keys(kernel, verify: bool):
     """``kernel`` itself for general keys (``verify``: matches are checked against the key
     words and bytes), else its word-key variant (:func:`~gpuframe.kernels.per_row.cpu_variant`),
-    which leaves out the general keys' comparison and hash: the join of an integer key (the
-    commonest) compiles about half as much (2026-12-07, an empty cache: ``_build_item`` 3.1 ->
-    0.6 s, ``_small_match_item`` 6.2 -> 3.5 s)."""
+    which leaves out the general keys' comparison, hash, one-row lookups and string-key output
+    (:data:`_WORD_KEYS`): the join of an integer key (the commonest) compiles a fraction of it
+    (2026-12-07, an empty cache: ``_build_item`` 3.1 -> 0.6-0.8 s, ``_small_match_item`` 6.2 ->
+    1.1 s)."""
     return kernel if verify else cpu_variant(kernel, "words", _WORD_KEYS)
 
 
