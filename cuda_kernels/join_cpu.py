@@ -451,12 +451,14 @@ def _batch_scratch():
 def _claim(cursor, mine):
     # the next work item of a threaded kernel: the next one of the block of consecutive items
     # this thread holds (``mine``: [next, end)), else the first of a block of ``cursor[1]``
-    # items claimed from ``cursor[0]``, which every thread running the kernel shares
+    # items (at least one) claimed from ``cursor[0]``, which every thread running the kernel
+    # shares
     if mine[0] < mine[1]:
         it = mine[0]
     else:
-        it = fetch_add_at(_addr(cursor), cursor[1])
-        mine[1] = it + cursor[1]
+        block = max(cursor[1], np.int64(1))
+        it = fetch_add_at(_addr(cursor), block)
+        mine[1] = it + block
     mine[0] = it + 1
     return it
 

@@ -51,6 +51,13 @@ def test_every_item_is_claimed_once(kernel, items):
     assert 1 <= len(counts) <= max(1, min(numba.get_num_threads(), items))
 
 
+def test_a_cursor_without_a_block_size_claims_one_item_at_a_time():
+    # a kernel called directly with a zeroed cursor ends, every item claimed once
+    seen = np.zeros(5, np.int64)
+    assert _claim_all(5, seen, np.zeros(2, np.int64)) == 5
+    assert (seen == 1).all()
+
+
 def test_one_thread_runs_on_the_calling_thread():
     names = []
     before = numba.get_num_threads()
