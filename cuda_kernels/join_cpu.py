@@ -1167,6 +1167,13 @@ def small_string_bytes(probe, build, out, tally):
             _tally_row(it, i, np.int64(match[i]), unique, nxt, eup, False, _E8, nstr, sbytes, op_st, op_en)
 
 
+@njit(inline="always")
+def _chain_next(t, unique, nxt):
+    # the build position after ``t`` in its chain of equal keys, or -1 (after a miss, t < 0, or
+    # a unique key: one output row)
+    return np.int64(-1) if t < 0 or unique else np.int64(nxt[t])
+
+
 @njit(**_ITEM_OPTS)
 def _write_item(probe, build, out, tally, it, spos):
     # write_items' work item ``it`` (see _ITEM_KERNELS); ``spos``: scratch, one word a string column
@@ -1215,7 +1222,7 @@ def _write_item(probe, build, out, tally, it, spos):
             while True:
                 _emit_row(r, o, i, t, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
                 o += 1
-                t = -1 if t < 0 or unique else np.int64(nxt[t])
+                t = _chain_next(t, unique, nxt)
                 if t < 0:
                     break
     if nstr != 0:
@@ -1229,7 +1236,7 @@ def _write_item(probe, build, out, tally, it, spos):
             while True:
                 _emit_strings(o, i, t, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, soffs, schars, spos)
                 o += 1
-                t = -1 if t < 0 or unique else np.int64(nxt[t])
+                t = _chain_next(t, unique, nxt)
                 if t < 0:
                     break
 
