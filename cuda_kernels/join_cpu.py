@@ -89,7 +89,7 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 # transforms a parallel loop's body in its parfor passes as well as in the kernel: with the
 # whole per-row path inlined into the loop these kernels took most of a first join's compile
 # (2026-12-06, an empty numba cache, the first join: in place 30.6 -> 22.3 s with item
-# functions in prange loops; 2026-12-07 a first inner + outer join of 1k rows 21.7 -> 7.3 s with
+# functions in prange loops; 2026-12-07 a first inner + outer join of 1k rows 21.7 -> 5.3-6.3 s with
 # threaded kernels, the word-key variants of for_keys and _write_item's one _emit_row). Without
 # ``_nrt=False`` the item function increfs and decrefs its arrays at every inlined per-row call:
 # the 10M x 10k string-key probe ran 3x slower (150 -> 450 ms).
