@@ -1,6 +1,7 @@
 """LLVM intrinsics of the CPU drivers (``njit`` only): raw loads and stores at addresses,
-non-temporal (streaming) stores, prefetch, the one byte copy, and the atomic add from which the
-join's threaded kernels claim their work items.
+non-temporal (streaming) stores, prefetch, the one byte copy, the atomic add from which the
+join's threaded kernels claim their work items, and the call through an address by which they
+run an item function compiled apart from them (:func:`call_entry`).
 
 The CPU join passes its columns as tables of addresses (one compiled kernel then serves every
 number of columns), writes large outputs with non-temporal stores and prefetches the string bytes
@@ -10,12 +11,15 @@ both targets share read memory through :mod:`gpuframe.kernels.loads` instead.
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["address", "copy_bytes", "copy_short", "fetch_add_at", "load_f64", "load_i64", "load_u64_at", "load_u8_at",
+__all__ = ["address", "call_entry", "copy_bytes", "copy_short", "entry_tag", "fetch_add_at", "load_f64", "load_i64", "load_u64_at", "load_u8_at",
            "prefetch", "store_fence", "store_i64", "store_i64_nt", "store_u64_at", "store_u8_at", "stream_line",
            "LINE_BYTES"]
 
@@ -245,5 +249,53 @@ def store_fence(typingctx):
     def codegen(context, builder, sig, args):
         builder.fence("seq_cst")
         return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def entry_tag(argtypes: tuple) -> int:
+    """A tag of a tuple of numba types, the same in every process (CRC-32 of their names): what
+    :func:`call_entry` checks an entry against."""
+    return zlib.crc32("|".join(str(t) for t in argtypes).encode())
+
+
+@intrinsic
+def call_entry(typingctx, entry, args):
+    """``f(*args)`` for the numba-compiled function ``f`` at address ``entry[0]`` (the native
+    function of an ``njit`` dispatcher's overload, numba's calling convention), which returns
+    an int64; ``entry[1]`` is the :func:`entry_tag` of the argument types ``f`` was compiled
+    for, and must be that of ``args`` (else ``TypeError``: a call with other types would read
+    its arguments wrongly).
+
+    The caller then holds no copy of ``f``: numba links every function an ``njit`` function
+    calls into its module, optimises it there again and generates its machine code again,
+    which for the join's threaded kernels and their large item functions cost as much compile
+    time as the item function itself. The call goes through a pointer, so it is never inlined:
+    for functions that each run a whole work item, not per row. An error status of ``f`` is
+    propagated."""
+    if not (isinstance(entry, types.UniTuple) and entry.count == 2 and isinstance(entry.dtype, types.Integer)):
+        return None
+    if not isinstance(args, types.BaseTuple):
+        return None
+    argtys = tuple(args)
+    tag = entry_tag(argtys)
+    sig = types.int64(entry, args)
+
+    def codegen(context, builder, signature, llargs):
+        ent, tup = llargs
+        addr = builder.sext(builder.extract_value(ent, 0), ir.IntType(64)) \
+            if entry.dtype.bitwidth < 64 else builder.extract_value(ent, 0)
+        got = builder.extract_value(ent, 1)
+        want = ir.Constant(got.type, tag)
+        with builder.if_then(builder.icmp_unsigned("!=", got, want), likely=False):
+            context.call_conv.return_user_exc(
+                builder, TypeError, ("call_entry: the entry was compiled for other argument types",))
+        fnty = context.call_conv.get_function_type(types.int64, argtys)
+        fn = builder.inttoptr(addr, fnty.as_pointer())
+        values = cgutils.unpack_tuple(builder, tup, len(argtys))
+        status, res = context.call_conv.call_function(builder, fn, types.int64, argtys, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return res
 
     return sig, codegen

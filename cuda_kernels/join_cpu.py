@@ -56,10 +56,12 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba._dispatcher import compute_fingerprint
+from numba.core.typing.typeof import Purpose, typeof
 
-from .cpu_intrinsics import (address, copy_bytes, copy_short, fetch_add_at, load_i64, prefetch,  # noqa: F401
-                             store_fence, store_i64, store_i64_nt, store_u8_at)
+from .cpu_intrinsics import (address, call_entry, copy_bytes, copy_short, entry_tag, fetch_add_at,  # noqa: F401
+                             load_i64, prefetch, store_fence, store_i64, store_i64_nt, store_u8_at)
 from . import hashtable as _ht
 from . import keys as _keys
 from .hashtable import EMPTY
@@ -90,7 +92,12 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 # whole per-row path inlined into the loop these kernels took most of a first join's compile
 # (2026-12-06, an empty numba cache, the first join: in place 30.6 -> 22.3 s with item
 # functions in prange loops; 2026-12-07 a first inner + outer join of 1k rows 21.7 -> 5.3-6.3 s with
-# threaded kernels, the word-key variants of for_keys and _write_item's one _emit_row). Without
+# threaded kernels, the word-key variants of for_keys and _write_item's one _emit_row). A
+# kernel calls its item function through an address (``entry``, :func:`item_entry`,
+# :func:`~gpuframe.kernels.cpu_intrinsics.call_entry`), not by name: numba links a callee into
+# its caller's module and optimises and generates it there a second time, which took as long
+# as compiling the item function itself; and the kernels no longer depend on the key kind
+# (2026-12-07, the same first join: 4.8 -> 3.8 s in the process, 5.1-5.3 -> 4.0-4.1 s wall). Without
 # ``_nrt=False`` the item function increfs and decrefs its arrays at every inlined per-row call:
 # the 10M x 10k string-key probe ran 3x slower (150 -> 450 ms).
 _ITEM_OPTS = dict(_OPTS, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
@@ -337,7 +344,7 @@ def _build_item(build, p):
 
 
 @njit(**_OPTS)
-def build_tables(build, cursor):
+def build_tables(entry, build, cursor):
     """Build the table of every partition ``p < build.nparts`` (build positions
     ``[starts[p], starts[p + 1])``) into ``tables[toffs[p]:toffs[p + 1]]`` (a power of two of
     slots, at least twice the rows) and chain equal keys through ``nxt`` (global positions,
@@ -352,7 +359,7 @@ def build_tables(build, cursor):
     mine = np.zeros(2, np.int64)
     p = _claim(cursor, mine)
     while p < build.nparts:
-        chained += _build_item(build, p)
+        chained += call_entry(entry, (build, p))
         p = _claim(cursor, mine)
     return chained
 
@@ -430,14 +437,14 @@ _WORD_KEYS = {"rows_equal": _no_rows_equal, "row_hash": _no_row_hash, "_match_ro
               "_emit_strings": _no_emit_strings}
 
 
-def for_keys(kernel, verify: bool):
-    """``kernel`` itself for general keys (``verify``: matches are checked against the key
-    words and bytes), else its word-key variant (:func:`~gpuframe.kernels.per_row.cpu_variant`),
-    which leaves out the general keys' comparison, hash, one-row lookups and string-key output
-    (:data:`_WORD_KEYS`): the join of an integer key (the commonest) compiles a fraction of it
-    (2026-12-07, an empty cache: ``_build_item`` 3.1 -> 0.6-0.8 s, ``_small_match_item`` 6.2 ->
-    1.1 s)."""
-    return kernel if verify else cpu_variant(kernel, "words", _WORD_KEYS)
+def for_keys(item, verify: bool):
+    """Item function ``item`` itself for general keys (``verify``: matches are checked against
+    the key words and bytes), else its word-key variant
+    (:func:`~gpuframe.kernels.per_row.cpu_variant`), which leaves out the general keys'
+    comparison, hash, one-row lookups and string-key output (:data:`_WORD_KEYS`): the join of
+    an integer key (the commonest) compiles a fraction of it (2026-12-07, an empty cache:
+    ``_build_item`` 3.1 -> 0.6-0.8 s, ``_small_match_item`` 6.2 -> 1.1 s)."""
+    return item if verify else cpu_variant(item, "words", _WORD_KEYS)
 
 
 @njit(inline="always")
@@ -614,10 +621,11 @@ def _count_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms):
             c += _tally_row(it, i, g, unique, nxt, eup, eub, bmatched, nstr, sbytes, op_st, op_en)
         i0 += nk
     counts[it] = c
+    return 0
 
 
 @njit(**_OPTS)
-def probe_count(probe, build, out, tally, cursor):
+def probe_count(entry, probe, build, out, tally, cursor):
     """Output rows of every work item of ``probe`` (``tally.counts[item]``) and, per output
     string column ``c`` (probe byte spans ``out.pst[c]``/``out.pen[c]``; there may be none),
     their output bytes ``tally.sbytes[item, c]`` (a row with a probe side has the probe's key
@@ -633,7 +641,7 @@ def probe_count(probe, build, out, tally, cursor):
     mine = np.zeros(2, np.int64)
     it = _claim(cursor, mine)
     while it < probe.ilo.shape[0]:
-        _count_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms)
+        call_entry(entry, (probe, build, out, tally, it, ws, ss, gs, bs, ts, ms))
         it = _claim(cursor, mine)
 
 
@@ -943,10 +951,11 @@ def _direct_item(probe, build, out, tally, it, a_out, a_src, a_kind, a_fill, cop
     counts[it] = o - lo
     for c in range(nstr):
         sbytes[it, c] = spos[c] - cap_bytes[it, c]
+    return 0
 
 
 @njit(**_OPTS)
-def probe_direct(probe, build, out, tally, cursor):
+def probe_direct(entry, probe, build, out, tally, cursor):
     """Probe and write in one pass, for build sides whose keys are all distinct (at most one
     output row per probe row) and a probe side scattered into partitions (every work item of
     one partition; in-place probes take :func:`small_match`). (:class:`ProbeSide`,
@@ -1007,8 +1016,8 @@ def probe_direct(probe, build, out, tally, cursor):
     mine = np.zeros(2, np.int64)
     it = _claim(cursor, mine)
     while it < probe.ilo.shape[0]:
-        _direct_item(probe, build, out, tally, it, a_out, a_src, a_kind, a_fill, copy_only, misses_fill,
-                     spos, ws, ss, gs, bs)
+        call_entry(entry, (probe, build, out, tally, it, a_out, a_src, a_kind, a_fill, copy_only, misses_fill,
+                           spos, ws, ss, gs, bs))
         it = _claim(cursor, mine)
     store_fence()
 
@@ -1118,10 +1127,11 @@ def _small_match_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms):
     for i in range(lo, hi):
         c += _tally_row(it, i, np.int64(match[i]), unique, nxt, eup, eub, bmatched, 0, _EI2, _EI2, _EI2)
     counts[it] = c
+    return 0
 
 
 @njit(**_OPTS)
-def small_match(probe, build, out, tally, cursor):
+def small_match(entry, probe, build, out, tally, cursor):
     """The count pass for a build side whose tables stay in cache, probe rows in place (work
     items of partition ``-1``): ``tally.match[i]`` (the head of probe position ``i``'s chain,
     or ``-1``), ``tally.counts[item]`` (output rows: the chains' lengths, and 1 for an
@@ -1141,7 +1151,7 @@ def small_match(probe, build, out, tally, cursor):
     mine = np.zeros(2, np.int64)
     it = _claim(cursor, mine)
     while it < probe.ilo.shape[0]:
-        _small_match_item(probe, build, out, tally, it, ws, ss, gs, bs, ts, ms)
+        call_entry(entry, (probe, build, out, tally, it, ws, ss, gs, bs, ts, ms))
         it = _claim(cursor, mine)
 
 
@@ -1239,10 +1249,11 @@ def _write_item(probe, build, out, tally, it, spos):
                 t = _chain_next(t, unique, nxt)
                 if t < 0:
                     break
+    return 0
 
 
 @njit(**_OPTS)
-def write_items(probe, build, out, tally, cursor):
+def write_items(entry, probe, build, out, tally, cursor):
     """The write pass after :func:`probe_count` or :func:`small_match`: every work item's
     output rows from ``tally.item_off[item]`` on (each probe row's match chain from
     ``tally.match``), one output row (column) at a time, then its string key bytes from
@@ -1259,9 +1270,49 @@ def write_items(probe, build, out, tally, cursor):
     mine = np.zeros(2, np.int64)
     it = _claim(cursor, mine)
     while it < probe.ilo.shape[0]:
-        _write_item(probe, build, out, tally, it, spos)
+        call_entry(entry, (probe, build, out, tally, it, spos))
         it = _claim(cursor, mine)
     store_fence()
+
+
+
+# --------------------------------------------------------------------------- item entries
+_T_U64 = types.Array(types.uint64, 1, "C")
+_T_I64 = types.Array(types.int64, 1, "C")
+_BATCH_TYPES = (_T_U64, _T_I64, _T_I64, _T_I64, _T_I64, _T_U64)   # _batch_scratch
+# threaded kernel -> its item function and the types of what the kernel passes it after the
+# records it was given and the item number (see _ITEM_KERNELS)
+_ITEMS = {
+    build_tables: (_build_item, ()),
+    probe_count: (_count_item, _BATCH_TYPES),
+    small_match: (_small_match_item, _BATCH_TYPES),
+    write_items: (_write_item, (_T_I64,)),
+    probe_direct: (_direct_item, (_T_I64,) * 4 + (types.boolean,) * 2 + (_T_I64,) + _BATCH_TYPES[:4]),
+}
+_ENTRIES: dict = {}
+
+
+def item_entry(kernel, verify: bool, records: tuple) -> tuple[int, int]:
+    """The ``entry`` argument of threaded kernel ``kernel`` called with ``records`` (its
+    arguments between ``entry`` and ``cursor``): the address and :func:`entry_tag` of its item
+    function (:func:`for_keys` ``verify``), compiled (or loaded from numba's cache) for the
+    records' types, which the kernel calls through :func:`call_entry`.
+
+    Looked up by the records' type fingerprint (numba's own, a few microseconds); a new one
+    types the records (``numba.typeof``, what the kernel's dispatcher does) and compiles."""
+    key = (kernel, verify, compute_fingerprint(records))
+    hit = _ENTRIES.get(key)
+    if hit is None:
+        item, extra = _ITEMS[kernel]
+        item = for_keys(item, verify)
+        sig = tuple(typeof(r, Purpose.argument) for r in records) + (types.int64,) + extra
+        item.compile(types.int64(*sig))
+        cres = item.overloads[sig]
+        address_ = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+        if not address_:
+            raise RuntimeError(f"item_entry: no native code for {item.py_func.__name__}{sig}")
+        hit = _ENTRIES[key] = (int(address_), entry_tag(sig))
+    return hit
 
 
 # --------------------------------------------------------------------------- CUDA string keys

@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 import pytest
+from numba import njit
 
 import gpuframe
 from gpuframe.ops.join import HOWS
@@ -480,10 +481,10 @@ def test_small_build_repeated_keys_and_nulls(how):
 
 
 def test_item_kernels_compile_one_item_function_per_kernel_signature(monkeypatch):
-    # the largest join kernels call one function per work item (join_cpu's _ITEM_KERNELS); a
-    # differently typed call (a literal, an untyped index) would compile that function twice
-    # for one kernel signature, doubling a first join's compile. Integer keys take the word-key
-    # variants (join_cpu.for_keys), string keys the kernels themselves: both are checked
+    # the largest join kernels call one function per work item (join_cpu's _ITEM_KERNELS),
+    # compiled for the types of the kernel's records (join_cpu.item_entry): one item function
+    # per kernel signature, for integer keys (the word-key variant, join_cpu.for_keys) and for
+    # string keys (the item itself); both are checked
     from gpuframe.backends.cpu import join as cpu_join
     from gpuframe.kernels import join_cpu as K
 
@@ -507,13 +508,38 @@ def test_item_kernels_compile_one_item_function_per_kernel_signature(monkeypatch
     pairs = [(K.small_match, K._small_match_item), (K.build_tables, K._build_item),
              (K.write_items, K._write_item), (K.probe_direct, K._direct_item), (K.probe_count, K._count_item)]
     for kernel, item in pairs:
-        for verify in (True, False):
-            k, i = K.for_keys(kernel, verify), K.cpu_variant(item, "words", K._WORD_KEYS) if not verify else item
-            assert len(k.signatures) >= 1, (k.py_func.__name__, verify)
-            assert len(i.signatures) <= len(k.signatures), (k.py_func.__name__, i.signatures)
-    # each kernel has a word-key variant of its own (the general keys' code left out: what makes
-    # them compile less); general keys run the kernel itself
-    for kernel, _ in pairs:
-        assert K.for_keys(kernel, True) is kernel
-        assert K.for_keys(kernel, False) is not kernel
-        assert K.for_keys(kernel, False).py_func.__qualname__ == kernel.py_func.__qualname__ + "__words"
+        assert K._ITEMS[kernel][0] is item
+        # word keys take the item's word-key variant (the general keys' code left out: what
+        # makes it compile less), general keys the item itself
+        assert K.for_keys(item, True) is item
+        words = K.for_keys(item, False)
+        assert words.py_func.__qualname__ == item.py_func.__qualname__ + "__words"
+        assert len(kernel.signatures) >= 1, kernel.py_func.__name__
+        for i in (item, words):
+            assert 1 <= len(i.signatures) <= len(kernel.signatures), (i.py_func.__name__, i.signatures)
+        # the kernel calls its item through an address (call_entry): none of the item's code
+        # is linked into the kernel's module, compiled a second time there (an uncached copy
+        # of the kernel: numba does not keep the IR of cached code)
+        fresh = njit(nogil=True)(kernel.py_func)
+        fresh.compile(kernel.signatures[0])
+        ir = fresh.inspect_llvm(kernel.signatures[0])
+        assert item.py_func.__name__ not in ir, kernel.py_func.__name__
+        assert fresh.py_func.__name__ in ir
+
+
+def test_an_item_entry_for_other_argument_types_raises():
+    # a threaded kernel checks its entry's tag against its records' types before any call: an
+    # item function compiled for other types would read its arguments wrongly
+    from gpuframe.backends.cpu._target import run_threads
+    from gpuframe.kernels import join_cpu as K
+
+    keys = np.array([7, 9, 7], np.uint64)
+    rec = K.build_side(keys=keys, valid=np.zeros(0, np.uint8), starts=np.array([0, 3, 3]), nparts=1, pbits=0,
+                       kmode=0, verify=False, w=np.zeros((0, 0), np.uint64), st=np.zeros((0, 0), np.int64),
+                       en=np.zeros((0, 0), np.int64), ch=np.zeros(0, np.uint8), tables=np.zeros(16, np.int32),
+                       toffs=np.array([0, 16]), nxt=np.zeros(3, np.int64), unique=False, orig=np.zeros(0, np.int64),
+                       cols=np.zeros(0, np.int64))
+    entry = K.item_entry(K.build_tables, False, (rec,))
+    assert run_threads(K.build_tables, 1, entry, rec) == [1]      # one row joined a chain (the second 7)
+    with pytest.raises(TypeError, match="other argument types"):
+        run_threads(K.build_tables, 1, (entry[0], entry[1] ^ 1), rec)
