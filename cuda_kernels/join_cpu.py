@@ -882,8 +882,10 @@ def _direct_item(probe, build, out, tally, it, a_out, a_src, a_kind, a_fill, cop
             nk = 1
         # a batch of rows that all match, in their probe positions: written a column at a
         # time (a line of each column in turn; row by row, the non-temporal stores of two or
-        # more columns interleaved measured 3-4x slower here)
-        whole = copy_only and nk > 1 and o == i0
+        # more columns interleaved measured 3-4x slower here). A single row (an item's last
+        # rows, a partition without build rows) takes the same two paths as a batch of one:
+        # a third, row-at-a-time path compiled 1 s longer for rows that are rarely many
+        whole = copy_only and o == i0
         if whole:
             for kk in range(nk):
                 if gs[kk] < 0 and not misses_fill:
@@ -907,46 +909,27 @@ def _direct_item(probe, build, out, tally, it, a_out, a_src, a_kind, a_fill, cop
             o += nk
             i0 += nk
             continue
-        if nk > 1:
-            # the batch's output rows (matched, or every one with eup), packed from o on, a
-            # column at a time: every output row where a row is not in its probe position
-            cnt = 0
-            for kk in range(nk):
-                g = gs[kk]
-                if g >= 0 or eup:
-                    sel[cnt] = kk
-                    cnt += 1
-                    if g >= 0 and eub:
-                        bmatched[g] = 1
-            in_place = o == i0 and cnt == nk      # then only the active rows need writing
-            for k in range(na if in_place else nrows):
-                r = active[k] if in_place else k
-                for c in range(cnt):
-                    _put(outs[r], o + c, _emit_value(r, i0 + sel[c], gs[sel[c]], porig, borig, pcols,
-                                                     bcols, bkeys, src_p, src_b, fill), False)
-            if nstr != 0:
-                for c in range(cnt):
-                    _emit_strings(o + c, i0 + sel[c], gs[sel[c]], from_build, op_st, op_en, pch, ob_st, ob_en,
-                                  bch, soffs, schars, spos)
-            o += cnt
-            i0 += nk
-            continue
+        # the batch's output rows (matched, or every one with eup), packed from o on, a
+        # column at a time: every output row where a row is not in its probe position
+        cnt = 0
         for kk in range(nk):
-            i = i0 + kk
             g = gs[kk]
-            if g >= 0:
-                if eub:
+            if g >= 0 or eup:
+                sel[cnt] = kk
+                cnt += 1
+                if g >= 0 and eub:
                     bmatched[g] = 1
-            elif not eup:
-                continue
-            if copy_only and g >= 0 and o == i:
-                for k in range(na):
-                    _put(a_out[k], o, _copy_value(a_kind[k], a_src[k], i, g, a_fill[k], bkeys), True)
-            else:
-                _emit(o, i, g, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, True, active)
-            if nstr != 0:
-                _emit_strings(o, i, g, from_build, op_st, op_en, pch, ob_st, ob_en, bch, soffs, schars, spos)
-            o += 1
+        in_place = o == i0 and cnt == nk      # then only the active rows need writing
+        for k in range(na if in_place else nrows):
+            r = active[k] if in_place else k
+            for c in range(cnt):
+                _put(outs[r], o + c, _emit_value(r, i0 + sel[c], gs[sel[c]], porig, borig, pcols,
+                                                 bcols, bkeys, src_p, src_b, fill), False)
+        if nstr != 0:
+            for c in range(cnt):
+                _emit_strings(o + c, i0 + sel[c], gs[sel[c]], from_build, op_st, op_en, pch, ob_st, ob_en,
+                              bch, soffs, schars, spos)
+        o += cnt
         i0 += nk
     counts[it] = o - lo
     for c in range(nstr):

@@ -543,3 +543,27 @@ def test_an_item_entry_for_other_argument_types_raises():
     assert run_threads(K.build_tables, 1, entry, rec) == [1]      # one row joined a chain (the second 7)
     with pytest.raises(TypeError, match="other argument types"):
         run_threads(K.build_tables, 1, (entry[0], entry[1] ^ 1), rec)
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "outer", "right"])
+def test_one_pass_join_rows_outside_whole_batches(monkeypatch, how):
+    # the one-pass (direct) path writes single rows, an item's last rows and the rows of a
+    # partition without build rows, through its batch paths as batches of one: distinct build
+    # keys, a scattered probe, 16 partitions for 6 build rows (most of them empty), probe
+    # lengths that are no multiple of the batch, nulls, a string key and string payloads
+    from gpuframe.backends.cpu import join as cpu_join
+
+    monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
+    monkeypatch.setattr(cpu_join, "_ROWS_PER_PARTITION", 1)
+    monkeypatch.setattr(cpu_join, "_ITEM_ROWS", 13)
+    rng = np.random.default_rng(21)
+    for n in (1, 7, 9, 203):
+        pk = rng.integers(-2, 9, n)
+        probe = pa.table({"k": pa.array(pk, mask=pk == -2), "a": np.arange(n),
+                          "s": pa.array([f"p{x}é" * (x % 3) for x in range(n)])})
+        build = pa.table({"k": pa.array([0, 3, 5, 6, 8, None], pa.int64()), "b": np.arange(6),
+                          "t": pa.array(["", "b3", None, "b6", "long build payload 8", "n"])})
+        check_join(probe, build, how, on="k")
+        strings = lambda t: t.set_column(0, "k", pa.array([None if x is None else f"key{x}"   # noqa: E731
+                                                           for x in t.column("k").to_pylist()]))
+        check_join(strings(probe), strings(build), how, on="k")
