@@ -19,7 +19,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["address", "call_entry", "copy_bytes", "copy_short", "entry_tag", "fetch_add_at", "load_f64", "load_i64", "load_u64_at", "load_u8_at",
+__all__ = ["address", "call_entry", "claim", "copy_bytes", "copy_short", "entry_tag", "native_entry", "fetch_add_at", "load_f64", "load_i64", "load_u64_at", "load_u8_at",
            "prefetch", "store_fence", "store_i64", "store_i64_nt", "store_u64_at", "store_u8_at", "stream_line",
            "LINE_BYTES"]
 
@@ -241,6 +241,22 @@ def fetch_add_at(typingctx, addr, val):
     return sig, codegen
 
 
+@njit(inline="always")
+def claim(cursor, mine):
+    """The next work item of a threaded kernel (``gpuframe.backends.cpu._target.run_threads``):
+    the next one of the block of consecutive items this thread holds (``mine``, two int64:
+    [next, end)), else the first of a block of ``cursor[1]`` items (at least one) claimed from
+    ``cursor[0]``, which every thread running the kernel shares."""
+    if mine[0] < mine[1]:
+        it = mine[0]
+    else:
+        block = max(cursor[1], np.int64(1))
+        it = fetch_add_at(address(cursor), block)
+        mine[1] = it + block
+    mine[0] = it + 1
+    return it
+
+
 @intrinsic
 def store_fence(typingctx):
     """Order the non-temporal stores before anything after (``fence seq_cst``)."""
@@ -257,6 +273,26 @@ def entry_tag(argtypes: tuple) -> int:
     """A tag of a tuple of numba types, the same in every process (CRC-32 of their names): what
     :func:`call_entry` checks an entry against."""
     return zlib.crc32("|".join(str(t) for t in argtypes).encode())
+
+
+_NATIVE: dict = {}
+
+
+def native_entry(disp, argtypes: tuple) -> tuple[int, int]:
+    """``(address, tag)`` for :func:`call_entry`: the native function of ``njit`` dispatcher
+    ``disp`` compiled (or loaded from numba's cache) for the numba types ``argtypes``, returning
+    int64 (a result of another type is cast), and their :func:`entry_tag`. The dispatcher keeps
+    the code alive."""
+    key = (disp, argtypes)
+    hit = _NATIVE.get(key)
+    if hit is None:
+        disp.compile(types.int64(*argtypes))
+        cres = disp.overloads[argtypes]
+        addr = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+        if not addr:
+            raise RuntimeError(f"native_entry: no native code for {disp.py_func.__name__}{argtypes}")
+        hit = _NATIVE[key] = (int(addr), entry_tag(argtypes))
+    return hit
 
 
 @intrinsic

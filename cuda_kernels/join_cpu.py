@@ -61,7 +61,8 @@ from numba._dispatcher import compute_fingerprint
 from numba.core.typing.typeof import Purpose, typeof
 
 from .cpu_intrinsics import (address, call_entry, copy_bytes, copy_short, entry_tag, fetch_add_at,  # noqa: F401
-                             load_i64, prefetch, store_fence, store_i64, store_i64_nt, store_u8_at)
+                             load_i64, native_entry, prefetch, store_fence, store_i64, store_i64_nt, store_u8_at)
+from .cpu_intrinsics import claim as _claim
 from . import hashtable as _ht
 from . import keys as _keys
 from .hashtable import EMPTY
@@ -453,21 +454,6 @@ def _batch_scratch():
     return (np.empty(_BATCH, np.uint64), np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64),
             np.empty(_BATCH, np.int64), np.empty(_BATCH, np.int64), np.empty(_BATCH, np.uint64))
 
-
-@njit(inline="always")
-def _claim(cursor, mine):
-    # the next work item of a threaded kernel: the next one of the block of consecutive items
-    # this thread holds (``mine``: [next, end)), else the first of a block of ``cursor[1]``
-    # items (at least one) claimed from ``cursor[0]``, which every thread running the kernel
-    # shares
-    if mine[0] < mine[1]:
-        it = mine[0]
-    else:
-        block = max(cursor[1], np.int64(1))
-        it = fetch_add_at(_addr(cursor), block)
-        mine[1] = it + block
-    mine[0] = it + 1
-    return it
 
 # empty verify arrays for lookups that never verify (in-place probes take only word keys)
 _EW = np.zeros((0, 0), np.uint64)
@@ -1279,7 +1265,8 @@ def item_entry(kernel, verify: bool, records: tuple) -> tuple[int, int]:
     """The ``entry`` argument of threaded kernel ``kernel`` called with ``records`` (its
     arguments between ``entry`` and ``cursor``): the address and :func:`entry_tag` of its item
     function (:func:`for_keys` ``verify``), compiled (or loaded from numba's cache) for the
-    records' types, which the kernel calls through :func:`call_entry`.
+    records' types (:func:`~gpuframe.kernels.cpu_intrinsics.native_entry`), which the kernel
+    calls through :func:`call_entry`.
 
     Looked up by the records' type fingerprint (numba's own, a few microseconds); a new one
     types the records (``numba.typeof``, what the kernel's dispatcher does) and compiles."""
@@ -1289,12 +1276,7 @@ def item_entry(kernel, verify: bool, records: tuple) -> tuple[int, int]:
         item, extra = _ITEMS[kernel]
         item = for_keys(item, verify)
         sig = tuple(typeof(r, Purpose.argument) for r in records) + (types.int64,) + extra
-        item.compile(types.int64(*sig))
-        cres = item.overloads[sig]
-        address_ = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
-        if not address_:
-            raise RuntimeError(f"item_entry: no native code for {item.py_func.__name__}{sig}")
-        hit = _ENTRIES[key] = (int(address_), entry_tag(sig))
+        hit = _ENTRIES[key] = native_entry(item, sig)
     return hit
 
 

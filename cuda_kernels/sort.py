@@ -40,6 +40,7 @@ import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
+from .cpu_intrinsics import claim
 from .hashing import bit_is_set
 from .jit_cache import njit
 from .kernel_set import KernelSet
@@ -284,13 +285,16 @@ def prefix_words(offsets, chars, depth, w, lc):
         lc[i] = _length_class(offsets, depth, i)
 
 
-@njit(parallel=True, cache=True)
-def word_range(words, flags, null_flag, nchunks):
-    """The least and the greatest word (as uint64) of the rows that are not nulls."""
+@njit(cache=True, nogil=True)
+def word_range(words, flags, null_flag, nchunks, lo_w, hi_w, cursor):
+    """``lo_w[c]``, ``hi_w[c]``: the least and the greatest word (as uint64) of the rows of
+    chunk ``c`` that are not nulls (``lo_w[c] > hi_w[c]``: none), for the chunks it claims
+    through ``cursor``: a threaded kernel (``gpuframe.backends.cpu._target.run_threads``). A
+    ``prange`` loop over the chunks compiled in 2.3 s, this in a fraction of it."""
     n = words.shape[0]
-    lo_w = np.full(nchunks, ONES64, np.uint64)
-    hi_w = np.zeros(nchunks, np.uint64)
-    for c in prange(nchunks):
+    mine = np.zeros(2, np.int64)
+    c = claim(cursor, mine)
+    while c < nchunks:
         lo, hi = _bounds(n, c, nchunks)
         a = ONES64
         b = _U0
@@ -302,7 +306,7 @@ def word_range(words, flags, null_flag, nchunks):
             b = max(b, w)
         lo_w[c] = a
         hi_w[c] = b
-    return lo_w.min(), hi_w.max()
+        c = claim(cursor, mine)
 
 
 @njit(parallel=True, cache=True)

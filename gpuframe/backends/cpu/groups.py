@@ -12,7 +12,10 @@ from typing import Any, Optional, Sequence
 import numba
 import numpy as np
 import pyarrow as pa
+from numba import types
+from numba.core.typing.typeof import Purpose, typeof
 
+from gpuframe.kernels.cpu_intrinsics import native_entry
 from gpuframe.kernels.join import KMODE_BITS, KMODE_F64
 
 from ...core.column import Column
@@ -23,6 +26,7 @@ from .._keys import fast_key_words, prepare_side
 from ..contract import KeyPair
 from .join import (_E8, _EU64, _build_side, _count, _index_dtype, _key_word, _partition_bits, _prepare,
                    _probe_side, _ro, _ro_side, _row_hash_cpu, _string_span, _use_inplace, _widen_words)
+from ._target import run_threads
 from .select import flagged_rows
 
 __all__ = ["group_ids", "first_rows", "distinct_rows", "dense_groups", "DenseGroups", "group_reduce", "group_reduce_many",
@@ -447,12 +451,10 @@ def dense_groups(columns: Sequence[Column], pairs: Sequence[KeyPair], key_order:
     limit = min(_DENSE_MAX_SLOTS, max(n, _DENSE_MIN_SLOTS))
     words, valids, lows, cards = [], [], [], []
     slots = 1
-    bounds = np.empty(2, np.int64)
     for col in columns:
         w = _ro(_int64_words(col))
         valid = _ro(_valid(col)) if col.has_nulls else _E8
-        K.key_range(w, valid, nch, bounds)
-        lo, hi = int(bounds[0]), int(bounds[1])
+        lo, hi = _key_range(K, w, valid, nch)
         k = (hi - lo + 1 if hi >= lo else 0) + (1 if valid.shape[0] else 0)
         slots *= k
         if slots > limit:
@@ -799,11 +801,13 @@ class _SumPlan:
                 if table[r, K.SUM_COUNT] >= 0:
                     table[r, K.SUM_COUNT] = ncount
                     ncount += 1
-            isums = np.empty((nint, ngroups), np.int64)
-            fsums = np.empty((nfloat, ngroups), np.float64)
-            cnts = np.empty((ncount, ngroups), np.int64)
-            K.group_sums(gid, ngroups, _ro(table), nint, nfloat, ncount, nch, size if at == 0 else _EI64,
-                         isums, fsums, cnts)
+            base = 1 if at == 0 else 0
+            acc = _sums_acc(K, gid, _ro(table), nint, nfloat, ncount, nch, ngroups, base)
+            if base:
+                size[:] = acc[:, 0]
+            isums = np.ascontiguousarray(acc[:, base:base + nint].T)
+            fsums = np.ascontiguousarray(acc[:, base + nint:base + nint + nfloat].T).view(np.float64)
+            cnts = np.ascontiguousarray(acc[:, base + nint + nfloat:base + nint + nfloat + ncount].T)
             for r, key in enumerate(part):
                 kind = table[r, K.SUM_KIND]
                 if kind == K.SUM_INT:
@@ -815,14 +819,46 @@ class _SumPlan:
         return size, sums, counts
 
 
+def _sums_acc(K: Any, gid: Any, table: np.ndarray, nint: int, nfloat: int, ncount: int, nch: int, ngroups: int,
+              base: int) -> np.ndarray:
+    """:func:`~gpuframe.kernels.group_cpu.group_sums` over ``nch`` chunks on the threads, the
+    chunks' accumulators added up in chunk order: ``[group, field]`` int64 words (the float
+    sums' fields hold float64 bits)."""
+    width = max(base + nint + nfloat + ncount, 1)
+    acc = np.zeros((nch, ngroups + 8, width), np.int64)   # group_cpu._stride: a line apart
+    accf = acc.view(np.float64)
+    entry = native_entry(K._sums_chunk, (typeof(gid, Purpose.argument), typeof(table, Purpose.argument))
+                         + (types.int64,) * 6 + (typeof(acc, Purpose.argument), typeof(accf, Purpose.argument)))
+    run_threads(K.group_sums, nch, entry, gid, table, nint, nfloat, nch, base, acc, accf)
+    # as the kernel's merge did: the int fields (sizes, sums, counts) add up wrapping as int64,
+    # the float sums from 0.0 in chunk order
+    out = acc[0, :ngroups].copy()
+    outf = out.view(np.float64)
+    fl = slice(base + nint, base + nint + nfloat)
+    outf[:, fl] += 0.0
+    for c in range(1, nch):
+        floats = outf[:, fl] + accf[c, :ngroups, fl]
+        out += acc[c, :ngroups]
+        outf[:, fl] = floats
+    return out
+
+
 def _int_sum_fits(K: Any, vals: np.ndarray, valid: np.ndarray, n: int) -> bool:
     """Whether no sum of at most ``n`` of the non-null int64 ``vals`` can overflow int64 (one
     pass for their range)."""
-    bounds = np.empty(2, np.int64)
-    K.key_range(_ro(vals), _ro(valid) if valid.shape[0] else _E8, K.nchunks_for(len(vals)), bounds)
-    if bounds[0] > bounds[1]:
+    lo, hi = _key_range(K, _ro(vals), _ro(valid) if valid.shape[0] else _E8, K.nchunks_for(len(vals)))
+    if lo > hi:
         return True
-    return max(abs(int(bounds[0])), abs(int(bounds[1]))) * n < 2**63
+    return max(abs(lo), abs(hi)) * n < 2**63
+
+
+def _key_range(K: Any, words: np.ndarray, valid: np.ndarray, nchunks: int) -> tuple[int, int]:
+    """The lowest and highest int64 ``words`` of the non-null rows (``valid`` empty: no nulls);
+    lowest > highest when there are none. ``nchunks`` chunks on the threads."""
+    lo = np.empty(nchunks, np.int64)
+    hi = np.empty(nchunks, np.int64)
+    run_threads(K.key_range, nchunks, words, valid, nchunks, lo, hi)
+    return int(lo.min()), int(hi.max())
 
 
 def _decoded(col: Column) -> Column:

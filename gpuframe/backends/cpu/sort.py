@@ -24,7 +24,7 @@ from gpuframe.kernels import sort as SK
 from ...core.column import Column
 from ...core.dtypes import Layout
 from ...core.hostalloc import host_empty
-from ._target import _cpu_threads
+from ._target import _cpu_threads, run_threads
 
 __all__ = ["sort_indices", "sort_keyed", "merge_indices", "sort_indices_with", "string_ranks", "radix_argsort", "CpuSorter"]
 
@@ -282,9 +282,12 @@ class CpuSorter:
         SK.prefix_words(offsets, chars, depth, w, lc)
 
     def word_range(self, words, flags, null_flag: int) -> tuple[int, int]:
-        lo, hi = SK.word_range(words, self._EMPTY_U32 if flags is None else flags, np.uint32(null_flag),
-                               numba.get_num_threads())
-        return int(lo), int(hi)
+        nchunks = max(1, min(numba.get_num_threads(), len(words) // 16384 + 1))
+        lo = np.empty(nchunks, np.uint64)
+        hi = np.empty(nchunks, np.uint64)
+        run_threads(SK.word_range, nchunks, words, self._EMPTY_U32 if flags is None else flags, np.uint32(null_flag),
+                    nchunks, lo, hi)
+        return int(lo.min()), int(hi.max())
 
     def radix_pass(self, w_in, p_in: Optional[np.ndarray], base: np.uint64, shift: int,
                    w_out: Optional[np.ndarray], p_out: np.ndarray) -> None:
