@@ -16,10 +16,12 @@ import zlib
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba._dispatcher import compute_fingerprint
 from numba.core import cgutils
+from numba.core.typing.typeof import Purpose, typeof
 from numba.extending import intrinsic
 
-__all__ = ["address", "call_entry", "claim", "copy_bytes", "copy_short", "entry_tag", "native_entry", "fetch_add_at", "load_f64", "load_i64", "load_u64_at", "load_u8_at",
+__all__ = ["address", "call_entry", "claim", "copy_bytes", "copy_short", "entry_tag", "native_entry", "native_entry_for", "fetch_add_at", "load_f64", "load_i64", "load_u64_at", "load_u8_at",
            "prefetch", "store_fence", "store_i64", "store_i64_nt", "store_u64_at", "store_u8_at", "stream_line",
            "LINE_BYTES"]
 
@@ -292,6 +294,23 @@ def native_entry(disp, argtypes: tuple) -> tuple[int, int]:
         if not addr:
             raise RuntimeError(f"native_entry: no native code for {disp.py_func.__name__}{argtypes}")
         hit = _NATIVE[key] = (int(addr), entry_tag(argtypes))
+    return hit
+
+
+_NATIVE_FOR: dict = {}
+
+
+def native_entry_for(disp, values: tuple, tail: tuple = ()) -> tuple[int, int]:
+    """:func:`native_entry` of ``disp`` for arguments ``values`` (Python values, typed as numba
+    types a dispatcher's arguments: a kernel that forwards them passes them with those types)
+    followed by arguments of the numba types ``tail`` (what the kernel makes itself: an item
+    number, scratch). Looked up by numba's own type fingerprint of ``values`` (microseconds;
+    ``numba.typeof`` takes tens of them an array)."""
+    key = (disp, compute_fingerprint(values), tail)
+    hit = _NATIVE_FOR.get(key)
+    if hit is None:
+        argtypes = tuple(typeof(v, Purpose.argument) for v in values) + tuple(tail)
+        hit = _NATIVE_FOR[key] = native_entry(disp, argtypes)
     return hit
 
 

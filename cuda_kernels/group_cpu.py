@@ -918,7 +918,7 @@ def _count_at(cols, i, base, nints, nfloats):
 
 
 @njit(_nrt=False, **_OPTS)
-def _sums_chunk(groups, cols, c, n, step, base, nints, nfloats, acc, accf):
+def _sums_chunk(groups, cols, base, nints, nfloats, acc, accf, c, n, step):
     # group_sums' chunk ``c`` of rows, a function of its own that the kernel calls through an
     # address: inlined into a parallel loop, its four columns' code made numba's parfor passes
     # the kernel's compile time; compiled without reference counting (it allocates nothing),
@@ -945,7 +945,7 @@ def _sums_chunk(groups, cols, c, n, step, base, nints, nfloats, acc, accf):
 
 
 @njit(**_OPTS)
-def group_sums(entry, groups, cols, nints, nfloats, nchunks, base, acc, accf, cursor):
+def group_sums(entry, groups, cols, base, nints, nfloats, acc, accf, nchunks, cursor):
     """Up to :data:`SUM_COLUMNS` columns' sums per group in one pass over the rows (a row's
     group is found once for all), chunk ``c`` of the rows into ``acc[c]``: ``acc[c, g, 0]``
     the rows of group ``g`` (``base`` 1, else not counted); per column ``i`` of
@@ -967,7 +967,7 @@ def group_sums(entry, groups, cols, nints, nfloats, nchunks, base, acc, accf, cu
     mine = np.zeros(2, np.int64)
     c = claim(cursor, mine)
     while c < nchunks:
-        call_entry(entry, (groups, cols, c, n, step, base, nints, nfloats, acc, accf))
+        call_entry(entry, (groups, cols, base, nints, nfloats, acc, accf, c, n, step))
         c = claim(cursor, mine)
 
 

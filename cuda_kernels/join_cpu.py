@@ -57,11 +57,9 @@ from collections import namedtuple
 
 import numpy as np
 from numba import prange, types
-from numba._dispatcher import compute_fingerprint
-from numba.core.typing.typeof import Purpose, typeof
 
 from .cpu_intrinsics import (address, call_entry, copy_bytes, copy_short, entry_tag, fetch_add_at,  # noqa: F401
-                             load_i64, native_entry, prefetch, store_fence, store_i64, store_i64_nt, store_u8_at)
+                             load_i64, native_entry_for, prefetch, store_fence, store_i64, store_i64_nt, store_u8_at)
 from .cpu_intrinsics import claim as _claim
 from . import hashtable as _ht
 from . import keys as _keys
@@ -1258,26 +1256,15 @@ _ITEMS = {
     write_items: (_write_item, (_T_I64,)),
     probe_direct: (_direct_item, (_T_I64,) * 4 + (types.boolean,) * 2 + (_T_I64,) + _BATCH_TYPES[:4]),
 }
-_ENTRIES: dict = {}
-
-
 def item_entry(kernel, verify: bool, records: tuple) -> tuple[int, int]:
     """The ``entry`` argument of threaded kernel ``kernel`` called with ``records`` (its
-    arguments between ``entry`` and ``cursor``): the address and :func:`entry_tag` of its item
-    function (:func:`for_keys` ``verify``), compiled (or loaded from numba's cache) for the
-    records' types (:func:`~gpuframe.kernels.cpu_intrinsics.native_entry`), which the kernel
-    calls through :func:`call_entry`.
-
-    Looked up by the records' type fingerprint (numba's own, a few microseconds); a new one
-    types the records (``numba.typeof``, what the kernel's dispatcher does) and compiles."""
-    key = (kernel, verify, compute_fingerprint(records))
-    hit = _ENTRIES.get(key)
-    if hit is None:
-        item, extra = _ITEMS[kernel]
-        item = for_keys(item, verify)
-        sig = tuple(typeof(r, Purpose.argument) for r in records) + (types.int64,) + extra
-        hit = _ENTRIES[key] = native_entry(item, sig)
-    return hit
+    arguments between ``entry`` and ``cursor``): the address and tag of its item function
+    (:func:`for_keys` ``verify``) compiled (or loaded from numba's cache) for the records'
+    types, the item number and the kernel's scratch
+    (:func:`~gpuframe.kernels.cpu_intrinsics.native_entry_for`), which the kernel calls
+    through :func:`call_entry`."""
+    item, extra = _ITEMS[kernel]
+    return native_entry_for(for_keys(item, verify), records, (types.int64,) + extra)
 
 
 # --------------------------------------------------------------------------- CUDA string keys

@@ -13,9 +13,8 @@ import numba
 import numpy as np
 import pyarrow as pa
 from numba import types
-from numba.core.typing.typeof import Purpose, typeof
 
-from gpuframe.kernels.cpu_intrinsics import native_entry
+from gpuframe.kernels.cpu_intrinsics import native_entry_for
 from gpuframe.kernels.join import KMODE_BITS, KMODE_F64
 
 from ...core.column import Column
@@ -827,9 +826,8 @@ def _sums_acc(K: Any, gid: Any, table: np.ndarray, nint: int, nfloat: int, ncoun
     width = max(base + nint + nfloat + ncount, 1)
     acc = np.zeros((nch, ngroups + 8, width), np.int64)   # group_cpu._stride: a line apart
     accf = acc.view(np.float64)
-    entry = native_entry(K._sums_chunk, (typeof(gid, Purpose.argument), typeof(table, Purpose.argument))
-                         + (types.int64,) * 6 + (typeof(acc, Purpose.argument), typeof(accf, Purpose.argument)))
-    run_threads(K.group_sums, nch, entry, gid, table, nint, nfloat, nch, base, acc, accf)
+    args = (gid, table, base, nint, nfloat, acc, accf)
+    run_threads(K.group_sums, nch, native_entry_for(K._sums_chunk, args, (types.int64,) * 3), *args, nch)
     # as the kernel's merge did: the int fields (sizes, sums, counts) add up wrapping as int64,
     # the float sums from 0.0 in chunk order
     out = acc[0, :ngroups].copy()
