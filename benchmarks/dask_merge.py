@@ -110,8 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p = arg_parser("gpuframe.dask.merge against Dask's merge (p2p and tasks shuffles).", default_rows="small")
     add_cluster_args(p)
     p.add_argument("--skew", default="none", choices=shuffle_mod.SKEWS,
-                   help=f"the left side's keys: uniform (none), Zipf({ZIPF_A}) or one key with {HOT_SHARE * 100:.0f}%% of "
-                        "the rows (hot); the right side's keys are unique")
+                   help=f"the left side's keys: uniform (none), Zipf({ZIPF_A}) or one key with "
+                        f"{HOT_SHARE * 100:.0f}%% of the rows (hot); the right side's keys are unique")
     args = p.parse_args(argv)
     apply_cluster_args(args)
     cfg = config_from_args(args)

@@ -21,9 +21,9 @@ from numba.core import cgutils
 from numba.core.typing.typeof import Purpose, typeof
 from numba.extending import intrinsic
 
-__all__ = ["address", "call_entry", "claim", "copy_bytes", "copy_short", "entry_tag", "native_entry", "native_entry_for", "fetch_add_at", "load_f64", "load_i64", "load_u64_at", "load_u8_at",
-           "prefetch", "store_fence", "store_i64", "store_i64_nt", "store_u64_at", "store_u8_at", "stream_line",
-           "LINE_BYTES"]
+__all__ = ["address", "call_entry", "claim", "copy_bytes", "copy_short", "entry_tag", "fetch_add_at", "load_f64",
+           "load_i64", "load_u64_at", "load_u8_at", "native_entry", "native_entry_for", "prefetch", "store_fence",
+           "store_i64", "store_i64_nt", "store_u64_at", "store_u8_at", "stream_line", "LINE_BYTES"]
 
 LINE_BYTES = 64
 

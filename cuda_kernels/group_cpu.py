@@ -710,12 +710,15 @@ def _group_rows(groups):
     return None
 
 
+# the row length of the per-chunk accumulators: one cache line more than the groups, so that
+# two threads never write the same line (with few groups, the last group of one chunk and the
+# first of the next shared a line: a sum of 10M rows by 100 groups took 25 ms, 17 ms padded)
+STRIDE_PAD = 8
+
+
 @njit(inline="always")
 def _stride(ngroups):
-    # the row length of the per-chunk accumulators: one cache line more than the groups, so that
-    # two threads never write the same line (with few groups, the last group of one chunk and the
-    # first of the next shared a line: a sum of 10M rows by 100 groups took 25 ms, 17 ms padded)
-    return ngroups + 8
+    return ngroups + STRIDE_PAD
 
 
 @njit(**_OPTS)
@@ -961,7 +964,13 @@ def group_sums(entry, groups, cols, base, nints, nfloats, acc, accf, nchunks, cu
     cache line however many columns there are (with 100k groups, one array per accumulator
     missed the cache once for each). The columns are read into scalars before the loop over
     the rows, each added by code of its own: a loop over the columns' table inside it ran twice
-    as long, as did a loop per column over blocks of rows."""
+    as long, as did a loop per column over blocks of rows.
+
+    A threaded kernel (``gpuframe.backends.cpu._target.run_threads``): the chunks it claims
+    through ``cursor``, each by :func:`_sums_chunk` called through ``entry``
+    (:func:`~gpuframe.kernels.cpu_intrinsics.call_entry`; ``backends/cpu/groups.py``'s
+    ``_sums_acc``), compiled once and not again inside this kernel. As a ``prange`` loop
+    calling it by name, with the chunks' merge, this kernel compiled in 3.3 s."""
     n = np.int64(group_rows(groups))
     step = (n + nchunks - 1) // nchunks
     mine = np.zeros(2, np.int64)

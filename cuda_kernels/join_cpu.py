@@ -58,7 +58,7 @@ from collections import namedtuple
 import numpy as np
 from numba import prange, types
 
-from .cpu_intrinsics import (address, call_entry, copy_bytes, copy_short, entry_tag, fetch_add_at,  # noqa: F401
+from .cpu_intrinsics import (address, call_entry, copy_bytes, copy_short, fetch_add_at,  # noqa: F401
                              load_i64, native_entry_for, prefetch, store_fence, store_i64, store_i64_nt, store_u8_at)
 from .cpu_intrinsics import claim as _claim
 from . import hashtable as _ht

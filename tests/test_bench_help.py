@@ -6,8 +6,8 @@ import importlib
 
 import pytest
 
-MODULES = ["all", "dask_merge", "dask_ops", "dlpack", "fuzz_import", "gpu_figures", "gpu_kernel_check", "groupby", "join",
-           "partition", "report", "setops", "shuffle", "sort"]
+MODULES = ["all", "dask_merge", "dask_ops", "dlpack", "fuzz_import", "gpu_figures", "gpu_kernel_check", "groupby",
+           "join", "partition", "report", "setops", "shuffle", "sort"]
 
 
 @pytest.mark.parametrize("name", MODULES)

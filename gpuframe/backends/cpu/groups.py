@@ -824,7 +824,7 @@ def _sums_acc(K: Any, gid: Any, table: np.ndarray, nint: int, nfloat: int, ncoun
     chunks' accumulators added up in chunk order: ``[group, field]`` int64 words (the float
     sums' fields hold float64 bits)."""
     width = max(base + nint + nfloat + ncount, 1)
-    acc = np.zeros((nch, ngroups + 8, width), np.int64)   # group_cpu._stride: a line apart
+    acc = np.zeros((nch, ngroups + K.STRIDE_PAD, width), np.int64)   # chunks a cache line apart
     accf = acc.view(np.float64)
     args = (gid, table, base, nint, nfloat, acc, accf)
     run_threads(K.group_sums, nch, native_entry_for(K._sums_chunk, args, (types.int64,) * 3), *args, nch)

@@ -642,8 +642,8 @@ def _count(probe: SideKeys, build: SideKeys, P: _Probe, B: _Build, pbits: int, e
     bmatched = np.zeros(len(B.keys) if eub else 0, dtype=np.uint8)
     counts = np.zeros(len(P.ilo), np.int64)
     sbytes = np.zeros((len(P.ilo), ost.shape[0]), np.int64)
-    _threaded(K.probe_count, probe.verify or build.verify, len(P.ilo), _probe_record(P, probe), _build_record(B, build, pbits),
-              _output_record(eup=eup, eub=eub, pst=ost, pen=oen),
+    _threaded(K.probe_count, probe.verify or build.verify, len(P.ilo), _probe_record(P, probe),
+              _build_record(B, build, pbits), _output_record(eup=eup, eub=eub, pst=ost, pen=oen),
               _tally(match=match, bmatched=bmatched, counts=counts, sbytes=sbytes))
     return counts, sbytes, bmatched
 
@@ -856,7 +856,8 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
     counts = np.zeros(len(P.ilo), np.int64)
     # a general key's probe rows come unhashed (keys None): small_match hashes them; the string
     # keys' output bytes are summed afterwards, where they are written
-    _threaded(K.small_match, probe.verify or build.verify, len(P.ilo), _probe_record(P, probe, keys=_EU64 if P.keys is None else None),
+    _threaded(K.small_match, probe.verify or build.verify, len(P.ilo),
+              _probe_record(P, probe, keys=_EU64 if P.keys is None else None),
               _build_record(B, build, pbits), _output_record(eup=eup, eub=eub),
               _tally(match=match, bmatched=bmatched, counts=counts))
     item_off, total = _exclusive(counts)
@@ -945,8 +946,9 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
     out = _output_record(eup=eup, eub=eub, pst=pst, pen=pen, bst=bst, ben=ben, src_p=sp_arr, src_b=sb_arr,
                          fill=fill_arr, outs=outs, active=_ro(np.flatnonzero(placed == 0).astype(np.int64)),
                          from_build=True, soffs=soffs, schars=schars)
-    _threaded(K.probe_direct, probe.verify or build.verify, nitems, _probe_record(P, probe, pcols), _build_record(B, build, pbits),
-              out, _tally(bmatched=bmatched, counts=counts, sbytes=sbytes, cap_bytes=_ro(cap_bytes)))
+    _threaded(K.probe_direct, probe.verify or build.verify, nitems, _probe_record(P, probe, pcols),
+              _build_record(B, build, pbits), out,
+              _tally(bmatched=bmatched, counts=counts, sbytes=sbytes, cap_bytes=_ro(cap_bytes)))
     B.tables = None
     P.keys = P.keys_buf = None
     item_off, total = _exclusive(counts)
@@ -1042,8 +1044,8 @@ def _write(P: _Probe, probe: SideKeys, pcols: list, B: _Build, build: SideKeys, 
     K = _cpu_kernels()
     nstr = item_bytes.shape[1]
     build_rec = _build_record(B, build, pbits, tables=_EI32)
-    _threaded(K.write_items, probe.verify or build.verify, len(P.ilo), _probe_record(P, probe, pcols, keys=_EU64), build_rec, out,
-              _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes)))
+    _threaded(K.write_items, probe.verify or build.verify, len(P.ilo), _probe_record(P, probe, pcols, keys=_EU64),
+              build_rec, out, _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes)))
     if eub and int(ub_counts.sum()):
         K.unmatched_build_write(_probe_record(P, probe, pcols, keys=_EU64, items=False), build_rec, out,
                       _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
