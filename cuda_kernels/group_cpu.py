@@ -1063,15 +1063,20 @@ def _str_better(offs, chars, i, j, want_max):
     return c > 0 if want_max else c < 0
 
 
-@njit(parallel=True, **_OPTS)
-def first_last(groups, ngroups, valid, nchunks, want_last, most, out):
-    """The first (or last) non-null row of each group (-1: none). For the first rows, each
-    chunk of rows stops once it has found ``most`` groups (0: never), as many as there can be
-    (dense keys that fill their range are all found in the first rows)."""
+@njit(**_OPTS)
+def first_last(groups, valid, nchunks, want_last, most, best, cursor):
+    """``best[c, g]``: the first (or last) non-null row of group ``g`` in chunk ``c`` of the rows
+    (left as it is, -1 from the caller, where there is none), for the chunks it claims through
+    ``cursor``: a threaded kernel (``gpuframe.backends.cpu._target.run_threads``; the caller
+    takes each group's first or last chunk that has one). For the first rows, each chunk stops
+    once it has found ``most`` groups (0: never), as many as there can be (dense keys that fill
+    their range are all found in the first rows). As a ``prange`` loop with the chunks' merge it
+    compiled 1 s longer."""
     n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
-    best = np.full((nchunks, _stride(ngroups)), -1, np.int64)
-    for c in prange(nchunks):
+    mine = np.zeros(2, np.int64)
+    c = claim(cursor, mine)
+    while c < nchunks:
         found = 0
         for j in range(c * step, min(n, (c + 1) * step)):
             if _ok(valid, j):
@@ -1083,14 +1088,7 @@ def first_last(groups, ngroups, valid, nchunks, want_last, most, out):
                     found += 1
                     if found == most:
                         break
-    for g in prange(ngroups):
-        b = np.int64(-1)
-        for cc in range(nchunks):
-            c = nchunks - 1 - cc if want_last else cc
-            if best[c, g] >= 0:
-                b = best[c, g]
-                break
-        out[g] = b
+        c = claim(cursor, mine)
 
 
 @njit(parallel=True, **_OPTS)

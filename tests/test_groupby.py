@@ -395,3 +395,22 @@ def test_min_max_of_many_groups_keep_values_beside_rows():
     got = _check(t, ["k"], {"mx_i": ("i", "max"), "mn_i": ("i", "min"), "mx_f": ("f", "max"), "mn_f": ("f", "min"),
                             "mx_u": ("u", "max")})
     assert got.num_rows > 16_384
+
+
+@pytest.mark.parametrize("key", ["int", "string", "two"])
+def test_chunked_kernels_merge_their_chunks(monkeypatch, key):
+    # the threaded kernels (group_sums, first_last, key_range) work by chunks of rows that the
+    # caller merges: five chunks whatever the threads (group_sums: of 16k rows at least),
+    # against DuckDB
+    from gpuframe.kernels import group_cpu as K
+
+    monkeypatch.setattr(K, "nchunks_for", lambda n: max(1, min(5, n // 1000 + 1)))
+    n = 70_001
+    t = pa.table({"k": random_array(pa.int64(), n, nulls=True, seed=11, cardinality=60),
+                  "s": random_array(pa.string(), n, nulls=True, seed=12, cardinality=50),
+                  "i": random_array(pa.int64(), n, nulls=True, seed=13, cardinality=10_000),
+                  "f": random_array(pa.float64(), n, nulls=True, seed=14, cardinality=10_000)})
+    by = {"int": ["k"], "string": ["s"], "two": ["k", "s"]}[key]
+    aggs = {"si": ("i", "sum"), "sf": ("f", "sum"), "mf": ("f", "mean"), "ci": ("i", "count"), "n": ("i", "size"),
+            "fi": ("i", "first"), "lf": ("f", "last"), "xi": ("i", "max")}
+    _check(t, by, aggs)

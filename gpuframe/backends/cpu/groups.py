@@ -478,8 +478,7 @@ def dense_groups(columns: Sequence[Column], pairs: Sequence[KeyPair], key_order:
             groups[i, K.DENSE_VALID] = valid.ctypes.data if valid.shape[0] else 0
             groups[i, K.DENSE_ROWS] = n
         groups = _ro(groups)
-    firsts = np.empty(slots, np.int64)
-    K.first_last(groups, slots, _E8, nch, False, most, firsts)
+    firsts = _first_last(K, groups, slots, _E8, nch, False, most)
     held = np.flatnonzero(firsts >= 0)
     if key_order:
         order = held
@@ -589,9 +588,7 @@ def group_reduce(gid: Any, ngroups: int, column: Column, op: str, name: str = "<
         K.count_rows(gid, ngroups, valid, nch, out)
         return Column.from_numpy(out, pa.int64())
     if op in ("first", "last"):
-        rows = np.empty(ngroups, np.int64)
-        K.first_last(gid, ngroups, valid, nch, op == "last", 0, rows)
-        return _gather(column, rows)
+        return _gather(column, _first_last(K, gid, ngroups, valid, nch, op == "last", 0))
     if op in ("min", "max"):
         rows = np.empty(ngroups, np.int64)
         if column.layout == Layout.STRING:
@@ -848,6 +845,20 @@ def _int_sum_fits(K: Any, vals: np.ndarray, valid: np.ndarray, n: int) -> bool:
     if lo > hi:
         return True
     return max(abs(lo), abs(hi)) * n < 2**63
+
+
+def _first_last(K: Any, groups: Any, ngroups: int, valid: np.ndarray, nch: int, want_last: bool,
+                most: int) -> np.ndarray:
+    """The first (or last) non-null row of each group, -1 for none
+    (:func:`~gpuframe.kernels.group_cpu.first_last` on ``nch`` chunks on the threads, then each
+    group's first or last chunk that has one)."""
+    best = np.full((nch, ngroups + K.STRIDE_PAD), -1, np.int64)   # chunks a cache line apart
+    run_threads(K.first_last, nch, groups, valid, nch, want_last, most, best)
+    out = best[nch - 1 if want_last else 0, :ngroups].copy()
+    for c in (range(nch - 2, -1, -1) if want_last else range(1, nch)):
+        none = out < 0
+        out[none] = best[c, :ngroups][none]
+    return out
 
 
 def _key_range(K: Any, words: np.ndarray, valid: np.ndarray, nchunks: int) -> tuple[int, int]:
