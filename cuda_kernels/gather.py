@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
-from .cpu_intrinsics import address, copy_bytes, copy_short, prefetch
+from .cpu_intrinsics import address, claim, copy_bytes, copy_short, prefetch
 from .hashing import bit_is_set
 from .jit_cache import njit
 from .kernel_set import KernelSet
@@ -78,20 +78,28 @@ def coalesced_span(loffs, lidx, roffs, ridx, vbits, has_v, i):
 cuda = None
 
 # --------------------------------------------------------------------------- CPU kernels
-@njit(parallel=True, cache=True)
-def check_indices(idx, n):
-    """``(first_bad_position, missing)``: the first index outside ``[-1, n)`` (``len(idx)`` when
-    none) and the number of ``-1`` entries."""
+@njit(cache=True, nogil=True)
+def check_indices(idx, n, nchunks, bad, missing, cursor):
+    """``bad[c]``: the first position of chunk ``c`` of ``idx`` whose index is outside ``[-1, n)``
+    (``len(idx)`` when none), ``missing[c]``: its ``-1`` entries, for the chunks it claims
+    through ``cursor``: a threaded kernel (``gpuframe.backends.cpu._target.run_threads``; as a
+    ``prange`` loop with two reductions it compiled 0.4 s longer)."""
     m = idx.shape[0]
-    bad = m
-    missing = 0
-    for i in prange(m):
-        j = idx[i]
-        if j == -1:
-            missing += 1
-        elif j < -1 or j >= n:
-            bad = min(bad, i)
-    return bad, missing
+    step = (m + nchunks - 1) // nchunks
+    mine = np.zeros(2, np.int64)
+    c = claim(cursor, mine)
+    while c < nchunks:
+        b = m
+        k = 0
+        for i in range(c * step, min(m, (c + 1) * step)):
+            j = idx[i]
+            if j == -1:
+                k += 1
+            elif j < -1 or j >= n:
+                b = min(b, i)
+        bad[c] = b
+        missing[c] = k
+        c = claim(cursor, mine)
 
 
 @njit(parallel=True, cache=True)

@@ -180,3 +180,20 @@ def test_copy_short_copies_every_length_exactly():
             copy(dst, d0, src, s0, n)
             assert dst[d0:d0 + n].tolist() == src[s0:s0 + n].tolist(), (n, s0, d0)
             assert (dst[:d0] == 0xAB).all() and (dst[d0 + n:] == 0xAB).all(), (n, s0, d0)
+
+
+def test_bounds_check_by_chunks_reports_the_first_bad_position_and_every_missing_row(monkeypatch):
+    # the CPU's check runs by chunks on the threads (a threaded kernel): the first bad position
+    # over every chunk, the -1 entries of all of them; four chunks whatever the threads
+    from gpuframe.backends.cpu import _target
+
+    monkeypatch.setattr(_target.numba, "get_num_threads", lambda: 4)
+    n = 100_000
+    idx = np.arange(n, dtype=np.int64) % 1000
+    idx[[3, 40_000, 99_999]] = -1
+    assert _target.CPU_TARGET.check_indices(idx, 1000) == (-1, 3)
+    idx[[90_000, 60_000, 30_001]] = [1000, -5, 2**40]
+    assert _target.CPU_TARGET.check_indices(idx, 1000) == (30_001, 3)
+    t = gpuframe.from_arrow(pa.table({"a": np.arange(1000)}))
+    with pytest.raises(IndexError, match=r"index 1099511627776 .*position 30001"):
+        take(t, idx)

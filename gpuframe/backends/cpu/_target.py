@@ -62,8 +62,12 @@ class CpuTarget:
 
     # gather
     def check_indices(self, idx, n: int) -> tuple[int, int]:
-        bad, missing = GK.check_indices(idx, n)
-        return (-1 if bad == len(idx) else int(bad)), int(missing)
+        nchunks = max(1, min(numba.get_num_threads(), len(idx) // 16384 + 1))
+        bad = np.empty(nchunks, np.int64)
+        missing = np.empty(nchunks, np.int64)
+        run_threads(GK.check_indices, nchunks, idx, n, nchunks, bad, missing)
+        first = int(bad.min())
+        return (-1 if first == len(idx) else first), int(missing.sum())
 
     def gather_fixed(self, values, idx, out) -> int:
         return int(GK.gather_fixed(values, idx, out, _ahead(values.nbytes)))

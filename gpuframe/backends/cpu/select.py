@@ -11,6 +11,7 @@ from ...core.column import Column
 from ...core.device import CPU
 from ...core.dtypes import Layout, physical_numpy_dtype
 from ...core.hostalloc import host_empty
+from ._target import run_threads
 
 __all__ = ["flagged_rows", "mask_rows", "valid_rows", "concat_arrays", "concat_columns", "cross_maps", "cast_column"]
 
@@ -24,7 +25,8 @@ def flagged_rows(flags: np.ndarray) -> np.ndarray:
     n = len(flags)
     nch = K.nchunks_for(n)
     cnt = np.zeros(nch + 1, np.int64)
-    K.count_flags(flags, nch, cnt)
+    run_threads(K.count_flags, nch, flags, nch, cnt)
+    np.cumsum(cnt, out=cnt)
     rows = host_empty(int(cnt[nch]), np.int64)
     K.flagged_rows(flags, nch, cnt, rows)
     return rows
