@@ -15,6 +15,7 @@ import numpy as np
 
 from gpuframe.kernels import gather as GK
 from gpuframe.kernels import hashing as HK
+from gpuframe.kernels.group_cpu import nchunks_for
 
 from ...core import memory
 from ...core.device import CPU
@@ -62,7 +63,7 @@ class CpuTarget:
 
     # gather
     def check_indices(self, idx, n: int) -> tuple[int, int]:
-        nchunks = max(1, min(numba.get_num_threads(), len(idx) // 16384 + 1))
+        nchunks = nchunks_for(len(idx))
         bad = np.empty(nchunks, np.int64)
         missing = np.empty(nchunks, np.int64)
         run_threads(GK.check_indices, nchunks, idx, n, nchunks, bad, missing)

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from gpuframe.kernels import sort as SK
+from gpuframe.kernels.group_cpu import nchunks_for
 
 from ...core.column import Column
 from ...core.dtypes import Layout
@@ -282,7 +283,7 @@ class CpuSorter:
         SK.prefix_words(offsets, chars, depth, w, lc)
 
     def word_range(self, words, flags, null_flag: int) -> tuple[int, int]:
-        nchunks = max(1, min(numba.get_num_threads(), len(words) // 16384 + 1))
+        nchunks = nchunks_for(len(words))
         lo = np.empty(nchunks, np.uint64)
         hi = np.empty(nchunks, np.uint64)
         run_threads(SK.word_range, nchunks, words, self._EMPTY_U32 if flags is None else flags, np.uint32(null_flag),
