@@ -21,8 +21,9 @@ CPU (``@njit(parallel=True)``): the rows are cut into one contiguous chunk per t
 counts its digits, the cursors are a bucket-major scan of the chunks' counts, and each chunk
 scatters its rows in order (stable, no atomics), as the hash partition does. A pass over memory
 costs about 5.5 ns a row here, a pass over rows in the cache about 2.5: a large single key is
-sorted by one such pass over its top digit into buckets that fit the cache, then each bucket by
-its LSD passes in per-thread scratch (:func:`bucket_passes`; the driver in
+sorted by one such pass over its top digit into buckets that fit the cache, then each bucket most
+significant digit first in per-thread scratch, short ranges by insertion sort
+(:func:`bucket_sort`; the driver in
 :mod:`gpuframe.backends.cpu.sort`).
 
 CUDA (built lazily by :func:`cuda_kernels`): each block owns a contiguous range of rows;
@@ -364,80 +365,134 @@ def _scatter_local(src_w, src_p, base, shift, mask, cur, dst_w, dst_p):
 
 
 @njit(parallel=True, cache=True)
-def bucket_passes(w_in, p_in, starts, groups, base, low_bits, digit_bits, perm_out, w_out, want_w):
+def bucket_sort(w_in, p_in, starts, groups, base, low_bits, digit_bits, small, perm_out, w_out, want_w):
     """The second half of the CPU's large sorts: rows already ordered by the bits of
     ``word - base`` above ``low_bits`` (a bucket per value of them, ``starts``: its first row),
-    each bucket sorted by the rest, from the lowest ``digit_bits`` digit up, in scratch that
-    stays in the cache (stable, so ties keep the order of ``p_in``); the final pass writes the
-    sorted rows' numbers (``perm_out[j] = p_in`` of the row that goes to ``j``) and, with
-    ``want_w``, their words. ``groups``: where each thread's run of buckets starts. Digits that
-    are the same on every row of a bucket cost no pass."""
-    npass = (low_bits + digit_bits - 1) // digit_bits
-    nd = 1 << digit_bits
-    mask = (1 << digit_bits) - 1
+    each bucket sorted by the rest (stable, so ties keep the order of ``p_in``), then written
+    out: ``perm_out[j] = p_in`` of the row that goes to ``j`` and, with ``want_w``, its word
+    (``w_out``). ``groups``: where each thread's run of buckets starts.
+
+    A bucket is copied into per-thread scratch that stays in the cache and sorted there most
+    significant digit first: a range's live digit (one on which its rows differ) scatters it stably into the
+    other scratch buffer, its sub-ranges go on the same way, and a range of at most ``small``
+    rows is finished by an insertion sort (stable), a range whose bits are all compared is
+    left in its order. A digit has at most ``digit_bits`` bits and about log2 of the range's
+    rows, so that a short range does not pay for a wide histogram. Random words part after
+    about log2 of the bucket's rows bits, where the LSD passes pay for every digit."""
+    nmax = 1 << digit_bits
     for g in prange(groups.shape[0] - 1):
         b0 = groups[g]
         b1 = groups[g + 1]
         cap = 1
         for b in range(b0, b1):
             cap = max(cap, starts[b + 1] - starts[b])
-        wa = np.empty(cap, w_in.dtype)
-        wb = np.empty(cap, w_in.dtype)
-        pa = np.empty(cap, p_in.dtype)
-        pb = np.empty(cap, p_in.dtype)
-        hist = np.empty((max(npass, 1), nd), np.int64)
-        live = np.empty(max(npass, 1), np.int64)
-        cur = np.empty(nd, np.int64)
+        # two scratch buffers as the rows of one array: a range's buffer is an index (an
+        # array variable assigned per range would count references at every assignment)
+        ws = np.empty((2, cap), w_in.dtype)
+        ps = np.empty((2, cap), p_in.dtype)
+        hist = np.empty(nmax, np.int64)
+        depth = low_bits * nmax + 1
+        st_o = np.empty(depth, np.int64)
+        st_k = np.empty(depth, np.int64)
+        st_r = np.empty(depth, np.int64)
+        st_b = np.empty(depth, np.int64)
         for b in range(b0, b1):
             s = starts[b]
             m = starts[b + 1] - s
             if m == 0:
                 continue
-            # every pass's counts from the bucket as it is (they do not depend on the order); a
-            # loop per pass (a loop over the passes inside the row loop took 1.5x as long)
-            nlive = 0
-            for q in range(npass):
-                h = hist[q]
-                h[:] = 0
-                for i in range(s, s + m):
-                    h[_digit_of(w_in[i], base, q * digit_bits, mask)] += 1
-                if h[_digit_of(w_in[s], base, q * digit_bits, mask)] != m:
-                    live[nlive] = q
-                    nlive += 1
-            if nlive == 0:
-                for i in range(m):
-                    perm_out[s + i] = p_in[s + i]
-                    if want_w:
-                        w_out[s + i] = w_in[s + i]
-                continue
-            # every pass within the scratch, then one sequential copy out: a last pass that
-            # scattered straight into the outputs wrote to memory a row at a time (0.3-0.4 s
-            # more for 100M rows)
-            for j in range(nlive):
-                q = live[j]
-                total = 0
+            for i in range(m):
+                ws[0, i] = w_in[s + i]
+                ps[0, i] = p_in[s + i]
+            top = 1
+            st_o[0] = 0
+            st_k[0] = m
+            st_r[0] = low_bits
+            st_b[0] = 0
+            while top > 0:
+                top -= 1
+                o = st_o[top]
+                k = st_k[top]
+                r = st_r[top]
+                src = st_b[top]
+                dst = 1 - src
+                if k <= small:
+                    # stable insertion sort
+                    for i in range(o + 1, o + k):
+                        x = ws[src, i]
+                        q = ps[src, i]
+                        j = i - 1
+                        while j >= o and ws[src, j] > x:
+                            ws[src, j + 1] = ws[src, j]
+                            ps[src, j + 1] = ps[src, j]
+                            j -= 1
+                        ws[src, j + 1] = x
+                        ps[src, j + 1] = q
+                    r = 0
+                # the first digit (below the bits compared) on which the range's rows differ
+                bits = min(digit_bits, max(_bit_length(k) - 1, 1))
+                nd = 1 << bits
+                mask = nd - 1
+                sh = 0
+                while r > 0:
+                    sh = max(r - bits, 0)
+                    for d in range(nd):
+                        hist[d] = 0
+                    for i in range(o, o + k):
+                        hist[_digit_of(ws[src, i], base, sh, mask)] += 1
+                    if hist[_digit_of(ws[src, o], base, sh, mask)] != k:
+                        break
+                    r = sh
+                if r == 0:
+                    # finished: its rows go to buffer 0, where the bucket is copied out from
+                    if src == 1:
+                        for i in range(o, o + k):
+                            ws[0, i] = ws[1, i]
+                            ps[0, i] = ps[1, i]
+                    continue
+                total = o
                 for d in range(nd):
-                    cur[d] = total
-                    total += hist[q, d]
-                shift = q * digit_bits
-                if j == 0:
-                    _scatter_local(w_in[s:s + m], p_in[s:s + m], base, shift, mask, cur, wa, pa)
-                elif j % 2 == 1:
-                    _scatter_local(wa[:m], pa[:m], base, shift, mask, cur, wb, pb)
-                else:
-                    _scatter_local(wb[:m], pb[:m], base, shift, mask, cur, wa, pa)
-            if nlive % 2 == 1:
+                    c = hist[d]
+                    hist[d] = total
+                    total += c
+                for i in range(o, o + k):
+                    w = ws[src, i]
+                    d = _digit_of(w, base, sh, mask)
+                    j = hist[d]
+                    hist[d] = j + 1
+                    ws[dst, j] = w
+                    ps[dst, j] = ps[src, i]
+                # hist[d] is now the end of digit d's sub-range
+                lo = o
+                for d in range(nd):
+                    hi = hist[d]
+                    c = hi - lo
+                    if c == 1 or (c > 0 and sh == 0):
+                        if dst == 1:
+                            for i in range(lo, hi):
+                                ws[0, i] = ws[1, i]
+                                ps[0, i] = ps[1, i]
+                    elif c > 0:
+                        st_o[top] = lo
+                        st_k[top] = c
+                        st_r[top] = sh
+                        st_b[top] = dst
+                        top += 1
+                    lo = hi
+            for i in range(m):
+                perm_out[s + i] = ps[0, i]
+            if want_w:
                 for i in range(m):
-                    perm_out[s + i] = pa[i]
-                if want_w:
-                    for i in range(m):
-                        w_out[s + i] = wa[i]
-            else:
-                for i in range(m):
-                    perm_out[s + i] = pb[i]
-                if want_w:
-                    for i in range(m):
-                        w_out[s + i] = wb[i]
+                    w_out[s + i] = ws[0, i]
+
+
+@register_jitable
+def _bit_length(k):
+    n = 0
+    while k > 0:
+        k >>= 1
+        n += 1
+    return n
 
 
 @njit(parallel=True, cache=True)

@@ -141,17 +141,24 @@ def _large_sort_calls(monkeypatch) -> list:
     return calls
 
 
-@pytest.mark.parametrize("shape", ["full", "narrow", "dups", "skewed"])
+@pytest.mark.parametrize("shape", ["full", "narrow", "dups", "skewed", "runs", "powers", "ties"])
 def test_bucket_sort_of_large_keys(monkeypatch, shape):
     # past LARGE_MIN_ROWS one key sorts by its top digit into buckets, then each bucket in the
-    # cache; keys piled into one bucket (skewed) decline to the passes over memory
-    calls = _large_sort_calls(monkeypatch)
-    n = 400_000
+    # cache, most significant digit first; keys piled into one bucket (skewed) decline to the
+    # passes over memory. runs: ranges that part only in their last bits (the digits narrow
+    # with the range); powers: one bit set below a common top, so that ranges split lopsided at
+    # every digit and long runs tie; ties: runs of equal words longer than an insertion sort's
     rng = np.random.default_rng(5)
+    n = 400_000
     a = {"full": rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, n, dtype=np.int64),
          "narrow": rng.integers(-300_000, 300_000, n) * 7 + 11,
          "dups": rng.integers(0, 40, n) << 50,
-         "skewed": np.where(rng.random(n) < 0.8, 7, rng.integers(0, 1 << 40, n))}[shape]
+         "skewed": np.where(rng.random(n) < 0.8, 7, rng.integers(0, 1 << 40, n)),
+         "runs": (rng.integers(0, 5000, n) << 44) + rng.integers(0, 64, n) - (1 << 62),
+         "powers": (rng.integers(0, 64, n) << 56) + (1 << rng.integers(0, 56, n)),
+         "ties": rng.choice(rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, n // 20,
+                                         dtype=np.int64), n)}[shape]
+    calls = _large_sort_calls(monkeypatch)
     table = pa.table({"a": pa.array(a, pa.int64()), "v": pa.array(np.arange(n) % 1000)})
     order = np.argsort(a, kind="stable")
     assert perm_of(table, "a") == order.tolist()

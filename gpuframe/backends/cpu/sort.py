@@ -243,15 +243,20 @@ class CpuSorter:
 
     radix_bits = SK.CPU_RADIX_BITS
     # large_sort: from how many rows, about how many rows a bucket, and the top digit's bits.
-    # A bucket of 32k rows (its words and permutation, twice) stays in a core's L2; at most
-    # 1,024 buckets, as the join's partitions (a scatter into more thrashes the TLB). 2026-12-06,
-    # int64 sort_indices, (1 << 17, 12) -> (1 << 15, 10): 3M rows 82 -> 59 ms, 10M 230 -> 212
-    # ms, 30M 0.70 -> 0.64 s (0.66-0.72 s in another run), 100M unchanged (10 top bits
-    # either way; 11 took 2.85 s against 2.73 s, 12 3.5 s)
+    # At most 1,024 buckets, as the join's partitions (a scatter into more thrashes the TLB).
+    # 2026-12-06, with LSD passes in the buckets, (1 << 17, 12) -> (1 << 15, 10): int64
+    # sort_indices 3M rows 82 -> 59 ms, 10M 230 -> 212 ms, 100M unchanged (10 top bits either
+    # way; 11 took 2.85 s against 2.73 s, 12 3.5 s). 2026-12-07, the buckets sorted MSD first
+    # (fewer passes over a bucket, so larger buckets pay): 1 << 15 -> 1 << 16, 10M int64 keys
+    # over the whole range 386 -> 330 ms, of a 40-bit range 345 -> 299 ms (1 << 17 and 1 << 18
+    # no faster; 3M rows within the noise)
     LARGE_MIN_ROWS = 1 << 17
     LARGE_MIN_PASSES = 3
-    BUCKET_ROWS = 1 << 15
+    BUCKET_ROWS = 1 << 16
     LARGE_TOP_MAX = 10
+    # bucket_sort: ranges of at most this many rows are finished by insertion sort (8, 16 and
+    # 32 within the noise of each other at 100M int64 keys, 2026-12-07)
+    BUCKET_SMALL = 16
     # string_ranks: from how many rows a column is tried as a category (few distinct strings)
     CATEGORY_MIN_ROWS = 1 << 16
     _EMPTY_U8 = np.empty(0, np.uint8)
@@ -301,7 +306,7 @@ class CpuSorter:
         """Sort a large single word array (``nbits``: the bits of its range) most significant
         digit first: one pass over memory by the top digit into buckets of about
         :data:`BUCKET_ROWS` rows, then each bucket by the rest in the cache
-        (:func:`~gpuframe.kernels.sort.bucket_passes`); ``out``: the permutation. Declines
+        (:func:`~gpuframe.kernels.sort.bucket_sort`); ``out``: the permutation. Declines
         (returns False) where the radix passes over memory are as cheap: few rows or few passes,
         or keys so skewed that one bucket would hold a large share of the rows. ``w_out``: where
         the sorted words go (it may be ``words``), or ``None``."""
@@ -325,8 +330,8 @@ class CpuSorter:
         cuts = np.searchsorted(starts, np.linspace(0, n, 4 * nt + 1)[1:-1].astype(np.int64))
         groups = np.unique(np.concatenate(([0], cuts, [mask + 1]))).astype(np.int64)
         want_w = w_out is not None
-        SK.bucket_passes(w_mid, p_mid, starts, groups, base, shift, SK.CPU_RADIX_BITS, out,
-                         w_out if want_w else words[:0], want_w)
+        SK.bucket_sort(w_mid, p_mid, starts, groups, base, shift, SK.CPU_RADIX_BITS, self.BUCKET_SMALL, out,
+                       w_out if want_w else words[:0], want_w)
         return True
 
     def string_ranks(self, col: Column) -> tuple[np.ndarray, int]:
