@@ -41,7 +41,7 @@ import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
-from .cpu_intrinsics import claim
+from .cpu_intrinsics import LINE_BYTES, claim, store_fence, stream_line
 from .hashing import bit_is_set
 from .jit_cache import njit
 from .kernel_set import KernelSet
@@ -340,6 +340,63 @@ def scatter_pass(w_in, p_in, ident, base, shift, mask, cursors, w_out, p_out, wa
     for c in prange(nchunks):
         lo, hi = _bounds(n, c, nchunks)
         _scatter_rows(w_in, p_in, ident, lo, hi, base, shift, mask, cursors[c].copy(), w_out, p_out, want_w)
+
+
+# rows a line of the streaming pass holds: 16 uint32 row numbers, one 64-byte line (and 16
+# words, one or two lines)
+STREAM_ROWS = 16
+STREAM_MAX_BUCKETS = 1024
+
+
+@njit(parallel=True, cache=True)
+def scatter_pass_stream(w_in, base, shift, mask, cursors, w_out, p_out, bw, bp):
+    """:func:`scatter_pass` of every row (``p_out``: the row numbers, uint32) and its word,
+    through write-combining buffers (as the hash partition's ``scatter_fixed_stream``): each chunk gathers :data:`STREAM_ROWS` rows per bucket in
+    a small buffer (``bw``, ``bp``: ``(nchunks, buckets * STREAM_ROWS)``, rows 64-byte aligned)
+    and writes them as whole lines with non-temporal stores, so a scatter into a thousand
+    buckets neither reads its output lines first nor touches a page per row. Lines shared with
+    another chunk's rows and the unfinished last lines are written a row at a time.
+    ``w_out``/``p_out``: 64-byte aligned."""
+    n = w_in.shape[0]
+    nchunks = cursors.shape[0]
+    nb = cursors.shape[1]
+    per = STREAM_ROWS
+    last = per - 1
+    wline = LINE_BYTES // w_out.itemsize
+    for c in prange(nchunks):
+        lo, hi = _bounds(n, c, nchunks)
+        start = cursors[c].copy()
+        cur = cursors[c].copy()
+        lw = bw[c]
+        lp = bp[c]
+        for i in range(lo, hi):
+            w = w_in[i]
+            d = _digit_of(w, base, shift, mask)
+            k = cur[d]
+            slot = k & last
+            at = d * per + slot
+            lw[at] = w
+            lp[at] = i
+            k += 1
+            cur[d] = k
+            if slot == last:
+                first = k - per
+                row = d * per
+                if first >= start[d]:
+                    for t in range(0, per, wline):
+                        stream_line(w_out, np.uint64(first + t), lw, np.uint64(row + t))
+                    stream_line(p_out, np.uint64(first), lp, np.uint64(row))
+                else:
+                    for j in range(start[d], k):
+                        w_out[j] = lw[row + (j & last)]
+                        p_out[j] = lp[row + (j & last)]
+        for d in range(nb):
+            k = cur[d]
+            row = d * per
+            for j in range(max(k - (k & last), start[d]), k):
+                w_out[j] = lw[row + (j & last)]
+                p_out[j] = lp[row + (j & last)]
+        store_fence()
 
 
 @register_jitable

@@ -25,7 +25,7 @@ from gpuframe.kernels.group_cpu import nchunks_for
 from ...core.column import Column
 from ...core.dtypes import Layout
 from ...core.hostalloc import host_empty
-from ._target import _cpu_threads, run_threads
+from ._target import ALIGN, _cpu_threads, aligned_empty, run_threads
 
 __all__ = ["sort_indices", "sort_keyed", "merge_indices", "sort_indices_with", "string_ranks", "radix_argsort", "CpuSorter"]
 
@@ -38,6 +38,10 @@ class Key(NamedTuple):
     words: Any
     flags: Any = None
     null_flag: int = 1
+
+
+def _aligned(arr: np.ndarray) -> bool:
+    return arr.ctypes.data % ALIGN == 0
 
 
 def _kind_width(dtype: pa.DataType, itemsize: int) -> int:
@@ -325,7 +329,16 @@ class CpuSorter:
             return False
         w_mid = host_empty(n, words.dtype)
         p_mid = host_empty(n, np.uint32 if n < (1 << 32) else np.int64)
-        SK.scatter_pass(words, p_mid[:0], True, base, shift, mask, cursors, w_mid, p_mid, True)
+        if p_mid.dtype == np.uint32 and mask < SK.STREAM_MAX_BUCKETS and _aligned(w_mid) and _aligned(p_mid):
+            # whole lines with streaming stores: 100M int64 words into 1,024 buckets 0.96-0.98
+            # -> 0.71-0.74 s into memory already mapped, about as fast either way into fresh
+            # pages (2026-12-07); the whole sort of 100M int64 keys, five in a row with the
+            # pool large enough to keep the scratch: 4.1-4.35 -> 3.1-3.9 s
+            line = (nt, (mask + 1) * SK.STREAM_ROWS)
+            SK.scatter_pass_stream(words, base, shift, mask, cursors, w_mid, p_mid, aligned_empty(line, words.dtype),
+                                   aligned_empty(line, np.uint32))
+        else:
+            SK.scatter_pass(words, p_mid[:0], True, base, shift, mask, cursors, w_mid, p_mid, True)
         # each thread's buckets: runs of about equal rows, a few per thread
         cuts = np.searchsorted(starts, np.linspace(0, n, 4 * nt + 1)[1:-1].astype(np.int64))
         groups = np.unique(np.concatenate(([0], cuts, [mask + 1]))).astype(np.int64)
