@@ -134,8 +134,9 @@ def _large_sort_calls(monkeypatch) -> list:
     real = cpu_sort.CpuSorter.large_sort
 
     def spy(self, *args, **kwargs):
-        calls.append(real(self, *args, **kwargs))
-        return calls[-1]
+        perm = real(self, *args, **kwargs)
+        calls.append(perm is not None)
+        return perm
 
     monkeypatch.setattr(cpu_sort.CpuSorter, "large_sort", spy)
     return calls
@@ -671,3 +672,35 @@ def test_string_ranks_with_groups_across_the_threads_chunks():
 def _neg_bytes(s: str) -> tuple:
     """A key that orders byte strings descending (a longer string after its prefix reversed)."""
     return tuple(255 - b for b in s.encode()) + (256,)
+
+
+def test_sort_gathers_every_payload_type_by_the_large_sorts_narrow_permutation(monkeypatch):
+    # past LARGE_MIN_ROWS one integer key's permutation comes back uint32, written over the
+    # large sort's scratch row numbers, and the payload columns are gathered by it unchecked:
+    # every layout, with nulls, must come out as a stable sort's
+    from gpuframe.backends.cpu import sort as cpu_sort
+
+    seen = []
+    real = cpu_sort.sort_keyed
+
+    def spy(*args):
+        perm, key = real(*args)
+        seen.append(perm.dtype)
+        return perm, key
+
+    monkeypatch.setattr(cpu_sort, "sort_keyed", spy)   # the registry looks it up at each call
+    n = 200_003
+    rng = np.random.default_rng(11)
+    nulls = rng.random(n) < 0.1
+    table = pa.table({
+        "k": pa.array(rng.integers(-1 << 40, 1 << 40, n)),
+        "i": pa.array(rng.integers(-100, 100, n).astype(np.int32), mask=nulls),
+        "b": pa.array(rng.random(n) < 0.5, mask=np.roll(nulls, 1)),
+        "s": pa.array([f"v{x}" for x in rng.integers(0, 5000, n)], mask=np.roll(nulls, 2)),
+        "d": pa.array([f"c{x}" for x in rng.integers(0, 7, n)]).dictionary_encode(),
+        "f": pa.array(rng.random(n)),
+    })
+    for desc in (False, True):
+        got = gpuframe.sort(gpuframe.from_arrow(table), "k", descending=desc).to_arrow()
+        assert got.equals(table.sort_by([("k", "descending" if desc else "ascending")])), desc
+    assert seen == [np.dtype(np.uint32)] * 2

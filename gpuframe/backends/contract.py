@@ -35,9 +35,10 @@ The backend operations and their signatures (every registered name is listed in
     output's order (the first rows' order, or the keys' with ``key_order``), ``first`` their
     first rows, ``row_groups()`` every row's slot; ``None`` for other keys (``group_ids`` then).
 ``sort_keyed(columns, descending, nulls_last) -> (perm, Column or None)``
-    *Optional* (CPU only): ``sort_indices``, and the first key column already in sorted order
-    where the sort yields it without a gather (a single integer key without nulls), else
-    ``None``.
+    *Optional* (CPU only): ``sort_indices`` (int64, or uint32 where the backend made it so:
+    a permutation, so every row number is in bounds), and the first key column already in
+    sorted order where the sort yields it without a gather (a single integer key without
+    nulls), else ``None``.
 ``merge_indices(columns, descending, nulls_last, starts) -> perm``
     *Optional* (CPU only): ``sort_indices`` of rows that are sorted runs already (rows
     ``starts[r]`` to ``starts[r + 1] - 1``, each sorted stably), by merging them (ties: the

@@ -150,6 +150,20 @@ def take(table: Table, indices: Any, *, stream: Any = None) -> Table:
         return _take(table, indices)
 
 
+def take_permutation(table: Table, perm: Any) -> Table:
+    """:func:`take` of a permutation an operation made (a sort's): every row number in bounds,
+    none -1, so neither checked nor converted; int64, or uint32 where the sort wrote it so
+    (``sort_keyed``)."""
+    dev = table.device
+    fn, run_device = resolve("gather_column", dev)
+    if run_device != dev or getattr(perm, "dtype", None) not in (np.int64, np.uint32):
+        return _take(table, perm)
+    m = len(perm)
+    memory.ensure_available("take", sum(_gathered_bytes(col, m, 0) for _, col in table.items()), dev,
+                            rows=m, what="the gathered table")
+    return Table([(name, fn(col, perm, 0)) for name, col in table.items()], m)
+
+
 def _take(table: Table, indices: Any) -> Table:
     dev = table.device
     idx = as_indices(indices, dev)

@@ -16,7 +16,7 @@ from ..core import memory, streams
 from ..core.column import Column
 from ..core.dtypes import SUPPORTED_DESCRIPTION, Layout, is_supported
 from ..core.table import Table
-from .gather import take
+from .gather import take, take_permutation
 
 __all__ = ["sort", "sort_indices"]
 
@@ -188,11 +188,11 @@ def sort(table: Table, by: Any, *, descending: Any = False, nulls_last: bool = T
     """
     perm, key = _sort_perm(table, by, descending, nulls_last, keyed=True)
     if key is None:
-        return take(table, perm)
+        return take_permutation(table, perm)
     # the key column came sorted out of the sort: gather only the others
     name = by if isinstance(by, str) else by[0]
     rest = [c for c in table.column_names if c != name]
-    others = take(table.select(rest), perm) if rest else None
+    others = take_permutation(table.select(rest), perm) if rest else None
     return Table([(c, key if c == name else others[c]) for c in table.column_names], num_rows=table.num_rows)
 
 

@@ -98,16 +98,19 @@ def _packed(s: Any, plan: list, n: int) -> Optional[tuple[Any, np.uint64, int, i
     return packed, np.uint64(0), -(-shift // s.radix_bits), shift
 
 
-def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False, sorted_words: bool = False) -> Any:
+def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False, sorted_words: bool = False,
+                  narrow: bool = False) -> Any:
     """The stable permutation (int64) that orders rows by ``keys`` (most significant first).
     With ``consume`` the key arrays may be overwritten (used as scratch). With ``sorted_words``
     (one key, on a sorter with ``large_sort``): ``(perm, words)``, the key's words in sorted
-    order as well (``None`` where the sort did not produce them: a key without a range)."""
+    order as well (``None`` where the sort did not produce them: a key without a range). With
+    ``narrow`` the permutation may be uint32 (fewer than 2**32 rows) where the large sort made
+    it: written over its scratch row numbers, no fresh int64 array (800 MB at 100M rows)."""
     bits = s.radix_bits
     plan = _key_plan(s, keys)
     total = sum(p[2] for p in plan)
-    final = s.empty(n, np.int64)
     if total == 0:
+        final = s.empty(n, np.int64)
         s.iota(final)
         return (final, keys[0].words if len(keys) == 1 else None) if sorted_words else final
     packed = _packed(s, plan, n)
@@ -117,11 +120,16 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False,
         plan = [packed]
         total = plan[0][2]
     large = getattr(s, "large_sort", None)
+    final = None
     if large is not None and len(plan) == 1:
         # the sorted words go over the key's own (consumed) array
         w_out = plan[0][0] if sorted_words else None
-        if large(plan[0][0], plan[0][1], plan[0][3], final, w_out):
-            return (final, w_out) if sorted_words else final
+        final = None if narrow else s.empty(n, np.int64)
+        perm = large(plan[0][0], plan[0][1], plan[0][3], final, w_out)
+        if perm is not None:
+            return (perm, w_out) if sorted_words else perm
+    if final is None:
+        final = s.empty(n, np.int64)
     # intermediate permutations in 32 bits where the rows allow (fewer bytes a pass)
     pdt = np.uint32 if n < (1 << 32) else np.int64
     perm = None
@@ -306,17 +314,19 @@ class CpuSorter:
         SK.scatter_pass(w_in, p_out[:0] if p_in is None else p_in, p_in is None, base, shift, mask, cursors,
                         w_in[:0] if w_out is None else w_out, p_out, w_out is not None)
 
-    def large_sort(self, words, base, nbits: int, out, w_out=None) -> bool:
+    def large_sort(self, words, base, nbits: int, out, w_out=None) -> Optional[np.ndarray]:
         """Sort a large single word array (``nbits``: the bits of its range) most significant
         digit first: one pass over memory by the top digit into buckets of about
         :data:`BUCKET_ROWS` rows, then each bucket by the rest in the cache
-        (:func:`~gpuframe.kernels.sort.bucket_sort`); ``out``: the permutation. Declines
-        (returns False) where the radix passes over memory are as cheap: few rows or few passes,
+        (:func:`~gpuframe.kernels.sort.bucket_sort`). Returns the permutation: ``out`` (int64),
+        or with ``out=None`` the scratch row numbers, overwritten bucket by bucket (each bucket
+        is in the cache before its rows are written; uint32 below 2**32 rows). Declines
+        (returns None) where the radix passes over memory are as cheap: few rows or few passes,
         or keys so skewed that one bucket would hold a large share of the rows. ``w_out``: where
         the sorted words go (it may be ``words``), or ``None``."""
         n = len(words)
         if n < self.LARGE_MIN_ROWS or -(-nbits // SK.CPU_RADIX_BITS) < self.LARGE_MIN_PASSES:
-            return False
+            return None
         top = min(max((n // self.BUCKET_ROWS).bit_length(), 1), self.LARGE_TOP_MAX, nbits - 1)
         shift = nbits - top
         mask = (1 << top) - 1
@@ -326,7 +336,7 @@ class CpuSorter:
         starts[:-1] = cursors[0]
         starts[-1] = n
         if int(np.diff(starts).max()) > max(n // 16, 1 << 18):
-            return False
+            return None
         w_mid = host_empty(n, words.dtype)
         p_mid = host_empty(n, np.uint32 if n < (1 << 32) else np.int64)
         if p_mid.dtype == np.uint32 and mask < SK.STREAM_MAX_BUCKETS and _aligned(w_mid) and _aligned(p_mid):
@@ -343,9 +353,10 @@ class CpuSorter:
         cuts = np.searchsorted(starts, np.linspace(0, n, 4 * nt + 1)[1:-1].astype(np.int64))
         groups = np.unique(np.concatenate(([0], cuts, [mask + 1]))).astype(np.int64)
         want_w = w_out is not None
-        SK.bucket_sort(w_mid, p_mid, starts, groups, base, shift, SK.CPU_RADIX_BITS, self.BUCKET_SMALL, out,
+        perm = p_mid if out is None else out
+        SK.bucket_sort(w_mid, p_mid, starts, groups, base, shift, SK.CPU_RADIX_BITS, self.BUCKET_SMALL, perm,
                        w_out if want_w else words[:0], want_w)
-        return True
+        return perm
 
     def string_ranks(self, col: Column) -> tuple[np.ndarray, int]:
         """Ranks of a string column in byte order (int64, one per row, equal strings equal; the
@@ -455,14 +466,16 @@ def sort_keyed(columns: Sequence[Column], descending: Sequence[bool], nulls_last
     gather: a single integer key without nulls (date32 and timestamp too), whose sorted words
     decode to its values (a flip of the sign bit, of every bit when descending); else ``None``.
     A gather of a large column reads it at random (100M int64 values: about 1 s here), the
-    decoding is one sequential pass over the words, in place."""
+    decoding is one sequential pass over the words, in place. The permutation is uint32 where
+    the large sort wrote it over its scratch row numbers (see :func:`radix_argsort`), else
+    int64."""
     if not _decodable(columns):
         return sort_indices(columns, descending, nulls_last), None
     col = columns[0]
     n = len(col)
     with _cpu_threads(n):
         (key,) = column_keys(CPU_SORTER, col, bool(descending[0]), bool(nulls_last))
-        perm, words = radix_argsort(CPU_SORTER, [key], n, consume=True, sorted_words=True)
+        perm, words = radix_argsort(CPU_SORTER, [key], n, consume=True, sorted_words=True, narrow=True)
         if words is None:
             return perm, None
         vals = col.values()
