@@ -678,17 +678,16 @@ def test_sort_gathers_every_payload_type_by_the_large_sorts_narrow_permutation(m
     # past LARGE_MIN_ROWS one integer key's permutation comes back uint32, written over the
     # large sort's scratch row numbers, and the payload columns are gathered by it unchecked:
     # every layout, with nulls, must come out as a stable sort's
-    from gpuframe.backends.cpu import sort as cpu_sort
+    import gpuframe.ops.sort as ops_sort
 
     seen = []
-    real = cpu_sort.sort_keyed
+    real = ops_sort.take_permutation
 
-    def spy(*args):
-        perm, key = real(*args)
+    def spy(table, perm):
         seen.append(perm.dtype)
-        return perm, key
+        return real(table, perm)
 
-    monkeypatch.setattr(cpu_sort, "sort_keyed", spy)   # the registry looks it up at each call
+    monkeypatch.setattr(ops_sort, "take_permutation", spy)
     n = 200_003
     rng = np.random.default_rng(11)
     nulls = rng.random(n) < 0.1
