@@ -154,20 +154,19 @@ def take_permutation(table: Table, perm: Any) -> Table:
     """:func:`take` of a permutation an operation made (a sort's): every row number in bounds,
     none -1, so neither checked nor converted; int64, or uint32 where the sort wrote it so
     (``sort_keyed``)."""
-    dev = table.device
-    fn, run_device = resolve("gather_column", dev)
-    if run_device != dev or getattr(perm, "dtype", None) not in (np.int64, np.uint32):
+    if getattr(perm, "dtype", None) not in (np.int64, np.uint32):
         return _take(table, perm)
-    m = len(perm)
-    memory.ensure_available("take", sum(_gathered_bytes(col, m, 0) for _, col in table.items()), dev,
-                            rows=m, what="the gathered table")
-    return Table([(name, fn(col, perm, 0)) for name, col in table.items()], m)
+    return _gather_table(table, perm, 0)
 
 
 def _take(table: Table, indices: Any) -> Table:
+    idx = as_indices(indices, table.device)
+    return _gather_table(table, idx, _check(idx, table.num_rows, table.device))
+
+
+def _gather_table(table: Table, idx: Any, missing: int) -> Table:
+    """Rows ``idx`` (checked: in bounds or -1, ``missing`` of them -1) of every column."""
     dev = table.device
-    idx = as_indices(indices, dev)
-    missing = _check(idx, table.num_rows, dev)
     m = len(idx)
     memory.ensure_available("take", sum(_gathered_bytes(col, m, missing) for _, col in table.items()), dev,
                             rows=m, what="the gathered table")
@@ -177,4 +176,4 @@ def _take(table: Table, indices: Any) -> Table:
         cols = [(name, fn(col.to(run_device), host_idx, missing).to(dev)) for name, col in table.items()]
     else:
         cols = [(name, fn(col, idx, missing)) for name, col in table.items()]
-    return Table(cols, len(idx))
+    return Table(cols, m)

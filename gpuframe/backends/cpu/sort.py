@@ -120,11 +120,10 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False,
         plan = [packed]
         total = plan[0][2]
     large = getattr(s, "large_sort", None)
-    final = None
+    final = None if narrow else s.empty(n, np.int64)
     if large is not None and len(plan) == 1:
         # the sorted words go over the key's own (consumed) array
         w_out = plan[0][0] if sorted_words else None
-        final = None if narrow else s.empty(n, np.int64)
         perm = large(plan[0][0], plan[0][1], plan[0][3], final, w_out)
         if perm is not None:
             return (perm, w_out) if sorted_words else perm
