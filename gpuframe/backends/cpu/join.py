@@ -785,7 +785,7 @@ def run(req: JoinRequest) -> JoinResult:
     direct = B.unique and not count_only and _fits(req.on_count, cap)
     if direct:
         return _cpu_direct(req, probe, build, B, pbits, eup, eub, pcarry, src_p, src_b, fill,
-                           string_keys, want_idx, cap)
+                           string_keys, want_idx, cap, probe_key_slot)
     return _cpu_two_pass(req, probe, build, B, pbits, inplace, eup, eub, pcarry, src_p, src_b, fill,
                          string_keys, want_idx)
 
@@ -895,8 +895,10 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
 
 def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pbits: int,
                 eup: bool, eub: bool, pcarry: list, src_p: list, src_b: list, fill: list,
-                string_keys: list, want_idx: bool, cap: int) -> JoinResult:
-    """The one-pass join of a partitioned probe side (in-place probes take :func:`_cpu_small`)."""
+                string_keys: list, want_idx: bool, cap: int, probe_key_slot: int = -1) -> JoinResult:
+    """The one-pass join of a partitioned probe side (in-place probes take :func:`_cpu_small`).
+    ``probe_key_slot``: the column of ``pcarry`` that is the probe's own key words (an outer
+    probe side's merged key), or -1."""
     K = _cpu_kernels()
     nrows = len(src_p)
     outs = [host_empty(cap, dt) for dt in _row_dtypes(src_p, src_b, fill)]
@@ -910,10 +912,18 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
     # a fast-path key equals the probe's own key word wherever it matches: the scatter
     # writes the probe keys straight into that output row, and the probe reads them there
     key_row = -1 if probe.verify else next((r for r, sp in enumerate(src_p) if sp == K.SRC_MATCH_KEY), -1)
+    # the same for an outer probe side's key (a left join's merged key is the probe's key on
+    # every row): its carried column is the probe's key words, which the scatter writes anyway
+    own_key = -1
+    if key_row < 0 and not probe.verify and probe_key_slot in home:
+        own_key = probe_key_slot
+        key_row = home[own_key]
     pcols = [outs[home[k]] if k in home else host_empty(probe.n, np.int64) for k in range(len(pcarry))]
     for r in list(home.values()) + [x for x in (orig_row, key_row) if x >= 0]:
         placed[r] = 1
-    P = _probe_side(probe, pbits, False, False, pcarry, [c[:probe.n] for c in pcols],
+    scattered = [k for k in range(len(pcarry)) if k != own_key]
+    P = _probe_side(probe, pbits, False, False, [pcarry[k] for k in scattered],
+                    [pcols[k][:probe.n] for k in scattered],
                     outs[orig_row] if orig_row >= 0 else None, outs[key_row] if key_row >= 0 else None)
     src_p = list(src_p)
     for row in (orig_row, key_row):
