@@ -32,7 +32,9 @@ With every build key distinct, :func:`probe_direct` probes and writes in one pas
 :func:`probe_count` counts every item's rows (and string bytes) and records the head of every
 probe row's match chain (``match``), the caller takes the prefix sums, and
 :func:`write_items` writes each item's rows at its offset, a column at a time. A build side
-whose tables fit in cache is probed in place by :func:`small_match` (then :func:`write_items`).
+whose tables fit in cache is probed in place by :func:`small_match` (then :func:`write_items`);
+one whose keys are distinct words, through a flat table (key word beside build position,
+:func:`flat_slots`, :func:`flat_match`) up to a larger size.
 All write with non-temporal stores; :func:`unmatched_build_write` adds the unmatched build
 rows of outer joins, partition by partition.
 
@@ -1144,11 +1146,145 @@ def small_string_bytes(probe, build, out, tally):
             _tally_row(it, i, np.int64(match[i]), unique, nxt, eup, False, _E8, nstr, sbytes, op_st, op_en)
 
 
+# --------------------------------------------------------------------------- flat lookups
+# A build side of distinct word keys probed in place reads a *flat* table: every slot of every
+# partition's table as 16 bytes, the key word beside the build position, so that a lookup is
+# one cache line where the int32 table and the key words cost two dependent misses. Each probe
+# row's first slot is computed and prefetched _FLAT_AHEAD rows before the row is resolved (a
+# ring of _FLAT_RING slots), so that many misses are in flight at once.
+_FLAT_AHEAD = 16
+_FLAT_RING = 32              # a power of two, at least _FLAT_AHEAD
+
+
+@njit(parallel=True, **_OPTS)
+def flat_slots(tables, toffs, starts, bkeys, kmode, flat):
+    """The flat table of a build side whose key words are all distinct: ``flat[x, 0]`` the
+    canonical key word of the build row in slot ``x`` of the partitions' tables (``tables``,
+    slices ``toffs``; partition ``p``'s rows from build position ``starts[p]``), ``flat[x, 1]``
+    its global build position, ``-1`` for an empty slot."""
+    nparts = toffs.shape[0] - 1
+    for p in prange(nparts):
+        b0 = starts[p]
+        for x in range(toffs[p], toffs[p + 1]):
+            t = tables[x]
+            if t == EMPTY:
+                flat[x, 0] = 0
+                flat[x, 1] = -1
+            else:
+                flat[x, 0] = np.int64(canon_word(bkeys[b0 + t], kmode))
+                flat[x, 1] = b0 + np.int64(t)
+
+
+@njit(inline="always")
+def _flat_first(pkeys, pvalid, kmode, pmask, pshift, toffs, i):
+    # the first flat-table slot of probe row i's key, or -1 (a null key, an empty partition)
+    if pvalid.shape[0] != 0 and pvalid[i] == 0:
+        return np.int64(-1)
+    h = word_hash(canon_word(pkeys[i], kmode))
+    p = np.int64(h & pmask)
+    t0 = toffs[p]
+    n = toffs[p + 1] - t0
+    if n == 0:
+        return np.int64(-1)
+    return t0 + slot_of(h, pshift, np.uint64(n - 1))
+
+
+@njit(inline="always")
+def _flat_next(x, w, pmask, toffs):
+    # the slot after x in the probe sequence of canonical word w (linear, inside w's partition)
+    p = np.int64(word_hash(w) & pmask)
+    t0 = toffs[p]
+    return t0 + ((x - t0 + 1) & (toffs[p + 1] - t0 - 1))
+
+
+@njit(parallel=True, **_OPTS)
+def flat_match(pkeys, pvalid, kmode, pmask, pshift, toffs, flat, eup, eub, ilo, ihi, match, bmatched, counts):
+    """:func:`small_match` for a build side of distinct word keys, from its flat table
+    (:func:`flat_slots`), probe rows in place: ``match[i]``, the global build position of
+    probe position ``i``'s key or ``-1``; ``counts[item]``, the item's output rows (its
+    matches, every row with ``eup``); ``bmatched`` flagged with ``eub``. Rows are resolved in
+    order, each one's slot prefetched :data:`_FLAT_AHEAD` rows earlier."""
+    base = _addr(flat)
+    rmask = _FLAT_RING - 1
+    for it in prange(ilo.shape[0]):
+        lo = ilo[it]
+        hi = ihi[it]
+        ring = np.empty(_FLAT_RING, np.int64)
+        for i in range(lo, min(hi, lo + _FLAT_AHEAD)):
+            x = _flat_first(pkeys, pvalid, kmode, pmask, pshift, toffs, i)
+            ring[i & rmask] = x
+            if x >= 0:
+                prefetch(base + 16 * x)
+        c = np.int64(0)
+        for i in range(lo, hi):
+            j = i + _FLAT_AHEAD
+            if j < hi:
+                xj = _flat_first(pkeys, pvalid, kmode, pmask, pshift, toffs, j)
+                ring[j & rmask] = xj
+                if xj >= 0:
+                    prefetch(base + 16 * xj)
+            x = ring[i & rmask]
+            g = np.int64(-1)
+            if x >= 0:
+                w = canon_word(pkeys[i], kmode)
+                pos = flat[x, 1]
+                while pos >= 0:
+                    if flat[x, 0] == np.int64(w):
+                        g = pos
+                        break
+                    x = _flat_next(x, w, pmask, toffs)
+                    pos = flat[x, 1]
+            match[i] = g
+            if g >= 0:
+                c += 1
+                if eub:
+                    bmatched[g] = 1
+            elif eup:
+                c += 1
+        counts[it] = c
+
+
 @njit(inline="always")
 def _chain_next(t, unique, nxt):
     # the build position after ``t`` in its chain of equal keys, or -1 (after a miss, t < 0, or
     # a unique key: one output row)
     return np.int64(-1) if t < 0 or unique else np.int64(nxt[t])
+
+
+@njit(inline="always")
+def _write_dense(a, o, lo, hi, match, sp, sb, fv, pcols, bcols, bkeys):
+    # _write_item's output row at address a for probe positions [lo, hi) that give one row each
+    # (a unique build side; every row matches, or eup), from row o on: the row's source decoded
+    # once, not per row, and a build value read at max(t, 0) then chosen without a branch, so
+    # that a join whose matches and misses alternate at random does not mispredict every other
+    # row. Returns False for a source it does not cover (the caller writes the row per row).
+    if sp >= 0:
+        src = pcols[sp]
+        for i in range(lo, hi):
+            _put(a, o + i - lo, load_i64(src, i), True)
+    elif sp == SRC_MATCH_KEY:
+        for i in range(lo, hi):
+            _put(a, o + i - lo, np.int64(bkeys[np.int64(match[i])]), True)
+    elif sp == SRC_ONE:
+        for i in range(lo, hi):
+            _put(a, o + i - lo, np.int64(1), True)
+    elif sp == SRC_NONE and sb >= 0:
+        src = bcols[sb]
+        for i in range(lo, hi):
+            t = np.int64(match[i])
+            v = load_i64(src, max(t, np.int64(0)))
+            _put(a, o + i - lo, v if t >= 0 else fv, True)
+    elif sp == SRC_NONE and sb == SRC_BUILD_KEY:
+        for i in range(lo, hi):
+            t = np.int64(match[i])
+            v = np.int64(bkeys[max(t, np.int64(0))])
+            _put(a, o + i - lo, v if t >= 0 else fv, True)
+    elif sp == SRC_NONE and sb == SRC_ONE:
+        for i in range(lo, hi):
+            _put(a, o + i - lo, np.int64(1) if match[i] >= 0 else fv, True)
+    else:
+        return False
+    return True
 
 
 @njit(**_ITEM_OPTS)
@@ -1186,10 +1322,19 @@ def _write_item(probe, build, out, tally, it, spos):
     nrows = src_p.shape[0]
     lo = ilo[it]
     hi = ihi[it]
+    dense = unique and eup
+    if unique and not eup:
+        dense = True
+        for i in range(lo, hi):
+            if match[i] < 0:
+                dense = False
+                break
     for r in range(nrows):
         if outs[r] == 0:
             continue
         o = item_off[it]
+        if dense and _write_dense(outs[r], o, lo, hi, match, src_p[r], src_b[r], fill[r], pcols, bcols, bkeys):
+            continue
         for i in range(lo, hi):
             t = np.int64(match[i])
             if t < 0 and not eup:

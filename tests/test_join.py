@@ -32,6 +32,7 @@ def cpu_path(request, monkeypatch):
     monkeypatch.setattr(cpu_join, "_ITEM_ROWS", 3 if tiny else 2 * join_cpu._BATCH + 3)
     if request.param != "inplace":
         monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
+        monkeypatch.setattr(cpu_join, "_FLAT_BUILD_BYTES", -1)
     seen = set()
     probe_side = cpu_join._probe_side
 
@@ -467,6 +468,45 @@ def test_small_build_output_is_the_probe_side(key, how, misses):
         assert out.column("a").to_pylist() == list(range(300)), "the probe side's order"
 
 
+@pytest.mark.parametrize("how", ROW_HOWS)
+@pytest.mark.parametrize("key", ["int", "float", "uint64", "date"])
+@pytest.mark.parametrize("rows_per_partition,item_rows", [(1, 7), (12, 21)])
+def test_flat_table_probe(how, key, rows_per_partition, item_rows, monkeypatch):
+    # a build side of distinct word keys is probed in place through its flat table
+    # (flat_match) and written by the dense write: probe sequences that wrap around a
+    # partition's table, empty partitions (one build row a partition), null keys on both sides,
+    # work items shorter and longer than the prefetch distance, hits and misses at random, keys
+    # whose words are negative as int64 (uint64), -0.0 against 0.0 and NaN against NaN
+    from gpuframe.backends.cpu import join as cpu_join
+    from gpuframe.kernels import join_cpu as K
+
+    assert 7 < K._FLAT_AHEAD < 21      # items shorter and longer than the prefetch distance
+    calls = []
+    real = K.flat_match
+    monkeypatch.setattr(K, "flat_match", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(cpu_join, "_ROWS_PER_PARTITION", rows_per_partition)
+    monkeypatch.setattr(cpu_join, "_ITEM_ROWS", item_rows)
+    rng = np.random.default_rng(31)
+    nb, npr = 400, 2000
+    universe = rng.permutation(2 * nb)
+    bk, pk = universe[:nb], universe[rng.integers(0, 2 * nb, npr)]   # about half the probe rows miss
+    conv = {"int": lambda v: pa.array(v * 7919 - 3000, pa.int64()),
+            "float": lambda v: pa.array(np.where(v == 0, np.nan, np.where(v == 1, 0.0, v * 0.5))),
+            "uint64": lambda v: pa.array(np.uint64(2**64 - 1) - v.astype(np.uint64) * np.uint64(2**40)),
+            "date": lambda v: pa.array(v.astype(np.int32), pa.int32()).cast(pa.date32())}[key]
+    build_keys = conv(bk)
+    probe_keys = conv(pk)
+    if key == "float":
+        probe_keys = pa.array(np.where(pk == 1, -0.0, probe_keys.to_numpy(zero_copy_only=False)))
+    bnull = rng.random(nb) < 0.02
+    pnull = rng.random(npr) < 0.05
+    build = pa.table({"k": pa.array(build_keys.to_pylist(), build_keys.type, mask=bnull),
+                      "b": rng.integers(0, 1000, nb), "c": pa.array(rng.random(nb), mask=rng.random(nb) < 0.1)})
+    probe = pa.table({"k": pa.array(probe_keys.to_pylist(), probe_keys.type, mask=pnull), "a": np.arange(npr)})
+    check_join(probe, build, how, on="k")
+    assert calls, "the flat table's probe did not run"
+
+
 @pytest.mark.parametrize("how", ["inner", "left", "outer"])
 def test_small_build_repeated_keys_and_nulls(how):
     # repeated build keys, null keys on both sides and nulls_equal: the small-build path writes
@@ -500,6 +540,7 @@ def test_item_kernels_compile_one_item_function_per_kernel_signature(monkeypatch
     for inplace in (True, False):
         if not inplace:
             monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
+            monkeypatch.setattr(cpu_join, "_FLAT_BUILD_BYTES", -1)
             monkeypatch.setattr(cpu_join, "_ROWS_PER_PARTITION", 64)
         for build in (unique, repeated):
             for how in ("inner", "left", "outer"):
@@ -554,6 +595,7 @@ def test_one_pass_join_rows_outside_whole_batches(monkeypatch, how):
     from gpuframe.backends.cpu import join as cpu_join
 
     monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
+    monkeypatch.setattr(cpu_join, "_FLAT_BUILD_BYTES", -1)
     monkeypatch.setattr(cpu_join, "_ROWS_PER_PARTITION", 1)
     monkeypatch.setattr(cpu_join, "_ITEM_ROWS", 13)
     rng = np.random.default_rng(21)

@@ -362,6 +362,12 @@ _ITEM_ROWS = 16384
 # 150k 150-164 -> 133-140, 200k 158-177 -> 160-162, 300k 153-159 -> 181-184; 1M probe rows
 # against 100k 22 -> 18 ms, against 300k 18-21 -> 27-29 ms.
 _INPLACE_BUILD_BYTES = 3 << 20
+# A build side of distinct word keys is probed in place through a flat table (each slot's key
+# word beside its build position: one cache line a lookup, prefetched rows ahead) when that
+# table takes at most this many bytes; the output is then the probe side in its own order
+# where every probe row gives one row (a left join, an inner join that matches every row), and
+# the probe's columns are not copied at all.
+_FLAT_BUILD_BYTES = 40 << 20
 
 
 def _span_rows(st: np.ndarray, en: np.ndarray, sel: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -594,6 +600,14 @@ def _use_inplace(build: SideKeys, pbits: int) -> bool:
     return pbits == 0 or ws <= _INPLACE_BUILD_BYTES
 
 
+def _use_flat(probe: SideKeys, build: SideKeys, B: _Build) -> bool:
+    """Probe in place through a flat table (:func:`~gpuframe.kernels.join_cpu.flat_match`):
+    word keys, every build key distinct, and the flat table (16 bytes a slot) within
+    :data:`_FLAT_BUILD_BYTES`."""
+    return (not probe.verify and not build.verify and B.unique
+            and 16 * int(B.toffs[-1]) <= _FLAT_BUILD_BYTES)
+
+
 def _build_record(B: _Build, build: SideKeys, pbits: int, tables: Optional[np.ndarray] = None):
     """The kernels' :class:`~gpuframe.kernels.join_cpu.BuildSide` of ``B`` (``tables``: in
     place of ``B.tables``, which the write pass does not read and may have released)."""
@@ -716,7 +730,8 @@ def _fits(on_count: Optional[Callable[[int], None]], rows: int) -> bool:
 def run(req: JoinRequest) -> JoinResult:
     """The CPU join. The build side is partitioned and gets its tables first; then either
 
-    * *small* (the build side's tables fit in cache: the probe rows stay in place): find every
+    * *small* (the build side's tables fit in cache, or its keys are distinct words and their
+      flat table fits :data:`_FLAT_BUILD_BYTES`: the probe rows stay in place): find every
       probe row's match, allocate the outputs at their exact size, write them a column at a
       time; an output that is the probe side in its own order takes the probe's columns;
     * *direct* (every build key distinct: at most one output row per probe row): one pass
@@ -778,9 +793,10 @@ def run(req: JoinRequest) -> JoinResult:
             src_b.append(sb_)
             fill.append(-1)
     B = _build_side(build, pbits, [] if count_only else bcarry_src, want_idx)
-    if inplace and not count_only:
+    flat = not count_only and _use_flat(probe, build, B)
+    if (inplace or flat) and not count_only:
         return _cpu_small(req, probe, build, B, pbits, eup, eub, pcarry, src_p, src_b, fill, string_keys,
-                          want_idx, views, probe_name)
+                          want_idx, views, probe_name, flat)
     cap = probe.n + (build.n if eub else 0)
     direct = B.unique and not count_only and _fits(req.on_count, cap)
     if direct:
@@ -839,7 +855,7 @@ def _addresses_or_0(arrays: Sequence[Optional[np.ndarray]]) -> np.ndarray:
 
 def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pbits: int, eup: bool, eub: bool,
                pcarry: list, src_p: list, src_b: list, fill: list, string_keys: list, want_idx: bool,
-               views: list, probe_name: str) -> JoinResult:
+               views: list, probe_name: str, flat: bool = False) -> JoinResult:
     """A build side whose tables stay in cache: the probe rows stay in place, one pass finds
     every row's match (:func:`~gpuframe.kernels.join_cpu.small_match`), the outputs are
     allocated at their exact size, and a second pass writes them a column at a time
@@ -854,12 +870,20 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
     match = host_empty(probe.n, _index_dtype(build.n))
     bmatched = np.zeros(build.n if eub else 0, dtype=np.uint8)
     counts = np.zeros(len(P.ilo), np.int64)
-    # a general key's probe rows come unhashed (keys None): small_match hashes them; the string
-    # keys' output bytes are summed afterwards, where they are written
-    _threaded(K.small_match, probe.verify or build.verify, len(P.ilo),
-              _probe_record(P, probe, keys=_EU64 if P.keys is None else None),
-              _build_record(B, build, pbits), _output_record(eup=eup, eub=eub),
-              _tally(match=match, bmatched=bmatched, counts=counts))
+    if flat:
+        table = host_empty((int(B.toffs[-1]), 2), np.int64)
+        K.flat_slots(B.tables, _ro(B.toffs), _ro(B.starts), B.keys, build.kmode, table)
+        B.tables = None
+        K.flat_match(P.keys, P.valid, probe.kmode, np.uint64((1 << pbits) - 1), np.uint64(pbits), _ro(B.toffs),
+                     _ro(table), eup, eub, P.ilo, P.ihi, match, bmatched, counts)
+        del table
+    else:
+        # a general key's probe rows come unhashed (keys None): small_match hashes them; the
+        # string keys' output bytes are summed afterwards, where they are written
+        _threaded(K.small_match, probe.verify or build.verify, len(P.ilo),
+                  _probe_record(P, probe, keys=_EU64 if P.keys is None else None),
+                  _build_record(B, build, pbits), _output_record(eup=eup, eub=eub),
+                  _tally(match=match, bmatched=bmatched, counts=counts))
     item_off, total = _exclusive(counts)
     probe_rows = total
     if eub:
