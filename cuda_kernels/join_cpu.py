@@ -1151,33 +1151,56 @@ def small_string_bytes(probe, build, out, tally):
 # partition's table as 16 bytes, the key word beside the build position, so that a lookup is
 # one cache line where the int32 table and the key words cost two dependent misses. Each probe
 # row's first slot is computed and prefetched _FLAT_AHEAD rows before the row is resolved (a
-# ring of _FLAT_RING slots), so that many misses are in flight at once.
+# ring of _FLAT_RING slots), so that many misses are in flight at once. A filter of one
+# 64-bit word per 8 slots (two bits a key, by its first slot) rules most absent keys out before
+# their slot is fetched: 2026-12-07, 10M probe rows of which half miss against 1M build keys,
+# flat_match 235 -> 181 ms (medians of 9, interleaved); every row matching, unchanged within the
+# noise (101 / 109 ms, 235 / 248 ms).
 _FLAT_AHEAD = 16
 _FLAT_RING = 32              # a power of two, at least _FLAT_AHEAD
 
 
 @njit(parallel=True, **_OPTS)
-def flat_slots(tables, toffs, starts, bkeys, kmode, flat):
+def flat_slots(tables, toffs, starts, bkeys, kmode, pshift, flat, bits):
     """The flat table of a build side whose key words are all distinct: ``flat[x, 0]`` the
     canonical key word of the build row in slot ``x`` of the partitions' tables (``tables``,
     slices ``toffs``; partition ``p``'s rows from build position ``starts[p]``), ``flat[x, 1]``
-    its global build position, ``-1`` for an empty slot."""
+    its global build position, ``-1`` for an empty slot; and its filter ``bits``: word
+    ``x >> 3`` holds two bits (:func:`_filter_bits`) of every key whose first slot is ``x``.
+    A table's slots are a multiple of 16 from a multiple of 16, so that each filter word
+    belongs to one partition (one thread)."""
     nparts = toffs.shape[0] - 1
     for p in prange(nparts):
         b0 = starts[p]
-        for x in range(toffs[p], toffs[p + 1]):
+        t0 = toffs[p]
+        tmask = np.uint64(toffs[p + 1] - t0 - 1)
+        for x in range(t0 >> 3, toffs[p + 1] >> 3):
+            bits[x] = 0
+        for x in range(t0, toffs[p + 1]):
             t = tables[x]
             if t == EMPTY:
                 flat[x, 0] = 0
                 flat[x, 1] = -1
             else:
-                flat[x, 0] = np.int64(canon_word(bkeys[b0 + t], kmode))
+                w = canon_word(bkeys[b0 + t], kmode)
+                flat[x, 0] = np.int64(w)
                 flat[x, 1] = b0 + np.int64(t)
+                h = word_hash(w)
+                x0 = t0 + slot_of(h, pshift, tmask)
+                bits[x0 >> 3] |= _filter_bits(h)
 
 
 @njit(inline="always")
-def _flat_first(pkeys, pvalid, kmode, pmask, pshift, toffs, i):
-    # the first flat-table slot of probe row i's key, or -1 (a null key, an empty partition)
+def _filter_bits(h):
+    # a key's two filter bits, from hash bits no partition or slot uses (52-63)
+    return (np.uint64(1) << ((h >> np.uint64(52)) & np.uint64(63))) | \
+        (np.uint64(1) << ((h >> np.uint64(58)) & np.uint64(63)))
+
+
+@njit(inline="always")
+def _flat_first(pkeys, pvalid, kmode, pmask, pshift, toffs, bits, i):
+    # the first flat-table slot of probe row i's key, or -1: a null key, an empty partition, or
+    # a key the filter rules out (its word lacks one of the key's bits)
     if pvalid.shape[0] != 0 and pvalid[i] == 0:
         return np.int64(-1)
     h = word_hash(canon_word(pkeys[i], kmode))
@@ -1186,7 +1209,11 @@ def _flat_first(pkeys, pvalid, kmode, pmask, pshift, toffs, i):
     n = toffs[p + 1] - t0
     if n == 0:
         return np.int64(-1)
-    return t0 + slot_of(h, pshift, np.uint64(n - 1))
+    x = t0 + slot_of(h, pshift, np.uint64(n - 1))
+    f = _filter_bits(h)
+    if bits[x >> 3] & f != f:
+        return np.int64(-1)
+    return x
 
 
 @njit(inline="always")
@@ -1198,9 +1225,10 @@ def _flat_next(x, w, pmask, toffs):
 
 
 @njit(parallel=True, **_OPTS)
-def flat_match(pkeys, pvalid, kmode, pmask, pshift, toffs, flat, eup, eub, ilo, ihi, match, bmatched, counts):
+def flat_match(pkeys, pvalid, kmode, pmask, pshift, toffs, flat, bits, eup, eub, ilo, ihi, match, bmatched,
+               counts):
     """:func:`small_match` for a build side of distinct word keys, from its flat table
-    (:func:`flat_slots`), probe rows in place: ``match[i]``, the global build position of
+    (:func:`flat_slots`) and its filter ``bits``, probe rows in place: ``match[i]``, the global build position of
     probe position ``i``'s key or ``-1``; ``counts[item]``, the item's output rows (its
     matches, every row with ``eup``); ``bmatched`` flagged with ``eub``. Rows are resolved in
     order, each one's slot prefetched :data:`_FLAT_AHEAD` rows earlier."""
@@ -1211,7 +1239,7 @@ def flat_match(pkeys, pvalid, kmode, pmask, pshift, toffs, flat, eup, eub, ilo, 
         hi = ihi[it]
         ring = np.empty(_FLAT_RING, np.int64)
         for i in range(lo, min(hi, lo + _FLAT_AHEAD)):
-            x = _flat_first(pkeys, pvalid, kmode, pmask, pshift, toffs, i)
+            x = _flat_first(pkeys, pvalid, kmode, pmask, pshift, toffs, bits, i)
             ring[i & rmask] = x
             if x >= 0:
                 prefetch(base + 16 * x)
@@ -1219,7 +1247,7 @@ def flat_match(pkeys, pvalid, kmode, pmask, pshift, toffs, flat, eup, eub, ilo, 
         for i in range(lo, hi):
             j = i + _FLAT_AHEAD
             if j < hi:
-                xj = _flat_first(pkeys, pvalid, kmode, pmask, pshift, toffs, j)
+                xj = _flat_first(pkeys, pvalid, kmode, pmask, pshift, toffs, bits, j)
                 ring[j & rmask] = xj
                 if xj >= 0:
                     prefetch(base + 16 * xj)

@@ -871,12 +871,14 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
     bmatched = np.zeros(build.n if eub else 0, dtype=np.uint8)
     counts = np.zeros(len(P.ilo), np.int64)
     if flat:
-        table = host_empty((int(B.toffs[-1]), 2), np.int64)
-        K.flat_slots(B.tables, _ro(B.toffs), _ro(B.starts), B.keys, build.kmode, table)
+        nslots = int(B.toffs[-1])
+        table = host_empty((nslots, 2), np.int64)
+        bits = host_empty(nslots >> 3, np.uint64)
+        K.flat_slots(B.tables, _ro(B.toffs), _ro(B.starts), B.keys, build.kmode, np.uint64(pbits), table, bits)
         B.tables = None
         K.flat_match(P.keys, P.valid, probe.kmode, np.uint64((1 << pbits) - 1), np.uint64(pbits), _ro(B.toffs),
-                     _ro(table), eup, eub, P.ilo, P.ihi, match, bmatched, counts)
-        del table
+                     _ro(table), _ro(bits), eup, eub, P.ilo, P.ihi, match, bmatched, counts)
+        del table, bits
     else:
         # a general key's probe rows come unhashed (keys None): small_match hashes them; the
         # string keys' output bytes are summed afterwards, where they are written
