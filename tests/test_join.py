@@ -474,10 +474,10 @@ def test_small_build_output_is_the_probe_side(key, how, misses):
 def test_flat_table_probe(how, key, rows_per_partition, item_rows, monkeypatch):
     # a build side of distinct word keys is probed in place through its flat table
     # (flat_match, its filter ruling absent keys out) and written by the dense write: probe
-    # sequences that wrap around a
-    # partition's table, empty partitions (one build row a partition), null keys on both sides,
-    # work items shorter and longer than the prefetch distance, hits and misses at random, keys
-    # whose words are negative as int64 (uint64), -0.0 against 0.0 and NaN against NaN
+    # sequences that wrap around a partition's table, empty partitions (one build row a
+    # partition), null keys on both sides, work items shorter and longer than the prefetch
+    # distance, hits and misses at random, keys whose words are negative as int64 (uint64),
+    # -0.0 against 0.0 and NaN against NaN
     from gpuframe.backends.cpu import join as cpu_join
     from gpuframe.kernels import join_cpu as K
 
