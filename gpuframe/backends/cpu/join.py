@@ -909,14 +909,60 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
     outs = [None if r in skip else host_empty(total, rdt[r]) for r in range(len(src_p))]
     item_bytes, soffs, schars = _string_room(sbytes, ub_bytes if eub else None, total, sskip)
     if total and len(src_p) + nstr:
-        out = K.output_rows(eup=eup, eub=eub, src_p=_ro(np.array(src_p, np.int64)),
-                            src_b=_ro(np.array(src_b, np.int64)), fill=_ro(np.array(fill, np.int64)),
-                            outs=_row_addresses(outs), active=_E64, from_build=False, pst=pst, pen=pen, bst=bst,
-                            ben=ben, soffs=_addresses_or_0(soffs), schars=_addresses_or_0(schars))
-        _write(P, probe, pcarry, B, build, pbits, out, match, item_off, item_bytes, eub, ub_counts, bmatched, ub_off,
-               ub_bytes)
+        rest = outs
+        if B.unique and probe_rows == probe.n:
+            # every probe row gives one output row, in its probe position
+            rest = _write_dense(P, pcarry, B, src_p, src_b, fill, outs, match)
+
+        def record(rows: list) -> Any:
+            return K.output_rows(eup=eup, eub=eub, src_p=_ro(np.array(src_p, np.int64)),
+                                 src_b=_ro(np.array(src_b, np.int64)), fill=_ro(np.array(fill, np.int64)),
+                                 outs=_row_addresses(rows), active=_E64, from_build=False, pst=pst, pen=pen,
+                                 bst=bst, ben=ben, soffs=_addresses_or_0(soffs), schars=_addresses_or_0(schars))
+
+        # write_items writes what write_dense left; the unmatched build rows (eub) take every row
+        _write(P, probe, pcarry, B, build, pbits, record(rest), match, item_off, item_bytes, eub, ub_counts, bmatched,
+               ub_off, ub_bytes, items=any(o is not None for o in rest) or nstr > len(sskip),
+               ub_out=None if rest is outs else record(outs))
     del match
     return _result(total, outs, want_idx, soffs, schars, probe_name if identity else None)
+
+
+def _write_dense(P: _Probe, pcols: list, B: _Build, src_p: list, src_b: list, fill: list, outs: list,
+                 match: np.ndarray) -> list:
+    """Write the output rows of ``outs`` that :func:`~gpuframe.kernels.join_cpu.write_dense`
+    covers, for a join where every probe row gives one output row in its probe position;
+    returns ``outs`` with those rows left out (``None``): the rows left for ``write_items``."""
+    K = _cpu_kernels()
+    kinds, srcs, fills, rows = [], [], [], []
+    rest = list(outs)
+    for r, (sp, sb, f) in enumerate(zip(src_p, src_b, fill)):
+        if outs[r] is None:
+            continue
+        src = 0
+        if sp >= 0:
+            kind, src = K.DENSE_PROBE, pcols[sp].ctypes.data
+        elif sp == K.SRC_MATCH_KEY:
+            kind = K.DENSE_MATCH_KEY
+        elif sp == K.SRC_ONE:
+            kind = K.DENSE_ONE
+        elif sp == K.SRC_NONE and sb >= 0:
+            kind, src = K.DENSE_BUILD, B.cols[sb].ctypes.data
+        elif sp == K.SRC_NONE and sb == K.SRC_BUILD_KEY:
+            kind = K.DENSE_BUILD_KEY
+        elif sp == K.SRC_NONE and sb == K.SRC_ONE:
+            kind = K.DENSE_BUILD_ONE
+        else:
+            continue                # row numbers (gather maps): write_items
+        kinds.append(kind)
+        srcs.append(src)
+        fills.append(f)
+        rows.append(outs[r])
+        rest[r] = None
+    if rows:
+        K.write_dense(match, _ro(np.array(kinds, np.int64)), _ro(np.array(srcs, np.int64)),
+                      _ro(np.array(fills, np.int64)), _row_addresses(rows), B.keys, P.ilo, P.ihi)
+    return rest
 
 
 def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pbits: int,
@@ -1073,19 +1119,25 @@ def _cpu_two_pass(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build,
 
 def _write(P: _Probe, probe: SideKeys, pcols: list, B: _Build, build: SideKeys, pbits: int, out: Any,
            match: np.ndarray, item_off: np.ndarray, item_bytes: np.ndarray, eub: bool, ub_counts: np.ndarray,
-           bmatched: np.ndarray, ub_off: np.ndarray, ub_bytes: np.ndarray) -> None:
+           bmatched: np.ndarray, ub_off: np.ndarray, ub_bytes: np.ndarray, items: bool = True,
+           ub_out: Any = None) -> None:
     """The write pass of every output row (``out``) once the matches are counted: every work
-    item's rows a column at a time (:func:`~gpuframe.kernels.join_cpu.write_items`), then, for
-    ``eub``, the unmatched build rows (:func:`~gpuframe.kernels.join_cpu.unmatched_build_write`)."""
+    item's rows a column at a time (:func:`~gpuframe.kernels.join_cpu.write_items`; not with
+    ``items=False``: nothing left for it), then, for ``eub``, the unmatched build rows
+    (:func:`~gpuframe.kernels.join_cpu.unmatched_build_write`; into ``ub_out``'s rows where
+    given)."""
     K = _cpu_kernels()
     nstr = item_bytes.shape[1]
     build_rec = _build_record(B, build, pbits, tables=_EI32)
-    _threaded(K.write_items, probe.verify or build.verify, len(P.ilo), _probe_record(P, probe, pcols, keys=_EU64),
-              build_rec, out, _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes)))
+    if items:
+        _threaded(K.write_items, probe.verify or build.verify, len(P.ilo),
+                  _probe_record(P, probe, pcols, keys=_EU64), build_rec, out,
+                  _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes)))
     if eub and int(ub_counts.sum()):
-        K.unmatched_build_write(_probe_record(P, probe, pcols, keys=_EU64, items=False), build_rec, out,
-                      _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
-                             bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
+        K.unmatched_build_write(_probe_record(P, probe, pcols, keys=_EU64, items=False), build_rec,
+                                out if ub_out is None else ub_out,
+                                _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
+                                       bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
 
 
 def _cpu_semi_anti(req: JoinRequest) -> JoinResult:
