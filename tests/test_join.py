@@ -33,6 +33,7 @@ def cpu_path(request, monkeypatch):
     if request.param != "inplace":
         monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
         monkeypatch.setattr(cpu_join, "_FLAT_BUILD_BYTES", -1)
+        monkeypatch.setattr(cpu_join, "_FLAT_CACHE_BYTES", -1)
     seen = set()
     probe_side = cpu_join._probe_side
 
@@ -508,6 +509,33 @@ def test_flat_table_probe(how, key, rows_per_partition, item_rows, monkeypatch):
     assert calls, "the flat table's probe did not run"
 
 
+@pytest.mark.parametrize("skewed", [False, True])
+def test_flat_table_past_the_cache_for_skewed_probe_keys(skewed, monkeypatch):
+    # past _FLAT_CACHE_BYTES the flat table is used only where a sample of the probe keys
+    # repeats itself (a skewed probe side's rows stay in cache); uniform probe keys take the
+    # partitioned path. Both give the join's answer.
+    from gpuframe.backends.cpu import join as cpu_join
+    from gpuframe.kernels import join_cpu as K
+
+    calls = []
+    real = K.flat_match
+    monkeypatch.setattr(K, "flat_match", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(cpu_join, "_FLAT_CACHE_BYTES", 0)
+    monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
+    monkeypatch.setattr(cpu_join, "_ROWS_PER_PARTITION", 16)
+    monkeypatch.setattr(cpu_join, "_FLAT_SAMPLE", 64)
+    rng = np.random.default_rng(5)
+    bk = rng.permutation(4000)[:1000]
+    codes = (rng.zipf(2.0, 6000) - 1) % 1000 if skewed else rng.integers(0, 1000, 6000)
+    pk = np.where(rng.random(6000) < 0.1, -1, bk[codes])          # some probe keys miss
+    assert cpu_join._skewed(pk.view(np.uint64)) == skewed
+    build = pa.table({"k": bk, "b": np.arange(1000)})
+    probe = pa.table({"k": pk, "a": np.arange(6000)})
+    for how in ("inner", "left"):
+        check_join(probe, build, how, on="k")
+    assert bool(calls) == skewed
+
+
 @pytest.mark.parametrize("how", ["inner", "left", "outer"])
 def test_small_build_repeated_keys_and_nulls(how):
     # repeated build keys, null keys on both sides and nulls_equal: the small-build path writes
@@ -542,6 +570,7 @@ def test_item_kernels_compile_one_item_function_per_kernel_signature(monkeypatch
         if not inplace:
             monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
             monkeypatch.setattr(cpu_join, "_FLAT_BUILD_BYTES", -1)
+            monkeypatch.setattr(cpu_join, "_FLAT_CACHE_BYTES", -1)
             monkeypatch.setattr(cpu_join, "_ROWS_PER_PARTITION", 64)
         for build in (unique, repeated):
             for how in ("inner", "left", "outer"):
@@ -597,6 +626,7 @@ def test_one_pass_join_rows_outside_whole_batches(monkeypatch, how):
 
     monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
     monkeypatch.setattr(cpu_join, "_FLAT_BUILD_BYTES", -1)
+    monkeypatch.setattr(cpu_join, "_FLAT_CACHE_BYTES", -1)
     monkeypatch.setattr(cpu_join, "_ROWS_PER_PARTITION", 1)
     monkeypatch.setattr(cpu_join, "_ITEM_ROWS", 13)
     rng = np.random.default_rng(21)

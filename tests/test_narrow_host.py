@@ -36,6 +36,7 @@ def test_join_output_of_narrow_columns_past_the_kernel_threshold(monkeypatch):
     # makes the output the probe side in its own order, whose columns come back zero-copy
     monkeypatch.setattr(cpu_join, "_INPLACE_BUILD_BYTES", -1)
     monkeypatch.setattr(cpu_join, "_FLAT_BUILD_BYTES", -1)
+    monkeypatch.setattr(cpu_join, "_FLAT_CACHE_BYTES", -1)
     seen = []
     real = common.narrow_host
     monkeypatch.setattr(common, "narrow_host", lambda src, dtype: seen.append(np.dtype(dtype)) or real(src, dtype))
