@@ -405,6 +405,7 @@ def bounded_memory(cfg: BenchConfig, client: Any, ddf: Any, expect: dict, budget
 
 # ------------------------------------------------------------------------------ raw ucxx
 _BW: dict = {}
+_BW_CONNECT_S = 60.0    # the bare-ucxx probe's connect timeout (ucxx's default: 5 s)
 
 
 async def _bw_listen(nbytes: int, chunks: int, iters: int, both: bool, dask_worker: Any = None) -> int:
@@ -424,7 +425,10 @@ async def _bw_listen(nbytes: int, chunks: int, iters: int, both: bool, dask_work
         await ep.send(np.zeros(1, np.uint8))  # completion ack
         done.set()
 
-    listener = ucxx.create_listener(handler)
+    # the peer-info exchange gets _BW_CONNECT_S, not ucxx's 5 s: a loaded machine (the test
+    # suite's benchmark smoke lane beside its distributed lane) took longer, and the wire-up is
+    # not what this measures
+    listener = ucxx.create_listener(handler, connect_timeout=_BW_CONNECT_S)
     _BW["listener"], _BW["done"] = listener, done
     return listener.port
 
@@ -433,7 +437,7 @@ async def _bw_connect(host: str, port: int, nbytes: int, chunks: int, iters: int
                       dask_worker: Any = None) -> float:
     import ucxx
 
-    ep = await ucxx.create_endpoint(host, port)
+    ep = await ucxx.create_endpoint(host, port, connect_timeout=_BW_CONNECT_S)
     size = nbytes // chunks
     bufs = [np.empty(size, np.uint8) for _ in range(chunks)]
     data = [np.ones(size, np.uint8) for _ in range(chunks)]
