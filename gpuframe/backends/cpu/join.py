@@ -752,8 +752,8 @@ def _fits(on_count: Optional[Callable[[int], None]], rows: int) -> bool:
 def run(req: JoinRequest) -> JoinResult:
     """The CPU join. The build side is partitioned and gets its tables first; then either
 
-    * *small* (the build side's tables fit in cache, or its keys are distinct words and their
-      flat table fits :data:`_FLAT_BUILD_BYTES`: the probe rows stay in place): find every
+    * *small* (the build side's tables fit in cache, or its keys are distinct words whose flat
+      table :func:`_use_flat` takes: the probe rows stay in place): find every
       probe row's match, allocate the outputs at their exact size, write them a column at a
       time; an output that is the probe side in its own order takes the probe's columns;
     * *direct* (every build key distinct: at most one output row per probe row): one pass
@@ -816,7 +816,7 @@ def run(req: JoinRequest) -> JoinResult:
             fill.append(-1)
     B = _build_side(build, pbits, [] if count_only else bcarry_src, want_idx)
     flat = not count_only and _use_flat(probe, build, B)
-    if (inplace or flat) and not count_only:
+    if (inplace and not count_only) or flat:
         return _cpu_small(req, probe, build, B, pbits, eup, eub, pcarry, src_p, src_b, fill, string_keys,
                           want_idx, views, probe_name, flat)
     cap = probe.n + (build.n if eub else 0)
@@ -879,12 +879,14 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
                pcarry: list, src_p: list, src_b: list, fill: list, string_keys: list, want_idx: bool,
                views: list, probe_name: str, flat: bool = False) -> JoinResult:
     """A build side whose tables stay in cache: the probe rows stay in place, one pass finds
-    every row's match (:func:`~gpuframe.kernels.join_cpu.small_match`), the outputs are
-    allocated at their exact size, and a second pass writes them a column at a time
-    (:func:`~gpuframe.kernels.join_cpu.write_items`). When every probe row gives exactly one
-    output row, in order (a unique build side with every row matching, or a left join), the
-    output *is* the probe side: the rows in ``views`` are not made at all (the caller takes
-    the probe side's own columns)."""
+    every row's match (:func:`~gpuframe.kernels.join_cpu.small_match`; with ``flat``, distinct
+    word keys, :func:`~gpuframe.kernels.join_cpu.flat_match` through the flat table), the
+    outputs are allocated at their exact size, and a second pass writes them a column at a time
+    (:func:`_write_dense` where every probe row gives one row in its position, then
+    :func:`~gpuframe.kernels.join_cpu.write_items` for what is left). When every probe row
+    gives exactly one output row, in order (a unique build side with every row matching, or a
+    left join), the output *is* the probe side: the rows in ``views`` are not made at all (the
+    caller takes the probe side's own columns)."""
     K = _cpu_kernels()
     P = _probe_side(probe, pbits, True, False)
     pst, pen, bst, ben = _string_outputs(P, B, string_keys)
