@@ -5,6 +5,7 @@
 #   sm_90 and assembled by ptxas, no GPU needed), distributed (local Dask clusters over UCX and
 #   TCP), gpu (skipped without a GPU), bench-smoke (every benchmark at the smoke size, answers
 #   checked); and, only when named, compile (every job of `gpuframe compile`, in process).
+# Each pytest lane ends with its 15 slowest tests (the test command has a 20-minute budget).
 # Usage: bash ci/test.sh [lane ...]     (default: every lane but compile)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -24,7 +25,7 @@ run_pytest() {  # name, then pytest args; pytest's exit 5 (no tests collected) i
   local name="$1"; shift
   local t0=$SECONDS rc=0
   echo "== lane $name: pytest $*"
-  python -m pytest -q -p no:cacheprovider "$@" || rc=$?
+  python -m pytest -q -p no:cacheprovider --durations=15 "$@" || rc=$?
   if [ $rc -eq 5 ]; then echo "lane $name collected no tests: failing"; fi
   results+=("$name: exit $rc in $((SECONDS - t0)) s")
   [ $rc -eq 0 ] || fail=1
@@ -104,9 +105,9 @@ for i in "${!lanes[@]}"; do
       done
       echo "== lane cpu: pytest in two processes: ${cpuA[*]} | the other ${#cpuB[@]} files"
       logA="$(mktemp)"; logB="$(mktemp)"
-      python -m pytest -q -p no:cacheprovider -m "not distributed and not compile_jobs" "${cpuA[@]}" >"$logA" 2>&1 &
+      python -m pytest -q -p no:cacheprovider --durations=15 -m "not distributed and not compile_jobs" "${cpuA[@]}" >"$logA" 2>&1 &
       pidA=$!
-      python -m pytest -q -p no:cacheprovider -m "not distributed and not compile_jobs" "${cpuB[@]}" >"$logB" 2>&1 &
+      python -m pytest -q -p no:cacheprovider --durations=15 -m "not distributed and not compile_jobs" "${cpuB[@]}" >"$logB" 2>&1 &
       pidB=$!
       if [ "${lanes[$((i + 1))]:-}" = cudasim ]; then
         wait -n "$pidA" "$pidB" || true        # the statuses are collected below
