@@ -343,14 +343,15 @@ def scatter_pass(w_in, p_in, ident, base, shift, mask, cursors, w_out, p_out, wa
 
 
 # rows a line of the streaming pass holds: 16 uint32 row numbers, one 64-byte line (and 16
-# words, one or two lines)
+# words or 8-byte carried values, one or two lines)
 STREAM_ROWS = 16
 STREAM_MAX_BUCKETS = 1024
 
 
 @njit(parallel=True, cache=True)
-def scatter_pass_stream(w_in, base, shift, mask, cursors, w_out, p_out, bw, bp):
-    """:func:`scatter_pass` of every row (``p_out``: the row numbers, uint32) and its word,
+def scatter_pass_stream(w_in, carry, ident, base, shift, mask, cursors, w_out, p_out, bw, bp):
+    """:func:`scatter_pass` of every row and its word: ``p_out`` gets the row numbers (with
+    ``ident``) or the row's ``carry`` value (a payload that travels with its row, 4 or 8 bytes),
     through write-combining buffers (as the hash partition's ``scatter_fixed_stream``): each chunk gathers :data:`STREAM_ROWS` rows per bucket in
     a small buffer (``bw``, ``bp``: ``(nchunks, buckets * STREAM_ROWS)``, rows 64-byte aligned)
     and writes them as whole lines with non-temporal stores, so a scatter into a thousand
@@ -363,6 +364,7 @@ def scatter_pass_stream(w_in, base, shift, mask, cursors, w_out, p_out, bw, bp):
     per = STREAM_ROWS
     last = per - 1
     wline = LINE_BYTES // w_out.itemsize
+    pline = LINE_BYTES // p_out.itemsize
     for c in prange(nchunks):
         lo, hi = _bounds(n, c, nchunks)
         start = cursors[c].copy()
@@ -376,7 +378,10 @@ def scatter_pass_stream(w_in, base, shift, mask, cursors, w_out, p_out, bw, bp):
             slot = k & last
             at = d * per + slot
             lw[at] = w
-            lp[at] = i
+            if ident:
+                lp[at] = i
+            else:
+                lp[at] = carry[i]
             k += 1
             cur[d] = k
             if slot == last:
@@ -385,7 +390,8 @@ def scatter_pass_stream(w_in, base, shift, mask, cursors, w_out, p_out, bw, bp):
                 if first >= start[d]:
                     for t in range(0, per, wline):
                         stream_line(w_out, np.uint64(first + t), lw, np.uint64(row + t))
-                    stream_line(p_out, np.uint64(first), lp, np.uint64(row))
+                    for t in range(0, per, pline):
+                        stream_line(p_out, np.uint64(first + t), lp, np.uint64(row + t))
                 else:
                     for j in range(start[d], k):
                         w_out[j] = lw[row + (j & last)]

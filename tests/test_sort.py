@@ -195,15 +195,87 @@ def test_sort_keyed_declines_nulls_floats_and_many_keys():
     from gpuframe.backends.cpu.sort import sort_keyed
 
     col = gpuframe.from_arrow(pa.table({"k": pa.array([3, None, 1], pa.int64())}))["k"]
-    perm, key = sort_keyed([col], [False], True)
-    assert perm.tolist() == [2, 0, 1] and key is None
+    perm, key, carried = sort_keyed([col], [False], True)
+    assert perm.tolist() == [2, 0, 1] and key is None and carried is None
     f = gpuframe.from_arrow(pa.table({"k": pa.array([3.0, -0.0, 0.0])}))["k"]
     assert sort_keyed([f], [False], True)[1] is None
     two = gpuframe.from_arrow(pa.table({"a": [2, 1], "b": [1, 2]}))
     assert sort_keyed([two["a"], two["b"]], [False, False], True)[1] is None
     k = gpuframe.from_arrow(pa.table({"k": pa.array([5, -2, 5, 0], pa.int16())}))["k"]
-    perm, key = sort_keyed([k], [True], True)
-    assert perm.tolist() == [0, 2, 3, 1] and key.to_arrow().to_pylist() == [5, 5, 0, -2]
+    perm, key, carried = sort_keyed([k], [True], True)
+    assert perm.tolist() == [0, 2, 3, 1] and key.to_arrow().to_pylist() == [5, 5, 0, -2] and carried is None
+
+
+def _carry_calls(monkeypatch) -> list:
+    from gpuframe.backends.cpu import sort as cpu_sort
+
+    calls: list = []
+    real = cpu_sort.CpuSorter.large_sort
+
+    def spy(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls.append((kwargs.get("carry", args[5] if len(args) > 5 else None) is not None, out is not None))
+        return out
+
+    monkeypatch.setattr(cpu_sort.CpuSorter, "large_sort", spy)
+    return calls
+
+
+@pytest.mark.parametrize("ptype, carried", [
+    (pa.int32(), True), (pa.uint32(), True), (pa.float32(), True), (pa.date32(), True), (pa.int64(), True),
+    (pa.float64(), True), (pa.timestamp("us", tz="UTC"), True), (pa.int16(), False), (pa.bool_(), False),
+    (pa.string(), False), ("int32 with nulls", False)], ids=str)
+@pytest.mark.parametrize("shape", ["full", "ties"])
+def test_one_payload_column_is_carried_through_the_large_sort(monkeypatch, ptype, carried, shape):
+    # a table of one integer key and one other column of 4 or 8 bytes a value without nulls:
+    # the large sort moves the payload with its rows instead of gathering it by the permutation.
+    # The table must equal the stable sort's either way (ties keep the input order), both
+    # directions, the payload's NaN bits and the column order kept
+    rng = np.random.default_rng(17)
+    n = 300_000
+    info = np.iinfo(np.int64)
+    a = rng.integers(info.min, info.max, n, dtype=np.int64)
+    if shape == "ties":
+        a = rng.choice(a[: n // 50], n)
+    nulls = ptype == "int32 with nulls"
+    ptype = pa.int32() if nulls else ptype
+    raw = rng.integers(0, 2**31 - 1, n)
+    if pa.types.is_floating(ptype):
+        pay = pa.array(rng.standard_normal(n).astype(ptype.to_pandas_dtype()))
+        vals = pay.to_numpy(zero_copy_only=False).copy()
+        vals[::7] = np.nan
+        vals[1::11] = -0.0
+        pay = pa.array(vals)
+    elif pa.types.is_string(ptype):
+        pay = pa.array([str(v) for v in raw % 1000])
+    elif pa.types.is_boolean(ptype):
+        pay = pa.array(raw % 2 == 0)
+    else:
+        pay = pa.array(raw % 30_000 if ptype.bit_width == 16 else raw.astype(np.int32) if ptype.bit_width == 32
+                       else raw).cast(ptype)
+    if nulls:
+        pay = pa.array(raw.astype(np.int32), mask=raw % 5 == 0)
+    table = pa.table({"p": pay, "a": a})
+    calls = _carry_calls(monkeypatch)
+    for desc in (False, True):
+        got = gpuframe.sort(gpuframe.from_arrow(table), "a", descending=desc).to_arrow()
+        expect = table.sort_by([("a", "descending" if desc else "ascending")])
+        assert got.column_names == ["p", "a"]
+        assert got.column("a").equals(expect.column("a")), desc
+        # NaN payloads compare unequal as values: compare their bits
+        gp, ep = got.column("p").combine_chunks(), expect.column("p").combine_chunks()
+        if pa.types.is_floating(ptype):
+            w = np.dtype(f"u{ptype.bit_width // 8}")
+            assert np.array_equal(gp.to_numpy().view(w), ep.to_numpy().view(w)), desc
+        else:
+            assert gp.equals(ep), desc
+    assert calls == [(carried, True)] * 2
+    # sliced: the payload's offset is honoured
+    part = table.slice(1000, 200_000)
+    got = gpuframe.sort(gpuframe.from_arrow(part), "a").to_arrow()
+    assert got.column("a").equals(part.sort_by("a").column("a"))
+    if not pa.types.is_floating(ptype):
+        assert got.column("p").combine_chunks().equals(part.sort_by("a").column("p").combine_chunks())
 
 
 # --------------------------------------------------------------------------- edge cases

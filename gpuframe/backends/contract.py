@@ -34,11 +34,12 @@ The backend operations and their signatures (every registered name is listed in
     and their number (one value per slot), ``order`` picks the slots that hold rows in the
     output's order (the first rows' order, or the keys' with ``key_order``), ``first`` their
     first rows, ``row_groups()`` every row's slot; ``None`` for other keys (``group_ids`` then).
-``sort_keyed(columns, descending, nulls_last) -> (perm, Column or None)``
+``sort_keyed(columns, descending, nulls_last, carry) -> (perm, Column or None, Column or None)``
     *Optional* (CPU only): ``sort_indices`` (int64, or uint32 where the backend made it so:
-    a permutation, so every row number is in bounds), and the first key column already in
+    a permutation, so every row number is in bounds), the first key column already in
     sorted order where the sort yields it without a gather (a single integer key without
-    nulls), else ``None``.
+    nulls), else ``None``, and ``carry`` (a Column or ``None``: the table's one other column)
+    in sorted order where the sort moved it with its rows, ``perm`` then ``None``, else ``None``.
 ``merge_indices(columns, descending, nulls_last, starts) -> perm``
     *Optional* (CPU only): ``sort_indices`` of rows that are sorted runs already (rows
     ``starts[r]`` to ``starts[r + 1] - 1``, each sorted stably), by merging them (ties: the

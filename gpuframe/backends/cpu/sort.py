@@ -99,20 +99,24 @@ def _packed(s: Any, plan: list, n: int) -> Optional[tuple[Any, np.uint64, int, i
 
 
 def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False, sorted_words: bool = False,
-                  narrow: bool = False) -> Any:
+                  narrow: bool = False, carry: Optional[np.ndarray] = None) -> Any:
     """The stable permutation (int64) that orders rows by ``keys`` (most significant first).
     With ``consume`` the key arrays may be overwritten (used as scratch). With ``sorted_words``
     (one key, on a sorter with ``large_sort``): ``(perm, words)``, the key's words in sorted
     order as well (``None`` where the sort did not produce them: a key without a range). With
     ``narrow`` the permutation may be uint32 (fewer than 2**32 rows) where the large sort made
-    it: written over its scratch row numbers, no fresh int64 array (800 MB at 100M rows)."""
+    it: written over its scratch row numbers, no fresh int64 array (800 MB at 100M rows).
+    ``carry`` (with ``sorted_words`` and ``narrow``): a uint32/uint64 payload the large sort may
+    carry in place of the row numbers (see ``large_sort``); the result is then ``(perm,
+    words, carried)``, ``perm`` being ``carry`` in sorted order where ``carried`` is true."""
     bits = s.radix_bits
     plan = _key_plan(s, keys)
     total = sum(p[2] for p in plan)
     if total == 0:
         final = s.empty(n, np.int64)
         s.iota(final)
-        return (final, keys[0].words if len(keys) == 1 else None) if sorted_words else final
+        out = (final, keys[0].words if len(keys) == 1 else None) if sorted_words else final
+        return out + (False,) if carry is not None else out
     packed = _packed(s, plan, n)
     if packed is not None and len(plan) > 1:
         # keys whose ranges fit one 64-bit word together sort as that word: no gather of each
@@ -124,9 +128,15 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False,
     if large is not None and len(plan) == 1:
         # the sorted words go over the key's own (consumed) array
         w_out = plan[0][0] if sorted_words else None
-        perm = large(plan[0][0], plan[0][1], plan[0][3], final, w_out)
-        if perm is not None:
-            return (perm, w_out) if sorted_words else perm
+        if carry is not None:
+            assert sorted_words and narrow, "carry needs sorted_words and narrow"
+            perm = large(plan[0][0], plan[0][1], plan[0][3], None, w_out, carry)
+            if perm is not None:
+                return perm, w_out, True
+        else:
+            perm = large(plan[0][0], plan[0][1], plan[0][3], final, w_out)
+            if perm is not None:
+                return (perm, w_out) if sorted_words else perm
     if final is None:
         final = s.empty(n, np.int64)
     # intermediate permutations in 32 bits where the rows allow (fewer bytes a pass)
@@ -157,6 +167,8 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False,
                 free.append(src)
             src = dst
         del src, free
+    if carry is not None:
+        return perm, out_words, False
     return (perm, out_words) if sorted_words else perm
 
 
@@ -313,7 +325,7 @@ class CpuSorter:
         SK.scatter_pass(w_in, p_out[:0] if p_in is None else p_in, p_in is None, base, shift, mask, cursors,
                         w_in[:0] if w_out is None else w_out, p_out, w_out is not None)
 
-    def large_sort(self, words, base, nbits: int, out, w_out=None) -> Optional[np.ndarray]:
+    def large_sort(self, words, base, nbits: int, out, w_out=None, carry=None) -> Optional[np.ndarray]:
         """Sort a large single word array (``nbits``: the bits of its range) most significant
         digit first: one pass over memory by the top digit into buckets of about
         :data:`BUCKET_ROWS` rows, then each bucket by the rest in the cache
@@ -322,7 +334,10 @@ class CpuSorter:
         is in the cache before its rows are written; uint32 below 2**32 rows). Declines
         (returns None) where the radix passes over memory are as cheap: few rows or few passes,
         or keys so skewed that one bucket would hold a large share of the rows. ``w_out``: where
-        the sorted words go (it may be ``words``), or ``None``."""
+        the sorted words go (it may be ``words``), or ``None``. ``carry``: a uint32 or uint64
+        array of a value per row (a payload column's bits) that travels with its row through the
+        scatter and the buckets in place of the row numbers: the result is then ``carry`` in
+        sorted order (``out`` must be ``None``), no permutation is made and nothing is gathered."""
         n = len(words)
         if n < self.LARGE_MIN_ROWS or -(-nbits // SK.CPU_RADIX_BITS) < self.LARGE_MIN_PASSES:
             return None
@@ -337,17 +352,20 @@ class CpuSorter:
         if int(np.diff(starts).max()) > max(n // 16, 1 << 18):
             return None
         w_mid = host_empty(n, words.dtype)
-        p_mid = host_empty(n, np.uint32 if n < (1 << 32) else np.int64)
-        if p_mid.dtype == np.uint32 and mask < SK.STREAM_MAX_BUCKETS and _aligned(w_mid) and _aligned(p_mid):
+        ident = carry is None
+        p_mid = host_empty(n, (np.uint32 if n < (1 << 32) else np.int64) if ident else carry.dtype)
+        if (p_mid.dtype in (np.uint32, np.uint64) and mask < SK.STREAM_MAX_BUCKETS and _aligned(w_mid)
+                and _aligned(p_mid)):
             # whole lines with streaming stores: 100M int64 words into 1,024 buckets 0.96-0.98
             # -> 0.71-0.74 s into memory already mapped, about as fast either way into fresh
             # pages (2026-12-07); the whole sort of 100M int64 keys, five in a row with the
             # pool large enough to keep the scratch: 4.1-4.35 -> 3.1-3.9 s
             line = (nt, (mask + 1) * SK.STREAM_ROWS)
-            SK.scatter_pass_stream(words, base, shift, mask, cursors, w_mid, p_mid, aligned_empty(line, words.dtype),
-                                   aligned_empty(line, np.uint32))
+            SK.scatter_pass_stream(words, p_mid[:0] if ident else carry, ident, base, shift, mask, cursors, w_mid,
+                                   p_mid, aligned_empty(line, words.dtype), aligned_empty(line, p_mid.dtype))
         else:
-            SK.scatter_pass(words, p_mid[:0], True, base, shift, mask, cursors, w_mid, p_mid, True)
+            SK.scatter_pass(words, p_mid[:0] if ident else carry, ident, base, shift, mask, cursors, w_mid, p_mid,
+                            True)
         # each thread's buckets: runs of about equal rows, a few per thread
         cuts = np.searchsorted(starts, np.linspace(0, n, 4 * nt + 1)[1:-1].astype(np.int64))
         groups = np.unique(np.concatenate(([0], cuts, [mask + 1]))).astype(np.int64)
@@ -460,23 +478,47 @@ def sort_indices(columns: Sequence[Column], descending: Sequence[bool], nulls_la
         return sort_indices_with(CPU_SORTER, columns, descending, nulls_last)
 
 
-def sort_keyed(columns: Sequence[Column], descending: Sequence[bool], nulls_last: bool) -> tuple[np.ndarray, Optional[Column]]:
-    """``sort_indices``, and the first key column sorted where the sort yields it without a
-    gather: a single integer key without nulls (date32 and timestamp too), whose sorted words
+def _carriable(col: Optional[Column], n: int) -> Optional[np.ndarray]:
+    """``col``'s values as the uint32/uint64 words the large sort can carry with their rows: a
+    fixed-width column of 4 or 8 bytes a value, without nulls, of ``n`` rows; else ``None``."""
+    if col is None or col.layout != Layout.FIXED or col.null_count != 0 or len(col) != n:
+        return None
+    vals = col.values()
+    size = np.dtype(vals.dtype).itemsize
+    if size not in (4, 8) or vals.ndim != 1 or not vals.flags.c_contiguous:
+        return None
+    return vals.view(np.uint32 if size == 4 else np.uint64)
+
+
+def sort_keyed(columns: Sequence[Column], descending: Sequence[bool], nulls_last: bool,
+               carry: Optional[Column] = None) -> tuple[Optional[np.ndarray], Optional[Column], Optional[Column]]:
+    """``sort_indices``, the first key column sorted where the sort yields it without a
+    gather, and ``carry`` sorted where the sort carried it: ``(perm, key, carried)``.
+
+    The key: a single integer key without nulls (date32 and timestamp too), whose sorted words
     decode to its values (a flip of the sign bit, of every bit when descending); else ``None``.
     A gather of a large column reads it at random (100M int64 values: about 1 s here), the
-    decoding is one sequential pass over the words, in place. The permutation is uint32 where
-    the large sort wrote it over its scratch row numbers (see :func:`radix_argsort`), else
-    int64."""
+    decoding is one sequential pass over the words, in place. ``carry``: a column of 4 or 8
+    bytes a value without nulls (the table's one other column) that the large sort moves with
+    its rows in place of their row numbers; ``carried`` is it in sorted order, and ``perm`` is
+    then ``None`` (nothing is left to gather). Where the sort did not carry it, ``carried`` is
+    ``None`` and ``perm`` the permutation: uint32 where the large sort wrote it over its
+    scratch row numbers, else int64."""
     if not _decodable(columns):
-        return sort_indices(columns, descending, nulls_last), None
+        return sort_indices(columns, descending, nulls_last), None, None
     col = columns[0]
     n = len(col)
+    bits = _carriable(carry, n)
     with _cpu_threads(n):
         (key,) = column_keys(CPU_SORTER, col, bool(descending[0]), bool(nulls_last))
-        perm, words = radix_argsort(CPU_SORTER, [key], n, consume=True, sorted_words=True, narrow=True)
+        res = radix_argsort(CPU_SORTER, [key], n, consume=True, sorted_words=True, narrow=True, carry=bits)
+        perm, words = res[0], res[1]
+        carried = None
+        if bits is not None and res[2]:
+            carried = Column.from_numpy(perm.view(carry.values().dtype), carry.dtype)
+            perm = None
         if words is None:
-            return perm, None
+            return perm, None, carried
         vals = col.values()
         itemsize = np.dtype(vals.dtype).itemsize
         width = 8 * itemsize
@@ -485,7 +527,7 @@ def sort_keyed(columns: Sequence[Column], descending: Sequence[bool], nulls_last
             flip ^= 1 << (width - 1)
         out = words.view(vals.dtype) if words.dtype.itemsize == itemsize else host_empty(n, vals.dtype)
         SK.decode_words(words, np.uint64(flip), out.view(f"u{itemsize}"))
-    return perm, Column.from_numpy(out, col.dtype)
+    return perm, Column.from_numpy(out, col.dtype), carried
 
 
 def _identity(n: int) -> np.ndarray:
