@@ -349,9 +349,10 @@ STREAM_MAX_BUCKETS = 1024
 
 
 @njit(parallel=True, cache=True)
-def scatter_pass_stream(w_in, carry, ident, base, shift, mask, cursors, w_out, p_out, bw, bp):
-    """:func:`scatter_pass` of every row and its word: ``p_out`` gets the row numbers (with
-    ``ident``) or the row's ``carry`` value (a payload that travels with its row, 4 or 8 bytes),
+def scatter_pass_stream(w_in, carry, base, shift, mask, cursors, w_out, p_out, bw, bp):
+    """:func:`scatter_pass` of every row and its word: ``p_out`` gets the row numbers (``carry``
+    None: a branch pruned at compile time, not tested per row) or the row's ``carry`` value (a
+    payload that travels with its row, 4 or 8 bytes),
     through write-combining buffers (as the hash partition's ``scatter_fixed_stream``): each chunk gathers :data:`STREAM_ROWS` rows per bucket in
     a small buffer (``bw``, ``bp``: ``(nchunks, buckets * STREAM_ROWS)``, rows 64-byte aligned)
     and writes them as whole lines with non-temporal stores, so a scatter into a thousand
@@ -378,7 +379,7 @@ def scatter_pass_stream(w_in, carry, ident, base, shift, mask, cursors, w_out, p
             slot = k & last
             at = d * per + slot
             lw[at] = w
-            if ident:
+            if carry is None:
                 lp[at] = i
             else:
                 lp[at] = carry[i]

@@ -361,7 +361,7 @@ class CpuSorter:
             # pages (2026-12-07); the whole sort of 100M int64 keys, five in a row with the
             # pool large enough to keep the scratch: 4.1-4.35 -> 3.1-3.9 s
             line = (nt, (mask + 1) * SK.STREAM_ROWS)
-            SK.scatter_pass_stream(words, p_mid[:0] if ident else carry, ident, base, shift, mask, cursors, w_mid,
+            SK.scatter_pass_stream(words, carry, base, shift, mask, cursors, w_mid,
                                    p_mid, aligned_empty(line, words.dtype), aligned_empty(line, p_mid.dtype))
         else:
             SK.scatter_pass(words, p_mid[:0] if ident else carry, ident, base, shift, mask, cursors, w_mid, p_mid,
