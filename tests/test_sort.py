@@ -127,7 +127,9 @@ def test_large_parallel_int64_and_strings():
     assert perm_of(strings, "s") == expected
 
 
-def _large_sort_calls(monkeypatch) -> list:
+def _large_sort_calls(monkeypatch, carry: bool = False) -> list:
+    """Each large sort's outcome (ran, or declined); with ``carry``, (a payload was offered to
+    carry, ran)."""
     from gpuframe.backends.cpu import sort as cpu_sort
 
     calls: list = []
@@ -135,7 +137,8 @@ def _large_sort_calls(monkeypatch) -> list:
 
     def spy(self, *args, **kwargs):
         perm = real(self, *args, **kwargs)
-        calls.append(perm is not None)
+        ran = perm is not None
+        calls.append((kwargs.get("carry", args[5] if len(args) > 5 else None) is not None, ran) if carry else ran)
         return perm
 
     monkeypatch.setattr(cpu_sort.CpuSorter, "large_sort", spy)
@@ -206,21 +209,6 @@ def test_sort_keyed_declines_nulls_floats_and_many_keys():
     assert perm.tolist() == [0, 2, 3, 1] and key.to_arrow().to_pylist() == [5, 5, 0, -2] and carried is None
 
 
-def _carry_calls(monkeypatch) -> list:
-    from gpuframe.backends.cpu import sort as cpu_sort
-
-    calls: list = []
-    real = cpu_sort.CpuSorter.large_sort
-
-    def spy(self, *args, **kwargs):
-        out = real(self, *args, **kwargs)
-        calls.append((kwargs.get("carry", args[5] if len(args) > 5 else None) is not None, out is not None))
-        return out
-
-    monkeypatch.setattr(cpu_sort.CpuSorter, "large_sort", spy)
-    return calls
-
-
 @pytest.mark.parametrize("ptype, carried", [
     (pa.int32(), True), (pa.uint32(), True), (pa.float32(), True), (pa.date32(), True), (pa.int64(), True),
     (pa.float64(), True), (pa.timestamp("us", tz="UTC"), True), (pa.int16(), False), (pa.bool_(), False),
@@ -256,7 +244,7 @@ def test_one_payload_column_is_carried_through_the_large_sort(monkeypatch, ptype
     if nulls:
         pay = pa.array(raw.astype(np.int32), mask=raw % 5 == 0)
     table = pa.table({"p": pay, "a": a})
-    calls = _carry_calls(monkeypatch)
+    calls = _large_sort_calls(monkeypatch, carry=True)
     for desc in (False, True):
         got = gpuframe.sort(gpuframe.from_arrow(table), "a", descending=desc).to_arrow()
         expect = table.sort_by([("a", "descending" if desc else "ascending")])

@@ -134,12 +134,13 @@ def sort_indices(table: Table, by: Any, *, descending: Any = False, nulls_last: 
 
 
 def _sort_perm(table: Table, by: Any, descending: Any, nulls_last: Any, keyed: bool,
-               starts: Optional[Sequence[int]] = None, carry: Optional[str] = None) -> tuple[Any, Any, Any]:
+               starts: Optional[Sequence[int]] = None) -> tuple[Any, Any, Any]:
     """``(perm, key, carried)``: the permutation; with ``keyed`` the sorted first key column
-    where the backend yields it without a gather (``sort_keyed``), else ``None``; and the
-    column named ``carry`` in sorted order where the backend's sort carried it with its rows
-    (``perm`` is then ``None``), else ``None``. ``starts``: the rows are sorted runs already
-    (see :func:`_merge_runs`), merged where the backend can (``merge_indices``)."""
+    where the backend yields it without a gather (``sort_keyed``), else ``None``; and, for a
+    table of one key and one other column, that column in sorted order where the backend's
+    sort carried it with its rows (no permutation, no random gather: ``perm`` is then
+    ``None``), else ``None``. ``starts``: the rows are sorted runs already (see
+    :func:`_merge_runs`), merged where the backend can (``merge_indices``)."""
     cols, desc = _key_columns(table, by, descending, nulls_last)
     dev = table.device
     merge = capability("merge_indices", dev) if starts is not None else None
@@ -152,7 +153,8 @@ def _sort_perm(table: Table, by: Any, descending: Any, nulls_last: Any, keyed: b
             return merge(cols, desc, bool(nulls_last), starts), None, None
         both = capability("sort_keyed", dev) if keyed else None
         if both is not None:
-            return both(cols, desc, bool(nulls_last), None if carry is None else table.column(carry))
+            rest = [c for c in table.column_names if c != _first_key(by)] if len(cols) == 1 else []
+            return both(cols, desc, bool(nulls_last), table[rest[0]] if len(rest) == 1 else None)
         fn, run_device = resolve("sort_indices", dev)
         if run_device != dev:
             perm = fn([c.to(run_device) for c in cols], desc, bool(nulls_last))
@@ -188,20 +190,22 @@ def sort(table: Table, by: Any, *, descending: Any = False, nulls_last: bool = T
     MemoryError
         The sorted table would not fit in the memory available on its device.
     """
-    keys = [by] if isinstance(by, str) else list(by) if isinstance(by, list) else None
-    rest = [c for c in table.column_names if keys is None or c not in keys] if isinstance(table, Table) else []
-    # one key and one other column: the backend may carry that column through the sort with
-    # its rows (no permutation, no random gather)
-    carry = rest[0] if keys is not None and len(keys) == 1 and len(rest) == 1 else None
-    perm, key, carried = _sort_perm(table, by, descending, nulls_last, keyed=True, carry=carry)
+    perm, key, carried = _sort_perm(table, by, descending, nulls_last, keyed=True)
     if key is None:
         return take_permutation(table, perm)
-    # the key column came sorted out of the sort: gather only the others
-    name = keys[0]
+    # the key column came sorted out of the sort: gather only the others (or none: carried)
+    name = _first_key(by)
+    rest = [c for c in table.column_names if c != name]
     if carried is not None:
-        return Table([(c, key if c == name else carried) for c in table.column_names], num_rows=table.num_rows)
-    others = take_permutation(table.select(rest), perm) if rest else None
+        others = {rest[0]: carried}
+    else:
+        others = take_permutation(table.select(rest), perm) if rest else None
     return Table([(c, key if c == name else others[c]) for c in table.column_names], num_rows=table.num_rows)
+
+
+def _first_key(by: Any) -> str:
+    """The first key's name of a ``by`` already checked (a str or a list of str)."""
+    return by if isinstance(by, str) else by[0]
 
 
 def _merge_runs(table: Table, by: Any, starts: Sequence[int], *, descending: Any = False,

@@ -128,15 +128,10 @@ def radix_argsort(s: Any, keys: Sequence[Key], n: int, *, consume: bool = False,
     if large is not None and len(plan) == 1:
         # the sorted words go over the key's own (consumed) array
         w_out = plan[0][0] if sorted_words else None
-        if carry is not None:
-            assert sorted_words and narrow, "carry needs sorted_words and narrow"
-            perm = large(plan[0][0], plan[0][1], plan[0][3], None, w_out, carry)
-            if perm is not None:
-                return perm, w_out, True
-        else:
-            perm = large(plan[0][0], plan[0][1], plan[0][3], final, w_out)
-            if perm is not None:
-                return (perm, w_out) if sorted_words else perm
+        assert carry is None or (sorted_words and narrow), "carry needs sorted_words and narrow"
+        perm = large(plan[0][0], plan[0][1], plan[0][3], final, w_out, carry)
+        if perm is not None:
+            return (perm, w_out, True) if carry is not None else (perm, w_out) if sorted_words else perm
     if final is None:
         final = s.empty(n, np.int64)
     # intermediate permutations in 32 bits where the rows allow (fewer bytes a pass)
