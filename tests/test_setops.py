@@ -135,7 +135,8 @@ def test_union_matches_duckdb_and_promotes_types():
     assert len(set(_rows(got))) == got.num_rows
     # the left table's distinct rows first, in order
     first_left = _ref_unique(a, None, "first").to_pylist()
-    assert _rows(got)[:len(first_left)] == [_rows(a)[i] for i in first_left]
+    rows_a = _rows(a)
+    assert _rows(got)[:len(first_left)] == [rows_a[i] for i in first_left]
     every = gpuframe.union(ga, gb, distinct=False).to_arrow()
     assert every.num_rows == a.num_rows + b.num_rows
     assert Counter(_rows(every)) == Counter(_rows(a.cast(got.schema)) + _rows(b_cast))
