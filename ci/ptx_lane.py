@@ -1,7 +1,12 @@
 """The ptx lane: compile every CUDA kernel, with every argument signature the test suite launches
-it with, by the real NVVM for each target architecture, and assemble the PTX with ptxas. No GPU
+it with, by the real NVVM, and assemble the PTX with ptxas for each target architecture. No GPU
 is needed: numba-cuda[cu12] brings NVVM and ptxas, and numba-cuda is told that the current
 device has the architecture being compiled for.
+
+NVVM compiles each signature once, for the oldest architecture named (sm_80 by default: PTX is
+forward compatible), and ptxas assembles that PTX for every architecture named, as a driver
+would for a newer GPU. (Compiling by NVVM once per architecture doubled the lane, 2 x 154
+compiles at about 0.43 s each on this 2-core VM, for PTX that differed only in its target line.)
 
 Signatures come from the simulator suite (tests/cudasim) run with ``GPUFRAME_RECORD_LAUNCHES``
 (``tests/cudasim/conftest.py`` records each launch's argument types); ``ci/test.sh`` records them
@@ -168,6 +173,8 @@ def main(argv=None) -> int:
         # what numba-cuda asks the current device for, one per target architecture
         devices = {a: type("FakeDevice", (), {"compute_capability": (int(a[3:-1]), int(a[-1]))})()
                    for a in archs}
+        oldest = min(archs, key=lambda a: devices[a].compute_capability)
+        dispatcher.get_current_device = lambda d=devices[oldest]: d
         rows: dict[str, Row] = {}
         kernels_of: dict[str, dict] = {}
         t0 = time.perf_counter()
@@ -185,14 +192,12 @@ def main(argv=None) -> int:
                 for sig in sigs:
                     argtypes = tuple(numba_type(d) for d in json.loads(sig))
                     row.signatures += 1
+                    try:
+                        ptx, _ = cuda.compile_ptx(disp.py_func, argtypes, cc=devices[oldest].compute_capability)
+                    except Exception as exc:  # noqa: BLE001 - every failure is reported
+                        row.errors.append(f"{oldest} {argtypes}: {type(exc).__name__}: {str(exc)[:500]}")
+                        continue
                     for arch in archs:
-                        cc = devices[arch].compute_capability
-                        dispatcher.get_current_device = lambda d=devices[arch]: d
-                        try:
-                            ptx, _ = cuda.compile_ptx(disp.py_func, argtypes, cc=cc)
-                        except Exception as exc:  # noqa: BLE001 - every failure is reported
-                            row.errors.append(f"{arch} {argtypes}: {type(exc).__name__}: {str(exc)[:500]}")
-                            continue
                         assemble(ptxas, ptx, arch, tmp, row)
         finally:
             dispatcher.get_current_device = real_current_device
@@ -211,8 +216,8 @@ def main(argv=None) -> int:
                      f"{r.stack_bytes} | {'FAILED' if r.errors else 'ok'} |")
     nsig = sum(r.signatures for r in rows.values())
     failed = [r for r in rows.values() if r.errors]
-    summary = (f"ptx lane: {len(rows)} kernels, {nsig} signatures, each compiled for {', '.join(archs)} and "
-               f"assembled by ptxas in {elapsed:.0f} s: {len(failed)} kernels failed")
+    summary = (f"ptx lane: {len(rows)} kernels, {nsig} signatures, each compiled by NVVM for {oldest} and "
+               f"assembled by ptxas for {', '.join(archs)} in {elapsed:.0f} s: {len(failed)} kernels failed")
     print("\n".join(lines))
     print(summary)
     for r in failed:
