@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -12,6 +11,7 @@ import pytest
 import gpuframe
 from gpuframe.ops.groupby import OPS
 
+from .common import duck
 from .common.data import random_array, set_key
 
 SQL = {
@@ -25,7 +25,7 @@ NUMERIC = {"sum", "mean", "var", "std", "median"}
 
 
 def _duck(t: pa.Table, by: list[str], aggs: dict, where: str = "") -> dict:
-    con = duckdb.connect()
+    con = duck.connect()
     con.register("t0", t)
     con.execute("CREATE TEMP VIEW t AS SELECT *, row_number() OVER () AS rn FROM t0")
     sel = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 import gpuframe
 
+from .common import duck
 from .common.data import DTYPE_IDS, DTYPES, random_array, set_key
 
 
@@ -49,7 +49,7 @@ def _ref_unique(t: pa.Table, subset, keep) -> list[int]:
 
 
 def _duck(sql: str, **tables) -> Counter:
-    con = duckdb.connect()
+    con = duck.connect()
     for name, tab in tables.items():
         con.register(name, tab)
     return Counter(_rows(con.sql(sql).to_arrow_table()))

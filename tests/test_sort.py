@@ -21,6 +21,7 @@ from gpuframe.core.column import Column
 from gpuframe.core.device import CPU
 from gpuframe.core.table import Table
 
+from .common import duck
 from .common.data import DTYPE_IDS, DTYPES, random_array
 
 duckdb = pytest.importorskip("duckdb")
@@ -46,7 +47,7 @@ def duckdb_order(table: pa.Table, by, descending=False, nulls_last=True) -> list
     t = _oracle_table(table)  # noqa: F841 - read by DuckDB's replacement scan
     nulls = "NULLS LAST" if nulls_last else "NULLS FIRST"
     order = ", ".join(f'"{k}" {"DESC" if d else "ASC"} {nulls}' for k, d in zip(by, desc))
-    con = duckdb.connect()
+    con = duck.connect()
     con.register("t", t)
     rows = con.execute(f'SELECT "{RN}" FROM t ORDER BY {order}, "{RN}"').fetchall()
     con.close()
