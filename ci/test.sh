@@ -13,8 +13,8 @@ cd "$ROOT"
 
 lanes=("$@")
 # ptx and bench-smoke (no timing asserted in either) run niced in the background beside the lanes
-# after them: the distributed lane leaves about a third of the two cores idle (measured 65% busy on
-# average), and at nice 19 they take little from it when it is busy
+# after them: the distributed lane leaves about a quarter of the two cores idle (alone, warm: 884
+# CPU-seconds in 590 s), and at nice 19 they take little from it when it is busy
 [ ${#lanes[@]} -eq 0 ] && lanes=(cpu cudasim ptx bench-smoke distributed gpu)
 launches="$(mktemp -d)/launches.json"  # kernel signatures the cudasim lane records for the ptx lane
 export GPUFRAME_RAISE_ON_FALLBACK=1
