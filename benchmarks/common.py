@@ -373,6 +373,16 @@ def parse_peers(text: str) -> list[str]:
     return list(dict.fromkeys(peers))
 
 
+def _freeze_start_heap() -> None:
+    """The heap a benchmark starts with (modules, a test runner's objects) holds no garbage its
+    rounds make: frozen, the rounds' full collections skip it (in a pytest process that had run
+    other tests first, the set operations' smoke benchmark spent most of its 10 s in gc.collect).
+    Never unfrozen: an object alive now and dropped later in a reference cycle stays until exit.
+    Every benchmark's ``main`` reaches it through :func:`config_from_args`."""
+    gc.collect()
+    gc.freeze()
+
+
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     peers = parse_peers(args.peers)
     if args.runs < 1:
@@ -382,12 +392,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     keep_fraction = getattr(args, "keep_fraction", KEEP_FRACTION)
     if not 0 < keep_fraction <= 1:
         raise ValueError(f"--keep-fraction must be in (0, 1], got {keep_fraction!r}")
-    # the heap the benchmark starts with (modules, a test runner's objects) holds no garbage its
-    # rounds make: frozen, the rounds' full collections skip it (in a pytest process that had run
-    # other tests first, the set operations' smoke benchmark spent most of its 10 s in gc.collect).
-    # Never unfrozen: an object alive now and dropped later in a reference cycle stays until exit
-    gc.collect()
-    gc.freeze()
+    _freeze_start_heap()
     return BenchConfig(rows=parse_rows(args.rows), runs=args.runs, warmup=args.warmup, device=args.device,
                        peers=peers, workers=args.workers, out=args.out, progress=lambda m: print(m, file=sys.stderr),
                        keep_fraction=keep_fraction)

@@ -139,6 +139,11 @@ def assemble(ptxas: str, ptx: str, arch: str, workdir: Path, row: Row) -> None:
         row.spill_bytes = max(row.spill_bytes, int(stores) + int(loads))
 
 
+def _compute_capability(arch: str) -> tuple[int, int]:
+    """``(9, 0)`` of ``"sm_90"``."""
+    return int(arch[3:-1]), int(arch[-1])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--signatures", type=Path, help="recorded launches (JSON); recorded now if absent")
@@ -170,11 +175,11 @@ def main(argv=None) -> int:
         numba_cuda_compat()
         ptxas = ptxas_path()
         real_current_device = dispatcher.get_current_device
-        # what numba-cuda asks the current device for, one per target architecture
-        devices = {a: type("FakeDevice", (), {"compute_capability": (int(a[3:-1]), int(a[-1]))})()
-                   for a in archs}
-        oldest = min(archs, key=lambda a: devices[a].compute_capability)
-        dispatcher.get_current_device = lambda d=devices[oldest]: d
+        # NVVM compiles for the oldest architecture: what numba-cuda asks the current device for
+        oldest = min(archs, key=_compute_capability)
+        cc = _compute_capability(oldest)
+        device = type("FakeDevice", (), {"compute_capability": cc})()
+        dispatcher.get_current_device = lambda: device
         rows: dict[str, Row] = {}
         kernels_of: dict[str, dict] = {}
         t0 = time.perf_counter()
@@ -193,7 +198,7 @@ def main(argv=None) -> int:
                     argtypes = tuple(numba_type(d) for d in json.loads(sig))
                     row.signatures += 1
                     try:
-                        ptx, _ = cuda.compile_ptx(disp.py_func, argtypes, cc=devices[oldest].compute_capability)
+                        ptx, _ = cuda.compile_ptx(disp.py_func, argtypes, cc=cc)
                     except Exception as exc:  # noqa: BLE001 - every failure is reported
                         row.errors.append(f"{oldest} {argtypes}: {type(exc).__name__}: {str(exc)[:500]}")
                         continue

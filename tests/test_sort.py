@@ -44,7 +44,7 @@ def duckdb_order(table: pa.Table, by, descending=False, nulls_last=True) -> list
     """The stable sort permutation by DuckDB."""
     by = [by] if isinstance(by, str) else list(by)
     desc = [descending] * len(by) if isinstance(descending, bool) else list(descending)
-    t = _oracle_table(table)  # noqa: F841 - read by DuckDB's replacement scan
+    t = _oracle_table(table)
     nulls = "NULLS LAST" if nulls_last else "NULLS FIRST"
     order = ", ".join(f'"{k}" {"DESC" if d else "ASC"} {nulls}' for k, d in zip(by, desc))
     con = duck.connect()
