@@ -1,6 +1,6 @@
 """Gather (take) kernels: rows of one column by a 64-bit index array, ``-1`` giving a null row.
 
-CPU kernels are ``@njit(parallel=True)`` over output rows; CUDA kernels (built lazily by
+CPU kernels are threaded ``@njit`` kernels over blocks of output rows; CUDA kernels (built lazily by
 :func:`cuda_kernels`) run one output row (or one output bitmap byte) per thread. Fixed-width
 values are moved as unsigned words of their width (the launcher passes ``uint8/16/32/64`` views),
 so one compiled kernel serves every type of a width. Bitmaps are Arrow LSB-first; a kernel that
@@ -11,10 +11,9 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import prange
 from numba.extending import register_jitable
 
-from .cpu_intrinsics import address, claim, copy_bytes, copy_short, prefetch
+from .cpu_intrinsics import address, claim, claim_one, copy_bytes, copy_short, prefetch, row_block
 from .hashing import bit_is_set
 from .jit_cache import njit
 from .kernel_set import KernelSet
@@ -102,44 +101,55 @@ def check_indices(idx, n, nchunks, bad, missing, cursor):
         c = claim(cursor, mine)
 
 
-@njit(parallel=True, cache=True)
-def gather_fixed(values, idx, out, ahead):
+# Threaded kernels (``gpuframe.backends.cpu._target.run_rows``: blocks of rows claimed through
+# ``cursor``, the last argument; the counts they return are each thread's, the caller adds them
+# up). As numba ``prange`` loops they compiled 1-2 s longer a signature.
+_NO_NRT = dict(cache=True, nogil=True, _nrt=False)    # kernels that allocate nothing (see cpu_intrinsics.claim_one)
+@njit(**_NO_NRT)
+def gather_fixed(values, idx, out, ahead, cursor):
     """``out[i] = values[idx[i]]`` (0 for -1); returns the number of -1 entries. ``ahead`` > 0:
     the value ``ahead`` rows on is prefetched (for sources larger than the cache)."""
     missing = 0
     n = idx.shape[0]
     va = address(values)
     size = np.int64(values.itemsize)
-    for i in prange(n):
-        if ahead > 0 and i + ahead < n:
-            jn = idx[i + ahead]
-            if jn >= 0:
-                prefetch(va + size * jn)
-        j = idx[i]
-        if j < 0:
-            out[i] = 0
-            missing += 1
-        else:
-            out[i] = values[j]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            if ahead > 0 and i + ahead < n:
+                jn = idx[i + ahead]
+                if jn >= 0:
+                    prefetch(va + size * jn)
+            j = idx[i]
+            if j < 0:
+                out[i] = 0
+                missing += 1
+            else:
+                out[i] = values[j]
+        lo, hi = row_block(cursor, n)
     return missing
 
 
-@njit(parallel=True, cache=True)
-def gather_bits(bits, bit_off, has_bits, idx, out):
-    """Gather a bitmap (validity or bool data) into ``out`` (``ceil(m / 8)`` bytes); returns the
-    number of set bits. Without ``has_bits`` every source bit counts as 1 (validity of a column
-    without nulls), so only -1 rows come out 0."""
+@njit(**_NO_NRT)
+def gather_bits(bits, bit_off, has_bits, idx, out, cursor):
+    """Gather a bitmap (validity or bool data) into ``out`` (``ceil(m / 8)`` bytes, ``run_rows``
+    over them); returns the number of set bits. Without ``has_bits`` every source bit counts as 1
+    (validity of a column without nulls), so only -1 rows come out 0."""
     m = idx.shape[0]
+    nb = out.shape[0]
     total = 0
-    for b in prange(out.shape[0]):
-        byte, count = gathered_byte(bits, bit_off, has_bits, idx, b, m)
-        out[b] = byte
-        total += count
+    lo, hi = row_block(cursor, nb)
+    while lo < nb:
+        for b in range(lo, hi):
+            byte, count = gathered_byte(bits, bit_off, has_bits, idx, b, m)
+            out[b] = byte
+            total += count
+        lo, hi = row_block(cursor, nb)
     return total
 
 
-@njit(parallel=True, cache=True)
-def string_lengths(offsets, idx, out_offsets, starts):
+@njit(**_NO_NRT)
+def string_lengths(offsets, idx, out_offsets, starts, cursor):
     """``out_offsets[i + 1] = len(string idx[i])`` (0 for -1), ``out_offsets[0] = 0`` and
     ``starts[i]`` = where that string starts (so the copy does not read the offsets at random
     again); returns the total number of bytes and the number of -1 indices (so that a gather
@@ -147,23 +157,27 @@ def string_lengths(offsets, idx, out_offsets, starts):
     total = 0
     missing = 0
     out_offsets[0] = 0
-    for i in prange(idx.shape[0]):
-        j = idx[i]
-        if j < 0:
-            ln = 0
-            starts[i] = 0
-            missing += 1
-        else:
-            s0 = np.int64(offsets[j])
-            ln = np.int64(offsets[j + 1]) - s0
-            starts[i] = s0
-        out_offsets[i + 1] = ln
-        total += ln
+    n = idx.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            j = idx[i]
+            if j < 0:
+                ln = 0
+                starts[i] = 0
+                missing += 1
+            else:
+                s0 = np.int64(offsets[j])
+                ln = np.int64(offsets[j + 1]) - s0
+                starts[i] = s0
+            out_offsets[i + 1] = ln
+            total += ln
+        lo, hi = row_block(cursor, n)
     return total, missing
 
 
-@njit(parallel=True, cache=True)
-def string_chars(starts, chars, out_offsets, out_chars, ahead):
+@njit(**_NO_NRT)
+def string_chars(starts, chars, out_offsets, out_chars, ahead, cursor):
     """Copy string ``i`` (``starts[i]``, length from ``out_offsets``) to
     ``out_chars[out_offsets[i]:out_offsets[i + 1]]``; ``ahead`` > 0: the string ``ahead`` rows
     on is prefetched (for sources larger than the cache: the sorted output of 10M strings,
@@ -171,20 +185,25 @@ def string_chars(starts, chars, out_offsets, out_chars, ahead):
     src = address(chars)
     out = address(out_chars)
     n = starts.shape[0]
-    for i in prange(n):
-        if ahead > 0 and i + ahead < n:
-            prefetch(src + starts[i + ahead])
-        dst = np.int64(out_offsets[i])
-        copy_short(out + dst, src + starts[i], np.int64(out_offsets[i + 1]) - dst)
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            if ahead > 0 and i + ahead < n:
+                prefetch(src + starts[i + ahead])
+            dst = np.int64(out_offsets[i])
+            copy_short(out + dst, src + starts[i], np.int64(out_offsets[i + 1]) - dst)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def copy_blocks(src, dst, nbytes):
-    """Copy ``nbytes[k]`` bytes from address ``src[k]`` to address ``dst[k]`` for every ``k``,
-    the blocks spread over the threads (ranges must not overlap): a concatenation's copy, whose
-    first touches of fresh output pages then fault on every thread."""
-    for k in prange(src.shape[0]):
+@njit(**_NO_NRT)
+def copy_blocks(src, dst, nbytes, cursor):
+    """Copy ``nbytes[k]`` bytes from address ``src[k]`` to address ``dst[k]`` for every ``k`` it
+    claims (``run_threads`` over the blocks; ranges must not overlap): a concatenation's copy,
+    whose first touches of fresh output pages then fault on every thread."""
+    k = claim_one(cursor)
+    while k < src.shape[0]:
         copy_bytes(dst[k], src[k], nbytes[k])
+        k = claim_one(cursor)
 
 
 @njit(cache=True)

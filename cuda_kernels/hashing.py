@@ -33,7 +33,7 @@ Drivers
 -------
 Each column layout has one per-row *body* (:func:`fixed_row`, :func:`bool_row`,
 :func:`string_row`, :func:`dictionary_row`: hash row ``i``, or combine it into ``out[i]``),
-called from a CPU driver (``@njit(parallel=True)``, a ``prange`` over the rows) and from a CUDA
+called from a CPU driver (a threaded ``@njit`` kernel over blocks of rows) and from a CUDA
 kernel (one row per thread, built lazily by :func:`cuda_kernels`). The only difference between
 the targets is how :func:`hash_bytes` reads the bytes (:mod:`gpuframe.kernels.loads`: one
 unaligned 8-byte load on the CPU, a byte loop on the GPU), which does not change the value.
@@ -43,7 +43,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import prange
+from .cpu_intrinsics import row_block
 
 from .jit_cache import njit
 from .kernel_set import KernelSet
@@ -252,32 +252,52 @@ _fixed_row, _bool_row, _string_row, _dictionary_row = (cpu(fixed_row), cpu(bool_
                                                        cpu(dictionary_row))
 
 
-@njit(parallel=True, cache=True)
-def hash_fixed_column(values, kind, validity, vbit, seed, combine, out):
+# Threaded per-row kernels (``gpuframe.backends.cpu._target.run_rows``): each claims blocks of
+# rows through ``cursor``; as numba ``prange`` loops they compiled about 2 s longer a signature.
+_NO_NRT = dict(cache=True, nogil=True, _nrt=False)    # see cpu_intrinsics.claim_one
+
+
+@njit(**_NO_NRT)
+def hash_fixed_column(values, kind, validity, vbit, seed, combine, out, cursor):
     has_valid = validity.shape[0] > 0
-    for i in prange(values.shape[0]):
-        _fixed_row(values, kind, validity, has_valid, vbit, seed, combine, out, i)
+    n = values.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            _fixed_row(values, kind, validity, has_valid, vbit, seed, combine, out, i)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def hash_bool_column(bits, dbit, n, validity, vbit, seed, combine, out):
+@njit(**_NO_NRT)
+def hash_bool_column(bits, dbit, n, validity, vbit, seed, combine, out, cursor):
     has_valid = validity.shape[0] > 0
-    for i in prange(n):
-        _bool_row(bits, dbit, validity, has_valid, vbit, seed, combine, out, i)
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            _bool_row(bits, dbit, validity, has_valid, vbit, seed, combine, out, i)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def hash_string_column(offsets, chars, validity, vbit, seed, combine, out):
+@njit(**_NO_NRT)
+def hash_string_column(offsets, chars, validity, vbit, seed, combine, out, cursor):
     has_valid = validity.shape[0] > 0
-    for i in prange(offsets.shape[0] - 1):
-        _string_row(offsets, chars, validity, has_valid, vbit, seed, combine, out, i)
+    n = offsets.shape[0] - 1
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            _string_row(offsets, chars, validity, has_valid, vbit, seed, combine, out, i)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def hash_dictionary_column(indices, dict_hashes, validity, vbit, seed, combine, out):
+@njit(**_NO_NRT)
+def hash_dictionary_column(indices, dict_hashes, validity, vbit, seed, combine, out, cursor):
     has_valid = validity.shape[0] > 0
-    for i in prange(indices.shape[0]):
-        _dictionary_row(indices, dict_hashes, validity, has_valid, vbit, seed, combine, out, i)
+    n = indices.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            _dictionary_row(indices, dict_hashes, validity, has_valid, vbit, seed, combine, out, i)
+        lo, hi = row_block(cursor, n)
 
 
 # --------------------------------------------------------------------------- CUDA kernels

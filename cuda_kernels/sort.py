@@ -17,7 +17,7 @@ word (nulls left out) and the digits are those of ``word - least`` (:func:`digit
 types, small ranges, common string prefixes and the flags of keys without nulls cost few passes
 or none.
 
-CPU (``@njit(parallel=True)``): the rows are cut into one contiguous chunk per thread; each chunk
+CPU (threaded ``@njit`` kernels): the rows are cut into one contiguous chunk per thread; each chunk
 counts its digits, the cursors are a bucket-major scan of the chunks' counts, and each chunk
 scatters its rows in order (stable, no atomics), as the hash partition does. A pass over memory
 costs about 5.5 ns a row here, a pass over rows in the cache about 2.5: a large single key is
@@ -38,10 +38,9 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import prange
 from numba.extending import register_jitable
 
-from .cpu_intrinsics import LINE_BYTES, claim, store_fence, stream_line
+from .cpu_intrinsics import LINE_BYTES, claim, claim_one, row_block, store_fence, stream_line
 from .hashing import bit_is_set
 from .jit_cache import njit
 from .kernel_set import KernelSet
@@ -254,36 +253,60 @@ _unresolved_row = cpu(unresolved_row)
 
 
 # --------------------------------------------------------------------------- CPU drivers
+# Threaded kernels (``gpuframe.backends.cpu._target.run_threads``; ``run_rows`` for the per-row
+# ones, each claiming blocks of rows through ``cursor``, its last argument): as numba ``prange``
+# loops they compiled 1-5 s longer a signature (the word kernel 1.9 s against 0.8 s).
+_OPTS = dict(cache=True, nogil=True)
+_NO_NRT = dict(_OPTS, _nrt=False)    # kernels that allocate nothing (see cpu_intrinsics.claim_one)
+
+
 @register_jitable
 def _bounds(n, c, nchunks):
-    return n * c // nchunks, n * (c + 1) // nchunks
+    # rows lo:hi of chunk c, unsigned (see cpu_intrinsics.row_block)
+    return np.uint64(n * c // nchunks), np.uint64(n * (c + 1) // nchunks)
 
 
-@njit(parallel=True, cache=True)
-def fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, out):
-    for i in prange(out.shape[0]):
-        out[i] = _fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, i)
+@njit(**_NO_NRT)
+def fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, out, cursor):
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            out[i] = _fixed_sort_word(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, i)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, out):
-    for i in prange(out.shape[0]):
-        out[i] = _bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, i)
+@njit(**_NO_NRT)
+def bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, out, cursor):
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            out[i] = _bool_sort_word(bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, i)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
+@njit(**_NO_NRT)
 def dict_words(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc, flag_only,
-               nulls_last, out):
-    for i in prange(out.shape[0]):
-        out[i] = _dict_sort_word(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
-                                 flag_only, nulls_last, i)
+               nulls_last, out, cursor):
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            out[i] = _dict_sort_word(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width,
+                                     desc, flag_only, nulls_last, i)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def prefix_words(offsets, chars, depth, w, lc):
-    for i in prange(w.shape[0]):
-        w[i] = _string_prefix(offsets, chars, depth, i)
-        lc[i] = _length_class(offsets, depth, i)
+@njit(**_NO_NRT)
+def prefix_words(offsets, chars, depth, w, lc, cursor):
+    n = w.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            w[i] = _string_prefix(offsets, chars, depth, i)
+            lc[i] = _length_class(offsets, depth, i)
+        lo, hi = row_block(cursor, n)
 
 
 @njit(cache=True, nogil=True)
@@ -310,36 +333,32 @@ def word_range(words, flags, null_flag, nchunks, lo_w, hi_w, cursor):
         c = claim(cursor, mine)
 
 
-@njit(parallel=True, cache=True)
-def chunk_counts(words, base, shift, mask, nchunks):
-    """Each chunk's digit histogram, and the cursors of the stable scatter: ``cur[c, d]`` is
-    where chunk ``c``'s first row with digit ``d`` goes (digit-major, then chunk order)."""
+@njit(**_NO_NRT)
+def chunk_counts(words, base, shift, mask, hist, cursor):
+    """``hist[c]``: the digit histogram of chunk ``c`` of the rows (``hist``: zeros, one row a
+    chunk), for the chunks it claims (the caller makes the scatter's cursors of it)."""
     n = words.shape[0]
-    buckets = mask + 1
-    hist = np.zeros((nchunks, buckets), np.int64)
-    for c in prange(nchunks):
+    nchunks = hist.shape[0]
+    c = claim_one(cursor)
+    while c < nchunks:
         lo, hi = _bounds(n, c, nchunks)
         h = hist[c]
         for i in range(lo, hi):
             h[_digit_of(words[i], base, shift, mask)] += 1
-    cur = np.empty((nchunks, buckets), np.int64)
-    total = 0
-    for d in range(buckets):
-        for c in range(nchunks):
-            cur[c, d] = total
-            total += hist[c, d]
-    return cur
+        c = claim_one(cursor)
 
 
-@njit(parallel=True, cache=True)
-def scatter_pass(w_in, p_in, ident, base, shift, mask, cursors, w_out, p_out, want_w):
+@njit(**_OPTS)
+def scatter_pass(w_in, p_in, ident, base, shift, mask, cursors, w_out, p_out, want_w, cursor):
     """One stable pass: row ``i`` of each chunk goes to its digit's cursor (``p_in`` is the
     identity when ``ident``); ``w_out`` is written only when ``want_w``."""
     n = w_in.shape[0]
     nchunks = cursors.shape[0]
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         lo, hi = _bounds(n, c, nchunks)
         _scatter_rows(w_in, p_in, ident, lo, hi, base, shift, mask, cursors[c].copy(), w_out, p_out, want_w)
+        c = claim_one(cursor)
 
 
 # rows a line of the streaming pass holds: 16 uint32 row numbers, one 64-byte line (and 16
@@ -348,8 +367,8 @@ STREAM_ROWS = 16
 STREAM_MAX_BUCKETS = 1024
 
 
-@njit(parallel=True, cache=True)
-def scatter_pass_stream(w_in, carry, base, shift, mask, cursors, w_out, p_out, bw, bp):
+@njit(**_OPTS)
+def scatter_pass_stream(w_in, carry, base, shift, mask, cursors, w_out, p_out, bw, bp, cursor):
     """:func:`scatter_pass` of every row and its word: ``p_out`` gets the row numbers (``carry``
     None: a branch pruned at compile time, not tested per row) or the row's ``carry`` value (a
     payload that travels with its row, 4 or 8 bytes),
@@ -366,7 +385,8 @@ def scatter_pass_stream(w_in, carry, base, shift, mask, cursors, w_out, p_out, b
     last = per - 1
     wline = LINE_BYTES // w_out.itemsize
     pline = LINE_BYTES // p_out.itemsize
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         lo, hi = _bounds(n, c, nchunks)
         start = cursors[c].copy()
         cur = cursors[c].copy()
@@ -404,6 +424,7 @@ def scatter_pass_stream(w_in, carry, base, shift, mask, cursors, w_out, p_out, b
                 w_out[j] = lw[row + (j & last)]
                 p_out[j] = lp[row + (j & last)]
         store_fence()
+        c = claim_one(cursor)
 
 
 @register_jitable
@@ -428,8 +449,8 @@ def _scatter_local(src_w, src_p, base, shift, mask, cur, dst_w, dst_p):
     _scatter_rows(src_w, src_p, False, 0, src_w.shape[0], base, shift, mask, cur, dst_w, dst_p, True)
 
 
-@njit(parallel=True, cache=True)
-def bucket_sort(w_in, p_in, starts, groups, base, low_bits, digit_bits, small, perm_out, w_out, want_w):
+@njit(**_OPTS)
+def bucket_sort(w_in, p_in, starts, groups, base, low_bits, digit_bits, small, perm_out, w_out, want_w, cursor):
     """The second half of the CPU's large sorts: rows already ordered by the bits of
     ``word - base`` above ``low_bits`` (a bucket per value of them, ``starts``: its first row),
     each bucket sorted by the rest (stable, so ties keep the order of ``p_in``), then written
@@ -444,7 +465,8 @@ def bucket_sort(w_in, p_in, starts, groups, base, low_bits, digit_bits, small, p
     rows, so that a short range does not pay for a wide histogram. Random words part after
     about log2 of the bucket's rows bits, where the LSD passes pay for every digit."""
     nmax = 1 << digit_bits
-    for g in prange(groups.shape[0] - 1):
+    g = claim_one(cursor)
+    while g < groups.shape[0] - 1:
         b0 = groups[g]
         b1 = groups[g + 1]
         cap = 1
@@ -548,6 +570,7 @@ def bucket_sort(w_in, p_in, starts, groups, base, low_bits, digit_bits, small, p
             if want_w:
                 for i in range(m):
                     w_out[s + i] = ws[0, i]
+        g = claim_one(cursor)
 
 
 @register_jitable
@@ -559,8 +582,8 @@ def _bit_length(k):
     return n
 
 
-@njit(parallel=True, cache=True)
-def first_ranks(perm, w, lc, ranks, todo, nchunks):
+@njit(**_NO_NRT)
+def first_ranks(perm, w, lc, ranks, todo, nchunks, counts, cursor):
     """The CPU's string ranks after the first sort (``perm``: every row by its first eight bytes
     ``w`` and length class ``lc``): ``ranks[perm[i]]`` the sorted position where row
     ``perm[i]``'s group of equal (``w``, ``lc``) starts, so that a later refinement of one group
@@ -571,59 +594,65 @@ def first_ranks(perm, w, lc, ranks, todo, nchunks):
     starts by looking back), every row's words loaded once, each row compared with the next
     (the groups' starts found on the way, as :func:`group_starts` would flag them), each
     chunk's rows to refine written from its own first position and moved to the front at the
-    end. The ranks' stores land at random: one thread stored ten million in 0.5 s."""
+    end (by the caller: ``counts[c]``, chunk ``c``'s rows to refine, at ``todo[c * step:]``).
+    The ranks' stores land at random: one thread stored ten million in 0.5 s. For the chunks it
+    claims through ``cursor``."""
     n = perm.shape[0]
     step = (n + nchunks - 1) // nchunks
-    counts = np.zeros(nchunks, np.int64)
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         lo = min(n, c * step)
         hi = min(n, lo + step)
-        if lo >= hi:
-            continue
-        start = lo
-        while start > 0 and w[perm[start]] == w[perm[start - 1]] and lc[perm[start]] == lc[perm[start - 1]]:
-            start -= 1
-        cur = perm[lo]
-        cw = w[cur]
-        cl = lc[cur]
-        cflag = start == lo
-        k = 0
-        for i in range(lo, hi):
-            nx = cur
-            nw = cw
-            nl = cl
-            nflag = True
-            if i + 1 < n:
-                nx = perm[i + 1]
-                nw = w[nx]
-                nl = lc[nx]
-                nflag = nw != cw or nl != cl
-            if cflag:
-                start = i
-            ranks[cur] = start
-            if cl == LONGER and not (cflag and nflag):
-                todo[lo + k] = cur
-                k += 1
-            cur = nx
-            cw = nw
-            cl = nl
-            cflag = nflag
-        counts[c] = k
-    m = 0
-    for c in range(nchunks):
-        lo = min(n, c * step)
-        for j in range(counts[c]):
-            todo[m + j] = todo[lo + j]
-        m += counts[c]
-    return m
+        counts[c] = 0
+        if lo < hi:
+            counts[c] = _first_ranks_chunk(perm, w, lc, ranks, todo, n, lo, hi)
+        c = claim_one(cursor)
 
 
-@njit(parallel=True, cache=True)
-def prefix_words_of(offsets, chars, depth, rows, w, lc):
+@register_jitable
+def _first_ranks_chunk(perm, w, lc, ranks, todo, n, lo, hi):
+    # first_ranks' rows lo:hi (at least one); returns how many need the next bytes
+    start = lo
+    while start > 0 and w[perm[start]] == w[perm[start - 1]] and lc[perm[start]] == lc[perm[start - 1]]:
+        start -= 1
+    cur = perm[lo]
+    cw = w[cur]
+    cl = lc[cur]
+    cflag = start == lo
+    k = 0
+    for i in range(lo, hi):
+        nx = cur
+        nw = cw
+        nl = cl
+        nflag = True
+        if i + 1 < n:
+            nx = perm[i + 1]
+            nw = w[nx]
+            nl = lc[nx]
+            nflag = nw != cw or nl != cl
+        if cflag:
+            start = i
+        ranks[cur] = start
+        if cl == LONGER and not (cflag and nflag):
+            todo[lo + k] = cur
+            k += 1
+        cur = nx
+        cw = nw
+        cl = nl
+        cflag = nflag
+    return k
+
+
+@njit(**_NO_NRT)
+def prefix_words_of(offsets, chars, depth, rows, w, lc, cursor):
     """:func:`prefix_words` of the rows ``rows`` only."""
-    for j in prange(rows.shape[0]):
-        w[j] = _string_prefix(offsets, chars, depth, rows[j])
-        lc[j] = _length_class(offsets, depth, rows[j])
+    n = rows.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for j in range(lo, hi):
+            w[j] = _string_prefix(offsets, chars, depth, rows[j])
+            lc[j] = _length_class(offsets, depth, rows[j])
+        lo, hi = row_block(cursor, n)
 
 
 @njit(cache=True)
@@ -657,36 +686,52 @@ def refine_ranks(sub, rank, w, lc, ranks, todo):
     return k
 
 
-@njit(parallel=True, cache=True)
-def gather_words(words, perm, out):
-    for i in prange(out.shape[0]):
-        out[i] = words[perm[i]]
+@njit(**_NO_NRT)
+def gather_words(words, perm, out, cursor):
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            out[i] = words[perm[i]]
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def pack_words(packed, first, words, base, mask, shift):
+@njit(**_NO_NRT)
+def pack_words(packed, first, words, base, mask, shift, cursor):
     """``packed |= ((words - base) & mask) << shift`` (``=`` when ``first``): keys whose ranges
     fit one word together, the most significant in the highest bits."""
-    for i in prange(packed.shape[0]):
-        v = ((np.uint64(words[i]) - base) & mask) << shift
-        if first:
-            packed[i] = v
-        else:
-            packed[i] |= v
+    n = packed.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            v = ((np.uint64(words[i]) - base) & mask) << shift
+            if first:
+                packed[i] = v
+            else:
+                packed[i] |= v
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def decode_words(words, flip, out):
+@njit(**_NO_NRT)
+def decode_words(words, flip, out, cursor):
     """An integer key's values from its sort words (``out``: an unsigned view of the values;
     it may share ``words``' memory): the words with the bits ``flip`` inverted."""
-    for i in prange(out.shape[0]):
-        out[i] = np.uint64(words[i]) ^ flip
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            out[i] = np.uint64(words[i]) ^ flip
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def iota(out):
-    for i in prange(out.shape[0]):
-        out[i] = i
+@njit(**_NO_NRT)
+def iota(out, cursor):
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            out[i] = i
+        lo, hi = row_block(cursor, n)
 
 
 # --------------------------------------------------------------------------- merging sorted runs
@@ -710,85 +755,101 @@ def _run_row(src, ident, q):
     return np.int64(q) if ident else np.int64(src[q])
 
 
-@njit(parallel=True, cache=True)
-def merge_round(keys, src, ident, tasks, dst, desc):
+@njit(**_NO_NRT)
+def merge_round(keys, src, ident, tasks, dst, desc, cursor):
     """One round of stable pairwise merges: each task ``(a_lo, a_hi, b_hi, k0, k1)`` writes
     outputs ``k0..k1-1`` of the merge of run A (positions ``a_lo..a_hi-1`` of ``src``) and run
     B (``a_hi..b_hi-1``) to ``dst[a_lo + k]``; on ties A's rows come first. ``src[q]`` is the
     row at position ``q`` (``ident``: ``q`` itself). A task finds where its outputs start in
     both runs by a binary search (the merge path), so a large pair's merge splits over threads.
     ``keys`` may also be one row of an integer key's own values (signed or not, as their type
-    orders them), in descending order with ``desc`` (sort words are always ascending)."""
-    for t in prange(tasks.shape[0]):
-        a_lo = tasks[t, 0]
-        a_hi = tasks[t, 1]
-        b_hi = tasks[t, 2]
-        k0 = tasks[t, 3]
-        k1 = tasks[t, 4]
-        na = a_hi - a_lo
-        nb = b_hi - a_hi
-        # the least i (A's rows among the first k0 outputs) whose next A row sorts after the
-        # last B row taken
-        lo = max(0, k0 - nb)
-        hi = min(k0, na)
-        while lo < hi:
-            i = (lo + hi) >> 1
-            if _row_le(keys, _run_row(src, ident, a_lo + i), _run_row(src, ident, a_hi + k0 - i - 1), desc):
-                lo = i + 1
-            else:
-                hi = i
-        a = a_lo + lo
-        b = a_hi + k0 - lo
-        k = k0
-        if keys.shape[0] == 1:
-            # one word a row: without branches on the comparison (half of them would be
-            # mispredicted where the runs interleave at random)
-            w = keys[0]
-            while k < k1 and a < a_hi and b < b_hi:
-                ra = _run_row(src, ident, a)
-                rb = _run_row(src, ident, b)
-                ta = np.int64(w[ra] >= w[rb]) if desc else np.int64(w[ra] <= w[rb])
-                dst[a_lo + k] = rb + (ra - rb) * ta
-                a += ta
-                b += 1 - ta
-                k += 1
+    orders them), in descending order with ``desc`` (sort words are always ascending). For the
+    tasks it claims through ``cursor``."""
+    t = claim_one(cursor)
+    while t < tasks.shape[0]:
+        _merge_task(keys, src, ident, tasks, dst, desc, t)
+        t = claim_one(cursor)
+
+
+@register_jitable
+def _merge_task(keys, src, ident, tasks, dst, desc, t):
+    a_lo = tasks[t, 0]
+    a_hi = tasks[t, 1]
+    b_hi = tasks[t, 2]
+    k0 = tasks[t, 3]
+    k1 = tasks[t, 4]
+    na = a_hi - a_lo
+    nb = b_hi - a_hi
+    # the least i (A's rows among the first k0 outputs) whose next A row sorts after the
+    # last B row taken
+    lo = max(0, k0 - nb)
+    hi = min(k0, na)
+    while lo < hi:
+        i = (lo + hi) >> 1
+        if _row_le(keys, _run_row(src, ident, a_lo + i), _run_row(src, ident, a_hi + k0 - i - 1), desc):
+            lo = i + 1
         else:
-            while k < k1 and a < a_hi and b < b_hi:
-                ra = _run_row(src, ident, a)
-                rb = _run_row(src, ident, b)
-                if _row_le(keys, ra, rb, desc):
-                    dst[a_lo + k] = ra
-                    a += 1
-                else:
-                    dst[a_lo + k] = rb
-                    b += 1
-                k += 1
-        # one run is used up (or the task's outputs are written): the other's rows follow
-        while k < k1 and a < a_hi:
-            dst[a_lo + k] = _run_row(src, ident, a)
-            a += 1
+            hi = i
+    a = a_lo + lo
+    b = a_hi + k0 - lo
+    k = k0
+    if keys.shape[0] == 1:
+        # one word a row: without branches on the comparison (half of them would be
+        # mispredicted where the runs interleave at random)
+        w = keys[0]
+        while k < k1 and a < a_hi and b < b_hi:
+            ra = _run_row(src, ident, a)
+            rb = _run_row(src, ident, b)
+            ta = np.int64(w[ra] >= w[rb]) if desc else np.int64(w[ra] <= w[rb])
+            dst[a_lo + k] = rb + (ra - rb) * ta
+            a += ta
+            b += 1 - ta
             k += 1
-        while k < k1:
-            dst[a_lo + k] = _run_row(src, ident, b)
-            b += 1
+    else:
+        while k < k1 and a < a_hi and b < b_hi:
+            ra = _run_row(src, ident, a)
+            rb = _run_row(src, ident, b)
+            if _row_le(keys, ra, rb, desc):
+                dst[a_lo + k] = ra
+                a += 1
+            else:
+                dst[a_lo + k] = rb
+                b += 1
             k += 1
+    # one run is used up (or the task's outputs are written): the other's rows follow
+    while k < k1 and a < a_hi:
+        dst[a_lo + k] = _run_row(src, ident, a)
+        a += 1
+        k += 1
+    while k < k1:
+        dst[a_lo + k] = _run_row(src, ident, b)
+        b += 1
+        k += 1
 
 
-@njit(parallel=True, cache=True)
-def group_flags(perm, ranks, has_ranks, w, lc, flags):
-    for i in prange(flags.shape[0]):
-        flags[i] = _group_starts(perm, ranks, has_ranks, w, lc, i)
+@njit(**_NO_NRT)
+def group_flags(perm, ranks, has_ranks, w, lc, flags, cursor):
+    n = flags.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            flags[i] = _group_starts(perm, ranks, has_ranks, w, lc, i)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def group_ranks(perm, flags, lc, incl, ranks):
+@njit(**_NO_NRT)
+def group_ranks(perm, flags, lc, incl, ranks, cursor):
     """``ranks[perm[i]]``: the dense rank of sorted row ``i``'s group (``incl``: the exclusive
-    scan of ``flags``); returns how many rows sit in groups still to be refined."""
+    scan of ``flags``); returns how many of its rows sit in groups still to be refined (the
+    caller adds the threads' counts up)."""
     n = flags.shape[0]
     unresolved = 0
-    for i in prange(n):
-        ranks[perm[i]] = incl[i + 1] - 1
-        unresolved += _unresolved_row(flags, lc, perm, n, i)
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            ranks[perm[i]] = incl[i + 1] - 1
+            unresolved += _unresolved_row(flags, lc, perm, n, i)
+        lo, hi = row_block(cursor, n)
     return unresolved
 
 

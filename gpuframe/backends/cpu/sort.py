@@ -25,7 +25,7 @@ from gpuframe.kernels.group_cpu import nchunks_for
 from ...core.column import Column
 from ...core.dtypes import Layout
 from ...core.hostalloc import host_empty
-from ._target import ALIGN, _cpu_threads, aligned_empty, run_threads
+from ._target import ALIGN, _cpu_threads, aligned_empty, run_rows, run_threads
 
 __all__ = ["sort_indices", "sort_keyed", "merge_indices", "sort_indices_with", "string_ranks", "radix_argsort", "CpuSorter"]
 
@@ -292,18 +292,19 @@ class CpuSorter:
         return arr.view(dtype)
 
     def fixed_words(self, values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, out):
-        SK.fixed_words(values, kind, width, validity, has_valid, vbit, desc, flag_only, nulls_last, out)
+        run_rows(SK.fixed_words, len(out), values, kind, width, validity, has_valid, vbit, desc, flag_only,
+                 nulls_last, out)
 
     def bool_words(self, bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, out):
-        SK.bool_words(bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, out)
+        run_rows(SK.bool_words, len(out), bits, dbit, validity, has_valid, vbit, desc, flag_only, nulls_last, out)
 
     def dict_words(self, indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
                    flag_only, nulls_last, out):
-        SK.dict_words(indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit, width, desc,
-                      flag_only, nulls_last, out)
+        run_rows(SK.dict_words, len(out), indices, dranks, validity, has_valid, vbit, dvalid, has_dvalid, dvbit,
+                 width, desc, flag_only, nulls_last, out)
 
     def prefix_words(self, offsets, chars, depth, w, lc):
-        SK.prefix_words(offsets, chars, depth, w, lc)
+        run_rows(SK.prefix_words, len(w), offsets, chars, depth, w, lc)
 
     def word_range(self, words, flags, null_flag: int) -> tuple[int, int]:
         nchunks = nchunks_for(len(words))
@@ -316,9 +317,9 @@ class CpuSorter:
     def radix_pass(self, w_in, p_in: Optional[np.ndarray], base: np.uint64, shift: int,
                    w_out: Optional[np.ndarray], p_out: np.ndarray) -> None:
         mask = (1 << SK.CPU_RADIX_BITS) - 1
-        cursors = SK.chunk_counts(w_in, base, shift, mask, numba.get_num_threads())
-        SK.scatter_pass(w_in, p_out[:0] if p_in is None else p_in, p_in is None, base, shift, mask, cursors,
-                        w_in[:0] if w_out is None else w_out, p_out, w_out is not None)
+        cursors = _chunk_cursors(w_in, base, shift, mask, numba.get_num_threads())
+        run_threads(SK.scatter_pass, len(cursors), w_in, p_out[:0] if p_in is None else p_in, p_in is None, base,
+                    shift, mask, cursors, w_in[:0] if w_out is None else w_out, p_out, w_out is not None)
 
     def large_sort(self, words, base, nbits: int, out, w_out=None, carry=None) -> Optional[np.ndarray]:
         """Sort a large single word array (``nbits``: the bits of its range) most significant
@@ -340,7 +341,7 @@ class CpuSorter:
         shift = nbits - top
         mask = (1 << top) - 1
         nt = numba.get_num_threads()
-        cursors = SK.chunk_counts(words, base, shift, mask, nt)
+        cursors = _chunk_cursors(words, base, shift, mask, nt)
         starts = np.empty(mask + 2, np.int64)
         starts[:-1] = cursors[0]
         starts[-1] = n
@@ -356,18 +357,18 @@ class CpuSorter:
             # pages (2026-12-07); the whole sort of 100M int64 keys, five in a row with the
             # pool large enough to keep the scratch: 4.1-4.35 -> 3.1-3.9 s
             line = (nt, (mask + 1) * SK.STREAM_ROWS)
-            SK.scatter_pass_stream(words, carry, base, shift, mask, cursors, w_mid,
-                                   p_mid, aligned_empty(line, words.dtype), aligned_empty(line, p_mid.dtype))
+            run_threads(SK.scatter_pass_stream, nt, words, carry, base, shift, mask, cursors, w_mid,
+                        p_mid, aligned_empty(line, words.dtype), aligned_empty(line, p_mid.dtype))
         else:
-            SK.scatter_pass(words, p_mid[:0] if ident else carry, ident, base, shift, mask, cursors, w_mid, p_mid,
-                            True)
+            run_threads(SK.scatter_pass, nt, words, p_mid[:0] if ident else carry, ident, base, shift, mask, cursors,
+                        w_mid, p_mid, True)
         # each thread's buckets: runs of about equal rows, a few per thread
         cuts = np.searchsorted(starts, np.linspace(0, n, 4 * nt + 1)[1:-1].astype(np.int64))
         groups = np.unique(np.concatenate(([0], cuts, [mask + 1]))).astype(np.int64)
         want_w = w_out is not None
         perm = p_mid if out is None else out
-        SK.bucket_sort(w_mid, p_mid, starts, groups, base, shift, SK.CPU_RADIX_BITS, self.BUCKET_SMALL, perm,
-                       w_out if want_w else words[:0], want_w)
+        run_threads(SK.bucket_sort, len(groups) - 1, w_mid, p_mid, starts, groups, base, shift, SK.CPU_RADIX_BITS,
+                    self.BUCKET_SMALL, perm, w_out if want_w else words[:0], want_w)
         return perm
 
     def string_ranks(self, col: Column) -> tuple[np.ndarray, int]:
@@ -387,18 +388,18 @@ class CpuSorter:
         chars = col.chars()
         w = host_empty(n, np.uint64)
         lc = host_empty(n, np.uint32)
-        SK.prefix_words(offsets, chars, 0, w, lc)
+        run_rows(SK.prefix_words, n, offsets, chars, 0, w, lc)
         perm = radix_argsort(self, [Key(w), Key(lc)], n)
         ranks = host_empty(n, np.int64)
         todo = host_empty(n, np.int64)
-        m = int(SK.first_ranks(perm, w, lc, ranks, todo, numba.get_num_threads()))
+        m = _first_ranks(perm, w, lc, ranks, todo)
         del perm, w, lc
         depth = 8
         while m:
             rows = todo[:m]
             ws = np.empty(m, np.uint64)
             lcs = np.empty(m, np.uint32)
-            SK.prefix_words_of(offsets, chars, depth, rows, ws, lcs)
+            run_rows(SK.prefix_words_of, m, offsets, chars, depth, rows, ws, lcs)
             rank = ranks[rows]
             sub = radix_argsort(self, [Key(rank), Key(ws), Key(lcs)], m)
             m = int(SK.refine_ranks(sub, rank, ws, lcs, ranks, todo))
@@ -421,7 +422,7 @@ class CpuSorter:
         gid, first = got
         dranks, bound = self.string_ranks(gather_column(col, first, None))
         ranks = host_empty(len(col), np.int64)
-        SK.gather_words(dranks, gid, ranks)
+        run_rows(SK.gather_words, len(ranks), dranks, gid, ranks)
         return ranks, bound
 
     def pack_words(self, packed, words, base, nbits: int, shift: int, n: int) -> np.ndarray:
@@ -432,27 +433,60 @@ class CpuSorter:
         first = packed is None
         if first:
             packed = host_empty(n, np.uint64)
-        SK.pack_words(packed, first, words, base, np.uint64(int(SK.width_mask(nbits))), np.uint64(shift))
+        run_rows(SK.pack_words, n, packed, first, words, base, np.uint64(int(SK.width_mask(nbits))),
+                 np.uint64(shift))
         return packed
 
     def gather_words(self, words, perm):
         out = host_empty(len(perm), words.dtype)
-        SK.gather_words(words, perm, out)
+        run_rows(SK.gather_words, len(out), words, perm, out)
         return out
 
     def iota(self, out):
-        SK.iota(out)
+        run_rows(SK.iota, len(out), out)
 
     def group_flags(self, perm, ranks, w, lc, flags):
-        SK.group_flags(perm, self._EMPTY_I64 if ranks is None else ranks, ranks is not None, w, lc, flags)
+        run_rows(SK.group_flags, len(flags), perm, self._EMPTY_I64 if ranks is None else ranks, ranks is not None, w,
+                 lc, flags)
 
     def group_ranks(self, perm, flags, lc, ranks) -> tuple[int, int]:
         n = len(flags)
         incl = np.empty(n + 1, np.int64)
         incl[0] = 0
         np.cumsum(flags, out=incl[1:])
-        unresolved = SK.group_ranks(perm, flags, lc, incl, ranks)
+        unresolved = sum(run_rows(SK.group_ranks, n, perm, flags, lc, incl, ranks))
         return int(incl[n]), int(unresolved)
+
+
+def _chunk_cursors(words, base, shift: int, mask: int, nchunks: int) -> np.ndarray:
+    """The cursors of a stable scatter of ``words`` by their digit ``((w - base) >> shift) &
+    mask`` in ``nchunks`` chunks of rows: ``cur[c, d]`` is where chunk ``c``'s first row with digit
+    ``d`` goes (digit-major, then chunk order), from each chunk's histogram
+    (:func:`~gpuframe.kernels.sort.chunk_counts`)."""
+    hist = np.zeros((nchunks, mask + 1), np.int64)
+    run_threads(SK.chunk_counts, nchunks, words, base, shift, mask, hist)
+    flat = hist.T.ravel()                 # digit-major
+    cur = np.empty_like(flat)
+    cur[0] = 0
+    np.cumsum(flat[:-1], out=cur[1:])
+    return np.ascontiguousarray(cur.reshape(mask + 1, nchunks).T)
+
+
+def _first_ranks(perm, w, lc, ranks, todo) -> int:
+    """:func:`~gpuframe.kernels.sort.first_ranks` in chunks of rows, one per thread, and the
+    chunks' rows to refine moved to the front of ``todo``; returns how many."""
+    n = len(perm)
+    nchunks = max(1, numba.get_num_threads())
+    counts = np.zeros(nchunks, np.int64)
+    run_threads(SK.first_ranks, nchunks, perm, w, lc, ranks, todo, nchunks, counts)
+    step = -(-n // nchunks)
+    m = 0
+    for c in range(nchunks):
+        k = int(counts[c])
+        if k and m != c * step:
+            todo[m:m + k] = todo[c * step:c * step + k]
+        m += k
+    return m
 
 
 CPU_SORTER = CpuSorter()
@@ -521,13 +555,13 @@ def sort_keyed(columns: Sequence[Column], descending: Sequence[bool], nulls_last
         if pa.types.is_signed_integer(col.dtype) or pa.types.is_date32(col.dtype) or pa.types.is_timestamp(col.dtype):
             flip ^= 1 << (width - 1)
         out = words.view(vals.dtype) if words.dtype.itemsize == itemsize else host_empty(n, vals.dtype)
-        SK.decode_words(words, np.uint64(flip), out.view(f"u{itemsize}"))
+        run_rows(SK.decode_words, n, words, np.uint64(flip), out.view(f"u{itemsize}"))
     return perm, Column.from_numpy(out, col.dtype), carried
 
 
 def _identity(n: int) -> np.ndarray:
     perm = host_empty(n, np.int64)
-    SK.iota(perm)
+    run_rows(SK.iota, n, perm)
     return perm
 
 
@@ -588,7 +622,8 @@ def merge_indices(columns: Sequence[Column], descending: Sequence[bool], nulls_l
                 cuts = [rows * k // pieces for k in range(pieces + 1)]
                 tasks += [(a_lo, a_hi, b_hi, k0, k1) for k0, k1 in zip(cuts, cuts[1:])]
                 merged.append(b_hi)
-            SK.merge_round(words, dst[:0] if src is None else src, src is None, np.array(tasks, np.int64), dst, desc)
+            run_threads(SK.merge_round, len(tasks), words, dst[:0] if src is None else src, src is None,
+                        np.array(tasks, np.int64), dst, desc)
             if src is None and len(merged) > 2:
                 src = host_empty(n, np.int64)
             src, dst = dst, src
