@@ -4,12 +4,13 @@ Group ids: one key column's rows are grouped per chunk of rows (one chunk per th
 small table that holds the key itself (:func:`column_local_groups`: a fixed-width key's word, a
 string's bytes up to 15 of them, a longer string's hash confirmed against its bytes, a null one
 group), and the chunks' groups merged in row order (:func:`column_merge_groups`,
-:func:`global_ids`); several key columns are grouped one at a time and their group ids combined
+:func:`renumber`); several key columns are grouped one at a time and their group ids combined
 into one int64 word per row (:func:`combine_ids`), grouped the same way
 (:mod:`gpuframe.backends.cpu.groups` drives it). The join's prepared keys serve too: a table per
 chunk (:func:`local_groups`) for a fixed-width key without nulls, and past the per-chunk group
 limit the join's radix-partitioned chained tables, each chain a group in input order
-(:func:`group_first`), numbered by their first rows (:func:`dense_ids`); where only the
+(:func:`group_first`), numbered by their first rows (:func:`dense_heads` and the two after it);
+where only the
 groups' first rows are wanted (``unique``, ``intersect``, ``difference``), the chains' heads
 (:func:`head_rows`, :func:`flagged_rows`).
 
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange, types
+from numba import types
 from numba.extending import overload
 
 from . import hashing as _hashing
@@ -43,7 +44,7 @@ from . import keys as _keys
 from . import loads as _loads
 from .group import span_cmp, value_less
 from .hashing import canonical_f64_bits
-from .cpu_intrinsics import call_entry, claim, load_f64, load_i64, load_u8_at
+from .cpu_intrinsics import call_entry, claim, claim_one, load_f64, load_i64, load_u8_at, row_block
 from .hashtable import EMPTY
 from .jit_cache import njit
 from .per_row import cpu
@@ -54,6 +55,7 @@ _value_less = cpu(value_less)
 _span_cmp = cpu(span_cmp)
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False)
+_NO_NRT = dict(_OPTS, _nrt=False)    # kernels that allocate nothing (see cpu_intrinsics.claim_one)
 
 
 def nchunks_for(n: int) -> int:
@@ -155,25 +157,25 @@ def _chunk(keys, kmode, verify, w, st, en, ch, lfirst, base, j0, j1, cap, lgid):
         tab = _grown(tab)
 
 
-@njit(parallel=True, **_OPTS)
-def local_groups(keys, kmode, verify, w, st, en, ch, nchunks, cap, lgid, lfirst, lcount):
+@njit(**_OPTS)
+def local_groups(keys, kmode, verify, w, st, en, ch, nchunks, cap, lgid, lfirst, lcount, cursor):
     """Group each chunk of rows on its own thread with a small table (in cache while the chunk
     has few groups): ``lgid[row]`` = the row's group within its chunk, chunk ``c``'s groups'
     first rows in ``lfirst[c * step:]`` (in the order of their first rows), ``lcount[c]`` of them.
-    Returns 0, or 1 when a chunk found more than ``cap`` groups (then nothing is usable)."""
+    Returns 0, or 1 when a chunk it claimed found more than ``cap`` groups (then nothing is
+    usable). A threaded kernel (``gpuframe.backends.cpu._target.run_threads``)."""
     n = keys.shape[0]
     step = (n + nchunks - 1) // nchunks
-    over = np.zeros(nchunks, np.int64)
-    for c in prange(nchunks):
+    bad = 0
+    c = claim_one(cursor)
+    while c < nchunks:
         base = c * step
         k = _chunk(keys, kmode, verify, w, st, en, ch, lfirst, base, base, min(n, base + step), cap, lgid)
         if k < 0:
-            over[c] = 1
+            bad = 1
             k = 0
         lcount[c] = k
-    bad = 0
-    for c in range(nchunks):
-        bad |= over[c]
+        c = claim_one(cursor)
     return bad
 
 
@@ -208,46 +210,18 @@ def merge_groups(keys, kmode, verify, w, st, en, ch, nchunks, lfirst, lcount, gm
     return ngroups
 
 
-@njit(parallel=True, **_OPTS)
-def global_ids(nchunks, lcount, gmap, gid, pieces):
-    """``gid[row]``, a chunk's own group id, becomes the merged group (in place). A chunk whose
-    groups keep their numbers (the first chunk's always do: its groups are the first ones) is
-    left as it is; the other chunks' rows go in about ``pieces`` ranges (a few per thread: with
-    two chunks on two threads, the second chunk's rows alone took as long as both)."""
-    n = gid.shape[0]
-    step = (n + nchunks - 1) // nchunks
-    todo = 0                             # rows to renumber
-    moved = np.zeros(nchunks, np.uint8)
-    for c in range(nchunks):
-        base = c * step
-        for g in range(lcount[c]):
-            if gmap[base + g] != g:
-                moved[c] = 1
-                todo += min(n, base + step) - base
-                break
-    if todo == 0:
-        return
-    span = max(4096, (todo + pieces - 1) // pieces)
-    npieces = 0
-    for c in range(nchunks):
-        if moved[c]:
-            npieces += (min(n, c * step + step) - c * step + span - 1) // span
-    lo = np.empty(npieces, np.int64)
-    hi = np.empty(npieces, np.int64)
-    at = np.empty(npieces, np.int64)
-    k = 0
-    for c in range(nchunks):
-        if moved[c]:
-            end = min(n, c * step + step)
-            for a in range(c * step, end, span):
-                lo[k] = a
-                hi[k] = min(end, a + span)
-                at[k] = c * step
-                k += 1
-    for p in prange(npieces):
-        base = at[p]
-        for j in range(lo[p], hi[p]):
+@njit(**_NO_NRT)
+def renumber(gmap, gid, lo, hi, at, cursor):
+    """``gid[row] = gmap[at[k] + gid[row]]`` for the rows ``lo[k]:hi[k]`` of each piece ``k`` it
+    claims: a chunk's own group ids become the merged groups, in place (the caller cuts the
+    chunks whose groups moved into pieces, a few per thread: with two chunks on two threads, the
+    second chunk's rows alone took as long as both)."""
+    k = claim_one(cursor)
+    while k < lo.shape[0]:
+        base = at[k]
+        for j in range(np.uint64(lo[k]), np.uint64(hi[k])):
             gid[j] = gmap[base + gid[j]]
+        k = claim_one(cursor)
 
 
 # --------------------------------------------------------------------------- one key column
@@ -434,24 +408,23 @@ def _col_chunk(keys, kmode, valid, offs, chars, prev, lfirst, base, j0, j1, cap,
         tab = _col_grown(tab)
 
 
-@njit(parallel=True, **_OPTS)
-def column_local_groups(keys, kmode, valid, offs, chars, prev, n, nchunks, cap, lgid, lfirst, lcount):
+@njit(**_OPTS)
+def column_local_groups(keys, kmode, valid, offs, chars, prev, n, nchunks, cap, lgid, lfirst, lcount, cursor):
     """One key column's rows grouped per chunk (one chunk per thread), as
     :func:`local_groups` does for prepared keys; with ``prev`` (the rows' group ids by the
     columns before, else empty) a row's group is that of its (previous group, key) pair. Returns
-    0, or 1 when a chunk found more than ``cap`` groups (then nothing is usable)."""
+    0, or 1 when a chunk it claimed found more than ``cap`` groups (then nothing is usable)."""
     step = (n + nchunks - 1) // nchunks
-    over = np.zeros(nchunks, np.int64)
-    for c in prange(nchunks):
+    bad = 0
+    c = claim_one(cursor)
+    while c < nchunks:
         base = c * step
         k = _col_chunk(keys, kmode, valid, offs, chars, prev, lfirst, base, base, min(n, base + step), cap, lgid)
         if k < 0:
-            over[c] = 1
+            bad = 1
             k = 0
         lcount[c] = k
-    bad = 0
-    for c in range(nchunks):
-        bad |= over[c]
+        c = claim_one(cursor)
     return bad
 
 
@@ -518,23 +491,25 @@ def dense_word_ids(words, card, gid, first):
     return ngroups
 
 
-@njit(parallel=True, **_OPTS)
-def combine_ids(a, b, kb, nchunks, out):
+@njit(**_NO_NRT)
+def combine_ids(a, b, kb, out, cursor):
     """``out[j] = a[j] * kb + b[j]``: two columns' group ids as one int64 word (the caller
-    checks that the product of the group counts fits)."""
+    checks that the product of the group counts fits); ``run_rows``."""
     n = a.shape[0]
-    step = (n + nchunks - 1) // nchunks
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for j in range(lo, hi):
             out[j] = np.int64(a[j]) * kb + np.int64(b[j])
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, **_OPTS)
-def group_first(starts, nparts, toffs, tables, nxt, orig, rep, gcount):
+@njit(**_NO_NRT)
+def group_first(starts, nparts, toffs, tables, nxt, orig, rep, gcount, cursor):
     """``rep[row]`` = the first row of ``row``'s group, for every row of every partition's
     chains; ``gcount[p]`` = the groups of partition ``p``. ``orig`` maps build positions to rows
-    (empty: the identity)."""
-    for p in prange(nparts):
+    (empty: the identity). A threaded kernel over the partitions it claims."""
+    p = claim_one(cursor)
+    while p < nparts:
         b0 = starts[p]
         t0 = toffs[p]
         size = toffs[p + 1] - t0
@@ -551,19 +526,21 @@ def group_first(starts, nparts, toffs, tables, nxt, orig, rep, gcount):
                 rep[r] = first
                 pos = np.int64(nxt[pos])
         gcount[p] = g
+        p = claim_one(cursor)
 
 
-@njit(parallel=True, **_OPTS)
-def head_rows(starts, nparts, nxt, orig, flags, want, keep):
+@njit(**_OPTS)
+def head_rows(starts, nparts, nxt, orig, flags, want, keep, cursor):
     """``keep[row] = 1`` for the first row of every group: the head of every chain of the
     partitioned tables (a chain is a group in position order: its head is the one position of
     the chain no ``nxt`` points to); with ``flags`` (one per build position; empty: every
     group) only the groups whose head has ``flags[pos] == want`` (the probe's ``bmatched``,
     which marks the head of the chain a probe row finds). ``orig`` maps build positions to rows (empty: the
     identity). (Reading a partition's ``nxt`` measured 2x faster than scanning its table's
-    slots, which are 2-4 times as many.)"""
+    slots, which are 2-4 times as many.) A threaded kernel over the partitions it claims."""
     check_flags = flags.shape[0] != 0
-    for p in prange(nparts):
+    p = claim_one(cursor)
+    while p < nparts:
         b0 = starts[p]
         nb = starts[p + 1] - b0
         linked = np.zeros(nb, np.uint8)
@@ -578,6 +555,7 @@ def head_rows(starts, nparts, nxt, orig, flags, want, keep):
             if check_flags and flags[pos] != want:
                 continue
             keep[orig[pos] if orig.shape[0] != 0 else pos] = 1
+        p = claim_one(cursor)
 
 
 @njit(**_OPTS)
@@ -597,13 +575,14 @@ def count_flags(flags, nchunks, cnt, cursor):
         c = claim(cursor, mine)
 
 
-@njit(parallel=True, **_OPTS)
-def flagged_rows(flags, nchunks, cnt, out):
+@njit(**_NO_NRT)
+def flagged_rows(flags, nchunks, cnt, out, cursor):
     """The rows of the nonzero bytes of ``flags``, ascending, into ``out`` (``cnt`` from
-    :func:`count_flags`): ``np.flatnonzero`` on every thread."""
+    :func:`count_flags`): ``np.flatnonzero`` on every thread, for the chunks it claims."""
     n = flags.shape[0]
     step = (n + nchunks - 1) // nchunks
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         g = cnt[c]
         lo = c * step
         last = min(n, (c + 1) * step) - 1
@@ -615,36 +594,54 @@ def flagged_rows(flags, nchunks, cnt, out):
         for j in range(lo, last + 1):
             out[g] = j
             g += flags[j] != 0
+        c = claim_one(cursor)
 
 
-@njit(parallel=True, **_OPTS)
-def dense_ids(rep, nchunks, gid, first):
-    """Dense group ids in the order of the groups' first rows: ``first[g]`` is group ``g``'s
-    first row (ascending), ``gid[row] = g``. Returns the number of groups."""
+@njit(**_NO_NRT)
+def dense_heads(rep, nchunks, cnt, cursor):
+    """``cnt[c + 1]``: the rows ``j`` of chunk ``c`` that head their group (``rep[j] == j``),
+    for the chunks it claims: the first step of the dense group ids (``backends/cpu/groups.py``'s
+    ``_dense_ids``: :func:`dense_first`, then :func:`dense_rest`, a chunk per thread)."""
     n = rep.shape[0]
     step = (n + nchunks - 1) // nchunks
-    cnt = np.zeros(nchunks + 1, np.int64)
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         k = 0
-        for j in range(c * step, min(n, (c + 1) * step)):
+        for j in range(np.uint64(c * step), np.uint64(max(0, min(n, (c + 1) * step)))):
             if rep[j] == j:
                 k += 1
         cnt[c + 1] = k
-    for c in range(nchunks):
-        cnt[c + 1] += cnt[c]
-    for c in prange(nchunks):
+        c = claim_one(cursor)
+
+
+@njit(**_NO_NRT)
+def dense_first(rep, nchunks, cnt, gid, first, cursor):
+    """The group heads of each chunk it claims numbered from ``cnt[c]`` (the running sum of
+    :func:`dense_heads`' counts), in row order: ``first[g]`` the head, ``gid[head] = g``."""
+    n = rep.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    c = claim_one(cursor)
+    while c < nchunks:
         g = cnt[c]
-        for j in range(c * step, min(n, (c + 1) * step)):
+        for j in range(np.uint64(c * step), np.uint64(max(0, min(n, (c + 1) * step)))):
             if rep[j] == j:
                 first[g] = j
                 gid[j] = g
                 g += 1
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
+        c = claim_one(cursor)
+
+
+@njit(**_NO_NRT)
+def dense_rest(rep, gid, cursor):
+    """``gid[j] = gid[rep[j]]`` for the rows that do not head their group (``run_rows``)."""
+    n = rep.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for j in range(lo, hi):
             r = rep[j]
             if r != j:
                 gid[j] = gid[r]
-    return cnt[nchunks]
+        lo, hi = row_block(cursor, n)
 
 
 @njit(**_OPTS)
@@ -752,14 +749,16 @@ def key_range(words, valid, nchunks, lo, hi, cursor):
         c = claim(cursor, mine)
 
 
-@njit(parallel=True, **_OPTS)
-def row_groups(groups, nchunks, out):
-    """``out[row]`` = the row's group (:func:`group_of`): dense keys' slots as an array."""
+@njit(**_NO_NRT)
+def row_groups(groups, out, cursor):
+    """``out[row]`` = the row's group (:func:`group_of`): dense keys' slots as an array
+    (``run_rows``)."""
     n = group_rows(groups)
-    step = (n + nchunks - 1) // nchunks
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for j in range(lo, hi):
             out[j] = group_of(groups, j)
+        lo, hi = row_block(cursor, n)
 
 
 @njit(**_OPTS)
@@ -775,21 +774,48 @@ def _ok(valid, j):
     return valid.shape[0] == 0 or valid[j] != 0
 
 
-@njit(parallel=True, **_OPTS)
-def count_rows(groups, ngroups, valid, nchunks, out):
-    """Non-null rows per group (every row when ``valid`` is empty)."""
+# The reductions below are threaded kernels (``gpuframe.backends.cpu._target.run_threads``):
+# each chunk of rows that one claims through ``cursor`` zeroes its own accumulators (the
+# caller's ``acc[c]``, one row a chunk, :func:`_stride` wide so that no two chunks share a line)
+# and adds its rows into them; a merge kernel (``run_rows`` over the groups) adds the chunks up.
+# As numba ``prange`` loops, each compiled 1.5-3 s longer for each of its signatures.
+@njit(inline="always")
+def _chunk_of(groups, nchunks, c):
+    # rows lo:hi of chunk c, unsigned (see cpu_intrinsics.row_block)
     n = group_rows(groups)
     step = (n + nchunks - 1) // nchunks
-    acc = np.zeros((nchunks, _stride(ngroups)), np.int64)
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
+    return np.uint64(c * step), np.uint64(max(0, min(n, (c + 1) * step)))
+
+
+@njit(**_NO_NRT)
+def count_rows(groups, ngroups, valid, acc, cursor):
+    """``acc[c, g]``: the non-null rows (every row when ``valid`` is empty) of group ``g`` in
+    chunk ``c`` of the rows (:func:`sum_chunks` adds them up)."""
+    nchunks = acc.shape[0]
+    c = claim_one(cursor)
+    while c < nchunks:
+        a = acc[c]
+        a[:ngroups] = 0
+        lo, hi = _chunk_of(groups, nchunks, c)
+        for j in range(lo, hi):
             if _ok(valid, j):
-                acc[c, group_of(groups, j)] += 1
-    for g in prange(ngroups):
-        s = 0
-        for c in range(nchunks):
-            s += acc[c, g]
-        out[g] = s
+                a[group_of(groups, j)] += 1
+        c = claim_one(cursor)
+
+
+@njit(**_NO_NRT)
+def sum_chunks(acc, out, cursor):
+    """``out[g]`` = the sum over the chunks ``c`` of ``acc[c, g]`` (in chunk order), for the
+    blocks of groups it claims."""
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for g in range(lo, hi):
+            s = acc[0, g]
+            for c in range(1, acc.shape[0]):
+                s += acc[c, g]
+            out[g] = s
+        lo, hi = row_block(cursor, n)
 
 
 @njit(inline="always")
@@ -799,70 +825,91 @@ def _wrap_add(a, b):
     return np.int64(np.uint64(a) + np.uint64(b))
 
 
-@njit(parallel=True, **_OPTS)
-def sum_int(groups, ngroups, vals, valid, nchunks, out, counts):
-    """Integer sums per group (int64, wrapping) and non-null counts; returns 1 when a sum
-    overflowed int64, else 0. A group's sum and count lie side by side (one cache line a row:
-    with 100k groups, two arrays missed the cache twice)."""
-    n = group_rows(groups)
-    step = (n + nchunks - 1) // nchunks
-    acc = np.zeros((nchunks, _stride(ngroups), 2), np.int64)
-    over = np.zeros(nchunks, np.int64)
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
+@njit(**_NO_NRT)
+def sum_int(groups, ngroups, vals, valid, acc, cursor):
+    """Integer sums per group (int64, wrapping) and non-null counts of chunk ``c`` of the rows in
+    ``acc[c, g, 0]`` and ``acc[c, g, 1]`` (side by side: one cache line a row; with 100k groups,
+    two arrays missed the cache twice); returns 1 when a sum overflowed int64 (a thread's
+    chunks), else 0. :func:`sum_int_merge` adds the chunks up."""
+    nchunks = acc.shape[0]
+    bad = 0
+    c = claim_one(cursor)
+    while c < nchunks:
+        a = acc[c]
+        a[:ngroups] = 0
+        lo, hi = _chunk_of(groups, nchunks, c)
+        for j in range(lo, hi):
             if _ok(valid, j):
                 g = group_of(groups, j)
-                a = acc[c, g, 0]
+                x = a[g, 0]
                 v = vals[j]
-                s = _wrap_add(a, v)
-                if ((a ^ s) & (v ^ s)) < 0:
-                    over[c] = 1
-                acc[c, g, 0] = s
-                acc[c, g, 1] += 1
-    bad = 0
-    for c in range(nchunks):
-        bad |= over[c]
-    flags = np.zeros(ngroups, np.int64)
-    for g in prange(ngroups):
-        s = np.int64(0)
-        k = np.int64(0)
-        f = 0
-        for c in range(nchunks):
-            a = acc[c, g, 0]
-            t = _wrap_add(s, a)
-            if ((a ^ t) & (s ^ t)) < 0:
-                f = 1
-            s = t
-            k += acc[c, g, 1]
-        out[g] = s
-        counts[g] = k
-        flags[g] = f
-    for g in range(ngroups):
-        bad |= flags[g]
+                s = _wrap_add(x, v)
+                if ((x ^ s) & (v ^ s)) < 0:
+                    bad = 1
+                a[g, 0] = s
+                a[g, 1] += 1
+        c = claim_one(cursor)
     return bad
 
 
-@njit(parallel=True, **_OPTS)
-def sum_float(groups, ngroups, vals, valid, nchunks, out, counts):
-    """Float sums per group (float64) and non-null counts (side by side, as :func:`sum_int`'s:
-    the count as a float64, exact below 2**53 rows)."""
-    n = group_rows(groups)
-    step = (n + nchunks - 1) // nchunks
-    acc = np.zeros((nchunks, _stride(ngroups), 2), np.float64)
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
+@njit(**_NO_NRT)
+def sum_int_merge(acc, out, counts, cursor):
+    """:func:`sum_int`'s chunks added up: ``out[g]`` the sum, ``counts[g]`` the count; returns 1
+    when a sum of the blocks of groups it claims overflowed int64, else 0."""
+    n = out.shape[0]
+    bad = 0
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for g in range(lo, hi):
+            s = np.int64(0)
+            k = np.int64(0)
+            for c in range(acc.shape[0]):
+                a = acc[c, g, 0]
+                t = _wrap_add(s, a)
+                if ((a ^ t) & (s ^ t)) < 0:
+                    bad = 1
+                s = t
+                k += acc[c, g, 1]
+            out[g] = s
+            counts[g] = k
+        lo, hi = row_block(cursor, n)
+    return bad
+
+
+@njit(**_NO_NRT)
+def sum_float(groups, ngroups, vals, valid, acc, cursor):
+    """Float sums per group (float64) and non-null counts of chunk ``c`` of the rows, side by
+    side in ``acc[c, g]`` as :func:`sum_int`'s (the count as a float64, exact below 2**53 rows).
+    :func:`sum_float_merge` adds the chunks up."""
+    nchunks = acc.shape[0]
+    c = claim_one(cursor)
+    while c < nchunks:
+        a = acc[c]
+        a[:ngroups] = 0.0
+        lo, hi = _chunk_of(groups, nchunks, c)
+        for j in range(lo, hi):
             if _ok(valid, j):
                 g = group_of(groups, j)
-                acc[c, g, 0] += vals[j]
-                acc[c, g, 1] += 1.0
-    for g in prange(ngroups):
-        s = 0.0
-        k = 0.0
-        for c in range(nchunks):
-            s += acc[c, g, 0]
-            k += acc[c, g, 1]
-        out[g] = s
-        counts[g] = np.int64(k)
+                a[g, 0] += vals[j]
+                a[g, 1] += 1.0
+        c = claim_one(cursor)
+
+
+@njit(**_NO_NRT)
+def sum_float_merge(acc, out, counts, cursor):
+    """:func:`sum_float`'s chunks added up in chunk order: ``out[g]`` the sum, ``counts[g]``."""
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for g in range(lo, hi):
+            s = 0.0
+            k = 0.0
+            for c in range(acc.shape[0]):
+                s += acc[c, g, 0]
+                k += acc[c, g, 1]
+            out[g] = s
+            counts[g] = np.int64(k)
+        lo, hi = row_block(cursor, n)
 
 
 # the columns of :func:`group_sums`: one row per column, these fields
@@ -982,53 +1029,66 @@ def group_sums(entry, groups, cols, base, nints, nfloats, acc, accf, nchunks, cu
         c = claim(cursor, mine)
 
 
-@njit(parallel=True, **_OPTS)
-def sq_dev(groups, ngroups, vals, valid, mean, nchunks, out):
-    """Sums of squared deviations from each group's ``mean`` (the variance's second pass)."""
-    n = group_rows(groups)
-    step = (n + nchunks - 1) // nchunks
-    acc = np.zeros((nchunks, _stride(ngroups)), np.float64)
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
+@njit(**_NO_NRT)
+def sq_dev(groups, ngroups, vals, valid, mean, acc, cursor):
+    """``acc[c, g]``: the sum of squared deviations from group ``g``'s ``mean`` of chunk ``c`` of
+    the rows (the variance's second pass; :func:`sum_chunks` adds them up)."""
+    nchunks = acc.shape[0]
+    c = claim_one(cursor)
+    while c < nchunks:
+        a = acc[c]
+        a[:ngroups] = 0.0
+        lo, hi = _chunk_of(groups, nchunks, c)
+        for j in range(lo, hi):
             if _ok(valid, j):
                 g = group_of(groups, j)
                 d = vals[j] - mean[g]
-                acc[c, g] += d * d
-    for g in prange(ngroups):
-        s = 0.0
-        for c in range(nchunks):
-            s += acc[c, g]
-        out[g] = s
+                a[g] += d * d
+        c = claim_one(cursor)
 
 
-@njit(parallel=True, **_OPTS)
-def arg_extreme(groups, ngroups, vals, valid, nchunks, want_max, kept, out):
-    """The row of each group's minimum (``want_max`` false) or maximum over non-null rows
-    (-1: none), ties to the first row; ``vals`` int64 or float64 (NaN above every number).
-    With ``kept`` each chunk keeps its groups' best values beside their rows (for many groups:
+@njit(**_NO_NRT)
+def arg_extreme(groups, ngroups, vals, valid, want_max, best, bestv, cursor):
+    """``best[c, g]``: the row of group ``g``'s minimum (``want_max`` false) or maximum over the
+    non-null rows of chunk ``c`` (-1: none), ties to the first row; ``vals`` int64 or float64
+    (NaN above every number). :func:`arg_extreme_merge` picks among the chunks. With ``bestv``
+    (not empty) each chunk keeps its groups' best values beside their rows (for many groups:
     reading the best row's value back from ``vals`` missed the cache, 40.7 -> 25.0 ms for 10M
     int64 rows by 100k groups; by 100 groups the read hits and keeping cost 15.7 -> 18.5 ms)."""
-    n = group_rows(groups)
-    step = (n + nchunks - 1) // nchunks
-    best = np.full((nchunks, _stride(ngroups)), -1, np.int64)
-    bestv = np.empty((nchunks, _stride(ngroups) if kept else 0), vals.dtype)
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
+    nchunks = best.shape[0]
+    kept = bestv.shape[1] != 0
+    c = claim_one(cursor)
+    while c < nchunks:
+        bc = best[c]
+        bc[:ngroups] = -1
+        lo, hi = _chunk_of(groups, nchunks, c)
+        for j in range(lo, hi):
             if _ok(valid, j):
                 g = group_of(groups, j)
                 v = vals[j]
-                b = best[c, g]
+                b = bc[g]
                 if b < 0 or _better(v, bestv[c, g] if kept else vals[b], want_max):
-                    best[c, g] = j
+                    bc[g] = j
                     if kept:
                         bestv[c, g] = v
-    for g in prange(ngroups):
-        b = np.int64(-1)
-        for c in range(nchunks):
-            r = best[c, g]
-            if r >= 0 and (b < 0 or _better(vals[r], vals[b], want_max)):
-                b = r
-        out[g] = b
+        c = claim_one(cursor)
+
+
+@njit(**_NO_NRT)
+def arg_extreme_merge(best, vals, want_max, out, cursor):
+    """``out[g]``: the best of the chunks' rows ``best[:, g]`` of :func:`arg_extreme` (-1: none),
+    ties to the first chunk, for the blocks of groups it claims."""
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for g in range(lo, hi):
+            b = np.int64(-1)
+            for c in range(best.shape[0]):
+                r = best[c, g]
+                if r >= 0 and (b < 0 or _better(vals[r], vals[b], want_max)):
+                    b = r
+            out[g] = b
+        lo, hi = row_block(cursor, n)
 
 
 @njit(inline="always")
@@ -1037,26 +1097,39 @@ def _better(a, b, want_max):
     return _value_less(b, a) if want_max else _value_less(a, b)
 
 
-@njit(parallel=True, **_OPTS)
-def arg_extreme_string(groups, ngroups, offs, chars, valid, nchunks, want_max, out):
-    """:func:`arg_extreme` of a string column (bytewise order, as UTF-8 sorts code points)."""
-    n = group_rows(groups)
-    step = (n + nchunks - 1) // nchunks
-    best = np.full((nchunks, _stride(ngroups)), -1, np.int64)
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
+@njit(**_NO_NRT)
+def arg_extreme_string(groups, ngroups, offs, chars, valid, want_max, best, cursor):
+    """:func:`arg_extreme` of a string column (bytewise order, as UTF-8 sorts code points);
+    :func:`arg_extreme_string_merge` picks among the chunks."""
+    nchunks = best.shape[0]
+    c = claim_one(cursor)
+    while c < nchunks:
+        bc = best[c]
+        bc[:ngroups] = -1
+        lo, hi = _chunk_of(groups, nchunks, c)
+        for j in range(lo, hi):
             if _ok(valid, j):
                 g = group_of(groups, j)
-                b = best[c, g]
+                b = bc[g]
                 if b < 0 or _str_better(offs, chars, j, b, want_max):
-                    best[c, g] = j
-    for g in prange(ngroups):
-        b = np.int64(-1)
-        for c in range(nchunks):
-            r = best[c, g]
-            if r >= 0 and (b < 0 or _str_better(offs, chars, r, b, want_max)):
-                b = r
-        out[g] = b
+                    bc[g] = j
+        c = claim_one(cursor)
+
+
+@njit(**_NO_NRT)
+def arg_extreme_string_merge(best, offs, chars, want_max, out, cursor):
+    """:func:`arg_extreme_merge` of :func:`arg_extreme_string`'s chunks."""
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for g in range(lo, hi):
+            b = np.int64(-1)
+            for c in range(best.shape[0]):
+                r = best[c, g]
+                if r >= 0 and (b < 0 or _str_better(offs, chars, r, b, want_max)):
+                    b = r
+            out[g] = b
+        lo, hi = row_block(cursor, n)
 
 
 @njit(inline="always")
@@ -1093,31 +1166,38 @@ def first_last(groups, valid, nchunks, want_last, most, best, cursor):
         c = claim(cursor, mine)
 
 
-@njit(parallel=True, **_OPTS)
-def group_values(groups, ngroups, nchunks, valid, vals, gstart, out):
-    """The non-null values (``valid[row] != 0``; empty: all) laid out by group with a stable
-    counting sort: group ``g``'s values are ``out[gstart[g]:gstart[g + 1]]``, in input order."""
-    n = group_rows(groups)
-    step = (n + nchunks - 1) // nchunks
-    hist = np.zeros((nchunks, _stride(ngroups)), np.int64)
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
+@njit(**_NO_NRT)
+def group_hist(groups, ngroups, valid, hist, cursor):
+    """``hist[c, g]``: the non-null rows (``valid[row] != 0``; empty: all) of group ``g`` in
+    chunk ``c`` of the rows, the first step of :func:`group_values`' stable counting sort."""
+    nchunks = hist.shape[0]
+    c = claim_one(cursor)
+    while c < nchunks:
+        h = hist[c]
+        h[:ngroups] = 0
+        lo, hi = _chunk_of(groups, nchunks, c)
+        for j in range(lo, hi):
             if valid.shape[0] == 0 or valid[j] != 0:
-                hist[c, group_of(groups, j)] += 1
-    total = 0
-    for g in range(ngroups):
-        gstart[g] = total
-        for c in range(nchunks):
-            k = hist[c, g]
-            hist[c, g] = total
-            total += k
-    gstart[ngroups] = total
-    for c in prange(nchunks):
-        for j in range(c * step, min(n, (c + 1) * step)):
+                h[group_of(groups, j)] += 1
+        c = claim_one(cursor)
+
+
+@njit(**_NO_NRT)
+def group_values(groups, valid, vals, cur, out, cursor):
+    """The non-null values laid out by group with a stable counting sort: chunk ``c``'s value of
+    group ``g`` go to ``out`` from ``cur[c, g]`` on (the caller's scan of :func:`group_hist`'s
+    counts, group-major), in input order."""
+    nchunks = cur.shape[0]
+    c = claim_one(cursor)
+    while c < nchunks:
+        h = cur[c]
+        lo, hi = _chunk_of(groups, nchunks, c)
+        for j in range(lo, hi):
             if valid.shape[0] == 0 or valid[j] != 0:
                 g = group_of(groups, j)
-                out[hist[c, g]] = vals[j]
-                hist[c, g] += 1
+                out[h[g]] = vals[j]
+                h[g] += 1
+        c = claim_one(cursor)
 
 
 @njit(**_OPTS)
@@ -1163,39 +1243,43 @@ def _kth(v, lo, hi, k):
     return v[k]
 
 
-@njit(parallel=True, **_OPTS)
-def median_float(gstart, gvals, out, has):
+@njit(**_OPTS)
+def median_float(gstart, gvals, out, has, cursor):
     """Median of each group's (non-null, float64) values ``gvals[gstart[g]:gstart[g+1]]``
     (reordered in place), NaN above every number: the NaNs are moved to the group's end and the
-    middle rank(s) selected among the numbers (a quickselect, linear in the group's size)."""
+    middle rank(s) selected among the numbers (a quickselect, linear in the group's size); for
+    the blocks of groups it claims."""
     ngroups = gstart.shape[0] - 1
-    for g in prange(ngroups):
-        a = gstart[g]
-        b = gstart[g + 1]
-        k = b - a
-        if k == 0:
-            has[g] = 0
-            out[g] = np.nan
-            continue
-        has[g] = 1
-        e = a                          # the numbers first, then the NaNs
-        for t in range(a, b):
-            x = gvals[t]
-            if not np.isnan(x):
-                gvals[e] = x
-                e += 1
-        for t in range(e, b):
-            gvals[t] = np.nan
-        hi = a + k // 2                # the upper middle rank
-        if hi >= e:
-            out[g] = np.nan
-            continue
-        upper = _kth(gvals, a, e, hi)
-        if k % 2 == 1:
-            out[g] = upper
-        else:
-            lower = gvals[a]
-            for t in range(a + 1, hi):
-                if gvals[t] > lower:
-                    lower = gvals[t]
-            out[g] = (lower + upper) / 2.0
+    lo, hi = row_block(cursor, ngroups)
+    while lo < ngroups:
+        for g in range(lo, hi):
+            has[g] = gstart[g + 1] > gstart[g]
+            out[g] = _median_of(gvals, gstart[g], gstart[g + 1])
+        lo, hi = row_block(cursor, ngroups)
+
+
+@njit(inline="always")
+def _median_of(gvals, a, b):
+    # the median of gvals[a:b] (NaN when empty or when the middle rank is a NaN)
+    k = b - a
+    if k == 0:
+        return np.nan
+    e = a                          # the numbers first, then the NaNs
+    for t in range(a, b):
+        x = gvals[t]
+        if not np.isnan(x):
+            gvals[e] = x
+            e += 1
+    for t in range(e, b):
+        gvals[t] = np.nan
+    hi = a + k // 2                # the upper middle rank
+    if hi >= e:
+        return np.nan
+    upper = _kth(gvals, a, e, hi)
+    if k % 2 == 1:
+        return upper
+    lower = gvals[a]
+    for t in range(a + 1, hi):
+        if gvals[t] > lower:
+            lower = gvals[t]
+    return (lower + upper) / 2.0

@@ -25,7 +25,7 @@ from .._keys import fast_key_words, prepare_side
 from ..contract import KeyPair
 from .join import (_E8, _EU64, _build_side, _count, _index_dtype, _key_word, _partition_bits, _prepare,
                    _probe_side, _ro, _ro_side, _row_hash_cpu, _string_span, _use_inplace, _widen_words)
-from ._target import run_threads
+from ._target import run_rows, run_threads
 from .select import flagged_rows
 
 __all__ = ["group_ids", "first_rows", "distinct_rows", "dense_groups", "DenseGroups", "group_reduce", "group_reduce_many",
@@ -102,7 +102,7 @@ def group_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], need_gid: boo
             words, regrouped = _word_ids(words)
             card = len(regrouped)
         out = host_empty(n, np.int64)
-        K.combine_ids(_ro(_ids(words)), _ro(_ids(gid_c)), k, K.nchunks_for(n), out)
+        run_rows(K.combine_ids, n, _ro(_ids(words)), _ro(_ids(gid_c)), k, out)
         words, card = out, card * k
     if words is None:
         return codes, first
@@ -192,7 +192,7 @@ def _column_kernel_ids(keys: Any, kmode: int, valid: np.ndarray, offs: Any, char
     lfirst = host_empty(n, np.int64)
     lcount = np.zeros(nch, np.int64)
     args = (keys, kmode, valid, offs, chars, _NO_PREV if prev is None else prev, n, nch)
-    if K.column_local_groups(*args, _LOCAL_GROUPS, gid, lfirst, lcount):
+    if any(run_threads(K.column_local_groups, nch, *args, _LOCAL_GROUPS, gid, lfirst, lcount)):
         return None
     if nch == 1:
         ngroups = int(lcount[0])
@@ -202,7 +202,7 @@ def _column_kernel_ids(keys: Any, kmode: int, valid: np.ndarray, offs: Any, char
     ngroups = int(K.column_merge_groups(*args, lfirst, lcount, gmap, first))
     if ngroups == n:
         return _every_row_a_group(n)
-    K.global_ids(nch, lcount, gmap, gid, 4 * numba.get_num_threads())
+    _renumber(K, n, nch, lcount, gmap, gid)
     return gid, first[:ngroups]
 
 
@@ -234,18 +234,57 @@ def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], chunk_tab
     if heads_only:
         return None, _heads(B)
     rep = host_empty(n, np.int64)
-    K.group_first(B.starts, nparts, B.toffs, B.tables, B.nxt, B.orig, rep, np.zeros(nparts, np.int64))
+    run_threads(K.group_first, nparts, B.starts, nparts, B.toffs, B.tables, B.nxt, B.orig, rep,
+                np.zeros(nparts, np.int64))
     gid = host_empty(n, _id_dtype(n))
     first = host_empty(n, np.int64)
-    ngroups = int(K.dense_ids(_ro(rep), K.nchunks_for(n), gid, first))
+    ngroups = _dense_ids(K, _ro(rep), gid, first)
     return gid, first[:ngroups]
+
+
+def _dense_ids(K: Any, rep: np.ndarray, gid: np.ndarray, first: np.ndarray) -> int:
+    """Dense group ids in the order of the groups' first rows, from ``rep`` (every row's group's
+    first row): ``first[g]`` group ``g``'s first row (ascending), ``gid[row] = g``; returns the
+    number of groups (:func:`~gpuframe.kernels.group_cpu.dense_heads`, ``dense_first``,
+    ``dense_rest``)."""
+    n = len(rep)
+    nch = K.nchunks_for(n)
+    cnt = np.zeros(nch + 1, np.int64)
+    run_threads(K.dense_heads, nch, rep, nch, cnt)
+    np.cumsum(cnt, out=cnt)
+    run_threads(K.dense_first, nch, rep, nch, cnt, gid, first)
+    run_rows(K.dense_rest, n, rep, gid)
+    return int(cnt[nch])
+
+
+def _renumber(K: Any, n: int, nch: int, lcount: np.ndarray, gmap: np.ndarray, gid: np.ndarray) -> None:
+    """Each chunk's own group ids in ``gid`` (``nch`` chunks of rows) become the merged groups
+    ``gmap[chunk start + id]``, in place. A chunk whose groups keep their numbers (the first
+    chunk's always do: its groups are the first ones) is left as it is; the other chunks' rows go
+    in a few pieces per thread (:func:`~gpuframe.kernels.group_cpu.renumber`: with two chunks on
+    two threads, the second chunk's rows alone took as long as both)."""
+    step = -(-n // nch)
+    moved = []
+    for c in range(nch):
+        k = int(lcount[c])
+        if k and (gmap[c * step:c * step + k] != np.arange(k)).any():
+            moved.append(c)
+    if not moved:
+        return
+    todo = sum(min(n, c * step + step) - c * step for c in moved)
+    span = max(4096, -(-todo // (4 * numba.get_num_threads())))
+    pieces = [(a, min(n, c * step + step, a + span), c * step) for c in moved
+              for a in range(c * step, min(n, c * step + step), span)]
+    lo, hi, at = (np.array(col, np.int64) for col in zip(*pieces))
+    run_threads(K.renumber, len(pieces), gmap, gid, lo, hi, at)
 
 
 def _heads(B: Any, flags: np.ndarray = _E8, want: int = 1) -> np.ndarray:
     """The first rows (ascending int64) of the groups of the partitioned tables ``B`` (with
     ``flags``: those whose head has ``flags[pos] == want``)."""
     keep = np.zeros(len(B.keys), np.uint8)
-    _kernels().head_rows(B.starts, len(B.starts) - 2, B.nxt, B.orig, flags, want, keep)
+    run_threads(_kernels().head_rows, len(B.starts) - 2, B.starts, len(B.starts) - 2, B.nxt, B.orig, flags, want,
+                keep)
     return flagged_rows(keep)
 
 
@@ -377,7 +416,7 @@ def _local_group_ids(sk: Any, n: int) -> Any:
     lfirst = host_empty(n, np.int64)
     lcount = np.zeros(nch, np.int64)
     args = (sk.keys, sk.kmode, sk.verify, sk.words, sk.starts, sk.ends, sk.chars)
-    if K.local_groups(*args, nch, _LOCAL_GROUPS, gid, lfirst, lcount):
+    if any(run_threads(K.local_groups, nch, *args, nch, _LOCAL_GROUPS, gid, lfirst, lcount)):
         return None
     if nch == 1:
         ngroups = int(lcount[0])
@@ -387,7 +426,7 @@ def _local_group_ids(sk: Any, n: int) -> Any:
     ngroups = int(K.merge_groups(*args, nch, lfirst, lcount, gmap, first))
     if ngroups == n:
         return _every_row_a_group(n)
-    K.global_ids(nch, lcount, gmap, gid, 4 * numba.get_num_threads())
+    _renumber(K, n, nch, lcount, gmap, gid)
     return gid, first[:ngroups]
 
 
@@ -428,7 +467,7 @@ class DenseGroups:
         K = _kernels()
         n = int(self.groups[0, K.DENSE_ROWS])
         out = host_empty(n, np.int64)
-        K.row_groups(self.groups, K.nchunks_for(n), out)
+        run_rows(K.row_groups, n, self.groups, out)
         return out
 
 
@@ -579,57 +618,105 @@ def group_reduce(gid: Any, ngroups: int, column: Column, op: str, name: str = "<
     gid, n = _groups_of(gid)
     nch = K.nchunks_for(n)
     valid = _valid(column)
-    if op == "size":
-        out = np.empty(ngroups, np.int64)
-        K.count_rows(gid, ngroups, np.zeros(0, np.uint8), nch, out)
-        return Column.from_numpy(out, pa.int64())
-    if op == "count":
-        out = np.empty(ngroups, np.int64)
-        K.count_rows(gid, ngroups, valid, nch, out)
-        return Column.from_numpy(out, pa.int64())
+    if op in ("size", "count"):
+        acc = _chunk_acc(nch, ngroups, np.int64)
+        run_threads(K.count_rows, nch, gid, ngroups, _E8 if op == "size" else valid, acc)
+        return Column.from_numpy(_sum_chunks(K, acc, ngroups), pa.int64())
     if op in ("first", "last"):
         return _gather(column, _first_last(K, gid, ngroups, valid, nch, op == "last", 0))
     if op in ("min", "max"):
-        rows = np.empty(ngroups, np.int64)
-        if column.layout == Layout.STRING:
-            K.arg_extreme_string(gid, ngroups, column.offsets_view(), column.chars(), valid, nch, op == "max", rows)
-        elif column.layout == Layout.DICTIONARY:
+        if column.layout == Layout.DICTIONARY:
             return group_reduce(gid, ngroups, _decoded(column), op, name)
+        rows = np.empty(ngroups, np.int64)
+        best = _chunk_acc(nch, ngroups, np.int64)
+        if column.layout == Layout.STRING:
+            offs, chars = column.offsets_view(), column.chars()
+            run_threads(K.arg_extreme_string, nch, gid, ngroups, offs, chars, valid, op == "max", best)
+            run_rows(K.arg_extreme_string_merge, ngroups, best, offs, chars, op == "max", rows)
         else:
             vals, _ = _ordered_words(column, name, op)
-            K.arg_extreme(gid, ngroups, vals, valid, nch, op == "max", ngroups > _KEPT_VALUES_GROUPS, rows)
+            kept = ngroups > _KEPT_VALUES_GROUPS    # each chunk's best values kept beside their rows
+            bestv = _chunk_acc(nch, ngroups, vals.dtype) if kept else np.empty((nch, 0), vals.dtype)
+            run_threads(K.arg_extreme, nch, gid, ngroups, vals, valid, op == "max", best, bestv)
+            run_rows(K.arg_extreme_merge, ngroups, best, vals, op == "max", rows)
         return _gather(column, rows)
     vals = _numeric(column, op, name)
     counts = np.empty(ngroups, np.int64)
     if op == "sum":
         if vals.dtype == np.int64:
             out = np.empty(ngroups, np.int64)
-            if K.sum_int(gid, ngroups, vals, valid, nch, out, counts):
+            acc = _chunk_acc(nch, ngroups, np.int64, 2)
+            over = run_threads(K.sum_int, nch, gid, ngroups, vals, valid, acc)
+            if any(run_rows(K.sum_int_merge, ngroups, acc, out, counts)) or any(over):
                 _overflow(name, op)
             return _sum_column(out, counts)
         outf = np.empty(ngroups, np.float64)
-        K.sum_float(gid, ngroups, vals, valid, nch, outf, counts)
+        _sum_float(K, gid, ngroups, vals, valid, nch, outf, counts)
         return _sum_column(outf, counts)
     # vals are int64 or float64: the kernels below convert each value to float64 as they read it
     if op == "median":
-        gstart = np.empty(ngroups + 1, np.int64)
-        gvals = host_empty(n, np.float64)
-        K.group_values(gid, ngroups, nch, valid, vals, gstart, gvals)
+        gstart, gvals = _group_values(K, gid, ngroups, nch, valid, vals)
         out = np.empty(ngroups, np.float64)
         has = np.empty(ngroups, np.uint8)
-        K.median_float(gstart, gvals, out, has)
+        # a group's values at a time (quickselect): small blocks keep the threads' shares even
+        run_rows(K.median_float, ngroups, gstart, gvals, out, has, block=256)
         return _float_column(out, has != 0)
     sums = np.empty(ngroups, np.float64)
-    K.sum_float(gid, ngroups, vals, valid, nch, sums, counts)
+    _sum_float(K, gid, ngroups, vals, valid, nch, sums, counts)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / counts
     if op == "mean":
         return _float_column(mean, counts > 0)
     if op in ("var", "std"):
-        m2 = np.empty(ngroups, np.float64)
-        K.sq_dev(gid, ngroups, vals, valid, mean, nch, m2)
-        return _spread_column(op, m2, counts)
+        return _spread_column(op, _sq_dev(K, gid, ngroups, vals, valid, mean, nch), counts)
     raise ValueError(f"unknown aggregation {op!r}")
+
+
+def _chunk_acc(nchunks: int, ngroups: int, dtype: Any, fields: int = 0) -> np.ndarray:
+    """Accumulators of the chunked reductions (``gpuframe.kernels.group_cpu``): a row of
+    ``ngroups + STRIDE_PAD`` for each chunk of rows (``fields`` side by side a group where not 0),
+    uninitialised: each chunk's thread zeroes (and first touches) its own row."""
+    shape = (nchunks, ngroups + _kernels().STRIDE_PAD) + ((fields,) if fields else ())
+    return host_empty(int(np.prod(shape)), dtype).reshape(shape)
+
+
+def _sum_chunks(K: Any, acc: np.ndarray, ngroups: int) -> np.ndarray:
+    out = np.empty(ngroups, acc.dtype)
+    run_rows(K.sum_chunks, ngroups, acc, out)
+    return out
+
+
+def _sum_float(K: Any, gid: Any, ngroups: int, vals: np.ndarray, valid: np.ndarray, nch: int,
+               out: np.ndarray, counts: np.ndarray) -> None:
+    acc = _chunk_acc(nch, ngroups, np.float64, 2)
+    run_threads(K.sum_float, nch, gid, ngroups, vals, valid, acc)
+    run_rows(K.sum_float_merge, ngroups, acc, out, counts)
+
+
+def _sq_dev(K: Any, gid: Any, ngroups: int, vals: np.ndarray, valid: np.ndarray, mean: np.ndarray,
+            nch: int) -> np.ndarray:
+    """Each group's sum of squared deviations from its ``mean`` (the variance's second pass)."""
+    acc = _chunk_acc(nch, ngroups, np.float64)
+    run_threads(K.sq_dev, nch, gid, ngroups, vals, valid, mean, acc)
+    return _sum_chunks(K, acc, ngroups)
+
+
+def _group_values(K: Any, gid: Any, ngroups: int, nch: int, valid: np.ndarray, vals: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(gstart, gvals)``: the non-null values laid out by group (a stable counting sort), group
+    ``g``'s values ``gvals[gstart[g]:gstart[g + 1]]`` in input order."""
+    hist = _chunk_acc(nch, ngroups, np.int64)
+    run_threads(K.group_hist, nch, gid, ngroups, valid, hist)
+    counts = hist[:, :ngroups].T.ravel()          # group-major, then chunk
+    ends = np.cumsum(counts)
+    starts = (ends - counts).reshape(ngroups, nch)
+    hist[:, :ngroups] = starts.T
+    gstart = np.empty(ngroups + 1, np.int64)
+    gstart[:ngroups] = starts[:, 0] if ngroups else 0
+    gstart[ngroups] = ends[-1] if len(ends) else 0
+    gvals = host_empty(int(gstart[ngroups]), np.float64)
+    run_threads(K.group_values, nch, gid, valid, vals, hist, gvals)
+    return gstart, gvals
 
 
 def _sum_column(total: np.ndarray, counts: np.ndarray) -> Column:
@@ -701,10 +788,8 @@ def group_reduce_many(gid: Any, ngroups: int, specs: Sequence[tuple[Column, str,
             out.append(_float_column(mean, cnt > 0))
             continue
         if name not in m2_of:
-            m2 = np.empty(ngroups, np.float64)
             vals, valid = plan.inputs(col, op, name)
-            K.sq_dev(gid, ngroups, vals, valid, mean, K.nchunks_for(n), m2)
-            m2_of[name] = m2
+            m2_of[name] = _sq_dev(K, gid, ngroups, vals, valid, mean, K.nchunks_for(n))
         out.append(_spread_column(op, m2_of[name], cnt))
     return out
 

@@ -28,7 +28,7 @@ def flagged_rows(flags: np.ndarray) -> np.ndarray:
     run_threads(K.count_flags, nch, flags, nch, cnt)
     np.cumsum(cnt, out=cnt)
     rows = host_empty(int(cnt[nch]), np.int64)
-    K.flagged_rows(flags, nch, cnt, rows)
+    run_threads(K.flagged_rows, nch, flags, nch, cnt, rows)
     return rows
 
 
@@ -86,7 +86,7 @@ def concat_arrays(parts: Sequence[np.ndarray], dtype: Any) -> np.ndarray:
             dst.append(at + off)
             size.append(min(COPY_BLOCK_BYTES, n - off))
         at += n
-    GK.copy_blocks(np.array(src, np.int64), np.array(dst, np.int64), np.array(size, np.int64))
+    run_threads(GK.copy_blocks, len(src), np.array(src, np.int64), np.array(dst, np.int64), np.array(size, np.int64))
     return out
 
 
