@@ -39,10 +39,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import prange
 from numba.extending import register_jitable
 
-from .cpu_intrinsics import LINE_BYTES, address, copy_bytes, copy_short, store_fence, stream_line  # noqa: F401
+from .cpu_intrinsics import (LINE_BYTES, address, claim_one, copy_bytes, copy_short, row_block,  # noqa: F401
+                             store_fence, stream_line)
 from .hashing import bit_is_set, hash_fixed, null_hash, partition_of  # noqa: F401  (re-exported)
 from .jit_cache import njit
 from .kernel_set import KernelSet
@@ -56,26 +56,41 @@ SHARED_HIST_MAX = 1024
 cuda = None
 
 # --------------------------------------------------------------------------- CPU kernels
-@njit(parallel=True, cache=True)
-def pids_from_fixed(values, kind, validity, vbit, seed, nparts, pids):
+# Threaded kernels (``gpuframe.backends.cpu._target.run_threads``, ``run_rows`` for the per-row
+# ones): each claims blocks of rows, or chunks, through ``cursor``, its last argument. As numba
+# ``prange`` loops they compiled 1-3 s longer for each signature (``pids_from_fixed`` has one
+# per key type).
+_OPTS = dict(cache=True, nogil=True)
+_NO_NRT = dict(_OPTS, _nrt=False)    # kernels that allocate nothing (see cpu_intrinsics.claim_one)
+
+
+@njit(**_NO_NRT)
+def pids_from_fixed(values, kind, validity, vbit, seed, nparts, pids, cursor):
     """Partition ids of a single fixed-width key column, hash fused in (no hash array)."""
     n = values.shape[0]
     nh = partition_of(null_hash(seed), nparts)
-    if validity.shape[0] > 0:
-        for i in prange(n):
-            if bit_is_set(validity, vbit + i) == 0:
-                pids[i] = nh
-            else:
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        if validity.shape[0] > 0:
+            for i in range(lo, hi):
+                if bit_is_set(validity, vbit + i) == 0:
+                    pids[i] = nh
+                else:
+                    pids[i] = partition_of(hash_fixed(values[i], kind, seed), nparts)
+        else:
+            for i in range(lo, hi):
                 pids[i] = partition_of(hash_fixed(values[i], kind, seed), nparts)
-    else:
-        for i in prange(n):
-            pids[i] = partition_of(hash_fixed(values[i], kind, seed), nparts)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def pids_from_hashes(hashes, nparts, pids):
-    for i in prange(hashes.shape[0]):
-        pids[i] = partition_of(hashes[i], nparts)
+@njit(**_NO_NRT)
+def pids_from_hashes(hashes, nparts, pids, cursor):
+    n = hashes.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            pids[i] = partition_of(hashes[i], nparts)
+        lo, hi = row_block(cursor, n)
 
 
 U0 = np.uint64(0)
@@ -114,44 +129,51 @@ def heavy_pid(h, code, nparts):
     return p if code == U0 else np.uint64(nparts) - U1 + code
 
 
-@njit(parallel=True, cache=True)
-def pids_from_hashes_heavy(hashes, nparts, heavy, codes, pids):
+@njit(**_NO_NRT)
+def pids_from_hashes_heavy(hashes, nparts, heavy, codes, pids, cursor):
     """:func:`pids_from_hashes`, except that a row whose hash is ``heavy[j]`` (sorted) gets
     ``nparts - 1 + codes[j]``: the skewed-merge split of ``gpuframe._skew`` in the id pass."""
-    if heavy.shape[0] <= HEAVY_SCAN:
-        for i in prange(hashes.shape[0]):
-            h = hashes[i]
-            pids[i] = heavy_pid(h, heavy_code_scan(h, heavy, codes), nparts)
-    else:
-        for i in prange(hashes.shape[0]):
-            h = hashes[i]
-            pids[i] = heavy_pid(h, heavy_code_search(h, heavy, codes), nparts)
+    n = hashes.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        if heavy.shape[0] <= HEAVY_SCAN:
+            for i in range(lo, hi):
+                h = hashes[i]
+                pids[i] = heavy_pid(h, heavy_code_scan(h, heavy, codes), nparts)
+        else:
+            for i in range(lo, hi):
+                h = hashes[i]
+                pids[i] = heavy_pid(h, heavy_code_search(h, heavy, codes), nparts)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, cache=True)
-def pids_from_fixed_heavy(values, kind, validity, vbit, seed, nparts, heavy, codes, pids):
+@njit(**_NO_NRT)
+def pids_from_fixed_heavy(values, kind, validity, vbit, seed, nparts, heavy, codes, pids, cursor):
     """:func:`pids_from_fixed` with the heavy hashes' own partitions (as
     :func:`pids_from_hashes_heavy`)."""
     n = values.shape[0]
     nh = null_hash(seed)
     nh_pid = heavy_pid(nh, heavy_code_search(nh, heavy, codes), nparts)
     scan = heavy.shape[0] <= HEAVY_SCAN
-    if validity.shape[0] > 0:
-        for i in prange(n):
-            if bit_is_set(validity, vbit + i) == 0:
-                pids[i] = nh_pid
-            else:
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        if validity.shape[0] > 0:
+            for i in range(lo, hi):
+                if bit_is_set(validity, vbit + i) == 0:
+                    pids[i] = nh_pid
+                else:
+                    h = hash_fixed(values[i], kind, seed)
+                    code = heavy_code_scan(h, heavy, codes) if scan else heavy_code_search(h, heavy, codes)
+                    pids[i] = heavy_pid(h, code, nparts)
+        elif scan:
+            for i in range(lo, hi):
                 h = hash_fixed(values[i], kind, seed)
-                code = heavy_code_scan(h, heavy, codes) if scan else heavy_code_search(h, heavy, codes)
-                pids[i] = heavy_pid(h, code, nparts)
-    elif scan:
-        for i in prange(n):
-            h = hash_fixed(values[i], kind, seed)
-            pids[i] = heavy_pid(h, heavy_code_scan(h, heavy, codes), nparts)
-    else:
-        for i in prange(n):
-            h = hash_fixed(values[i], kind, seed)
-            pids[i] = heavy_pid(h, heavy_code_search(h, heavy, codes), nparts)
+                pids[i] = heavy_pid(h, heavy_code_scan(h, heavy, codes), nparts)
+        else:
+            for i in range(lo, hi):
+                h = hash_fixed(values[i], kind, seed)
+                pids[i] = heavy_pid(h, heavy_code_search(h, heavy, codes), nparts)
+        lo, hi = row_block(cursor, n)
 
 
 # Unsigned indices and cursors: numba then emits no negative-index wraparound code, which halves
@@ -174,12 +196,14 @@ def bit_u(bits, pos):
     return np.uint8((np.uint64(bits[pos >> U3]) >> (pos & U7)) & U1)
 
 
-@njit(parallel=True, cache=True)
-def histogram(pids, nparts, nchunks):
-    """Rows per partition in each of ``nchunks`` contiguous chunks: ``hist[chunk, partition]``."""
+@njit(**_OPTS)
+def histogram(pids, hist, cursor):
+    """Rows per partition in each of ``hist.shape[0]`` contiguous chunks of the rows:
+    ``hist[chunk, partition]``, for the chunks it claims."""
     n = pids.shape[0]
-    hist = np.zeros((nchunks, nparts), np.int64)
-    for c in prange(nchunks):
+    nchunks, nparts = hist.shape
+    c = claim_one(cursor)
+    while c < nchunks:
         lo, hi = chunk_bounds(n, c, nchunks)
         # four interleaved counters break the store-to-load chain on repeated ids
         h0 = np.zeros(nparts, np.int64)
@@ -198,17 +222,18 @@ def histogram(pids, nparts, nchunks):
             i += U1
         for p in range(nparts):
             hist[c, p] = h0[p] + h1[p] + h2[p] + h3[p]
-    return hist
+        c = claim_one(cursor)
 
 
 # In the scatter kernels ``cursors[chunk, p]`` (uint64) is the output row of chunk ``chunk``'s first
 # row of partition ``p``: the chunks write disjoint ranges, and each keeps its input order.
-@njit(parallel=True, cache=True)
-def scatter_fixed(values, pids, cursors, out):
+@njit(**_OPTS)
+def scatter_fixed(values, pids, cursors, out, cursor):
     """``out[cursor] = values[i]``: one fixed-width column in partition order (stable)."""
     n = values.shape[0]
     nchunks = cursors.shape[0]
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         lo, hi = chunk_bounds(n, c, nchunks)
         cur = cursors[c].copy()
         for i in range(lo, hi):
@@ -216,14 +241,16 @@ def scatter_fixed(values, pids, cursors, out):
             k = cur[p]
             out[k] = values[i]
             cur[p] = k + U1
+        c = claim_one(cursor)
 
 
-@njit(parallel=True, cache=True)
-def scatter_fixed2(values_a, values_b, pids, cursors, out_a, out_b):
+@njit(**_OPTS)
+def scatter_fixed2(values_a, values_b, pids, cursors, out_a, out_b, cursor):
     """:func:`scatter_fixed` of two columns of one width in one pass over the ids."""
     n = values_a.shape[0]
     nchunks = cursors.shape[0]
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         lo, hi = chunk_bounds(n, c, nchunks)
         cur = cursors[c].copy()
         for i in range(lo, hi):
@@ -232,6 +259,7 @@ def scatter_fixed2(values_a, values_b, pids, cursors, out_a, out_b):
             out_a[k] = values_a[i]
             out_b[k] = values_b[i]
             cur[p] = k + U1
+        c = claim_one(cursor)
 
 
 # Write-combining scatter (CPU). Each chunk keeps, per partition, a 64-byte line of values in a
@@ -242,8 +270,8 @@ def scatter_fixed2(values_a, values_b, pids, cursors, out_a, out_b):
 STREAM_MAX_PARTITIONS = 1024
 
 
-@njit(parallel=True, cache=True)
-def scatter_fixed2_stream(values_a, values_b, pids, cursors, out_a, out_b, bufs):
+@njit(**_OPTS)
+def scatter_fixed2_stream(values_a, values_b, pids, cursors, out_a, out_b, bufs, cursor):
     """:func:`scatter_fixed2` with write-combining buffers and streaming stores.
 
     ``out_a``/``out_b``: 64-byte aligned, one element width ``w``; ``bufs``:
@@ -254,7 +282,8 @@ def scatter_fixed2_stream(values_a, values_b, pids, cursors, out_a, out_b, bufs)
     nparts = cursors.shape[1]
     per_line = np.uint64(LINE_BYTES // out_a.itemsize)
     mask = per_line - U1
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         lo, hi = chunk_bounds(n, c, nchunks)
         start = cursors[c].copy()
         cur = cursors[c].copy()
@@ -287,10 +316,11 @@ def scatter_fixed2_stream(values_a, values_b, pids, cursors, out_a, out_b, bufs)
                 out_a[j] = buf_a[base + (j & mask)]
                 out_b[j] = buf_b[base + (j & mask)]
         store_fence()
+        c = claim_one(cursor)
 
 
-@njit(parallel=True, cache=True)
-def scatter_fixed_stream(values, pids, cursors, out, bufs):
+@njit(**_OPTS)
+def scatter_fixed_stream(values, pids, cursors, out, bufs, cursor):
     """:func:`scatter_fixed` with write-combining buffers and streaming stores (see
     :func:`scatter_fixed2_stream`; ``bufs``: ``(nchunks, 1, nparts * 64 / w)``)."""
     n = values.shape[0]
@@ -298,7 +328,8 @@ def scatter_fixed_stream(values, pids, cursors, out, bufs):
     nparts = cursors.shape[1]
     per_line = np.uint64(LINE_BYTES // out.itemsize)
     mask = per_line - U1
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         lo, hi = chunk_bounds(n, c, nchunks)
         start = cursors[c].copy()
         cur = cursors[c].copy()
@@ -326,17 +357,19 @@ def scatter_fixed_stream(values, pids, cursors, out, bufs):
             for j in range(first, k):
                 out[j] = buf[base + (j & mask)]
         store_fence()
+        c = claim_one(cursor)
 
 
-@njit(parallel=True, cache=True)
-def scatter_bits(bits, bit_off, pids, cursors, out_bytes):
+@njit(**_OPTS)
+def scatter_bits(bits, bit_off, pids, cursors, out_bytes, cursor):
     """A bitmap (validity or bool data) in partition order, one uint8 0/1 per output row (bits
     cannot be scattered from several threads: neighbouring rows share a byte); pack it with
     :func:`pack_bytes`."""
     n = pids.shape[0]
     nchunks = cursors.shape[0]
     off = np.uint64(bit_off)
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         lo, hi = chunk_bounds(n, c, nchunks)
         cur = cursors[c].copy()
         for i in range(lo, hi):
@@ -344,34 +377,42 @@ def scatter_bits(bits, bit_off, pids, cursors, out_bytes):
             k = cur[p]
             out_bytes[k] = bit_u(bits, off + i)
             cur[p] = k + U1
+        c = claim_one(cursor)
 
 
-@njit(parallel=True, cache=True)
-def pack_bytes(values, out):
-    """Pack 0/1 bytes into an LSB-first bitmap of ``ceil(n / 8)`` bytes; returns the number of 1s."""
+@njit(**_NO_NRT)
+def pack_bytes(values, out, cursor):
+    """Pack 0/1 bytes into an LSB-first bitmap of ``ceil(n / 8)`` bytes (``run_rows`` over the
+    output bytes); returns the number of 1s in the blocks it claimed."""
     n = values.shape[0]
+    nb = out.shape[0]
     ones = 0
-    for b in prange(out.shape[0]):
-        base = b * 8
-        byte = 0
-        for k in range(min(8, n - base)):
-            byte |= np.int64(values[base + k]) << k
-        out[b] = byte
-        ones += (byte & 1) + ((byte >> 1) & 1) + ((byte >> 2) & 1) + ((byte >> 3) & 1) \
-            + ((byte >> 4) & 1) + ((byte >> 5) & 1) + ((byte >> 6) & 1) + ((byte >> 7) & 1)
+    lo, hi = row_block(cursor, nb)
+    while lo < nb:
+        for b in range(lo, hi):
+            base = b * 8
+            byte = 0
+            for k in range(min(8, n - base)):
+                byte |= np.int64(values[base + k]) << k
+            out[b] = byte
+            ones += (byte & 1) + ((byte >> 1) & 1) + ((byte >> 2) & 1) + ((byte >> 3) & 1) \
+                + ((byte >> 4) & 1) + ((byte >> 5) & 1) + ((byte >> 6) & 1) + ((byte >> 7) & 1)
+        lo, hi = row_block(cursor, nb)
     return ones
 
 
-@njit(parallel=True, cache=True)
-def scatter_string_lengths(offsets, pids, cursors, out_offsets):
+@njit(**_OPTS)
+def scatter_string_lengths(offsets, pids, cursors, out_offsets, cursor):
     """``out_offsets[k + 1] = len(string i)`` for input row ``i`` going to output row ``k`` (and
-    ``out_offsets[0] = 0``); returns the total number of bytes. An inclusive scan of
+    ``out_offsets[0] = 0``); returns the total number of bytes of the chunks it claimed (the
+    caller adds the threads' totals up). An inclusive scan of
     ``out_offsets`` then gives the partitioned column's offsets."""
     n = pids.shape[0]
     nchunks = cursors.shape[0]
     total = 0
     out_offsets[0] = 0
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         lo, hi = chunk_bounds(n, c, nchunks)
         cur = cursors[c].copy()
         part = 0
@@ -383,18 +424,20 @@ def scatter_string_lengths(offsets, pids, cursors, out_offsets):
             cur[p] = k + U1
             part += ln
         total += part
+        c = claim_one(cursor)
     return total
 
 
-@njit(parallel=True, cache=True)
-def scatter_string_chars(offsets, chars, pids, cursors, out_offsets, out_chars):
+@njit(**_OPTS)
+def scatter_string_chars(offsets, chars, pids, cursors, out_offsets, out_chars, cursor):
     """Copy each input string to its output row's place (sequential reads, one write stream per
     partition)."""
     n = pids.shape[0]
     nchunks = cursors.shape[0]
     src = address(chars)
     out = address(out_chars)
-    for c in prange(nchunks):
+    c = claim_one(cursor)
+    while c < nchunks:
         lo, hi = chunk_bounds(n, c, nchunks)
         cur = cursors[c].copy()
         for i in range(lo, hi):
@@ -403,6 +446,7 @@ def scatter_string_chars(offsets, chars, pids, cursors, out_offsets, out_chars):
             cur[p] = k + U1
             dst = np.int64(out_offsets[k])
             copy_short(out + dst, src + np.int64(offsets[i]), np.int64(out_offsets[k + U1]) - dst)
+        c = claim_one(cursor)
 
 
 # --------------------------------------------------------------------------- CUDA kernels

@@ -220,10 +220,12 @@ def _stay_loads(samples: list[tuple[int, int, np.ndarray, np.ndarray]], stay: np
 def _roles(hashes: Any, heavy: np.ndarray, codes: np.ndarray) -> Any:
     """Each row's role code (0 light), on the hashes' device."""
     if memory.is_host_array(hashes):
+        from .backends.cpu._target import run_rows
         from .kernels import partition as PK
 
         out = np.empty(len(hashes), np.int8)   # one light partition: its id is 0, the others the codes
-        PK.pids_from_hashes_heavy(np.ascontiguousarray(hashes, dtype=np.uint64), 1, heavy, codes, out)
+        run_rows(PK.pids_from_hashes_heavy, len(out), np.ascontiguousarray(hashes, dtype=np.uint64), 1, heavy, codes,
+                 out)
         return out
     if type(hashes).__module__.split(".")[0] == "cupy":
         import cupy

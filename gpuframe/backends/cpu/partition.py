@@ -22,7 +22,7 @@ from ...core.dtypes import Layout, offsets_dtype, physical_numpy_dtype
 from ...core.hostalloc import host_empty
 from ...core.table import Table
 from .._common import _bitmap_bytes, _check_string_size, _hash_view, _pid_dtype, _validity_args, _word_view, hash_columns
-from ._target import _EMPTY_U8, ALIGN, CPU_TARGET, PARALLEL_MIN_ROWS, _cpu_threads, aligned_empty
+from ._target import _EMPTY_U8, ALIGN, CPU_TARGET, PARALLEL_MIN_ROWS, _cpu_threads, aligned_empty, run_rows, run_threads
 
 __all__ = ["hash_partition", "hash_partition_heavy", "partition_ids"]
 
@@ -37,9 +37,10 @@ def _cpu_pids(key_columns: Sequence[Column], num_partitions: int, seed: np.uint6
         # the common case: hash fused into the id pass, no uint64 hash array
         values, kind = _hash_view(col)
         validity, has_valid, vbit = _validity_args(CPU_TARGET, col)
-        PK.pids_from_fixed(values, kind, validity if has_valid else _EMPTY_U8, vbit, seed, num_partitions, pids)
+        run_rows(PK.pids_from_fixed, n, values, kind, validity if has_valid else _EMPTY_U8, vbit, seed,
+                 num_partitions, pids)
     else:
-        PK.pids_from_hashes(hash_columns(CPU_TARGET, key_columns, seed), num_partitions, pids)
+        run_rows(PK.pids_from_hashes, n, hash_columns(CPU_TARGET, key_columns, seed), num_partitions, pids)
     return pids
 
 
@@ -99,24 +100,27 @@ def hash_partition_heavy(table: Table, key_columns: Sequence[Column], num_partit
         if table.num_rows and len(key_columns) == 1 and col.layout == Layout.FIXED:
             values, kind = _hash_view(col)
             validity, has_valid, vbit = _validity_args(CPU_TARGET, col)
-            PK.pids_from_fixed_heavy(values, kind, validity if has_valid else _EMPTY_U8, vbit, seed, num_partitions,
-                                     heavy, codes, pids)
+            run_rows(PK.pids_from_fixed_heavy, table.num_rows, values, kind, validity if has_valid else _EMPTY_U8,
+                     vbit, seed, num_partitions, heavy, codes, pids)
         elif table.num_rows:
-            PK.pids_from_hashes_heavy(hash_columns(CPU_TARGET, key_columns, seed), num_partitions, heavy, codes, pids)
+            run_rows(PK.pids_from_hashes_heavy, table.num_rows, hash_columns(CPU_TARGET, key_columns, seed),
+                     num_partitions, heavy, codes, pids)
         return _scatter(table, pids, nparts)
 
 
 def _scatter(table: Table, pids: np.ndarray, num_partitions: int) -> tuple[Table, np.ndarray]:
     """``table``'s rows in partition order (``pids[i]`` is row ``i``'s), stable, and the offsets."""
     n = table.num_rows
-    hist = PK.histogram(pids, num_partitions, _chunks_for(n))
+    nchunks = _chunks_for(n)
+    hist = np.empty((nchunks, num_partitions), np.int64)
+    run_threads(PK.histogram, nchunks, pids, hist)
     offsets, cursors = _cursors(hist)
 
     def scatter_bitmap(bits: np.ndarray, bit_off: int) -> tuple[np.ndarray, int]:
         flags = host_empty(n, np.uint8)
-        PK.scatter_bits(bits, bit_off, pids, cursors, flags)
+        run_threads(PK.scatter_bits, nchunks, bits, bit_off, pids, cursors, flags)
         packed = host_empty(_bitmap_bytes(n), np.uint8)
-        return packed, int(PK.pack_bytes(flags, packed))
+        return packed, sum(run_rows(PK.pack_bytes, len(packed), flags, packed))
 
     def validity_of(col: Column) -> tuple[Optional[Buffer], int]:
         if col.validity is None:
@@ -136,11 +140,11 @@ def _scatter(table: Table, pids: np.ndarray, num_partitions: int) -> tuple[Table
             src_offs = col.offsets_view()
             odt = offsets_dtype(col.dtype)
             offs = host_empty(n + 1, odt)
-            total = int(PK.scatter_string_lengths(src_offs, pids, cursors, offs))
+            total = sum(run_threads(PK.scatter_string_lengths, nchunks, src_offs, pids, cursors, offs))
             _check_string_size(total, odt == np.int64)
             GK.inclusive_scan_inplace(offs)
             chars = host_empty(total, np.uint8)
-            PK.scatter_string_chars(src_offs, col.chars(), pids, cursors, offs, chars)
+            run_threads(PK.scatter_string_chars, nchunks, src_offs, col.chars(), pids, cursors, offs, chars)
             validity, nulls = validity_of(col)
             out[name] = Column(col.dtype, n, Buffer(chars, CPU), validity, Buffer(offs, CPU), None, 0, nulls)
         else:  # BOOL
@@ -148,7 +152,6 @@ def _scatter(table: Table, pids: np.ndarray, num_partitions: int) -> tuple[Table
             validity, nulls = validity_of(col)
             out[name] = Column(col.dtype, n, Buffer(data, CPU), validity, None, None, 0, nulls)
     moved: dict[str, Any] = {}
-    nchunks = cursors.shape[0]
     for width, cols in fixed.items():
         outs = {name: host_empty(n, width) for name, _ in cols}
         moved.update(outs)
@@ -159,15 +162,15 @@ def _scatter(table: Table, pids: np.ndarray, num_partitions: int) -> tuple[Table
         for i in range(0, len(cols) - 1, 2):  # two columns per pass over the ids
             (na, va), (nb, vb) = cols[i], cols[i + 1]
             if stream:
-                PK.scatter_fixed2_stream(va, vb, pids, cursors, outs[na], outs[nb], bufs)
+                run_threads(PK.scatter_fixed2_stream, nchunks, va, vb, pids, cursors, outs[na], outs[nb], bufs)
             else:
-                PK.scatter_fixed2(va, vb, pids, cursors, outs[na], outs[nb])
+                run_threads(PK.scatter_fixed2, nchunks, va, vb, pids, cursors, outs[na], outs[nb])
         if len(cols) % 2:
             na, va = cols[-1]
             if stream:
-                PK.scatter_fixed_stream(va, pids, cursors, outs[na], bufs[:, :1])
+                run_threads(PK.scatter_fixed_stream, nchunks, va, pids, cursors, outs[na], bufs[:, :1])
             else:
-                PK.scatter_fixed(va, pids, cursors, outs[na])
+                run_threads(PK.scatter_fixed, nchunks, va, pids, cursors, outs[na])
     for name, data in moved.items():
         col = table[name]
         validity, nulls = validity_of(col)
