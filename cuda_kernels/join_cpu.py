@@ -63,6 +63,7 @@ from numba import prange, types
 from .cpu_intrinsics import (address, call_entry, copy_bytes, copy_short, fetch_add_at,  # noqa: F401
                              load_i64, native_entry_for, prefetch, store_fence, store_i64, store_i64_nt, store_u8_at)
 from .cpu_intrinsics import claim as _claim
+from .cpu_intrinsics import claim_one, row_block
 from . import hashtable as _ht
 from . import keys as _keys
 from .hashtable import EMPTY
@@ -261,47 +262,74 @@ def scatter(keys, valid, kmode, pmask, cursors, keys_dst, iota_dst, src, dst):
                 store_i64(dst[k], pos, load_i64(src[k], i))
 
 
-@njit(parallel=True, **_OPTS)
-def copy_spans(src_st, src_en, src_ch, dst_st, dst_ch):
+# The per-row kernels below are threaded (``gpuframe.backends.cpu._target.run_rows``: blocks of
+# rows claimed through ``cursor``), without reference counting (they allocate nothing; see
+# cpu_intrinsics.claim_one): as numba ``prange`` loops they compiled 1-3 s longer a signature
+# (widen_copy has one per pair of types).
+_ROWS_OPTS = dict(_OPTS, _nrt=False)
+
+
+@njit(**_ROWS_OPTS)
+def copy_spans(src_st, src_en, src_ch, dst_st, dst_ch, cursor):
     """Copy the bytes of span ``k`` (``src_ch[src_st[k]:src_en[k]]``) to ``dst_ch`` from
     ``dst_st[k]`` on (spans of 1-D arrays: ravel the ``[columns, rows]`` arrays)."""
     s = _addr(src_ch)
     d = _addr(dst_ch)
-    for k in prange(src_st.shape[0]):
-        n = src_en[k] - src_st[k]
-        if n > 0:
-            copy_short(d + dst_st[k], s + src_st[k], n)
+    m = src_st.shape[0]
+    lo, hi = row_block(cursor, m)
+    while lo < m:
+        for k in range(lo, hi):
+            n = src_en[k] - src_st[k]
+            if n > 0:
+                copy_short(d + dst_st[k], s + src_st[k], n)
+        lo, hi = row_block(cursor, m)
 
 
-@njit(parallel=True, **_OPTS)
-def key_words(src, kmode, valid, has_valid, out, flag, has_flag, keep, has_keep):
+@njit(**_ROWS_OPTS)
+def key_words(src, kmode, valid, has_valid, out, flag, has_flag, keep, has_keep, cursor):
     """Every row's :func:`gpuframe.kernels.keys.key_word_row` (the general path's words of one
-    key column, made in parallel; the CUDA kernel runs the same per-row function)."""
-    for i in prange(out.shape[0]):
-        key_word_row(src, kmode, valid, has_valid, out, flag, has_flag, keep, has_keep, i)
+    key column, made on the threads; the CUDA kernel runs the same per-row function)."""
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            key_word_row(src, kmode, valid, has_valid, out, flag, has_flag, keep, has_keep, i)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, **_OPTS)
-def string_spans(offs, valid, has_valid, st, en, flag, has_flag, keep, has_keep):
+@njit(**_ROWS_OPTS)
+def string_spans(offs, valid, has_valid, st, en, flag, has_flag, keep, has_keep, cursor):
     """Every row's :func:`gpuframe.kernels.keys.string_span_row` (one string key's spans)."""
-    for i in prange(st.shape[0]):
-        string_span_row(offs, valid, has_valid, st, en, flag, has_flag, keep, has_keep, i)
+    n = st.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            string_span_row(offs, valid, has_valid, st, en, flag, has_flag, keep, has_keep, i)
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, **_OPTS)
-def widen_copy(src, out):
+@njit(**_ROWS_OPTS)
+def widen_copy(src, out, cursor):
     """``out[i] = src[i]`` (sign- or zero-extending, float32 to float64 exactly; or int64 string
-    offsets known to fit into int32), in parallel."""
-    for i in prange(out.shape[0]):
-        out[i] = src[i]
+    offsets known to fit into int32), on the threads."""
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            out[i] = src[i]
+        lo, hi = row_block(cursor, n)
 
 
-@njit(parallel=True, **_OPTS)
-def general_row_hash(words, st, en, chars, out):
+@njit(**_ROWS_OPTS)
+def general_row_hash(words, st, en, chars, out, cursor):
     """``out[i]`` = :func:`gpuframe.kernels.keys.row_hash` of row ``i`` of a general
     (multi-column / string) key."""
-    for i in prange(out.shape[0]):
-        out[i] = row_hash(words, st, en, chars, i)
+    n = out.shape[0]
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            out[i] = row_hash(words, st, en, chars, i)
+        lo, hi = row_block(cursor, n)
 
 
 # --------------------------------------------------------------------------- build
@@ -719,8 +747,8 @@ def _emit_strings(o, i, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, sof
         store_i64(soffs[c], o + 1, d + n)
 
 
-@njit(parallel=True, **_OPTS)
-def unmatched_build_write(probe, build, out, tally):
+@njit(**_ROWS_OPTS)
+def unmatched_build_write(probe, build, out, tally, spos_all, cursor):
     """Write every partition's unmatched build rows (``tally.bmatched[pos] == 0``) from
     ``tally.ub_off[p]`` on, their string key bytes from ``tally.ub_bytes[p, c]`` on (the
     never-matching partition's rows are all unmatched); the probe side is absent on every one.
@@ -736,7 +764,10 @@ def unmatched_build_write(probe, build, out, tally):
     bytes at ``schars[c]``; the spans ``vp_st``/``vp_en`` and ``vb_st``/``vb_en`` are indexed
     by position. ``porig``/``borig`` give the original rows for ``SRC_ROW`` (empty: the
     identity).
-    """
+
+    A threaded kernel (``gpuframe.backends.cpu._target.run_threads``) over the partitions it
+    claims through ``cursor``; ``spos_all``: scratch, a row of ``nstr`` words a partition. As a
+    numba ``prange`` loop it took 6 s of a first outer join's compile."""
     porig = probe.orig
     pcols = probe.cols
     vp_ch = probe.ch
@@ -762,8 +793,9 @@ def unmatched_build_write(probe, build, out, tally):
     pch = _addr(vp_ch)
     bch = _addr(vb_ch)
     nstr = soffs.shape[0]
-    for p in prange(bstarts.shape[0] - 1):
-        spos = np.zeros(nstr, np.int64)
+    p = claim_one(cursor)
+    while p < bstarts.shape[0] - 1:
+        spos = spos_all[p]
         for c in range(nstr):
             spos[c] = ub_bytes[p, c]
         o = ub_off[p]
@@ -774,6 +806,7 @@ def unmatched_build_write(probe, build, out, tally):
                     _emit_strings(o, -1, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
                                   soffs, schars, spos)
                 o += 1
+        p = claim_one(cursor)
 
 
 @njit(inline="always")
@@ -1160,17 +1193,19 @@ _FLAT_AHEAD = 16
 _FLAT_RING = 32              # a power of two, at least _FLAT_AHEAD
 
 
-@njit(parallel=True, **_OPTS)
-def flat_slots(tables, toffs, starts, bkeys, kmode, pshift, flat, bits):
+@njit(**_ROWS_OPTS)
+def flat_slots(tables, toffs, starts, bkeys, kmode, pshift, flat, bits, cursor):
     """The flat table of a build side whose key words are all distinct: ``flat[x, 0]`` the
     canonical key word of the build row in slot ``x`` of the partitions' tables (``tables``,
     slices ``toffs``; partition ``p``'s rows from build position ``starts[p]``), ``flat[x, 1]``
     its global build position, ``-1`` for an empty slot; and its filter ``bits``: word
     ``x >> 3`` holds two bits (:func:`_filter_bits`) of every key whose first slot is ``x``.
     A table's slots are a multiple of 16 from a multiple of 16, so that each filter word
-    belongs to one partition (one thread)."""
+    belongs to one partition (one thread). A threaded kernel over the partitions it claims
+    through ``cursor``."""
     nparts = toffs.shape[0] - 1
-    for p in prange(nparts):
+    p = claim_one(cursor)
+    while p < nparts:
         b0 = starts[p]
         t0 = toffs[p]
         tmask = np.uint64(toffs[p + 1] - t0 - 1)
@@ -1188,6 +1223,7 @@ def flat_slots(tables, toffs, starts, bkeys, kmode, pshift, flat, bits):
                 h = word_hash(w)
                 x0 = t0 + slot_of(h, pshift, tmask)
                 bits[x0 >> 3] |= _filter_bits(h)
+        p = claim_one(cursor)
 
 
 @njit(inline="always")
@@ -1224,20 +1260,23 @@ def _flat_next(x, w, pmask, toffs):
     return t0 + ((x - t0 + 1) & (toffs[p + 1] - t0 - 1))
 
 
-@njit(parallel=True, **_OPTS)
+@njit(**_ROWS_OPTS)
 def flat_match(pkeys, pvalid, kmode, pmask, pshift, toffs, flat, bits, eup, eub, ilo, ihi, match, bmatched,
-               counts):
+               counts, rings, cursor):
     """:func:`small_match` for a build side of distinct word keys, from its flat table
     (:func:`flat_slots`) and its filter ``bits``, probe rows in place: ``match[i]``, the global build position of
     probe position ``i``'s key or ``-1``; ``counts[item]``, the item's output rows (its
     matches, every row with ``eup``); ``bmatched`` flagged with ``eub``. Rows are resolved in
-    order, each one's slot prefetched :data:`_FLAT_AHEAD` rows earlier."""
+    order, each one's slot prefetched :data:`_FLAT_AHEAD` rows earlier. A threaded kernel over
+    the work items it claims through ``cursor``; ``rings``: scratch, :data:`_FLAT_RING` words an
+    item. As a numba ``prange`` loop it took 4 s of a first join's compile."""
     base = _addr(flat)
     rmask = _FLAT_RING - 1
-    for it in prange(ilo.shape[0]):
+    it = claim_one(cursor)
+    while it < ilo.shape[0]:
         lo = ilo[it]
         hi = ihi[it]
-        ring = np.empty(_FLAT_RING, np.int64)
+        ring = rings[it]
         for i in range(lo, min(hi, lo + _FLAT_AHEAD)):
             x = _flat_first(pkeys, pvalid, kmode, pmask, pshift, toffs, bits, i)
             ring[i & rmask] = x
@@ -1270,6 +1309,7 @@ def flat_match(pkeys, pvalid, kmode, pmask, pshift, toffs, flat, bits, eup, eub,
             elif eup:
                 c += 1
         counts[it] = c
+        it = claim_one(cursor)
 
 
 @njit(inline="always")
@@ -1285,8 +1325,8 @@ def _chain_next(t, unique, nxt):
 DENSE_PROBE, DENSE_MATCH_KEY, DENSE_ONE, DENSE_BUILD, DENSE_BUILD_KEY, DENSE_BUILD_ONE = 0, 1, 2, 3, 4, 5
 
 
-@njit(parallel=True, **_OPTS)
-def write_dense(match, kinds, srcs, fills, outs, bkeys, ilo, ihi):
+@njit(**_ROWS_OPTS)
+def write_dense(match, kinds, srcs, fills, outs, bkeys, ilo, ihi, cursor):
     """The write pass of a unique build side's join where every probe row gives one output
     row, in its probe position (:func:`small_match` or :func:`flat_match` found ``match``;
     every row matched, or unmatched probe rows are kept): output row ``r`` (address
@@ -1295,8 +1335,10 @@ def write_dense(match, kinds, srcs, fills, outs, bkeys, ilo, ihi):
     ``[ilo, ihi)``. A build value is read at ``max(t, 0)`` and chosen without a branch, so
     that matches and misses alternating at random (a left join) do not mispredict every
     other row, as the row codes of :func:`write_items` did (10M rows, half of them missing,
-    against 1M build keys: 140-240 -> 62 ms)."""
-    for it in prange(ilo.shape[0]):
+    against 1M build keys: 140-240 -> 62 ms). A threaded kernel over the work items it claims
+    through ``cursor``."""
+    it = claim_one(cursor)
+    while it < ilo.shape[0]:
         lo = ilo[it]
         hi = ihi[it]
         for r in range(kinds.shape[0]):
@@ -1317,6 +1359,7 @@ def write_dense(match, kinds, srcs, fills, outs, bkeys, ilo, ihi):
                     v = np.int64(1)
                 _put(a, i, fv if kind >= DENSE_BUILD and t < 0 else v, True)
         store_fence()
+        it = claim_one(cursor)
 
 
 @njit(**_ITEM_OPTS)

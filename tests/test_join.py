@@ -368,7 +368,7 @@ def test_cpu_row_hash_matches_the_shared_per_row_function():
     words = rng.integers(-2**63, 2**63, (2, n), dtype=np.int64).view(np.uint64)
     for w, s_, e_ in ((words, st, en), (words[:0], st[:1], en[:1]), (words, st[:0], en[:0])):
         out = np.empty(n, np.uint64)
-        KC.general_row_hash(w, s_, e_, chars, out)
+        KC.general_row_hash(w, s_, e_, chars, out, np.array([0, n], np.int64))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             want = [KJ.row_hash(w, s_, e_, chars, i) for i in range(n)]

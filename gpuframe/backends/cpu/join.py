@@ -41,7 +41,7 @@ from .._common import is_word_type, narrow_host, words_to_values
 from .._join import SRC_KEY, SRC_NONE, SRC_ONE, JoinRequest, JoinResult, _sides
 from .._keys import SideKeys, host_valid, key_words, merged_key_host, prepare_keys
 from ..contract import KeyPair, OutputColumn
-from ._target import run_threads
+from ._target import run_rows, run_threads
 from .gather import gather_column
 
 __all__ = ["join", "join_size", "join_fused", "merged_key"]
@@ -78,7 +78,7 @@ def _prepare(left_keys: Sequence[Column], right_keys: Sequence[Column], pairs: S
 
 def _widen_words(values: np.ndarray, dtype: Any, device: Any) -> np.ndarray:
     out = host_empty(len(values), dtype)
-    _cpu_kernels().widen_copy(values, out)
+    run_rows(_cpu_kernels().widen_copy, len(out), values, out)
     return out
 
 
@@ -89,17 +89,17 @@ _NONE64 = np.zeros(1, np.uint64)
 def _key_word(src: np.ndarray, kmode: int, valid: Optional[np.ndarray], out: np.ndarray,
               flag: Optional[np.ndarray], keep: Optional[np.ndarray]) -> None:
     """``_keys.KeyWord`` on the CPU."""
-    _cpu_kernels().key_words(src, kmode, _NONE8 if valid is None else valid, valid is not None, out,
-                             _NONE64 if flag is None else flag, flag is not None,
-                             _NONE8 if keep is None else keep, keep is not None)
+    run_rows(_cpu_kernels().key_words, len(out), src, kmode, _NONE8 if valid is None else valid, valid is not None,
+             out, _NONE64 if flag is None else flag, flag is not None, _NONE8 if keep is None else keep,
+             keep is not None)
 
 
 def _string_span(offsets: np.ndarray, valid: Optional[np.ndarray], st: np.ndarray, en: np.ndarray,
                  flag: Optional[np.ndarray], keep: Optional[np.ndarray]) -> None:
     """``_keys.StringSpan`` on the CPU."""
-    _cpu_kernels().string_spans(offsets, _NONE8 if valid is None else valid, valid is not None, st, en,
-                                _NONE64 if flag is None else flag, flag is not None,
-                                _NONE8 if keep is None else keep, keep is not None)
+    run_rows(_cpu_kernels().string_spans, len(st), offsets, _NONE8 if valid is None else valid, valid is not None,
+             st, en, _NONE64 if flag is None else flag, flag is not None, _NONE8 if keep is None else keep,
+             keep is not None)
 
 
 @dataclass
@@ -393,7 +393,7 @@ def _row_hash_cpu(sk: SideKeys) -> None:
     if sk.keys is None:
         K = _cpu_kernels()
         out = host_empty(sk.n, np.uint64)
-        K.general_row_hash(_ro(sk.words), _ro(sk.starts), _ro(sk.ends), _ro(sk.chars), out)
+        run_rows(K.general_row_hash, len(out), _ro(sk.words), _ro(sk.starts), _ro(sk.ends), _ro(sk.chars), out)
         sk.keys = out
 
 
@@ -520,7 +520,7 @@ def _build_side(sk: SideKeys, pbits: int, carry: Sequence[np.ndarray], need_orig
             nbytes = int(new_st[-1]) if lens.size else 0
             new_st -= lens.ravel()
             ch = host_empty(nbytes, np.uint8)
-            K.copy_spans(_ro(st.ravel()), _ro(en.ravel()), sk.chars, _ro(new_st), ch)
+            run_rows(K.copy_spans, st.size, _ro(st.ravel()), _ro(en.ravel()), sk.chars, _ro(new_st), ch)
             st = new_st.reshape(st.shape)
             en = st + lens
             del lens
@@ -898,10 +898,13 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
         nslots = int(B.toffs[-1])
         table = host_empty((nslots, 2), np.int64)
         bits = host_empty(nslots >> 3, np.uint64)
-        K.flat_slots(B.tables, _ro(B.toffs), _ro(B.starts), B.keys, build.kmode, np.uint64(pbits), table, bits)
+        run_threads(K.flat_slots, len(B.toffs) - 1, B.tables, _ro(B.toffs), _ro(B.starts), B.keys, build.kmode,
+                    np.uint64(pbits), table, bits)
         B.tables = None
-        K.flat_match(P.keys, P.valid, probe.kmode, np.uint64((1 << pbits) - 1), np.uint64(pbits), _ro(B.toffs),
-                     _ro(table), _ro(bits), eup, eub, P.ilo, P.ihi, match, bmatched, counts)
+        rings = np.empty((len(P.ilo), K._FLAT_RING), np.int64)
+        run_threads(K.flat_match, len(P.ilo), P.keys, P.valid, probe.kmode, np.uint64((1 << pbits) - 1),
+                    np.uint64(pbits), _ro(B.toffs), _ro(table), _ro(bits), eup, eub, P.ilo, P.ihi, match, bmatched,
+                    counts, rings)
         del table, bits
     else:
         # a general key's probe rows come unhashed (keys None): small_match hashes them; the
@@ -985,8 +988,8 @@ def _write_dense(P: _Probe, pcols: list, B: _Build, src_p: list, src_b: list, fi
         rows.append(outs[r])
         rest[r] = None
     if rows:
-        K.write_dense(match, _ro(np.array(kinds, np.int64)), _ro(np.array(srcs, np.int64)),
-                      _ro(np.array(fills, np.int64)), _row_addresses(rows), B.keys, P.ilo, P.ihi)
+        run_threads(K.write_dense, len(P.ilo), match, _ro(np.array(kinds, np.int64)), _ro(np.array(srcs, np.int64)),
+                    _ro(np.array(fills, np.int64)), _row_addresses(rows), B.keys, P.ilo, P.ihi)
     return rest
 
 
@@ -1073,10 +1076,10 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
         for c in range(nstr):
             ub_bytes[:, c], tbytes[c] = _exclusive(ub_bytes[:, c], tbytes[c])
         if int(ub_counts.sum()):
-            K.unmatched_build_write(_probe_record(P, probe, pcols, keys=_EU64, items=False),
-                          _build_record(B, build, pbits, tables=_EI32), out,
-                          _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
-                                 bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
+            _unmatched_build_write(K, _probe_record(P, probe, pcols, keys=_EU64, items=False),
+                                   _build_record(B, build, pbits, tables=_EI32), out,
+                                   _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
+                                          bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
     # right-size outputs that used less than half of their room
     if total < cap // 2:
         outs = [_shrink(o, total) for o in outs]
@@ -1159,10 +1162,18 @@ def _write(P: _Probe, probe: SideKeys, pcols: list, B: _Build, build: SideKeys, 
                   _probe_record(P, probe, pcols, keys=_EU64), build_rec, out,
                   _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes)))
     if eub and int(ub_counts.sum()):
-        K.unmatched_build_write(_probe_record(P, probe, pcols, keys=_EU64, items=False), build_rec,
-                                out if ub_out is None else ub_out,
-                                _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
-                                       bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
+        _unmatched_build_write(K, _probe_record(P, probe, pcols, keys=_EU64, items=False), build_rec,
+                               out if ub_out is None else ub_out,
+                               _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
+                                      bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
+
+
+def _unmatched_build_write(K: Any, probe_rec: Any, build_rec: Any, out: Any, tally: Any) -> None:
+    """:func:`~gpuframe.kernels.join_cpu.unmatched_build_write` on the threads, a partition at a
+    time, with its scratch (a word per string key column a partition)."""
+    nparts = len(build_rec.starts) - 1
+    spos = np.empty((nparts, out.soffs.shape[0]), np.int64)
+    run_threads(K.unmatched_build_write, nparts, probe_rec, build_rec, out, tally, spos)
 
 
 def _cpu_semi_anti(req: JoinRequest) -> JoinResult:
