@@ -1,5 +1,6 @@
-"""The join's threaded kernels: :func:`run_threads` (threads that claim work items from one
-atomic counter) and the word-key kernel variants of :func:`cpu_variant`."""
+"""The threaded kernels: :func:`run_threads` (threads that claim work items from one atomic
+counter), :func:`run_rows` (per-row kernels over blocks of rows) and the word-key kernel variants
+of :func:`cpu_variant`."""
 from __future__ import annotations
 
 import threading
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from gpuframe.backends.cpu._target import run_threads
-from gpuframe.kernels.cpu_intrinsics import address, fetch_add_at
+from gpuframe.backends.cpu._target import PARALLEL_MIN_ROWS, run_rows, run_threads
+from gpuframe.kernels.cpu_intrinsics import ROW_BLOCK, address, claim_one, fetch_add_at, row_block
 from gpuframe.kernels.join_cpu import _claim
 from gpuframe.kernels.per_row import cpu_variant
 
@@ -120,3 +121,64 @@ def test_cpu_variant_rebinds_a_name_in_every_callee_that_reaches_it():
     assert _top(1) == 4 and v(1) == 22          # the original keeps its binding
     assert cpu_variant(_top, "ten", {"_leaf": _leaf10}) is v
     assert cpu_variant(_unrelated, "ten", {"_leaf": _leaf10}) is _unrelated
+
+
+# --------------------------------------------------------------------------- per-row kernels
+@njit(nogil=True, _nrt=False)
+def _rows_seen(n, seen, cursor):
+    # a per-row kernel's loop (cpu_intrinsics.row_block); returns its rows
+    count = 0
+    lo, hi = row_block(cursor, n)
+    while lo < n:
+        for i in range(lo, hi):
+            seen[i] += 1
+            count += 1
+        lo, hi = row_block(cursor, n)
+    return count
+
+
+@njit(_nrt=False)
+def _first_block(cursor, n):
+    return row_block(cursor, n)
+
+
+def test_row_blocks_are_unsigned():
+    # the loop's index is then unsigned, and numba indexes without its negative-index
+    # wraparound code (as in its prange loops)
+    assert _first_block(np.array([0, 8], np.int64), 5) == (0, 5)
+    assert str(_first_block.nopython_signatures[0].return_type) == "UniTuple(uint64 x 2)"
+
+
+@pytest.mark.parametrize("n", [0, 1, ROW_BLOCK - 1, ROW_BLOCK, 4 * ROW_BLOCK + 3, PARALLEL_MIN_ROWS + 1])
+@pytest.mark.parametrize("block", [None, 1000])
+def test_every_row_is_claimed_once_in_unsigned_blocks(n, block):
+    seen = np.zeros(n, np.int64)
+    got = run_rows(_rows_seen, n, n, seen) if block is None else run_rows(_rows_seen, n, n, seen, block=block)
+    assert (seen == 1).all()
+    assert sum(got) == n
+    # below PARALLEL_MIN_ROWS one thread (this one) runs every block
+    assert len(got) == 1 if n < PARALLEL_MIN_ROWS else 1 <= len(got) <= numba.get_num_threads()
+
+
+def test_a_per_row_kernel_called_with_a_zeroed_cursor_claims_one_row_at_a_time():
+    seen = np.zeros(5, np.int64)
+    assert _rows_seen(5, seen, np.zeros(2, np.int64)) == 5
+    assert (seen == 1).all()
+
+
+@njit(nogil=True, _nrt=False)
+def _chunks_seen(nchunks, seen, cursor):
+    k = claim_one(cursor)
+    count = 0
+    while k < nchunks:
+        seen[k] += 1
+        count += 1
+        k = claim_one(cursor)
+    return count
+
+
+@pytest.mark.parametrize("items", [0, 1, 2, 9])
+def test_claim_one_hands_out_each_item_once(items):
+    seen = np.zeros(items, np.int64)
+    got = run_threads(_chunks_seen, items, items, seen)
+    assert (seen == 1).all() and sum(got) == items
