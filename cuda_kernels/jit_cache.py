@@ -18,20 +18,25 @@ entry. Where locking is impossible (no ``fcntl``, a read-only cache folder) it b
 
 Processes on one machine that start on a cold cache also compile the same kernels, each its own
 copy: :func:`share_compiles` has one of them compile each signature and the others load it.
+Within one process numba compiles one signature at a time: :func:`compile_beside` compiles some
+in a forked child while the process compiles others.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import numba
 from numba.core import sigutils
 from numba.core.caching import IndexDataCacheFile
+from numba.core.compiler_lock import global_compiler_lock
 from numba.core.dispatcher import Dispatcher
 
 try:
@@ -39,7 +44,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: numba's own behaviour
     _fcntl = None
 
-__all__ = ["LockedCacheFile", "njit", "harden_cache", "share_compiles", "shared_compiles"]
+__all__ = ["Beside", "LockedCacheFile", "compile_beside", "njit", "harden_cache", "share_compiles", "shared_compiles"]
 
 _WAIT_S = 180.0      # longest wait for a signature another process is compiling; then it compiles here
 _POLL_S = 0.02
@@ -198,6 +203,107 @@ def shared_compiles() -> dict[str, int]:
     after another process compiled them (``loaded``)."""
     state = getattr(Dispatcher.compile, "_gpuframe_claims", None) or {}
     return {"compiled": state.get("compiled", 0), "loaded": state.get("loaded", 0)}
+
+
+_BESIDE = {"in_child": False, "started": 0, "gave_up": 0}
+# how long a waiter gives a child that is not done when this process is: at least this long,
+# and at least what this process took since the fork
+_BESIDE_MIN_WAIT_S = 10.0
+
+
+class Beside:
+    """A compile running in a child process (:func:`compile_beside`): ``started`` (False: none
+    was started, and :meth:`wait` returns at once), :meth:`running`, :meth:`wait`."""
+
+    def __init__(self, pid: int = 0) -> None:
+        self.pid = pid
+        self.started = pid > 0
+        self._forked = time.monotonic()
+
+    def running(self) -> bool:
+        """Whether the child is still compiling."""
+        if self.pid <= 0:
+            return False
+        try:
+            if os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+                return True
+        except ChildProcessError:   # reaped already (a SIGCHLD handler)
+            pass
+        self.pid = 0
+        return False
+
+    def wait(self) -> None:
+        """Wait for the child: at least :data:`_BESIDE_MIN_WAIT_S` seconds, or as long as this
+        process took since the fork, then kill it (its compile then happens here, at the call)."""
+        now = time.monotonic()
+        end = now + max(_BESIDE_MIN_WAIT_S, now - self._forked)
+        while self.running():
+            if time.monotonic() >= end:
+                _BESIDE["gave_up"] += 1
+                try:
+                    os.kill(self.pid, 9)
+                    os.waitpid(self.pid, 0)
+                except (ChildProcessError, ProcessLookupError):
+                    pass
+                self.pid = 0
+                return
+            time.sleep(0.002)
+
+
+def compile_beside(jobs: Any) -> Beside:
+    """Compile ``njit`` dispatchers in a forked child process, into numba's on-disk cache, while
+    this process compiles something else: ``jobs`` is a list of ``(dispatcher, argtypes)`` (numba
+    types), compiled in that order. Call the result's :meth:`Beside.wait` before calling them:
+    they then load those signatures from the cache. numba compiles under one lock a process, so
+    this is how two compiles overlap: a first join on an empty cache compiles its threaded
+    kernels beside their item functions and beside each other.
+
+    Starts nothing (a :class:`Beside` whose ``wait`` returns at once; each dispatcher compiles at
+    its call, as always) where it cannot help or might not be safe: every job's signature is
+    compiled already or in the dispatcher's disk cache (or it has none); off the main thread (a
+    Dask worker's task threads: the child would start without the threads that hold whatever
+    locks they hold); while numba's compiler lock is taken (this thread holds it across the
+    fork, so the child starts with it free for itself); not on Linux; in such a child itself;
+    with ``GPUFRAME_COMPILE_BESIDE=0``. A child that fails or hangs costs its time
+    (:meth:`Beside.wait` gives up on it), and the dispatcher compiles here."""
+    if (_BESIDE["in_child"] or not sys.platform.startswith("linux") or not hasattr(os, "fork")
+            or threading.current_thread() is not threading.main_thread()
+            or os.environ.get("GPUFRAME_COMPILE_BESIDE", "1").strip().lower() in ("0", "false", "no", "off")):
+        return Beside()
+    todo = [(d, tuple(t)) for d, t in jobs if _uncompiled(d, tuple(t))]
+    if not todo or not global_compiler_lock._lock.acquire(blocking=False):
+        return Beside()
+    try:
+        with warnings.catch_warnings():   # Python >= 3.12 warns of fork() beside threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:   # the child: compile (numba saves each in the cache) and leave, no cleanup
+            code = 1
+            try:
+                _BESIDE["in_child"] = True
+                for disp, argtypes in todo:
+                    disp.compile(argtypes)
+                code = 0
+            finally:
+                os._exit(code)
+    except OSError:
+        return Beside()
+    finally:
+        global_compiler_lock._lock.release()
+    _BESIDE["started"] += 1
+    return Beside(pid)
+
+
+def _uncompiled(disp: Any, argtypes: tuple) -> bool:
+    # neither compiled in this process nor in the dispatcher's disk cache (and it has one)
+    cache = getattr(disp, "_cache", None)
+    cache_file = getattr(cache, "_cache_file", None)
+    if cache_file is None or argtypes in disp.overloads:
+        return False
+    try:
+        return cache._index_key(argtypes, disp.targetctx.codegen()) not in cache_file._load_index()
+    except Exception:   # numba's cache internals moved: compile as numba would
+        return False
 
 
 if os.environ.get("GPUFRAME_COMPILE_CLAIMS"):

@@ -231,3 +231,125 @@ def test_a_process_killed_while_compiling_holds_nobody_up(shared_toy):
     later.join(30)
     assert got == 6.0 and counts == {"compiled": 1, "loaded": 0}
     assert seconds < 30, "the dead process's claim went with it (the wait would be 180 s)"
+
+
+BESIDE_TOY = '''
+import time
+
+from numba import types
+from numba.extending import overload
+
+from cuda_kernels.jit_cache import njit
+
+
+@njit(cache=True)
+def square(x):
+    return x * x
+
+
+@njit(cache=True)
+def broken(x):
+    return x.no_such_attribute
+
+
+def _stall():
+    pass
+
+
+@overload(_stall)
+def _stall_impl():
+    time.sleep(60)   # typing takes a minute: a child compiling it is given up on
+    return lambda: 0
+
+
+@njit(cache=True)
+def stalls(x):
+    _stall()
+    return x
+'''
+
+
+def _beside_child(folder, q):
+    import os
+    import threading
+
+    from numba.core.errors import TypingError
+
+    sys.path.insert(0, folder)
+    import toy_beside as toy
+    from cuda_kernels import jit_cache
+    from numba import types
+
+    sig = (types.int64,)
+    out = {}
+    b = jit_cache.compile_beside([(toy.square, sig)])
+    out["started"] = b.started
+    b.wait()
+    out["compiled_here"] = len(toy.square.overloads)          # the child compiled it, not this process
+    out["value"] = int(toy.square(7))
+    out["hits"] = len(toy.square.stats.cache_hits)            # ... and this process loaded it
+    out["misses"] = len(toy.square.stats.cache_misses)
+    # nothing to do: compiled (or cached) already
+    out["again"] = jit_cache.compile_beside([(toy.square, sig)]).started
+    # switched off, off the main thread, numba's compiler lock taken: none started
+    os.environ["GPUFRAME_COMPILE_BESIDE"] = "0"
+    out["off"] = jit_cache.compile_beside([(toy.square, (types.float64,))]).started
+    del os.environ["GPUFRAME_COMPILE_BESIDE"]
+    box = []
+    t = threading.Thread(target=lambda: box.append(jit_cache.compile_beside([(toy.square, (types.float64,))]).started))
+    t.start()
+    t.join()
+    out["thread"] = box[0]
+    held, release = threading.Event(), threading.Event()
+
+    def compiling():   # another thread inside numba's compiler
+        with jit_cache.global_compiler_lock:
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=compiling)
+    t.start()
+    held.wait(30)
+    out["locked"] = jit_cache.compile_beside([(toy.square, (types.float64,))]).started
+    release.set()
+    t.join()
+    # a child whose compile fails: this process compiles at the call, and fails as numba does
+    b = jit_cache.compile_beside([(toy.broken, sig)])
+    out["broken_started"] = b.started
+    b.wait()
+    try:
+        toy.broken(1)
+        out["broken"] = "no error"
+    except TypingError:
+        out["broken"] = "TypingError"
+    # a child that does not finish: given up on (killed) after the shortest wait
+    jit_cache._BESIDE_MIN_WAIT_S = 0.3
+    b = jit_cache.compile_beside([(toy.stalls, sig)])
+    t0 = time.monotonic()
+    b.wait()
+    out["stall_wait_s"] = time.monotonic() - t0
+    out["stall_started"] = b.started
+    out["gave_up"] = jit_cache._BESIDE["gave_up"]
+    out["running_after"] = b.running()
+    q.put(out)
+
+
+@pytest.mark.timeout(180)
+def test_compile_beside_compiles_in_a_child_that_this_process_loads(tmp_path, monkeypatch):
+    (tmp_path / "toy_beside.py").write_text(BESIDE_TOY)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("GPUFRAME_COMPILE_CLAIMS", raising=False)
+    monkeypatch.delenv("GPUFRAME_COMPILE_BESIDE", raising=False)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_beside_child, args=(str(tmp_path), q))
+    p.start()
+    out = q.get(timeout=150)
+    p.join(30)
+    assert p.exitcode == 0
+    assert out["started"] and out["compiled_here"] == 0
+    assert out["value"] == 49 and out["hits"] == 1 and out["misses"] == 0
+    assert not out["again"] and not out["off"] and not out["thread"] and not out["locked"]
+    assert out["broken_started"] and out["broken"] == "TypingError"
+    assert out["stall_started"] and out["gave_up"] == 1 and not out["running_after"]
+    assert out["stall_wait_s"] < 10
