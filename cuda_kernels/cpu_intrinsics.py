@@ -21,6 +21,8 @@ from numba.core import cgutils
 from numba.core.typing.typeof import Purpose, typeof
 from numba.extending import intrinsic
 
+from .jit_cache import compile_beside
+
 __all__ = ["address", "call_entry", "claim", "claim_one", "copy_bytes", "copy_short", "entry_tag", "fetch_add_at",
            "load_f64", "load_i64", "load_u64_at", "load_u8_at", "native_entry", "native_entry_for", "prefetch",
            "store_fence", "store_i64", "store_i64_nt", "store_u64_at", "store_u8_at", "stream_line", "row_block",
@@ -335,17 +337,52 @@ def native_entry(disp, argtypes: tuple) -> tuple[int, int]:
 _NATIVE_FOR: dict = {}
 
 
-def native_entry_for(disp, values: tuple, tail: tuple = ()) -> tuple[int, int]:
+_ENTRY_T = types.UniTuple(types.int64, 2)
+_CURSOR_T = types.Array(types.int64, 1, "C")
+
+
+def kernel_types(values: tuple) -> tuple:
+    """The numba types a threaded kernel (``gpuframe.backends.cpu._target.run_threads``) is
+    compiled for when called with ``values``: theirs, and its ``cursor``'s."""
+    return tuple(typeof(v, Purpose.argument) for v in values) + (_CURSOR_T,)
+
+
+_AHEAD_SEEN: set = set()
+
+
+def compile_kernels_beside(jobs) -> object:
+    """:func:`~gpuframe.kernels.jit_cache.compile_beside` for threaded kernels that will be
+    called with the Python values of ``jobs`` (``(kernel, values)`` pairs: a kernel is called as
+    ``kernel(*values, cursor)``), those whose types this process has not asked for before (a
+    fingerprint each, microseconds: the types themselves take tens of them an array)."""
+    todo = []
+    for kernel, values in jobs:
+        key = (kernel, compute_fingerprint(values))
+        if key not in _AHEAD_SEEN:
+            _AHEAD_SEEN.add(key)
+            todo.append((kernel, kernel_types(values)))
+    return compile_beside(todo)
+
+
+def native_entry_for(disp, values: tuple, tail: tuple = (), kernel=None) -> tuple[int, int]:
     """:func:`native_entry` of ``disp`` for arguments ``values`` (Python values, typed as numba
     types a dispatcher's arguments: a kernel that forwards them passes them with those types)
     followed by arguments of the numba types ``tail`` (what the kernel makes itself: an item
     number, scratch). Looked up by numba's own type fingerprint of ``values`` (microseconds;
-    ``numba.typeof`` takes tens of them an array)."""
+    ``numba.typeof`` takes tens of them an array).
+
+    ``kernel``: the threaded kernel that will call the entry, as ``kernel(entry, *values,
+    cursor)``; the first time, when neither is compiled or in numba's cache, it compiles in a
+    child process while ``disp`` compiles here (:func:`~gpuframe.kernels.jit_cache.compile_beside`)."""
     key = (disp, compute_fingerprint(values), tail)
     hit = _NATIVE_FOR.get(key)
     if hit is None:
-        argtypes = tuple(typeof(v, Purpose.argument) for v in values) + tuple(tail)
-        hit = _NATIVE_FOR[key] = native_entry(disp, argtypes)
+        argtypes = tuple(typeof(v, Purpose.argument) for v in values)
+        beside = compile_beside([(kernel, (_ENTRY_T,) + argtypes + (_CURSOR_T,))] if kernel is not None else [])
+        try:
+            hit = _NATIVE_FOR[key] = native_entry(disp, argtypes + tuple(tail))
+        finally:
+            beside.wait()
     return hit
 
 

@@ -60,8 +60,9 @@ from collections import namedtuple
 import numpy as np
 from numba import prange, types
 
-from .cpu_intrinsics import (address, call_entry, copy_bytes, copy_short, fetch_add_at,  # noqa: F401
-                             load_i64, native_entry_for, prefetch, store_fence, store_i64, store_i64_nt, store_u8_at)
+from .cpu_intrinsics import (address, call_entry, compile_kernels_beside, copy_bytes, copy_short,  # noqa: F401
+                             fetch_add_at, kernel_types, load_i64, native_entry_for, prefetch, store_fence, store_i64,
+                             store_i64_nt, store_u8_at)
 from .cpu_intrinsics import claim as _claim
 from .cpu_intrinsics import claim_one, row_block
 from . import hashtable as _ht
@@ -102,6 +103,8 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 # (2026-12-07, the same first join: 4.8 -> 3.8 s in the process, 5.1-5.3 -> 4.0-4.1 s wall). Without
 # ``_nrt=False`` the item function increfs and decrefs its arrays at every inlined per-row call:
 # the 10M x 10k string-key probe ran 3x slower (150 -> 450 ms).
+# On a cold cache each kernel compiles in a child process while its item function compiles here
+# (item_entry -> native_entry_for(kernel=...) -> jit_cache.compile_beside).
 _ITEM_OPTS = dict(_OPTS, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
 
@@ -712,18 +715,6 @@ def _emit_value(r, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill):
 
 
 @njit(inline="always")
-def _emit(o, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, use_active, active):
-    # one output row: every output row, or (use_active and o == i) only the rows in
-    # ``active``: the others already hold their probe value at position i (the scatter put it)
-    if use_active and o == i:
-        for k in range(active.shape[0]):
-            _emit_row(active[k], o, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
-    else:
-        for r in range(src_p.shape[0]):
-            _emit_row(r, o, i, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
-
-
-@njit(inline="always")
 def _emit_strings(o, i, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch, soffs, schars, spos):
     # string key columns of one output row: the bytes of the build row when there is one and
     # ``from_build`` (equal to the probe's), else the probe row's, else the build row's
@@ -801,7 +792,10 @@ def unmatched_build_write(probe, build, out, tally, spos_all, cursor):
         o = ub_off[p]
         for j in range(bstarts[p], bstarts[p + 1]):
             if bmatched[j] == 0:
-                _emit(o, -1, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs, False, _E64)
+                # one call site of the inlined _emit_row (a second, for rows in the probe's
+                # place, took 1.9 s of the kernel's 3.6 s compile)
+                for r in range(src_p.shape[0]):
+                    _emit_row(r, o, -1, j, porig, borig, pcols, bcols, bkeys, src_p, src_b, fill, outs)
                 if nstr != 0:
                     _emit_strings(o, -1, j, from_build, vp_st, vp_en, pch, vb_st, vb_en, bch,
                                   soffs, schars, spos)
@@ -1475,7 +1469,7 @@ def item_entry(kernel, verify: bool, records: tuple) -> tuple[int, int]:
     (:func:`~gpuframe.kernels.cpu_intrinsics.native_entry_for`), which the kernel calls
     through :func:`call_entry`."""
     item, extra = _ITEMS[kernel]
-    return native_entry_for(for_keys(item, verify), records, (types.int64,) + extra)
+    return native_entry_for(for_keys(item, verify), records, (types.int64,) + extra, kernel=kernel)
 
 
 # --------------------------------------------------------------------------- CUDA string keys

@@ -898,14 +898,27 @@ def _cpu_small(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pb
         nslots = int(B.toffs[-1])
         table = host_empty((nslots, 2), np.int64)
         bits = host_empty(nslots >> 3, np.uint64)
-        run_threads(K.flat_slots, len(B.toffs) - 1, B.tables, _ro(B.toffs), _ro(B.starts), B.keys, build.kmode,
-                    np.uint64(pbits), table, bits)
-        B.tables = None
         rings = np.empty((len(P.ilo), K._FLAT_RING), np.int64)
-        run_threads(K.flat_match, len(P.ilo), P.keys, P.valid, probe.kmode, np.uint64((1 << pbits) - 1),
-                    np.uint64(pbits), _ro(B.toffs), _ro(table), _ro(bits), eup, eub, P.ilo, P.ihi, match, bmatched,
-                    counts, rings)
-        del table, bits
+        match_args = (P.keys, P.valid, probe.kmode, np.uint64((1 << pbits) - 1), np.uint64(pbits), _ro(B.toffs),
+                      _ro(table), _ro(bits), eup, eub, P.ilo, P.ihi, match, bmatched, counts, rings)
+        # on a cold numba cache, flat_match (the longest compile of this path) compiles in a
+        # child process while flat_slots and write_dense compile here
+        beside = K.compile_kernels_beside([(K.flat_match, match_args)])
+        try:
+            run_threads(K.flat_slots, len(B.toffs) - 1, B.tables, _ro(B.toffs), _ro(B.starts), B.keys, build.kmode,
+                        np.uint64(pbits), table, bits)
+            if beside.started:   # the kernels of the write pass, while the child still compiles
+                if B.unique and build.n:
+                    K.write_dense.compile(K.kernel_types(_write_dense_args(match, B, P)))
+                if eub and beside.running():
+                    out = _output_record(eup=eup, eub=eub, pst=pst, pen=pen, bst=bst, ben=ben)
+                    K.unmatched_build_write.compile(K.kernel_types(_unmatched_build_args(
+                        P, probe, pcarry, _build_record(B, build, pbits, tables=_EI32), out, build)))
+        finally:
+            beside.wait()
+        B.tables = None
+        run_threads(K.flat_match, len(P.ilo), *match_args)
+        del table, bits, match_args
     else:
         # a general key's probe rows come unhashed (keys None): small_match hashes them; the
         # string keys' output bytes are summed afterwards, where they are written
@@ -988,9 +1001,16 @@ def _write_dense(P: _Probe, pcols: list, B: _Build, src_p: list, src_b: list, fi
         rows.append(outs[r])
         rest[r] = None
     if rows:
-        run_threads(K.write_dense, len(P.ilo), match, _ro(np.array(kinds, np.int64)), _ro(np.array(srcs, np.int64)),
-                    _ro(np.array(fills, np.int64)), _row_addresses(rows), B.keys, P.ilo, P.ihi)
+        run_threads(K.write_dense, len(P.ilo), *_write_dense_args(match, B, P, kinds, srcs, fills, rows))
     return rest
+
+
+def _write_dense_args(match: np.ndarray, B: _Build, P: _Probe, kinds: Sequence = (), srcs: Sequence = (),
+                      fills: Sequence = (), rows: Sequence = ()) -> tuple:
+    """:func:`~gpuframe.kernels.join_cpu.write_dense`'s arguments (with none of the lists:
+    arguments of the same types, to compile it ahead)."""
+    return (match, _ro(np.array(kinds, np.int64)), _ro(np.array(srcs, np.int64)), _ro(np.array(fills, np.int64)),
+            _row_addresses(rows), B.keys, P.ilo, P.ihi)
 
 
 def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, pbits: int,
@@ -1076,10 +1096,9 @@ def _cpu_direct(req: JoinRequest, probe: SideKeys, build: SideKeys, B: _Build, p
         for c in range(nstr):
             ub_bytes[:, c], tbytes[c] = _exclusive(ub_bytes[:, c], tbytes[c])
         if int(ub_counts.sum()):
-            _unmatched_build_write(K, _probe_record(P, probe, pcols, keys=_EU64, items=False),
-                                   _build_record(B, build, pbits, tables=_EI32), out,
-                                   _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
-                                          bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
+            build_rec = _build_record(B, build, pbits, tables=_EI32)
+            run_threads(K.unmatched_build_write, len(build_rec.starts) - 1,
+                        *_unmatched_build_args(P, probe, pcols, build_rec, out, build, bmatched, ub_off, ub_bytes))
     # right-size outputs that used less than half of their room
     if total < cap // 2:
         outs = [_shrink(o, total) for o in outs]
@@ -1155,25 +1174,28 @@ def _write(P: _Probe, probe: SideKeys, pcols: list, B: _Build, build: SideKeys, 
     (:func:`~gpuframe.kernels.join_cpu.unmatched_build_write`; into ``ub_out``'s rows where
     given)."""
     K = _cpu_kernels()
-    nstr = item_bytes.shape[1]
     build_rec = _build_record(B, build, pbits, tables=_EI32)
     if items:
         _threaded(K.write_items, probe.verify or build.verify, len(P.ilo),
                   _probe_record(P, probe, pcols, keys=_EU64), build_rec, out,
                   _tally(match=_ro(match), item_off=_ro(item_off), item_bytes=_ro(item_bytes)))
     if eub and int(ub_counts.sum()):
-        _unmatched_build_write(K, _probe_record(P, probe, pcols, keys=_EU64, items=False), build_rec,
-                               out if ub_out is None else ub_out,
-                               _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr),
-                                      bmatched=_ro(bmatched), ub_off=_ro(ub_off), ub_bytes=_ro(ub_bytes)))
+        args = _unmatched_build_args(P, probe, pcols, build_rec, out if ub_out is None else ub_out, build, bmatched,
+                                     ub_off, ub_bytes)
+        run_threads(K.unmatched_build_write, len(build_rec.starts) - 1, *args)
 
 
-def _unmatched_build_write(K: Any, probe_rec: Any, build_rec: Any, out: Any, tally: Any) -> None:
-    """:func:`~gpuframe.kernels.join_cpu.unmatched_build_write` on the threads, a partition at a
-    time, with its scratch (a word per string key column a partition)."""
-    nparts = len(build_rec.starts) - 1
-    spos = np.empty((nparts, out.soffs.shape[0]), np.int64)
-    run_threads(K.unmatched_build_write, nparts, probe_rec, build_rec, out, tally, spos)
+def _unmatched_build_args(P: _Probe, probe: SideKeys, pcols: Sequence[np.ndarray], build_rec: Any, out: Any,
+                          build: SideKeys, bmatched: np.ndarray = _E8, ub_off: np.ndarray = _E64,
+                          ub_bytes: Optional[np.ndarray] = None) -> tuple:
+    """:func:`~gpuframe.kernels.join_cpu.unmatched_build_write`'s arguments: the records and its
+    scratch (a word per string key column a partition), which it runs on the threads a
+    partition at a time (with the defaults: arguments of the same types, to compile it ahead)."""
+    nstr = out.soffs.shape[0]
+    tally = _tally(match=np.zeros(0, _index_dtype(build.n)), item_bytes=_E2i(nstr), bmatched=_ro(bmatched),
+                   ub_off=_ro(ub_off), ub_bytes=_E2i(nstr) if ub_bytes is None else _ro(ub_bytes))
+    spos = np.empty((len(build_rec.starts) - 1, nstr), np.int64)
+    return _probe_record(P, probe, pcols, keys=_EU64, items=False), build_rec, out, tally, spos
 
 
 def _cpu_semi_anti(req: JoinRequest) -> JoinResult:
