@@ -19,7 +19,13 @@ after block, and with a barrier that waits on a condition variable instead of po
   ``block_state`` array, the same per-launch shared allocations).
 
 :func:`install` replaces the simulator's ``BlockManager`` (a module global that
-``FakeCUDAKernel.__call__`` reads at each launch); nothing else of numba is changed.
+``FakeCUDAKernel.__call__`` reads at each launch) and makes ``cuda.shared.array`` safe for the
+block's threads: the simulator looks an allocation up by the caller's line and creates it when
+missing, without a lock, so two threads that ask at once could each create one and work on
+different "shared" arrays, one of them never initialised (``np.empty``): a radix scatter then
+wrote to row 1943 of 100 (``test_sort_table_on_the_device``, once in the CI's cudasim lane;
+3 of 40 launches of a two-array kernel with a 1 us switch interval). Nothing else of numba is
+changed.
 """
 from __future__ import annotations
 
@@ -195,14 +201,42 @@ class PooledBlockManager:
 _NUMBA_BLOCK_MANAGER: Any = None
 
 
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_array(self: Any, shape: Any, dtype: Any, alignment: Any = None) -> Any:
+    """numba-cuda's ``FakeCUDAShared.array`` with its lookup-or-create under a lock: every
+    thread of a launch that asks at one line gets the same array."""
+    from numba.core import types
+    from numba.np import numpy_support
+
+    if alignment is not None:
+        raise RuntimeError("Array alignment is not supported in cudasim")
+    if isinstance(dtype, types.Type):
+        dtype = numpy_support.as_dtype(dtype)
+    if shape == 0:   # dynamic shared memory: one buffer
+        count = self._dynshared_size // np.dtype(dtype).itemsize
+        return np.frombuffer(self._dynshared.data, dtype=dtype, count=count)
+    frame = sys._getframe(1)
+    caller = (frame.f_code.co_filename, frame.f_lineno)
+    with _SHARED_LOCK:
+        res = self._allocations.get(caller)
+        if res is None:
+            res = self._allocations[caller] = np.empty(shape, dtype)
+    return res
+
+
 def install() -> None:
-    """Make the simulator run blocks with :class:`PooledBlockManager` (idempotent)."""
+    """Make the simulator run blocks with :class:`PooledBlockManager` and allocate shared
+    arrays under a lock (idempotent)."""
     global _NUMBA_BLOCK_MANAGER
     from numba.cuda.simulator import kernel as simkernel
+    from numba.cuda.simulator import kernelapi
 
     if simkernel.BlockManager is not PooledBlockManager:
         _NUMBA_BLOCK_MANAGER = simkernel.BlockManager
     simkernel.BlockManager = PooledBlockManager
+    kernelapi.FakeCUDAShared.array = _shared_array
 
 
 def numba_block_manager() -> Any:

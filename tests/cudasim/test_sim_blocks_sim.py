@@ -86,7 +86,19 @@ def _kernels():
         cuda.syncthreads()
         x[t] = 1
 
-    return reverse_blocks, early_return, reductions, ids_2d, fails_at
+    @cuda.jit
+    def two_shared(out):
+        # every thread asks for both shared arrays at once at the start of each launch
+        a = cuda.shared.array(64, np.int64)
+        b = cuda.shared.array(64, np.int64)
+        t = cuda.threadIdx.x
+        a[t] = t
+        b[t] = 2 * t
+        cuda.syncthreads()
+        n = cuda.blockDim.x
+        out[cuda.blockIdx.x, t] = a[n - 1 - t] + b[n - 1 - t]
+
+    return reverse_blocks, early_return, reductions, ids_2d, fails_at, two_shared
 
 
 def test_barrier_shared_memory_and_many_blocks(manager):
@@ -125,7 +137,7 @@ def test_two_dimensional_blocks(manager):
 
 
 def test_an_error_in_one_thread_reaches_the_launcher_and_the_runner_stays_usable(manager):
-    reverse_blocks, _e, _r, _i, fails_at = _kernels()
+    reverse_blocks, _e, _r, _i, fails_at, _s = _kernels()
     x = np.zeros(8, np.int64)
     with pytest.raises(IndexError, match=r"tid=\[3, 0, 0\] ctaid=\[0, 0, 0\]"):
         fails_at[1, 8](x, 3)
@@ -136,3 +148,26 @@ def test_an_error_in_one_thread_reaches_the_launcher_and_the_runner_stays_usable
     out = np.zeros_like(y)
     reverse_blocks[2, 64](y, out)
     assert (out == y.reshape(2, 64)[:, ::-1].reshape(-1)).all()
+
+
+def test_the_threads_of_a_launch_share_one_shared_array(manager):
+    # numba-cuda's simulator creates a shared array at a thread's first request without a lock:
+    # two threads asking at once got two arrays (3 of 40 launches with this switch interval, a
+    # radix scatter in the CI's lane wrote out of bounds); sim_blocks.install() adds the lock
+    import sys
+
+    from numba.cuda.simulator import kernelapi
+
+    assert kernelapi.FakeCUDAShared.array is sim_blocks._shared_array
+    two_shared = _kernels()[5]
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        bad = 0
+        for _ in range(30):
+            out = np.zeros((2, 64), np.int64)
+            two_shared[2, 64](out)
+            bad += int((out != 3 * (63 - np.arange(64))).any())
+    finally:
+        sys.setswitchinterval(before)
+    assert bad == 0
