@@ -299,3 +299,25 @@ def test_chunks_renumbered_or_left_as_they_are(threads):
         _check(ints, pa.array(shuffled, pa.string()))
     finally:
         numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("kinds", [("int64",), ("string",), ("int64", "string"), ("float64", "int32", "bool")])
+def test_chunk_types_predict_what_local_groups_passes(kinds):
+    # _prepared_ids has the chunk function compile in a child (on a cold cache) with these
+    # types before the keys exist: they must be the types the keys turn out to have, or the
+    # child compiles a signature nobody calls
+    import numba
+
+    n = 50
+    data = {"int64": pa.array(np.arange(n) % 7), "string": pa.array([f"s{i % 5}" for i in range(n)]),
+            "float64": pa.array(np.arange(n) * 0.5), "int32": pa.array(np.arange(n, dtype=np.int32) % 3),
+            "bool": pa.array(np.arange(n) % 2 == 0)}
+    cols = [Column.from_arrow(data[k]) for k in kinds]
+    pairs = [pair_for(f"c{i}", c.dtype) for i, c in enumerate(cols)]
+    sk = G._group_side(cols, pairs)
+    got = tuple(numba.typeof(v) for v in (sk.keys, sk.kmode, sk.verify, sk.words, sk.starts, sk.ends, sk.chars))
+    assert got == G._chunk_types(n)[:7]
+    # the rest: what local_groups makes (first rows, four int64 bounds, the chunk-local ids)
+    ids = np.empty(n, G._id_dtype(n))
+    assert G._chunk_types(n)[7:] == (numba.typeof(np.empty(n, np.int64)),) + (numba.types.int64,) * 4 + (
+        numba.typeof(ids),)
