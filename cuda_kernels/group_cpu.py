@@ -46,7 +46,7 @@ from .group import span_cmp, value_less
 from .hashing import canonical_f64_bits
 from .cpu_intrinsics import call_entry, claim, claim_one, load_f64, load_i64, load_u8_at, row_block
 from .hashtable import EMPTY
-from .jit_cache import compile_beside, njit  # noqa: F401 - compile_beside: the backend's
+from .jit_cache import njit
 from .per_row import cpu
 
 _canonical_f64_bits = cpu(canonical_f64_bits)

@@ -15,6 +15,7 @@ import pyarrow as pa
 from numba import types
 
 from gpuframe.kernels.cpu_intrinsics import native_entry_for
+from gpuframe.kernels.jit_cache import compile_beside
 from gpuframe.kernels.join import KMODE_BITS, KMODE_F64
 
 from ...core.column import Column
@@ -217,7 +218,7 @@ def _prepared_ids(columns: Sequence[Column], pairs: Sequence[KeyPair], chunk_tab
     n = len(columns[0])
     # on a cold numba cache local_groups' chunk function (7.5 s of its 8.1 s compile) compiles
     # in a child process while the keys are prepared and hashed here
-    beside = K.compile_beside([(K._chunk, _chunk_types(n))] if chunk_tables else [])
+    beside = compile_beside([(K._chunk, _chunk_types(n))] if chunk_tables else [])
     try:
         sk = _group_side(columns, pairs)
     finally:
